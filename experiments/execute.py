@@ -1,0 +1,65 @@
+"""One run with its bookkeeping: metadata, error isolation, and the atomic write to the store."""
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+
+from experiments.environment import git_commit, hardware, package_versions
+from experiments.registry import Registry
+from experiments.runner import TaskCache, run
+from experiments.spec import RunSpec
+from experiments.store import RunStore
+
+Event = tuple[Any, ...]  # ("epoch", run_id, epoch, epochs) | ("done", run_id, outcome)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the study loop learns about a finished run."""
+
+    run_id: str
+    status: str  # "ok" | "failed"
+    summary: dict[str, Any]
+    error: str | None
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def base_meta(spec: RunSpec, device: torch.device) -> dict[str, Any]:
+    return {"run_id": spec.run_id, "seed": spec.seed, "spec": spec.to_json(), "git": git_commit(),
+            "versions": package_versions(), "hardware": hardware(device), "start_time": now()}
+
+
+def execute(spec: RunSpec, store: RunStore, learners: Registry, tasks: Registry, device: torch.device,
+            cache: TaskCache, emit: Callable[[Event], None]) -> Outcome:
+    """Run ``spec`` and store its rows and meta; an exception fails this run only."""
+    meta = base_meta(spec, device)
+    rows: list[dict[str, Any]] = []
+    try:
+        result = run(spec, learners, tasks, device, cache,
+                     on_epoch=lambda e, n: emit(("epoch", spec.run_id, e, n)))
+    except Exception as exc:  # isolation boundary: any failure of this run is recorded, the study goes on
+        outcome = Outcome(spec.run_id, "failed", {}, f"{type(exc).__name__}: {exc}")
+        meta.update(status="failed", error=outcome.error, traceback=traceback.format_exc())
+    else:
+        rows = result.rows
+        outcome = Outcome(spec.run_id, "ok", result.summary, None)
+        meta.update(status="ok", error=None, summary=result.summary)
+    meta["end_time"] = now()
+    store.write(spec.run_id, rows, meta)
+    return outcome
+
+
+def record_lost(spec: RunSpec, store: RunStore, device: torch.device, reason: str) -> Outcome:
+    """Store a failed meta for a run whose worker died before it could write one."""
+    meta = base_meta(spec, device)
+    meta.update(status="failed", error=reason, end_time=now())
+    store.write(spec.run_id, [], meta)
+    return Outcome(spec.run_id, "failed", {}, reason)

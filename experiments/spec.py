@@ -1,0 +1,99 @@
+"""A run: one learner on one task with one seed, fully described by a JSON-able ``RunSpec``.
+
+The run id is a hash of the canonical spec, so the same run has the same id in every
+study, on every machine, and a re-run study can skip what is done. The run's seed is
+derived from the study seed, the task (with its options) and the seed index: every
+learner on a task with seed index k sees the same data order and, where the model
+matches, the same initial weights (paired comparisons).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much training a run gets. epochs: passes over the training split (> 0).
+    max_seconds: optional cap on training wall seconds (evaluation not counted)."""
+
+    epochs: int = 5
+    max_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0:
+            raise ValueError(f"epochs = {self.epochs}: must be a positive integer")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError(f"max_seconds = {self.max_seconds}: must be > 0")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When the runner measures. eval_every: epochs between evaluations (the last epoch is
+    always evaluated). health_every: training steps between gradient-health samples."""
+
+    eval_every: int = 1
+    health_every: int = 20
+
+    def __post_init__(self) -> None:
+        if self.eval_every <= 0:
+            raise ValueError(f"eval_every = {self.eval_every}: must be a positive integer")
+        if self.health_every <= 0:
+            raise ValueError(f"health_every = {self.health_every}: must be a positive integer")
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines a run's result (all values plain JSON types)."""
+
+    learner: str  # registered learner name
+    label: str  # the study's name for this learner configuration
+    params: dict[str, Any]  # the learner's full Params, defaults filled in
+    task: str  # registered task name
+    task_label: str
+    task_params: dict[str, Any]
+    model: dict[str, Any]
+    budget: dict[str, Any]
+    schedule: dict[str, Any]
+    seed_index: int
+    study_seed: int
+    varied: tuple[str, ...] = field(default=(), compare=False)  # grid keys, for tables (not hashed)
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "learner": self.learner, "label": self.label, "params": self.params,
+            "task": self.task, "task_label": self.task_label, "task_params": self.task_params,
+            "model": self.model, "budget": self.budget, "schedule": self.schedule,
+            "seed_index": self.seed_index, "study_seed": self.study_seed,
+        }
+
+    @property
+    def run_id(self) -> str:
+        return digest(self.canonical())[:16]
+
+    @property
+    def seed(self) -> int:
+        """63-bit seed from (study seed, task, task options, seed index)."""
+        key = {"study_seed": self.study_seed, "task": self.task, "task_params": self.task_params,
+               "seed_index": self.seed_index}
+        return int(digest(key)[:15], 16)
+
+    def describe(self) -> str:
+        return f"{self.label} on {self.task_label}, seed {self.seed_index}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.canonical(), "varied": list(self.varied)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunSpec:
+        return cls(**{**data, "varied": tuple(data.get("varied", ()))})

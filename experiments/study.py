@@ -1,0 +1,188 @@
+"""Study files: learners x tasks x params (lists expand to grids) x seeds, in TOML.
+
+A study is validated completely and expanded into ``RunSpec`` objects before any run
+starts. Layout (every table optional except ``tasks`` and ``learners``)::
+
+    description = "what claim this study tests"
+    seeds = 3                      # a count, or a list of seed indices
+    study_seed = 0
+    tasks = ["digits", "fsdd"]     # or tables:  [tasks.fsdd]  frames = 30
+    [model]      arch = "mlp"  hidden = [256, 256]  activation = ["relu", "tanh"]
+    [budget]     epochs = 5        max_seconds = 60
+    [schedule]   eval_every = 1    health_every = 20
+    [learners.backprop]            # a label; `learner = "..."` names the registered rule
+    lr = [1e-3, 1e-2]              # a list for a scalar option is a grid axis
+    [learners.backprop.model]      # per-learner overrides of [model] and [budget]
+
+Built-in studies live in ``experiments/studies/NAME.toml`` and run by name.
+"""
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from experiments.config import ConfigError, build, grid, to_plain
+from experiments.registry import Registry, UnknownNameError
+from experiments.spec import Budget, RunSpec, Schedule
+from learners.models import ModelSpec
+
+TOP_KEYS = ("description", "seeds", "study_seed", "tasks", "model", "budget", "schedule", "learners")
+LEARNER_SECTION_KEYS = ("learner", "model", "budget")
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    raw: dict[str, Any]  # the study table after --set overrides
+    runs: list[RunSpec]
+
+
+def builtin_studies() -> dict[str, Path]:
+    """Name -> path of every study shipped in ``experiments/studies``."""
+    folder = resources.files("experiments") / "studies"
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def locate(name_or_path: str) -> tuple[str, Path]:
+    """A built-in study name or a path to a TOML file -> (study name, path)."""
+    builtins = builtin_studies()
+    if name_or_path in builtins:
+        return name_or_path, builtins[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"study file {name_or_path!r} does not exist")
+        return path.stem, path
+    raise ConfigError(f"unknown study {name_or_path!r}; built-in studies: {', '.join(sorted(builtins))}, or a path to a .toml file")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"study file {path}: invalid TOML: {exc}") from exc
+
+
+def parse_set(assignment: str) -> tuple[list[str], Any]:
+    """``"budget.epochs=2"`` -> (["budget", "epochs"], 2). The value is TOML; a bare word is a string."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. budget.epochs=2")
+    key, text = assignment.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"--set {assignment!r}: empty key")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text  # documented: a bare word is taken as a string (e.g. optimizer=sgd)
+    return path, value
+
+
+def apply_sets(raw: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """A copy of ``raw`` with each ``--set`` applied (tables created as needed)."""
+    out = copy.deepcopy(raw)
+    for assignment in assignments:
+        path, value = parse_set(assignment)
+        node = out
+        for part in path[:-1]:
+            if isinstance(node.get(part), list) and part == "tasks":
+                node[part] = {name: {} for name in node[part]}  # list of names -> tables
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {assignment!r}: {part!r} is not a table")
+        node[path[-1]] = value
+    return out
+
+
+def _seed_indices(value: Any) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value <= 0:
+            raise ConfigError(f"seeds = {value}: must be a positive count or a list of seed indices")
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        return list(value)
+    raise ConfigError(f"seeds = {value!r}: expected a positive count or a non-empty list of non-negative integers")
+
+
+def _task_tables(value: Any) -> dict[str, dict[str, Any]]:
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return {name: {} for name in value}
+    if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+        return value
+    raise ConfigError(f"tasks = {value!r}: expected a non-empty list of task names or tables of task options")
+
+
+def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) -> Study:
+    """Validate a study table and expand it into runs; raises ConfigError on any bad value."""
+    unknown = sorted(set(raw) - set(TOP_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in study {name}; allowed: {', '.join(TOP_KEYS)}")
+    for key in ("tasks", "learners"):
+        if key not in raw:
+            raise ConfigError(f"study {name} has no {key!r}; it needs at least one")
+    seeds = _seed_indices(raw.get("seeds", 1))
+    study_seed = raw.get("study_seed", 0)
+    if not isinstance(study_seed, int) or isinstance(study_seed, bool):
+        raise ConfigError(f"study_seed = {study_seed!r}: expected an integer")
+    schedule = to_plain(build(Schedule, raw.get("schedule", {}), "schedule"))
+
+    task_points: list[tuple[str, str, dict[str, Any], list[str], Any]] = []
+    for label, table in _task_tables(raw["tasks"]).items():
+        table = dict(table)
+        task_name = table.pop("task", label)
+        try:
+            task_cls = tasks.get(task_name)
+        except UnknownNameError as exc:
+            raise ConfigError(str(exc)) from exc
+        points = grid(task_cls.Params, table, f"tasks.{label}")
+        axes = [f"task.{k}" for k, v in table.items() if len({repr(p[k]) for p in points}) > 1]
+        for point in points:
+            params = to_plain(build(task_cls.Params, point, f"tasks.{label}"))
+            task_points.append((label, task_name, params, axes, task_cls))
+
+    learner_tables = raw["learners"]
+    if not isinstance(learner_tables, dict) or not learner_tables or not all(isinstance(v, dict) for v in learner_tables.values()):
+        raise ConfigError(f"learners = {learner_tables!r}: expected tables, e.g. [learners.backprop]")
+    runs: list[RunSpec] = []
+    for label, table in learner_tables.items():
+        table = dict(table)
+        learner_name = table.pop("learner", label)
+        try:
+            learner_cls = learners.get(learner_name)
+        except UnknownNameError as exc:
+            raise ConfigError(str(exc)) from exc
+        model_raw = {**raw.get("model", {}), **table.pop("model", {})}
+        budget_raw = {**raw.get("budget", {}), **table.pop("budget", {})}
+        budget = to_plain(build(Budget, budget_raw, f"learners.{label}.budget"))
+        model_points = grid(ModelSpec, model_raw, f"learners.{label}.model")
+        param_points = grid(learner_cls.Params, table, f"learners.{label}")
+        varied = [f"model.{k}" for k in model_raw if len({repr(p[k]) for p in model_points}) > 1]
+        varied += [f"params.{k}" for k in table if len({repr(p[k]) for p in param_points}) > 1]
+        for model_point in model_points:
+            model = build(ModelSpec, model_point, f"learners.{label}.model")
+            for param_point in param_points:
+                params = to_plain(build(learner_cls.Params, param_point, f"learners.{label}"))
+                for task_label, task_name, task_params, task_axes, task_cls in task_points:
+                    if model.arch == "cnn" and task_cls.modality != "image":
+                        raise ConfigError(
+                            f"learners.{label}.model.arch = 'cnn' on task {task_label!r} ({task_cls.modality}): "
+                            "allowed only on image tasks; use arch = 'mlp'"
+                        )
+                    for seed_index in seeds:
+                        runs.append(RunSpec(
+                            learner=learner_name, label=label, params=params, task=task_name,
+                            task_label=task_label, task_params=task_params, model=to_plain(model),
+                            budget=budget, schedule=schedule, seed_index=seed_index,
+                            study_seed=study_seed, varied=tuple(varied + task_axes),
+                        ))
+    return Study(name, raw, runs)
+
+
+def load_study(name_or_path: str, sets: list[str], learners: Registry, tasks: Registry) -> Study:
+    """Locate, read, override and expand a study (all validation happens here)."""
+    name, path = locate(name_or_path)
+    return expand(name, apply_sets(read_toml(path), sets), learners, tasks)

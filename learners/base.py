@@ -1,0 +1,157 @@
+"""The learner interface: the one place a third-party learning rule has to read.
+
+A learner owns only its update rule. The runner (``experiments.runner``) owns the
+loop, the budget, the clock, the seeds, evaluation and every measurement.
+
+Flow of one run::
+
+    learner = LearnerClass(model_spec, task, params, generator, device)
+    for each minibatch (x, y) the runner draws:     # x: (B, *task.input_shape), y: (B,) int64
+        out = learner.train_step(x, y)              # one update: a minibatch (gradient rules)
+                                                    # or a generation (population rules)
+        every N steps: learner.update_signal()      # {layer: tensor}, for gradient health
+    logits = learner.predict(x)                     # (B, n_classes), no state change
+
+Images arrive as (B, C, H, W); speech as (B, T, F) with the frame axis T first, so a
+spiking learner can use it as time. ``learners.models.build_model`` builds the shared
+network every learner trains; learners differ in their update rule, never by owning a
+private copy of the architecture.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from learners.models import ModelSpec
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a learner may know about a task (never the data itself)."""
+
+    name: str
+    modality: Literal["image", "speech"]
+    input_shape: tuple[int, ...]  # image: (C, H, W); speech: (T, F)
+    n_classes: int
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """What one ``train_step`` reports.
+
+    loss: the training loss on the step's minibatch (for population rules, the loss of
+        the current best or mean solution: say which in the learner's docstring).
+    forward_samples: how many single-sample forward passes the step made (a population
+        of 64 on a batch of 512 makes 32,768); the runner sums it as a compute measure.
+    """
+
+    loss: float
+    forward_samples: int
+
+
+class Learner(ABC):
+    """Base class of every learning rule.
+
+    Subclasses set ``Params`` to a frozen dataclass of their hyperparameters (with
+    defaults, type hints and a ``batch_size`` field); study files are validated against
+    it before any run starts. ``kind`` says what one step consumes.
+    """
+
+    Params: ClassVar[type]
+    kind: ClassVar[Literal["gradient", "population"]] = "gradient"
+
+    def __init__(
+        self,
+        model_spec: ModelSpec,
+        task: TaskInfo,
+        params: Any,
+        generator: torch.Generator,
+        device: torch.device,
+    ) -> None:
+        """model_spec, task and params in; ``generator`` is the run's only randomness source."""
+        self.model_spec = model_spec
+        self.task = task
+        self.params = params
+        self.generator = generator
+        self.device = device
+
+    @property
+    def batch_size(self) -> int:
+        """Minibatch size the runner draws for each ``train_step``."""
+        return int(self.params.batch_size)
+
+    @abstractmethod
+    def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
+        """One update from a minibatch (x on ``self.device``, y int64 labels)."""
+
+    @abstractmethod
+    def predict(self, x: Tensor) -> Tensor:
+        """Class scores (B, n_classes) for x; must not change any learner state."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume this learner (weights, optimizer, feedback...)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+
+    @abstractmethod
+    def update_signal(self) -> dict[str, Tensor]:
+        """The last update's gradient-like signal per weight layer, in forward order.
+
+        Keys are the names of the model's connection layers (``learners.models.weight_layers``);
+        values have the weight's shape; the update moved the weights along its *negative*.
+        For backprop it is the gradient; for feedback alignment the pseudo-gradient it
+        computes; for evolution the estimated gradient (ES) or minus the mean parent-to-
+        offspring step (GA). The runner turns it into gradient health and alignment.
+        """
+
+    def true_gradient(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """Exact backprop gradient of the mean cross-entropy at the current weights.
+
+        Keys as in ``update_signal``. Must not change any learner state (weights, grads,
+        batch-norm statistics, RNG). The default differentiates ``self.model`` with plain
+        autograd; a learner whose forward pass is not plain autograd (feedback alignment,
+        spiking time loops) overrides it. The runner calls it just *before* a sampled
+        ``train_step`` on the same batch and records the cosine with ``update_signal``.
+        """
+        model = self.model
+        if model is None:
+            raise NotImplementedError(f"{type(self).__name__} has no model: override true_gradient")
+        from learners.models import weight_layers
+
+        names = [n for n, _ in weight_layers(model)]
+        params = dict(model.named_parameters())
+        buffers = {k: v.clone() for k, v in model.named_buffers()}  # BN stats stay untouched
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+            detached = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+            logits = torch.func.functional_call(model, (detached, buffers), (x,))
+            loss = torch.nn.functional.cross_entropy(logits, y)
+            wanted = [detached[f"{n}.weight"] for n in names]
+            grads = torch.autograd.grad(loss, wanted)
+        return dict(zip(names, grads))
+
+    def diagnostics(self) -> list[tuple[str, str, float]]:
+        """Extra learner-specific measurements at gradient-health steps: (metric, layer, value).
+
+        E.g. feedback alignment's angle between W and B per layer. Default: none.
+        """
+        return []
+
+    def evaluation_metrics(self, x: Tensor) -> list[tuple[str, str, float]]:
+        """Extra measurements at each evaluation on a fixed test batch ``x``: (metric, layer, value).
+
+        E.g. a spiking learner's synaptic operations, firing rates and silent neurons.
+        Must not change learner state. Default: none.
+        """
+        return []
+
+    @property
+    def model(self) -> nn.Module | None:
+        """The network being trained, when there is one (used for compute measurements)."""
+        return getattr(self, "_model", None)

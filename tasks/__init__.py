@@ -1,0 +1,7 @@
+"""What is learned: the ``Task`` interface (``tasks.base``) and the built-in data sets.
+
+Tasks are found through the ``bpbench.tasks`` entry-point group (``experiments.registry``).
+"""
+from tasks.base import Split, Task, TaskData, TaskParams
+
+__all__ = ["Split", "Task", "TaskData", "TaskParams"]
