@@ -65,6 +65,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from experiments.conformance import ConformanceError, check_learner
+
+    learner_cls = learner_registry().get(args.learner)
+    task_cls = task_registry().get(args.task)
+    try:
+        check_learner(learner_cls, task_cls().load(task_cls.Params()))
+    except ConformanceError as exc:
+        print(f"bpbench: {args.learner} does not conform: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.learner}: conforms to the Learner interface on {args.task}")
+    return 0
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     store = RunStore(Path(args.dir))
     if not store.runs_dir.is_dir():
@@ -86,6 +100,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     r.add_argument("--executor", choices=("process", "inline"), default="process")
     r.set_defaults(fn=cmd_run)
+    c = sub.add_parser("check", help="check a learner against the interface contract on real data")
+    c.add_argument("learner")
+    c.add_argument("--task", default="digits")
+    c.set_defaults(fn=cmd_check)
     t = sub.add_parser("table", help="summary table of a results folder")
     t.add_argument("dir")
     t.add_argument("--format", choices=FORMATS, default="text")

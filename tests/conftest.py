@@ -1,0 +1,86 @@
+"""Shared fixtures: one torch thread per test process, a real entry-point plugin, CLI helpers."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+torch.set_num_threads(1)
+
+PLUGIN_MODULE = textwrap.dedent('''
+    """Test plugins, installed through real entry points by tests/conftest.py."""
+    import math
+    import os
+    import signal
+
+    from learners.backprop import Backprop, BackpropParams
+    from learners.base import StepOutput
+
+
+    class Exploding(Backprop):
+        """Backprop whose loss turns NaN on the task named 'fsdd' (a diverging run)."""
+        def train_step(self, x, y):
+            out = super().train_step(x, y)
+            return StepOutput(math.nan, out.forward_samples) if self.task.name == "fsdd" else out
+
+
+    class Crashing(Backprop):
+        """Backprop that raises on the mnist5k task."""
+        def train_step(self, x, y):
+            if self.task.name == "mnist5k":
+                raise RuntimeError("deliberate crash on mnist5k")
+            return super().train_step(x, y)
+
+
+    class Killing(Backprop):
+        """Backprop that SIGKILLs its own process on the fsdd task (an out-of-memory kill, say)."""
+        def train_step(self, x, y):
+            if self.task.name == "fsdd":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().train_step(x, y)
+''')
+
+ENTRY_POINTS = textwrap.dedent('''
+    [bpbench.learners]
+    exploding = bpbench_testplugins:Exploding
+    crashing = bpbench_testplugins:Crashing
+    killing = bpbench_testplugins:Killing
+    needs_missing_dep = bpbench_missing_dependency_xyz:Learner
+''')
+
+
+@pytest.fixture(scope="session")
+def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding a plugin module and its dist-info, as pip would install it."""
+    root = tmp_path_factory.mktemp("plugins")
+    (root / "bpbench_testplugins.py").write_text(PLUGIN_MODULE)
+    info = root / "bpbench_testplugins-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bpbench-testplugins\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(ENTRY_POINTS)
+    return root
+
+
+@pytest.fixture
+def with_plugins(plugin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Make the test plugins visible to this process and to the processes it starts."""
+    monkeypatch.syspath_prepend(str(plugin_dir))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(plugin_dir), str(REPO), os.environ.get("PYTHONPATH", "")]))
+    return plugin_dir
+
+
+def bpbench(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
+            check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the bpbench CLI in a fresh process (the working tree's code)."""
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "experiments", *args], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"bpbench {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc

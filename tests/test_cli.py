@@ -1,0 +1,62 @@
+"""The CLI end to end in real processes: list, run quick (reduced), table formats, resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import REPO, bpbench
+
+
+def test_list_shows_learners_tasks_studies_and_unavailable_reason(with_plugins) -> None:
+    out = bpbench("list", check=True).stdout
+    for name in ("backprop", "digits", "mnist5k", "fsdd", "quick"):
+        assert name in out
+    line = next(l for l in out.splitlines() if "needs_missing_dep" in l)
+    assert "unavailable: ModuleNotFoundError" in line
+    assert "conforms" in bpbench("check", "backprop", "--task", "fsdd", check=True).stdout
+
+
+def test_quick_end_to_end_reduced(tmp_path: Path) -> None:
+    out = tmp_path / "quick"
+    proc = bpbench("run", "quick", "--out", str(out), "--set", "seeds=1", "--set", "budget.epochs=3",
+                   "--set", "learners={backprop = {}}", check=True)
+    assert "3 run(s)" in proc.stdout and "(0 failed)" in proc.stdout
+    metas = [json.loads(p.read_text()) for p in out.glob("runs/*/meta.json")]
+    assert len(metas) == 3 and all(m["status"] == "ok" for m in metas)
+    for meta in metas:
+        assert meta["summary"]["test_accuracy"] > 0.8, meta["spec"]["task"]  # chance is 0.1
+        assert meta["versions"]["torch"].startswith("2.13") and meta["hardware"]["torch_threads"] >= 1
+        assert set(meta["git"]) == {"commit", "dirty", "reason"} and meta["start_time"] < meta["end_time"]
+    csv = bpbench("table", str(out), "--format", "csv", check=True).stdout
+    assert csv.splitlines()[0].startswith("learner,") and len(csv.strip().splitlines()) == 4
+    md = bpbench("table", str(out), "--format", "markdown", check=True).stdout
+    assert md.splitlines()[1].startswith("|") and "backprop" in md
+    latex = bpbench("table", str(out), "--format", "latex", check=True).stdout
+    assert "\\toprule" in latex and "\\bottomrule" in latex
+
+
+def test_resume_after_killed_study(tmp_path: Path) -> None:
+    out = tmp_path / "resume"
+    args = ["run", "quick", "--out", str(out), "--set", "seeds=2", "--set", "budget.epochs=2",
+            "--set", "learners={backprop = {}}", "--jobs", "1", "--threads", "1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "experiments", *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while len(list(out.glob("runs/*/meta.json"))) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the study and its workers die mid-study
+    proc.wait()
+    done_before = {p.parent.name: json.loads(p.read_text())["start_time"] for p in out.glob("runs/*/meta.json")}
+    assert 2 <= len(done_before) < 6
+    resumed = bpbench(*args, check=True)
+    assert f"skipping {len(done_before)} completed run(s)" in resumed.stderr
+    assert f"{6 - len(done_before)} run(s)" in resumed.stdout
+    metas = {p.parent.name: json.loads(p.read_text()) for p in out.glob("runs/*/meta.json")}
+    assert len(metas) == 6 and all(m["status"] == "ok" for m in metas.values())
+    assert all(metas[rid]["start_time"] == start for rid, start in done_before.items())  # not rerun

@@ -1,0 +1,70 @@
+"""Every registered learner passes the conformance checks; the shared model builder behaves."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from experiments.conformance import check_learner
+from experiments.registry import learner_registry, task_registry
+from learners.models import ModelSpec, build_model, weight_layers
+
+REGISTRY = learner_registry()
+AVAILABLE = [n for n in REGISTRY.names() if REGISTRY.entries[n].available]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    cls = task_registry().get("digits")
+    return cls().load(cls.Params())
+
+
+@pytest.fixture(scope="module")
+def fsdd():
+    cls = task_registry().get("fsdd")
+    return cls().load(cls.Params())
+
+
+def test_builtin_learners_are_registered_and_available() -> None:
+    assert "backprop" in AVAILABLE
+
+
+@pytest.mark.parametrize("name", AVAILABLE)
+def test_learner_conformance_image(name: str, digits) -> None:
+    check_learner(REGISTRY.get(name), digits)
+
+
+@pytest.mark.parametrize("name", AVAILABLE)
+def test_learner_conformance_speech(name: str, fsdd) -> None:
+    check_learner(REGISTRY.get(name), fsdd)
+
+
+def test_model_builder_mlp_options() -> None:
+    spec = ModelSpec(hidden=(16, 8), activation="tanh", batchnorm=True, dropout=0.25)
+    model = build_model(spec, (1, 8, 8), 10, torch.Generator().manual_seed(0))
+    assert [n for n, _ in weight_layers(model)] == ["fc1", "fc2", "out"]
+    kinds = [type(m) for m in model]
+    assert kinds.count(nn.BatchNorm1d) == 2 and kinds.count(nn.Dropout) == 2 and kinds.count(nn.Tanh) == 2
+    assert model(torch.randn(4, 1, 8, 8)).shape == (4, 10)
+
+
+def test_model_builder_cnn_and_seeded_init() -> None:
+    spec = ModelSpec(arch="cnn", channels=(4, 8), hidden=(16,))
+    a = build_model(spec, (1, 28, 28), 10, torch.Generator().manual_seed(1))
+    b = build_model(spec, (1, 28, 28), 10, torch.Generator().manual_seed(1))
+    c = build_model(spec, (1, 28, 28), 10, torch.Generator().manual_seed(2))
+    assert [n for n, _ in weight_layers(a)] == ["conv1", "conv2", "fc1", "out"]
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a.conv1.weight, c.conv1.weight)
+    assert a(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ValueError, match="needs image input"):
+        build_model(spec, (20, 13), 10, torch.Generator())
+
+
+def test_unavailable_plugin_is_listed_with_reason(with_plugins) -> None:
+    registry = learner_registry()
+    entry = registry.entries["needs_missing_dep"]
+    assert not entry.available and "bpbench_missing_dependency_xyz" in entry.error
+    with pytest.raises(ValueError, match="unavailable"):
+        registry.get("needs_missing_dep")
+    assert registry.entries["crashing"].available
