@@ -40,6 +40,20 @@ class TaskInfo:
 
 
 @dataclass(frozen=True)
+class LayerOps:
+    """Synaptic operations of one connection layer per sample, counted the NeuroBench way.
+
+    dense: every connection evaluated; effective: nonzero weight x nonzero input only.
+    accumulate: True when the layer's input was spikes (all values in {-1, 0, 1}), so its
+    operations are accumulates (ACs); False: multiply-accumulates (MACs).
+    """
+
+    dense: float
+    effective: float
+    accumulate: bool
+
+
+@dataclass(frozen=True)
 class StepOutput:
     """What one ``train_step`` reports.
 
@@ -116,8 +130,8 @@ class Learner(ABC):
 
         Keys as in ``update_signal``. Must not change any learner state (weights, grads,
         batch-norm statistics, RNG). The default differentiates ``self.model`` with plain
-        autograd; a learner whose forward pass is not plain autograd (feedback alignment,
-        spiking time loops) overrides it. The runner calls it just *before* a sampled
+        autograd; a learner whose ``self.model(x)`` is not the plain network (a spiking
+        time loop, say) overrides it. The runner calls it just *before* a sampled
         ``train_step`` on the same batch and records the cosine with ``update_signal``.
         """
         model = self.model
@@ -150,6 +164,15 @@ class Learner(ABC):
         Must not change learner state. Default: none.
         """
         return []
+
+    def inference_cost(self, x: Tensor) -> dict[str, LayerOps] | None:
+        """Per-sample synaptic operations of each connection layer when predicting ``x``, or None.
+
+        A learner that knows its spikes overrides it (``experiments.energy.count_synops``
+        does the counting); for None, ``experiments.energy`` derives dense MACs from the
+        FLOP counter on ``predict(x)``. Must not change learner state.
+        """
+        return None
 
     @property
     def model(self) -> nn.Module | None:

@@ -1,0 +1,88 @@
+"""Step time of the feedback-alignment learners relative to backprop, from one run.
+
+MLP 784-256-256-10 (ReLU, Adam), batch 256 (``--batch``), random inputs, one torch thread
+(``--threads``). Each round times one ``train_step`` of every learner, in a shuffled order,
+so load from other processes hits all learners alike; a learner's step time is its median
+over ``--rounds`` rounds. Prints wall-clock and thread-CPU medians (the CPU time leaves out
+time the thread waited for a core on a shared machine) and their ratios to backprop. The
+issue's target is FA/BP <= 1.05.
+
+    python -m benchmarks.fa_speed [--rounds 300] [--batch 256] [--device cpu]
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+
+import torch
+
+from learners.backprop import Backprop, BackpropParams
+from learners.base import Learner, TaskInfo
+from learners.dfa import DirectFeedbackAlignment
+from learners.fa import FeedbackAlignment
+from learners.feedback import FeedbackParams
+from learners.models import ModelSpec
+from learners.sign_symmetry import SignSymmetry
+
+LEARNERS: dict[str, tuple[type[Learner], type]] = {
+    "backprop": (Backprop, BackpropParams),
+    "fa": (FeedbackAlignment, FeedbackParams),
+    "dfa": (DirectFeedbackAlignment, FeedbackParams),
+    "sign_symmetry": (SignSymmetry, BackpropParams),
+}
+
+
+def timed_step(learner: Learner, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[float, float]:
+    """(wall seconds, thread CPU seconds) of one train_step."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    wall, cpu = time.perf_counter(), time.thread_time()
+    learner.train_step(x, y)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - wall, time.thread_time() - cpu
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=300, help="timed steps per learner")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    task = TaskInfo("bench", "image", (1, 28, 28), 10)
+    spec = ModelSpec(hidden=(256, 256))
+    data = torch.Generator().manual_seed(0)
+    x = torch.randn(args.batch, 1, 28, 28, generator=data).to(device)
+    y = torch.randint(0, 10, (args.batch,), generator=data).to(device)
+    learners = {name: cls(spec, task, params(batch_size=args.batch), torch.Generator().manual_seed(0), device)
+                for name, (cls, params) in LEARNERS.items()}
+    for learner in learners.values():  # warm-up
+        for _ in range(10):
+            learner.train_step(x, y)
+    order, wall, cpu = random.Random(0), {n: [] for n in learners}, {n: [] for n in learners}
+    for _ in range(args.rounds):
+        names = list(learners)
+        order.shuffle(names)
+        for name in names:
+            w, c = timed_step(learners[name], x, y, device)
+            wall[name].append(w)
+            cpu[name].append(c)
+    med_wall = {n: statistics.median(v) for n, v in wall.items()}
+    med_cpu = {n: statistics.median(v) for n, v in cpu.items()}
+    print(f"MLP 784-256-256-10, batch {args.batch}, {device}, {args.threads} thread(s); "
+          f"median of {args.rounds} interleaved steps")
+    print(f"  {'learner':<14} {'wall ms':>8} {'x BP':>6} {'cpu ms':>8} {'x BP':>6}")
+    for name in learners:
+        print(f"  {name:<14} {med_wall[name] * 1e3:8.3f} {med_wall[name] / med_wall['backprop']:6.3f}"
+              f" {med_cpu[name] * 1e3:8.3f} {med_cpu[name] / med_cpu['backprop']:6.3f}")
+    print(f"FA/BP step time = {med_wall['fa'] / med_wall['backprop']:.3f} (wall), "
+          f"{med_cpu['fa'] / med_cpu['backprop']:.3f} (thread CPU)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Direct feedback alignment (Nøkland 2016): the output error reaches every hidden layer
+directly through a fixed random matrix, with no backward pass through the layers above.
+
+One ``train_step`` = one minibatch: the shared model's forward pass, cross-entropy, and a
+backward pass in which the output error e = dLoss/dlogits (B, n_classes) is sent to the
+input of every connection layer after the first as e @ B_l, with B_l of shape
+(n_classes, size of that input) drawn once from the run's seed and never trained. From
+there it flows back through that input's dropout, pooling, activation (× f'(a)) and batch
+norm to the layer below, whose weight gradient is the usual δ·xᵀ. The output layer's
+update is therefore exactly backprop's. One step of the same optimizer as ``backprop``.
+``true_gradient`` is the base class's (the model's own forward pass is plain autograd).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from learners.backprop import Backprop
+from learners.base import StepOutput, TaskInfo
+from learners.feedback import (ErrorTap, FeedbackParams, direct, draw_feedback, feedback_forward,
+                               layer_input_shapes, record_error)
+from learners.models import ModelSpec, weight_layers
+
+
+class DirectFeedbackAlignment(Backprop):
+    """Gradient descent with the output error broadcast to every layer by fixed random matrices."""
+
+    Params = FeedbackParams
+
+    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: FeedbackParams,
+                 generator: torch.Generator, device: torch.device) -> None:
+        super().__init__(model_spec, task, params, generator, device)  # the model draws first: same init as backprop
+        shapes = layer_input_shapes(self._model, task.input_shape)
+        hidden_to_out = [name for name, _ in weight_layers(self._model)[1:]]  # the first layer's input is data
+        self.feedback = {name: draw_feedback((task.n_classes, math.prod(shapes[name])), generator,
+                                             params.feedback_scale).to(device)
+                         for name in hidden_to_out}
+        self._output_layer = weight_layers(self._model)[-1][0]
+        self._tap = ErrorTap()
+
+    def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
+        self._model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        routes = {name: direct(self._tap, b) for name, b in self.feedback.items()}
+        if self._output_layer in routes:  # its backward runs first and records e for the others
+            routes[self._output_layer] = record_error(self._tap, routes[self._output_layer])
+        loss = F.cross_entropy(feedback_forward(self._model, x, routes), y)
+        loss.backward()
+        self._tap.error = None
+        self.optimizer.step()
+        return StepOutput(loss=loss.item(), forward_samples=x.shape[0])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "feedback": {name: b.clone() for name, b in self.feedback.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if set(state["feedback"]) != set(self.feedback):
+            raise ValueError(f"state has feedback for layers {sorted(state['feedback'])}, "
+                             f"expected {sorted(self.feedback)}")
+        super().load_state_dict(state)
+        for name, b in self.feedback.items():
+            b.copy_(state["feedback"][name])

@@ -1,0 +1,63 @@
+"""Feedback alignment (Lillicrap et al. 2016): backprop with a fixed random matrix B in
+place of Wᵀ in each layer's backward pass.
+
+One ``train_step`` = one minibatch: the shared model's forward pass, cross-entropy, a
+backward pass in which each connection layer after the first sends the error to its input
+through its own B (shape of W, drawn once from the run's seed, never trained), and one step
+of the same optimizer as ``backprop``. The weight gradients themselves are the usual
+δ·xᵀ, so the output layer's update is exactly backprop's. ``diagnostics`` reports the
+angle between each W and its B (``weight_feedback_angle_deg``); the runner adds the cosine
+with the true gradient (``grad_alignment``) through the base class's ``true_gradient``,
+which differentiates the model's own (plain autograd) forward pass.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from learners.backprop import Backprop
+from learners.base import StepOutput, TaskInfo
+from learners.feedback import FeedbackParams, angle_deg, draw_feedback, feedback_forward, through
+from learners.models import ModelSpec, weight_layers
+
+
+class FeedbackAlignment(Backprop):
+    """Gradient descent with the error carried backward by fixed random feedback matrices."""
+
+    Params = FeedbackParams
+
+    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: FeedbackParams,
+                 generator: torch.Generator, device: torch.device) -> None:
+        super().__init__(model_spec, task, params, generator, device)  # the model draws first: same init as backprop
+        hidden_to_out = weight_layers(self._model)[1:]  # the first layer's input is data: nothing to feed back to
+        self.feedback = {name: draw_feedback(tuple(layer.weight.shape), generator, params.feedback_scale).to(device)
+                         for name, layer in hidden_to_out}
+
+    def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
+        self._model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        layers = dict(weight_layers(self._model))
+        routes = {name: through(layers[name], b) for name, b in self.feedback.items()}
+        loss = F.cross_entropy(feedback_forward(self._model, x, routes), y)
+        loss.backward()
+        self.optimizer.step()
+        return StepOutput(loss=loss.item(), forward_samples=x.shape[0])
+
+    def diagnostics(self) -> list[tuple[str, str, float]]:
+        layers = dict(weight_layers(self._model))
+        return [("weight_feedback_angle_deg", name, angle_deg(layers[name].weight, b))
+                for name, b in self.feedback.items()]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "feedback": {name: b.clone() for name, b in self.feedback.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if set(state["feedback"]) != set(self.feedback):
+            raise ValueError(f"state has feedback for layers {sorted(state['feedback'])}, "
+                             f"expected {sorted(self.feedback)}")
+        super().load_state_dict(state)
+        for name, b in self.feedback.items():
+            b.copy_(state["feedback"][name])

@@ -1,0 +1,193 @@
+"""Shared machinery of the feedback-alignment family: connection layers whose backward pass
+sends the error to the layer's input along a chosen *route* instead of through Wᵀ.
+
+Flow of one training forward pass::
+
+    logits = feedback_forward(model, x, routes)   # model: the shared nn.Sequential, untouched
+    loss.backward()                               # layers named in routes use their route
+
+Each connection layer (Linear, Conv2d) named in ``routes`` runs through ``LinearFeedback`` or
+``Conv2dFeedback``: the forward pass is the layer's own, and the backward pass computes the
+weight and bias gradients exactly from the error δ arriving at the layer's output and the
+layer's input x (as backprop does), then asks ``route(δ, x)`` for the error to send on to x.
+Everything else in the model (batch norm, activation, pooling, dropout) backpropagates as usual.
+
+Routes (``Route = (δ, x) -> error for x``, shaped like x):
+- ``through(layer, matrix)``: δ through a matrix shaped like W. Feedback alignment: a fixed
+  random B; sign symmetry: sign(W); ``matrix = layer.weight`` is exact backprop.
+- ``direct(tap, matrix)``: direct feedback alignment: the output error e, which
+  ``record_error`` stores in ``tap`` when the output layer's backward runs first, projected
+  by a fixed (n_classes, x.numel() / batch) matrix.
+
+The model's own ``forward`` stays plain autograd, so ``Learner.true_gradient`` and
+``predict`` need no change.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from learners.backprop import BackpropParams
+
+Route = Callable[[Tensor, Tensor], Tensor]  # (error at the layer's output δ, layer input x) -> error for x
+
+
+@dataclass(frozen=True)
+class FeedbackParams(BackpropParams):
+    """BackpropParams plus feedback_scale > 0: multiplies the random feedback matrices
+    (drawn like PyTorch's default weight init, uniform in ±1/sqrt(fan_in))."""
+
+    feedback_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.feedback_scale > 0:
+            raise ValueError(f"feedback_scale = {self.feedback_scale}: must be > 0")
+
+
+class LinearFeedback(torch.autograd.Function):
+    """F.linear(x, weight, bias) whose backward sends the error to x along ``route``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, route: Route) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.route = route
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        (x,) = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_x = ctx.route(grad_out, x) if need_x else None
+        if grad_out.dim() != 2:  # (..., features) inputs: fold the leading axes into one
+            grad_out, x = grad_out.reshape(-1, grad_out.shape[-1]), x.reshape(-1, x.shape[-1])
+        grad_w = grad_out.t().mm(x) if need_w else None
+        grad_b = grad_out.sum(0) if need_b else None
+        return grad_x, grad_w, grad_b, None
+
+
+class Conv2dFeedback(torch.autograd.Function):
+    """F.conv2d(x, weight, bias, ...) whose backward sends the error to x along ``route``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, route: Route,
+                stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], groups: int) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.route, ctx.conv = route, (stride, padding, dilation, groups)
+        ctx.bias_shape = None if bias is None else list(bias.shape)
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        grad_x = ctx.route(grad_out, x) if ctx.needs_input_grad[0] else None
+        stride, padding, dilation, groups = ctx.conv
+        # weight and bias gradients as autograd computes them (the weight's values are not used)
+        _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad_out, x, weight, ctx.bias_shape, stride, padding, dilation, False, [0, 0], groups,
+            [False, ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
+        return grad_x, grad_w, grad_b, None, None, None, None, None
+
+
+def _conv_options(layer: nn.Conv2d) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]:
+    if isinstance(layer.padding, str) or layer.padding_mode != "zeros":
+        raise ValueError(f"Conv2d with padding={layer.padding!r}, padding_mode={layer.padding_mode!r}: "
+                         "feedback layers allow integer zero padding only")
+    return layer.stride, layer.padding, layer.dilation, layer.groups  # type: ignore[return-value]
+
+
+def connect(layer: nn.Module, x: Tensor, route: Route) -> Tensor:
+    """``layer(x)`` for a Linear or Conv2d layer, with its backward pass along ``route``."""
+    if isinstance(layer, nn.Linear):
+        return LinearFeedback.apply(x, layer.weight, layer.bias, route)
+    if isinstance(layer, nn.Conv2d):
+        return Conv2dFeedback.apply(x, layer.weight, layer.bias, route, *_conv_options(layer))
+    raise TypeError(f"feedback routes work on nn.Linear and nn.Conv2d layers, got {type(layer).__name__}")
+
+
+def feedback_forward(model: nn.Sequential, x: Tensor, routes: dict[str, Route]) -> Tensor:
+    """Logits of the shared Sequential ``model`` on x; layers named in ``routes`` feed back along them."""
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"feedback_forward needs the shared nn.Sequential model, got {type(model).__name__}")
+    children = dict(model.named_children())
+    unknown = sorted(set(routes) - set(children))
+    if unknown:
+        raise ValueError(f"routes name layers {unknown} that are not top-level layers of the model ({list(children)})")
+    for name, module in children.items():
+        x = connect(module, x, routes[name]) if name in routes else module(x)
+    return x
+
+
+def through(layer: nn.Module, matrix: Tensor) -> Route:
+    """Route δ to the layer's input through ``matrix`` (shaped like the layer's weight) instead of W."""
+    if tuple(matrix.shape) != tuple(layer.weight.shape):
+        raise ValueError(f"feedback matrix shape {tuple(matrix.shape)} != weight shape {tuple(layer.weight.shape)}")
+    if isinstance(layer, nn.Conv2d):
+        options = _conv_options(layer)
+        return lambda grad_out, x: torch.nn.grad.conv2d_input(x.shape, matrix, grad_out, *options)
+    return lambda grad_out, x: grad_out @ matrix
+
+
+@dataclass
+class ErrorTap:
+    """Holds the output error e = dLoss/dlogits of the backward pass in progress (DFA)."""
+
+    error: Tensor | None = None
+
+
+def record_error(tap: ErrorTap, route: Route) -> Route:
+    """The output layer's route: store its δ (the output error) in ``tap``, then follow ``route``."""
+    def recording(grad_out: Tensor, x: Tensor) -> Tensor:
+        tap.error = grad_out
+        return route(grad_out, x)
+    return recording
+
+
+def direct(tap: ErrorTap, matrix: Tensor) -> Route:
+    """Route the output error in ``tap`` straight to the layer's input: e @ matrix, shaped like x."""
+    def projected(grad_out: Tensor, x: Tensor) -> Tensor:
+        if tap.error is None:
+            raise RuntimeError("no output error recorded: the output layer's route must be record_error(tap, ...)")
+        return (tap.error @ matrix).view(x.shape)
+    return projected
+
+
+def draw_feedback(shape: tuple[int, ...], generator: torch.Generator, scale: float = 1.0) -> Tensor:
+    """A fixed random matrix, uniform in ±scale/sqrt(fan_in) (fan_in = prod(shape[1:])), from ``generator``."""
+    bound = scale / math.sqrt(math.prod(shape[1:]))
+    return torch.empty(shape).uniform_(-bound, bound, generator=generator)
+
+
+def layer_input_shapes(model: nn.Sequential, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """Per connection layer of ``model``: the shape of one sample of its input (no batch axis).
+
+    Runs two zero samples in eval mode without gradients: no weight, statistic or RNG changes.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    shapes: dict[str, tuple[int, ...]] = {}
+    x = torch.zeros(2, *input_shape, device=device)
+    with torch.no_grad():
+        for name, module in model.named_children():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                shapes[name] = tuple(x.shape[1:])
+            x = module(x)
+    model.train(was_training)
+    return shapes
+
+
+def angle_deg(a: Tensor, b: Tensor) -> float:
+    """Angle in degrees between two tensors flattened to vectors (BioTorch's weight alignment)."""
+    u, v = a.detach().flatten().double(), b.detach().flatten().double()
+    denom = float(u.norm() * v.norm())
+    if denom == 0.0 or not math.isfinite(denom):
+        raise ValueError(f"angle undefined: norms {float(u.norm())} and {float(v.norm())}")
+    cosine = max(-1.0, min(1.0, float(u @ v) / denom))
+    return math.degrees(math.acos(cosine))
