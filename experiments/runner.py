@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from experiments.config import build
+from experiments.energy import cost_rows
 from experiments.measure import count_flops, gradient_alignment, gradient_health, peak_step_memory
 from experiments.registry import Registry
 from experiments.spec import Budget, RunSpec, Schedule, canonical_json
@@ -116,7 +117,7 @@ def run(
         for metric, value in (("train_seconds", clock), ("train_flops", flops), ("train_samples", samples),
                               ("forward_samples", forward_samples)):
             record(epoch, step, "train", metric, value)
-        for metric, layer, value in learner.evaluation_metrics(probe):
+        for metric, layer, value in [*learner.evaluation_metrics(probe), *cost_rows(learner, probe)]:
             record(epoch, step, "test", metric, value, layer)
 
     probe = data.test.x[:DIAGNOSTIC_BATCH].to(device)
@@ -162,8 +163,9 @@ def run(
                     record(epoch, step, "train", "grad_alignment", value, layer)
                 for metric, layer, value in learner.diagnostics():
                     record(epoch, step, "train", metric, value, layer)
-            if budget.max_seconds is not None and clock >= budget.max_seconds:
-                stopped_by = "max_seconds"
+            limit = budget.reached(clock, samples, flops)
+            if limit is not None:
+                stopped_by = limit
                 break
         epochs_done = epoch
         last = epoch == budget.epochs or stopped_by != "epochs"

@@ -1,0 +1,135 @@
+"""Spiking network trained without backpropagation through time or through layers.
+
+The rule is e-prop with random broadcast feedback ("random e-prop", Bellec et al.,
+Nature Communications 2020), i.e. direct feedback alignment (Nøkland 2016) with local
+eligibility traces. After a forward pass over T steps (no autograd graph):
+
+    e          = softmax(scores) - onehot(y), / B        output error (mean cross-entropy)
+    L_l        = B_l e                                   learning signal of hidden layer l
+                                                         (B_l fixed random; output layer: e)
+    psi_j[t]   = surrogate derivative at U_j[t] - threshold   (snntorch's spike_grad)
+    eps_i[t]   = beta * eps_i[t-1] + x_i[t]               presynaptic trace
+    dW_ji      = sum_t L_j psi_j[t] eps_i[t]              (conv: the same, summed over positions)
+
+eps is the exact derivative of the membrane with respect to the weight when resets are
+ignored, so each update needs only quantities local to the synapse plus a broadcast error:
+nothing is propagated back through time or through the weights. Why this rule: it is the
+spiking member of the feedback-alignment family already in bpbench (fa, dfa), and unlike
+BPTT it could run online on neuromorphic hardware. With a membrane readout the output
+layer's update is its exact gradient. The optimizer (Adam by default) follows dW.
+``true_gradient`` is the BPTT surrogate gradient, so gradient alignment measures how
+far this rule is from snn_bptt's.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from learners.base import StepOutput, TaskInfo
+from learners.models import ModelSpec, weight_layers
+from learners.spiking import SpikingLearner, SpikingParams, Trace
+
+
+@dataclass(frozen=True)
+class SpikingDFAParams(SpikingParams):
+    """As SpikingParams; beta cannot be learned (the rule has no update for it)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.learn_beta:
+            raise ValueError("learn_beta = true: snn_dfa has no learning rule for beta; use learn_beta = false")
+
+
+def surrogate_derivative(neuron: nn.Module, membrane: Tensor) -> Tensor:
+    """d spike / d membrane of ``neuron``'s own surrogate at each recorded membrane value."""
+    with torch.enable_grad():
+        v = (membrane - neuron.threshold).detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(neuron.spike_grad(v).sum(), v)
+    return grad
+
+
+def local_gradient(layer: nn.Linear | nn.Conv2d, inputs: Tensor, constant: bool, delta: Tensor,
+                   beta: float) -> tuple[Tensor, Tensor]:
+    """(weight, bias) update sum_t delta[t] x eps[t] of one layer.
+
+    inputs: (B, ...) fed at every step if ``constant``, else (T, B, ...); delta: (T, B, ...)
+    = learning signal x surrogate derivative of the layer's neurons.
+    """
+    steps = delta.shape[0]
+    decay = beta ** torch.arange(steps, dtype=delta.dtype, device=delta.device)
+    gain = torch.cumsum(decay, 0)  # trace of a constant input 1: sum_{k<=t} beta^k
+    bias_delta = torch.einsum("t,tb...->b...", gain, delta)
+    if constant:  # eps[t] = gain[t] * x: fold the gains into delta
+        x, d = inputs, bias_delta
+    else:
+        traces, eps = [], torch.zeros_like(inputs[0])
+        for t in range(steps):
+            eps = beta * eps + inputs[t]
+            traces.append(eps)
+        x, d = torch.stack(traces).flatten(0, 1), delta.flatten(0, 1)
+    if isinstance(layer, nn.Linear):
+        grad_w = d.reshape(-1, layer.out_features).T @ x.reshape(-1, layer.in_features)
+    else:
+        grad_w = torch.nn.grad.conv2d_weight(x, layer.weight.shape, d, layer.stride, layer.padding,
+                                             layer.dilation, layer.groups)
+    grad_b = bias_delta.sum(0) if bias_delta.dim() == 2 else bias_delta.sum((0, 2, 3))
+    return grad_w, grad_b
+
+
+class SpikingDFA(SpikingLearner):
+    """Random e-prop / spiking DFA; ``update_signal`` is the pseudo-gradient dW per layer."""
+
+    Params = SpikingDFAParams
+
+    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: SpikingDFAParams,
+                 generator: torch.Generator, device: torch.device) -> None:
+        if model_spec.batchnorm:
+            raise ValueError("model.batchnorm = true: snn_dfa's local rule has no batch-norm update; "
+                             "use batchnorm = false")
+        super().__init__(model_spec, task, params, generator, device)
+        trace = Trace()  # one dry run to learn each hidden layer's neuron shape
+        self.simulate_eval(torch.zeros(1, *task.input_shape, device=device), trace)
+        n = task.n_classes
+        self.feedback = {
+            name: (torch.randn(math.prod(s.shape[2:]), n, generator=generator) / math.sqrt(n)).to(device)
+            for name, s in trace.spikes.items() if name != "out"
+        }
+        self.layer_neurons = dict(self.net.neurons)
+
+    def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
+        """x: (B, C, H, W) images or (B, T, F) speech; one forward sample per example."""
+        self._model.train()
+        trace = Trace()
+        with torch.no_grad():
+            scores = self.net(self.train_input(x), trace)
+            loss = F.cross_entropy(scores, y)
+            error = (scores.softmax(1) - F.one_hot(y, scores.shape[1]).to(scores.dtype)) / x.shape[0]
+        steps = next(iter(trace.spikes.values())).shape[0]
+        for name, layer in weight_layers(self._model):
+            neuron = self.layer_neurons[name]
+            if name == "out" and self.params.readout == "membrane":
+                delta = (error / steps).expand(steps, *error.shape)  # exact: scores = mean membrane
+            else:
+                signal = error if name == "out" else error @ self.feedback[name].T
+                psi = surrogate_derivative(neuron, trace.membranes[name])
+                delta = signal.reshape(psi.shape[1:]) * psi
+            beta = float(neuron.beta.clamp(0, 1))
+            layer.weight.grad, layer.bias.grad = local_gradient(layer, trace.inputs[name], trace.constant[name],
+                                                                delta, beta)
+        self.optimizer.step()
+        return StepOutput(loss=float(loss), forward_samples=x.shape[0])
+
+    def update_signal(self) -> dict[str, Tensor]:
+        return {n: m.weight.grad.detach().clone() for n, m in weight_layers(self._model) if m.weight.grad is not None}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "feedback": {k: v.clone() for k, v in self.feedback.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.feedback = {k: v.to(self.device) for k, v in state["feedback"].items()}

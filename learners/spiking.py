@@ -1,0 +1,334 @@
+"""What the spiking learners share: the spiking network, its time loop, state reset and readout.
+
+The network is the shared model (``learners.models.build_model``) with snntorch ``Leaky``
+(LIF) neurons in place of its activations, plus one output neuron ``act_out`` after the
+``out`` layer. Each time step::
+
+    cur = layer(input);  U[t] = beta * U[t-1] + cur - S[t-1] * threshold;  S[t] = H(U[t] - threshold)
+
+with the surrogate derivative of snntorch's ``spike_grad`` in the backward pass. The first
+connection layer (everything before the first neuron) runs once: on the constant input
+(direct current) or on all T steps as one batch; the rest runs step by step.
+
+Readout: ``spikes``: class scores = output spike counts over the T steps; ``membrane``:
+the mean over time of the output neurons' membrane (non-resetting integrators).
+
+State: every simulation zeroes the membranes of *this* network's neurons before it starts
+and drops them after it ends; nothing else. The neurons are taken off snntorch's global
+``SpikingNeuron.instances`` list, so snntorch's class-level resets cannot touch them and
+finished networks are not kept alive (snntorch issue #438).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import snntorch as snn
+import torch
+import torch.nn.functional as F
+from snntorch import surrogate
+from snntorch import SpikingNeuron
+from torch import Tensor, nn
+
+from experiments.energy import count_synops
+from learners.backprop import make_optimizer
+from learners.base import LayerOps, Learner, TaskInfo
+from learners.encoders import SpikeInput, encode
+from learners.models import ModelSpec, build_model, weight_layers
+
+SURROGATES = {"fast_sigmoid": (surrogate.fast_sigmoid, "slope"), "atan": (surrogate.atan, "alpha"),
+              "sigmoid": (surrogate.sigmoid, "slope")}
+
+
+@dataclass(frozen=True)
+class SpikingParams:
+    """Neuron, coding and optimizer options shared by the spiking learners.
+
+    num_steps: time steps for image tasks (speech uses its T frames). beta: membrane decay
+    in (0, 1]; learn_beta: train it (one per layer). threshold > 0. surrogate:
+    fast_sigmoid | atan | sigmoid (snntorch.surrogate); surrogate_slope: its slope (atan:
+    alpha), None = snntorch's default (25; atan 2). readout: spikes | membrane.
+    encoding (images): direct | rate | latency (see learners.encoders).
+    optimizer: sgd | adam; lr > 0; momentum (sgd) in [0, 1); weight_decay >= 0.
+    """
+
+    num_steps: int = 10
+    beta: float = 0.9
+    learn_beta: bool = False
+    threshold: float = 1.0
+    surrogate: Literal["fast_sigmoid", "atan", "sigmoid"] = "fast_sigmoid"
+    surrogate_slope: float | None = None
+    readout: Literal["spikes", "membrane"] = "membrane"
+    encoding: Literal["direct", "rate", "latency"] = "direct"
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.num_steps <= 0:
+            raise ValueError(f"num_steps = {self.num_steps}: must be a positive integer")
+        if not 0.0 < self.beta <= 1.0:
+            raise ValueError(f"beta = {self.beta}: allowed is 0 < beta <= 1")
+        if self.threshold <= 0:
+            raise ValueError(f"threshold = {self.threshold}: must be > 0")
+        if self.surrogate_slope is not None and self.surrogate_slope <= 0:
+            raise ValueError(f"surrogate_slope = {self.surrogate_slope}: must be > 0 (or omitted for the default)")
+        if self.lr <= 0:
+            raise ValueError(f"lr = {self.lr}: must be > 0")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum = {self.momentum}: allowed is 0 <= momentum < 1")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay = {self.weight_decay}: must be >= 0")
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size = {self.batch_size}: must be a positive integer")
+
+
+def make_neuron(params: SpikingParams, integrator: bool = False) -> snn.Leaky:
+    """One LIF layer (``integrator``: no reset, for a membrane readout), off snntorch's global list."""
+    fn, slope_name = SURROGATES[params.surrogate]
+    spike_grad = fn() if params.surrogate_slope is None else fn(**{slope_name: params.surrogate_slope})
+    neuron = snn.Leaky(beta=params.beta, threshold=params.threshold, spike_grad=spike_grad,
+                       learn_beta=params.learn_beta, init_hidden=True,
+                       reset_mechanism="none" if integrator else "subtract")
+    SpikingNeuron.instances.remove(neuron)  # no global handle: no cross-network reset, no leak
+    return neuron
+
+
+def step_input_shape(task: TaskInfo) -> tuple[int, ...]:
+    """Shape of one time step's input: the image itself, or one speech frame (F,)."""
+    return task.input_shape if task.modality == "image" else task.input_shape[1:]
+
+
+def build_spiking_model(spec: ModelSpec, task: TaskInfo, params: SpikingParams,
+                        generator: torch.Generator) -> nn.Sequential:
+    """The shared model with LIF neurons as activations and an output neuron ``act_out``."""
+    model = build_model(spec, step_input_shape(task), task.n_classes, generator,
+                        activation=lambda: make_neuron(params))
+    model.add_module("act_out", make_neuron(params, integrator=params.readout == "membrane"))
+    return model
+
+
+def is_connection(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Linear, nn.Conv2d))
+
+
+@dataclass
+class Trace:
+    """What a recorded simulation saw, keyed by connection layer name.
+
+    inputs: the layer's input, (B, ...) if ``constant[name]`` else (T, B, ...).
+    membranes, spikes: of the neurons the layer drives, (T, B, ...); membranes before reset.
+    """
+
+    inputs: dict[str, Tensor] = field(default_factory=dict)
+    constant: dict[str, bool] = field(default_factory=dict)
+    membranes: dict[str, Tensor] = field(default_factory=dict)
+    spikes: dict[str, Tensor] = field(default_factory=dict)
+
+
+class SpikingNet(nn.Module):
+    """Runs a spiking ``nn.Sequential`` over time; owns only its own neurons' state.
+
+    A module itself, so the time loop runs inside one forward call (the runner's memory
+    tracker accepts a submodule called many times within its parent's forward).
+    """
+
+    def __init__(self, model: nn.Sequential, readout: Literal["spikes", "membrane"]) -> None:
+        super().__init__()
+        children = list(model.named_children())
+        first = next(i for i, (_, m) in enumerate(children) if isinstance(m, SpikingNeuron))
+        self.model = model
+        self.readout = readout
+        self.stem = children[:first]  # up to the first neuron: runs once, batched over time
+        self.body = children[first:]
+        self.neurons: list[tuple[str, snn.Leaky]] = []  # (driving connection layer, neuron)
+        last = ""
+        for name, m in children:
+            if is_connection(m):
+                last = name
+            elif isinstance(m, SpikingNeuron):
+                self.neurons.append((last, m))
+
+    def reset(self) -> None:
+        """Empty this network's membranes (the next step starts them at zero)."""
+        for _, neuron in self.neurons:
+            neuron.mem = neuron.mem.new_zeros(0)
+
+    def _stem(self, x: Tensor, trace: Trace | None, constant: bool, steps: int) -> Tensor:
+        for name, m in self.stem:
+            if trace is not None and is_connection(m):
+                trace.inputs[name] = x if constant else x.unflatten(0, (steps, -1))
+                trace.constant[name] = constant
+            x = m(x)
+        return x
+
+    def forward(self, inp: SpikeInput, trace: Trace | None = None) -> Tensor:
+        """Class scores (B, n_classes) after ``inp.steps`` steps; ``trace`` records what it saw."""
+        self.reset()
+        try:
+            if inp.constant:
+                current = self._stem(inp.x, trace, True, inp.steps)
+                currents = None
+            else:
+                currents = self._stem(inp.x.flatten(0, 1), trace, False, inp.steps).unflatten(0, (inp.steps, -1))
+            if trace is None:
+                return self._run(current if currents is None else None, currents, inp.steps)
+            return self._run_traced(current if currents is None else None, currents, inp.steps, trace)
+        finally:
+            self.reset()
+
+    def _readout(self, total: Tensor, steps: int) -> Tensor:
+        return total if self.readout == "spikes" else total / steps
+
+    def _run(self, current: Tensor | None, currents: Tensor | None, steps: int) -> Tensor:
+        total: Tensor | float = 0.0
+        spikes = self.readout == "spikes"
+        for t in range(steps):
+            h = current if currents is None else currents[t]
+            for _, m in self.body:
+                h = m(h)
+            total = total + (h if spikes else self.neurons[-1][1].mem)
+        return self._readout(total, steps)  # type: ignore[arg-type]
+
+    def _run_traced(self, current: Tensor | None, currents: Tensor | None, steps: int, trace: Trace) -> Tensor:
+        inputs: dict[str, list[Tensor]] = {}
+        mems: dict[str, list[Tensor]] = {}
+        spks: dict[str, list[Tensor]] = {}
+        total: Tensor | float = 0.0
+        for t in range(steps):
+            h = current if currents is None else currents[t]
+            driver = self.neurons[0][0]  # the stem's layer drives the first neurons
+            for name, m in self.body:
+                if is_connection(m):
+                    driver = name
+                    inputs.setdefault(name, []).append(h)
+                h = m(h)
+                if isinstance(m, SpikingNeuron):
+                    mems.setdefault(driver, []).append(m.mem)
+                    spks.setdefault(driver, []).append(h)
+            total = total + (h if self.readout == "spikes" else self.neurons[-1][1].mem)
+        for name, seq in inputs.items():
+            trace.inputs[name], trace.constant[name] = torch.stack(seq), False
+        trace.membranes = {k: torch.stack(v) for k, v in mems.items()}
+        trace.spikes = {k: torch.stack(v) for k, v in spks.items()}
+        return self._readout(total, steps)  # type: ignore[arg-type]
+
+
+def firing_rows(trace: Trace, include_output: bool) -> list[tuple[str, str, float]]:
+    """firing_rate and silent_fraction per neuron layer, activation_sparsity over all of them.
+
+    firing_rate: spikes per neuron per step; silent_fraction: share of neurons (each unit
+    or feature-map position) that never fire on any sample or step; activation_sparsity:
+    zero outputs / all outputs of the spiking layers (NeuroBench). No rows when no layer
+    spikes (a linear model with a membrane readout).
+    """
+    rows: list[tuple[str, str, float]] = []
+    zeros, total = 0, 0
+    layers = list(trace.spikes.items()) if include_output else list(trace.spikes.items())[:-1]
+    if not layers:
+        return rows
+    for name, s in layers:
+        rows.append(("firing_rate", name, float(s.float().mean())))
+        rows.append(("silent_fraction", name, float((s.flatten(0, 1).sum(0) == 0).float().mean())))
+        zeros += int((s == 0).sum())
+        total += s.numel()
+    rows.append(("activation_sparsity", "", zeros / total))
+    return rows
+
+
+@contextmanager
+def untouched(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """Run a block without changing ``model``'s batch-norm statistics or the global RNGs."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [[b.clone() for b in m.buffers()] for m in norms]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield
+    with torch.no_grad():
+        for m, copies in zip(norms, saved):
+            for b, c in zip(m.buffers(), copies):
+                b.copy_(c)
+
+
+class SpikingLearner(Learner):
+    """Base of the spiking learners: network, encoding, prediction, measurements, state.
+
+    Subclasses implement ``train_step`` and ``update_signal``; ``train_input(x)`` gives
+    the step's encoded input (it advances the learner's spike generator).
+    """
+
+    Params = SpikingParams
+
+    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: SpikingParams,
+                 generator: torch.Generator, device: torch.device) -> None:
+        super().__init__(model_spec, task, params, generator, device)
+        if task.modality == "speech" and params.encoding != "direct":
+            raise ValueError(f"encoding = {params.encoding!r} applies to image tasks; on speech ({task.name}) "
+                             "the MFCC frames are the time axis: use encoding = 'direct'")
+        self._model = build_spiking_model(model_spec, task, params, generator).to(device)
+        self.net = SpikingNet(self._model, params.readout)
+        self.optimizer = make_optimizer(params, self._model.parameters())  # type: ignore[arg-type]
+        seeds = torch.randint(0, 2**62, (2,), generator=generator)
+        self.spike_generator = torch.Generator(device=device).manual_seed(int(seeds[0]))
+        self.eval_seed = int(seeds[1])  # predict draws its rate-coded spikes from this, every time
+
+    def train_input(self, x: Tensor) -> SpikeInput:
+        return encode(x, self.task.modality, self.params.encoding, self.params.num_steps, self.spike_generator)
+
+    def eval_input(self, x: Tensor) -> SpikeInput:
+        g = torch.Generator(device=self.device).manual_seed(self.eval_seed)
+        return encode(x, self.task.modality, self.params.encoding, self.params.num_steps, g)
+
+    def simulate_eval(self, x: Tensor, trace: Trace | None = None) -> Tensor:
+        was_training = self._model.training
+        self._model.eval()
+        try:
+            with torch.no_grad():
+                return self.net(self.eval_input(x), trace)
+        finally:
+            self._model.train(was_training)
+
+    def predict(self, x: Tensor) -> Tensor:
+        return self.simulate_eval(x)
+
+    def bptt_gradient(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """Surrogate-gradient BPTT gradient of the mean cross-entropy on the spikes the next
+        ``train_step`` will see (same spike draws, dropout masks); changes no state."""
+        layers = weight_layers(self._model)
+        rng = self.spike_generator.get_state()
+        try:
+            with untouched(self._model, self.device), torch.enable_grad():
+                self._model.train()
+                loss = F.cross_entropy(self.net(self.train_input(x)), y)
+                grads = torch.autograd.grad(loss, [m.weight for _, m in layers])
+        finally:
+            self.spike_generator.set_state(rng)
+        return {n: g.detach() for (n, _), g in zip(layers, grads)}
+
+    def true_gradient(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        return self.bptt_gradient(x, y)
+
+    def inference_cost(self, x: Tensor) -> dict[str, LayerOps]:
+        return count_synops(self._model, lambda: self.predict(x), x.shape[0])
+
+    def evaluation_metrics(self, x: Tensor) -> list[tuple[str, str, float]]:
+        trace = Trace()
+        self.simulate_eval(x, trace)
+        rows = firing_rows(trace, include_output=self.params.readout == "spikes")
+        for name, ops in self.inference_cost(x).items():
+            rows += [("synops_dense", name, ops.dense), ("synops_effective", name, ops.effective)]
+        return rows
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self._model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "spike_generator": self.spike_generator.get_state(), "eval_seed": self.eval_seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.spike_generator.set_state(state["spike_generator"])
+        self.eval_seed = int(state["eval_seed"])
+
