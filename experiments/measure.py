@@ -48,6 +48,13 @@ def peak_step_memory(fn: Callable[[], T], device: torch.device) -> tuple[T, int]
     return result, int(snapshot[device]["Total"])
 
 
+def warm_up(device: torch.device) -> None:
+    """Exercise both instruments once on a tiny op, so their one-off start-up cost in a fresh
+    process (about a second: lazy imports and dispatch tables) stays off a run's training clock."""
+    a = torch.ones(2, 2, device=device, requires_grad=True)
+    peak_step_memory(lambda: count_flops(lambda: (a @ a).sum().backward()), device)
+
+
 def gradient_health(signal: dict[str, Tensor]) -> tuple[dict[str, float], float]:
     """(per-layer L2 norm, first-layer norm / last-layer norm) of an update signal."""
     if not signal:

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from experiments.config import build
 from experiments.energy import cost_rows
-from experiments.measure import count_flops, gradient_alignment, gradient_health, peak_step_memory
+from experiments.measure import count_flops, gradient_alignment, gradient_health, peak_step_memory, warm_up
 from experiments.registry import Registry
 from experiments.spec import Budget, RunSpec, Schedule, canonical_json
 from learners.base import Learner, StepOutput
@@ -121,6 +121,7 @@ def run(
             record(epoch, step, "test", metric, value, layer)
 
     probe = data.test.x[:DIAGNOSTIC_BATCH].to(device)
+    warm_up(device)
     evaluate_all(0)
     epochs_done = 0
     for epoch in range(1, budget.epochs + 1):

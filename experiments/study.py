@@ -13,6 +13,7 @@ starts. Layout (every table optional except ``tasks`` and ``learners``)::
     [learners.backprop]            # a label; `learner = "..."` names the registered rule
     lr = [1e-3, 1e-2]              # a list for a scalar option is a grid axis
     [learners.backprop.model]      # per-learner overrides of [model] and [budget]
+    # in a learner table, tasks = ["digits"] restricts it to some of the study's task labels
 
 Built-in studies live in ``experiments/studies/NAME.toml`` and run by name.
 """
@@ -31,7 +32,7 @@ from experiments.spec import Budget, RunSpec, Schedule
 from learners.models import ModelSpec
 
 TOP_KEYS = ("description", "seeds", "study_seed", "tasks", "model", "budget", "schedule", "learners")
-LEARNER_SECTION_KEYS = ("learner", "model", "budget")
+LEARNER_SECTION_KEYS = ("learner", "model", "budget", "tasks")
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,11 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
             learner_cls = learners.get(learner_name)
         except UnknownNameError as exc:
             raise ConfigError(str(exc)) from exc
+        only = table.pop("tasks", None)  # optional: run this learner only on these study task labels
+        known = {t[0] for t in task_points} | set(tasks.names())  # (a --set of the study's tasks may drop some)
+        if only is not None and (not isinstance(only, list) or not only or any(t not in known for t in only)):
+            raise ConfigError(f"learners.{label}.tasks = {only!r}: expected a non-empty list of task labels; "
+                              f"allowed: {', '.join(sorted(known))}")
         model_raw = {**raw.get("model", {}), **table.pop("model", {})}
         budget_raw = {**raw.get("budget", {}), **table.pop("budget", {})}
         budget = to_plain(build(Budget, budget_raw, f"learners.{label}.budget"))
@@ -167,6 +173,8 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
             for param_point in param_points:
                 params = to_plain(build(learner_cls.Params, param_point, f"learners.{label}"))
                 for task_label, task_name, task_params, task_axes, task_cls in task_points:
+                    if only is not None and task_label not in only:
+                        continue
                     if model.arch == "cnn" and task_cls.modality != "image":
                         raise ConfigError(
                             f"learners.{label}.model.arch = 'cnn' on task {task_label!r} ({task_cls.modality}): "

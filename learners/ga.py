@@ -1,0 +1,172 @@
+"""Genetic algorithm over the network's weights (deep neuroevolution, Such et al. 2017), on DEAP.
+
+One ``train_step`` = one generation on the step's minibatch:
+
+1. every individual (a (D,) weight tensor, a row of the population) is scored in one
+   vectorized forward; fitness = minus its cross-entropy (or its accuracy) on the batch;
+2. DEAP selects: ``tools.selBest`` keeps the ``elites`` unchanged, ``toolbox.select`` picks
+   the parents (truncation: uniformly among the ``truncation`` best, via ``selBest`` +
+   ``selRandom``; or ``tools.selTournament``);
+3. DEAP varies: ``algorithms.varAnd`` clones the parents, mates pairs with probability
+   ``crossover`` (uniform crossover) and mutates every child (Gaussian noise of std
+   ``sigma`` on every weight). The two operators are vectorized over the weights in torch
+   and registered in the toolbox (DEAP's own ``mutGaussian``/``cxUniform`` loop in Python
+   over each weight, far too slow for networks).
+
+``self._model`` holds the best individual of the last evaluated generation; ``loss`` is its
+cross-entropy on the minibatch. ``update_signal`` is minus the step the population mean
+took in one generation (selection + variation), per weight layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from deap import algorithms, base, tools
+from torch import Tensor
+
+from learners.base import Learner, StepOutput, TaskInfo
+from learners.models import ModelSpec, build_model
+from learners.population import (FitnessKind, Population, PopulationForward, PrivateRandom, batched_map,
+                                 check_fitness_kind, check_population_model, clone, device_generator)
+
+
+@dataclass(frozen=True)
+class GAParams:
+    """population >= 2 individuals; sigma > 0: std of the mutation on every weight;
+    selection: "truncation" (parents uniformly among the ``truncation`` best) or "tournament"
+    (``tournament_size`` contestants); elites: best individuals kept unchanged (0 <= elites <
+    population); crossover: probability a pair of children mixes by uniform crossover;
+    fitness: "loss" (minus cross-entropy) or "accuracy" on the minibatch; batch_size > 0."""
+
+    population: int = 64
+    sigma: float = 0.02
+    selection: Literal["truncation", "tournament"] = "truncation"
+    truncation: int = 8
+    tournament_size: int = 3
+    elites: int = 1
+    crossover: float = 0.0
+    fitness: FitnessKind = "loss"
+    batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        if self.population < 2:
+            raise ValueError(f"population = {self.population}: must be >= 2")
+        if self.sigma <= 0:
+            raise ValueError(f"sigma = {self.sigma}: must be > 0")
+        if self.selection not in ("truncation", "tournament"):
+            raise ValueError(f"selection = {self.selection!r}: allowed are 'truncation' and 'tournament'")
+        if not 1 <= self.truncation <= self.population:
+            raise ValueError(f"truncation = {self.truncation}: allowed is 1 <= truncation <= population ({self.population})")
+        if self.tournament_size < 1:
+            raise ValueError(f"tournament_size = {self.tournament_size}: must be >= 1")
+        if not 0 <= self.elites < self.population:
+            raise ValueError(f"elites = {self.elites}: allowed is 0 <= elites < population ({self.population})")
+        if not 0.0 <= self.crossover <= 1.0:
+            raise ValueError(f"crossover = {self.crossover}: allowed is 0 <= crossover <= 1")
+        check_fitness_kind(self.fitness)
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size = {self.batch_size}: must be a positive integer")
+
+
+def select_truncation(individuals: list[Tensor], k: int, keep: int) -> list[Tensor]:
+    """k parents drawn uniformly among the ``keep`` fittest (Such et al. 2017's truncation)."""
+    return tools.selRandom(tools.selBest(individuals, keep), k)
+
+
+def mutate_gaussian(ind: Tensor, sigma: float, generator: torch.Generator) -> tuple[Tensor]:
+    """Add N(0, sigma^2) to every weight of ``ind`` in place (``tools.mutGaussian``, vectorized)."""
+    ind.add_(torch.randn(ind.shape, generator=generator, device=ind.device, dtype=ind.dtype), alpha=sigma)
+    return (ind,)
+
+
+def mate_uniform(a: Tensor, b: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Swap each weight between ``a`` and ``b`` with probability 1/2 (``tools.cxUniform``, vectorized)."""
+    swap = torch.rand(a.shape, generator=generator, device=a.device) < 0.5
+    a_new, b_new = torch.where(swap, b, a), torch.where(swap, a, b)
+    a.copy_(a_new)
+    b.copy_(b_new)
+    return a, b
+
+
+class GeneticAlgorithm(Learner):
+    """Neuroevolution of the weights: DEAP selection and variation, vectorized fitness."""
+
+    Params = GAParams
+    kind = "population"
+
+    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: GAParams,
+                 generator: torch.Generator, device: torch.device) -> None:
+        super().__init__(model_spec, task, params, generator, device)
+        check_population_model(model_spec, "ga")
+        self._model = build_model(model_spec, task.input_shape, task.n_classes, generator).to(device)
+        self.forward = PopulationForward(self._model)
+        # Such et al.: every individual starts from its own draw of the shared initialization;
+        # individual 0 is the run's shared initial network (paired with the other learners).
+        inits = [self.forward.flat.flatten(self._model)]
+        for _ in range(params.population - 1):
+            other = build_model(model_spec, task.input_shape, task.n_classes, generator)
+            inits.append(self.forward.flat.flatten(other).to(device))
+        self.population = Population(torch.stack(inits))
+        self.rng = PrivateRandom(generator)
+        self.noise = device_generator(generator, device)
+        self.toolbox = base.Toolbox()
+        self.toolbox.register("map", batched_map)
+        self.toolbox.register("clone", clone)
+        self.toolbox.register("mutate", mutate_gaussian, sigma=params.sigma, generator=self.noise)
+        self.toolbox.register("mate", mate_uniform, generator=self.noise)
+        if params.selection == "truncation":
+            self.toolbox.register("select", select_truncation, keep=params.truncation)
+        else:
+            self.toolbox.register("select", tools.selTournament, tournsize=params.tournament_size)
+        self._losses: Tensor | None = None  # (P,) cross-entropies of the last evaluated generation
+        self._signal: Tensor | None = None
+
+    def _score(self, x: Tensor, y: Tensor, matrix: Tensor) -> Tensor:
+        fitness, self._losses = self.forward.evaluate(matrix, x, y, self.params.fitness)
+        return fitness
+
+    def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
+        pop, p = self.population, self.params
+        self.toolbox.register("evaluate", self._score, x, y)
+        with self.rng:  # DEAP draws from Python's `random`: this learner's own stream
+            for ind, fit in zip(pop, self.toolbox.map(self.toolbox.evaluate, pop)):
+                ind.fitness.values = fit
+            best = tools.selBest(pop, 1)[0]
+            elites = [self.toolbox.clone(ind) for ind in tools.selBest(pop, p.elites)]
+            parents = self.toolbox.select(pop, len(pop) - p.elites)
+            children = algorithms.varAnd(parents, self.toolbox, p.crossover, 1.0)
+        if self._losses is None:
+            raise RuntimeError("ga: the generation was not evaluated")
+        best_loss = float(self._losses[_row(pop, best)])
+        self.forward.flat.load(self._model, best)
+        new = torch.stack(elites + children)
+        self._signal = pop.matrix.mean(dim=0) - new.mean(dim=0)  # minus the population mean's step
+        self.population = Population(new)
+        return StepOutput(loss=best_loss, forward_samples=len(pop) * x.shape[0])
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        return self._model(x)
+
+    def update_signal(self) -> dict[str, Tensor]:
+        if self._signal is None:
+            raise RuntimeError("ga: update_signal() before the first train_step")
+        return self.forward.flat.layer_signal(self._signal)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self._model.state_dict(), "population": self.population.matrix.clone(),
+                "rng": self.rng.state_dict(), "noise": self.noise.get_state(), "signal": self._signal}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._model.load_state_dict(state["model"])
+        self.population = Population(state["population"].clone().to(self.device))
+        self.rng.load_state_dict(state["rng"])
+        self.noise.set_state(state["noise"])
+        self._signal = state["signal"]
+
+
+def _row(pop: Population, ind: Tensor) -> int:
+    """Index of individual ``ind`` (a row view) in ``pop``, by identity."""
+    return next(i for i, other in enumerate(pop) if other is ind)
