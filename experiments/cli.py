@@ -1,4 +1,4 @@
-"""The ``bpbench`` command: list, run, table.
+"""The ``bpbench`` command: list, run, table, plot, report.
 
 Bad input (unknown names, wrong types, unknown keys, bad budgets) prints one line naming
 the value and what is allowed, and exits with code 2 before any run starts.
@@ -87,6 +87,36 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _results(path: str) -> Path:
+    """A results folder (the --out of bpbench run), or a clear error."""
+    root = Path(path)
+    if not (root / "runs").is_dir():
+        raise ConfigError(f"results folder {path!r} has no runs/ (expected the --out folder of bpbench run)")
+    return root
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from experiments.plots import save_all
+    from experiments.table import tidy
+
+    root = _results(args.dir)
+    out = Path(args.out) if args.out else root / "figures"
+    written, skipped = save_all(tidy(RunStore(root)), out)
+    for name, reason in skipped.items():
+        print(f"skipped {name}: {reason}")
+    print(f"{len(written)} file(s) in {out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from experiments.report import write_report
+
+    root = _results(args.dir)
+    out = write_report(root, Path(args.out) if args.out else root / "report.html")
+    print(f"report: {out}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bpbench", description="Compare backprop with its alternatives on equal terms.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -108,6 +138,14 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("dir")
     t.add_argument("--format", choices=FORMATS, default="text")
     t.set_defaults(fn=cmd_table)
+    f = sub.add_parser("plot", help="paper figures (PDF and PNG) of a results folder")
+    f.add_argument("dir")
+    f.add_argument("--out", help="figure folder (default: DIR/figures)")
+    f.set_defaults(fn=cmd_plot)
+    h = sub.add_parser("report", help="one self-contained HTML page: table, figures, metadata")
+    h.add_argument("dir")
+    h.add_argument("--out", help="HTML file (default: DIR/report.html)")
+    h.set_defaults(fn=cmd_report)
     return p
 
 

@@ -16,17 +16,36 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Budget:
-    """How much training a run gets. epochs: passes over the training split (> 0).
-    max_seconds: optional cap on training wall seconds (evaluation not counted)."""
+    """How much training a run gets; whichever set limit is reached first ends the run.
+
+    epochs: passes over the training split (> 0). samples: training samples drawn.
+    flops: training FLOPs (as the runner counts them). max_seconds: training wall
+    seconds (evaluation not counted). The step that reaches a limit is the last one, so
+    a run ends at most one step past it; the run's summary says which limit stopped it
+    (``stopped_by``). Equal compute = the same ``samples``/``flops``/``max_seconds``
+    for every learner, with ``epochs`` as a cap that should not bind (tables flag it).
+    """
 
     epochs: int = 5
     max_seconds: float | None = None
+    samples: int | None = None
+    flops: float | None = None
 
     def __post_init__(self) -> None:
         if self.epochs <= 0:
             raise ValueError(f"epochs = {self.epochs}: must be a positive integer")
-        if self.max_seconds is not None and self.max_seconds <= 0:
-            raise ValueError(f"max_seconds = {self.max_seconds}: must be > 0")
+        for key in ("max_seconds", "samples", "flops"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ValueError(f"{key} = {value}: must be > 0 (or left out for no limit)")
+
+    def reached(self, seconds: float, samples: int, flops: int) -> str | None:
+        """The first limit that ``seconds``/``samples``/``flops`` of training reach, else None."""
+        for name, limit, used in (("max_seconds", self.max_seconds, seconds), ("samples", self.samples, samples),
+                                  ("flops", self.flops, flops)):
+            if limit is not None and used >= limit:
+                return name
+        return None
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,62 @@
 """Summary tables from a results folder: one row per learner configuration x task.
 
-Per run: final-epoch test accuracy, training seconds, training FLOPs, peak memory and the
-mean first/last-layer gradient-norm ratio over the sampled steps; then mean ± std over seeds.
+``tidy(store)`` is the tidy results table every table and figure starts from: the stored
+metric rows (run_id, epoch, step, split, metric, layer, value) joined with what each run
+was (learner label, configuration, task, seed, model, budget, which limit stopped it).
+``per_run`` reduces it to one row per run; ``summarize`` to mean and 95% t-interval over
+seeds per (learner, config, task), with Welch's t-test of test accuracy against backprop
+and a check that the runs compared on a task had equal budgets; ``render`` prints it as
+text, markdown, LaTeX (booktabs), HTML or csv. A metric a run does not record is NaN and
+shows as n/a, never as 0.
 """
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from experiments.stats import stars, t_interval, welch_p
 from experiments.store import RunStore
 
-FORMATS = ("text", "markdown", "latex", "csv")
+FORMATS = ("text", "markdown", "latex", "html", "csv")
+REFERENCE_LEARNER = "backprop"
+LEARNER_ORDER = ("backprop", "fa", "dfa", "sign_symmetry", "ga", "cmaes", "es", "snn_bptt", "snn_dfa")
+RUN_KEYS = ["learner", "config", "task"]
+
+# per-run measure -> (rendered header, number format, divisor applied before formatting)
+MEASURES: dict[str, tuple[str, str, float]] = {
+    "test_acc": ("test acc", ".3f", 1.0),
+    "gap": ("train-test gap", ".3f", 1.0),
+    "train_s": ("train s", ".3g", 1.0),
+    "flops": ("GFLOPs", ".3g", 1e9),
+    "synops": ("synops/sample", ".3g", 1.0),
+    "energy": ("energy/sample uJ", ".3g", 1e-6),
+    "peak_mem": ("peak MiB", ".3g", 2.0**20),
+    "grad_ratio": ("grad ratio first/last", ".3g", 1.0),
+    "alignment": ("alignment cos", ".3f", 1.0),
+}
+NOTE_CELLS = ("Cells: mean ± half-width of the 95% t-interval over seeds; n/a: the learner does not "
+              "record it. p: Welch's t-test of test accuracy against backprop with the same "
+              "configuration on the same task (* p<.05, ** p<.01, *** p<.001; ref: the reference). "
+              "Grad ratio: geometric mean over sampled steps of the first/last-layer update-signal "
+              "norm ratio. Alignment: mean cosine with the true gradient over sampled steps and layers.")
+UNEQUAL_MARK = "†"
+
+
+def budget_text(budget: dict[str, Any]) -> str:
+    """A run's budget as its set limits, e.g. ``'1e+10 FLOPs / 1000 ep'``."""
+    parts = []
+    if budget.get("flops") is not None:
+        parts.append(f"{budget['flops']:.3g} FLOPs")
+    if budget.get("samples") is not None:
+        parts.append(f"{budget['samples']} samples")
+    if budget.get("max_seconds") is not None:
+        parts.append(f"{budget['max_seconds']:g} s")
+    parts.append(f"{budget['epochs']} ep")
+    return " / ".join(parts)
 
 
 def _varied_label(spec: dict[str, Any]) -> str:
@@ -19,78 +64,268 @@ def _varied_label(spec: dict[str, Any]) -> str:
     for key in spec.get("varied", []):
         section, name = key.split(".", 1)
         source = {"model": spec["model"], "params": spec["params"], "task": spec["task_params"]}[section]
-        parts.append(f"{name}={source[name]}")
+        parts.append(f"{name}={_compact(source[name])}")
     return ", ".join(parts)
 
 
-def per_run(store: RunStore) -> pd.DataFrame:
-    """One row per completed run: identifiers and its final measurements."""
-    metas = [m for m in store.metas() if m["status"] == "ok"]
-    if not metas:
+def _compact(value: Any) -> str:
+    """A config value for a label: a list of equal widths as 'NxW' (e.g. 10x64), others 'a-b-c'."""
+    if not isinstance(value, list):
+        return str(value)
+    if not value:
+        return "none"
+    if len(set(value)) == 1 and len(value) > 1:
+        return f"{len(value)}x{value[0]}"
+    return "-".join(map(str, value))
+
+
+def run_info(store: RunStore) -> pd.DataFrame:
+    """One row per completed run: what it was (labels, model, budget) and what stopped it."""
+    rows = []
+    for meta in store.metas():
+        if meta["status"] != "ok":
+            continue
+        spec = meta["spec"]
+        model, params = spec["model"], spec["params"]
+        rows.append({
+            "run_id": meta["run_id"], "learner": spec["label"], "learner_name": spec["learner"],
+            "config": _varied_label(spec), "task": spec["task_label"], "seed": spec["seed_index"],
+            "arch": model["arch"], "depth": len(model["hidden"]), "activation": model["activation"],
+            "batchnorm": model["batchnorm"], "dropout": model["dropout"],
+            "lr": params.get("lr", math.nan), "sigma": params.get("sigma", math.nan),
+            "train_fraction": spec["task_params"].get("train_fraction", math.nan),
+            "budget": budget_text(spec["budget"]), "stopped_by": meta.get("summary", {}).get("stopped_by", "?"),
+        })
+    return pd.DataFrame(rows)
+
+
+def tidy(store: RunStore) -> pd.DataFrame:
+    """The tidy results table: every metric row of every completed run, with its run's info."""
+    info = run_info(store)
+    if info.empty:
         return pd.DataFrame()
-    metrics = store.metrics([m["run_id"] for m in metas])
-    last_epoch = metrics.groupby("run_id")["epoch"].transform("max")
-    final = metrics[(metrics["epoch"] == last_epoch) & (metrics["layer"] == "")]
+    metrics = store.metrics(list(info["run_id"]))
+    return metrics.merge(info, on="run_id", how="left")
+
+
+def _geometric_mean(values: pd.Series) -> float:
+    arr = values.to_numpy(dtype=float)
+    if (arr <= 0).any():
+        raise ValueError(f"grad_norm_ratio has non-positive values {arr[arr <= 0][:3]}: geometric mean undefined")
+    return float(np.exp(np.log(arr).mean()))
+
+
+def per_run(data: pd.DataFrame) -> pd.DataFrame:
+    """One row per run of the tidy table: its info and final measurements (NaN = not recorded)."""
+    if data.empty:
+        return pd.DataFrame()
+    info_cols = [c for c in data.columns if c not in ("epoch", "step", "split", "metric", "layer", "value")]
+    runs = data[info_cols].drop_duplicates("run_id").set_index("run_id")
+    last_epoch = data.groupby("run_id")["epoch"].transform("max")
+    final = data[(data["epoch"] == last_epoch) & (data["layer"] == "")]
     wide = final.pivot_table(index="run_id", columns=["split", "metric"], values="value", aggfunc="last")
     wide.columns = [f"{s}_{m}" for s, m in wide.columns]
-    ratio = metrics[metrics["metric"] == "grad_norm_ratio"].groupby("run_id")["value"].mean().rename("grad_ratio")
-    ids = pd.DataFrame([{
-        "run_id": m["run_id"], "learner": m["spec"]["label"], "config": _varied_label(m["spec"]),
-        "task": m["spec"]["task_label"], "seed": m["spec"]["seed_index"],
-    } for m in metas]).set_index("run_id")
-    return ids.join(wide).join(ratio).reset_index()
+
+    def col(name: str) -> pd.Series:
+        return wide[name] if name in wide else pd.Series(math.nan, index=wide.index)
+
+    out = pd.DataFrame({
+        "test_acc": col("test_accuracy"), "gap": col("train_accuracy") - col("test_accuracy"),
+        "train_s": col("train_train_seconds"), "flops": col("train_train_flops"),
+        "samples": col("train_train_samples"), "synops": col("test_synops_per_sample"),
+        "energy": col("test_energy_per_sample_j"), "peak_mem": col("train_peak_memory_bytes"),
+    })
+    ratio = data[data["metric"] == "grad_norm_ratio"].groupby("run_id")["value"].apply(_geometric_mean)
+    align = data[data["metric"] == "grad_alignment"].groupby("run_id")["value"].mean()
+    out["grad_ratio"] = ratio.reindex(out.index)
+    out["alignment"] = align.reindex(out.index)
+    return runs.join(out).reset_index()
+
+
+def _budget_notes(runs: pd.DataFrame) -> dict[str, str]:
+    """Task -> why its runs did not have equal compute (tasks with equal budgets are absent)."""
+    notes = {}
+    for task, group in runs.groupby("task", sort=False):
+        budgets = sorted(group["budget"].unique())
+        stopped = sorted(group["stopped_by"].unique())
+        if len(budgets) > 1:
+            notes[task] = f"unequal budget on {task}: runs had different budgets ({'; '.join(budgets)})"
+        elif len(stopped) > 1:
+            notes[task] = (f"unequal budget on {task}: runs were stopped by different limits "
+                           f"({', '.join(stopped)}), so they did not get equal compute")
+    return notes
+
+
+def _stopped_text(values: pd.Series) -> str:
+    counts = values.value_counts()
+    return str(counts.index[0]) if len(counts) == 1 else ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per (learner, config, task): seeds, mean/low/high of each measure, p vs backprop, budget.
+
+    ``failed``: rows (learner, config, task, learner_name, budget) of failed runs, counted per
+    group; a group whose runs all failed gets a row of n/a. The frame's
+    ``attrs["notes"]`` holds the table's footnotes (unequal budgets included).
+    """
+    if runs.empty:
+        return pd.DataFrame()
+    grouped = runs.groupby(RUN_KEYS, sort=False)
+    rows = []
+    for (learner, config, task), group in grouped:
+        row: dict[str, Any] = {"learner": learner, "config": config, "task": task,
+                               "learner_name": group["learner_name"].iloc[0], "seeds": len(group),
+                               "budget": group["budget"].iloc[0], "stopped_by": _stopped_text(group["stopped_by"])}
+        for name in MEASURES:
+            row[f"{name}_mean"], row[f"{name}_low"], row[f"{name}_high"] = t_interval(group[name])
+        row["p_vs_backprop"], row["reference"] = _welch_against_reference(runs, learner, config, task)
+        rows.append(row)
+    if failed is not None and not failed.empty:  # groups whose every run failed still get a row
+        present = {(r["learner"], r["config"], r["task"]) for r in rows}
+        for key, group in failed.groupby(RUN_KEYS, sort=False):
+            if key not in present:
+                rows.append({**dict(zip(RUN_KEYS, key)), "learner_name": group["learner_name"].iloc[0], "seeds": 0,
+                             "budget": group["budget"].iloc[0], "stopped_by": "failed", "p_vs_backprop": math.nan,
+                             "reference": "", **{f"{m}_{s}": math.nan for m in MEASURES for s in ("mean", "low", "high")}})
+    rank = {name: i for i, name in enumerate(LEARNER_ORDER)}
+    out = pd.DataFrame(rows)
+    out["_rank"] = out["learner_name"].map(lambda n: rank.get(n, len(rank)))
+    out["_config"] = out["config"].map(_natural)
+    out = out.sort_values(["task", "_rank", "learner", "_config"], kind="stable").drop(columns=["_rank", "_config"])
+    out = out.reset_index(drop=True)
+    out["failed"] = 0
+    if failed is not None and not failed.empty:
+        counts = failed.groupby(RUN_KEYS).size()
+        out["failed"] = [int(counts.get((r.learner, r.config, r.task), 0)) for r in out.itertuples()]
+    notes = _budget_notes(runs)
+    out["unequal_budget"] = out["task"].map(lambda t: t in notes)
+    out.attrs["notes"] = [NOTE_CELLS, *notes.values()]
+    return out
+
+
+def _natural(config: str) -> tuple[Any, ...]:
+    """Sort key of a config label: numbers by value (lr=0.0001 before lr=0.01), digit runs
+    inside words as numbers (hidden=2x64 before hidden=10x64)."""
+    key: list[Any] = []
+    for part in config.split(", ") if config else []:
+        name, _, value = part.partition("=")
+        try:
+            key.append((name, 0, float(value), ()))
+        except ValueError:
+            words = tuple((0, int(w), "") if w.isdigit() else (1, 0, w) for w in re.split(r"(\d+)", value) if w)
+            key.append((name, 1, 0.0, words))
+    return tuple(key)
+
+
+def _welch_against_reference(runs: pd.DataFrame, learner: str, config: str, task: str) -> tuple[float, str]:
+    """(p, reference description) of Welch's test of this group's test accuracy against backprop.
+
+    The reference is the backprop group on the same task with the same configuration, or
+    the only backprop group on the task; (NaN, '') when there is none or it is ambiguous.
+    """
+    on_task = runs[(runs["task"] == task) & (runs["learner_name"] == REFERENCE_LEARNER)]
+    same = on_task[on_task["config"] == config]
+    if same.empty:
+        candidates = on_task.groupby(["learner", "config"]).size()
+        if len(candidates) != 1:
+            return math.nan, ""
+        same = on_task
+    ref_learner, ref_config = same["learner"].iloc[0], same["config"].iloc[0]
+    if (ref_learner, ref_config) == (learner, config):
+        return math.nan, "ref"
+    mine = runs[(runs["learner"] == learner) & (runs["config"] == config) & (runs["task"] == task)]
+    return welch_p(mine["test_acc"], same["test_acc"]), f"{ref_learner} ({ref_config})" if ref_config else ref_learner
 
 
 def summarize(store: RunStore) -> pd.DataFrame:
-    """Mean and std over seeds per (learner, config, task), plus run and failure counts."""
-    runs = per_run(store)
+    """``summarize_runs`` of every completed run in ``store``, with failures counted."""
+    runs = per_run(tidy(store))
     failed = pd.DataFrame([{"learner": m["spec"]["label"], "config": _varied_label(m["spec"]),
-                            "task": m["spec"]["task_label"]} for m in store.metas() if m["status"] != "ok"])
-    if runs.empty:
-        return pd.DataFrame()
-    keys = ["learner", "config", "task"]
-    columns = {"test_accuracy": "test_acc", "train_train_seconds": "train_s", "train_train_flops": "flops",
-               "train_peak_memory_bytes": "peak_mem", "grad_ratio": "grad_ratio"}
-    grouped = runs.groupby(keys, sort=False)
-    out = grouped.size().rename("seeds").to_frame()
-    for src, name in columns.items():
-        if src in runs:
-            out[f"{name}_mean"] = grouped[src].mean()
-            out[f"{name}_std"] = grouped[src].std(ddof=1)
-    out["failed"] = 0
-    if not failed.empty:
-        counts = failed.groupby(keys).size()
-        out["failed"] = counts.reindex(out.index).fillna(0).astype(int)
-    return out.reset_index()
+                            "task": m["spec"]["task_label"], "learner_name": m["spec"]["learner"],
+                            "budget": budget_text(m["spec"]["budget"])}
+                           for m in store.metas() if m["status"] != "ok"])
+    return summarize_runs(runs, failed)
 
 
-def _pm(mean: float, std: float, fmt: str) -> str:
-    if pd.isna(mean):
+def _cell(mean: float, low: float, high: float, fmt: str, scale: float) -> str:
+    if math.isnan(mean):
         return "n/a"
-    return f"{mean:{fmt}} ± {std:{fmt}}" if not pd.isna(std) else f"{mean:{fmt}}"
+    if math.isnan(high):
+        return f"{mean / scale:{fmt}}"
+    return f"{mean / scale:{fmt}} ± {(high - mean) / scale:{fmt}}"
+
+
+def _p_cell(p: float, reference: str) -> str:
+    if reference == "ref":
+        return "ref"
+    if math.isnan(p):
+        return "n/a"
+    return f"{p:.2g}{stars(p)}"
+
+
+def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary as the printed table: strings, one column per measure."""
+    table = pd.DataFrame({
+        "learner": summary["learner"] + summary["config"].map(lambda c: f" ({c})" if c else ""),
+        "task": summary["task"] + summary["unequal_budget"].map(lambda u: UNEQUAL_MARK if u else ""),
+        "budget": summary["budget"],
+        "stopped by": summary["stopped_by"],
+        "seeds": summary["seeds"].astype(str) + summary["failed"].map(lambda f: f" ({f} failed)" if f else ""),
+    })
+    for name, (header, fmt, scale) in MEASURES.items():
+        table[header] = [_cell(m, lo, hi, fmt, scale) for m, lo, hi in
+                         zip(summary[f"{name}_mean"], summary[f"{name}_low"], summary[f"{name}_high"])]
+        if name == "test_acc":
+            table["p vs backprop"] = [_p_cell(p, r) for p, r in zip(summary["p_vs_backprop"], summary["reference"])]
+    return table
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+LATEX_SYMBOLS = {"±": r"$\pm$", UNEQUAL_MARK: r"$^\dagger$", "−": "-"}
+
+
+def latex_escape(text: str) -> str:
+    """``text`` with LaTeX's special characters escaped and the table's symbols as math."""
+    out = "".join(LATEX_SPECIAL.get(ch, ch) for ch in text)
+    for symbol, latex in LATEX_SYMBOLS.items():
+        out = out.replace(symbol, latex)
+    if not out.isascii():
+        raise ValueError(f"cannot write {text!r} in LaTeX: non-ASCII character left after escaping")
+    return out
+
+
+def to_latex(table: pd.DataFrame, notes: list[str]) -> str:
+    """A booktabs ``tabular`` (ready to ``\\input``), notes as full-width rows below the rule."""
+    n = len(table.columns)
+    spec = "l" * min(n, 5) + "r" * max(0, n - 5)
+    lines = [f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(latex_escape(str(c)) for c in table.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_escape(str(v)) for v in row) + r" \\" for row in table.itertuples(index=False)]
+    lines.append(r"\bottomrule")
+    lines += [f"\\multicolumn{{{n}}}{{p{{0.95\\linewidth}}}}{{\\footnotesize {latex_escape(note)}}} \\\\" for note in notes]
+    lines.append(r"\end{tabular}")
+    return "\n".join(lines) + "\n"
 
 
 def render(summary: pd.DataFrame, fmt: str) -> str:
-    """The summary as text | markdown | latex | csv."""
+    """The summary as text | markdown | latex | html | csv (csv: every number, unrounded)."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: allowed: {', '.join(FORMATS)}")
     if summary.empty:
         return "no completed runs"
     if fmt == "csv":
         return summary.to_csv(index=False)
-    table = pd.DataFrame({
-        "learner": summary["learner"] + summary["config"].map(lambda c: f" ({c})" if c else ""),
-        "task": summary["task"],
-        "seeds": summary["seeds"].astype(str) + summary["failed"].map(lambda f: f" ({f} failed)" if f else ""),
-        "test acc": [_pm(m, s, ".3f") for m, s in zip(summary["test_acc_mean"], summary["test_acc_std"])],
-        "train s": [_pm(m, s, ".1f") for m, s in zip(summary["train_s_mean"], summary["train_s_std"])],
-        "GFLOPs": [f"{m / 1e9:.3g}" for m in summary["flops_mean"]],
-        "peak MiB": [f"{m / 2**20:.2f}" for m in summary["peak_mem_mean"]],
-        "grad ratio": [_pm(m, s, ".3g") for m, s in zip(summary.get("grad_ratio_mean", pd.Series([float("nan")] * len(summary))),
-                                                         summary.get("grad_ratio_std", pd.Series([float("nan")] * len(summary))))],
-    })
+    table, notes = display_frame(summary), summary.attrs.get("notes", [])
+    unequal = [f"{UNEQUAL_MARK} {note}" for note in notes[1:]]
+    notes = [notes[0], *unequal] if notes else []
     if fmt == "markdown":
-        return table.to_markdown(index=False)
+        return table.to_markdown(index=False) + "\n\n" + "\n\n".join(notes) + "\n"
     if fmt == "latex":
-        return table.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1).to_latex(hrules=True).replace("±", r"$\pm$")
-    return table.to_string(index=False)
+        return to_latex(table, notes)
+    if fmt == "html":
+        from html import escape
+
+        return table.to_html(index=False, classes="results", border=0) + "".join(
+            f'\n<p class="note">{escape(note)}</p>' for note in notes)
+    return table.to_markdown(index=False, tablefmt="simple") + "\n\n" + "\n".join(notes)

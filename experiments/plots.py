@@ -1,0 +1,432 @@
+"""Paper figures from the tidy results table (``experiments.table.tidy``), one function each.
+
+Every function takes the tidy table (one row per measurement, with its run's learner,
+config, task, seed, model and budget) and returns a ``matplotlib.figure.Figure`` drawn
+with seaborn; nothing touches pyplot's global state. Each learner label keeps one color
+from seaborn's colorblind palette in every figure (``learner_colors``). Spread over
+seeds is the 95% t-interval of ``experiments.stats``. A figure whose data the table does
+not hold raises ``NoData`` saying what is missing. ``save_all`` writes PDF and PNG.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from experiments.stats import t_interval
+from experiments.table import LEARNER_ORDER, per_run
+
+PALETTE = "colorblind"
+PANEL = (3.2, 2.6)  # inches per panel: a paper column holds one or two
+ACCURACY_LABEL = "test accuracy (fraction)"
+# colorblind palette slots, chosen so that learners of one family differ most (fa orange vs
+# sign_symmetry sky blue, ga purple vs es vermillion); slot 6 (pink) is left for other labels
+PALETTE_INDEX = {"backprop": 0, "fa": 1, "dfa": 2, "sign_symmetry": 9, "ga": 4, "cmaes": 5, "es": 3,
+                 "snn_bptt": 7, "snn_dfa": 8}
+# a fixed marker per learner too, so figures survive grayscale printing
+MARKERS = {"backprop": "o", "fa": "s", "dfa": "^", "sign_symmetry": "D", "ga": "v", "cmaes": "P", "es": "X",
+           "snn_bptt": "*", "snn_dfa": "h"}
+Color = tuple[float, float, float]
+
+
+class NoData(ValueError):
+    """The tidy table lacks what a figure needs (the message says what)."""
+
+
+def learner_colors(labels: Iterable[tuple[str, str]]) -> dict[str, Color]:
+    """Label -> color for (label, registered learner) pairs; fixed for the nine built-ins.
+
+    A label named after a built-in learner gets that learner's color; another label gets
+    its registered learner's color if no label already took it, else a spare color.
+    """
+    palette = sns.color_palette(PALETTE, 10)
+    fixed = {name: palette[i] for name, i in PALETTE_INDEX.items()}
+    pairs = sorted(set(labels))
+    colors = {label: fixed[label] for label, _ in pairs if label in fixed}
+    spare = [palette[6], *sns.color_palette("dark", 10)]
+    for label, name in pairs:
+        if label in colors:
+            continue
+        if name in fixed and fixed[name] not in colors.values():
+            colors[label] = fixed[name]
+        else:
+            colors[label] = spare.pop(0) if spare else palette[len(colors) % 10]
+    return colors
+
+
+def _learner_order(data: pd.DataFrame) -> list[str]:
+    """Learner labels of ``data``: built-in learners in LEARNER_ORDER, then by label."""
+    pairs = data[["learner", "learner_name"]].drop_duplicates()
+    rank = {name: i for i, name in enumerate(LEARNER_ORDER)}
+    return [label for _, label in sorted((rank.get(n, len(rank)), l) for l, n in pairs.itertuples(index=False))]
+
+
+def _markers(data: pd.DataFrame) -> dict[str, str]:
+    """Label -> marker: the built-in learner's own, else its registered learner's, else a circle."""
+    pairs = data[["learner", "learner_name"]].drop_duplicates().itertuples(index=False)
+    return {label: MARKERS.get(label, MARKERS.get(name, "o")) for label, name in pairs}
+
+
+def _colors(data: pd.DataFrame) -> dict[str, Color]:
+    """Label -> color for ``data``'s learners, in legend order."""
+    colors = learner_colors(zip(data["learner"], data["learner_name"]))
+    return {label: colors[label] for label in _learner_order(data)}
+
+
+def _require(data: pd.DataFrame, metric: str, figure: str) -> pd.DataFrame:
+    rows = data[data["metric"] == metric] if not data.empty else data
+    if rows.empty:
+        raise NoData(f"{figure}: the results have no {metric!r} rows")
+    return rows
+
+
+def _figure(n_panels: int, ncols: int | None = None, sharey: bool = True) -> tuple[Figure, list]:
+    ncols = ncols or n_panels
+    nrows = math.ceil(n_panels / ncols)
+    fig = Figure(figsize=(PANEL[0] * ncols, PANEL[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey).ravel().tolist()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def _quiet_minor_ticks(ax: object) -> None:
+    """No labels on log-axis minor ticks (they overlap on short ranges)."""
+    from matplotlib.ticker import NullFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):  # type: ignore[attr-defined]
+        axis.set_minor_formatter(NullFormatter())
+
+
+def _x_scale(ax: object, values: Iterable[float], label: str, engineering: bool = False) -> None:
+    """Log x axis when ``values`` span a decade or more (label says so), else linear.
+
+    ``engineering``: tick labels with SI prefixes (FLOPs: 10G, 300M), never an offset text.
+    """
+    from matplotlib.ticker import EngFormatter
+
+    arr = np.asarray(list(values), dtype=float)
+    arr = arr[arr > 0]
+    log = arr.size > 0 and arr.max() / arr.min() >= 10
+    ax.set_xscale("log" if log else "linear")  # type: ignore[attr-defined]
+    ax.set_xlabel(f"{label} (log scale)" if log else label)  # type: ignore[attr-defined]
+    _quiet_minor_ticks(ax)
+    if engineering:
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # type: ignore[attr-defined]
+
+
+def _ci(values: pd.Series) -> tuple[float, float]:
+    """Seaborn errorbar callable: the 95% t-interval of the mean (a point when n < 2)."""
+    mean, low, high = t_interval(values)
+    return (mean, mean) if math.isnan(low) else (low, high)
+
+
+def _best_config(data: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
+    """Rows of the best configuration (highest mean final test accuracy) per learner x task.
+
+    Returns (rows, whether any learner had more than one configuration to choose from).
+    """
+    runs = per_run(data)
+    means = runs.groupby(["learner", "task", "config"], as_index=False)["test_acc"].mean()
+    best = means.loc[means.groupby(["learner", "task"])["test_acc"].idxmax()]
+    keep = data.merge(best[["learner", "task", "config"]], on=["learner", "task", "config"])
+    return keep, len(means) > len(best)
+
+
+def _legend(fig: Figure, colors: dict[str, Color], labels: Iterable[str], title: str = "learner",
+            markers: dict[str, str] | None = None) -> None:
+    from matplotlib.lines import Line2D
+
+    shown = [label for label in colors if label in set(labels)]
+    handles = [Line2D([], [], color=colors[label], marker=(markers or {}).get(label, "o"), label=label)
+               for label in shown]
+    fig.legend(handles=handles, loc="outside right upper", title=title, frameon=False)
+
+
+# x -> (metric giving x, axis label, whether to drop x = 0 and go log when x spans a decade)
+X_AXES = {
+    "epoch": ("epoch", "epochs", False),
+    "seconds": ("train_seconds", "training time (s)", True),
+    "flops": ("train_flops", "training FLOPs", True),
+}
+
+
+def learning_curves(data: pd.DataFrame, x: str = "epoch") -> Figure:
+    """Test accuracy against epochs, training seconds or training FLOPs; one panel per task.
+
+    Lines: mean over seeds at each evaluation (x at the seeds' mean), bands: 95% t-interval.
+    """
+    if x not in X_AXES:
+        raise ValueError(f"x = {x!r}: allowed: {', '.join(X_AXES)}")
+    metric, xlabel, log = X_AXES[x]
+    colors, markers = _colors(data), _markers(data)
+    acc = _require(data, "accuracy", "learning curves")
+    acc = acc[acc["split"] == "test"]
+    chosen, picked = _best_config(data)
+    acc = acc.merge(chosen[["run_id"]].drop_duplicates(), on="run_id")
+    if x != "epoch":
+        xs = _require(data, metric, "learning curves")[["run_id", "epoch", "value"]].rename(columns={"value": metric})
+        acc = acc.merge(xs, on=["run_id", "epoch"])
+    if log:
+        acc = acc[acc[metric] > 0]
+    curves = acc.groupby(["learner", "task", "epoch"]).agg(x=(metric, "mean"), values=("value", list)).reset_index()
+    tasks = sorted(curves["task"].unique())
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
+        fig, axes = _figure(len(tasks))
+        for ax, task in zip(axes, tasks):
+            for learner, line in curves[curves["task"] == task].groupby("learner", sort=False):
+                stats = np.array([t_interval(v) for v in line["values"]])
+                ax.plot(line["x"], stats[:, 0], color=colors[learner], marker=markers[learner], markersize=3,
+                        linewidth=1.2)
+                ax.fill_between(line["x"], stats[:, 1], stats[:, 2], color=colors[learner], alpha=0.2, linewidth=0)
+            ax.set(title=task, ylabel=ACCURACY_LABEL)
+            if log:
+                _x_scale(ax, curves.loc[curves["task"] == task, "x"], xlabel, engineering=metric == "train_flops")
+            else:
+                ax.set_xlabel(xlabel)
+        _legend(fig, colors, curves["learner"], "learner\n(best config)" if picked else "learner", markers)
+    return fig
+
+
+def accuracy_vs_compute(data: pd.DataFrame) -> Figure:
+    """Final test accuracy against training FLOPs per learner configuration, one panel per task.
+
+    Points: means over seeds with 95% t-intervals; the gray step line is the Pareto front
+    (no other configuration is both cheaper and more accurate).
+    """
+    colors, markers = _colors(data), _markers(data)
+    _require(data, "train_flops", "accuracy vs compute")
+    runs = per_run(data)
+    groups = runs.groupby(["learner", "config", "task"], sort=False)
+    points = pd.DataFrame([{"learner": k[0], "task": k[2], "flops": g["flops"].mean(),
+                            "acc": t_interval(g["test_acc"])} for k, g in groups])
+    tasks = sorted(points["task"].unique())
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
+        fig, axes = _figure(len(tasks))
+        for ax, task in zip(axes, tasks):
+            mine = points[points["task"] == task].sort_values("flops")
+            for row in mine.itertuples():
+                mean, low, high = row.acc
+                err = None if math.isnan(low) else [[mean - low], [high - mean]]
+                ax.errorbar(row.flops, mean, yerr=err, color=colors[row.learner], marker=markers[row.learner],
+                            markersize=5, capsize=2)
+            front, best = [], -math.inf
+            for row in mine.itertuples():
+                if row.acc[0] > best:
+                    best = row.acc[0]
+                    front.append((row.flops, best))
+            fx, fy = zip(*front)
+            ax.step(fx, fy, where="post", color="0.5", linewidth=0.8, zorder=0)
+            ax.set(title=task, ylabel=ACCURACY_LABEL)
+            _x_scale(ax, mine["flops"], "training FLOPs", engineering=True)
+        _legend(fig, colors, points["learner"], markers=markers)
+    return fig
+
+
+def grad_norm_heatmap(data: pd.DataFrame, learner: str, task: str | None = None,
+                      configs: list[str] | None = None, run_id: str | None = None) -> Figure:
+    """Per-layer update-signal norm over training (log10, mean over seeds), one panel per config.
+
+    ``run_id`` picks one run instead; otherwise all seeds of ``learner`` on ``task`` (default:
+    its first task) for each of ``configs`` (default: every configuration, at most 6).
+    """
+    norms = _require(data, "grad_norm", "gradient-norm heatmap")
+    if run_id is not None:
+        norms = norms[norms["run_id"] == run_id]
+        if norms.empty:
+            raise NoData(f"gradient-norm heatmap: run {run_id!r} has no grad_norm rows")
+        learner, task, configs = norms["learner"].iloc[0], norms["task"].iloc[0], [norms["config"].iloc[0]]
+    norms = norms[norms["learner"] == learner]
+    if norms.empty:
+        raise NoData(f"gradient-norm heatmap: learner {learner!r} has no grad_norm rows")
+    task = task or sorted(norms["task"].unique())[0]
+    norms = norms[norms["task"] == task]
+    configs = configs or sorted(dict.fromkeys(norms["config"]))[:6]
+    norms = norms[norms["config"].isin(configs)].assign(log_norm=lambda f: np.log10(f["value"]))
+    scale = {"vmin": norms["log_norm"].min(), "vmax": norms["log_norm"].max()}  # one scale: panels compare
+    titles = _distinguishing(configs)
+    with sns.axes_style("white"), sns.plotting_context("paper"):
+        fig, axes = _figure(len(configs), ncols=min(3, len(configs)), sharey=False)
+        for ax, config, title in zip(axes, configs, titles):
+            rows = norms[norms["config"] == config]
+            layers = list(dict.fromkeys(rows["layer"]))  # recorded in forward order
+            grid = rows.pivot_table(index="layer", columns="step", values="log_norm", aggfunc="mean").reindex(layers)
+            sns.heatmap(grid, ax=ax, cmap="viridis", cbar_kws={"label": "log10 update-signal norm"},
+                        xticklabels=max(1, grid.shape[1] // 6), **scale)
+            ax.set(title=f"{learner} on {task}" + (f"\n{title}" if title else ""),
+                   xlabel="training step", ylabel="layer (input to output)")
+    return fig
+
+
+def _distinguishing(configs: list[str]) -> list[str]:
+    """Each config label without the ``key=value`` parts that all of ``configs`` share."""
+    parts = [c.split(", ") if c else [] for c in configs]
+    common = set.intersection(*(set(p) for p in parts)) if len(parts) > 1 else set()
+    return [", ".join(x for x in p if x not in common) for p in parts]
+
+
+def alignment_over_training(data: pd.DataFrame, task: str | None = None) -> Figure:
+    """Cosine between each learner's update signal and the true gradient over training, per layer.
+
+    One panel per learner (its best configuration) on ``task`` (default: the first task);
+    lines: mean over seeds per layer, bands: 95% t-interval.
+    """
+    rows = _require(data, "grad_alignment", "alignment over training")
+    task = task or sorted(rows["task"].unique())[0]
+    chosen, _ = _best_config(data[data["task"] == task])
+    rows = rows.merge(chosen[["run_id"]].drop_duplicates(), on="run_id")
+    learners = _learner_order(rows)
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
+        fig, axes = _figure(len(learners), ncols=min(3, len(learners)))
+        for ax, learner in zip(axes, learners):
+            mine = rows[rows["learner"] == learner]
+            n_layers = mine["layer"].nunique()
+            sns.lineplot(mine, x="step", y="value", hue="layer", palette=sns.color_palette("viridis", n_layers),
+                         errorbar=_ci, ax=ax, linewidth=1)
+            ax.axhline(0.0, color="0.5", linewidth=0.6)
+            ax.set(title=f"{learner} on {task}", xlabel="training step", ylabel="cosine with true gradient",
+                   ylim=(-1.05, 1.05))
+            ax.legend(title="layer", fontsize="x-small", title_fontsize="x-small")
+    return fig
+
+
+PARAM_LABELS = {"lr": "learning rate", "sigma": "noise std sigma"}
+
+
+def lr_sensitivity(data: pd.DataFrame, param: str = "lr") -> Figure:
+    """Final test accuracy against ``param`` (lr, or sigma for ES) for each learner that varies it.
+
+    One panel per task; points: mean over seeds (and over any other grid axes), bars: 95% t-interval.
+    """
+    if param not in PARAM_LABELS:
+        raise ValueError(f"param = {param!r}: allowed: {', '.join(PARAM_LABELS)}")
+    colors, markers = _colors(data), _markers(data)
+    runs = per_run(data) if not data.empty else pd.DataFrame()
+    if runs.empty:
+        raise NoData("sensitivity: the results have no runs")
+    varied = runs.groupby("learner")[param].nunique()
+    runs = runs[runs["learner"].isin(varied[varied > 1].index)]
+    if runs.empty:
+        raise NoData(f"sensitivity: no learner has a grid over {param!r}")
+    tasks = sorted(runs["task"].unique())
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
+        fig, axes = _figure(len(tasks))
+        for ax, task in zip(axes, tasks):
+            sns.lineplot(runs[runs["task"] == task], x=param, y="test_acc", hue="learner", palette=colors,
+                         hue_order=[l for l in colors if l in set(runs["learner"])], errorbar=_ci,
+                         err_style="bars", style="learner", markers=markers, dashes=False, ax=ax, legend=False)
+            ax.set(title=task, ylabel=ACCURACY_LABEL)
+            _x_scale(ax, runs.loc[runs["task"] == task, param], PARAM_LABELS[param])
+        _legend(fig, colors, runs["learner"], markers=markers)
+    return fig
+
+
+DEPTH_MEASURES = {
+    "grad_ratio": ("grad-norm ratio first/last layer (log)", True),
+    "test_acc": (ACCURACY_LABEL, False),
+}
+
+
+def against_depth(data: pd.DataFrame, measure: str = "grad_ratio") -> Figure:
+    """A per-run measure against the number of hidden layers: hue learner, line style activation,
+    one panel per (task, batch norm off/on); points: mean over seeds, bars: 95% t-interval."""
+    if measure not in DEPTH_MEASURES:
+        raise ValueError(f"measure = {measure!r}: allowed: {', '.join(DEPTH_MEASURES)}")
+    ylabel, log = DEPTH_MEASURES[measure]
+    colors, markers = _colors(data), _markers(data)
+    runs = per_run(data) if not data.empty else pd.DataFrame()
+    if runs.empty or runs.groupby("learner")["depth"].nunique().max() < 2:
+        raise NoData("against depth: no learner has runs at more than one number of hidden layers")
+    depths = runs.groupby("learner")["depth"].nunique()
+    runs = runs[runs["learner"].isin(depths[depths > 1].index)]
+    panels = list(runs.groupby(["task", "batchnorm"]).groups)
+    styles = {"hue_order": [l for l in colors if l in set(runs["learner"])],
+              "style_order": sorted(runs["activation"].unique())}  # the same marks in every panel
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
+        fig, axes = _figure(len(panels), ncols=min(2, len(panels)))
+        for i, (ax, (task, bn)) in enumerate(zip(axes, panels)):
+            mine = runs[(runs["task"] == task) & (runs["batchnorm"] == bn)]
+            sns.lineplot(mine, x="depth", y=measure, hue="learner", style="activation", palette=colors,
+                         errorbar=_ci, err_style="bars", markers=True, ax=ax, legend=i == 0, **styles)
+            ax.set(title=f"{task}, batch norm {'on' if bn else 'off'}", xlabel="hidden layers",
+                   ylabel=ylabel, yscale="log" if log else "linear")
+            _quiet_minor_ticks(ax)
+        handles, labels = axes[0].get_legend_handles_labels()
+        axes[0].get_legend().remove()
+        fig.legend(handles, labels, loc="outside right upper", frameon=False)
+    return fig
+
+
+def generalization_gap(data: pd.DataFrame) -> Figure:
+    """Train-minus-test accuracy at the end of training against dropout, per learner and task."""
+    colors, markers = _colors(data), _markers(data)
+    runs = per_run(data) if not data.empty else pd.DataFrame()
+    if runs.empty or runs.groupby("learner")["dropout"].nunique().max() < 2:
+        raise NoData("generalization gap: no learner has runs at more than one dropout value")
+    tasks = sorted(runs["task"].unique())
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
+        fig, axes = _figure(len(tasks))
+        for ax, task in zip(axes, tasks):
+            sns.barplot(runs[runs["task"] == task], x="dropout", y="gap", hue="learner", palette=colors,
+                        hue_order=[l for l in colors if l in set(runs["learner"])], errorbar=_ci, ax=ax, legend=False)
+            ax.set(title=task, xlabel="dropout probability", ylabel="train - test accuracy (fraction)")
+        _legend(fig, colors, runs["learner"], markers=markers)
+    return fig
+
+
+Builder = tuple[str, Callable[[], Figure]]  # (caption, function drawing the figure)
+
+
+def standard_figures(data: pd.DataFrame) -> dict[str, Builder]:
+    """Name -> (caption, builder) of every figure ``bpbench plot`` tries for a results table
+    (none for an empty table: no run completed)."""
+    if data.empty:
+        return {}
+    figures: dict[str, Builder] = {
+        "curves_epochs": ("Test accuracy against training epochs.", lambda: learning_curves(data, "epoch")),
+        "curves_seconds": ("Test accuracy against training wall time.", lambda: learning_curves(data, "seconds")),
+        "curves_flops": ("Test accuracy against training FLOPs.", lambda: learning_curves(data, "flops")),
+        "accuracy_vs_flops": ("Final test accuracy against training FLOPs; gray: Pareto front.",
+                              lambda: accuracy_vs_compute(data)),
+        "lr_sensitivity": ("Final test accuracy against the learning rate.", lambda: lr_sensitivity(data, "lr")),
+        "sigma_sensitivity": ("Final test accuracy against the ES noise sigma.", lambda: lr_sensitivity(data, "sigma")),
+        "grad_ratio_vs_depth": ("First/last-layer gradient-norm ratio against depth.",
+                                lambda: against_depth(data, "grad_ratio")),
+        "accuracy_vs_depth": ("Final test accuracy against depth.", lambda: against_depth(data, "test_acc")),
+        "generalization_gap": ("Train-test accuracy gap with and without dropout.", lambda: generalization_gap(data)),
+    }
+    for task in sorted(data["task"].unique()):
+        figures[f"alignment_{task}"] = (f"Cosine with the true gradient per layer over training on {task}.",
+                                        lambda task=task: alignment_over_training(data, task))
+    for learner in _learner_order(data):
+        mine = data[data["learner"] == learner]
+        configs = sorted(mine.loc[mine["depth"] == mine["depth"].max(), "config"].unique())[:6]
+        figures[f"grad_norms_{learner}"] = (
+            f"Per-layer update-signal norm of {learner} over training (its deepest configurations).",
+            lambda learner=learner, configs=configs: grad_norm_heatmap(data, learner, configs=configs))
+    return figures
+
+
+def save_all(data: pd.DataFrame, out: Path, dpi: int = 200) -> tuple[list[Path], dict[str, str]]:
+    """Write every standard figure the data supports as NAME.pdf and NAME.png under ``out``.
+
+    Returns (written files, figure name -> why it was skipped).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    written, skipped = [], {}
+    for name, (_, build) in standard_figures(data).items():
+        try:
+            fig = build()
+        except NoData as exc:
+            skipped[name] = str(exc)
+            continue
+        for suffix in ("pdf", "png"):
+            path = out / f"{name}.{suffix}"
+            fig.savefig(path, dpi=dpi)
+            written.append(path)
+    return written, skipped

@@ -1,0 +1,97 @@
+"""One self-contained HTML report of a results folder: summary table, figures, run metadata.
+
+``build_report(root)`` returns the page as a string: the study description(s), the table of
+``experiments.table`` (95% t-intervals, Welch's test against backprop, budget notes), every
+figure of ``experiments.plots`` that the results support as an embedded PNG (a data: URI),
+and where the runs ran (git commit, package versions, hardware). No external file, script
+or stylesheet is referenced, so the file can be opened anywhere or mailed as is.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+from datetime import datetime, timezone
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from experiments.plots import NoData, standard_figures
+from experiments.store import RunStore
+from experiments.table import render, summarize, tidy
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
+table.results { border-collapse: collapse; font-size: 0.85em; }
+table.results th, table.results td { padding: 0.25em 0.6em; border-bottom: 1px solid #ccc; text-align: right; }
+table.results td { white-space: nowrap; }
+table.results td:nth-child(-n+5), table.results th:nth-child(-n+5) { text-align: left; }
+div.scroll { overflow-x: auto; }
+p.note { font-size: 0.85em; color: #444; }
+figure { display: inline-block; margin: 1em; vertical-align: top; }
+figure img { max-width: 100%; }
+figcaption { font-size: 0.85em; color: #444; max-width: 40em; }
+dl.meta dt { font-weight: bold; } dl.meta dd { margin: 0 0 0.4em 1.5em; font-family: monospace; }
+"""
+
+
+def _studies(root: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(root.glob("study-*.json"))]
+
+
+def _distinct(metas: list[dict[str, Any]], key: str) -> list[str]:
+    return list(dict.fromkeys(json.dumps(m.get(key), sort_keys=True) for m in metas))
+
+
+def _metadata(metas: list[dict[str, Any]]) -> str:
+    ok = sum(m["status"] == "ok" for m in metas)
+    starts = sorted(m["start_time"] for m in metas if m.get("start_time"))
+    items = [("runs", f"{ok} completed, {len(metas) - ok} failed"),
+             ("run times", f"{starts[0]} to {starts[-1]}" if starts else "n/a")]
+    for key in ("git", "versions", "hardware"):
+        items += [(key, value) for value in _distinct(metas, key)]
+    return '<dl class="meta">' + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in items) + "</dl>"
+
+
+def _png_uri(fig: Any) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def build_report(root: Path) -> str:
+    """The HTML page of the results folder ``root`` (the --out folder of ``bpbench run``)."""
+    store = RunStore(root)
+    metas = store.metas()
+    if not metas:
+        raise ValueError(f"results folder {str(root)!r} has no runs: nothing to report")
+    studies = _studies(root)
+    title = "bpbench report: " + (", ".join(s["name"] for s in studies) or root.name)
+    parts = [f"<h1>{escape(title)}</h1>"]
+    parts += [f"<p><b>{escape(s['name'])}</b>: {escape(str(s['study'].get('description', '')))}</p>" for s in studies]
+    parts += ["<h2>Summary</h2>", f'<div class="scroll">{render(summarize(store), "html")}</div>', "<h2>Figures</h2>"]
+    data = tidy(store)
+    skipped = []
+    for name, (caption, build) in standard_figures(data).items():
+        try:
+            fig = build()
+        except NoData as exc:
+            skipped.append(f"{name}: {exc}")
+            continue
+        parts.append(f'<figure id="{escape(name)}"><img alt="{escape(name)}" src="{_png_uri(fig)}">'
+                     f"<figcaption>{escape(caption)}</figcaption></figure>")
+    if skipped:
+        parts.append("<p class=\"note\">Not drawn (the results lack their data): " + escape("; ".join(skipped)) + "</p>")
+    parts += ["<h2>Where the runs ran</h2>", _metadata(metas)]
+    made = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    parts.append(f'<p class="note">Generated {made} by bpbench report from {escape(str(root))}.</p>')
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>\n"
+            + "\n".join(parts) + "\n</body></html>\n")
+
+
+def write_report(root: Path, out: Path) -> Path:
+    """Write ``build_report(root)`` to ``out``; returns ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(build_report(root), encoding="utf-8")
+    return out

@@ -1,0 +1,91 @@
+"""Figures from a tiny real study (backprop on digits): written as non-empty PDF and PNG,
+one fixed color per learner, heatmap layers in forward order, missing data skipped with a reason."""
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from experiments.cli import main
+from experiments.plots import NoData, grad_norm_heatmap, learner_colors, learning_curves, lr_sensitivity
+from experiments.store import RunStore
+from experiments.table import tidy
+
+STUDY = """
+description = "tiny plot study: an lr grid and two depths for backprop, one sgd label"
+seeds = 2
+tasks = ["digits"]
+[model]
+hidden = [[16], [16, 16]]
+[budget]
+epochs = 2
+[schedule]
+health_every = 5
+[learners.backprop]
+lr = [0.003, 0.03]
+[learners.bp_sgd]
+learner = "backprop"
+optimizer = "sgd"
+lr = 0.05
+"""
+EXPECTED = ("curves_epochs", "curves_seconds", "curves_flops", "accuracy_vs_flops", "lr_sensitivity",
+            "grad_ratio_vs_depth", "accuracy_vs_depth", "alignment_digits", "grad_norms_backprop", "grad_norms_bp_sgd")
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk; raises if the file is not a PNG."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("plots")
+    (root / "tiny.toml").write_text(STUDY)
+    assert main(["run", str(root / "tiny.toml"), "--out", str(root / "out"), "--executor", "inline"]) == 0
+    return root / "out"
+
+
+@pytest.fixture(scope="module")
+def data(results: Path) -> pd.DataFrame:
+    return tidy(RunStore(results))
+
+
+def test_plot_command_writes_every_supported_figure(results: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    figs = tmp_path / "figs"
+    assert main(["plot", str(results), "--out", str(figs)]) == 0
+    out = capsys.readouterr().out
+    for name in EXPECTED:
+        pdf, png = figs / f"{name}.pdf", figs / f"{name}.png"
+        assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5000, name
+        width, height = png_size(png)
+        assert width > 300 and height > 300 and png.stat().st_size > 10000, name
+    assert "skipped sigma_sensitivity: sensitivity: no learner has a grid over 'sigma'" in out
+    assert not (figs / "sigma_sensitivity.png").exists()
+
+
+def test_each_learner_keeps_its_color(data: pd.DataFrame) -> None:
+    colors = learner_colors(zip(data["learner"], data["learner_name"]))
+    alone = learner_colors([("backprop", "backprop")])
+    with_others = learner_colors([("backprop", "backprop"), ("dfa", "dfa"), ("zeta", "backprop")])
+    assert alone["backprop"] == with_others["backprop"] == colors["backprop"]
+    assert len(set(with_others.values())) == 3  # distinct labels, distinct colors
+    fig = learning_curves(data, "epoch")
+    drawn = {tuple(line.get_color()) for line in fig.axes[0].lines}
+    assert tuple(colors["backprop"]) in drawn and tuple(colors["bp_sgd"]) in drawn
+    lr_fig = lr_sensitivity(data, "lr")
+    assert fig.axes[0].get_ylabel() == lr_fig.axes[0].get_ylabel() == "test accuracy (fraction)"
+    assert lr_fig.axes[0].get_xscale() == "log"
+
+
+def test_heatmap_of_one_run_has_layers_in_forward_order(data: pd.DataFrame) -> None:
+    deep = data[(data["depth"] == 2) & (data["learner"] == "backprop")]
+    fig = grad_norm_heatmap(data, "backprop", run_id=deep["run_id"].iloc[0])
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == ["fc1", "fc2", "out"]
+    with pytest.raises(NoData, match="learner 'nobody'"):
+        grad_norm_heatmap(data, "nobody")

@@ -1,0 +1,182 @@
+"""Statistics and tables: t-intervals and Welch's test on known samples, equal-compute budgets,
+unequal budgets labelled, and the LaTeX table compiled by pdflatex (booktabs)."""
+from __future__ import annotations
+
+import io
+import math
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from apt_tools import require
+from experiments.cli import main
+from experiments.config import ConfigError, build
+from experiments.registry import learner_registry, task_registry
+from experiments.runner import run
+from experiments.spec import Budget
+from experiments.stats import stars, t_interval, welch_p
+from experiments.store import RunStore
+from experiments.study import expand, load_study
+from experiments.table import MEASURES, per_run, render, summarize, summarize_runs, tidy
+
+TINY_STUDY = """
+description = "two backprop labels on digits, the second with a longer budget"
+seeds = 2
+tasks = ["digits"]
+[model]
+hidden = [32]
+[budget]
+epochs = 2
+[schedule]
+health_every = 5
+[learners.backprop]
+lr = 0.003
+[learners.backprop_long]
+learner = "backprop"
+lr = 0.003
+[learners.backprop_long.budget]
+epochs = 3
+"""
+
+
+def test_t_interval_on_known_sample() -> None:
+    # mean .94, sd .0316228, sem .0141421, t(.975, df=4) = 2.7764451 (printed tables): half-width .0392644
+    mean, low, high = t_interval([0.90, 0.92, 0.94, 0.96, 0.98])
+    assert mean == pytest.approx(0.94)
+    assert low == pytest.approx(0.94 - 0.0392644, abs=1e-6) and high == pytest.approx(0.94 + 0.0392644, abs=1e-6)
+    assert t_interval([0.5, math.nan, 0.7])[0] == pytest.approx(0.6)  # a missing value is dropped, not a 0
+    one = t_interval([0.8])
+    assert one[0] == 0.8 and math.isnan(one[1]) and math.isnan(one[2])
+    with pytest.raises(ValueError, match="confidence = 1.5"):
+        t_interval([1.0, 2.0], confidence=1.5)
+
+
+def test_welch_on_known_sample() -> None:
+    a, b = [1, 2, 3, 4, 5], [2, 4, 6, 8, 10]
+    # by hand: se = sqrt(2.5/5 + 10/5), t = -3/se = -1.8974, Welch-Satterthwaite df = 5.882;
+    # two-sided p from integrating Student's t density numerically: 0.1075312
+    assert welch_p(a, b) == pytest.approx(0.1075312, abs=1e-6)
+    assert math.isnan(welch_p([1.0], b))
+    assert stars(0.0004) == "***" and stars(0.004) == "**" and stars(0.04) == "*" and stars(0.2) == ""
+    assert stars(math.nan) == ""
+
+
+def _runs(learner: str, name: str, accs: list[float], budget: str = "5 ep", stopped: str = "epochs") -> pd.DataFrame:
+    return pd.DataFrame({"learner": learner, "learner_name": name, "config": "", "task": "digits",
+                         "seed": range(len(accs)), "test_acc": accs, "gap": 0.01, "train_s": 1.0, "flops": 1e9,
+                         "samples": 1000.0, "synops": math.nan, "energy": math.nan, "peak_mem": 2.0**20,
+                         "grad_ratio": 1.0, "alignment": 1.0, "budget": budget, "stopped_by": stopped})
+
+
+def test_welch_marks_and_missing_metrics_show_as_na() -> None:
+    runs = pd.concat([_runs("backprop", "backprop", [0.95, 0.96, 0.97]), _runs("dfa", "dfa", [0.80, 0.81, 0.79])])
+    summary = summarize_runs(runs)
+    dfa = summary[summary["learner"] == "dfa"].iloc[0]
+    assert dfa["p_vs_backprop"] < 0.001 and dfa["reference"] == "backprop"
+    text = render(summary, "text")
+    dfa_line = next(line for line in text.splitlines() if line.startswith("dfa"))
+    assert "***" in dfa_line and "n/a" in dfa_line and "0.800 ± 0.025" in dfa_line
+    assert "ref" in next(line for line in text.splitlines() if line.startswith("backprop"))
+    assert "unequal" not in text and not summary["unequal_budget"].any()
+
+
+def test_a_configuration_whose_runs_all_failed_still_gets_a_row() -> None:
+    failed = pd.DataFrame([{"learner": "dfa", "config": "", "task": "digits", "learner_name": "dfa", "budget": "5 ep"}] * 2)
+    summary = summarize_runs(_runs("backprop", "backprop", [0.95, 0.96]), failed)
+    line = next(line for line in render(summary, "text").splitlines() if line.startswith("dfa"))
+    assert line.split()[4] == "failed" and "0 (2 failed)" in line and line.count("n/a") == len(MEASURES) + 1
+
+
+def test_runs_stopped_by_different_limits_are_flagged() -> None:
+    runs = pd.concat([_runs("backprop", "backprop", [0.9, 0.91], "1e+10 FLOPs / 100 ep", "flops"),
+                      _runs("es", "es", [0.5, 0.52], "1e+10 FLOPs / 100 ep", "epochs")])
+    text = render(summarize_runs(runs), "markdown")
+    assert "digits†" in text and "stopped by different limits (epochs, flops)" in text
+
+
+def test_budget_rejects_bad_limits() -> None:
+    with pytest.raises(ConfigError, match="flops = 0"):
+        build(Budget, {"flops": 0}, "budget")
+    with pytest.raises(ConfigError, match="samples = -5"):
+        build(Budget, {"samples": -5}, "budget")
+
+
+@pytest.mark.parametrize("limit, value", [("flops", 6e7), ("samples", 3000)])
+def test_compute_budget_ends_the_run_at_the_limit(limit: str, value: float) -> None:
+    raw = {"tasks": ["digits"], "model": {"hidden": [32]}, "budget": {"epochs": 100, limit: value},
+           "schedule": {"health_every": 10}, "learners": {"backprop": {"lr": 0.003}}}
+    spec = expand("budget", raw, learner_registry(), task_registry()).runs[0]
+    result = run(spec, learner_registry(), task_registry(), torch.device("cpu"))
+    rows = pd.DataFrame(result.rows)
+    final = rows[(rows["epoch"] == rows["epoch"].max()) & (rows["split"] == "train")].set_index("metric")["value"]
+    used = final["train_flops" if limit == "flops" else "train_samples"]
+    per_step = final["train_flops" if limit == "flops" else "train_samples"] / result.summary["steps"]
+    assert result.summary["stopped_by"] == limit and result.summary["epochs_completed"] < 100
+    assert value <= used < value + 1.5 * per_step  # ends at the step that reaches the limit
+    assert result.summary["test_accuracy"] > 0.5  # it trained (chance is 0.1)
+
+
+@pytest.fixture(scope="module")
+def unequal_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("table")
+    (root / "tiny.toml").write_text(TINY_STUDY)
+    assert main(["run", str(root / "tiny.toml"), "--out", str(root / "out"), "--executor", "inline"]) == 0
+    return root / "out"
+
+
+def test_table_states_budgets_and_labels_unequal_study(unequal_study: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["table", str(unequal_study)]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert any(line.startswith("backprop_long") and "3 ep" in line and "digits†" in line for line in lines)
+    assert any(line.startswith("backprop ") and "2 ep" in line and "epochs" in line for line in lines)
+    assert "† unequal budget on digits: runs had different budgets (2 ep; 3 ep)" in text
+    csv = pd.read_csv(io.StringIO(render(summarize(RunStore(unequal_study)), "csv")))
+    assert csv["unequal_budget"].all() and set(csv["budget"]) == {"2 ep", "3 ep"}
+    assert (csv["test_acc_low"] <= csv["test_acc_mean"]).all() and (csv["test_acc_mean"] <= csv["test_acc_high"]).all()
+
+
+def test_latex_table_compiles_with_booktabs(unequal_study: Path, tmp_path: Path) -> None:
+    latex = render(summarize(RunStore(unequal_study)), "latex")
+    assert latex.isascii() and latex.startswith("\\begin{tabular}") and "\\midrule" in latex
+    header = next(line for line in latex.splitlines() if line.startswith("learner"))
+    n_cols = header.count(" & ") + 1
+    body = [line for line in latex.splitlines() if line.startswith("backprop")]
+    assert len(body) == 2 and all(line.count(" & ") + 1 == n_cols for line in body)
+    pdflatex = require("pdflatex", "texlive-latex-recommended")
+    (tmp_path / "table.tex").write_text(latex)
+    (tmp_path / "doc.tex").write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n\\begin{document}\n"
+        "\\resizebox{\\linewidth}{!}{\\input{table.tex}}\n\\end{document}\n")
+    proc = subprocess.run([pdflatex, "-halt-on-error", "-interaction=nonstopmode", "doc.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("study", ["vanishing", "lr_sensitivity", "overfitting", "compute"])
+def test_builtin_study_states_its_claim_and_validates(study: str) -> None:
+    path = Path(__file__).resolve().parent.parent / "experiments" / "studies" / f"{study}.toml"
+    header = path.read_text().split("description =")[0]
+    assert "Claim tested" in header and "Shrink for a test" in header
+    runs = load_study(study, ["seeds=1"], learner_registry(), task_registry()).runs
+    assert runs and len({r.learner for r in runs}) >= 2
+
+
+def test_shrunken_vanishing_study_shows_the_vanishing_gradient(tmp_path: Path) -> None:
+    sets = ["seeds=1", "budget.epochs=1", "schedule.health_every=4", "model.hidden=[[32, 32], [32, 32, 32, 32, 32, 32]]",
+            'model.activation=["sigmoid", "relu"]']
+    assert main(["run", "vanishing", "--out", str(tmp_path), "--executor", "inline",
+                 *[f"--set={s}" for s in sets]]) == 0
+    runs = per_run(tidy(RunStore(tmp_path))).set_index(["learner", "activation", "batchnorm", "depth"])
+    ratio = runs["grad_ratio"]
+    # backprop through sigmoid layers: the first layer's gradient shrinks by orders of magnitude with depth
+    assert ratio["backprop", "sigmoid", False, 6] < ratio["backprop", "sigmoid", False, 2] / 100
+    # batch normalization keeps it within a factor of 10 of the last layer's
+    assert 0.1 < ratio["backprop", "sigmoid", True, 6] < 10
+    # dfa's error reaches every layer directly: its ratio does not collapse with depth
+    assert ratio["dfa", "sigmoid", False, 6] > ratio["dfa", "sigmoid", False, 2] / 3
