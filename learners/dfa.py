@@ -21,8 +21,8 @@ from torch import Tensor
 
 from learners.backprop import Backprop
 from learners.base import StepOutput, TaskInfo
-from learners.feedback import (ErrorTap, FeedbackParams, direct, draw_feedback, feedback_forward,
-                               layer_input_shapes, record_error)
+from learners.feedback import (ErrorTap, FeedbackParams, direct, draw_feedback, feedback_forward, feedback_state,
+                               layer_input_shapes, load_feedback, record_error)
 from learners.models import ModelSpec, weight_layers
 
 
@@ -55,12 +55,8 @@ class DirectFeedbackAlignment(Backprop):
         return StepOutput(loss=loss.item(), forward_samples=x.shape[0])
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "feedback": {name: b.clone() for name, b in self.feedback.items()}}
+        return {**super().state_dict(), "feedback": feedback_state(self.feedback)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if set(state["feedback"]) != set(self.feedback):
-            raise ValueError(f"state has feedback for layers {sorted(state['feedback'])}, "
-                             f"expected {sorted(self.feedback)}")
+        load_feedback(self.feedback, state["feedback"])
         super().load_state_dict(state)
-        for name, b in self.feedback.items():
-            b.copy_(state["feedback"][name])

@@ -20,7 +20,8 @@ from torch import Tensor
 
 from learners.backprop import Backprop
 from learners.base import StepOutput, TaskInfo
-from learners.feedback import FeedbackParams, angle_deg, draw_feedback, feedback_forward, through
+from learners.feedback import (FeedbackParams, angle_deg, draw_feedback, feedback_forward, feedback_state,
+                               load_feedback, through)
 from learners.models import ModelSpec, weight_layers
 
 
@@ -52,12 +53,8 @@ class FeedbackAlignment(Backprop):
                 for name, b in self.feedback.items()]
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "feedback": {name: b.clone() for name, b in self.feedback.items()}}
+        return {**super().state_dict(), "feedback": feedback_state(self.feedback)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if set(state["feedback"]) != set(self.feedback):
-            raise ValueError(f"state has feedback for layers {sorted(state['feedback'])}, "
-                             f"expected {sorted(self.feedback)}")
+        load_feedback(self.feedback, state["feedback"])
         super().load_state_dict(state)
-        for name, b in self.feedback.items():
-            b.copy_(state["feedback"][name])

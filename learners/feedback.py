@@ -191,3 +191,16 @@ def angle_deg(a: Tensor, b: Tensor) -> float:
         raise ValueError(f"angle undefined: norms {float(u.norm())} and {float(v.norm())}")
     cosine = max(-1.0, min(1.0, float(u @ v) / denom))
     return math.degrees(math.acos(cosine))
+
+
+def feedback_state(feedback: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A copy of the fixed feedback matrices, for a learner's ``state_dict``."""
+    return {name: b.clone() for name, b in feedback.items()}
+
+
+def load_feedback(feedback: dict[str, Tensor], saved: dict[str, Tensor]) -> None:
+    """Copy ``saved`` matrices into ``feedback`` in place; the layer names must match."""
+    if set(saved) != set(feedback):
+        raise ValueError(f"state has feedback for layers {sorted(saved)}, expected {sorted(feedback)}")
+    for name, b in feedback.items():
+        b.copy_(saved[name])

@@ -33,7 +33,7 @@ from snntorch import SpikingNeuron
 from torch import Tensor, nn
 
 from experiments.energy import count_synops
-from learners.backprop import make_optimizer
+from learners.backprop import BackpropParams, make_optimizer
 from learners.base import LayerOps, Learner, TaskInfo
 from learners.encoders import SpikeInput, encode
 from learners.models import ModelSpec, build_model, weight_layers
@@ -43,15 +43,14 @@ SURROGATES = {"fast_sigmoid": (surrogate.fast_sigmoid, "slope"), "atan": (surrog
 
 
 @dataclass(frozen=True)
-class SpikingParams:
-    """Neuron, coding and optimizer options shared by the spiking learners.
+class SpikingParams(BackpropParams):
+    """Backprop's optimizer options plus the neuron and coding options of the spiking learners.
 
     num_steps: time steps for image tasks (speech uses its T frames). beta: membrane decay
     in (0, 1]; learn_beta: train it (one per layer). threshold > 0. surrogate:
     fast_sigmoid | atan | sigmoid (snntorch.surrogate); surrogate_slope: its slope (atan:
     alpha), None = snntorch's default (25; atan 2). readout: spikes | membrane.
     encoding (images): direct | rate | latency (see learners.encoders).
-    optimizer: sgd | adam; lr > 0; momentum (sgd) in [0, 1); weight_decay >= 0.
     """
 
     num_steps: int = 10
@@ -62,13 +61,9 @@ class SpikingParams:
     surrogate_slope: float | None = None
     readout: Literal["spikes", "membrane"] = "membrane"
     encoding: Literal["direct", "rate", "latency"] = "direct"
-    optimizer: Literal["sgd", "adam"] = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 64
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.num_steps <= 0:
             raise ValueError(f"num_steps = {self.num_steps}: must be a positive integer")
         if not 0.0 < self.beta <= 1.0:
@@ -77,14 +72,6 @@ class SpikingParams:
             raise ValueError(f"threshold = {self.threshold}: must be > 0")
         if self.surrogate_slope is not None and self.surrogate_slope <= 0:
             raise ValueError(f"surrogate_slope = {self.surrogate_slope}: must be > 0 (or omitted for the default)")
-        if self.lr <= 0:
-            raise ValueError(f"lr = {self.lr}: must be > 0")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum = {self.momentum}: allowed is 0 <= momentum < 1")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay = {self.weight_decay}: must be >= 0")
-        if self.batch_size <= 0:
-            raise ValueError(f"batch_size = {self.batch_size}: must be a positive integer")
 
 
 def make_neuron(params: SpikingParams, integrator: bool = False) -> snn.Leaky:

@@ -57,6 +57,7 @@ def test_report_is_self_contained(report: Path) -> None:
     assert "tiny report study" in text and "Where the runs ran" in text and '"torch": "2.13' in text
 
 
+@pytest.mark.timeout(1800)  # may install Debian's chromium first (apt_tools.require)
 def test_report_renders_in_chromium(report: Path, tmp_path: Path) -> None:
     chromium = require("chromium", "chromium")
     probed = tmp_path / "probed.html"

@@ -140,6 +140,7 @@ def test_table_states_budgets_and_labels_unequal_study(unequal_study: Path, caps
     assert (csv["test_acc_low"] <= csv["test_acc_mean"]).all() and (csv["test_acc_mean"] <= csv["test_acc_high"]).all()
 
 
+@pytest.mark.timeout(1800)  # may install Debian's texlive-latex-recommended first (apt_tools.require)
 def test_latex_table_compiles_with_booktabs(unequal_study: Path, tmp_path: Path) -> None:
     latex = render(summarize(RunStore(unequal_study)), "latex")
     assert latex.isascii() and latex.startswith("\\begin{tabular}") and "\\midrule" in latex
