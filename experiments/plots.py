@@ -327,7 +327,7 @@ def lr_sensitivity(data: pd.DataFrame, param: str = "lr") -> Figure:
 
 
 DEPTH_MEASURES = {
-    "grad_ratio": ("grad-norm ratio first/last layer (log)", True),
+    "grad_ratio": ("grad norm first/last layer (log)", True),
     "test_acc": (ACCURACY_LABEL, False),
 }
 
