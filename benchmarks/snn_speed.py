@@ -8,7 +8,7 @@ Adam. The script checks that both give the same loss from the same weights, then
 the best-of-``--repeats`` median CPU time per step of each and their ratio (process
 time, so that other jobs on a shared machine do not count).
 
-    python benchmarks/snn_speed.py [--encoding direct|rate|both] [--readout membrane|spikes]
+    python -m benchmarks.snn_speed [--encoding direct|rate|both] [--readout membrane|spikes]
 
 A bare snntorch loop (the same network written tutorial-style with ``snn.Leaky``) is
 timed too, so the cost of snntorch's neuron and the cost of bpbench's wrapper show apart.
