@@ -12,7 +12,7 @@ from pathlib import Path
 
 from experiments.config import ConfigError
 from experiments.executor import InlineExecutor, ProcessExecutor, resolve_device
-from experiments.registry import Registry, learner_registry, task_registry
+from experiments.registry import learner_registry, task_registry
 from experiments.study import builtin_studies, load_study, read_toml
 from experiments.store import RunStore
 from experiments.table import FORMATS, render, summarize

@@ -338,7 +338,7 @@ def against_depth(data: pd.DataFrame, measure: str = "grad_ratio") -> Figure:
     if measure not in DEPTH_MEASURES:
         raise ValueError(f"measure = {measure!r}: allowed: {', '.join(DEPTH_MEASURES)}")
     ylabel, log = DEPTH_MEASURES[measure]
-    colors, markers = _colors(data), _markers(data)
+    colors = _colors(data)
     runs = per_run(data) if not data.empty else pd.DataFrame()
     if runs.empty or runs.groupby("learner")["depth"].nunique().max() < 2:
         raise NoData("against depth: no learner has runs at more than one number of hidden layers")

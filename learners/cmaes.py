@@ -25,10 +25,9 @@ from threadpoolctl import ThreadpoolController
 from deap import algorithms, base, cma
 from torch import Tensor
 
-from learners.base import Learner, StepOutput, TaskInfo
-from learners.models import ModelSpec, build_model
-from learners.population import (FitnessKind, Fitness, PopulationForward, PrivateRandom, check_fitness_kind,
-                                 check_population_model)
+from learners.base import StepOutput, TaskInfo
+from learners.models import ModelSpec
+from learners.population import (PopulationLearner, FitnessKind, Fitness, check_fitness_kind)
 
 
 @dataclass(frozen=True)
@@ -67,19 +66,16 @@ def array_individual(weights: np.ndarray) -> ArrayIndividual:
     return ind
 
 
-class CMAES(Learner):
+class CMAES(PopulationLearner):
     """Covariance matrix adaptation evolution strategy (DEAP) on the shared model's weights."""
 
     Params = CMAESParams
-    kind = "population"
+    short_name = "cmaes"
     MAX_PARAMETERS = 1000  # D x D covariance, eigendecomposed every generation
 
     def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: CMAESParams,
                  generator: torch.Generator, device: torch.device) -> None:
         super().__init__(model_spec, task, params, generator, device)
-        check_population_model(model_spec, "cmaes")
-        self._model = build_model(model_spec, task.input_shape, task.n_classes, generator).to(device)
-        self.forward = PopulationForward(self._model)
         size = self.forward.flat.size
         if size > self.MAX_PARAMETERS:
             raise ValueError(
@@ -88,7 +84,6 @@ class CMAES(Learner):
                 "(its D x D covariance is eigendecomposed every generation): use a smaller model, "
                 "e.g. [learners.cmaes.model] hidden = [], on a task with few inputs such as digits"
             )
-        self.rng = PrivateRandom(generator)
         centroid = self.forward.flat.flatten(self._model).double().cpu().numpy()
         extra = {"lambda_": params.population} if params.population else {}
         with self.rng, BLAS.limit(limits=torch.get_num_threads(), user_api="blas"):
@@ -97,17 +92,12 @@ class CMAES(Learner):
         self.toolbox.register("map", self._batched_map)
         self.toolbox.register("generate", self.strategy.generate, array_individual)
         self.toolbox.register("update", self.strategy.update)
-        self._losses: Tensor | None = None
         self._signal: np.ndarray | None = None
 
     def _batched_map(self, evaluate: Any, population: list[ArrayIndividual]) -> list[tuple[float]]:
         """DEAP's ``toolbox.map``, vectorized: all individuals in one torch forward."""
         matrix = torch.from_numpy(np.stack(population)).to(self.device, torch.float32)
         return [(v,) for v in evaluate(matrix).tolist()]
-
-    def _score(self, x: Tensor, y: Tensor, matrix: Tensor) -> Tensor:
-        fitness, self._losses = self.forward.evaluate(matrix, x, y, self.params.fitness)
-        return fitness
 
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
         before = self.strategy.centroid.copy()
@@ -122,10 +112,6 @@ class CMAES(Learner):
         if self._losses is None:
             raise RuntimeError("cmaes: DEAP's loop evaluated no individual")
         return StepOutput(loss=float(self._losses.mean()), forward_samples=len(population) * x.shape[0])
-
-    @torch.no_grad()
-    def predict(self, x: Tensor) -> Tensor:
-        return self._model(x)
 
     def update_signal(self) -> dict[str, Tensor]:
         if self._signal is None:

@@ -23,10 +23,10 @@ import torch
 from deap import algorithms, base
 from torch import Tensor
 
-from learners.base import Learner, StepOutput, TaskInfo
-from learners.models import ModelSpec, build_model
-from learners.population import (FitnessKind, Population, PopulationForward, PrivateRandom, batched_map,
-                                 check_fitness_kind, check_population_model, device_generator)
+from learners.base import StepOutput, TaskInfo
+from learners.models import ModelSpec
+from learners.population import (PopulationLearner, FitnessKind, Population, batched_map,
+                                 check_fitness_kind, device_generator)
 
 
 @dataclass(frozen=True)
@@ -96,30 +96,21 @@ class OpenAIStrategy:
         self.mean.grad = None
 
 
-class EvolutionStrategies(Learner):
+class EvolutionStrategies(PopulationLearner):
     """Antithetic ES with rank shaping and Adam, driven by DEAP's generate/update loop."""
 
     Params = ESParams
-    kind = "population"
+    short_name = "es"
 
     def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: ESParams,
                  generator: torch.Generator, device: torch.device) -> None:
         super().__init__(model_spec, task, params, generator, device)
-        check_population_model(model_spec, "es")
-        self._model = build_model(model_spec, task.input_shape, task.n_classes, generator).to(device)
-        self.forward = PopulationForward(self._model)
-        self.rng = PrivateRandom(generator)
         self.noise = device_generator(generator, device)
         self.strategy = OpenAIStrategy(self.forward.flat.flatten(self._model), params, self.noise)
         self.toolbox = base.Toolbox()
         self.toolbox.register("map", batched_map)
         self.toolbox.register("generate", self.strategy.generate, Population)
         self.toolbox.register("update", self.strategy.update)
-        self._losses: Tensor | None = None
-
-    def _score(self, x: Tensor, y: Tensor, matrix: Tensor) -> Tensor:
-        fitness, self._losses = self.forward.evaluate(matrix, x, y, self.params.fitness)
-        return fitness
 
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
         self.toolbox.register("evaluate", self._score, x, y)
@@ -129,10 +120,6 @@ class EvolutionStrategies(Learner):
         if self._losses is None:
             raise RuntimeError("es: DEAP's loop evaluated no individual")
         return StepOutput(loss=float(self._losses.mean()), forward_samples=self.params.population * x.shape[0])
-
-    @torch.no_grad()
-    def predict(self, x: Tensor) -> Tensor:
-        return self._model(x)
 
     def update_signal(self) -> dict[str, Tensor]:
         if self._losses is None:

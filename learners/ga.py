@@ -26,10 +26,10 @@ import torch
 from deap import algorithms, base, tools
 from torch import Tensor
 
-from learners.base import Learner, StepOutput, TaskInfo
+from learners.base import StepOutput, TaskInfo
 from learners.models import ModelSpec, build_model
-from learners.population import (FitnessKind, Population, PopulationForward, PrivateRandom, batched_map,
-                                 check_fitness_kind, check_population_model, clone, device_generator)
+from learners.population import (PopulationLearner, FitnessKind, Population, batched_map,
+                                 check_fitness_kind, clone, device_generator)
 
 
 @dataclass(frozen=True)
@@ -90,18 +90,15 @@ def mate_uniform(a: Tensor, b: Tensor, generator: torch.Generator) -> tuple[Tens
     return a, b
 
 
-class GeneticAlgorithm(Learner):
+class GeneticAlgorithm(PopulationLearner):
     """Neuroevolution of the weights: DEAP selection and variation, vectorized fitness."""
 
     Params = GAParams
-    kind = "population"
+    short_name = "ga"
 
     def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: GAParams,
                  generator: torch.Generator, device: torch.device) -> None:
         super().__init__(model_spec, task, params, generator, device)
-        check_population_model(model_spec, "ga")
-        self._model = build_model(model_spec, task.input_shape, task.n_classes, generator).to(device)
-        self.forward = PopulationForward(self._model)
         # Such et al.: every individual starts from its own draw of the shared initialization;
         # individual 0 is the run's shared initial network (paired with the other learners).
         inits = [self.forward.flat.flatten(self._model)]
@@ -109,7 +106,6 @@ class GeneticAlgorithm(Learner):
             other = build_model(model_spec, task.input_shape, task.n_classes, generator)
             inits.append(self.forward.flat.flatten(other).to(device))
         self.population = Population(torch.stack(inits))
-        self.rng = PrivateRandom(generator)
         self.noise = device_generator(generator, device)
         self.toolbox = base.Toolbox()
         self.toolbox.register("map", batched_map)
@@ -120,12 +116,7 @@ class GeneticAlgorithm(Learner):
             self.toolbox.register("select", select_truncation, keep=params.truncation)
         else:
             self.toolbox.register("select", tools.selTournament, tournsize=params.tournament_size)
-        self._losses: Tensor | None = None  # (P,) cross-entropies of the last evaluated generation
         self._signal: Tensor | None = None
-
-    def _score(self, x: Tensor, y: Tensor, matrix: Tensor) -> Tensor:
-        fitness, self._losses = self.forward.evaluate(matrix, x, y, self.params.fitness)
-        return fitness
 
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
         pop, p = self.population, self.params
@@ -145,10 +136,6 @@ class GeneticAlgorithm(Learner):
         self._signal = pop.matrix.mean(dim=0) - new.mean(dim=0)  # minus the population mean's step
         self.population = Population(new)
         return StepOutput(loss=best_loss, forward_samples=len(pop) * x.shape[0])
-
-    @torch.no_grad()
-    def predict(self, x: Tensor) -> Tensor:
-        return self._model(x)
 
     def update_signal(self) -> dict[str, Tensor]:
         if self._signal is None:

@@ -9,6 +9,9 @@
 - ``Fitness`` and ``individuals``: DEAP individuals are rows of that tensor carrying a
   ``fitness`` attribute (a ``deap.base.Fitness``); the classes live here, not in DEAP's
   global ``creator`` module, so nothing leaks between learners.
+- ``PopulationLearner``: the learners' common frame: the shared model holding the current
+  solution (for ``predict`` and the runner's true gradient), the vectorized forward, the
+  private random stream, and fitness scoring of a stacked population.
 - ``PrivateRandom``: DEAP's operators draw from Python's global ``random`` (selection,
   variation) and numpy's global RNG (``cma.Strategy``). Every DEAP call runs inside
   ``with self.rng:``, which swaps in this learner's own RNG states and puts the caller's
@@ -27,7 +30,8 @@ import torch.nn.functional as F
 from deap import base
 from torch import Tensor, nn
 
-from learners.models import ModelSpec, weight_layers
+from learners.base import Learner, TaskInfo
+from learners.models import ModelSpec, build_model, weight_layers
 
 FitnessKind = Literal["loss", "accuracy"]
 
@@ -220,3 +224,33 @@ class PrivateRandom:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.python_state, self.numpy_state = state["python"], state["numpy"]
+
+
+class PopulationLearner(Learner):
+    """Base of the evolutionary learners: one ``train_step`` = one generation.
+
+    Sets ``self._model`` (the shared network, holding the current solution), ``self.forward``
+    (vectorized population forward), ``self.rng`` (private random stream for DEAP) and
+    ``self._losses`` (cross-entropies of the last evaluated generation, set by ``_score``).
+    """
+
+    kind = "population"
+    short_name: str = "population"  # used in error messages
+
+    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: Any,
+                 generator: torch.Generator, device: torch.device) -> None:
+        super().__init__(model_spec, task, params, generator, device)
+        check_population_model(model_spec, self.short_name)
+        self._model = build_model(model_spec, task.input_shape, task.n_classes, generator).to(device)
+        self.forward = PopulationForward(self._model)
+        self.rng = PrivateRandom(generator)
+        self._losses: Tensor | None = None
+
+    def _score(self, x: Tensor, y: Tensor, matrix: Tensor) -> Tensor:
+        """Fitness (P,) of the population ``matrix`` (P, D) on (x, y); keeps the losses."""
+        fitness, self._losses = self.forward.evaluate(matrix, x, y, self.params.fitness)
+        return fitness
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        return self._model(x)

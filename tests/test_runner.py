@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import torch
 
 from conftest import bpbench
