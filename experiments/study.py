@@ -142,7 +142,12 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
         points = grid(task_cls.Params, table, f"tasks.{label}")
         axes = [f"task.{k}" for k, v in table.items() if len({repr(p[k]) for p in points}) > 1]
         for point in points:
-            params = to_plain(build(task_cls.Params, point, f"tasks.{label}"))
+            built = build(task_cls.Params, point, f"tasks.{label}")
+            try:
+                task_cls().check(built)
+            except (FileNotFoundError, ImportError) as exc:
+                raise ConfigError(f"tasks.{label}: {exc}") from exc
+            params = to_plain(built)
             task_points.append((label, task_name, params, axes, task_cls))
 
     learner_tables = raw["learners"]

@@ -109,6 +109,9 @@ class Task(ABC):
     # speech per coefficient (pooled over frames).
     feature_axes: ClassVar[tuple[int, ...]] = (1,)
 
+    def check(self, params: TaskParams) -> None:
+        """Raise (naming what is missing) if the data cannot be loaded; called before any run starts."""
+
     @abstractmethod
     def raw(self, params: TaskParams) -> tuple[np.ndarray, np.ndarray]:
         """All samples x (N, *input_shape) float32 and labels y (N,) int in [0, n_classes)."""

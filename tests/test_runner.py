@@ -81,4 +81,6 @@ def test_failures_are_isolated_and_recorded(with_plugins, tmp_path: Path) -> Non
     assert "deliberate crash" in failed[("crashing", "mnist5k")]
     assert "worker process died (exit code -9)" in failed[("killing", "fsdd")]
     assert all((out / "runs" / m["run_id"] / "metrics.parquet").is_file() for m in metas.values() if m["status"] == "ok")
-    assert bpbench("table", str(out)).returncode == 0
+    table = bpbench("table", str(out), check=True).stdout
+    crashed = next(line for line in table.splitlines() if line.startswith("crashing") and "mnist5k" in line)
+    assert "(1 failed)" in crashed and "n/a" in crashed  # a failed run shows as failed, never as a 0

@@ -87,7 +87,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_runs_nothing(tmp_path: Path) -> No
         (["run", "quick", "--set", "budget.epochs=-1"], "epochs = -1"),
         (["run", "quik"], "unknown study 'quik'"),
         (["run", "quick", "--set", "learners.backprop.lr=true"], "expected float"),
-        (["run", "quick", "--set", "tasks=['mnist']"], "unknown task 'mnist'"),
+        (["run", "quick", "--set", "tasks=['mnist_full']"], "unknown task 'mnist_full'"),
     ]:
         proc = bpbench(*args, "--out", str(tmp_path / "out"), timeout=120)
         assert proc.returncode == 2, proc.stderr
