@@ -41,7 +41,10 @@ def resolve_device(name: str) -> torch.device:
     """"auto" -> cuda when present, else cpu; "cpu" | "cuda" | "cuda:N" as given."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"device = {name!r}: allowed: auto, cpu, cuda, cuda:N") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device = {name!r}: CUDA is not available here; allowed: auto, cpu")
     if device.type not in ("cpu", "cuda"):

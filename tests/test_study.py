@@ -88,6 +88,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_runs_nothing(tmp_path: Path) -> No
         (["run", "quik"], "unknown study 'quik'"),
         (["run", "quick", "--set", "learners.backprop.lr=true"], "expected float"),
         (["run", "quick", "--set", "tasks=['mnist_full']"], "unknown task 'mnist_full'"),
+        (["run", "quick", "--device", "tpu"], "device = 'tpu': allowed: auto, cpu, cuda, cuda:N"),
     ]:
         proc = bpbench(*args, "--out", str(tmp_path / "out"), timeout=120)
         assert proc.returncode == 2, proc.stderr
