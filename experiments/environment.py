@@ -20,7 +20,9 @@ def git_commit() -> dict[str, Any]:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if commit.returncode != 0:
             return {"commit": None, "dirty": None, "reason": commit.stderr.strip()}
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+        # dirty = tracked code differs from the commit (published results under results/ do not count)
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no",
+                                 "--", ".", ":(exclude)results"],
                                 capture_output=True, text=True, timeout=10)
     except FileNotFoundError as exc:
         return {"commit": None, "dirty": None, "reason": str(exc)}
