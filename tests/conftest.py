@@ -84,3 +84,12 @@ def bpbench(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
     if check and proc.returncode != 0:
         raise AssertionError(f"bpbench {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def run_tiny_study(root: Path, toml: str) -> Path:
+    """Write ``toml`` to ``root/tiny.toml``, run it in this process; returns the results folder."""
+    from experiments.cli import main
+
+    (root / "tiny.toml").write_text(toml)
+    assert main(["run", str(root / "tiny.toml"), "--out", str(root / "out"), "--executor", "inline"]) == 0
+    return root / "out"

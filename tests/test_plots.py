@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import run_tiny_study
 from experiments.cli import main
 from experiments.plots import NoData, grad_norm_heatmap, learner_colors, learning_curves, lr_sensitivity
 from experiments.store import RunStore
@@ -43,10 +44,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("plots")
-    (root / "tiny.toml").write_text(STUDY)
-    assert main(["run", str(root / "tiny.toml"), "--out", str(root / "out"), "--executor", "inline"]) == 0
-    return root / "out"
+    return run_tiny_study(tmp_path_factory.mktemp("plots"), STUDY)
 
 
 @pytest.fixture(scope="module")

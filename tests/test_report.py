@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from apt_tools import require
+from conftest import run_tiny_study
 from experiments.cli import main
 
 STUDY = """
@@ -40,9 +41,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("report")
-    (root / "tiny.toml").write_text(STUDY)
-    assert main(["run", str(root / "tiny.toml"), "--out", str(root / "out"), "--executor", "inline"]) == 0
-    assert main(["report", str(root / "out"), "--out", str(root / "report.html")]) == 0
+    assert main(["report", str(run_tiny_study(root, STUDY)), "--out", str(root / "report.html")]) == 0
     return root / "report.html"
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from apt_tools import require
+from conftest import run_tiny_study
 from experiments.cli import main
 from experiments.config import ConfigError, build
 from experiments.registry import learner_registry, task_registry
@@ -121,10 +122,7 @@ def test_compute_budget_ends_the_run_at_the_limit(limit: str, value: float) -> N
 
 @pytest.fixture(scope="module")
 def unequal_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("table")
-    (root / "tiny.toml").write_text(TINY_STUDY)
-    assert main(["run", str(root / "tiny.toml"), "--out", str(root / "out"), "--executor", "inline"]) == 0
-    return root / "out"
+    return run_tiny_study(tmp_path_factory.mktemp("table"), TINY_STUDY)
 
 
 def test_table_states_budgets_and_labels_unequal_study(unequal_study: Path, capsys: pytest.CaptureFixture[str]) -> None:
