@@ -34,6 +34,9 @@ LEARNERS: dict[str, tuple[type[Learner], type]] = {
 }
 
 
+POOL = 50  # distinct random batches
+
+
 def timed_step(learner: Learner, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[float, float]:
     """(wall seconds, thread CPU seconds) of one train_step."""
     if device.type == "cuda":
@@ -57,15 +60,19 @@ def main() -> None:
     task = TaskInfo("bench", "image", (1, 28, 28), 10)
     spec = ModelSpec(hidden=(256, 256))
     data = torch.Generator().manual_seed(0)
-    x = torch.randn(args.batch, 1, 28, 28, generator=data).to(device)
-    y = torch.randint(0, 10, (args.batch,), generator=data).to(device)
+    # A pool of distinct batches, cycled: one batch repeated hundreds of times drives the loss
+    # to ~0 and the optimizer state into subnormal floats, whose slow arithmetic would time
+    # that degenerate regime instead of training.
+    pool = [(torch.randn(args.batch, 1, 28, 28, generator=data).to(device),
+             torch.randint(0, 10, (args.batch,), generator=data).to(device)) for _ in range(POOL)]
     learners = {name: cls(spec, task, params(batch_size=args.batch), torch.Generator().manual_seed(0), device)
                 for name, (cls, params) in LEARNERS.items()}
     for learner in learners.values():  # warm-up
-        for _ in range(10):
+        for x, y in pool[:10]:
             learner.train_step(x, y)
     order, wall, cpu = random.Random(0), {n: [] for n in learners}, {n: [] for n in learners}
-    for _ in range(args.rounds):
+    for i in range(args.rounds):
+        x, y = pool[i % POOL]
         names = list(learners)
         order.shuffle(names)
         for name in names:

@@ -14,25 +14,33 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from learners.backprop import Backprop
-from learners.base import StepOutput
+from learners.backprop import Backprop, BackpropParams
+from learners.base import StepOutput, TaskInfo
 from learners.feedback import angle_deg, feedback_forward, through
-from learners.models import weight_layers
+from learners.models import ModelSpec, weight_layers
 
 
-def sign_feedback(layer: nn.Linear | nn.Conv2d) -> Tensor:
-    """sign(W) * sqrt(2 / (fan_in + fan_out)), detached from the graph."""
+def sign_feedback(layer: nn.Linear | nn.Conv2d, out: Tensor | None = None) -> Tensor:
+    """sign(W) * sqrt(2 / (fan_in + fan_out)), detached from the graph (written into ``out`` if given)."""
     w = layer.weight.detach()
     receptive = math.prod(w.shape[2:])
     scale = math.sqrt(2.0 / (w.shape[1] * receptive + w.shape[0] * receptive))
-    return w.sign().mul_(scale)
+    return torch.sign(w, out=out).mul_(scale) if out is not None else w.sign().mul_(scale)
 
 
 class SignSymmetry(Backprop):
     """Gradient descent with the error carried backward through the signs of the weights."""
+
+    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: BackpropParams,
+                 generator: torch.Generator, device: torch.device) -> None:
+        super().__init__(model_spec, task, params, generator, device)
+        self._signs = self._feedback()  # buffers refreshed in place at every step
+        layers = dict(weight_layers(self._model))
+        self._routes = {name: through(layers[name], b) for name, b in self._signs.items()}
 
     def _feedback(self) -> dict[str, Tensor]:
         """Layer name -> its current feedback matrix (every connection layer after the first)."""
@@ -41,8 +49,9 @@ class SignSymmetry(Backprop):
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
         self._model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        layers = dict(weight_layers(self._model))
-        routes = {name: through(layers[name], b) for name, b in self._feedback().items()}
+        for name, layer in weight_layers(self._model)[1:]:  # B = sign(W)·s of the current W
+            sign_feedback(layer, out=self._signs[name])
+        routes = self._routes
         loss = F.cross_entropy(feedback_forward(self._model, x, routes), y)
         loss.backward()
         self.optimizer.step()
