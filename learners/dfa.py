@@ -16,12 +16,11 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from learners.backprop import Backprop
 from learners.base import StepOutput, TaskInfo
-from learners.feedback import (ErrorTap, FeedbackParams, direct, draw_feedback, feedback_forward, feedback_state,
+from learners.feedback import (ErrorTap, FeedbackParams, direct, draw_feedback, feedback_state, feedback_step,
                                layer_input_shapes, load_feedback, record_error)
 from learners.models import ModelSpec, weight_layers
 
@@ -43,16 +42,12 @@ class DirectFeedbackAlignment(Backprop):
         self._tap = ErrorTap()
 
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
-        self._model.train()
-        self.optimizer.zero_grad(set_to_none=True)
         routes = {name: direct(self._tap, b) for name, b in self.feedback.items()}
         if self._output_layer in routes:  # its backward runs first and records e for the others
             routes[self._output_layer] = record_error(self._tap, routes[self._output_layer])
-        loss = F.cross_entropy(feedback_forward(self._model, x, routes), y)
-        loss.backward()
+        loss = feedback_step(self._model, self.optimizer, x, y, routes)
         self._tap.error = None
-        self.optimizer.step()
-        return StepOutput(loss=loss.item(), forward_samples=x.shape[0])
+        return StepOutput(loss, forward_samples=x.shape[0])
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "feedback": feedback_state(self.feedback)}

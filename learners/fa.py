@@ -15,12 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from learners.backprop import Backprop
 from learners.base import StepOutput, TaskInfo
-from learners.feedback import (FeedbackParams, angle_deg, draw_feedback, feedback_forward, feedback_state,
+from learners.feedback import (FeedbackParams, angle_deg, draw_feedback, feedback_state, feedback_step,
                                load_feedback, through)
 from learners.models import ModelSpec, weight_layers
 
@@ -38,14 +37,9 @@ class FeedbackAlignment(Backprop):
                          for name, layer in hidden_to_out}
 
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
-        self._model.train()
-        self.optimizer.zero_grad(set_to_none=True)
         layers = dict(weight_layers(self._model))
         routes = {name: through(layers[name], b) for name, b in self.feedback.items()}
-        loss = F.cross_entropy(feedback_forward(self._model, x, routes), y)
-        loss.backward()
-        self.optimizer.step()
-        return StepOutput(loss=loss.item(), forward_samples=x.shape[0])
+        return StepOutput(feedback_step(self._model, self.optimizer, x, y, routes), forward_samples=x.shape[0])
 
     def diagnostics(self) -> list[tuple[str, str, float]]:
         layers = dict(weight_layers(self._model))

@@ -204,3 +204,15 @@ def load_feedback(feedback: dict[str, Tensor], saved: dict[str, Tensor]) -> None
         raise ValueError(f"state has feedback for layers {sorted(saved)}, expected {sorted(feedback)}")
     for name, b in feedback.items():
         b.copy_(saved[name])
+
+
+def feedback_step(model: nn.Sequential, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor,
+                  routes: dict[str, Route]) -> float:
+    """One update of the feedback family: forward, cross-entropy, backward along ``routes``,
+    optimizer step; returns the minibatch loss."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(feedback_forward(model, x, routes), y)
+    loss.backward()
+    optimizer.step()
+    return loss.item()

@@ -15,12 +15,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from learners.backprop import Backprop, BackpropParams
 from learners.base import StepOutput, TaskInfo
-from learners.feedback import angle_deg, feedback_forward, through
+from learners.feedback import angle_deg, feedback_step, through
 from learners.models import ModelSpec, weight_layers
 
 
@@ -47,15 +46,9 @@ class SignSymmetry(Backprop):
         return {name: sign_feedback(layer) for name, layer in weight_layers(self._model)[1:]}
 
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
-        self._model.train()
-        self.optimizer.zero_grad(set_to_none=True)
         for name, layer in weight_layers(self._model)[1:]:  # B = sign(W)·s of the current W
             sign_feedback(layer, out=self._signs[name])
-        routes = self._routes
-        loss = F.cross_entropy(feedback_forward(self._model, x, routes), y)
-        loss.backward()
-        self.optimizer.step()
-        return StepOutput(loss=loss.item(), forward_samples=x.shape[0])
+        return StepOutput(feedback_step(self._model, self.optimizer, x, y, self._routes), forward_samples=x.shape[0])
 
     def diagnostics(self) -> list[tuple[str, str, float]]:
         layers = dict(weight_layers(self._model))
