@@ -25,10 +25,10 @@ from collections.abc import Callable
 import torch
 from deap import algorithms, base, tools
 
-from learners.ga import GAParams, GeneticAlgorithm
-from learners.models import ModelSpec, build_model
-from learners.population import Fitness, PopulationForward, cross_entropies
-from tasks.digits import Digits
+from bpbench.learners.ga import GAParams, GeneticAlgorithm
+from bpbench.learners.models import ModelSpec, build_model
+from bpbench.learners.population import Fitness, PopulationForward, cross_entropies
+from bpbench.tasks.digits import Digits
 
 POPULATION, BATCH, SIGMA, ELITES, TRUNCATION = 64, 512, 0.02, 1, 8
 

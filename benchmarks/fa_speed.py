@@ -18,13 +18,13 @@ import time
 
 import torch
 
-from learners.backprop import Backprop, BackpropParams
-from learners.base import Learner, TaskInfo
-from learners.dfa import DirectFeedbackAlignment
-from learners.fa import FeedbackAlignment
-from learners.feedback import FeedbackParams
-from learners.models import ModelSpec
-from learners.sign_symmetry import SignSymmetry
+from bpbench.learners.backprop import Backprop, BackpropParams
+from bpbench.learners.base import Learner, TaskInfo
+from bpbench.learners.dfa import DirectFeedbackAlignment
+from bpbench.learners.fa import FeedbackAlignment
+from bpbench.learners.feedback import FeedbackParams
+from bpbench.learners.models import ModelSpec
+from bpbench.learners.sign_symmetry import SignSymmetry
 
 LEARNERS: dict[str, tuple[type[Learner], type]] = {
     "backprop": (Backprop, BackpropParams),

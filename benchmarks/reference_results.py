@@ -24,11 +24,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from experiments.cli import main as bpbench  # noqa: E402
-from experiments.plots import save_all  # noqa: E402
-from experiments.report import write_report  # noqa: E402
-from experiments.store import RunStore  # noqa: E402
-from experiments.table import render, summarize, tidy  # noqa: E402
+from bpbench.experiments.cli import main as bpbench  # noqa: E402
+from bpbench.experiments.plots import save_all  # noqa: E402
+from bpbench.experiments.report import write_report  # noqa: E402
+from bpbench.experiments.store import RunStore  # noqa: E402
+from bpbench.experiments.table import render, summarize, tidy  # noqa: E402
 
 
 def distinct(metas: list[dict[str, Any]], key: str) -> list[Any]:

@@ -26,10 +26,10 @@ import snntorch as snn
 from snntorch import surrogate
 from torch import Tensor, nn
 
-from learners.base import TaskInfo
-from learners.models import ModelSpec
-from learners.snn_bptt import SpikingBPTT
-from learners.spiking import SpikingParams
+from bpbench.learners.base import TaskInfo
+from bpbench.learners.models import ModelSpec
+from bpbench.learners.snn_bptt import SpikingBPTT
+from bpbench.learners.spiking import SpikingParams
 
 
 class Spike(torch.autograd.Function):

@@ -10,13 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.config import ConfigError
-from experiments.executor import InlineExecutor, ProcessExecutor, resolve_device
-from experiments.registry import learner_registry, task_registry
-from experiments.study import builtin_studies, load_study, read_toml
-from experiments.store import RunStore
-from experiments.table import FORMATS, render, summarize
-from experiments.progress import Progress
+from bpbench.experiments.config import ConfigError
+from bpbench.experiments.executor import EXECUTORS, make_executor, resolve_device
+from bpbench.experiments.registry import learner_registry, task_registry
+from bpbench.experiments.study import builtin_studies, load_study, read_toml
+from bpbench.experiments.store import RunStore
+from bpbench.experiments.table import FORMATS, render, summarize
+from bpbench.experiments.progress import Progress
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -49,8 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     todo = [s for s in study.runs if store.status(s.run_id) != "ok"]
     if len({s.run_id for s in study.runs}) != len(study.runs):
         raise ConfigError(f"study {study.name} expands to duplicate runs; make each learner/task entry distinct")
-    executor = (InlineExecutor(args.device) if args.executor == "inline"
-                else ProcessExecutor(jobs=args.jobs, threads=args.threads, device=args.device))
+    executor = make_executor(args.executor, jobs=args.jobs, threads=args.threads, device=args.device)
     progress = Progress(todo, skipped=len(study.runs) - len(todo))
     start = time.perf_counter()
     failed = 0
@@ -66,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from experiments.conformance import ConformanceError, check_learner
+    from bpbench.experiments.conformance import ConformanceError, check_learner
 
     learner_cls = learner_registry().get(args.learner)
     task_cls = task_registry().get(args.task)
@@ -96,8 +95,8 @@ def _results(path: str) -> Path:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from experiments.plots import save_all
-    from experiments.table import tidy
+    from bpbench.experiments.plots import save_all
+    from bpbench.experiments.table import tidy
 
     root = _results(args.dir)
     out = Path(args.out) if args.out else root / "figures"
@@ -109,7 +108,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from experiments.report import write_report
+    from bpbench.experiments.report import write_report
 
     root = _results(args.dir)
     out = write_report(root, Path(args.out) if args.out else root / "report.html")
@@ -128,7 +127,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", type=_positive, default=0, help="worker processes (default: one per core)")
     r.add_argument("--threads", type=_positive, default=0, help="torch threads per worker (default: cores / jobs)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    r.add_argument("--executor", choices=("process", "inline"), default="process")
+    r.add_argument("--executor", choices=EXECUTORS, default="process")
     r.set_defaults(fn=cmd_run)
     c = sub.add_parser("check", help="check a learner against the interface contract on real data")
     c.add_argument("learner")

@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
-from learners.base import Learner, StepOutput
-from learners.models import ModelSpec, weight_layers
-from tasks.base import TaskData
+from bpbench.learners.base import Learner, StepOutput
+from bpbench.learners.models import ModelSpec, weight_layers
+from bpbench.tasks.base import TaskData
 
 
 class ConformanceError(AssertionError):

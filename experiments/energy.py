@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from experiments.measure import MetricError, count_flops
-from learners.base import LayerOps, Learner
-from learners.models import weight_layers
+from bpbench.experiments.measure import MetricError, count_flops
+from bpbench.learners.base import LayerOps, Learner
+from bpbench.learners.models import weight_layers
 
 FLOAT32_MULT_J = 3.7e-12  # Horowitz ISSCC 2014, 45 nm, 32-bit float multiply
 FLOAT32_ADD_J = 0.9e-12  # Horowitz ISSCC 2014, 45 nm, 32-bit float add

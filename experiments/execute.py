@@ -9,11 +9,11 @@ from typing import Any
 
 import torch
 
-from experiments.environment import git_commit, hardware, package_versions
-from experiments.registry import Registry
-from experiments.runner import TaskCache, run
-from experiments.spec import RunSpec
-from experiments.store import RunStore
+from bpbench.experiments.environment import git_commit, hardware, package_versions
+from bpbench.experiments.registry import Registry
+from bpbench.experiments.runner import TaskCache, run
+from bpbench.experiments.spec import RunSpec
+from bpbench.experiments.store import RunStore
 
 Event = tuple[Any, ...]  # ("epoch", run_id, epoch, epochs) | ("done", run_id, outcome)
 

@@ -9,7 +9,7 @@ runs finish; each run is stored by whoever ran it, atomically, as soon as it end
   out of memory, segfault) loses only the run it held: it is recorded as failed and a
   fresh worker takes the remaining runs.
 
-A Ray executor would implement the same ``run`` method with remote tasks.
+``make_executor(name, ...)`` builds one by name (the CLI's and the Python API's ``executor``).
 """
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ from typing import Protocol
 
 import torch
 
-from experiments.execute import Event, Outcome, execute, record_lost
-from experiments.registry import learner_registry, task_registry
-from experiments.runner import TaskCache
-from experiments.spec import RunSpec
-from experiments.store import RunStore
+from bpbench.experiments.execute import Event, Outcome, execute, record_lost
+from bpbench.experiments.registry import learner_registry, task_registry
+from bpbench.experiments.runner import TaskCache
+from bpbench.experiments.spec import RunSpec
+from bpbench.experiments.store import RunStore
 
 
 class Executor(Protocol):
@@ -166,3 +166,16 @@ class ProcessExecutor:
         except (EOFError, ConnectionResetError, OSError):
             return None
         return None
+
+
+EXECUTORS = ("process", "inline")
+
+
+def make_executor(name: str, *, jobs: int = 0, threads: int = 0, device: str = "auto",
+                  address: str | None = None) -> Executor:
+    """The executor called ``name`` (one of ``EXECUTORS``); a clear ValueError otherwise."""
+    if name == "inline":
+        return InlineExecutor(device)
+    if name == "process":
+        return ProcessExecutor(jobs=jobs, threads=threads, device=device)
+    raise ValueError(f"executor = {name!r}: allowed: {', '.join(EXECUTORS)}")

@@ -18,8 +18,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from experiments.stats import t_interval
-from experiments.table import LEARNER_ORDER, per_run
+from bpbench.experiments.stats import t_interval
+from bpbench.experiments.table import LEARNER_ORDER, per_run
 
 PALETTE = "colorblind"
 PANEL = (3.2, 2.6)  # inches per panel: a paper column holds one or two

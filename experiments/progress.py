@@ -6,8 +6,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from experiments.execute import Event, Outcome
-from experiments.spec import RunSpec
+from bpbench.experiments.execute import Event, Outcome
+from bpbench.experiments.spec import RunSpec
 
 
 class Progress:

@@ -16,9 +16,9 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from experiments.plots import NoData, standard_figures
-from experiments.store import RunStore
-from experiments.table import render, summarize, tidy
+from bpbench.experiments.plots import NoData, standard_figures
+from bpbench.experiments.store import RunStore
+from bpbench.experiments.table import render, summarize, tidy
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }

@@ -15,14 +15,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from experiments.config import build
-from experiments.energy import cost_rows
-from experiments.measure import count_flops, gradient_alignment, gradient_health, peak_step_memory, warm_up
-from experiments.registry import Registry
-from experiments.spec import Budget, RunSpec, Schedule, canonical_json
-from learners.base import Learner, StepOutput
-from learners.models import ModelSpec
-from tasks.base import Split, TaskData
+from bpbench.experiments.config import build
+from bpbench.experiments.energy import cost_rows
+from bpbench.experiments.measure import count_flops, gradient_alignment, gradient_health, peak_step_memory, warm_up
+from bpbench.experiments.registry import Registry
+from bpbench.experiments.spec import Budget, RunSpec, Schedule, canonical_json
+from bpbench.learners.base import Learner, StepOutput
+from bpbench.learners.models import ModelSpec
+from bpbench.tasks.base import Split, TaskData
 
 EVAL_CHUNK = 2048
 DIAGNOSTIC_BATCH = 256  # test samples passed to Learner.evaluation_metrics

@@ -26,10 +26,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from experiments.config import ConfigError, build, grid, to_plain
-from experiments.registry import Registry, UnknownNameError
-from experiments.spec import Budget, RunSpec, Schedule
-from learners.models import ModelSpec
+from bpbench.experiments.config import ConfigError, build, grid, to_plain
+from bpbench.experiments.registry import Registry, UnknownNameError
+from bpbench.experiments.spec import Budget, RunSpec, Schedule
+from bpbench.learners.models import ModelSpec
 
 TOP_KEYS = ("description", "seeds", "study_seed", "tasks", "model", "budget", "schedule", "learners")
 LEARNER_SECTION_KEYS = ("learner", "model", "budget", "tasks")
@@ -44,7 +44,7 @@ class Study:
 
 def builtin_studies() -> dict[str, Path]:
     """Name -> path of every study shipped in ``experiments/studies``."""
-    folder = resources.files("experiments") / "studies"
+    folder = resources.files("bpbench.experiments") / "studies"
     return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
 
 

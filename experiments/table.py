@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.stats import stars, t_interval, welch_p
-from experiments.store import RunStore
+from bpbench.experiments.stats import stars, t_interval, welch_p
+from bpbench.experiments.store import RunStore
 
 FORMATS = ("text", "markdown", "latex", "html", "csv")
 REFERENCE_LEARNER = "backprop"

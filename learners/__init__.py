@@ -3,7 +3,7 @@
 Learners are found through the ``bpbench.learners`` entry-point group
 (``experiments.registry``), the built-ins included.
 """
-from learners.base import Learner, StepOutput, TaskInfo
-from learners.models import ModelSpec, build_model, weight_layers
+from bpbench.learners.base import Learner, StepOutput, TaskInfo
+from bpbench.learners.models import ModelSpec, build_model, weight_layers
 
 __all__ = ["Learner", "StepOutput", "TaskInfo", "ModelSpec", "build_model", "weight_layers"]

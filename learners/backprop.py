@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from learners.base import Learner, StepOutput, TaskInfo
-from learners.models import ModelSpec, build_model, weight_layers
+from bpbench.learners.base import Learner, StepOutput, TaskInfo
+from bpbench.learners.models import ModelSpec, build_model, weight_layers
 
 
 @dataclass(frozen=True)

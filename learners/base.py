@@ -26,7 +26,16 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from learners.models import ModelSpec
+from bpbench.learners.models import ModelSpec
+
+
+class NotMeasurable(Exception):
+    """Raised by a measurement hook (``update_signal``, ``true_gradient``, ``inference_cost``,
+    ``diagnostics``, ...) when that measurement does not apply to this learner or this step.
+
+    The message is the reason. The runner records the measurement as n/a with that reason
+    (in the run's metadata) and the run goes on; it never stands in for a real failure.
+    """
 
 
 @dataclass(frozen=True)
@@ -137,7 +146,7 @@ class Learner(ABC):
         model = self.model
         if model is None:
             raise NotImplementedError(f"{type(self).__name__} has no model: override true_gradient")
-        from learners.models import weight_layers
+        from bpbench.learners.models import weight_layers
 
         names = [n for n, _ in weight_layers(model)]
         params = dict(model.named_parameters())
@@ -149,6 +158,15 @@ class Learner(ABC):
             wanted = [detached[f"{n}.weight"] for n in names]
             grads = torch.autograd.grad(loss, wanted)
         return dict(zip(names, grads))
+
+    def exact_layers(self) -> frozenset[str]:
+        """Connection layers whose ``update_signal`` equals the true gradient *by construction*.
+
+        E.g. the output layer of fa, dfa and sign_symmetry (its update is backprop's). Their
+        cosine with the true gradient is 1 whatever the rule does, so the alignment summary
+        leaves them out. Backprop returns every layer. Default: none.
+        """
+        return frozenset()
 
     def diagnostics(self) -> list[tuple[str, str, float]]:
         """Extra learner-specific measurements at gradient-health steps: (metric, layer, value).

@@ -25,9 +25,9 @@ from threadpoolctl import ThreadpoolController
 from deap import algorithms, base, cma
 from torch import Tensor
 
-from learners.base import StepOutput, TaskInfo
-from learners.models import ModelSpec
-from learners.population import (PopulationLearner, FitnessKind, Fitness, check_fitness_kind)
+from bpbench.learners.base import StepOutput, TaskInfo
+from bpbench.learners.models import ModelSpec
+from bpbench.learners.population import (PopulationLearner, FitnessKind, Fitness, check_fitness_kind)
 
 
 @dataclass(frozen=True)

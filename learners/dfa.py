@@ -18,11 +18,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from learners.backprop import Backprop
-from learners.base import StepOutput, TaskInfo
-from learners.feedback import (ErrorTap, FeedbackParams, direct, draw_feedback, feedback_state, feedback_step,
+from bpbench.learners.backprop import Backprop
+from bpbench.learners.base import StepOutput, TaskInfo
+from bpbench.learners.feedback import (ErrorTap, FeedbackParams, direct, draw_feedback, feedback_state, feedback_step,
                                layer_input_shapes, load_feedback, record_error)
-from learners.models import ModelSpec, weight_layers
+from bpbench.learners.models import ModelSpec, weight_layers
 
 
 class DirectFeedbackAlignment(Backprop):

@@ -23,9 +23,9 @@ import torch
 from deap import algorithms, base
 from torch import Tensor
 
-from learners.base import StepOutput, TaskInfo
-from learners.models import ModelSpec
-from learners.population import (PopulationLearner, FitnessKind, Population, batched_map,
+from bpbench.learners.base import StepOutput, TaskInfo
+from bpbench.learners.models import ModelSpec
+from bpbench.learners.population import (PopulationLearner, FitnessKind, Population, batched_map,
                                  check_fitness_kind, device_generator)
 
 

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from learners.backprop import Backprop
-from learners.base import StepOutput, TaskInfo
-from learners.feedback import (FeedbackParams, angle_deg, draw_feedback, feedback_state, feedback_step,
+from bpbench.learners.backprop import Backprop
+from bpbench.learners.base import StepOutput, TaskInfo
+from bpbench.learners.feedback import (FeedbackParams, angle_deg, draw_feedback, feedback_state, feedback_step,
                                load_feedback, through)
-from learners.models import ModelSpec, weight_layers
+from bpbench.learners.models import ModelSpec, weight_layers
 
 
 class FeedbackAlignment(Backprop):

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from learners.backprop import BackpropParams
+from bpbench.learners.backprop import BackpropParams
 
 Route = Callable[[Tensor, Tensor], Tensor]  # (error at the layer's output δ, layer input x) -> error for x
 

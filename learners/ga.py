@@ -26,9 +26,9 @@ import torch
 from deap import algorithms, base, tools
 from torch import Tensor
 
-from learners.base import StepOutput, TaskInfo
-from learners.models import ModelSpec, build_model
-from learners.population import (PopulationLearner, FitnessKind, Population, batched_map,
+from bpbench.learners.base import StepOutput, TaskInfo
+from bpbench.learners.models import ModelSpec, build_model
+from bpbench.learners.population import (PopulationLearner, FitnessKind, Population, batched_map,
                                  check_fitness_kind, clone, device_generator)
 
 

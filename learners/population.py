@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from deap import base
 from torch import Tensor, nn
 
-from learners.base import Learner, TaskInfo
-from learners.models import ModelSpec, build_model, weight_layers
+from bpbench.learners.base import Learner, TaskInfo
+from bpbench.learners.models import ModelSpec, build_model, weight_layers
 
 FitnessKind = Literal["loss", "accuracy"]
 

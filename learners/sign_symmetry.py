@@ -17,10 +17,10 @@ import math
 import torch
 from torch import Tensor, nn
 
-from learners.backprop import Backprop, BackpropParams
-from learners.base import StepOutput, TaskInfo
-from learners.feedback import angle_deg, feedback_step, through
-from learners.models import ModelSpec, weight_layers
+from bpbench.learners.backprop import Backprop, BackpropParams
+from bpbench.learners.base import StepOutput, TaskInfo
+from bpbench.learners.feedback import angle_deg, feedback_step, through
+from bpbench.learners.models import ModelSpec, weight_layers
 
 
 def sign_feedback(layer: nn.Linear | nn.Conv2d, out: Tensor | None = None) -> Tensor:

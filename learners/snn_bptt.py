@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from learners.base import StepOutput
-from learners.models import weight_layers
-from learners.spiking import SpikingLearner, SpikingParams
+from bpbench.learners.base import StepOutput
+from bpbench.learners.models import weight_layers
+from bpbench.learners.spiking import SpikingLearner, SpikingParams
 
 
 class SpikingBPTT(SpikingLearner):

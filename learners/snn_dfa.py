@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from learners.base import StepOutput, TaskInfo
-from learners.models import ModelSpec, weight_layers
-from learners.spiking import SpikingLearner, SpikingParams, Trace
+from bpbench.learners.base import StepOutput, TaskInfo
+from bpbench.learners.models import ModelSpec, weight_layers
+from bpbench.learners.spiking import SpikingLearner, SpikingParams, Trace
 
 
 @dataclass(frozen=True)

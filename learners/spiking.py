@@ -32,11 +32,11 @@ from snntorch import surrogate
 from snntorch import SpikingNeuron
 from torch import Tensor, nn
 
-from experiments.energy import count_synops
-from learners.backprop import BackpropParams, make_optimizer
-from learners.base import LayerOps, Learner, TaskInfo
-from learners.encoders import SpikeInput, encode
-from learners.models import ModelSpec, build_model, weight_layers
+from bpbench.experiments.energy import count_synops
+from bpbench.learners.backprop import BackpropParams, make_optimizer
+from bpbench.learners.base import LayerOps, Learner, TaskInfo
+from bpbench.learners.encoders import SpikeInput, encode
+from bpbench.learners.models import ModelSpec, build_model, weight_layers
 
 SURROGATES = {"fast_sigmoid": (surrogate.fast_sigmoid, "slope"), "atan": (surrogate.atan, "alpha"),
               "sigmoid": (surrogate.sigmoid, "slope")}

@@ -2,6 +2,6 @@
 
 Tasks are found through the ``bpbench.tasks`` entry-point group (``experiments.registry``).
 """
-from tasks.base import Split, Task, TaskData, TaskParams
+from bpbench.tasks.base import Split, Task, TaskData, TaskParams
 
 __all__ = ["Split", "Task", "TaskData", "TaskParams"]

@@ -15,7 +15,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 
-from learners.base import TaskInfo
+from bpbench.learners.base import TaskInfo
 
 
 @dataclass(frozen=True)

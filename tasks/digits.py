@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.datasets import load_digits
 
-from tasks.base import Task, TaskParams
+from bpbench.tasks.base import Task, TaskParams
 
 
 class Digits(Task):

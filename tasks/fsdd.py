@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from tasks.base import Task, TaskParams
+from bpbench.tasks.base import Task, TaskParams
 
 
 @dataclass(frozen=True)

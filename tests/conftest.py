@@ -19,8 +19,8 @@ PLUGIN_MODULE = textwrap.dedent('''
     import os
     import signal
 
-    from learners.backprop import Backprop, BackpropParams
-    from learners.base import StepOutput
+    from bpbench.learners.backprop import Backprop, BackpropParams
+    from bpbench.learners.base import StepOutput
 
 
     class Exploding(Backprop):
@@ -79,7 +79,7 @@ def bpbench(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
             check: bool = False) -> subprocess.CompletedProcess[str]:
     """Run the bpbench CLI in a fresh process (the working tree's code)."""
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "experiments", *args], cwd=REPO, env=full_env,
+    proc = subprocess.run([sys.executable, "-m", "bpbench", *args], cwd=REPO, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"bpbench {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
@@ -88,7 +88,7 @@ def bpbench(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
 
 def run_tiny_study(root: Path, toml: str) -> Path:
     """Write ``toml`` to ``root/tiny.toml``, run it in this process; returns the results folder."""
-    from experiments.cli import main
+    from bpbench.experiments.cli import main
 
     (root / "tiny.toml").write_text(toml)
     assert main(["run", str(root / "tiny.toml"), "--out", str(root / "out"), "--executor", "inline"]) == 0

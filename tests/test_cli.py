@@ -45,7 +45,7 @@ def test_resume_after_killed_study(tmp_path: Path) -> None:
     args = ["run", "quick", "--out", str(out), "--set", "seeds=2", "--set", "budget.epochs=2",
             "--set", "learners={backprop = {}}", "--jobs", "1", "--threads", "1"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "experiments", *args], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "bpbench", *args], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while len(list(out.glob("runs/*/meta.json"))) < 2 and time.time() < deadline and proc.poll() is None:

@@ -11,17 +11,17 @@ import torch
 import torch.nn.functional as F
 from deap import algorithms, cma, creator, tools
 
-from experiments.config import build, to_plain
-from experiments.registry import learner_registry, task_registry
-from experiments.runner import run
-from experiments.spec import RunSpec
-from learners.base import TaskInfo
-from learners.cmaes import CMAES, CMAESParams
-from learners.es import ESParams, EvolutionStrategies, centered_ranks
-from learners.ga import GAParams, GeneticAlgorithm
-from learners.models import ModelSpec, build_model
-from learners.population import PopulationForward, cross_entropies
-from tasks.digits import Digits
+from bpbench.experiments.config import build, to_plain
+from bpbench.experiments.registry import learner_registry, task_registry
+from bpbench.experiments.runner import run
+from bpbench.experiments.spec import RunSpec
+from bpbench.learners.base import TaskInfo
+from bpbench.learners.cmaes import CMAES, CMAESParams
+from bpbench.learners.es import ESParams, EvolutionStrategies, centered_ranks
+from bpbench.learners.ga import GAParams, GeneticAlgorithm
+from bpbench.learners.models import ModelSpec, build_model
+from bpbench.learners.population import PopulationForward, cross_entropies
+from bpbench.tasks.digits import Digits
 
 CPU = torch.device("cpu")
 SMALL = ModelSpec(hidden=(16,), activation="tanh")
@@ -257,8 +257,8 @@ def test_learns_digits_through_the_runner_with_counted_compute(learner, params, 
 
 
 def test_study_learner_tasks_key_restricts_tasks() -> None:
-    from experiments.config import ConfigError
-    from experiments.study import expand
+    from bpbench.experiments.config import ConfigError
+    from bpbench.experiments.study import expand
     raw = {"tasks": ["digits", "fsdd"], "learners": {"es": {}, "cmaes": {"tasks": ["digits"], "model": {"hidden": []}}}}
     runs = expand("t", raw, learner_registry(), task_registry()).runs
     assert sorted((r.label, r.task_label) for r in runs) == [("cmaes", "digits"), ("es", "digits"), ("es", "fsdd")]
@@ -268,7 +268,7 @@ def test_study_learner_tasks_key_restricts_tasks() -> None:
 
 
 def test_quick_study_lists_the_evolution_learners() -> None:
-    from experiments.study import load_study
+    from bpbench.experiments.study import load_study
     runs = load_study("quick", [], learner_registry(), task_registry()).runs
     by_label = {label: sorted({r.task_label for r in runs if r.label == label}) for label in ("es", "ga", "cmaes")}
     assert by_label == {"es": ["digits", "fsdd", "mnist5k"], "ga": ["digits", "fsdd", "mnist5k"], "cmaes": ["digits"]}

@@ -9,18 +9,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments.config import to_plain
-from experiments.registry import learner_registry, task_registry
-from experiments.runner import run
-from experiments.spec import RunSpec
-from learners.backprop import Backprop, BackpropParams
-from learners.base import Learner, TaskInfo
-from learners.dfa import DirectFeedbackAlignment
-from learners.fa import FeedbackAlignment
-from learners.feedback import FeedbackParams, connect, through
-from learners.models import ModelSpec, weight_layers
-from learners.sign_symmetry import SignSymmetry, sign_feedback
-from tasks.digits import Digits
+from bpbench.experiments.config import to_plain
+from bpbench.experiments.registry import learner_registry, task_registry
+from bpbench.experiments.runner import run
+from bpbench.experiments.spec import RunSpec
+from bpbench.learners.backprop import Backprop, BackpropParams
+from bpbench.learners.base import Learner, TaskInfo
+from bpbench.learners.dfa import DirectFeedbackAlignment
+from bpbench.learners.fa import FeedbackAlignment
+from bpbench.learners.feedback import FeedbackParams, connect, through
+from bpbench.learners.models import ModelSpec, weight_layers
+from bpbench.learners.sign_symmetry import SignSymmetry, sign_feedback
+from bpbench.tasks.digits import Digits
 
 MLP = ModelSpec(hidden=(32, 16), batchnorm=True, dropout=0.2)
 CNN = ModelSpec(arch="cnn", channels=(4, 8), hidden=(16,), batchnorm=True, dropout=0.2)
@@ -212,9 +212,9 @@ def test_conv_layers_learn(learner: str) -> None:
 
 def test_alignment_study_reports_mean_alignment_in_table(tmp_path) -> None:
     """The built-in alignment study, shrunk to one seed and epoch on digits, through the CLI."""
-    from experiments.cli import main
-    from experiments.store import RunStore
-    from experiments.table import summarize
+    from bpbench.experiments.cli import main
+    from bpbench.experiments.store import RunStore
+    from bpbench.experiments.table import summarize
 
     code = main(["run", "alignment", "--out", str(tmp_path), "--executor", "inline", "--device", "cpu",
                  "--set", "seeds=1", "--set", "budget.epochs=1", "--set", 'tasks=["digits"]'])

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from conftest import bpbench
-from experiments.config import build
-from experiments.registry import learner_registry, task_registry
-from experiments.runner import run
-from experiments.study import expand
-from tasks.idx import FILES, FashionMnist, IdxParams, read_idx
+from bpbench.experiments.config import build
+from bpbench.experiments.registry import learner_registry, task_registry
+from bpbench.experiments.runner import run
+from bpbench.experiments.study import expand
+from bpbench.tasks.idx import FILES, FashionMnist, IdxParams, read_idx
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool) -> None:

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from experiments.conformance import check_learner
-from experiments.registry import learner_registry, task_registry
-from learners.models import ModelSpec, build_model, weight_layers
+from bpbench.experiments.conformance import check_learner
+from bpbench.experiments.registry import learner_registry, task_registry
+from bpbench.learners.models import ModelSpec, build_model, weight_layers
 
 REGISTRY = learner_registry()
 AVAILABLE = [n for n in REGISTRY.names() if REGISTRY.entries[n].available]

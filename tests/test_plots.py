@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from conftest import run_tiny_study
-from experiments.cli import main
-from experiments.plots import NoData, grad_norm_heatmap, learner_colors, learning_curves, lr_sensitivity
-from experiments.store import RunStore
-from experiments.table import tidy
+from bpbench.experiments.cli import main
+from bpbench.experiments.plots import NoData, grad_norm_heatmap, learner_colors, learning_curves, lr_sensitivity
+from bpbench.experiments.store import RunStore
+from bpbench.experiments.table import tidy
 
 STUDY = """
 description = "tiny plot study: an lr grid and two depths for backprop, one sgd label"

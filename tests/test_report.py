@@ -12,7 +12,7 @@ import pytest
 
 from apt_tools import require
 from conftest import run_tiny_study
-from experiments.cli import main
+from bpbench.experiments.cli import main
 
 STUDY = """
 description = "tiny report study: backprop on digits at two learning rates"

@@ -8,10 +8,10 @@ import pandas as pd
 import torch
 
 from conftest import bpbench
-from experiments.registry import learner_registry, task_registry
-from experiments.runner import run
-from experiments.store import COLUMNS
-from experiments.study import expand
+from bpbench.experiments.registry import learner_registry, task_registry
+from bpbench.experiments.runner import run
+from bpbench.experiments.store import COLUMNS
+from bpbench.experiments.study import expand
 
 STUDY = {
     "seeds": 2, "tasks": ["digits"], "model": {"hidden": [32]}, "budget": {"epochs": 3},

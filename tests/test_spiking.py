@@ -6,18 +6,18 @@ import snntorch as snn
 import torch
 from torch import nn
 
-from experiments.energy import ENERGY_PER_AC_J, ENERGY_PER_MAC_J, cost_rows, count_synops, energy_joules
-from experiments.registry import learner_registry, task_registry
-from experiments.runner import run
-from experiments.spec import RunSpec
-from learners.backprop import Backprop, BackpropParams
-from learners.encoders import latency, rate
-from learners.models import ModelSpec, weight_layers
-from learners.snn_bptt import SpikingBPTT
-from learners.snn_dfa import SpikingDFA, SpikingDFAParams, surrogate_derivative
-from learners.spiking import SpikingParams, Trace
-from tasks.digits import Digits
-from tasks.fsdd import Fsdd
+from bpbench.experiments.energy import ENERGY_PER_AC_J, ENERGY_PER_MAC_J, cost_rows, count_synops, energy_joules
+from bpbench.experiments.registry import learner_registry, task_registry
+from bpbench.experiments.runner import run
+from bpbench.experiments.spec import RunSpec
+from bpbench.learners.backprop import Backprop, BackpropParams
+from bpbench.learners.encoders import latency, rate
+from bpbench.learners.models import ModelSpec, weight_layers
+from bpbench.learners.snn_bptt import SpikingBPTT
+from bpbench.learners.snn_dfa import SpikingDFA, SpikingDFAParams, surrogate_derivative
+from bpbench.learners.spiking import SpikingParams, Trace
+from bpbench.tasks.digits import Digits
+from bpbench.tasks.fsdd import Fsdd
 
 CPU = torch.device("cpu")
 SMALL = ModelSpec(hidden=(32,))

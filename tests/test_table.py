@@ -13,15 +13,15 @@ import torch
 
 from apt_tools import require
 from conftest import run_tiny_study
-from experiments.cli import main
-from experiments.config import ConfigError, build
-from experiments.registry import learner_registry, task_registry
-from experiments.runner import run
-from experiments.spec import Budget
-from experiments.stats import stars, t_interval, welch_p
-from experiments.store import RunStore
-from experiments.study import expand, load_study
-from experiments.table import MEASURES, per_run, render, summarize, summarize_runs, tidy
+from bpbench.experiments.cli import main
+from bpbench.experiments.config import ConfigError, build
+from bpbench.experiments.registry import learner_registry, task_registry
+from bpbench.experiments.runner import run
+from bpbench.experiments.spec import Budget
+from bpbench.experiments.stats import stars, t_interval, welch_p
+from bpbench.experiments.store import RunStore
+from bpbench.experiments.study import expand, load_study
+from bpbench.experiments.table import MEASURES, per_run, render, summarize, summarize_runs, tidy
 
 TINY_STUDY = """
 description = "two backprop labels on digits, the second with a longer budget"

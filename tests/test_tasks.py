@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.config import ConfigError, build
-from experiments.registry import task_registry
-from tasks.base import TaskParams, stratified_split
-from tasks.fsdd import FsddParams, fix_length
+from bpbench.experiments.config import ConfigError, build
+from bpbench.experiments.registry import task_registry
+from bpbench.tasks.base import TaskParams, stratified_split
+from bpbench.tasks.fsdd import FsddParams, fix_length
 
 EXPECTED = {  # name: (modality, input shape, samples in all)
     "digits": ("image", (1, 8, 8), 1797),

@@ -1,0 +1,43 @@
+"""bpbench: backprop against its alternatives on equal tasks, architecture and compute.
+
+Subpackages (installed under this one namespace):
+
+- ``bpbench.learners``: what learns (the ``Learner`` interface, the model builder, the rules);
+- ``bpbench.tasks``: what is learned (the ``Task`` interface, the data sets);
+- ``bpbench.experiments``: how they are compared (studies, runner, executors, store, tables, CLI).
+
+In the repository these live in the top-level folders ``learners/``, ``tasks/`` and
+``experiments/``; ``pyproject.toml`` maps them into this package when it is built. In a
+source checkout that is not installed (or installed but run from the checkout's root) the
+same folders are found through ``__path__`` below, so the checkout's code is what runs.
+"""
+from __future__ import annotations
+
+from pathlib import Path as _Path
+
+_checkout = _Path(__file__).resolve().parent.parent
+if (_checkout / "learners" / "__init__.py").is_file() and (_checkout / "pyproject.toml").is_file():
+    __path__.append(str(_checkout))  # source checkout: subpackages are the sibling folders
+
+# The public names load on first use (PEP 562), so ``import bpbench`` and the command line's
+# help stay fast: torch, pandas and friends are imported only by what needs them.
+_EXPORTS = {
+    "Learner": "bpbench.learners.base", "StepOutput": "bpbench.learners.base", "TaskInfo": "bpbench.learners.base",
+    "ModelSpec": "bpbench.learners.models", "build_model": "bpbench.learners.models",
+    "weight_layers": "bpbench.learners.models", "Task": "bpbench.tasks.base", "TaskParams": "bpbench.tasks.base",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'bpbench' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
