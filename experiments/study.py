@@ -23,6 +23,7 @@ import copy
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,18 +84,39 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
     return path, value
 
 
-def apply_sets(raw: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
-    """A copy of ``raw`` with each ``--set`` applied (tables created as needed)."""
+Overrides = Mapping[str, Any] | Sequence[str]
+
+
+def parse_overrides(overrides: Overrides | None) -> list[tuple[str, list[str], Any]]:
+    """``["budget.epochs=2"]`` (``--set`` strings) or ``{"budget.epochs": 2}`` (values as they
+    are) -> (how to name it in an error, key path, value) per override."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        out = []
+        for key, value in overrides.items():
+            path = [p for p in str(key).strip().split(".") if p]
+            if not isinstance(key, str) or not path:
+                raise ConfigError(f"override {key!r}: expected a dotted key such as 'budget.epochs'")
+            out.append((f"override {key!r}", path, value))
+        return out
+    if isinstance(overrides, str) or not all(isinstance(a, str) for a in overrides):
+        raise ConfigError(f"overrides = {overrides!r}: expected a dict {{'budget.epochs': 2}} "
+                          "or a list of 'KEY=VALUE' strings")
+    return [(f"--set {a!r}", *parse_set(a)) for a in overrides]
+
+
+def apply_sets(raw: dict[str, Any], assignments: Overrides | None) -> dict[str, Any]:
+    """A copy of ``raw`` with each override applied (tables created as needed)."""
     out = copy.deepcopy(raw)
-    for assignment in assignments:
-        path, value = parse_set(assignment)
+    for where, path, value in parse_overrides(assignments):
         node = out
         for part in path[:-1]:
             if isinstance(node.get(part), list) and part == "tasks":
                 node[part] = {name: {} for name in node[part]}  # list of names -> tables
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {assignment!r}: {part!r} is not a table")
+                raise ConfigError(f"{where}: {part!r} is not a table")
         node[path[-1]] = value
     return out
 
@@ -192,10 +214,24 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
                             budget=budget, schedule=schedule, seed_index=seed_index,
                             study_seed=study_seed, varied=tuple(varied + task_axes),
                         ))
+    if len({s.run_id for s in runs}) != len(runs):
+        raise ConfigError(f"study {name} expands to duplicate runs; make each learner/task entry distinct")
     return Study(name, raw, runs)
 
 
-def load_study(name_or_path: str, sets: list[str], learners: Registry, tasks: Registry) -> Study:
-    """Locate, read, override and expand a study (all validation happens here)."""
-    name, path = locate(name_or_path)
-    return expand(name, apply_sets(read_toml(path), sets), learners, tasks)
+def load_study(source: str | Path | Mapping[str, Any], sets: Overrides | None, learners: Registry, tasks: Registry,
+               name: str | None = None) -> Study:
+    """Locate, read, override and expand a study (all validation happens here).
+
+    ``source``: a built-in study name, a path to a TOML file, or a dict with the TOML
+    file's structure (named ``name``, default "study"; a file is named by its stem).
+    """
+    if isinstance(source, Mapping):
+        raw = copy.deepcopy(dict(source))
+        name = name or "study"
+    elif isinstance(source, (str, Path)):
+        found, path = locate(str(source))
+        raw, name = read_toml(path), name or found
+    else:
+        raise ConfigError(f"study = {source!r}: expected a built-in study name, a path to a .toml file, or a dict")
+    return expand(name, apply_sets(raw, sets), learners, tasks)
