@@ -35,8 +35,10 @@ def git_commit() -> dict[str, Any]:
         return {"commit": None, "dirty": None, "source": None,
                 "reason": f"installed without build information (bpbench/_build.py): {exc}"}
     node = build.commit
-    return {"commit": node[1:] if node and node.startswith("g") else node, "dirty": build.dirty,
-            "source": "build", "reason": None if node else "no commit was recorded when the package was built"}
+    if not node:
+        return {"commit": None, "dirty": None, "source": "build",
+                "reason": f"bpbench {build.version} was built outside a git checkout: no commit to record"}
+    return {"commit": node.removeprefix("g"), "dirty": build.dirty, "source": "build", "reason": None}
 
 
 def _checkout_commit(root: Path) -> dict[str, Any]:
