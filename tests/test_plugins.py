@@ -29,7 +29,7 @@ STUDY = {
     "budget": {"epochs": 1},
     "learners": {
         "perturb": {"tasks": ["digits"], "directions": 32, "lr": 0.01, "budget": {"epochs": 3}},
-        "random_features": {"tasks": ["digits"], "model": {"hidden": [256]}},
+        "random_features": {"tasks": ["digits"], "lr": 0.01, "model": {"hidden": [256]}},
         "raises_at_step": {"tasks": ["digits"]},
         "nan_loss": {"tasks": ["digits"]},
         "backprop": {"tasks": ["noisy_digits"], "lr": 0.01},

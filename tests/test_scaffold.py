@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import installed
+from conftest import REPO, installed
 from bpbench.experiments.cli import main
 
 
@@ -45,6 +46,13 @@ def test_packages_pass_their_own_tests(packages: dict[str, Path]) -> None:
                           env={**os.environ, "PYTHONPATH": ""})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[-1].startswith("5 passed"), proc.stdout
+
+
+def test_readme_shows_these_commands() -> None:
+    section = (REPO / "README.md").read_text().split("## Adding a learner")[1].split("\n## ")[0]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    assert [line.split("#")[0].strip() for line in block.splitlines()] == [
+        "bpbench new learner my_rule", "pip install -e my_rule", "pytest my_rule"]  # what the fixture runs
 
 
 def test_refuses_taken_names_bad_names_and_used_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
