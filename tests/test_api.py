@@ -111,6 +111,10 @@ def test_import_and_help_load_no_torch_or_pandas() -> None:
             "bpbench.__all__; print(sorted(m for m in ('torch', 'pandas', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.strip() == "[]"
+    from bpbench.experiments.cli import TABLE_FORMATS
+    from bpbench.experiments.table import FORMATS
+
+    assert TABLE_FORMATS == FORMATS  # the CLI's copy (kept there so --help imports no pandas)
 
 
 def test_runs_from_a_repository_with_its_own_experiments_and_tasks(tmp_path: Path) -> None:
