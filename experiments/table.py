@@ -42,6 +42,8 @@ NOTE_CELLS = ("Cells: mean ± half-width of the 95% t-interval over seeds; n/a: 
               "(each run's meta.json says why, under 'unmeasured'). "
               "p: Welch's t-test of test accuracy against backprop with the same "
               "configuration on the same task (* p<.05, ** p<.01, *** p<.001; ref: the reference). "
+              "Peak MiB: the first training step's own peak (what it allocates: activations, gradients, new "
+              "optimizer state), not the learner's stored state (metric state_bytes) nor the data. "
               "Grad ratio: geometric mean over sampled steps of the first/last-layer update-signal "
               "norm ratio (n/a for one connection layer: 1 by definition). Alignment: mean cosine with the "
               "true gradient over sampled steps and over the layers whose update is not exact by construction "
