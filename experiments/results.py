@@ -55,7 +55,8 @@ class Results:
         (the grid values that vary), learner (registered name), task (registered name),
         task_label, seed (seed index), status ("ok" | "failed"), error, test_accuracy,
         train_seconds, train_flops, stopped_by, then the rest of each run's summary
-        (epochs_completed, steps, peak_memory_bytes, ...). Missing values are NaN/None.
+        (epochs_completed, steps, peak_memory_bytes, ...), and ``unmeasured``: measurement ->
+        why it is n/a for the run. Missing values are NaN/None.
         """
         rows = []
         for meta in self.store.metas():
@@ -67,6 +68,7 @@ class Results:
             }
             row.update({k: summary.get(k, math.nan) for k in SUMMARY_COLUMNS[9:]})
             row.update({k: v for k, v in sorted(summary.items()) if k not in row})
+            row["unmeasured"] = meta.get("unmeasured", {})
             rows.append(row)
         frame = pd.DataFrame(rows)
         if frame.empty:
