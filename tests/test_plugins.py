@@ -29,7 +29,7 @@ STUDY = {
     "budget": {"epochs": 1},
     "learners": {
         "perturb": {"tasks": ["digits"], "directions": 32, "lr": 0.01, "budget": {"epochs": 3}},
-        "random_features": {"tasks": ["digits"], "lr": 0.01, "model": {"hidden": [256]}},
+        "random_features": {"tasks": ["digits"], "lr": 0.03, "model": {"hidden": [256]}},
         "raises_at_step": {"tasks": ["digits"]},
         "nan_loss": {"tasks": ["digits"]},
         "backprop": {"tasks": ["noisy_digits"], "lr": 0.01},
@@ -62,10 +62,13 @@ def test_list_shows_each_entry_with_its_distribution(outside: Path) -> None:
     assert " bpbench " in lines["backprop"] and " bpbench " in lines["digits"]
 
 
-def test_check_conforming_and_unavailable(outside: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for args in (["perturb"], ["random_features"], ["backprop", "--task", "noisy_digits"]):
+def test_check_conforming_diverging_and_unavailable(outside: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # raises_at_step conforms: its 1-epoch check run on 256 samples ends before step 5
+    for args in (["perturb"], ["random_features"], ["raises_at_step"], ["backprop", "--task", "noisy_digits"]):
         assert main(["check", *args]) == 0, capsys.readouterr()
         assert "conforms" in capsys.readouterr().out
+    assert main(["check", "nan_loss"]) == 1
+    assert "NonFiniteLoss: training loss is nan at epoch 1, step 3" in capsys.readouterr().err
     assert main(["check", "missing_dep"]) == 2
     assert "learner 'missing_dep' is unavailable: ModuleNotFoundError" in capsys.readouterr().err
 
