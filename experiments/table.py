@@ -131,6 +131,7 @@ def per_run(data: pd.DataFrame) -> pd.DataFrame:
 
     out = pd.DataFrame({
         "test_acc": col("test_accuracy"), "gap": col("train_accuracy") - col("test_accuracy"),
+        "val_acc": col("val_accuracy"),  # chooses among configurations (figures); test is only reported
         "train_s": col("train_train_seconds"), "flops": col("train_train_flops"),
         "samples": col("train_train_samples"), "synops": col("test_synops_per_sample"),
         "energy": col("test_energy_per_sample_j"), "peak_mem": col("train_peak_memory_bytes"),
