@@ -19,7 +19,7 @@ from bpbench.learners.base import TaskInfo
 from bpbench.learners.cmaes import CMAES, CMAESParams
 from bpbench.learners.es import ESParams, EvolutionStrategies, centered_ranks
 from bpbench.learners.ga import GAParams, GeneticAlgorithm
-from bpbench.learners.models import ModelSpec, build_model
+from bpbench.learners.models import ModelSpec, build_model, weight_layers
 from bpbench.learners.population import PopulationForward, cross_entropies
 from bpbench.tasks.digits import Digits
 
@@ -138,6 +138,32 @@ def test_runs_in_one_process_are_independent(cls, params, model, small) -> None:
         ref_py.random()
         ref_np.standard_normal()
     assert random.random() == ref_py.random() and np.random.standard_normal() == ref_np.standard_normal()
+
+
+START = {  # the weights each learner's next update starts from (its signal is about that point)
+    GeneticAlgorithm: lambda l: l.population.matrix.mean(dim=0),
+    EvolutionStrategies: lambda l: l.strategy.mean.detach(),
+    CMAES: lambda l: torch.from_numpy(l.strategy.centroid).float(),
+}
+
+
+@pytest.mark.parametrize("cls, params, model", LEARNERS)
+def test_true_gradient_is_taken_where_the_next_update_starts(cls, params, model, small) -> None:
+    x, y = small.x, small.y
+    learner = make(cls, small, params, model)
+    learner.train_step(x, y)
+    start = START[cls](learner).clone()
+    reference = learner.true_gradient(x, y)
+    net = build_model(model, small.info.input_shape, 10, torch.Generator())  # by hand: plain autograd there
+    PopulationForward(net).flat.load(net, start)
+    F.cross_entropy(net(x), y).backward()
+    for name, module in weight_layers(net):
+        torch.testing.assert_close(reference[name], module.weight.grad, rtol=1e-5, atol=1e-7)
+    learner.train_step(x, y)
+    if cls is not EvolutionStrategies:  # ga: the mean's step, cmaes: the centroid's step, from `start`
+        moved = learner.forward.flat.layer_signal(start - START[cls](learner))
+        for name, signal in learner.update_signal().items():
+            torch.testing.assert_close(signal, moved[name], rtol=1e-5, atol=1e-6)
 
 
 def counting(calls: dict[str, int], name: str, fn):
