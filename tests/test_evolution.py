@@ -264,22 +264,53 @@ def _spec(learner: str, params: dict, model: dict, epochs: int, seed: int) -> Ru
     ("ga", {"population": 32, "batch_size": 256}, {"hidden": []}, 40, 0.75),
     ("cmaes", {"population": 32, "batch_size": 256}, {"hidden": []}, 3, 0.5),
 ])
-def test_learns_digits_through_the_runner_with_counted_compute(learner, params, model, epochs, floor) -> None:
+def test_learns_digits_through_the_runner_with_counted_compute(learner, params, model, epochs, floor,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # Count every single-sample forward the population forward really makes (P x B per call;
+    # predict and the true gradient go through the plain model, not through it), and keep
+    # each sampled step's true gradient and update signal to recompute the alignment by hand.
+    counted = {"forward": 0}
+    logits = PopulationForward.logits
+
+    def counting_logits(self, population, x):
+        counted["forward"] += population.shape[0] * x.shape[0]
+        return logits(self, population, x)
+    monkeypatch.setattr(PopulationForward, "logits", counting_logits)
+    cls = learner_registry().get(learner)
+    pairs: list[list[dict]] = []
+    true_gradient, update_signal = cls.true_gradient, cls.update_signal
+
+    def keep_reference(self, x, y):
+        pairs.append([true_gradient(self, x, y)])
+        return pairs[-1][0]
+
+    def keep_signal(self):
+        signal = update_signal(self)
+        if pairs and len(pairs[-1]) == 1:
+            pairs[-1].append(signal)
+        return signal
+    monkeypatch.setattr(cls, "true_gradient", keep_reference)
+    monkeypatch.setattr(cls, "update_signal", keep_signal)
+
     result = run(_spec(learner, params, model, epochs, 0), learner_registry(), task_registry(), CPU)
     summary, rows = result.summary, result.rows
     assert summary["test_accuracy"] > floor  # chance is 0.1
-    # every forward pass of every individual is counted: P x B single-sample forwards per step
     forward = [r["value"] for r in rows if r["metric"] == "forward_samples"][-1]
+    assert forward == counted["forward"] > 0  # what the learner reported = what it ran
     samples = [r["value"] for r in rows if r["metric"] == "train_samples"][-1]
-    assert forward == params["population"] * samples
-    hidden = model["hidden"]
-    widths = [64, *hidden, 10]
+    widths = [64, *model["hidden"], 10]
     macs = sum(a * b for a, b in zip(widths, widths[1:]))
-    assert summary["train_flops"] >= 2 * macs * forward
-    alignment = [r["value"] for r in rows if r["metric"] == "grad_alignment"]
-    assert alignment and all(-1.0 <= a <= 1.0 for a in alignment)
+    assert summary["train_flops"] >= 2 * macs * forward and forward == params["population"] * samples
+    recorded = [r for r in rows if r["metric"] == "grad_alignment"]
+    assert recorded and len({r["step"] for r in recorded}) == len(pairs)
+    by_step = sorted({r["step"] for r in recorded})
+    for step, (reference, signal) in zip(by_step, pairs):
+        for r in (r for r in recorded if r["step"] == step):
+            a, b = signal[r["layer"]].double().flatten(), reference[r["layer"]].double().flatten()
+            by_hand = float(torch.dot(a, b) / torch.sqrt(torch.dot(a, a) * torch.dot(b, b)))
+            assert r["value"] == pytest.approx(by_hand, abs=1e-6), (step, r["layer"])
     if learner == "es":  # the ES estimate points along the true gradient on average
-        assert statistics.mean(alignment) > 0.02
+        assert statistics.mean(r["value"] for r in recorded) > 0.02
 
 
 def test_study_learner_tasks_key_restricts_tasks() -> None:
