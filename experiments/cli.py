@@ -82,6 +82,10 @@ def cmd_table(args: argparse.Namespace) -> int:
     store = RunStore(Path(args.dir))
     if not store.runs_dir.is_dir():
         raise ConfigError(f"results folder {args.dir!r} has no runs/ (expected the --out folder of bpbench run)")
+    labels = sorted({m["spec"]["label"] for m in store.metas()})
+    if args.reference is not None and args.reference not in labels:
+        raise ConfigError(f"--reference {args.reference!r}: no run in {args.dir!r} has that learner label; "
+                          f"allowed: {', '.join(labels)}")
     print(render(summarize(store, args.reference), args.format))
     return 0
 

@@ -196,7 +196,7 @@ def test_table_reference_option_and_study_reference_key(unequal_study: Path, tmp
     assert summary.loc["backprop", "p_vs_reference"] == pytest.approx(_welch(acc["backprop"], acc["backprop_long"]))
     capsys.readouterr()
     assert main(["table", str(unequal_study), "--reference", "backprop_lng"]) == 2
-    assert "reference = 'backprop_lng': no run in" in capsys.readouterr().err
+    assert "--reference 'backprop_lng': no run in" in capsys.readouterr().err
     study = tmp_path / "ref.toml"  # an unknown reference label stops the study before any run
     study.write_text('reference = "backprop_lng"\n' + TINY_STUDY)
     assert main(["run", str(study), "--out", str(tmp_path / "out"), "--executor", "inline"]) == 2
