@@ -22,7 +22,7 @@ from bpbench.experiments.spec import Budget
 from bpbench.experiments.stats import stars, t_interval, welch_p
 from bpbench.experiments.store import RunStore
 from bpbench.experiments.study import expand, load_study
-from bpbench.experiments.table import MEASURES, per_run, render, summarize, summarize_runs, tidy
+from bpbench.experiments.table import MEASURES, per_run, reference_of, render, summarize, summarize_runs, tidy
 
 TINY_STUDY = """
 description = "two backprop labels on digits, the second with a longer budget"
@@ -248,3 +248,12 @@ def test_shrunken_vanishing_study_shows_the_vanishing_gradient(tmp_path: Path) -
     assert 0.1 < ratio["backprop", "sigmoid", True, 6] < 10
     # dfa's error reaches every layer directly: its ratio does not collapse with depth
     assert ratio["dfa", "sigmoid", False, 6] > ratio["dfa", "sigmoid", False, 2] / 3
+
+
+def test_studies_sharing_a_folder_must_name_one_reference(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    store.write_study("a", {"learners": {"backprop": {}}})
+    assert reference_of(store) == "backprop"  # the default
+    store.write_study("b", {"reference": "bp2", "learners": {"bp2": {"learner": "backprop"}}})
+    with pytest.raises(ConfigError, match=r"holds studies with different references \(backprop, bp2\)"):
+        reference_of(store)
