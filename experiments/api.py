@@ -21,7 +21,7 @@ from bpbench.experiments.progress import Progress
 from bpbench.experiments.registry import learner_registry, task_registry
 from bpbench.experiments.results import Results
 from bpbench.experiments.store import RunStore
-from bpbench.experiments.study import Overrides, load_study
+from bpbench.experiments.study import Overrides, load_study, study_reference
 
 
 def _count(name: str, value: Any) -> int:
@@ -71,4 +71,4 @@ def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
     finally:
         if isinstance(show, Progress):
             show.close()
-    return Results(root, tuple(ran), time.perf_counter() - start)
+    return Results(root, tuple(ran), time.perf_counter() - start, study_reference(plan.raw))

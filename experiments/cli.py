@@ -74,7 +74,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from bpbench.experiments.results import load
 
-    print(load(args.dir).table(args.format))
+    print(load(args.dir).table(args.format, reference=args.reference))
     return 0
 
 
@@ -128,6 +128,8 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("table", help="summary table of a results folder")
     t.add_argument("dir")
     t.add_argument("--format", choices=TABLE_FORMATS, default="text")
+    t.add_argument("--reference", metavar="LABEL",
+                   help="learner label the p-values compare against (default: the one the study names, else backprop)")
     t.set_defaults(fn=cmd_table)
     f = sub.add_parser("plot", help="paper figures (PDF and PNG) of a results folder")
     f.add_argument("dir")

@@ -36,12 +36,15 @@ class Results:
 
     ``ran``: the runs the ``bpbench.run`` call that returned this object executed, in the
     order they finished (empty from ``bpbench.load``; runs found already complete are
-    skipped, not re-run); ``wall_seconds``: how long that call took.
+    skipped, not re-run); ``wall_seconds``: how long that call took; ``reference``: the
+    learner label the table's p-values compare against by default (from ``bpbench.run``:
+    its study's; else the one the folder's studies name, default backprop).
     """
 
     out: Path
     ran: tuple[Outcome, ...] = ()
     wall_seconds: float | None = None
+    reference: str | None = None
 
     @property
     def store(self) -> RunStore:
@@ -81,10 +84,16 @@ class Results:
         value) joined with what the run was (learner, config, task, seed, model, budget)."""
         return tidy(self.store)
 
-    def table(self, format: str = "text") -> str:
-        """The summary table, exactly as ``bpbench table OUT --format FORMAT`` prints it:
-        text | markdown | latex | html | csv."""
-        return render(summarize(self.store), format)
+    def table(self, format: str = "text", reference: str | None = None) -> str:
+        """The summary table, exactly as ``bpbench table OUT --format FORMAT [--reference LABEL]``
+        prints it: text | markdown | latex | html | csv; p-values against the learner label
+        ``reference`` (default: ``self.reference``)."""
+        if reference is not None:
+            labels = sorted({m["spec"]["label"] for m in self.store.metas()})
+            if reference not in labels:
+                raise ConfigError(f"--reference {reference!r}: no run in {str(self.out)!r} has that learner label; "
+                                  f"allowed: {', '.join(labels)}")
+        return render(summarize(self.store, reference or self.reference), format)
 
     def plot(self, out: str | Path | None = None) -> tuple[list[Path], dict[str, str]]:
         """Draw every figure the results support as PDF and PNG into ``out`` (default
