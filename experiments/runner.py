@@ -158,7 +158,7 @@ def health_rows(learner: Learner, reference: dict[str, Tensor] | None, exact: fr
         unmeasured.note("grad_norm", reason)
     rows += [("grad_norm", layer, value) for layer, value in norms.items()]
     model = learner.model
-    order = [n for n, _ in weight_layers(model)] if model is not None else list(signal)
+    order = ([n for n, _ in weight_layers(model)] if model is not None else []) or list(signal)
     ratio = attempt(unmeasured, ("grad_norm_ratio",), lambda: norm_ratio(norms, order[0], order[-1]))
     if ratio is not None:
         rows.append(("grad_norm_ratio", "", ratio))
