@@ -53,6 +53,10 @@ def test_table_is_the_cli_table_and_load_reads_the_folder(tiny: bpbench.Results,
     for fmt in ("text", "csv"):
         assert main(["table", str(tiny.out), "--format", fmt]) == 0
         assert capsys.readouterr().out == tiny.table(fmt) + "\n"
+    assert main(["table", str(tiny.out), "--reference", "backprop"]) == 0
+    assert capsys.readouterr().out == tiny.table(reference="backprop") + "\n"
+    with pytest.raises(bpbench.ConfigError, match="--reference 'bp': no run in .* has that learner label; allowed: backprop"):
+        tiny.table(reference="bp")
     loaded = bpbench.load(tiny.out)
     assert loaded.ran == () and loaded.summary.equals(tiny.summary) and loaded.table() == tiny.table()
     with pytest.raises(bpbench.ConfigError, match="has no runs/"):
