@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from bpbench.experiments.config import ConfigError
 
@@ -57,9 +58,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from bpbench.experiments.conformance import ConformanceError, check
     from bpbench.experiments.registry import learner_registry, task_registry
+    from bpbench.experiments.study import parse_set
 
+    params: dict[str, Any] = {}
+    for assignment in args.set or []:
+        path, value = parse_set(assignment)
+        if len(path) == 2 and path[0] == "model":
+            params.setdefault("model", {})[path[1]] = value
+        elif len(path) == 1:
+            params[path[0]] = value
+        else:
+            raise ConfigError(f"--set {assignment!r}: expected a learner option (lr=0.01) or a model option "
+                              "(model.hidden=[])")
+    model = params.pop("model", None)
     try:
-        meta = check(args.learner, args.task, learner_registry(), task_registry(), samples=args.samples)
+        meta = check(args.learner, args.task, learner_registry(), task_registry(), samples=args.samples,
+                     params=params, model=model)
     except ConformanceError as exc:
         print(f"bpbench: {args.learner} does not conform: {exc}", file=sys.stderr)
         return 1
@@ -124,6 +138,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("learner")
     c.add_argument("--task", default="digits")
     c.add_argument("--samples", type=_positive, default=256, help="training samples of the check run (default 256)")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a learner option (lr=0.01) or model option (model.hidden=[]); default model: hidden = [32]")
     c.set_defaults(fn=cmd_check)
     t = sub.add_parser("table", help="summary table of a results folder")
     t.add_argument("dir")
