@@ -15,22 +15,18 @@ machine) and their ratios to backprop. The issue's targets: pc/backprop <= 2.5 a
 from __future__ import annotations
 
 import argparse
-import random
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from benchmarks.interleave import Step, interleaved_medians, print_ratios
 from bpbench.learners.base import TaskInfo
 from bpbench.learners.ff import FFParams, ForwardForward
 from bpbench.learners.models import ModelSpec
 from bpbench.learners.pc import PCParams, PredictiveCoding
 
-POOL = 50  # distinct random batches (one batch repeated drives the optimizer into subnormal floats)
-Step = Callable[[Tensor, Tensor], object]
+POOL = 50  # distinct random batches, cycled
 
 
 def plain_backprop(inputs: int, device: torch.device) -> Step:
@@ -45,17 +41,6 @@ def plain_backprop(inputs: int, device: torch.device) -> Step:
         F.cross_entropy(net(x), y).backward()
         opt.step()
     return step
-
-
-def timed(step: Step, x: Tensor, y: Tensor, device: torch.device) -> tuple[float, float]:
-    """(wall seconds, thread CPU seconds) of one step."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    wall, cpu = time.perf_counter(), time.thread_time()
-    step(x, y)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - wall, time.thread_time() - cpu
 
 
 def main() -> None:
@@ -80,26 +65,10 @@ def main() -> None:
     data = torch.Generator().manual_seed(0)
     pool = [(torch.randn(args.batch, 1, args.inputs, generator=data).to(device),
              torch.randint(0, 10, (args.batch,), generator=data).to(device)) for _ in range(POOL)]
-    for step in steps.values():  # warm-up
-        for x, y in pool[:10]:
-            step(x, y)
-    order, wall, cpu = random.Random(0), {n: [] for n in steps}, {n: [] for n in steps}
-    for i in range(args.rounds):
-        x, y = pool[i % POOL]
-        names = list(steps)
-        order.shuffle(names)
-        for name in names:
-            w, c = timed(steps[name], x, y, device)
-            wall[name].append(w)
-            cpu[name].append(c)
-    med_wall = {n: statistics.median(v) for n, v in wall.items()}
-    med_cpu = {n: statistics.median(v) for n, v in cpu.items()}
+    med_wall, med_cpu = interleaved_medians(steps, pool, args.rounds, device)
     print(f"MLP {args.inputs}-256-256-10 ReLU, Adam, batch {args.batch}, {device}, {args.threads} thread(s), "
           f"pc T = {args.steps}; median of {args.rounds} interleaved steps")
-    print(f"  {'rule':<10} {'wall ms':>8} {'x BP':>6} {'cpu ms':>8} {'x BP':>6}")
-    for name in steps:
-        print(f"  {name:<10} {med_wall[name] * 1e3:8.3f} {med_wall[name] / med_wall['backprop']:6.2f}"
-              f" {med_cpu[name] * 1e3:8.3f} {med_cpu[name] / med_cpu['backprop']:6.2f}")
+    print_ratios(med_wall, med_cpu, "backprop")
     for name, target in (("pc", 2.5), ("ff", 2.0)):
         print(f"{name}/backprop step time = {med_wall[name] / med_wall['backprop']:.2f} (wall), "
               f"{med_cpu[name] / med_cpu['backprop']:.2f} (thread CPU); target <= {target}")

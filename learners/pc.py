@@ -113,7 +113,9 @@ class PredictiveCoding(Learner):
 
     @torch.no_grad()
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
-        """x: (B, *input_shape), y: (B,) labels; one feedforward pass, T inference steps, one update."""
+        """x: (B, *input_shape), y: (B,) labels; one feedforward pass, T inference steps, one update.
+
+        Reports the feedforward network's top loss on the batch (before inference and update)."""
         gamma, hidden, out = self.params.gamma, self.layers[:-1], self.layers[-1]
         target = F.one_hot(y, self.task.n_classes).to(x.dtype)
         a = [x.flatten(1)]  # a_0 = input, then a_l = f(v_l)
@@ -124,8 +126,7 @@ class PredictiveCoding(Learner):
         mu = list(v)  # predictions; mu_1 = W_1 x never changes (the input is clamped)
         logits = F.linear(a[-1], out.weight, out.bias)
         eps = [torch.zeros_like(t) for t in v]
-        loss = F.cross_entropy(logits, y).item()  # the feedforward network's loss on this batch
-        first = self._energy([], logits, y, target)  # every hidden error is 0 here
+        first = self._energy([], logits, y, target)  # every hidden error is 0: the network's top loss
         v = [t.clone() for t in v]
         top = len(hidden) - 1
         for t in range(self.params.inference_steps):  # 2. inference on the hidden value nodes
@@ -149,7 +150,7 @@ class PredictiveCoding(Learner):
             layer.weight.grad = (e.t() @ inp).mul_(-1 / n)
             layer.bias.grad = e.sum(0).mul_(-1 / n)
         self.optimizer.step()
-        return StepOutput(loss=loss, forward_samples=n)
+        return StepOutput(loss=float(first), forward_samples=n)
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
