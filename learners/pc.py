@@ -29,8 +29,8 @@ Relation to backprop: one inference step from the feedforward state gives ε_H =
 ε_l ≈ −δ_l in every layer, so ∂E/∂W_l approaches the backprop gradient (Whittington & Bogacz
 2017). With the defaults (T = 8, γ = .1) inference is partial: deeper layers get a damped but
 well-aligned error. The output layer's update is the loss gradient at the *relaxed* activity
-a_H, not the feedforward one, so no layer equals the true gradient by construction
-(``exact_layers()`` is empty); the runner's cosine shows how close each layer is.
+a_H, not the feedforward one, so with hidden layers no layer equals the true gradient by
+construction (``exact_layers()`` is empty); the runner's cosine shows how close each layer is.
 
 ``top_loss = "mse"`` trains with a squared error at the top: compare it with backprop trained
 on a squared error too (not cross-entropy backprop: the loss alone changes accuracy).
@@ -159,6 +159,13 @@ class PredictiveCoding(Learner):
 
     def update_signal(self) -> dict[str, Tensor]:
         return {n: m.weight.grad.detach().clone() for n, m in weight_layers(self._model) if m.weight.grad is not None}
+
+    def exact_layers(self) -> frozenset[str]:
+        """None with hidden layers (see the module docstring). A linear model (no hidden layer) has
+        nothing to relax: its update is the exact cross-entropy gradient (with top_loss = "ce")."""
+        if self.model_spec.hidden or self.params.top_loss != "ce":
+            return frozenset()
+        return frozenset(n for n, _ in weight_layers(self._model))
 
     def diagnostics(self) -> list[tuple[str, str, float]]:
         """Mean energy per sample before inference (the feedforward state) and after the last step."""

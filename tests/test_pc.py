@@ -68,6 +68,16 @@ def test_no_layer_is_exact_by_construction(digits) -> None:
     assert cosines(learner, x, y)["out"] < 1 - 1e-6
 
 
+def test_a_linear_model_has_nothing_to_relax(digits) -> None:
+    x, y = digits.train.x[:64], digits.train.y[:64]
+    learner = make(digits, model=ModelSpec(hidden=()))
+    reference = learner.true_gradient(x, y)
+    learner.train_step(x, y)
+    assert learner.exact_layers() == frozenset({"out"})
+    assert torch.allclose(learner.update_signal()["out"], reference["out"], atol=1e-6)
+    assert make(digits, model=ModelSpec(hidden=()), top_loss="mse").exact_layers() == frozenset()
+
+
 def test_learns_digits(digits) -> None:
     learner = make(digits, seed=1)
     gen = torch.Generator().manual_seed(0)
