@@ -2,7 +2,8 @@
 
 - FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` around a real ``train_step``.
 - Peak memory: the step's own peak, i.e. the most bytes held at once by tensors the step
-  allocated. CUDA: the allocator's peak during the step minus what was allocated just
+  allocated (activations, gradients, optimizer state it creates); the learner's stored state
+  (weights, optimizer state, feedback, a population) is measured apart, ``state_bytes``. CUDA: the allocator's peak during the step minus what was allocated just
   before it (so the training set and the model the runner already moved to the device do
   not count). CPU: ``torch.profiler`` with ``profile_memory=True`` records every allocation
   and free (size and address) made while the step runs; the peak of the running sum of the
@@ -69,6 +70,31 @@ def peak_step_memory(fn: Callable[[], T], device: torch.device) -> tuple[T, int]
         events = events.get("traceEvents", [])
     memory = sorted((e for e in events if e.get("name") == "[memory]" and "args" in e), key=lambda e: e["ts"])
     return result, peak_live_bytes(e["args"] for e in memory)
+
+
+def state_bytes(state: Any) -> int:
+    """Bytes of the tensors (each storage once) and numpy arrays in a learner's ``state_dict()``:
+    the memory its stored state holds between steps (weights, optimizer state, feedback
+    matrices, a population), which the step's own peak does not include."""
+    storages: dict[tuple[str, int], int] = {}
+    arrays = 0
+
+    def walk(obj: Any) -> None:
+        nonlocal arrays
+        if isinstance(obj, Tensor):
+            storage = obj.untyped_storage()
+            storages[(str(obj.device), storage.data_ptr())] = storage.nbytes()
+        elif isinstance(obj, np.ndarray):
+            arrays += obj.nbytes
+        elif isinstance(obj, dict):
+            for value in obj.values():
+                walk(value)
+        elif isinstance(obj, (list, tuple)):
+            for value in obj:
+                walk(value)
+
+    walk(state)
+    return sum(storages.values()) + arrays
 
 
 CPU_DEVICE_TYPE = 0  # "Device Type" of a CPU memory event in the profiler's trace (c10::DeviceType::CPU)

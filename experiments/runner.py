@@ -39,7 +39,7 @@ from torch import Tensor
 from bpbench.experiments.config import build
 from bpbench.experiments.energy import COST_METRICS, cost_rows
 from bpbench.experiments.measure import (MetricError, Unmeasured, alignment_mean, count_flops, forked_rng, gradient_alignment,
-                                         gradient_norms, norm_ratio, peak_step_memory)
+                                         gradient_norms, norm_ratio, peak_step_memory, state_bytes)
 from bpbench.experiments.registry import Registry
 from bpbench.experiments.spec import Budget, RunSpec, Schedule, canonical_json
 from bpbench.learners.base import Learner, NotMeasurable
@@ -158,7 +158,7 @@ def health_rows(learner: Learner, reference: dict[str, Tensor] | None, exact: fr
         unmeasured.note("grad_norm", reason)
     rows += [("grad_norm", layer, value) for layer, value in norms.items()]
     model = learner.model
-    order = [n for n, _ in weight_layers(model)] if model is not None else list(signal)
+    order = ([n for n, _ in weight_layers(model)] if model is not None else []) or list(signal)
     ratio = attempt(unmeasured, ("grad_norm_ratio",), lambda: norm_ratio(norms, order[0], order[-1]))
     if ratio is not None:
         rows.append(("grad_norm_ratio", "", ratio))
@@ -276,10 +276,12 @@ def run(
             break
     if peak_memory is None:
         raise RuntimeError(f"run {spec.run_id} took no training step (training split has {n} samples)")
+    stored = state_bytes(learner.state_dict())
     record(epochs_done, step, "train", "peak_memory_bytes", peak_memory)
+    record(epochs_done, step, "train", "state_bytes", stored)
     final = {r["split"]: r["value"] for r in rows if r["metric"] == "accuracy" and r["epoch"] == epochs_done}
     counted = "train_flops" not in unmeasured.reasons
     summary = {"epochs_completed": epochs_done, "steps": step, "stopped_by": stopped_by, "train_seconds": clock,
                "train_flops": flops if counted else None, "peak_memory_bytes": peak_memory,
-               "test_accuracy": final.get("test"), "exact_layers": sorted(exact)}
+               "state_bytes": stored, "test_accuracy": final.get("test"), "exact_layers": sorted(exact)}
     return RunResult(rows, summary, unmeasured.to_json())
