@@ -4,8 +4,8 @@
    (``budget.samples = 1``; a small MLP), so nearly all of a run's time is the executor's.
    Overhead per run = (workers x wall - sum of the runs' own durations) / runs, in ms: the
    worker time a run costs beyond its own ``start_time .. end_time`` (process start-up, data
-   loading, transport, storing), with start-up amortised over the runs. The inline executor
-   has one worker (this process).
+   loading, transport, storing), with start-up amortised over the runs; the time to the first
+   result shows the start-up alone. The inline executor has one worker (this process).
 2. ``quick`` wall time (``--quick-seeds``, 3 = the real study; 0 skips it), and Ray's wall over
    the process executor's. The issue's target: Ray <= 1.1 x process on a 2-core machine.
 
@@ -42,21 +42,25 @@ ONE_STEP = ["learners={backprop = {}}", "tasks=[\"digits\"]", "model.hidden=[16]
             "budget.samples=1"]
 
 
-def measure(executor_name: str, study: str, sets: list[str], jobs: int) -> tuple[float, float, int]:
-    """(wall seconds of the executor over the study, sum of the runs' own seconds, runs) in a fresh folder."""
+def measure(executor_name: str, study: str, sets: list[str], jobs: int) -> tuple[float, float, float, int]:
+    """(wall seconds of the executor over the study, seconds to its first result, sum of the
+    runs' own seconds, runs), in a fresh folder."""
     runs = load_study(study, sets, learner_registry(), task_registry()).runs
     executor = make_executor(executor_name, jobs=jobs, threads=1, device="cpu")
     with tempfile.TemporaryDirectory(prefix="bpbench-overhead-") as folder:
         store = RunStore(Path(folder))
         start = time.perf_counter()
-        outcomes = list(executor.run(runs, store, lambda event: None))
+        outcomes, first = [], 0.0
+        for outcome in executor.run(runs, store, lambda event: None):
+            first = first or time.perf_counter() - start
+            outcomes.append(outcome)
         wall = time.perf_counter() - start
         failed = [o for o in outcomes if o.status != "ok"]
         if failed or len(outcomes) != len(runs):
             raise RuntimeError(f"{executor_name}: {len(outcomes)} of {len(runs)} runs, failed: {failed[:1]}")
         own = sum((datetime.fromisoformat(m["end_time"]) - datetime.fromisoformat(m["start_time"])).total_seconds()
                   for m in store.metas())
-    return wall, own, len(runs)
+    return wall, first, own, len(runs)
 
 
 def main() -> None:
@@ -68,23 +72,26 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     overhead: dict[str, list[float]] = {e: [] for e in EXECUTORS}
+    startup: dict[str, list[float]] = {e: [] for e in EXECUTORS}
     quick: dict[str, list[float]] = {e: [] for e in EXECUTORS}
     for _ in range(args.rounds):
         for name in EXECUTORS:
             workers = 1 if name == "inline" else args.jobs
-            wall, own, n = measure(name, "quick", [*ONE_STEP, f"seeds={args.runs}"], args.jobs)
+            wall, first, own, n = measure(name, "quick", [*ONE_STEP, f"seeds={args.runs}"], args.jobs)
             overhead[name].append((workers * wall - own) / n * 1000)
-            print(f"  {name}: {n} one-step runs in {wall:.1f} s wall, {own:.1f} s inside runs", flush=True)
+            startup[name].append(first)
+            print(f"  {name}: {n} one-step runs in {wall:.1f} s wall (first after {first:.1f} s), "
+                  f"{own:.1f} s inside runs", flush=True)
             if args.quick_seeds:
-                wall, _, n = measure(name, "quick", [f"seeds={args.quick_seeds}"], args.jobs)
+                wall, _, _, n = measure(name, "quick", [f"seeds={args.quick_seeds}"], args.jobs)
                 quick[name].append(wall)
                 print(f"  {name}: quick ({n} runs) in {wall:.1f} s wall", flush=True)
     print(f"\nexecutor overhead on {os.cpu_count()} cores, {args.jobs} workers (inline: 1), "
           f"median of {args.rounds} round(s)")
-    print(f"{'executor':<10}{'overhead ms/run':>17}{'quick wall s':>14}")
+    print(f"{'executor':<10}{'overhead ms/run':>17}{'first result s':>16}{'quick wall s':>14}")
     for name in EXECUTORS:
         wall = f"{statistics.median(quick[name]):.1f}" if quick[name] else "skipped"
-        print(f"{name:<10}{statistics.median(overhead[name]):>17.1f}{wall:>14}")
+        print(f"{name:<10}{statistics.median(overhead[name]):>17.1f}{statistics.median(startup[name]):>16.1f}{wall:>14}")
     if quick["ray"]:
         ratio = statistics.median(quick["ray"]) / statistics.median(quick["process"])
         print(f"\nquick wall, ray / process: {ratio:.2f} (target <= 1.10)")
