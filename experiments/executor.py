@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -82,8 +83,17 @@ class InlineExecutor:
                 yield outcome
 
 
-def _worker(conn: Connection, root: str, device_name: str, threads: int) -> None:
-    """Worker process: take specs from ``conn`` until None, run and store each."""
+def _exit_with_parent(parent: int) -> None:
+    """End this worker soon after the driver that started it dies (a SIGKILLed driver cannot tell
+    it), so a driver taking over the dead one's claims never races a stray worker on a run."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _worker(conn: Connection, root: str, device_name: str, threads: int, driver: int) -> None:
+    """Worker process of driver pid ``driver``: take specs from ``conn`` until None, run and store each."""
+    threading.Thread(target=_exit_with_parent, args=(driver,), daemon=True).start()
     torch.set_num_threads(threads)
     store, device = RunStore(Path(root)), resolve_device(device_name)
     learners, tasks, cache = learner_registry(), task_registry(), TaskCache()
@@ -139,7 +149,8 @@ class ProcessExecutor:
 
         def start(slot: int, spec: RunSpec) -> None:
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, str(store.root), devices[slot], threads), daemon=True)
+            proc = ctx.Process(target=_worker, args=(child, str(store.root), devices[slot], threads, os.getpid()),
+                               daemon=True)
             proc.start()
             child.close()
             workers.append(_Worker(proc, parent, slot))

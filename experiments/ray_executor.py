@@ -13,6 +13,8 @@
 - Faults: a worker process that dies (killed, out of memory) or a node that is lost makes Ray
   run the task again, once (``RETRIES``); a second loss records the run as failed with Ray's
   reason. A run that raises or diverges is recorded by the runner as failed, never retried.
+  Ray's memory monitor (which kills a task before the kernel's OOM killer does) retries by its
+  own count, ``RAY_task_oom_retries`` in the driver's environment (unbounded by default).
   A Ray worker process keeps its loaded tasks between runs, as the process workers do.
 
 Every node needs the same bpbench (and plugin packages) installed: tasks import it there.

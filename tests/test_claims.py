@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bpbench.experiments.claims import Claims
+from bpbench.experiments.claims import Claims, pid_running
 from conftest import REPO, run_tiny_study
 
 TINY = 'seeds = 2\ntasks = ["digits"]\n[model]\nhidden = [16]\n[budget]\nepochs = 1\n[learners.backprop]\n'
@@ -120,3 +121,39 @@ def test_two_drivers_on_one_folder_split_the_runs(tmp_path: Path) -> None:
 def test_bad_claim_timing_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="refresh = 5 s, timeout = 5 s"):
         Claims(tmp_path, timeout=5, refresh=5)
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds worker processes through /proc (Linux)")
+def test_process_workers_end_with_their_driver(tmp_path: Path) -> None:
+    """A SIGKILLed driver's worker exits too, so the driver that takes over its claims runs alone."""
+    study = tmp_path / "slow.toml"
+    study.write_text('seeds = 1\ntasks = ["digits"]\n[model]\nhidden = [64]\n[budget]\nepochs = 1000\n[learners.backprop]\n')
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    driver = subprocess.Popen([sys.executable, "-m", "bpbench", "run", str(study), "--out", str(tmp_path / "out"),
+                               "--jobs", "1", "--threads", "1"], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not children(driver.pid) and time.time() < deadline:
+        time.sleep(0.1)
+    workers = children(driver.pid)
+    assert workers, "the driver started no worker process"
+    driver.kill()  # SIGKILL the driver alone; its worker is not signalled
+    driver.wait()
+    deadline = time.time() + 120
+    while any(pid_running(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    alive = [w for w in workers if pid_running(w)]
+    for w in alive:  # clean up before failing
+        os.kill(w, signal.SIGKILL)
+    assert not alive, "the worker outlived its driver"

@@ -69,6 +69,8 @@ def stop_session(sid: int) -> None:
 def ray_head(plugin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A Ray head on 127.0.0.1 with 2 CPUs; yields the environment (address, token, plugins) drivers need."""
     pytest.importorskip("ray", reason=RAY_MISSING_REASON)
+    if not Path("/proc/self/stat").is_file():
+        pytest.skip("these tests find the Ray processes they started (to stop them) through /proc: Linux only")
     ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
     assert ray_cli, "the ray package is installed but its `ray` command is not on PATH"
     port = free_port()
