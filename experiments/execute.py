@@ -59,7 +59,7 @@ def execute_unstored(spec: RunSpec, learners: Registry, tasks: Registry, device:
     else:
         rows = result.rows
         outcome = Outcome(spec.run_id, "ok", result.summary, None)
-        meta.update(status="ok", error=None, summary=result.summary)
+        meta.update(status="ok", error=None, summary=result.summary, unmeasured=result.unmeasured)
     meta["end_time"] = now()
     return rows, meta, outcome
 
