@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from bpbench.experiments.executor import worker_devices
+from bpbench.experiments.registry import learner_registry
 from conftest import bpbench
 
 NO_CUDA = "needs a CUDA GPU: torch.cuda.is_available() is False on this machine"
-LEARNERS = ("backprop", "fa", "dfa", "sign_symmetry", "ga", "es", "cmaes", "snn_bptt", "snn_dfa")
 GRADIENT = ("backprop", "fa", "dfa", "sign_symmetry")  # no device-side random numbers: CPU and GPU runs agree closely
 
 
@@ -35,15 +35,17 @@ def test_ray_gpu_share() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
 def test_every_learner_trains_and_measures_on_cuda(tmp_path: Path) -> None:
+    registry = learner_registry()
+    builtin = [n for n in registry.names() if registry.entries[n].target.startswith("bpbench.")]
     study = tmp_path / "gpu.toml"
     study.write_text('seeds = 1\ntasks = ["digits"]\n[model]\nhidden = [32]\n[budget]\nepochs = 2\n'
-                     + "".join(f"[learners.{name}]\n" for name in LEARNERS)
+                     + "".join(f"[learners.{name}]\n" for name in builtin)
                      + "[learners.ga.model]\nhidden = []\n[learners.cmaes.model]\nhidden = []\n")
     runs = {}
     for device in ("cpu", "cuda"):
         bpbench("run", str(study), "--out", str(tmp_path / device), "--device", device, "--jobs", "1", check=True)
         runs[device] = {m["spec"]["label"]: m for m in map(json.loads, map(Path.read_text, (tmp_path / device).glob("runs/*/meta.json")))}
-    for name in LEARNERS:
+    for name in builtin:
         cpu, gpu = runs["cpu"][name], runs["cuda"][name]
         assert gpu["status"] == "ok", gpu["error"]
         assert gpu["hardware"]["device"].startswith("cuda") and gpu["hardware"]["gpu"]
