@@ -16,7 +16,7 @@ from typing import Any
 
 from bpbench.experiments.config import ConfigError
 from bpbench.experiments.execute import Event, Outcome
-from bpbench.experiments.executor import make_executor, resolve_device
+from bpbench.experiments.executor import make_executor
 from bpbench.experiments.progress import Progress
 from bpbench.experiments.registry import learner_registry, task_registry
 from bpbench.experiments.results import Results
@@ -30,10 +30,6 @@ def _count(name: str, value: Any) -> int:
     return value
 
 
-def _quiet(event: Event) -> None:
-    """Progress off: events are dropped."""
-
-
 def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None, overrides: Overrides | None = None,
         jobs: int = 0, threads: int = 0, device: str = "auto", executor: str = "process",
         address: str | None = None, progress: bool = True, name: str | None = None) -> Results:
@@ -44,8 +40,8 @@ def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
     out: the results folder (default ``bpbench-out/STUDY``).
     overrides: ``{"budget.epochs": 2}`` or ``["budget.epochs=2"]``; the meaning of ``--set``.
     jobs, threads: worker processes and torch threads per worker (0: automatic).
-    device: auto | cpu | cuda | cuda:N.  executor: where runs execute (``make_executor``:
-        "process", "inline" = in this process, ...); address: the cluster of a distributed one.
+    device: auto | cpu | cuda | cuda:N.  executor: where runs execute: "process" (local worker
+        processes), "inline" (this process), "ray" (Ray tasks; ``address``: the cluster to join).
     progress: show progress on stderr.
 
     Everything is validated before any run starts; bad input raises ``ConfigError`` whose
@@ -54,8 +50,7 @@ def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
     """
     jobs, threads = _count("jobs", jobs), _count("threads", threads)
     plan = load_study(study, overrides, learner_registry(), task_registry(), name=name)
-    try:
-        resolve_device(device)
+    try:  # the executor checks the device (where its runs will execute), executor name and address
         runner = make_executor(executor, jobs=jobs, threads=threads, device=device, address=address)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
@@ -63,12 +58,20 @@ def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
     store = RunStore(root)
     store.write_study(plan.name, plan.raw)
     todo = [s for s in plan.runs if store.status(s.run_id) != "ok"]
-    show = Progress(todo, skipped=len(plan.runs) - len(todo)) if progress else _quiet
+    show = Progress(todo, skipped=len(plan.runs) - len(todo)) if progress else None
+    elsewhere = 0
+
+    def on_event(event: Event) -> None:
+        nonlocal elsewhere
+        elsewhere += event[0] == "elsewhere"  # another driver on the same folder finished this run
+        if show is not None:
+            show(event)
+
     start = time.perf_counter()
     ran: list[Outcome] = []
     try:
-        ran.extend(runner.run(todo, store, show))
+        ran.extend(runner.run(todo, store, on_event))
     finally:
-        if isinstance(show, Progress):
+        if show is not None:
             show.close()
-    return Results(root, tuple(ran), time.perf_counter() - start, study_reference(plan.raw))
+    return Results(root, tuple(ran), time.perf_counter() - start, study_reference(plan.raw), elsewhere)

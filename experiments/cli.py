@@ -48,10 +48,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bpbench.experiments.api import run
 
     results = run(args.study, out=args.out, overrides=args.set or [], jobs=args.jobs, threads=args.threads,
-                  device=args.device, executor=args.executor, progress=True)
+                  device=args.device, executor=args.executor, address=args.address, progress=True)
     failed = sum(outcome.status != "ok" for outcome in results.ran)
     print(results.table("text"))
-    print(f"\n{len(results.ran)} run(s) in {results.wall_seconds:.1f} s wall ({failed} failed); results in {results.out}")
+    elsewhere = f"; {results.elsewhere} finished by another driver" if results.elsewhere else ""
+    print(f"\n{len(results.ran)} run(s) in {results.wall_seconds:.1f} s wall ({failed} failed){elsewhere}; "
+          f"results in {results.out}")
     return 1 if failed else 0
 
 
@@ -130,8 +132,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", type=_positive, default=0, help="worker processes (default: one per core)")
     r.add_argument("--threads", type=_positive, default=0, help="torch threads per worker (default: cores / jobs)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    r.add_argument("--executor", default="process", help="where runs execute: process (worker processes, "
-                   "the default) or inline (this process, one run after another)")
+    r.add_argument("--executor", default="process",
+                   help="process (default): local worker processes; inline: in this process; ray: Ray tasks")
+    r.add_argument("--address", help="ray executor: the Ray cluster to join (HOST:PORT or auto; default: a local Ray)")
     r.set_defaults(fn=cmd_run)
     c = sub.add_parser("check", help="check a learner against the interface contract, then run it for 1 epoch "
                                      "on a slice of the task through the runner")

@@ -38,13 +38,15 @@ class Results:
     order they finished (empty from ``bpbench.load``; runs found already complete are
     skipped, not re-run); ``wall_seconds``: how long that call took; ``reference``: the
     learner label the table's p-values compare against by default (from ``bpbench.run``:
-    its study's; else the one the folder's studies name, default backprop).
+    its study's; else the one the folder's studies name, default backprop); ``elsewhere``:
+    runs of that call that another driver on the same folder finished meanwhile.
     """
 
     out: Path
     ran: tuple[Outcome, ...] = ()
     wall_seconds: float | None = None
     reference: str | None = None
+    elsewhere: int = 0
 
     @property
     def store(self) -> RunStore:
