@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
 from pathlib import Path
 
 from bpbench.experiments.config import ConfigError
 from bpbench.experiments.executor import EXECUTORS, make_executor, resolve_device
 from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.study import builtin_studies, load_study, read_toml, study_reference
+from bpbench.experiments.study import builtin_studies, load_study, parse_set, read_toml, study_reference
 from bpbench.experiments.store import RunStore
 from bpbench.experiments.table import FORMATS, render, summarize
 from bpbench.experiments.progress import Progress
@@ -65,16 +66,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from bpbench.experiments.conformance import ConformanceError, check_learner
+    from bpbench.experiments.conformance import ConformanceError, check
 
-    learner_cls = learner_registry().get(args.learner)
-    task_cls = task_registry().get(args.task)
+    params: dict[str, Any] = {}
+    for assignment in args.set or []:
+        path, value = parse_set(assignment)
+        if len(path) == 2 and path[0] == "model":
+            params.setdefault("model", {})[path[1]] = value
+        elif len(path) == 1:
+            params[path[0]] = value
+        else:
+            raise ConfigError(f"--set {assignment!r}: expected a learner option (lr=0.01) or a model option "
+                              "(model.hidden=[])")
+    model = params.pop("model", None)
     try:
-        check_learner(learner_cls, task_cls().load(task_cls.Params()))
+        meta = check(args.learner, args.task, learner_registry(), task_registry(), samples=args.samples,
+                     params=params, model=model)
     except ConformanceError as exc:
         print(f"bpbench: {args.learner} does not conform: {exc}", file=sys.stderr)
         return 1
-    print(f"{args.learner}: conforms to the Learner interface on {args.task}")
+    summary = meta["summary"]
+    print(f"{args.learner}: conforms to the Learner interface on {args.task}; a 1-epoch run on {args.samples} "
+          f"samples through the runner took {summary['steps']} step(s), test accuracy {summary['test_accuracy']:.3f}")
+    for metric, reason in sorted(meta.get("unmeasured", {}).items()):
+        print(f"  n/a {metric}: {reason}")
     return 0
 
 
@@ -133,9 +148,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     r.add_argument("--executor", choices=EXECUTORS, default="process")
     r.set_defaults(fn=cmd_run)
-    c = sub.add_parser("check", help="check a learner against the interface contract on real data")
+    c = sub.add_parser("check", help="check a learner against the interface contract, then run it for 1 epoch "
+                                     "on a slice of the task through the runner")
     c.add_argument("learner")
     c.add_argument("--task", default="digits")
+    c.add_argument("--samples", type=_positive, default=256, help="training samples of the check run (default 256)")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a learner option (lr=0.01) or model option (model.hidden=[]); default model: hidden = [32]")
     c.set_defaults(fn=cmd_check)
     t = sub.add_parser("table", help="summary table of a results folder")
     t.add_argument("dir")
