@@ -73,6 +73,9 @@ class JapaneseVowels(Task):
     Params = JapaneseVowelsParams
     feature_axes = (2,)  # normalize per coefficient, pooled over frames
 
+    def sources(self, params: JapaneseVowelsParams) -> list[Path]:
+        return data_files()
+
     def check(self, params: JapaneseVowelsParams) -> None:
         data_files()
 
