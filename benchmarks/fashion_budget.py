@@ -7,9 +7,11 @@ it prints the training step time and the seconds one evaluation of all 70,000 im
 then extrapolates the full study: per run ``epochs x steps x step time`` (training) plus
 the evaluations of train + val + test (before training, every ``eval_every`` epochs and
 after the last), times the seeds, and divided by ``--cores`` workers (the default
-``bpbench run`` puts one one-thread worker on each core). Left out: task loading (once per
-worker) and gradient-health samples (one true-gradient pass every ``health_every`` steps,
-about 2% of the steps at 50). Every figure is given twice: wall-clock, and process CPU
+``bpbench run`` puts one one-thread worker on each core). A run's time that is not training
+counts as evaluation, so its one-off costs (building the learner, the runner's off-the-clock
+FLOP and memory instruments) are spread over the evaluations: an upper bound. Left out:
+task loading (once per worker) and gradient-health samples (one true-gradient pass every
+``health_every`` steps, about 2% of the steps at 50). Every figure is given twice: wall-clock, and process CPU
 time, which leaves out time spent waiting for a core (a run's CPU time is split between
 training and evaluation in the proportion of their wall times); on a shared machine the
 wall figures are upper bounds and the CPU figures estimate a quiet machine.
