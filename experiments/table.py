@@ -23,7 +23,7 @@ from bpbench.experiments.store import RunStore
 
 FORMATS = ("text", "markdown", "latex", "html", "csv")
 REFERENCE_LEARNER = "backprop"
-LEARNER_ORDER = ("backprop", "fa", "dfa", "sign_symmetry", "ga", "cmaes", "es", "snn_bptt", "snn_dfa")
+LEARNER_ORDER = ("backprop", "fa", "dfa", "sign_symmetry", "ga", "cmaes", "es", "snn_bptt", "snn_dfa", "dtp", "fwd_grad")
 RUN_KEYS = ["learner", "config", "task"]
 
 # per-run measure -> (rendered header, number format, divisor applied before formatting)

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bpbench.learners.backprop import BackpropParams, make_optimizer
-from bpbench.learners.base import Learner, StepOutput, TaskInfo
+from bpbench.learners.base import Learner, NotMeasurable, StepOutput, TaskInfo
 from bpbench.learners.models import ACTIVATIONS, ModelSpec, build_model, weight_layers
 
 PENULTIMATE = ("gradient", "target")
@@ -140,7 +140,7 @@ class DifferenceTargetPropagation(Learner):
         self.inverse_optimizer = make_optimizer(inverse_params, self.inverses.parameters())
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         self.noise = torch.Generator(device=device).manual_seed(seed)  # drawn where it is used
-        self._last_inputs: dict[str, Tensor] = {}
+        self._last_x: Tensor | None = None
 
     def _forward(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """(input h_{l-1}, output h_l) of every block; inputs detached, outputs with their own layer's graph."""
@@ -196,7 +196,7 @@ class DifferenceTargetPropagation(Learner):
         self.optimizer.zero_grad(set_to_none=True)
         local.backward()  # inputs are detached: each layer gets only its own local loss's gradient
         self.optimizer.step()
-        self._last_inputs = inputs
+        self._last_x = x
         return StepOutput(loss=loss.item(), forward_samples=x.shape[0])
 
     @torch.no_grad()
@@ -215,17 +215,21 @@ class DifferenceTargetPropagation(Learner):
         return frozenset({"out", names[-2]} if self.params.penultimate == "gradient" else {"out"})
 
     @torch.no_grad()
-    def diagnostics(self) -> list[tuple[str, str, float]]:
-        """Relative reconstruction error ‖g_l(f_l(h)) − h‖² / ‖h‖² of each inverse on the last batch."""
+    def reconstruction_errors(self, x: Tensor) -> dict[str, float]:
+        """Per inverse (keyed by the layer it inverts): ‖g_l(f_l(h)) − h‖² / ‖h‖² over the
+        batch, h = that layer's input when the network sees x (no noise, no state change)."""
+        inputs, _ = self._forward(x)
         blocks = dict(self.blocks)
-        out = []
-        for name, inverse in self.inverses.items():
-            if name not in self._last_inputs:
-                continue  # no step taken yet
-            h = self._last_inputs[name]
-            error = (inverse(run_block(blocks[name], h)) - h).pow(2).sum() / h.pow(2).sum()
-            out.append(("inverse_reconstruction_error", name, float(error)))
-        return out
+        return {name: float((inverse(run_block(blocks[name], inputs[name])) - inputs[name]).pow(2).sum()
+                            / inputs[name].pow(2).sum())
+                for name, inverse in self.inverses.items()}
+
+    def diagnostics(self) -> list[tuple[str, str, float]]:
+        """Each inverse's relative reconstruction error on the last training batch."""
+        if self._last_x is None:
+            raise NotMeasurable("dtp: no training step taken yet, so no batch to reconstruct")
+        return [("inverse_reconstruction_error", name, value)
+                for name, value in self.reconstruction_errors(self._last_x).items()]
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self._model.state_dict(), "optimizer": self.optimizer.state_dict(),

@@ -20,8 +20,11 @@ no finite differences. ``loss`` is the minibatch's mean cross-entropy before the
 ``update_signal`` is the estimate per weight layer; no layer is exact by construction.
 
 The runner's FLOP counter (``torch.utils.flop_counter``) sees forward-mode work: a jvp's
-dual matmuls run as ordinary aten ops, so a weight-perturbed step counts about three
-forward passes (primal, and the tangent's two products per layer).
+dual matmuls run as ordinary aten ops. A weight-perturbed step counts three forward passes'
+worth: per layer the primal product and the tangent's two, ẋ·Wᵀ and x·Vᵀ (for the first
+layer ẋ is zero, but torch's jvp materializes it and multiplies anyway, so that product is
+real work, and counted). An activity-perturbed step counts the forward pass, each layer's
+jvp from its pre-activations up, and one outer product per layer for the weight update.
 
 Model support: no batch norm (a jvp cannot update running statistics in place); the activity
 variant also needs an MLP without dropout (each per-layer pass must see the same network).
@@ -85,6 +88,9 @@ class ForwardGradient(Backprop):
         super().__init__(model_spec, task, params, generator, device)  # the model draws first: same init as backprop
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         self.noise = torch.Generator(device=device).manual_seed(seed)  # tangents are drawn where they are used
+        # torch.func.jvp imports its decompositions on first use (about 1 s in a fresh process):
+        # pay that here, at construction, so it stays off the runner's training clock
+        torch.func.jvp(torch.sin, (torch.zeros(1),), (torch.ones(1),))
 
     def _tangent(self, like: Tensor) -> Tensor:
         return torch.randn(like.shape, generator=self.noise, device=like.device, dtype=like.dtype)
@@ -98,38 +104,41 @@ class ForwardGradient(Backprop):
         def loss_of(weights: dict[str, Tensor]) -> Tensor:
             return F.cross_entropy(torch.func.functional_call(model, (weights, buffers), (x,)), y)
 
-        estimate = {name: torch.zeros_like(p) for name, p in primals.items()}
-        for _ in range(self.params.tangents):
+        estimate: dict[str, Tensor] = {}
+        for k in range(self.params.tangents):
             v = {name: self._tangent(p) for name, p in primals.items()}
             loss, slope = torch.func.jvp(loss_of, (primals,), (v,))
-            for name, e in estimate.items():
-                e.add_(slope * v[name] / self.params.tangents)
+            scale = slope / self.params.tangents
+            for name, direction in v.items():  # the tangent's memory becomes the estimate
+                if k == 0:
+                    estimate[name] = direction.mul_(scale)
+                else:
+                    estimate[name].add_(direction.mul_(scale))
         return float(loss), estimate
 
     def _activity_estimate(self, x: Tensor, y: Tensor) -> tuple[float, dict[str, Tensor]]:
         """(loss, per-parameter estimate) from one forward-mode pass per layer's pre-activations."""
         children = list(self._model.named_children())
-        points: list[tuple[int, nn.Linear, Tensor, Tensor]] = []  # (index, layer, input, pre-activation)
+        points: list[tuple[str, list[nn.Module], Tensor, Tensor]] = []  # (layer, modules above it, input, s)
         with torch.no_grad():
             h = x
-            for i, (_, module) in enumerate(children):
+            for i, (name, module) in enumerate(children):
                 out = module(h)
                 if isinstance(module, nn.Linear):
-                    points.append((i, module, h, out))
+                    points.append((name, [m for _, m in children[i + 1:]], h, out))
                 h = out
             loss = float(F.cross_entropy(h, y))
         estimate: dict[str, Tensor] = {}
-        names = {id(m): n for n, m in children}
-        for i, layer, inp, pre in points:
-            losses_from = per_example_losses([m for _, m in children[i + 1:]], y)
-            g = torch.zeros_like(pre)
+        for name, above, inp, pre in points:
+            losses_from = per_example_losses(above, y)
+            g = torch.zeros_like(pre)  # estimate of ∂ℓ_b/∂s_b, one row per example
             for _ in range(self.params.tangents):
                 u = self._tangent(pre)
                 _, slopes = torch.func.jvp(losses_from, (pre,), (u,))  # slopes[b] = ∂ℓ_b/∂s_b · u_b
-                g.add_(slopes.unsqueeze(1) * u / self.params.tangents)
-            g = g / x.shape[0]  # of the batch mean
-            estimate[f"{names[id(layer)]}.weight"] = g.t() @ inp
-            estimate[f"{names[id(layer)]}.bias"] = g.sum(0)
+                g.add_(slopes.unsqueeze(1) * u, alpha=1.0 / self.params.tangents)
+            g /= x.shape[0]  # the loss is the batch mean
+            estimate[f"{name}.weight"] = g.t() @ inp
+            estimate[f"{name}.bias"] = g.sum(0)
         return loss, estimate
 
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
