@@ -13,7 +13,7 @@ from pathlib import Path
 from bpbench.experiments.config import ConfigError
 from bpbench.experiments.executor import EXECUTORS, make_executor, resolve_device
 from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.study import builtin_studies, load_study, read_toml
+from bpbench.experiments.study import builtin_studies, load_study, read_toml, study_reference
 from bpbench.experiments.store import RunStore
 from bpbench.experiments.table import FORMATS, render, summarize
 from bpbench.experiments.progress import Progress
@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     wall = time.perf_counter() - start
-    print(render(summarize(store), "text"))
+    print(render(summarize(store, study_reference(study.raw)), "text"))
     print(f"\n{len(todo)} run(s) in {wall:.1f} s wall ({failed} failed); results in {out}")
     return 1 if failed else 0
 
@@ -82,7 +82,11 @@ def cmd_table(args: argparse.Namespace) -> int:
     store = RunStore(Path(args.dir))
     if not store.runs_dir.is_dir():
         raise ConfigError(f"results folder {args.dir!r} has no runs/ (expected the --out folder of bpbench run)")
-    print(render(summarize(store), args.format))
+    labels = sorted({m["spec"]["label"] for m in store.metas()})
+    if args.reference is not None and args.reference not in labels:
+        raise ConfigError(f"--reference {args.reference!r}: no run in {args.dir!r} has that learner label; "
+                          f"allowed: {', '.join(labels)}")
+    print(render(summarize(store, args.reference), args.format))
     return 0
 
 
@@ -136,6 +140,8 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("table", help="summary table of a results folder")
     t.add_argument("dir")
     t.add_argument("--format", choices=FORMATS, default="text")
+    t.add_argument("--reference", metavar="LABEL",
+                   help="learner label the p-values compare against (default: the one the study names, else backprop)")
     t.set_defaults(fn=cmd_table)
     f = sub.add_parser("plot", help="paper figures (PDF and PNG) of a results folder")
     f.add_argument("dir")

@@ -4,8 +4,10 @@ Every function takes the tidy table (one row per measurement, with its run's lea
 config, task, seed, model and budget) and returns a ``matplotlib.figure.Figure`` drawn
 with seaborn; nothing touches pyplot's global state. Each learner label keeps one color
 from seaborn's colorblind palette in every figure (``learner_colors``). Spread over
-seeds is the 95% t-interval of ``experiments.stats``. A figure whose data the table does
-not hold raises ``NoData`` saying what is missing. ``save_all`` writes PDF and PNG.
+seeds is the 95% t-interval of ``experiments.stats``. A figure that shows one configuration
+per learner (learning curves, alignment) picks it by final *validation* accuracy; test
+accuracy is only reported. A figure whose data the table does not hold raises ``NoData``
+saying what is missing. ``save_all`` writes PDF and PNG.
 """
 from __future__ import annotations
 
@@ -130,13 +132,22 @@ def _ci(values: pd.Series) -> tuple[float, float]:
 
 
 def _best_config(data: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
-    """Rows of the best configuration (highest mean final test accuracy) per learner x task.
+    """Rows of each learner x task's best configuration: the highest mean final *validation*
+    accuracy over seeds (ties: the first in config order). Test accuracy never chooses; it is
+    only reported for the configuration validation chose.
 
     Returns (rows, whether any learner had more than one configuration to choose from).
+    Raises NoData when a choice is needed and a configuration has no validation accuracy.
     """
     runs = per_run(data)
-    means = runs.groupby(["learner", "task", "config"], as_index=False)["test_acc"].mean()
-    best = means.loc[means.groupby(["learner", "task"])["test_acc"].idxmax()]
+    means = runs.groupby(["learner", "task", "config"], as_index=False)["val_acc"].mean()
+    counts = means.groupby(["learner", "task"])["config"].transform("size")
+    blind = means[(counts > 1) & means["val_acc"].isna()]
+    if not blind.empty:
+        row = blind.iloc[0]
+        raise NoData(f"best configuration: {row['learner']} ({row['config']}) on {row['task']} has no validation "
+                     "accuracy to choose by")
+    best = means.loc[means.fillna({"val_acc": -math.inf}).groupby(["learner", "task"])["val_acc"].idxmax()]
     keep = data.merge(best[["learner", "task", "config"]], on=["learner", "task", "config"])
     return keep, len(means) > len(best)
 
@@ -162,6 +173,7 @@ X_AXES = {
 def learning_curves(data: pd.DataFrame, x: str = "epoch") -> Figure:
     """Test accuracy against epochs, training seconds or training FLOPs; one panel per task.
 
+    Each learner at its best configuration by validation accuracy (``_best_config``).
     Lines: mean over seeds at each evaluation (x at the seeds' mean), bands: 95% t-interval.
     """
     if x not in X_AXES:
@@ -192,7 +204,7 @@ def learning_curves(data: pd.DataFrame, x: str = "epoch") -> Figure:
                 _x_scale(ax, curves.loc[curves["task"] == task, "x"], xlabel, engineering=metric == "train_flops")
             else:
                 ax.set_xlabel(xlabel)
-        _legend(fig, colors, curves["learner"], "learner\n(best config)" if picked else "learner", markers)
+        _legend(fig, colors, curves["learner"], "learner\n(best val. config)" if picked else "learner", markers)
     return fig
 
 
@@ -276,7 +288,7 @@ def _distinguishing(configs: list[str]) -> list[str]:
 def alignment_over_training(data: pd.DataFrame, task: str | None = None) -> Figure:
     """Cosine between each learner's update signal and the true gradient over training, per layer.
 
-    One panel per learner (its best configuration) on ``task`` (default: the first task);
+    One panel per learner (its best configuration by validation accuracy) on ``task`` (default: the first task);
     lines: mean over seeds per layer, bands: 95% t-interval.
     """
     rows = _require(data, "grad_alignment", "alignment over training")
@@ -383,6 +395,8 @@ def generalization_gap(data: pd.DataFrame) -> Figure:
 
 
 Builder = tuple[str, Callable[[], Figure]]  # (caption, function drawing the figure)
+BEST = (" A learner with several configurations is shown at the one with the highest mean final validation "
+        "accuracy; test accuracy plays no part in the choice.")
 
 
 def standard_figures(data: pd.DataFrame) -> dict[str, Builder]:
@@ -391,9 +405,10 @@ def standard_figures(data: pd.DataFrame) -> dict[str, Builder]:
     if data.empty:
         return {}
     figures: dict[str, Builder] = {
-        "curves_epochs": ("Test accuracy against training epochs.", lambda: learning_curves(data, "epoch")),
-        "curves_seconds": ("Test accuracy against training wall time.", lambda: learning_curves(data, "seconds")),
-        "curves_flops": ("Test accuracy against training FLOPs.", lambda: learning_curves(data, "flops")),
+        "curves_epochs": (f"Test accuracy against training epochs.{BEST}", lambda: learning_curves(data, "epoch")),
+        "curves_seconds": (f"Test accuracy against training wall time.{BEST}",
+                           lambda: learning_curves(data, "seconds")),
+        "curves_flops": (f"Test accuracy against training FLOPs.{BEST}", lambda: learning_curves(data, "flops")),
         "accuracy_vs_flops": ("Final test accuracy against training FLOPs; gray: Pareto front.",
                               lambda: accuracy_vs_compute(data)),
         "lr_sensitivity": ("Final test accuracy against the learning rate.", lambda: lr_sensitivity(data, "lr")),
@@ -404,7 +419,7 @@ def standard_figures(data: pd.DataFrame) -> dict[str, Builder]:
         "generalization_gap": ("Train-test accuracy gap with and without dropout.", lambda: generalization_gap(data)),
     }
     for task in sorted(data["task"].unique()):
-        figures[f"alignment_{task}"] = (f"Cosine with the true gradient per layer over training on {task}.",
+        figures[f"alignment_{task}"] = (f"Cosine with the true gradient per layer over training on {task}.{BEST}",
                                         lambda task=task: alignment_over_training(data, task))
     for learner in _learner_order(data):
         mine = data[data["learner"] == learner]

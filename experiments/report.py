@@ -1,7 +1,7 @@
 """One self-contained HTML report of a results folder: summary table, figures, run metadata.
 
 ``build_report(root)`` returns the page as a string: the study description(s), the table of
-``experiments.table`` (95% t-intervals, Welch's test against backprop, budget notes), every
+``experiments.table`` (95% t-intervals, Welch's test against the study's reference, budget notes), every
 figure of ``experiments.plots`` that the results support as an embedded PNG (a data: URI),
 and where the runs ran (git commit, package versions, hardware). No external file, script
 or stylesheet is referenced, so the file can be opened anywhere or mailed as is.
@@ -35,10 +35,6 @@ dl.meta dt { font-weight: bold; } dl.meta dd { margin: 0 0 0.4em 1.5em; font-fam
 """
 
 
-def _studies(root: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(root.glob("study-*.json"))]
-
-
 def _distinct(metas: list[dict[str, Any]], key: str) -> list[str]:
     return list(dict.fromkeys(json.dumps(m.get(key), sort_keys=True) for m in metas))
 
@@ -65,7 +61,7 @@ def build_report(root: Path) -> str:
     metas = store.metas()
     if not metas:
         raise ValueError(f"results folder {str(root)!r} has no runs: nothing to report")
-    studies = _studies(root)
+    studies = store.studies()
     title = "bpbench report: " + (", ".join(s["name"] for s in studies) or root.name)
     parts = [f"<h1>{escape(title)}</h1>"]
     parts += [f"<p><b>{escape(s['name'])}</b>: {escape(str(s['study'].get('description', '')))}</p>" for s in studies]

@@ -65,6 +65,10 @@ class RunStore:
         text = json.dumps({"name": name, "study": raw}, indent=2, sort_keys=True)
         atomic_write(self.root / f"study-{name}.json", lambda p: p.write_text(text))
 
+    def studies(self) -> list[dict[str, Any]]:
+        """Every study written here by ``write_study``: {"name", "study" (the table after --set)}."""
+        return [json.loads(p.read_text()) for p in sorted(self.root.glob("study-*.json"))]
+
     def metas(self) -> list[dict[str, Any]]:
         """The meta of every finished run (ok or failed)."""
         if not self.runs_dir.is_dir():

@@ -6,6 +6,7 @@ starts. Layout (every table optional except ``tasks`` and ``learners``)::
     description = "what claim this study tests"
     seeds = 3                      # a count, or a list of seed indices
     study_seed = 0
+    reference = "backprop"         # the learner label every p-value compares against (default)
     tasks = ["digits", "fsdd"]     # or tables:  [tasks.fsdd]  frames = 30
     [model]      arch = "mlp"  hidden = [256, 256]  activation = ["relu", "tanh"]
     [budget]     epochs = 5        max_seconds = 60
@@ -31,7 +32,8 @@ from bpbench.experiments.registry import Registry, UnknownNameError
 from bpbench.experiments.spec import Budget, RunSpec, Schedule
 from bpbench.learners.models import ModelSpec
 
-TOP_KEYS = ("description", "seeds", "study_seed", "tasks", "model", "budget", "schedule", "learners")
+TOP_KEYS = ("description", "seeds", "study_seed", "reference", "tasks", "model", "budget", "schedule", "learners")
+REFERENCE_LABEL = "backprop"  # the learner label Welch's test compares against unless `reference` names another
 LEARNER_SECTION_KEYS = ("learner", "model", "budget", "tasks")
 
 
@@ -117,6 +119,20 @@ def _task_tables(value: Any) -> dict[str, dict[str, Any]]:
     raise ConfigError(f"tasks = {value!r}: expected a non-empty list of task names or tables of task options")
 
 
+def study_reference(raw: dict[str, Any]) -> str:
+    """The learner label a study's p-values compare against: ``reference``, default ``backprop``.
+
+    A ``reference`` that is not one of the study's learner labels is a ConfigError. The
+    default needs no such label (a study without one gets no p-values).
+    """
+    if "reference" not in raw:
+        return REFERENCE_LABEL
+    reference, labels = raw["reference"], sorted(raw.get("learners", {}))
+    if not isinstance(reference, str) or reference not in labels:
+        raise ConfigError(f"reference = {reference!r}: not a learner label of this study; allowed: {', '.join(labels)}")
+    return reference
+
+
 def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) -> Study:
     """Validate a study table and expand it into runs; raises ConfigError on any bad value."""
     unknown = sorted(set(raw) - set(TOP_KEYS))
@@ -153,6 +169,7 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
     learner_tables = raw["learners"]
     if not isinstance(learner_tables, dict) or not learner_tables or not all(isinstance(v, dict) for v in learner_tables.values()):
         raise ConfigError(f"learners = {learner_tables!r}: expected tables, e.g. [learners.backprop]")
+    study_reference(raw)
     runs: list[RunSpec] = []
     for label, table in learner_tables.items():
         table = dict(table)

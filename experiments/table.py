@@ -4,8 +4,9 @@
 metric rows (run_id, epoch, step, split, metric, layer, value) joined with what each run
 was (learner label, configuration, task, seed, model, budget, which limit stopped it).
 ``per_run`` reduces it to one row per run; ``summarize`` to mean and 95% t-interval over
-seeds per (learner, config, task), with Welch's t-test of test accuracy against backprop
-and a check that the runs compared on a task had equal budgets; ``render`` prints it as
+seeds per (learner, config, task), with Welch's t-test of test accuracy against one
+reference label (``backprop`` unless the study names another with ``reference``) and a
+check that the runs compared on a task had equal budgets; ``render`` prints it as
 text, markdown, LaTeX (booktabs), HTML or csv. A metric a run does not record is NaN and
 shows as n/a, never as 0.
 """
@@ -18,11 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bpbench.experiments.config import ConfigError
 from bpbench.experiments.stats import stars, t_interval, welch_p
 from bpbench.experiments.store import RunStore
+from bpbench.experiments.study import REFERENCE_LABEL, study_reference
 
 FORMATS = ("text", "markdown", "latex", "html", "csv")
-REFERENCE_LEARNER = "backprop"
 LEARNER_ORDER = ("backprop", "fa", "dfa", "sign_symmetry", "ga", "cmaes", "es", "snn_bptt", "snn_dfa", "dtp", "fwd_grad")
 RUN_KEYS = ["learner", "config", "task"]
 
@@ -39,10 +41,13 @@ MEASURES: dict[str, tuple[str, str, float]] = {
     "alignment": ("alignment cos", ".3f", 1.0),
 }
 NOTE_CELLS = ("Cells: mean ± half-width of the 95% t-interval over seeds; n/a: the learner does not "
-              "record it. p: Welch's t-test of test accuracy against backprop with the same "
-              "configuration on the same task (* p<.05, ** p<.01, *** p<.001; ref: the reference). "
+              "record it. {p_note} "
               "Grad ratio: geometric mean over sampled steps of the first/last-layer update-signal "
               "norm ratio. Alignment: mean cosine with the true gradient over sampled steps and layers.")
+NOTE_P = ("p: Welch's t-test of test accuracy against the runs of the one learner label {reference!r} on "
+          "the same task (never other labels of the same learner): its configuration whose grid values "
+          "the row shares (the same lr, say), or its only configuration; n/a where none matches "
+          "(* p<.05, ** p<.01, *** p<.001; ref: the reference itself).")
 UNEQUAL_MARK = "†"
 
 
@@ -131,6 +136,7 @@ def per_run(data: pd.DataFrame) -> pd.DataFrame:
 
     out = pd.DataFrame({
         "test_acc": col("test_accuracy"), "gap": col("train_accuracy") - col("test_accuracy"),
+        "val_acc": col("val_accuracy"),  # chooses among configurations (figures); test is only reported
         "train_s": col("train_train_seconds"), "flops": col("train_train_flops"),
         "samples": col("train_train_samples"), "synops": col("test_synops_per_sample"),
         "energy": col("test_energy_per_sample_j"), "peak_mem": col("train_peak_memory_bytes"),
@@ -161,12 +167,15 @@ def _stopped_text(values: pd.Series) -> str:
     return str(counts.index[0]) if len(counts) == 1 else ", ".join(f"{k} {v}" for k, v in counts.items())
 
 
-def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per (learner, config, task): seeds, mean/low/high of each measure, p vs backprop, budget.
+def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
+                   reference: str = REFERENCE_LABEL) -> pd.DataFrame:
+    """Per (learner, config, task): seeds, mean/low/high of each measure, p vs ``reference``, budget.
 
+    ``reference``: the learner label every p-value compares against (``_welch_against_reference``).
     ``failed``: rows (learner, config, task, learner_name, budget) of failed runs, counted per
     group; a group whose runs all failed gets a row of n/a. The frame's
-    ``attrs["notes"]`` holds the table's footnotes (unequal budgets included).
+    ``attrs["notes"]`` holds the table's footnotes (unequal budgets included) and
+    ``attrs["reference"]`` the reference label.
     """
     if runs.empty:
         return pd.DataFrame()
@@ -178,14 +187,14 @@ def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None) -> pd
                                "budget": group["budget"].iloc[0], "stopped_by": _stopped_text(group["stopped_by"])}
         for name in MEASURES:
             row[f"{name}_mean"], row[f"{name}_low"], row[f"{name}_high"] = t_interval(group[name])
-        row["p_vs_backprop"], row["reference"] = _welch_against_reference(runs, learner, config, task)
+        row["p_vs_reference"], row["reference"] = _welch_against_reference(runs, learner, config, task, reference)
         rows.append(row)
     if failed is not None and not failed.empty:  # groups whose every run failed still get a row
         present = {(r["learner"], r["config"], r["task"]) for r in rows}
         for key, group in failed.groupby(RUN_KEYS, sort=False):
             if key not in present:
                 rows.append({**dict(zip(RUN_KEYS, key)), "learner_name": group["learner_name"].iloc[0], "seeds": 0,
-                             "budget": group["budget"].iloc[0], "stopped_by": "failed", "p_vs_backprop": math.nan,
+                             "budget": group["budget"].iloc[0], "stopped_by": "failed", "p_vs_reference": math.nan,
                              "reference": "", **{f"{m}_{s}": math.nan for m in MEASURES for s in ("mean", "low", "high")}})
     rank = {name: i for i, name in enumerate(LEARNER_ORDER)}
     out = pd.DataFrame(rows)
@@ -199,7 +208,8 @@ def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None) -> pd
         out["failed"] = [int(counts.get((r.learner, r.config, r.task), 0)) for r in out.itertuples()]
     notes = _budget_notes(runs)
     out["unequal_budget"] = out["task"].map(lambda t: t in notes)
-    out.attrs["notes"] = [NOTE_CELLS, *notes.values()]
+    out.attrs["notes"] = [NOTE_CELLS.format(p_note=NOTE_P.format(reference=reference)), *notes.values()]
+    out.attrs["reference"] = reference
     return out
 
 
@@ -217,34 +227,56 @@ def _natural(config: str) -> tuple[Any, ...]:
     return tuple(key)
 
 
-def _welch_against_reference(runs: pd.DataFrame, learner: str, config: str, task: str) -> tuple[float, str]:
-    """(p, reference description) of Welch's test of this group's test accuracy against backprop.
+def _parts(config: str) -> set[str]:
+    return set(config.split(", ")) if config else set()
 
-    The reference is the backprop group on the same task with the same configuration, or
-    the only backprop group on the task; (NaN, '') when there is none or it is ambiguous.
+
+def _welch_against_reference(runs: pd.DataFrame, learner: str, config: str, task: str,
+                             reference: str) -> tuple[float, str]:
+    """(p, reference used) of Welch's test of this group's test accuracy against ``reference``.
+
+    The reference is one learner *label* on the same task, never pooled with other labels.
+    Within it, the configuration whose ``key=value`` parts all appear in this group's config
+    (the same lr for an lr grid; its only configuration when it varies nothing). The second
+    value is "ref" for a reference group itself, else "LABEL" or "LABEL (its config)", or ""
+    with p NaN when the label has no runs on the task or no configuration matches.
     """
-    on_task = runs[(runs["task"] == task) & (runs["learner_name"] == REFERENCE_LEARNER)]
-    same = on_task[on_task["config"] == config]
-    if same.empty:
-        candidates = on_task.groupby(["learner", "config"]).size()
-        if len(candidates) != 1:
-            return math.nan, ""
-        same = on_task
-    ref_learner, ref_config = same["learner"].iloc[0], same["config"].iloc[0]
-    if (ref_learner, ref_config) == (learner, config):
+    on_task = runs[(runs["task"] == task) & (runs["learner"] == reference)]
+    if learner == reference:
         return math.nan, "ref"
-    mine = runs[(runs["learner"] == learner) & (runs["config"] == config) & (runs["task"] == task)]
-    return welch_p(mine["test_acc"], same["test_acc"]), f"{ref_learner} ({ref_config})" if ref_config else ref_learner
+    mine = _parts(config)
+    matches = [c for c in on_task["config"].unique() if _parts(c) <= mine]
+    if len(matches) != 1:  # none, or (only with configs of unequal keys) ambiguous
+        return math.nan, ""
+    (ref_config,) = matches
+    ref = on_task[on_task["config"] == ref_config]
+    group = runs[(runs["learner"] == learner) & (runs["config"] == config) & (runs["task"] == task)]
+    return welch_p(group["test_acc"], ref["test_acc"]), f"{reference} ({ref_config})" if ref_config else reference
 
 
-def summarize(store: RunStore) -> pd.DataFrame:
-    """``summarize_runs`` of every completed run in ``store``, with failures counted."""
+def reference_of(store: RunStore) -> str:
+    """The reference label named by the study (or studies) written to ``store``; default ``backprop``.
+
+    Raises ConfigError when studies in one folder name different references.
+    """
+    named = sorted({study_reference(s["study"]) for s in store.studies()})
+    if len(named) > 1:
+        raise ConfigError(f"results folder {str(store.root)!r} holds studies with different references "
+                          f"({', '.join(named)}): pass one with bpbench table --reference LABEL")
+    return named[0] if named else REFERENCE_LABEL
+
+
+def summarize(store: RunStore, reference: str | None = None) -> pd.DataFrame:
+    """``summarize_runs`` of every completed run in ``store``, with failures counted.
+
+    ``reference``: the label p-values compare against; default: the one its study names.
+    """
     runs = per_run(tidy(store))
     failed = pd.DataFrame([{"learner": m["spec"]["label"], "config": _varied_label(m["spec"]),
                             "task": m["spec"]["task_label"], "learner_name": m["spec"]["learner"],
                             "budget": budget_text(m["spec"]["budget"])}
                            for m in store.metas() if m["status"] != "ok"])
-    return summarize_runs(runs, failed)
+    return summarize_runs(runs, failed, reference or reference_of(store))
 
 
 def _cell(mean: float, low: float, high: float, fmt: str, scale: float) -> str:
@@ -276,7 +308,8 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
         table[header] = [_cell(m, lo, hi, fmt, scale) for m, lo, hi in
                          zip(summary[f"{name}_mean"], summary[f"{name}_low"], summary[f"{name}_high"])]
         if name == "test_acc":
-            table["p vs backprop"] = [_p_cell(p, r) for p, r in zip(summary["p_vs_backprop"], summary["reference"])]
+            table[f"p vs {summary.attrs.get('reference', REFERENCE_LABEL)}"] = [
+                _p_cell(p, r) for p, r in zip(summary["p_vs_reference"], summary["reference"])]
     return table
 
 

@@ -13,6 +13,8 @@ forward passes of all individuals are counted.
 
 ``self._model`` holds the centroid; ``loss`` is the population's mean cross-entropy on the
 batch; ``update_signal`` is minus the centroid's step in one generation, per weight layer.
+That step starts from the centroid, which is where the runner's ``true_gradient`` (on
+``self._model``, just before the step) is taken: alignment compares at the same point.
 """
 from __future__ import annotations
 

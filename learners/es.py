@@ -11,7 +11,9 @@ for one generation) on the step's minibatch:
   estimate ``g = -sum_i rank_i * eps_i / (P * sigma)``; one Adam step moves the mean along -g.
 
 ``self._model`` holds the mean; ``loss`` is the population's mean cross-entropy on the batch;
-``update_signal`` is the estimate g per weight layer.
+``update_signal`` is the estimate g per weight layer. g is estimated around the mean the
+step starts from, which is where the runner's ``true_gradient`` (on ``self._model``, just
+before the step) is taken: alignment compares the two at the same point.
 """
 from __future__ import annotations
 

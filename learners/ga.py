@@ -15,7 +15,10 @@ One ``train_step`` = one generation on the step's minibatch:
 
 ``self._model`` holds the best individual of the last evaluated generation; ``loss`` is its
 cross-entropy on the minibatch. ``update_signal`` is minus the step the population mean
-took in one generation (selection + variation), per weight layer.
+took in one generation (selection + variation), per weight layer. ``true_gradient`` is the
+exact gradient at that same point, the mean of the population the next generation starts
+from (not at ``self._model``, the best individual), so gradient alignment compares the
+mean's step with the gradient where the step starts.
 """
 from __future__ import annotations
 
@@ -136,6 +139,10 @@ class GeneticAlgorithm(PopulationLearner):
         self._signal = pop.matrix.mean(dim=0) - new.mean(dim=0)  # minus the population mean's step
         self.population = Population(new)
         return StepOutput(loss=best_loss, forward_samples=len(pop) * x.shape[0])
+
+    def true_gradient(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """The exact gradient at the population mean, where the next step of ``update_signal`` starts."""
+        return self.forward.gradient(self.population.matrix.mean(dim=0), x, y)
 
     def update_signal(self) -> dict[str, Tensor]:
         if self._signal is None:

@@ -121,6 +121,15 @@ class PopulationForward:
                 h = module(h)
         return h
 
+    def gradient(self, flat: Tensor, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """Exact gradient of the mean cross-entropy at the weights ``flat`` (D,), per weight layer
+        (``update_signal``'s format). The model's own parameters are not touched."""
+        point = flat.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            logits = torch.func.functional_call(self.model, self.flat.unflatten(point), (x,))
+            (grad,) = torch.autograd.grad(F.cross_entropy(logits, y), point)
+        return self.flat.layer_signal(grad)
+
     @torch.no_grad()
     def evaluate(self, population: Tensor, x: Tensor, y: Tensor, kind: FitnessKind) -> tuple[Tensor, Tensor]:
         """(fitness (P,), mean cross-entropy (P,)); fitness, higher is better, is minus the

@@ -5,18 +5,30 @@ Nature Communications 2020), i.e. direct feedback alignment (Nøkland 2016) with
 eligibility traces. After a forward pass over T steps (no autograd graph):
 
     e          = softmax(scores) - onehot(y), / B        output error (mean cross-entropy)
-    L_l        = B_l e                                   learning signal of hidden layer l
-                                                         (B_l fixed random; output layer: e)
+    E[t]       = e / T                  (membrane readout: scores = mean output membrane)
+               = e * psi_out[t]         (spikes readout: scores = output spike counts)
+                                                         error at the output neurons at step t
+    L_l[t]     = B_l E[t]                                learning signal of hidden layer l
+                                                         (B_l fixed random; output layer: E[t])
     psi_j[t]   = surrogate derivative at U_j[t] - threshold   (snntorch's spike_grad)
     eps_i[t]   = beta * eps_i[t-1] + x_i[t]               presynaptic trace
-    dW_ji      = sum_t L_j psi_j[t] eps_i[t]              (conv: the same, summed over positions)
+    ebar_ji[t] = kappa * ebar_ji[t-1] + psi_j[t] eps_i[t] eligibility trace, low-pass filtered
+                                                         by the readout's own filter (kappa =
+                                                         the output neurons' beta)
+    dW_ji      = sum_t L_j[t] ebar_ji[t]                  (conv: the same, summed over positions)
+    output layer: dW_ji = sum_t E_j[t] eps_i[t]          (its inputs drive the readout directly)
 
 eps is the exact derivative of the membrane with respect to the weight when resets are
-ignored, so each update needs only quantities local to the synapse plus a broadcast error:
-nothing is propagated back through time or through the weights. Why this rule: it is the
-spiking member of the feedback-alignment family already in bpbench (fa, dfa), and unlike
-BPTT it could run online on neuromorphic hardware. With a membrane readout the output
-layer's update is its exact gradient. The optimizer (Adam by default) follows dW.
+ignored (snntorch detaches the reset), and the filter kappa with the 1/T of the membrane
+readout is exactly how a hidden spike at step k reaches the scores, so with one hidden
+layer and B = W_out^T this rule *is* the BPTT surrogate gradient (any encoding, either
+readout; tested). With random B, or more hidden layers (BPTT then also runs through the
+upper layers' membranes), it is an approximation. Each update needs only quantities local
+to the synapse plus a broadcast error: nothing is propagated back through the weights.
+(Computed as sum_k psi[k] eps[k] * sum_{t>=k} kappa^(t-k) L[t], the same sum reordered.)
+Why this rule: it is the spiking member of the feedback-alignment family already in
+bpbench (fa, dfa), and unlike BPTT it could run online on neuromorphic hardware. The
+output layer's update is its exact gradient. The optimizer (Adam by default) follows dW.
 ``true_gradient`` is the BPTT surrogate gradient, so gradient alignment measures how
 far this rule is from snn_bptt's.
 """
@@ -51,6 +63,19 @@ def surrogate_derivative(neuron: nn.Module, membrane: Tensor) -> Tensor:
         v = (membrane - neuron.threshold).detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(neuron.spike_grad(v).sum(), v)
     return grad
+
+
+def readout_filtered(error: Tensor, kappa: float) -> Tensor:
+    """sum_{t>=k} kappa^(t-k) error[t] for every k: error (T, ...) -> (T, ...).
+
+    The readout's low-pass filter applied to a learning signal; summing it against
+    ``psi[k] eps[k]`` equals summing the signal against the filtered eligibility trace.
+    """
+    out, acc = torch.empty_like(error), torch.zeros_like(error[0])
+    for t in range(error.shape[0] - 1, -1, -1):
+        acc = kappa * acc + error[t]
+        out[t] = acc
+    return out
 
 
 def local_gradient(layer: nn.Linear | nn.Conv2d, inputs: Tensor, constant: bool, delta: Tensor,
@@ -110,14 +135,19 @@ class SpikingDFA(SpikingLearner):
             loss = F.cross_entropy(scores, y)
             error = (scores.softmax(1) - F.one_hot(y, scores.shape[1]).to(scores.dtype)) / x.shape[0]
         steps = next(iter(trace.spikes.values())).shape[0]
+        readout = self.layer_neurons["out"]
+        if self.params.readout == "membrane":  # scores = mean membrane: each step's membrane carries 1/T
+            out_error = (error / steps).expand(steps, *error.shape)
+        else:  # scores = spike counts: each step's spike, through the output neurons' surrogate
+            out_error = error * surrogate_derivative(readout, trace.membranes["out"])
+        filtered = readout_filtered(out_error, float(readout.beta.clamp(0, 1)))  # (T, B, n_classes)
         for name, layer in weight_layers(self._model):
             neuron = self.layer_neurons[name]
-            if name == "out" and self.params.readout == "membrane":
-                delta = (error / steps).expand(steps, *error.shape)  # exact: scores = mean membrane
+            if name == "out":
+                delta = out_error
             else:
-                signal = error if name == "out" else error @ self.feedback[name].T
                 psi = surrogate_derivative(neuron, trace.membranes[name])
-                delta = signal.reshape(psi.shape[1:]) * psi
+                delta = (filtered @ self.feedback[name].T).reshape(psi.shape) * psi
             beta = float(neuron.beta.clamp(0, 1))
             layer.weight.grad, layer.bias.grad = local_gradient(layer, trace.inputs[name], trace.constant[name],
                                                                 delta, beta)

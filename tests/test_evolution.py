@@ -19,7 +19,7 @@ from bpbench.learners.base import TaskInfo
 from bpbench.learners.cmaes import CMAES, CMAESParams
 from bpbench.learners.es import ESParams, EvolutionStrategies, centered_ranks
 from bpbench.learners.ga import GAParams, GeneticAlgorithm
-from bpbench.learners.models import ModelSpec, build_model
+from bpbench.learners.models import ModelSpec, build_model, weight_layers
 from bpbench.learners.population import PopulationForward, cross_entropies
 from bpbench.tasks.digits import Digits
 
@@ -140,6 +140,32 @@ def test_runs_in_one_process_are_independent(cls, params, model, small) -> None:
     assert random.random() == ref_py.random() and np.random.standard_normal() == ref_np.standard_normal()
 
 
+START = {  # the weights each learner's next update starts from (its signal is about that point)
+    GeneticAlgorithm: lambda l: l.population.matrix.mean(dim=0),
+    EvolutionStrategies: lambda l: l.strategy.mean.detach(),
+    CMAES: lambda l: torch.from_numpy(l.strategy.centroid).float(),
+}
+
+
+@pytest.mark.parametrize("cls, params, model", LEARNERS)
+def test_true_gradient_is_taken_where_the_next_update_starts(cls, params, model, small) -> None:
+    x, y = small.x, small.y
+    learner = make(cls, small, params, model)
+    learner.train_step(x, y)
+    start = START[cls](learner).clone()
+    reference = learner.true_gradient(x, y)
+    net = build_model(model, small.info.input_shape, 10, torch.Generator())  # by hand: plain autograd there
+    PopulationForward(net).flat.load(net, start)
+    F.cross_entropy(net(x), y).backward()
+    for name, module in weight_layers(net):
+        torch.testing.assert_close(reference[name], module.weight.grad, rtol=1e-5, atol=1e-7)
+    learner.train_step(x, y)
+    if cls is not EvolutionStrategies:  # ga: the mean's step, cmaes: the centroid's step, from `start`
+        moved = learner.forward.flat.layer_signal(start - START[cls](learner))
+        for name, signal in learner.update_signal().items():
+            torch.testing.assert_close(signal, moved[name], rtol=1e-5, atol=1e-6)
+
+
 def counting(calls: dict[str, int], name: str, fn):
     def wrapped(*args, **kwargs):
         calls[name] = calls.get(name, 0) + 1
@@ -238,22 +264,53 @@ def _spec(learner: str, params: dict, model: dict, epochs: int, seed: int) -> Ru
     ("ga", {"population": 32, "batch_size": 256}, {"hidden": []}, 40, 0.75),
     ("cmaes", {"population": 32, "batch_size": 256}, {"hidden": []}, 3, 0.5),
 ])
-def test_learns_digits_through_the_runner_with_counted_compute(learner, params, model, epochs, floor) -> None:
+def test_learns_digits_through_the_runner_with_counted_compute(learner, params, model, epochs, floor,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # Count every single-sample forward the population forward really makes (P x B per call;
+    # predict and the true gradient go through the plain model, not through it), and keep
+    # each sampled step's true gradient and update signal to recompute the alignment by hand.
+    counted = {"forward": 0}
+    logits = PopulationForward.logits
+
+    def counting_logits(self, population, x):
+        counted["forward"] += population.shape[0] * x.shape[0]
+        return logits(self, population, x)
+    monkeypatch.setattr(PopulationForward, "logits", counting_logits)
+    cls = learner_registry().get(learner)
+    pairs: list[list[dict]] = []
+    true_gradient, update_signal = cls.true_gradient, cls.update_signal
+
+    def keep_reference(self, x, y):
+        pairs.append([true_gradient(self, x, y)])
+        return pairs[-1][0]
+
+    def keep_signal(self):
+        signal = update_signal(self)
+        if pairs and len(pairs[-1]) == 1:
+            pairs[-1].append(signal)
+        return signal
+    monkeypatch.setattr(cls, "true_gradient", keep_reference)
+    monkeypatch.setattr(cls, "update_signal", keep_signal)
+
     result = run(_spec(learner, params, model, epochs, 0), learner_registry(), task_registry(), CPU)
     summary, rows = result.summary, result.rows
     assert summary["test_accuracy"] > floor  # chance is 0.1
-    # every forward pass of every individual is counted: P x B single-sample forwards per step
     forward = [r["value"] for r in rows if r["metric"] == "forward_samples"][-1]
+    assert forward == counted["forward"] > 0  # what the learner reported = what it ran
     samples = [r["value"] for r in rows if r["metric"] == "train_samples"][-1]
-    assert forward == params["population"] * samples
-    hidden = model["hidden"]
-    widths = [64, *hidden, 10]
+    widths = [64, *model["hidden"], 10]
     macs = sum(a * b for a, b in zip(widths, widths[1:]))
-    assert summary["train_flops"] >= 2 * macs * forward
-    alignment = [r["value"] for r in rows if r["metric"] == "grad_alignment"]
-    assert alignment and all(-1.0 <= a <= 1.0 for a in alignment)
+    assert summary["train_flops"] >= 2 * macs * forward and forward == params["population"] * samples
+    recorded = [r for r in rows if r["metric"] == "grad_alignment"]
+    assert recorded and len({r["step"] for r in recorded}) == len(pairs)
+    by_step = sorted({r["step"] for r in recorded})
+    for step, (reference, signal) in zip(by_step, pairs):
+        for r in (r for r in recorded if r["step"] == step):
+            a, b = signal[r["layer"]].double().flatten(), reference[r["layer"]].double().flatten()
+            by_hand = float(torch.dot(a, b) / torch.sqrt(torch.dot(a, a) * torch.dot(b, b)))
+            assert r["value"] == pytest.approx(by_hand, abs=1e-6), (step, r["layer"])
     if learner == "es":  # the ES estimate points along the true gradient on average
-        assert statistics.mean(alignment) > 0.02
+        assert statistics.mean(r["value"] for r in recorded) > 0.02
 
 
 def test_study_learner_tasks_key_restricts_tasks() -> None:

@@ -1,16 +1,23 @@
-"""Every registered learner passes the conformance checks; the shared model builder behaves."""
+"""Every built-in learner is installed, importable and passes the conformance checks; the
+shared model builder behaves."""
 from __future__ import annotations
+
+import tomllib
 
 import pytest
 import torch
 from torch import nn
 
+from conftest import REPO
 from bpbench.experiments.conformance import check_learner
-from bpbench.experiments.registry import learner_registry, task_registry
+from bpbench.experiments.registry import LEARNER_GROUP, learner_registry, task_registry
 from bpbench.learners.models import ModelSpec, build_model, weight_layers
 
 REGISTRY = learner_registry()
-AVAILABLE = [n for n in REGISTRY.names() if REGISTRY.entries[n].available]
+# The built-ins are the entry points pyproject.toml declares (read from the source, not from
+# what imports): a learner whose dependency breaks fails below instead of dropping out.
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+BUILTIN = PYPROJECT["project"]["entry-points"][LEARNER_GROUP]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +33,13 @@ def fsdd():
 
 
 def test_builtin_learners_are_registered_and_available() -> None:
-    assert "backprop" in AVAILABLE
+    assert {"backprop", "fa", "dfa", "ga", "es", "snn_bptt", "snn_dfa"} <= set(BUILTIN)  # the file was read
+    for name, target in BUILTIN.items():
+        assert target.startswith("bpbench.learners."), (name, target)
+        entry = REGISTRY.entries.get(name)
+        assert entry is not None, f"{name} is in pyproject.toml but not installed: re-run pip install -e ."
+        assert entry.target == target, f"{name}: installed {entry.target}, pyproject.toml says {target}"
+        assert entry.available, f"built-in learner {name} does not import: {entry.error}"
 
 
 # cmaes refuses models above 1,000 parameters by design: it is checked on a linear model
@@ -34,12 +47,12 @@ def test_builtin_learners_are_registered_and_available() -> None:
 SMALL_ONLY = {"cmaes": ModelSpec(hidden=())}
 
 
-@pytest.mark.parametrize("name", AVAILABLE)
+@pytest.mark.parametrize("name", sorted(BUILTIN))
 def test_learner_conformance_image(name: str, digits) -> None:
     check_learner(REGISTRY.get(name), digits, model=SMALL_ONLY.get(name))
 
 
-@pytest.mark.parametrize("name", AVAILABLE)
+@pytest.mark.parametrize("name", sorted(BUILTIN))
 def test_learner_conformance_speech(name: str, fsdd) -> None:
     if name in SMALL_ONLY:
         with pytest.raises(ValueError, match="handles at most"):

@@ -10,7 +10,8 @@ import pytest
 
 from conftest import run_tiny_study
 from bpbench.experiments.cli import main
-from bpbench.experiments.plots import NoData, grad_norm_heatmap, learner_colors, learning_curves, lr_sensitivity
+from bpbench.experiments.plots import (NoData, alignment_over_training, grad_norm_heatmap, learner_colors,
+                                       learning_curves, lr_sensitivity, standard_figures)
 from bpbench.experiments.store import RunStore
 from bpbench.experiments.table import tidy
 
@@ -87,3 +88,45 @@ def test_heatmap_of_one_run_has_layers_in_forward_order(data: pd.DataFrame) -> N
     assert labels == ["fc1", "fc2", "out"]
     with pytest.raises(NoData, match="learner 'nobody'"):
         grad_norm_heatmap(data, "nobody")
+
+
+def _constructed_tidy() -> pd.DataFrame:
+    """backprop at two learning rates, 2 seeds, 2 epochs: lr=0.1 is best on validation (.90 vs .80)
+    and worst on test (.70 vs .95); alignment .30 at lr=0.1, .80 at lr=0.01."""
+    rows = []
+    finals = {"lr=0.1": {"val": 0.90, "test": 0.70, "align": 0.30},
+              "lr=0.01": {"val": 0.80, "test": 0.95, "align": 0.80}}
+    for config, final in finals.items():
+        for seed in (0, 1):
+            run = {"run_id": f"{config}-{seed}", "learner": "backprop", "learner_name": "backprop", "config": config,
+                   "task": "digits", "seed": seed, "arch": "mlp", "depth": 1, "activation": "relu",
+                   "batchnorm": False, "dropout": 0.0, "lr": float(config[3:]), "sigma": float("nan"),
+                   "train_fraction": float("nan"), "budget": "2 ep", "stopped_by": "epochs"}
+            for epoch in (0, 1, 2):
+                for split in ("train", "val", "test"):
+                    value = final[split] if split != "train" and epoch == 2 else 0.5
+                    rows.append({**run, "epoch": epoch, "step": 10 * epoch, "split": split, "metric": "accuracy",
+                                 "layer": "", "value": value + 0.001 * seed})
+            rows.append({**run, "epoch": 1, "step": 10, "split": "train", "metric": "grad_alignment",
+                         "layer": "fc1", "value": final["align"]})
+    return pd.DataFrame(rows)
+
+
+def test_best_configuration_is_chosen_by_validation_not_test_accuracy() -> None:
+    data = _constructed_tidy()
+    fig = learning_curves(data, "epoch")
+    (line,) = fig.axes[0].lines
+    assert line.get_ydata()[-1] == pytest.approx(0.7005)  # the validation-best config's test accuracy
+    assert "best val. config" in fig.legends[0].get_title().get_text()
+    align = alignment_over_training(data, "digits")
+    drawn = [line.get_ydata()[0] for line in align.axes[0].lines if line.get_label() == "_child0"]
+    assert drawn == [pytest.approx(0.30)]  # the validation-best config's alignment (the other's is .80)
+    caption = standard_figures(data)["curves_epochs"][0]
+    assert "validation accuracy" in caption and "test accuracy plays no part" in caption
+
+
+def test_best_configuration_needs_validation_accuracy_to_choose() -> None:
+    data = _constructed_tidy()
+    data = data[data["split"] != "val"]
+    with pytest.raises(NoData, match="no validation accuracy to choose by"):
+        learning_curves(data, "epoch")

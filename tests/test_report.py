@@ -9,10 +9,13 @@ from html import unescape
 from pathlib import Path
 
 import pytest
+from scipy import stats
 
 from apt_tools import require
 from conftest import run_tiny_study
 from bpbench.experiments.cli import main
+from bpbench.experiments.store import RunStore
+from bpbench.experiments.table import per_run, tidy
 
 STUDY = """
 description = "tiny report study: backprop on digits at two learning rates"
@@ -69,4 +72,22 @@ def test_report_renders_in_chromium(report: Path, tmp_path: Path) -> None:
     n_images = report.read_text().count("<img ")
     assert n_images >= 4 and len(widths) == n_images and min(widths) > 0, widths
     assert 'data-table-rows="2"' in dom  # backprop at two learning rates on one task
-    assert "0.0" in re.search(r"<table.*?</table>", dom, flags=re.S).group(0)
+    table = re.search(r"<table.*?</table>", dom, flags=re.S).group(0)
+    row = next(r for r in re.findall(r"<tr>.*?</tr>", table, flags=re.S) if "backprop (lr=0.03)" in r)
+    assert expected_accuracy_cell(report.parent / "out", "lr=0.03") in row
+
+
+def expected_accuracy_cell(results: Path, config: str) -> str:
+    """The table's test-accuracy cell of backprop ``config``, recomputed from the stored runs with scipy."""
+    runs = per_run(tidy(RunStore(results)))
+    acc = runs.loc[(runs["learner"] == "backprop") & (runs["config"] == config), "test_acc"].to_numpy()
+    mean = acc.mean()
+    high = stats.t.interval(0.95, len(acc) - 1, loc=mean, scale=stats.sem(acc))[1]
+    return f"{mean:.3f} ± {high - mean:.3f}"
+
+
+def test_report_table_holds_the_computed_accuracy(report: Path) -> None:
+    html = unescape(report.read_text())
+    for config in ("lr=0.003", "lr=0.03"):
+        row = next(r for r in re.findall(r"<tr>.*?</tr>", html, flags=re.S) if f"backprop ({config})" in r)
+        assert expected_accuracy_cell(report.parent / "out", config) in row, row

@@ -151,6 +151,36 @@ def test_true_gradient_is_bptt_on_the_same_spikes_and_changes_nothing(cls, digit
         assert not torch.allclose(signal["fc1"], reference["fc1"], atol=1e-5)
 
 
+@pytest.mark.parametrize("task, options", [
+    ("digits", {"encoding": "direct", "readout": "membrane"}),
+    ("digits", {"encoding": "rate", "readout": "membrane"}),
+    ("digits", {"encoding": "latency", "readout": "membrane"}),
+    ("digits", {"encoding": "direct", "readout": "spikes"}),
+    ("fsdd", {"encoding": "direct", "readout": "membrane"}),
+])
+def test_eprop_with_feedback_set_to_w_out_transposed_is_bptt(task, options, digits) -> None:
+    """Bellec et al. (2020): with one hidden layer and B = W_out^T, e-prop's update (filtered
+    eligibility trace, 1/T of the mean-membrane readout) is the BPTT gradient, to float round-off."""
+    data = digits if task == "digits" else Fsdd().load(Fsdd.Params())
+    learner = make(SpikingDFA, data, spec=ModelSpec(hidden=(48,)), num_steps=10, **options)
+    x, y = batch(data)
+    learner.feedback["fc1"] = learner.model.out.weight.detach().T.clone()
+    reference = learner.true_gradient(x, y)  # BPTT on the spikes the step will see
+    biases = None
+    if options["encoding"] == "direct":  # no spike draws: BPTT's bias gradients by plain autograd too
+        loss = torch.nn.functional.cross_entropy(learner.net(learner.train_input(x)), y)
+        biases = dict(zip(("fc1", "out"), torch.autograd.grad(loss, [learner.model.fc1.bias, learner.model.out.bias])))
+        learner.optimizer.zero_grad()
+    learner.train_step(x, y)
+    signal = learner.update_signal()
+    for layer in ("fc1", "out"):
+        cos = torch.nn.functional.cosine_similarity(signal[layer].flatten(), reference[layer].flatten(), dim=0)
+        assert float(cos) == pytest.approx(1.0, abs=1e-6), layer
+        torch.testing.assert_close(signal[layer], reference[layer], rtol=1e-4, atol=1e-7)
+        if biases is not None:
+            torch.testing.assert_close(getattr(learner.model, layer).bias.grad, biases[layer], rtol=1e-4, atol=1e-7)
+
+
 @pytest.mark.parametrize("name", ["snn_bptt", "snn_dfa"])
 def test_learns_digits_through_the_runner_and_records_spiking_metrics(name) -> None:
     spec = RunSpec(learner=name, label=name, params={"lr": 0.002, "readout": "membrane"}, task="digits",

@@ -67,6 +67,8 @@ def test_sets_override_nested_values() -> None:
     (["model.activation=swish"], "'relu' | 'tanh' | 'sigmoid'"),
     (["model.arch=cnn"], "arch = 'cnn' on task 'fsdd'"),
     (["colour=1"], "unknown key 'colour' in study s"),
+    (["reference=backprp"], "reference = 'backprp': not a learner label of this study; allowed: backprop"),
+    (["reference=1"], "reference = 1: not a learner label"),
 ])
 def test_validation_errors_name_value_and_allowed(sets: list[str], message: str) -> None:
     raw = dict(BASE)

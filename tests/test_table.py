@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
 
 from apt_tools import require
 from conftest import run_tiny_study
@@ -21,7 +22,7 @@ from bpbench.experiments.spec import Budget
 from bpbench.experiments.stats import stars, t_interval, welch_p
 from bpbench.experiments.store import RunStore
 from bpbench.experiments.study import expand, load_study
-from bpbench.experiments.table import MEASURES, per_run, render, summarize, summarize_runs, tidy
+from bpbench.experiments.table import MEASURES, per_run, reference_of, render, summarize, summarize_runs, tidy
 
 TINY_STUDY = """
 description = "two backprop labels on digits, the second with a longer budget"
@@ -65,8 +66,9 @@ def test_welch_on_known_sample() -> None:
     assert stars(math.nan) == ""
 
 
-def _runs(learner: str, name: str, accs: list[float], budget: str = "5 ep", stopped: str = "epochs") -> pd.DataFrame:
-    return pd.DataFrame({"learner": learner, "learner_name": name, "config": "", "task": "digits",
+def _runs(learner: str, name: str, accs: list[float], budget: str = "5 ep", stopped: str = "epochs",
+          config: str = "") -> pd.DataFrame:
+    return pd.DataFrame({"learner": learner, "learner_name": name, "config": config, "task": "digits",
                          "seed": range(len(accs)), "test_acc": accs, "gap": 0.01, "train_s": 1.0, "flops": 1e9,
                          "samples": 1000.0, "synops": math.nan, "energy": math.nan, "peak_mem": 2.0**20,
                          "grad_ratio": 1.0, "alignment": 1.0, "budget": budget, "stopped_by": stopped})
@@ -76,12 +78,52 @@ def test_welch_marks_and_missing_metrics_show_as_na() -> None:
     runs = pd.concat([_runs("backprop", "backprop", [0.95, 0.96, 0.97]), _runs("dfa", "dfa", [0.80, 0.81, 0.79])])
     summary = summarize_runs(runs)
     dfa = summary[summary["learner"] == "dfa"].iloc[0]
-    assert dfa["p_vs_backprop"] < 0.001 and dfa["reference"] == "backprop"
+    assert dfa["p_vs_reference"] == pytest.approx(
+        stats.ttest_ind([0.80, 0.81, 0.79], [0.95, 0.96, 0.97], equal_var=False).pvalue, rel=1e-9)
+    assert dfa["p_vs_reference"] < 0.001 and dfa["reference"] == "backprop"
     text = render(summary, "text")
     dfa_line = next(line for line in text.splitlines() if line.startswith("dfa"))
     assert "***" in dfa_line and "n/a" in dfa_line and "0.800 ± 0.025" in dfa_line
     assert "ref" in next(line for line in text.splitlines() if line.startswith("backprop"))
     assert "unequal" not in text and not summary["unequal_budget"].any()
+
+
+def _welch(a: list[float], b: list[float]) -> float:
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+LONG, BP, DFA = [0.96, 0.97, 0.98], [0.90, 0.91, 0.92], [0.80, 0.83, 0.79]
+
+
+def test_reference_is_one_label_never_pooled_with_another_label_of_the_same_learner() -> None:
+    runs = pd.concat([_runs("backprop", "backprop", BP), _runs("backprop_long", "backprop", LONG),
+                      _runs("dfa", "dfa", DFA)])
+    p = summarize_runs(runs).set_index("learner")["p_vs_reference"]
+    assert p["backprop_long"] == pytest.approx(_welch(LONG, BP), rel=1e-9)  # 0.0018, not the pooled 0.090
+    assert p["backprop_long"] == pytest.approx(0.0018, abs=5e-5)
+    assert p["dfa"] == pytest.approx(_welch(DFA, BP), rel=1e-9) and math.isnan(p["backprop"])
+    other = summarize_runs(runs, reference="backprop_long")
+    p = other.set_index("learner")["p_vs_reference"]
+    assert p["backprop"] == pytest.approx(_welch(BP, LONG), rel=1e-9) and p["dfa"] == pytest.approx(_welch(DFA, LONG))
+    text = render(other, "text")
+    assert "p vs backprop_long" in text and "against the runs of the one learner label 'backprop_long'" in text
+    assert "ref" in next(line for line in text.splitlines() if line.startswith("backprop_long"))
+
+
+def test_reference_configuration_is_the_one_whose_grid_values_the_row_shares() -> None:
+    ref = {"lr=0.01": [0.90, 0.91, 0.93], "lr=0.1": [0.70, 0.74, 0.71]}
+    fa = {"lr=0.01": [0.85, 0.86, 0.84], "lr=0.1": [0.80, 0.78, 0.83]}
+    runs = pd.concat([*(_runs("backprop", "backprop", a, config=c) for c, a in ref.items()),
+                      *(_runs("fa", "fa", a, config=c) for c, a in fa.items()),
+                      _runs("dfa", "dfa", DFA, config="hidden=64")])
+    summary = summarize_runs(runs).set_index(["learner", "config"])
+    for config in ref:
+        assert summary.loc[("fa", config), "p_vs_reference"] == pytest.approx(_welch(fa[config], ref[config]))
+        assert summary.loc[("fa", config), "reference"] == f"backprop ({config})"
+    assert math.isnan(summary.loc[("dfa", "hidden=64"), "p_vs_reference"])  # no backprop config matches
+    one = pd.concat([_runs("backprop", "backprop", BP), _runs("fa", "fa", fa["lr=0.1"], config="lr=0.1")])
+    assert summarize_runs(one).set_index("learner").loc["fa", "p_vs_reference"] == pytest.approx(
+        _welch(fa["lr=0.1"], BP))  # a reference that varies nothing matches every row
 
 
 def test_a_configuration_whose_runs_all_failed_still_gets_a_row() -> None:
@@ -135,7 +177,34 @@ def test_table_states_budgets_and_labels_unequal_study(unequal_study: Path, caps
     assert "† unequal budget on digits: runs had different budgets (2 ep; 3 ep)" in text
     csv = pd.read_csv(io.StringIO(render(summarize(RunStore(unequal_study)), "csv")))
     assert csv["unequal_budget"].all() and set(csv["budget"]) == {"2 ep", "3 ep"}
-    assert (csv["test_acc_low"] <= csv["test_acc_mean"]).all() and (csv["test_acc_mean"] <= csv["test_acc_high"]).all()
+    runs = per_run(tidy(RunStore(unequal_study))).sort_values("seed")
+    acc = {label: runs.loc[runs["learner"] == label, "test_acc"].tolist() for label in ("backprop", "backprop_long")}
+    for row in csv.itertuples():  # 95% t-intervals and Welch's p recomputed with scipy from the runs
+        values = acc[row.learner]
+        low, high = stats.t.interval(0.95, len(values) - 1, loc=sum(values) / len(values), scale=stats.sem(values))
+        assert (row.test_acc_low, row.test_acc_high) == (pytest.approx(low), pytest.approx(high))
+    p = csv.set_index("learner")["p_vs_reference"]
+    assert p["backprop_long"] == pytest.approx(_welch(acc["backprop_long"], acc["backprop"]), rel=1e-9)
+    assert math.isnan(p["backprop"])
+
+
+def test_table_reference_option_and_study_reference_key(unequal_study: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    runs = per_run(tidy(RunStore(unequal_study)))
+    acc = {label: runs.loc[runs["learner"] == label, "test_acc"].tolist() for label in ("backprop", "backprop_long")}
+    summary = summarize(RunStore(unequal_study), "backprop_long").set_index("learner")
+    assert summary.loc["backprop", "p_vs_reference"] == pytest.approx(_welch(acc["backprop"], acc["backprop_long"]))
+    capsys.readouterr()
+    assert main(["table", str(unequal_study), "--reference", "backprop_lng"]) == 2
+    assert "--reference 'backprop_lng': no run in" in capsys.readouterr().err
+    study = tmp_path / "ref.toml"  # an unknown reference label stops the study before any run
+    study.write_text('reference = "backprop_lng"\n' + TINY_STUDY)
+    assert main(["run", str(study), "--out", str(tmp_path / "out"), "--executor", "inline"]) == 2
+    err = capsys.readouterr().err
+    assert "reference = 'backprop_lng': not a learner label of this study; allowed: backprop, backprop_long" in err
+    assert not (tmp_path / "out" / "runs").exists()
+    raw = {"reference": "backprop_long", "tasks": ["digits"], "learners": {"backprop": {}, "backprop_long": {"learner": "backprop"}}}
+    assert expand("ok", raw, learner_registry(), task_registry()).runs
 
 
 @pytest.mark.timeout(1800)  # may install Debian's texlive-latex-recommended first (apt_tools.require)
@@ -179,3 +248,12 @@ def test_shrunken_vanishing_study_shows_the_vanishing_gradient(tmp_path: Path) -
     assert 0.1 < ratio["backprop", "sigmoid", True, 6] < 10
     # dfa's error reaches every layer directly: its ratio does not collapse with depth
     assert ratio["dfa", "sigmoid", False, 6] > ratio["dfa", "sigmoid", False, 2] / 3
+
+
+def test_studies_sharing_a_folder_must_name_one_reference(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    store.write_study("a", {"learners": {"backprop": {}}})
+    assert reference_of(store) == "backprop"  # the default
+    store.write_study("b", {"reference": "bp2", "learners": {"bp2": {"learner": "backprop"}}})
+    with pytest.raises(ConfigError, match=r"holds studies with different references \(backprop, bp2\)"):
+        reference_of(store)
