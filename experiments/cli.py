@@ -65,16 +65,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from bpbench.experiments.conformance import ConformanceError, check_learner
+    from bpbench.experiments.conformance import ConformanceError, check
 
-    learner_cls = learner_registry().get(args.learner)
-    task_cls = task_registry().get(args.task)
     try:
-        check_learner(learner_cls, task_cls().load(task_cls.Params()))
+        meta = check(args.learner, args.task, learner_registry(), task_registry(), samples=args.samples)
     except ConformanceError as exc:
         print(f"bpbench: {args.learner} does not conform: {exc}", file=sys.stderr)
         return 1
-    print(f"{args.learner}: conforms to the Learner interface on {args.task}")
+    summary = meta["summary"]
+    print(f"{args.learner}: conforms to the Learner interface on {args.task}; a 1-epoch run on {args.samples} "
+          f"samples through the runner took {summary['steps']} step(s), test accuracy {summary['test_accuracy']:.3f}")
+    for metric, reason in sorted(meta.get("unmeasured", {}).items()):
+        print(f"  n/a {metric}: {reason}")
     return 0
 
 
@@ -133,9 +135,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     r.add_argument("--executor", choices=EXECUTORS, default="process")
     r.set_defaults(fn=cmd_run)
-    c = sub.add_parser("check", help="check a learner against the interface contract on real data")
+    c = sub.add_parser("check", help="check a learner against the interface contract, then run it for 1 epoch "
+                                     "on a slice of the task through the runner")
     c.add_argument("learner")
     c.add_argument("--task", default="digits")
+    c.add_argument("--samples", type=_positive, default=256, help="training samples of the check run (default 256)")
     c.set_defaults(fn=cmd_check)
     t = sub.add_parser("table", help="summary table of a results folder")
     t.add_argument("dir")

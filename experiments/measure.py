@@ -2,33 +2,46 @@
 
 - FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` around a real ``train_step``.
 - Peak memory: the step's own peak, i.e. the most bytes held at once by tensors the step
-  allocated. CUDA: the allocator's peak during the step minus what was allocated just
+  allocated (activations, gradients, optimizer state it creates); the learner's stored state
+  (weights, optimizer state, feedback, a population) is measured apart, ``state_bytes``. CUDA: the allocator's peak during the step minus what was allocated just
   before it (so the training set and the model the runner already moved to the device do
   not count). CPU: ``torch.profiler`` with ``profile_memory=True`` records every allocation
   and free (size and address) made while the step runs; the peak of the running sum of the
   step's own allocations is the figure. Both work for any step: one that never calls
   autograd, calls its model many times, or has frozen parameters.
-- Gradient health: per-layer norms of the learner's update signal and their first/last ratio.
+- Gradient health: per-layer norms of the learner's update signal and their first/last ratio;
+  alignment: per-layer cosine with the true gradient, and its mean over the layers whose
+  update is not exact by construction.
+
+A measurement that cannot be taken raises ``NotMeasurable`` (or, per layer, is returned as
+a reason); the runner records it as n/a with the reason (``Unmeasured``), never as a number.
 """
 from __future__ import annotations
 
 import json
 import math
+import random
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
+from bpbench.learners.base import NotMeasurable
+
 T = TypeVar("T")
 
 
 class MetricError(RuntimeError):
-    """A measurement could not be taken; the run fails rather than record a made-up value."""
+    """A learner broke a promise a measurement relies on (e.g. an update signal shaped unlike
+    its layer); the run fails. A measurement that merely does not apply is ``NotMeasurable``."""
 
 
 def count_flops(fn: Callable[[], T]) -> tuple[T, int]:
@@ -59,6 +72,31 @@ def peak_step_memory(fn: Callable[[], T], device: torch.device) -> tuple[T, int]
     return result, peak_live_bytes(e["args"] for e in memory)
 
 
+def state_bytes(state: Any) -> int:
+    """Bytes of the tensors (each storage once) and numpy arrays in a learner's ``state_dict()``:
+    the memory its stored state holds between steps (weights, optimizer state, feedback
+    matrices, a population), which the step's own peak does not include."""
+    storages: dict[tuple[str, int], int] = {}
+    arrays = 0
+
+    def walk(obj: Any) -> None:
+        nonlocal arrays
+        if isinstance(obj, Tensor):
+            storage = obj.untyped_storage()
+            storages[(str(obj.device), storage.data_ptr())] = storage.nbytes()
+        elif isinstance(obj, np.ndarray):
+            arrays += obj.nbytes
+        elif isinstance(obj, dict):
+            for value in obj.values():
+                walk(value)
+        elif isinstance(obj, (list, tuple)):
+            for value in obj:
+                walk(value)
+
+    walk(state)
+    return sum(storages.values()) + arrays
+
+
 CPU_DEVICE_TYPE = 0  # "Device Type" of a CPU memory event in the profiler's trace (c10::DeviceType::CPU)
 
 
@@ -86,37 +124,91 @@ def peak_live_bytes(events: Iterable[dict[str, Any]]) -> int:
     return peak
 
 
-def warm_up(device: torch.device) -> None:
-    """Exercise both instruments once on a tiny op, so their one-off start-up cost in a fresh
-    process (about a second: lazy imports and dispatch tables) stays off a run's training clock."""
-    a = torch.ones(2, 2, device=device, requires_grad=True)
-    peak_step_memory(lambda: count_flops(lambda: (a @ a).sum().backward()), device)
+def gradient_norms(signal: dict[str, Tensor]) -> tuple[dict[str, float], dict[str, str]]:
+    """(per-layer L2 norm of an update signal, layer -> why its norm is n/a)."""
+    norms, missing = {}, {}
+    for name, t in signal.items():
+        value = float(t.detach().float().norm())
+        if math.isfinite(value):
+            norms[name] = value
+        else:
+            missing[name] = f"layer {name}: the update signal's norm is not finite"
+    return norms, missing
 
 
-def gradient_health(signal: dict[str, Tensor]) -> tuple[dict[str, float], float]:
-    """(per-layer L2 norm, first-layer norm / last-layer norm) of an update signal."""
-    if not signal:
-        raise MetricError("the learner's update_signal() returned no layers")
-    norms = {name: float(t.detach().float().norm()) for name, t in signal.items()}
-    bad = {k: v for k, v in norms.items() if not math.isfinite(v)}
-    if bad:
-        raise MetricError(f"non-finite update-signal norm: {bad}")
-    first, last = norms[next(iter(norms))], norms[list(norms)[-1]]
-    if last == 0.0:
-        raise MetricError("last layer's update-signal norm is 0: the first/last ratio is undefined")
-    return norms, first / last
+def norm_ratio(norms: dict[str, float], first: str, last: str) -> float:
+    """First-layer norm / last-layer norm; ``NotMeasurable`` when that ratio says nothing or is undefined."""
+    if first == last:
+        raise NotMeasurable("one connection layer: the first/last ratio is 1 by definition")
+    for name in (first, last):
+        if name not in norms:
+            raise NotMeasurable(f"no finite update-signal norm for layer {name}")
+    if norms[last] == 0.0:
+        raise NotMeasurable(f"the last layer's ({last}) update-signal norm is 0: the first/last ratio is undefined")
+    return norms[first] / norms[last]
 
 
-def gradient_alignment(signal: dict[str, Tensor], reference: dict[str, Tensor]) -> dict[str, float]:
-    """Per-layer cosine between a learner's update signal and the true gradient (same batch)."""
-    missing = sorted(set(signal) ^ set(reference))
-    if missing:
-        raise MetricError(f"update signal and true gradient disagree on layers: {missing}")
-    out = {}
-    for layer, g in signal.items():
-        a, b = g.detach().flatten().double(), reference[layer].detach().flatten().double()
-        denom = float(a.norm() * b.norm())
-        if denom == 0.0 or not math.isfinite(denom):
-            raise MetricError(f"layer {layer}: cosine undefined (norms {float(a.norm())}, {float(b.norm())})")
-        out[layer] = float(a @ b) / denom
-    return out
+def gradient_alignment(signal: dict[str, Tensor], reference: dict[str, Tensor]) -> tuple[dict[str, float], dict[str, str]]:
+    """(per-layer cosine between an update signal and the true gradient on the same batch,
+    layer -> why its cosine is n/a at this step: a zero or non-finite vector, or a layer one
+    side lacks, e.g. a frozen layer that has no update)."""
+    cosines, missing = {}, {}
+    for layer in [*signal, *(k for k in reference if k not in signal)]:
+        if layer not in reference:
+            missing[layer] = f"layer {layer}: the true gradient has no such layer"
+            continue
+        if layer not in signal:
+            missing[layer] = f"layer {layer}: the update signal has no such layer (not updated)"
+            continue
+        a, b = signal[layer].detach().flatten().double(), reference[layer].detach().flatten().double()
+        if a.shape != b.shape:
+            raise MetricError(f"layer {layer}: update signal has {a.numel()} values, true gradient {b.numel()}")
+        na, nb = float(a.norm()), float(b.norm())
+        if not (math.isfinite(na) and math.isfinite(nb)):
+            missing[layer] = f"layer {layer}: cosine undefined, a norm is not finite"
+        elif nb == 0.0:
+            missing[layer] = f"layer {layer}: cosine undefined, the true gradient is exactly 0"
+        elif na == 0.0:
+            missing[layer] = f"layer {layer}: cosine undefined, the update signal is exactly 0"
+        else:
+            cosines[layer] = float(a @ b) / (na * nb)
+    return cosines, missing
+
+
+def alignment_mean(cosines: dict[str, float], exact: frozenset[str]) -> float:
+    """Mean cosine over the layers whose update is not exact by construction (``Learner.exact_layers``)."""
+    free = [v for k, v in cosines.items() if k not in exact]
+    if not free:
+        if cosines and set(cosines) <= exact:
+            raise NotMeasurable("every layer's update is the true gradient by construction (exact_layers)")
+        raise NotMeasurable("no layer outside exact_layers has a defined cosine at this step")
+    return sum(free) / len(free)
+
+
+@contextmanager
+def forked_rng(device: torch.device) -> Iterator[None]:
+    """Run a block without advancing any random stream a step may draw from: torch's CPU
+    generator and ``device``'s, Python's ``random`` and numpy's global generator."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+@dataclass
+class Unmeasured:
+    """What a run could not measure: metric -> reason -> how many times (samples or evaluations)."""
+
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def note(self, metric: str, reason: str) -> None:
+        counts = self.reasons.setdefault(metric, {})
+        counts[reason] = counts.get(reason, 0) + 1
+
+    def to_json(self) -> dict[str, str]:
+        """metric -> its reasons, each with how often it applied, e.g. ``"... (3 times)"``."""
+        return {metric: "; ".join(r if n == 1 else f"{r} ({n} times)" for r, n in counts.items())
+                for metric, counts in self.reasons.items()}

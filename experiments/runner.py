@@ -1,31 +1,55 @@
 """The training loop: the runner owns the loop, budget, evaluation schedule, clock and seeds.
 
 ``run(spec, ...)`` trains one learner on one task and returns tidy rows
-``(run_id, epoch, step, split, metric, layer, value)`` plus a summary. It raises on any
-failure (including a non-finite loss); the executor records the error and moves on.
+``(run_id, epoch, step, split, metric, layer, value)``, a summary, and what could not be
+measured (metric -> reason; the executor stores it as ``meta["unmeasured"]``). Only a
+non-finite training loss or a broken interface promise ends a run with an error (the
+executor records it and moves on); a measurement that does not apply to the learner, or is
+undefined at one sample (a zero true gradient, say), is recorded as n/a with its reason.
+
+The clock (``train_seconds``, and the ``max_seconds`` budget) times the learner's
+``train_step`` calls only, synchronized on CUDA; everything else runs off it:
+
+- FLOPs (once per minibatch shape: a step's FLOPs depend only on shapes) and peak memory
+  (the first step) are measured on a *twin*: a second learner built from the same spec,
+  loaded with a deep copy of ``learner.state_dict()``, taking the same minibatch's step
+  under the instrument while every random stream is forked (torch CPU and the run's device,
+  Python, numpy), so the twin changes nothing the learner will see. The twin is then
+  dropped and the learner takes its own, uninstrumented, timed step. This relies on
+  ``load_state_dict(state_dict())`` reproducing the learner, which ``bpbench check`` verifies.
+  (The twin warms caches the first real step would otherwise fill; that one-off start-up
+  cost is not training and stays off the clock too.)
+- ``true_gradient`` (before a sampled step, on the same minibatch, every random stream
+  forked so the step then draws the same dropout masks and noise), gradient health and
+  alignment (after it), diagnostics and evaluation.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from bpbench.experiments.config import build
-from bpbench.experiments.energy import cost_rows
-from bpbench.experiments.measure import count_flops, gradient_alignment, gradient_health, peak_step_memory, warm_up
+from bpbench.experiments.energy import COST_METRICS, cost_rows
+from bpbench.experiments.measure import (MetricError, Unmeasured, alignment_mean, count_flops, forked_rng, gradient_alignment,
+                                         gradient_norms, norm_ratio, peak_step_memory, state_bytes)
 from bpbench.experiments.registry import Registry
 from bpbench.experiments.spec import Budget, RunSpec, Schedule, canonical_json
-from bpbench.learners.base import Learner, StepOutput
-from bpbench.learners.models import ModelSpec
+from bpbench.learners.base import Learner, NotMeasurable
+from bpbench.learners.models import ModelSpec, weight_layers
 from bpbench.tasks.base import Split, TaskData
 
 EVAL_CHUNK = 2048
 DIAGNOSTIC_BATCH = 256  # test samples passed to Learner.evaluation_metrics
+HEALTH_METRICS = ("grad_norm", "grad_norm_ratio", "grad_alignment", "grad_alignment_mean")
+T = TypeVar("T")
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -38,8 +62,16 @@ class TaskCache:
 
     data: dict[str, TaskData] = field(default_factory=dict)
 
+    @staticmethod
+    def key(spec: RunSpec) -> str:
+        return canonical_json([spec.task, spec.task_params])
+
+    def put(self, spec: RunSpec, data: TaskData) -> None:
+        """Use ``data`` for every run of ``spec``'s task and task options (``bpbench check``'s slice)."""
+        self.data[self.key(spec)] = data
+
     def get(self, spec: RunSpec, tasks: Registry) -> TaskData:
-        key = canonical_json([spec.task, spec.task_params])
+        key = self.key(spec)
         if key not in self.data:
             task_cls = tasks.get(spec.task)
             self.data[key] = task_cls().load(build(task_cls.Params, spec.task_params, f"tasks.{spec.task_label}"))
@@ -50,6 +82,7 @@ class TaskCache:
 class RunResult:
     rows: list[dict[str, Any]]
     summary: dict[str, Any]
+    unmeasured: dict[str, str] = field(default_factory=dict)  # metric -> why it is n/a (meta["unmeasured"])
 
 
 def evaluate(learner: Learner, split: Split, device: torch.device) -> tuple[float, float]:
@@ -81,6 +114,66 @@ def build_learner(spec: RunSpec, data: TaskData, learners: Registry, device: tor
     return learner_cls(model, data.info, params, generator, device)
 
 
+def attempt(unmeasured: Unmeasured, metrics: tuple[str, ...], fn: Callable[[], T]) -> T | None:
+    """``fn()``, or None when it raises ``NotMeasurable`` (noted as the reason for each of ``metrics``)."""
+    try:
+        return fn()
+    except NotMeasurable as exc:
+        for metric in metrics:
+            unmeasured.note(metric, str(exc) or type(exc).__name__)
+        return None
+
+
+def on_twin(spec: RunSpec, data: TaskData, learners: Registry, device: torch.device, learner: Learner,
+            x: Tensor, y: Tensor, instrument: Callable[[Callable[[], object]], tuple[object, T]]) -> T:
+    """The figure ``instrument`` takes of one ``train_step(x, y)`` of a copy of ``learner``.
+
+    The copy is built from ``spec`` and loaded with a deep copy of the learner's state, with
+    every random stream forked: the learner and the global RNGs are left exactly as they were.
+    """
+    state = copy.deepcopy(learner.state_dict())
+    with forked_rng(device):
+        twin = build_learner(spec, data, learners, device)
+        twin.load_state_dict(state)
+        _, figure = instrument(lambda: twin.train_step(x, y))
+    return figure
+
+
+def health_rows(learner: Learner, reference: dict[str, Tensor] | None, exact: frozenset[str],
+                unmeasured: Unmeasured) -> list[tuple[str, str, float]]:
+    """Gradient health and alignment of the step just taken: (metric, layer, value) rows.
+
+    ``reference``: the true gradient taken before the step, or None when it is n/a (noted).
+    """
+    signal = attempt(unmeasured, HEALTH_METRICS, learner.update_signal)
+    if signal is None:
+        return []
+    if not signal:
+        for metric in HEALTH_METRICS:
+            unmeasured.note(metric, "update_signal() returned no layers")
+        return []
+    rows: list[tuple[str, str, float]] = []
+    norms, missing = gradient_norms(signal)
+    for reason in missing.values():
+        unmeasured.note("grad_norm", reason)
+    rows += [("grad_norm", layer, value) for layer, value in norms.items()]
+    model = learner.model
+    order = ([n for n, _ in weight_layers(model)] if model is not None else []) or list(signal)
+    ratio = attempt(unmeasured, ("grad_norm_ratio",), lambda: norm_ratio(norms, order[0], order[-1]))
+    if ratio is not None:
+        rows.append(("grad_norm_ratio", "", ratio))
+    if reference is None:
+        return rows
+    cosines, missing = gradient_alignment(signal, reference)
+    for reason in missing.values():
+        unmeasured.note("grad_alignment", reason)
+    rows += [("grad_alignment", layer, value) for layer, value in cosines.items()]
+    mean = attempt(unmeasured, ("grad_alignment_mean",), lambda: alignment_mean(cosines, exact))
+    if mean is not None:
+        rows.append(("grad_alignment_mean", "", mean))
+    return rows
+
+
 def run(
     spec: RunSpec,
     learners: Registry,
@@ -88,16 +181,20 @@ def run(
     device: torch.device,
     cache: TaskCache | None = None,
     on_epoch: Callable[[int, int], None] | None = None,
+    clock_fn: Callable[[], float] = time.perf_counter,
 ) -> RunResult:
-    """Train and measure one run. ``on_epoch(epoch, epochs)`` reports progress."""
+    """Train and measure one run. ``on_epoch(epoch, epochs)`` reports progress; ``clock_fn``
+    is the training clock's time source (seconds)."""
     budget = build(Budget, spec.budget, "budget")
     schedule = build(Schedule, spec.schedule, "schedule")
     data = (cache or TaskCache()).get(spec, tasks)
     learner = build_learner(spec, data, learners, device)
+    exact = frozenset(learner.exact_layers())
     order = torch.Generator(device="cpu").manual_seed(spec.seed + 1)  # minibatch order
     train_x, train_y = data.train.x.to(device), data.train.y.to(device)
     n, batch = len(data.train), learner.batch_size
     rows: list[dict[str, Any]] = []
+    unmeasured = Unmeasured()
 
     def record(epoch: int, step: int, split: str, metric: str, value: float, layer: str = "") -> None:
         rows.append({"run_id": spec.run_id, "epoch": epoch, "step": step, "split": split,
@@ -113,14 +210,17 @@ def run(
             acc, loss = evaluate(learner, split, device)
             record(epoch, step, name, "accuracy", acc)
             record(epoch, step, name, "loss", loss)
-        for metric, value in (("train_seconds", clock), ("train_flops", flops), ("train_samples", samples),
-                              ("forward_samples", forward_samples)):
-            record(epoch, step, "train", metric, value)
-        for metric, layer, value in [*learner.evaluation_metrics(probe), *cost_rows(learner, probe)]:
+        counts = [("train_seconds", clock), ("train_flops", flops), ("train_samples", samples),
+                  ("forward_samples", forward_samples)]
+        for metric, value in counts:
+            if metric not in unmeasured.reasons:
+                record(epoch, step, "train", metric, value)
+        extra = attempt(unmeasured, ("evaluation_metrics",), lambda: learner.evaluation_metrics(probe)) or []
+        costs = attempt(unmeasured, COST_METRICS, lambda: cost_rows(learner, probe)) or []
+        for metric, layer, value in [*extra, *costs]:
             record(epoch, step, "test", metric, value, layer)
 
     probe = data.test.x[:DIAGNOSTIC_BATCH].to(device)
-    warm_up(device)
     evaluate_all(0)
     epochs_done = 0
     for epoch in range(1, budget.epochs + 1):
@@ -129,39 +229,38 @@ def run(
             idx = perm[start:start + batch]
             x, y = train_x[idx], train_y[idx]
             shape = tuple(x.shape)
+            reference = None
             sampled = (step + 1) % schedule.health_every == 0
-            reference = learner.true_gradient(x, y) if sampled else None  # before the update, off the clock
-            _sync(device)
-            t0 = time.perf_counter()
+            if sampled:  # the true gradient before the update, on the same batch and random draws
+                with forked_rng(device):
+                    reference = attempt(unmeasured, ("grad_alignment", "grad_alignment_mean"),
+                                        lambda: learner.true_gradient(x, y))
             if shape not in flops_by_shape:
-                # Count the FLOPs of a real step (once per batch shape; a step's FLOPs depend
-                # only on shapes), and on the first step its peak memory.
-                def instrumented() -> StepOutput:
-                    return count_flops(lambda: learner.train_step(x, y))  # type: ignore[return-value]
-                if peak_memory is None:
-                    (out, counted), peak_memory = peak_step_memory(instrumented, device)
-                else:
-                    out, counted = instrumented()
-                flops_by_shape[shape] = counted
-            else:
-                out = learner.train_step(x, y)
+                flops_by_shape[shape] = on_twin(spec, data, learners, device, learner, x, y, count_flops)
+                if flops_by_shape[shape] == 0:
+                    reason = "the FLOP counter (torch.utils.flop_counter) saw no counted operation in train_step"
+                    if budget.flops is not None:
+                        raise MetricError(f"budget.flops = {budget.flops:g} cannot be enforced: {reason}")
+                    unmeasured.note("train_flops", reason)
+            if peak_memory is None:
+                peak_memory = on_twin(spec, data, learners, device, learner, x, y,
+                                      lambda fn: peak_step_memory(fn, device))
             _sync(device)
-            clock += time.perf_counter() - t0
+            t0 = clock_fn()
+            out = learner.train_step(x, y)
+            _sync(device)
+            clock += clock_fn() - t0
             step += 1
             flops += flops_by_shape[shape]
             samples += x.shape[0]
             forward_samples += out.forward_samples
             if not math.isfinite(out.loss):
                 raise NonFiniteLoss(f"training loss is {out.loss} at epoch {epoch}, step {step}")
-            if reference is not None:
-                signal = learner.update_signal()
-                norms, ratio = gradient_health(signal)
-                for layer, value in norms.items():
-                    record(epoch, step, "train", "grad_norm", value, layer)
-                record(epoch, step, "train", "grad_norm_ratio", ratio)
-                for layer, value in gradient_alignment(signal, reference).items():
-                    record(epoch, step, "train", "grad_alignment", value, layer)
-                for metric, layer, value in learner.diagnostics():
+            if sampled:
+                for metric, layer, value in health_rows(learner, reference, exact, unmeasured):
+                    record(epoch, step, "train", metric, value, layer)
+                diagnostics = attempt(unmeasured, ("diagnostics",), learner.diagnostics) or []
+                for metric, layer, value in diagnostics:
                     record(epoch, step, "train", metric, value, layer)
             limit = budget.reached(clock, samples, flops)
             if limit is not None:
@@ -177,8 +276,12 @@ def run(
             break
     if peak_memory is None:
         raise RuntimeError(f"run {spec.run_id} took no training step (training split has {n} samples)")
+    stored = state_bytes(learner.state_dict())
     record(epochs_done, step, "train", "peak_memory_bytes", peak_memory)
+    record(epochs_done, step, "train", "state_bytes", stored)
     final = {r["split"]: r["value"] for r in rows if r["metric"] == "accuracy" and r["epoch"] == epochs_done}
+    counted = "train_flops" not in unmeasured.reasons
     summary = {"epochs_completed": epochs_done, "steps": step, "stopped_by": stopped_by, "train_seconds": clock,
-               "train_flops": flops, "peak_memory_bytes": peak_memory, "test_accuracy": final.get("test")}
-    return RunResult(rows, summary)
+               "train_flops": flops if counted else None, "peak_memory_bytes": peak_memory,
+               "state_bytes": stored, "test_accuracy": final.get("test"), "exact_layers": sorted(exact)}
+    return RunResult(rows, summary, unmeasured.to_json())

@@ -40,15 +40,23 @@ MEASURES: dict[str, tuple[str, str, float]] = {
     "grad_ratio": ("grad ratio first/last", ".3g", 1.0),
     "alignment": ("alignment cos", ".3f", 1.0),
 }
-NOTE_CELLS = ("Cells: mean ± half-width of the 95% t-interval over seeds; n/a: the learner does not "
-              "record it. {p_note} "
+NOTE_CELLS = ("Cells: mean ± half-width of the 95% t-interval over seeds; n/a: not measured for this learner "
+              "(each run's meta.json says why, under 'unmeasured'). {p_note} "
+              "Peak MiB: the first training step's own peak (what it allocates: activations, gradients, new "
+              "optimizer state), not the learner's stored state (metric state_bytes) nor the data. "
               "Grad ratio: geometric mean over sampled steps of the first/last-layer update-signal "
-              "norm ratio. Alignment: mean cosine with the true gradient over sampled steps and layers.")
+              "norm ratio (n/a for one connection layer: 1 by definition). Alignment: mean cosine with the "
+              "true gradient over sampled steps and over the layers whose update is not exact by construction "
+              "(Learner.exact_layers: the output layer of fa, dfa, sign_symmetry, and of snn_dfa with a membrane "
+              "readout, is left out; n/a where every layer is exact, as for backprop and snn_bptt).")
 NOTE_P = ("p: Welch's t-test of test accuracy against the runs of the one learner label {reference!r} on "
           "the same task (never other labels of the same learner): its configuration whose grid values "
           "the row shares (the same lr, say), or its only configuration; n/a where none matches "
           "(* p<.05, ** p<.01, *** p<.001; ref: the reference itself).")
 UNEQUAL_MARK = "†"
+FROM_FLOPS_MARK = "‡"
+NOTE_FROM_FLOPS = (f"{FROM_FLOPS_MARK} no model to hook: synaptic operations and energy are FLOPs / 2 of predict "
+                   "(dense MACs, nothing skipped), not NeuroBench's effective count of the other rows.")
 
 
 def budget_text(budget: dict[str, Any]) -> str:
@@ -115,8 +123,10 @@ def tidy(store: RunStore) -> pd.DataFrame:
 
 def _geometric_mean(values: pd.Series) -> float:
     arr = values.to_numpy(dtype=float)
-    if (arr <= 0).any():
-        raise ValueError(f"grad_norm_ratio has non-positive values {arr[arr <= 0][:3]}: geometric mean undefined")
+    if (arr < 0).any():
+        raise ValueError(f"grad_norm_ratio has negative values {arr[arr < 0][:3]}: geometric mean undefined")
+    if (arr == 0).any():  # a first layer whose update vanished exactly: the geometric mean is 0
+        return 0.0
     return float(np.exp(np.log(arr).mean()))
 
 
@@ -142,9 +152,10 @@ def per_run(data: pd.DataFrame) -> pd.DataFrame:
         "energy": col("test_energy_per_sample_j"), "peak_mem": col("train_peak_memory_bytes"),
     })
     ratio = data[data["metric"] == "grad_norm_ratio"].groupby("run_id")["value"].apply(_geometric_mean)
-    align = data[data["metric"] == "grad_alignment"].groupby("run_id")["value"].mean()
+    align = data[data["metric"] == "grad_alignment_mean"].groupby("run_id")["value"].mean()  # exact layers left out
     out["grad_ratio"] = ratio.reindex(out.index)
     out["alignment"] = align.reindex(out.index)
+    out["cost_from_flops"] = col("test_synops_from_flops") == 1.0
     return runs.join(out).reset_index()
 
 
@@ -188,6 +199,7 @@ def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
         for name in MEASURES:
             row[f"{name}_mean"], row[f"{name}_low"], row[f"{name}_high"] = t_interval(group[name])
         row["p_vs_reference"], row["reference"] = _welch_against_reference(runs, learner, config, task, reference)
+        row["cost_from_flops"] = bool(group["cost_from_flops"].any()) if "cost_from_flops" in group else False
         rows.append(row)
     if failed is not None and not failed.empty:  # groups whose every run failed still get a row
         present = {(r["learner"], r["config"], r["task"]) for r in rows}
@@ -195,7 +207,8 @@ def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
             if key not in present:
                 rows.append({**dict(zip(RUN_KEYS, key)), "learner_name": group["learner_name"].iloc[0], "seeds": 0,
                              "budget": group["budget"].iloc[0], "stopped_by": "failed", "p_vs_reference": math.nan,
-                             "reference": "", **{f"{m}_{s}": math.nan for m in MEASURES for s in ("mean", "low", "high")}})
+                             "reference": "", "cost_from_flops": False,
+                             **{f"{m}_{s}": math.nan for m in MEASURES for s in ("mean", "low", "high")}})
     rank = {name: i for i, name in enumerate(LEARNER_ORDER)}
     out = pd.DataFrame(rows)
     out["_rank"] = out["learner_name"].map(lambda n: rank.get(n, len(rank)))
@@ -210,6 +223,7 @@ def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
     out["unequal_budget"] = out["task"].map(lambda t: t in notes)
     out.attrs["notes"] = [NOTE_CELLS.format(p_note=NOTE_P.format(reference=reference)), *notes.values()]
     out.attrs["reference"] = reference
+    out.attrs["marked_notes"] = [NOTE_FROM_FLOPS] if out["cost_from_flops"].any() else []
     return out
 
 
@@ -304,9 +318,13 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
         "stopped by": summary["stopped_by"],
         "seeds": summary["seeds"].astype(str) + summary["failed"].map(lambda f: f" ({f} failed)" if f else ""),
     })
+    from_flops = summary["cost_from_flops"] if "cost_from_flops" in summary else pd.Series(False, index=summary.index)
     for name, (header, fmt, scale) in MEASURES.items():
         table[header] = [_cell(m, lo, hi, fmt, scale) for m, lo, hi in
                          zip(summary[f"{name}_mean"], summary[f"{name}_low"], summary[f"{name}_high"])]
+        if name in ("synops", "energy"):
+            table[header] = [f"{cell}{FROM_FLOPS_MARK}" if mark and cell != "n/a" else cell
+                             for cell, mark in zip(table[header], from_flops)]
         if name == "test_acc":
             table[f"p vs {summary.attrs.get('reference', REFERENCE_LABEL)}"] = [
                 _p_cell(p, r) for p, r in zip(summary["p_vs_reference"], summary["reference"])]
@@ -315,7 +333,7 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
 
 LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-LATEX_SYMBOLS = {"±": r"$\pm$", UNEQUAL_MARK: r"$^\dagger$", "−": "-"}
+LATEX_SYMBOLS = {"±": r"$\pm$", UNEQUAL_MARK: r"$^\dagger$", FROM_FLOPS_MARK: r"$^\ddagger$", "−": "-"}
 
 
 def latex_escape(text: str) -> str:
@@ -351,7 +369,7 @@ def render(summary: pd.DataFrame, fmt: str) -> str:
         return summary.to_csv(index=False)
     table, notes = display_frame(summary), summary.attrs.get("notes", [])
     unequal = [f"{UNEQUAL_MARK} {note}" for note in notes[1:]]
-    notes = [notes[0], *unequal] if notes else []
+    notes = [notes[0], *unequal, *summary.attrs.get("marked_notes", [])] if notes else []
     if fmt == "markdown":
         return table.to_markdown(index=False) + "\n\n" + "\n\n".join(notes) + "\n"
     if fmt == "latex":

@@ -75,6 +75,10 @@ class Backprop(Learner):
     def update_signal(self) -> dict[str, Tensor]:
         return {n: m.weight.grad.detach().clone() for n, m in weight_layers(self._model) if m.weight.grad is not None}
 
+    def exact_layers(self) -> frozenset[str]:
+        """Every layer: the update is the true gradient itself."""
+        return frozenset(n for n, _ in weight_layers(self._model))
+
     def state_dict(self) -> dict[str, Any]:
         return {"model": self._model.state_dict(), "optimizer": self.optimizer.state_dict()}
 

@@ -145,13 +145,14 @@ class Learner(ABC):
         """
         model = self.model
         if model is None:
-            raise NotImplementedError(f"{type(self).__name__} has no model: override true_gradient")
+            raise NotMeasurable(f"{type(self).__name__} has no model and does not override true_gradient")
         from bpbench.learners.models import weight_layers
 
         names = [n for n, _ in weight_layers(model)]
         params = dict(model.named_parameters())
         buffers = {k: v.clone() for k, v in model.named_buffers()}  # BN stats stay untouched
-        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        devices = [self.device] if self.device.type == "cuda" else []  # dropout draws on the run's device
+        with torch.random.fork_rng(devices=devices), torch.enable_grad():
             detached = {k: v.detach().requires_grad_(True) for k, v in params.items()}
             logits = torch.func.functional_call(model, (detached, buffers), (x,))
             loss = torch.nn.functional.cross_entropy(logits, y)
@@ -164,7 +165,8 @@ class Learner(ABC):
 
         E.g. the output layer of fa, dfa and sign_symmetry (its update is backprop's). Their
         cosine with the true gradient is 1 whatever the rule does, so the alignment summary
-        leaves them out. Backprop returns every layer. Default: none.
+        (``grad_alignment_mean``, the table's column) leaves them out; their per-layer cosines
+        are still recorded. Backprop returns every layer. Default: none.
         """
         return frozenset()
 
@@ -186,11 +188,18 @@ class Learner(ABC):
     def inference_cost(self, x: Tensor) -> dict[str, LayerOps] | None:
         """Per-sample synaptic operations of each connection layer when predicting ``x``, or None.
 
-        A learner that knows its spikes overrides it (``experiments.energy.count_synops``
-        does the counting); for None, ``experiments.energy`` derives dense MACs from the
-        FLOP counter on ``predict(x)``. Must not change learner state.
+        Default: NeuroBench's dense and effective counts (``learners.synops.count_synops``)
+        from hooks on ``self.model``'s connection layers while ``self.predict(x)`` runs, the
+        same for every learner that has a model; None without a model (then
+        ``experiments.energy`` falls back to FLOPs / 2 of ``predict`` and the table marks
+        it). Raise ``NotMeasurable`` when neither applies. Must not change learner state.
         """
-        return None
+        model = self.model
+        if model is None:
+            return None
+        from bpbench.learners.synops import count_synops
+
+        return count_synops(model, lambda: self.predict(x), x.shape[0])
 
     @property
     def model(self) -> nn.Module | None:

@@ -21,7 +21,7 @@ from torch import Tensor
 from bpbench.learners.backprop import Backprop
 from bpbench.learners.base import StepOutput, TaskInfo
 from bpbench.learners.feedback import (ErrorTap, FeedbackParams, direct, draw_feedback, feedback_state, feedback_step,
-                               layer_input_shapes, load_feedback, record_error)
+                               layer_input_shapes, load_feedback, output_layer, record_error)
 from bpbench.learners.models import ModelSpec, weight_layers
 
 
@@ -48,6 +48,9 @@ class DirectFeedbackAlignment(Backprop):
         loss = feedback_step(self._model, self.optimizer, x, y, routes)
         self._tap.error = None
         return StepOutput(loss, forward_samples=x.shape[0])
+
+    def exact_layers(self) -> frozenset[str]:
+        return output_layer(self._model)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "feedback": feedback_state(self.feedback)}

@@ -20,7 +20,7 @@ from torch import Tensor
 from bpbench.learners.backprop import Backprop
 from bpbench.learners.base import StepOutput, TaskInfo
 from bpbench.learners.feedback import (FeedbackParams, angle_deg, draw_feedback, feedback_state, feedback_step,
-                               load_feedback, through)
+                               load_feedback, output_layer, through)
 from bpbench.learners.models import ModelSpec, weight_layers
 
 
@@ -40,6 +40,9 @@ class FeedbackAlignment(Backprop):
         layers = dict(weight_layers(self._model))
         routes = {name: through(layers[name], b) for name, b in self.feedback.items()}
         return StepOutput(feedback_step(self._model, self.optimizer, x, y, routes), forward_samples=x.shape[0])
+
+    def exact_layers(self) -> frozenset[str]:
+        return output_layer(self._model)
 
     def diagnostics(self) -> list[tuple[str, str, float]]:
         layers = dict(weight_layers(self._model))

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bpbench.learners.backprop import BackpropParams
+from bpbench.learners.models import weight_layers
 
 Route = Callable[[Tensor, Tensor], Tensor]  # (error at the layer's output δ, layer input x) -> error for x
 
@@ -204,6 +205,12 @@ def load_feedback(feedback: dict[str, Tensor], saved: dict[str, Tensor]) -> None
         raise ValueError(f"state has feedback for layers {sorted(saved)}, expected {sorted(feedback)}")
     for name, b in feedback.items():
         b.copy_(saved[name])
+
+
+def output_layer(model: nn.Module) -> frozenset[str]:
+    """The feedback family's ``exact_layers``: the output layer, whose weight gradient δ·xᵀ uses
+    the true output error (the feedback matrices only change what reaches the layers below)."""
+    return frozenset({weight_layers(model)[-1][0]})
 
 
 def feedback_step(model: nn.Sequential, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor,

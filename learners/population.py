@@ -84,8 +84,7 @@ class PopulationForward:
     Walks the shared ``nn.Sequential`` layer by layer with the population as an extra axis:
     a Linear becomes one batched matmul over all individuals, a Conv2d one grouped
     convolution (individual p owns channel group p); activations and pooling apply as is.
-    (``torch.func.vmap`` over ``functional_call`` would do the same, but the runner's memory
-    tracker cannot inspect vmap's batched parameters.)
+    (``torch.func.vmap`` over ``functional_call`` would do the same.)
     """
 
     def __init__(self, model: nn.Module) -> None:

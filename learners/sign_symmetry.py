@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from bpbench.learners.backprop import Backprop, BackpropParams
 from bpbench.learners.base import StepOutput, TaskInfo
-from bpbench.learners.feedback import angle_deg, feedback_step, through
+from bpbench.learners.feedback import angle_deg, feedback_step, output_layer, through
 from bpbench.learners.models import ModelSpec, weight_layers
 
 
@@ -49,6 +49,9 @@ class SignSymmetry(Backprop):
         for name, layer in weight_layers(self._model)[1:]:  # B = sign(W)·s of the current W
             sign_feedback(layer, out=self._signs[name])
         return StepOutput(feedback_step(self._model, self.optimizer, x, y, self._routes), forward_samples=x.shape[0])
+
+    def exact_layers(self) -> frozenset[str]:
+        return output_layer(self._model)
 
     def diagnostics(self) -> list[tuple[str, str, float]]:
         layers = dict(weight_layers(self._model))

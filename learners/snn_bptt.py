@@ -32,3 +32,7 @@ class SpikingBPTT(SpikingLearner):
 
     def update_signal(self) -> dict[str, Tensor]:
         return {n: m.weight.grad.detach().clone() for n, m in weight_layers(self._model) if m.weight.grad is not None}
+
+    def exact_layers(self) -> frozenset[str]:
+        """Every layer: the update is the BPTT surrogate gradient, which is ``true_gradient``."""
+        return frozenset(n for n, _ in weight_layers(self._model))

@@ -157,6 +157,11 @@ class SpikingDFA(SpikingLearner):
     def update_signal(self) -> dict[str, Tensor]:
         return {n: m.weight.grad.detach().clone() for n, m in weight_layers(self._model) if m.weight.grad is not None}
 
+    def exact_layers(self) -> frozenset[str]:
+        """The output layer with a membrane readout (scores = mean membrane of non-resetting
+        integrators: its eligibility trace is the exact gradient); none with a spike readout."""
+        return frozenset({weight_layers(self._model)[-1][0]}) if self.params.readout == "membrane" else frozenset()
+
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "feedback": {k: v.clone() for k, v in self.feedback.items()}}
 

@@ -90,7 +90,8 @@ class CentroidParams:
 
 
 class NearestCentroid(Learner):
-    """No model and no gradient: running class means; scores are minus squared distances."""
+    """No model and no gradient: running class means; scores are minus squared distances
+    (up to a per-sample constant), one (B, F) x (F, classes) product."""
 
     Params = CentroidParams
 
@@ -107,8 +108,9 @@ class NearestCentroid(Learner):
         return StepOutput(float(F.cross_entropy(self.predict(x), y)), forward_samples=x.shape[0])
 
     def predict(self, x: Tensor) -> Tensor:
+        """Minus the squared distance to each class mean: 2 x.m - |m|^2 (- |x|^2, the same for every class)."""
         means = self.sums / self.counts.clamp(min=1).unsqueeze(1)
-        return -torch.cdist(x.flatten(1), means).square()
+        return 2 * x.flatten(1) @ means.T - means.square().sum(1)
 
     def update_signal(self) -> dict[str, Tensor]:
         raise NotMeasurable("nearest centroid has no weights and no gradient-like update")

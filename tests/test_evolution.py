@@ -267,13 +267,15 @@ def _spec(learner: str, params: dict, model: dict, epochs: int, seed: int) -> Ru
 def test_learns_digits_through_the_runner_with_counted_compute(learner, params, model, epochs, floor,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     # Count every single-sample forward the population forward really makes (P x B per call;
-    # predict and the true gradient go through the plain model, not through it), and keep
-    # each sampled step's true gradient and update signal to recompute the alignment by hand.
-    counted = {"forward": 0}
+    # predict and the true gradient go through the plain model, not through it), per learner:
+    # the runner's instruments step twin learners (one generation each, off the clock), so the
+    # run's own learner is the one that ran all the others. Keep each sampled step's true
+    # gradient and update signal to recompute the alignment by hand.
+    by_learner: dict[int, int] = {}
     logits = PopulationForward.logits
 
     def counting_logits(self, population, x):
-        counted["forward"] += population.shape[0] * x.shape[0]
+        by_learner[id(self)] = by_learner.get(id(self), 0) + population.shape[0] * x.shape[0]
         return logits(self, population, x)
     monkeypatch.setattr(PopulationForward, "logits", counting_logits)
     cls = learner_registry().get(learner)
@@ -296,7 +298,11 @@ def test_learns_digits_through_the_runner_with_counted_compute(learner, params, 
     summary, rows = result.summary, result.rows
     assert summary["test_accuracy"] > floor  # chance is 0.1
     forward = [r["value"] for r in rows if r["metric"] == "forward_samples"][-1]
+    counted = {"forward": max(by_learner.values())}
     assert forward == counted["forward"] > 0  # what the learner reported = what it ran
+    twins = sorted(v for k, v in by_learner.items() if v != counted["forward"])
+    batches = (256, len(Digits().load(Digits.Params()).train) % 256)
+    assert len(twins) == 3 and set(twins) <= {params["population"] * b for b in batches}  # one generation each
     samples = [r["value"] for r in rows if r["metric"] == "train_samples"][-1]
     widths = [64, *model["hidden"], 10]
     macs = sum(a * b for a, b in zip(widths, widths[1:]))

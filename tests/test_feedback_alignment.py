@@ -3,6 +3,8 @@ rules against backprop's gradients, fixed feedback, seeding, conv layers, the ru
 alignment diagnostics, and real learning on digits."""
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 import torch
@@ -221,6 +223,8 @@ def test_alignment_study_reports_mean_alignment_in_table(tmp_path) -> None:
     assert code == 0
     table = summarize(RunStore(tmp_path)).set_index("learner")
     assert set(table.index) == {"backprop", "fa", "dfa"}
-    assert abs(table.loc["backprop", "alignment_mean"] - 1.0) < 1e-9
-    for learner in ("fa", "dfa"):  # mean of (out = 1, fc1, fc2): above 1/3 iff the hidden layers' mean is > 0
-        assert 1 / 3 < table.loc[learner, "alignment_mean"] < 0.99, table.loc[learner, "alignment_mean"]
+    # The column averages only layers whose update is not exact by construction: every layer of
+    # backprop is (n/a, not a free 1.0); fa's and dfa's output layer is, so their hidden layers remain.
+    assert math.isnan(table.loc["backprop", "alignment_mean"])
+    for learner in ("fa", "dfa"):
+        assert 0 < table.loc[learner, "alignment_mean"] < 0.99, table.loc[learner, "alignment_mean"]

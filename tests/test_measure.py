@@ -1,11 +1,13 @@
 """The runner's instruments on their own: peak step memory against hand counts, for any step shape."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from bpbench.experiments.measure import peak_live_bytes, peak_step_memory
+from bpbench.experiments.measure import peak_live_bytes, peak_step_memory, state_bytes
 from bpbench.experiments.registry import task_registry
+from bpbench.learners.backprop import Backprop, BackpropParams
 from bpbench.learners.models import ModelSpec
 from learner_shapes import FrozenFeatures, WeightPerturbation
 
@@ -63,3 +65,14 @@ def test_peak_memory_of_steps_the_old_tracker_refused(cls, digits) -> None:
     out, peak = peak_step_memory(lambda: learner.train_step(x, y), CPU)
     assert out.forward_samples >= 64
     assert peak >= 64 * 32 * 4  # at least the hidden activations of one forward pass
+
+
+def test_state_bytes_counts_each_storage_once(digits) -> None:
+    t = torch.zeros(10, 10)
+    assert state_bytes({"a": t, "b": [t.view(-1), (t[0],)], "c": np.zeros(5), "n": 3}) == 400 + 40
+    learner = Backprop(ModelSpec(hidden=(32,)), digits.info, BackpropParams(), torch.Generator().manual_seed(0), CPU)
+    learner.train_step(digits.train.x[:64], digits.train.y[:64])
+    params = list(learner.model.parameters())
+    weights = sum(p.numel() for p in params) * 4
+    # weights, Adam's two moment estimates, and one float32 step counter per parameter tensor
+    assert state_bytes(learner.state_dict()) == 3 * weights + 4 * len(params)
