@@ -137,7 +137,8 @@ class DifferenceTargetPropagation(Learner):
         self.inverses.to(device)
         self.optimizer = make_optimizer(params, self._model.parameters())
         inverse_params = dataclasses.replace(params, lr=params.inverse_lr, weight_decay=0.0)
-        self.inverse_optimizer = make_optimizer(inverse_params, self.inverses.parameters())
+        # none with one hidden layer and penultimate = "gradient": then there is nothing to invert
+        self.inverse_optimizer = make_optimizer(inverse_params, self.inverses.parameters()) if self.inverses else None
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         self.noise = torch.Generator(device=device).manual_seed(seed)  # drawn where it is used
         self._last_x: Tensor | None = None
@@ -153,7 +154,7 @@ class DifferenceTargetPropagation(Learner):
 
     def _train_inverses(self, inputs: dict[str, Tensor]) -> None:
         """One optimizer step of every inverse on ½‖g(f(h̃)) − h̃‖², h̃ = h + noise·ε."""
-        if not self.inverses:
+        if self.inverse_optimizer is None:
             return
         blocks = dict(self.blocks)
         loss = torch.zeros((), device=self.device)
@@ -233,12 +234,14 @@ class DifferenceTargetPropagation(Learner):
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self._model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "inverses": self.inverses.state_dict(), "inverse_optimizer": self.inverse_optimizer.state_dict(),
+                "inverses": self.inverses.state_dict(),
+                "inverse_optimizer": None if self.inverse_optimizer is None else self.inverse_optimizer.state_dict(),
                 "noise": self.noise.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.inverses.load_state_dict(state["inverses"])
-        self.inverse_optimizer.load_state_dict(state["inverse_optimizer"])
+        if self.inverse_optimizer is not None:
+            self.inverse_optimizer.load_state_dict(state["inverse_optimizer"])
         self.noise.set_state(state["noise"])

@@ -159,6 +159,10 @@ class ForwardGradient(Backprop):
             passes = 1 + self.params.tangents * (len(estimate) // 2)  # estimate: a weight and a bias per layer
         return StepOutput(loss=loss, forward_samples=x.shape[0] * passes)
 
+    def exact_layers(self) -> frozenset[str]:
+        """None: every layer's update is an estimate (overrides backprop's "all layers")."""
+        return frozenset()
+
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "noise": self.noise.get_state()}
 

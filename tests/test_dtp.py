@@ -110,7 +110,7 @@ def test_exact_layers_are_the_true_gradient(penultimate: str, digits) -> None:
     train(learner, digits, 20)
     reference = learner.true_gradient(x, y)
     learner.train_step(x, y)
-    cosine = gradient_alignment(learner.update_signal(), reference)
+    cosine, _ = gradient_alignment(learner.update_signal(), reference)
     exact = learner.exact_layers()
     assert exact == ({"out", "fc2"} if penultimate == "gradient" else {"out"})
     for name in exact:

@@ -12,7 +12,7 @@ from bpbench.experiments.measure import count_flops
 from bpbench.experiments.registry import learner_registry, task_registry
 from bpbench.experiments.runner import run
 from bpbench.experiments.spec import RunSpec
-from bpbench.learners.fwd_grad import ForwardGradient, ForwardGradientParams
+from bpbench.learners.fwd_grad import PERTURB, ForwardGradient, ForwardGradientParams
 from bpbench.learners.models import ModelSpec
 from bpbench.tasks.digits import Digits
 from conftest import bpbench
@@ -78,6 +78,12 @@ def test_jvp_computes_the_estimate_without_backward(perturb: str, digits, monkey
     assert len(calls) == (2 if perturb == "weight" else 2 * 2)  # tangents (x layers for activity)
     for name, g in plain.update_signal().items():
         assert torch.allclose(doubled.update_signal()[name], 2 * g, rtol=1e-5, atol=1e-7), name
+
+
+def test_no_layer_is_exact(digits) -> None:
+    """Every layer's update is an estimate, so every layer enters the alignment summary."""
+    for perturb in PERTURB:
+        assert make(ForwardGradientParams(perturb=perturb), digits.info).exact_layers() == frozenset()
 
 
 def test_flop_counter_counts_forward_mode_work(digits) -> None:

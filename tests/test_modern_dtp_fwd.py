@@ -55,6 +55,11 @@ def test_modern_rows_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
         rows = metrics[metrics.run_id == by_row[(label, "")]["run_id"]]
         assert set(rows[rows.metric == "grad_alignment"].layer) == {"fc1", "fc2", "out"}
         assert rows[rows.metric == "train_flops"].value.max() > 0
+    for row, exact in [(("dtp", "gradient"), ["fc2", "out"]), (("dtp", "target"), ["out"]),
+                       (("fwd_grad_weight", ""), []), (("fwd_grad_activity", ""), [])]:
+        assert by_row[row]["summary"]["exact_layers"] == exact, row
+        rows = metrics[metrics.run_id == by_row[row]["run_id"]]
+        assert (rows.metric == "grad_alignment_mean").any(), row  # the alignment summary is measured
     capsys.readouterr()
     assert main(["table", str(out)]) == 0
     table = capsys.readouterr().out
