@@ -37,6 +37,9 @@ gradient. So ``exact_layers`` is {"out"} for "target" and {"out", "fc<L>"} for "
 forward-weight gradients (before the optimizer); ``diagnostics`` = each inverse's relative
 reconstruction error ‖g_l(f_l(h)) − h‖² / ‖h‖² on the last batch (no noise).
 
+``forward_samples`` counts the batch's one forward pass through the network; the inverses'
+reconstructions re-run the layers above the first on noisy inputs, which the FLOP counter sees.
+
 MLP only, without batch norm or dropout (a forward layer must be a pure function of its
 input for its inverse to be learnable and its target to be meaningful); Lee et al. and
 Bartunov et al. use tanh, and the study does too.
