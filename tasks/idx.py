@@ -69,6 +69,9 @@ class IdxTask(Task):
                 f"[tasks.{self.name}] path to the folder with {', '.join(FILES)} (.gz allowed)")
         return [find(folder, stem) for stem in FILES]
 
+    def sources(self, params: IdxParams) -> list[Path]:
+        return self.files(params)
+
     def check(self, params: IdxParams) -> None:
         self.files(params)
 

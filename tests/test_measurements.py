@@ -321,3 +321,14 @@ def test_cli_check_fails_a_learner_that_diverges_in_a_real_run(with_plugins) -> 
     assert "through the runner failed: NonFiniteLoss: training loss is nan" in proc.stderr
     ok = bpbench("check", "exploding", "--task", "digits", "--samples", "64", check=True).stdout
     assert "conforms" in ok and "n/a grad_alignment_mean: every layer's update is the true gradient" in ok
+
+
+def test_check_takes_learner_and_model_options() -> None:
+    """cmaes refuses the default check model (over 1,000 weights); on a linear model it conforms,
+    and its first/last gradient ratio (one layer: 1 by definition) is n/a, not '1 ± 0'."""
+    from bpbench.experiments.conformance import check
+
+    meta = check("cmaes", "digits", learner_registry(), task_registry(), samples=128, params={"batch_size": 64},
+                 model={"hidden": []})
+    assert meta["summary"]["steps"] == 2
+    assert meta["unmeasured"]["grad_norm_ratio"].startswith("one connection layer: the first/last ratio is 1 by definition")
