@@ -55,9 +55,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bpbench.learners.backprop import BackpropParams, make_optimizer
-from bpbench.learners.base import Learner, NotMeasurable, StepOutput, TaskInfo
-from bpbench.learners.models import ACTIVATIONS, ModelSpec, build_model, weight_layers
+from bpbench.learners.backprop import Backprop, BackpropParams, make_optimizer
+from bpbench.learners.base import NotMeasurable, StepOutput, TaskInfo
+from bpbench.learners.models import ACTIVATIONS, ModelSpec
 
 PENULTIMATE = ("gradient", "target")
 
@@ -115,18 +115,17 @@ def run_block(modules: list[nn.Module], h: Tensor) -> Tensor:
     return h
 
 
-class DifferenceTargetPropagation(Learner):
+class DifferenceTargetPropagation(Backprop):
     """Local losses toward targets propagated by learned inverses (no backward pass across layers)."""
 
     Params = DTPParams
 
     def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: DTPParams,
                  generator: torch.Generator, device: torch.device) -> None:
-        super().__init__(model_spec, task, params, generator, device)
         check_plain_mlp(model_spec, "dtp")
         if not model_spec.hidden:
             raise ValueError("dtp: model.hidden = []: difference target propagation needs at least one hidden layer")
-        self._model = build_model(model_spec, task.input_shape, task.n_classes, generator).to(device)  # same init as backprop
+        super().__init__(model_spec, task, params, generator, device)  # the model draws first: same init as backprop
         self.blocks = layer_blocks(self._model)
         # g_l for every layer whose input is a hidden layer: fc2..fc<L>, and the output layer in "target" mode
         inverted = self.blocks[1:] if params.penultimate == "target" else self.blocks[1:-1]
@@ -138,7 +137,6 @@ class DifferenceTargetPropagation(Learner):
             nn.init.zeros_(inverse.bias)
             self.inverses[name] = nn.Sequential(inverse, ACTIVATIONS[model_spec.activation]())
         self.inverses.to(device)
-        self.optimizer = make_optimizer(params, self._model.parameters())
         inverse_params = dataclasses.replace(params, lr=params.inverse_lr, weight_decay=0.0)
         # none with one hidden layer and penultimate = "gradient": then there is nothing to invert
         self.inverse_optimizer = make_optimizer(inverse_params, self.inverses.parameters()) if self.inverses else None
@@ -203,17 +201,6 @@ class DifferenceTargetPropagation(Learner):
         self._last_x = x
         return StepOutput(loss=loss.item(), forward_samples=x.shape[0])
 
-    @torch.no_grad()
-    def predict(self, x: Tensor) -> Tensor:
-        was_training = self._model.training
-        self._model.eval()
-        out = self._model(x)
-        self._model.train(was_training)
-        return out
-
-    def update_signal(self) -> dict[str, Tensor]:
-        return {n: m.weight.grad.detach().clone() for n, m in weight_layers(self._model) if m.weight.grad is not None}
-
     def exact_layers(self) -> frozenset[str]:
         names = [name for name, _ in self.blocks]
         return frozenset({"out", names[-2]} if self.params.penultimate == "gradient" else {"out"})
@@ -236,14 +223,12 @@ class DifferenceTargetPropagation(Learner):
                 for name, value in self.reconstruction_errors(self._last_x).items()]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self._model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "inverses": self.inverses.state_dict(),
+        return {**super().state_dict(), "inverses": self.inverses.state_dict(),
                 "inverse_optimizer": None if self.inverse_optimizer is None else self.inverse_optimizer.state_dict(),
                 "noise": self.noise.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        super().load_state_dict(state)
         self.inverses.load_state_dict(state["inverses"])
         if self.inverse_optimizer is not None:
             self.inverse_optimizer.load_state_dict(state["inverse_optimizer"])
