@@ -192,12 +192,13 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
         varied += [f"params.{k}" for k in table if len({repr(p[k]) for p in param_points}) > 1]
         for model_point in model_points:
             model = build(ModelSpec, model_point, f"learners.{label}.model")
-            try:
-                learner_cls.check_model(model)
-            except ValueError as exc:
-                raise ConfigError(f"learners.{label}: {exc}") from exc
             for param_point in param_points:
-                params = to_plain(build(learner_cls.Params, param_point, f"learners.{label}"))
+                built = build(learner_cls.Params, param_point, f"learners.{label}")
+                try:
+                    learner_cls.check_model(model, built)
+                except ValueError as exc:
+                    raise ConfigError(f"learners.{label}: {exc}") from exc
+                params = to_plain(built)
                 for task_label, task_name, task_params, task_axes, task_cls in task_points:
                     if only is not None and task_label not in only:
                         continue

@@ -91,10 +91,12 @@ class Learner(ABC):
     archs: ClassVar[frozenset[str] | None] = None
 
     @classmethod
-    def check_model(cls, spec: ModelSpec) -> None:
+    def check_model(cls, spec: ModelSpec, params: Any = None) -> None:
         """Raise ValueError, naming the value and what is allowed, if this rule cannot train ``spec``.
 
-        Called when a study is validated (before any run starts) and again by ``__init__``.
+        ``params``: the rule's ``Params`` (None: its defaults), for rules whose supported models
+        depend on an option. Called when a study is validated (before any run starts) and
+        again by ``__init__``.
         The default refuses an arch outside ``archs``; override it (calling super) to refuse
         more, e.g. batch norm for a rule with no update for its parameters.
         """
@@ -111,7 +113,7 @@ class Learner(ABC):
         device: torch.device,
     ) -> None:
         """model_spec, task and params in; ``generator`` is the run's only randomness source."""
-        type(self).check_model(model_spec)
+        type(self).check_model(model_spec, params)
         self.model_spec = model_spec
         self.task = task
         self.params = params

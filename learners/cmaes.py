@@ -76,8 +76,8 @@ class CMAES(PopulationLearner):
     MAX_PARAMETERS = 1000  # D x D covariance, eigendecomposed every generation
 
     @classmethod
-    def check_model(cls, spec: ModelSpec) -> None:
-        super().check_model(spec)
+    def check_model(cls, spec: ModelSpec, params: Any = None) -> None:
+        super().check_model(spec, params)
         if spec.arch == "lenet":  # refused before any run: its size does not depend on the task
             raise ValueError(f"model.arch = 'lenet': cmaes handles at most {cls.MAX_PARAMETERS} parameters and "
                              "LeNet-5 has over 50,000 in its conv layers alone; use arch = 'mlp' with hidden = []")

@@ -119,12 +119,17 @@ class DifferenceTargetPropagation(Backprop):
     """Local losses toward targets propagated by learned inverses (no backward pass across layers)."""
 
     Params = DTPParams
+    archs = frozenset({"mlp"})
+
+    @classmethod
+    def check_model(cls, spec: ModelSpec, params: Any = None) -> None:  # run at study validation, before any run
+        super().check_model(spec, params)
+        check_plain_mlp(spec, "dtp")
+        if not spec.hidden:
+            raise ValueError("dtp: model.hidden = []: difference target propagation needs at least one hidden layer")
 
     def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: DTPParams,
                  generator: torch.Generator, device: torch.device) -> None:
-        check_plain_mlp(model_spec, "dtp")
-        if not model_spec.hidden:
-            raise ValueError("dtp: model.hidden = []: difference target propagation needs at least one hidden layer")
         super().__init__(model_spec, task, params, generator, device)  # the model draws first: same init as backprop
         self.blocks = layer_blocks(self._model)
         # g_l for every layer whose input is a hidden layer: fc2..fc<L>, and the output layer in "target" mode

@@ -71,8 +71,8 @@ class ForwardForward(Learner):
     Params = FFParams
 
     @classmethod
-    def check_model(cls, spec: ModelSpec) -> None:  # run at study validation, before any run
-        super().check_model(spec)
+    def check_model(cls, spec: ModelSpec, params: Any = None) -> None:  # run at study validation, before any run
+        super().check_model(spec, params)
         check_plain_mlp(spec, "ff")
         if not spec.hidden:
             raise ValueError("model.hidden = []: ff trains hidden layers; give at least one hidden width")

@@ -76,15 +76,20 @@ class ForwardGradient(Backprop):
 
     Params = ForwardGradientParams
 
-    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: ForwardGradientParams,
-                 generator: torch.Generator, device: torch.device) -> None:
-        if model_spec.batchnorm:
+    @classmethod
+    def check_model(cls, spec: ModelSpec, params: Any = None) -> None:  # run at study validation, before any run
+        super().check_model(spec, params)
+        perturb = (params or cls.Params()).perturb
+        if spec.batchnorm:
             raise ValueError("fwd_grad: model.batchnorm = true is not supported "
                              "(a jvp cannot update running statistics); use batchnorm = false")
-        if params.perturb == "activity" and model_spec.arch != "mlp":
-            raise ValueError(f"fwd_grad: perturb = 'activity' with model.arch = {model_spec.arch!r}; allowed is 'mlp'")
-        if params.perturb == "activity" and model_spec.dropout > 0:
-            raise ValueError(f"fwd_grad: perturb = 'activity' with model.dropout = {model_spec.dropout}; use dropout = 0")
+        if perturb == "activity" and spec.arch != "mlp":
+            raise ValueError(f"fwd_grad: perturb = 'activity' with model.arch = {spec.arch!r}; allowed is 'mlp'")
+        if perturb == "activity" and spec.dropout > 0:
+            raise ValueError(f"fwd_grad: perturb = 'activity' with model.dropout = {spec.dropout}; use dropout = 0")
+
+    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: ForwardGradientParams,
+                 generator: torch.Generator, device: torch.device) -> None:
         super().__init__(model_spec, task, params, generator, device)  # the model draws first: same init as backprop
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         self.noise = torch.Generator(device=device).manual_seed(seed)  # tangents are drawn where they are used

@@ -92,8 +92,8 @@ class PredictiveCoding(Learner):
     Params = PCParams
 
     @classmethod
-    def check_model(cls, spec: ModelSpec) -> None:  # run at study validation, before any run
-        super().check_model(spec)
+    def check_model(cls, spec: ModelSpec, params: Any = None) -> None:  # run at study validation, before any run
+        super().check_model(spec, params)
         check_plain_mlp(spec, "pc")
 
     def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: PCParams,

@@ -254,8 +254,8 @@ class PopulationLearner(Learner):
         self._losses: Tensor | None = None
 
     @classmethod
-    def check_model(cls, spec: ModelSpec) -> None:
-        super().check_model(spec)
+    def check_model(cls, spec: ModelSpec, params: Any = None) -> None:
+        super().check_model(spec, params)
         check_population_model(spec, cls.short_name)
 
     def _score(self, x: Tensor, y: Tensor, matrix: Tensor) -> Tensor:

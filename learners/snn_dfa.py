@@ -112,8 +112,8 @@ class SpikingDFA(SpikingLearner):
     Params = SpikingDFAParams
 
     @classmethod
-    def check_model(cls, spec: ModelSpec) -> None:
-        super().check_model(spec)
+    def check_model(cls, spec: ModelSpec, params: Any = None) -> None:
+        super().check_model(spec, params)
         if spec.batchnorm:
             raise ValueError("model.batchnorm = true: snn_dfa's local rule has no batch-norm update; "
                              "use batchnorm = false")

@@ -131,7 +131,7 @@ def test_params_and_models_are_checked(digits) -> None:
                         ({"inverse_lr": 0.0}, "inverse_lr = 0.0: must be > 0"), ({"lr": -1.0}, "lr = -1.0")]:
         with pytest.raises(ValueError, match=needle):
             DTPParams(**bad)
-    for spec, needle in [(ModelSpec(arch="cnn"), "model.arch = 'cnn' is not supported; allowed is 'mlp'"),
+    for spec, needle in [(ModelSpec(arch="cnn"), "model.arch = 'cnn': DifferenceTargetPropagation trains only arch = 'mlp'"),
                          (ModelSpec(batchnorm=True), "batchnorm"), (ModelSpec(dropout=0.1), "dropout"),
                          (ModelSpec(hidden=()), "at least one hidden layer")]:
         with pytest.raises(ValueError, match=needle):

@@ -17,6 +17,7 @@ from bpbench.learners.base import TaskInfo
 from bpbench.learners.es import ESParams
 from bpbench.learners.fa import FeedbackAlignment
 from bpbench.learners.feedback import FeedbackParams
+from bpbench.learners.fwd_grad import ForwardGradientParams
 from bpbench.learners.ga import GAParams
 from bpbench.learners.models import ModelSpec, build_model, weight_layers
 from bpbench.learners.spiking import SpikingParams
@@ -30,6 +31,7 @@ TRAINS = {
     "backprop": None, "fa": None, "dfa": None, "sign_symmetry": None,
     "snn_bptt": SpikingParams(num_steps=3, batch_size=16), "snn_dfa": None,
     "ga": GAParams(population=4, truncation=2, batch_size=16), "es": ESParams(population=4, batch_size=16),
+    "fwd_grad": ForwardGradientParams(perturb="weight", batch_size=16),  # weight perturbation needs no MLP
 }
 BUILTIN = sorted(n for n in REGISTRY.names() if REGISTRY.entries[n].target.startswith("bpbench."))
 REFUSES = sorted(set(BUILTIN) - set(TRAINS))  # cmaes, and the MLP-only rules
@@ -150,3 +152,12 @@ def test_cli_refuses_cmaes_on_lenet_with_exit_2_and_runs_nothing(tmp_path: Path)
 def test_learner_model_checks_run_at_study_validation(name: str, model: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=f"learners.{name}: .*{message}"):
         expand("t", {"tasks": ["digits"], "model": model, "learners": {name: {}}}, REGISTRY, task_registry())
+
+
+def test_a_refusal_that_depends_on_an_option_comes_before_any_run() -> None:
+    """fwd_grad trains LeNet by weight perturbation but not by activity perturbation: the
+    study is refused at validation for the activity variant only."""
+    study = {**LENET_STUDY, "learners": {"fwd_grad": {"perturb": "activity"}}}
+    with pytest.raises(ConfigError, match="learners.fwd_grad: fwd_grad: perturb = 'activity' with model.arch = 'lenet'"):
+        expand("t", study, REGISTRY, task_registry())
+    assert expand("t", {**LENET_STUDY, "learners": {"fwd_grad": {"perturb": "weight"}}}, REGISTRY, task_registry()).runs
