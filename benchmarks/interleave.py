@@ -6,16 +6,22 @@ seconds) per contender. ``steps``: name -> a function of one minibatch (x, y); `
 minibatches, cycled (one batch repeated hundreds of times drives the loss to ~0 and optimizer
 state into subnormal floats, whose slow arithmetic would time that degenerate regime).
 The thread-CPU time leaves out time the thread waited for a core on a shared machine.
+
+Shared by the benchmarks that compare a rule with backprop on MLP inputs-256-256-10:
+``benchmark_parser`` (their common options), ``random_pool`` (the minibatches) and
+``plain_backprop`` (the independent reference step, written in plain torch).
 """
 from __future__ import annotations
 
+import argparse
 import random
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 Step = Callable[[Tensor, Tensor], object]
 
@@ -57,3 +63,37 @@ def print_ratios(med_wall: dict[str, float], med_cpu: dict[str, float], referenc
     for name in med_wall:
         print(f"  {name:<14} {med_wall[name] * 1e3:8.3f} {med_wall[name] / med_wall[reference]:6.3f}"
               f" {med_cpu[name] * 1e3:8.3f} {med_cpu[name] / med_cpu[reference]:6.3f}")
+
+
+def benchmark_parser(description: str) -> argparse.ArgumentParser:
+    """The options every rule-against-backprop benchmark takes (add your own to the parser)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--rounds", type=int, default=300, help="timed steps per contender")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--inputs", type=int, default=784, help="input width (784 mnist, 64 digits)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def random_pool(batch: int, inputs: int, device: torch.device, size: int = 50) -> list[tuple[Tensor, Tensor]]:
+    """``size`` distinct random minibatches (x: (batch, 1, inputs), y: 10 classes), seeded."""
+    data = torch.Generator().manual_seed(0)
+    return [(torch.randn(batch, 1, inputs, generator=data).to(device),
+             torch.randint(0, 10, (batch,), generator=data).to(device)) for _ in range(size)]
+
+
+def plain_backprop(inputs: int, device: torch.device, activation: str = "relu") -> Step:
+    """A backprop step in plain torch (``nn.Sequential``, cross-entropy, ``backward()``,
+    ``Adam.step()``) on MLP inputs-256-256-10 with ReLU or tanh: the independent reference."""
+    act = {"relu": nn.ReLU, "tanh": nn.Tanh}[activation]
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(inputs, 256), act(), nn.Linear(256, 256), act(),
+                        nn.Linear(256, 10)).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+    def step(x: Tensor, y: Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+    return step

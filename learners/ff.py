@@ -70,12 +70,16 @@ class ForwardForward(Learner):
 
     Params = FFParams
 
+    @classmethod
+    def check_model(cls, spec: ModelSpec, params: Any = None) -> None:  # run at study validation, before any run
+        super().check_model(spec, params)
+        check_plain_mlp(spec, "ff")
+        if not spec.hidden:
+            raise ValueError("model.hidden = []: ff trains hidden layers; give at least one hidden width")
+
     def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: FFParams,
                  generator: torch.Generator, device: torch.device) -> None:
-        super().__init__(model_spec, task, params, generator, device)
-        check_plain_mlp(model_spec, "ff")
-        if not model_spec.hidden:
-            raise ValueError("model.hidden = []: ff trains hidden layers; give at least one hidden width")
+        super().__init__(model_spec, task, params, generator, device)  # runs check_model
         n_inputs = math.prod(task.input_shape)
         if n_inputs <= task.n_classes:
             raise ValueError(f"input width {n_inputs}: ff embeds the label in the first {task.n_classes} "

@@ -91,10 +91,14 @@ class PredictiveCoding(Learner):
 
     Params = PCParams
 
+    @classmethod
+    def check_model(cls, spec: ModelSpec, params: Any = None) -> None:  # run at study validation, before any run
+        super().check_model(spec, params)
+        check_plain_mlp(spec, "pc")
+
     def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: PCParams,
                  generator: torch.Generator, device: torch.device) -> None:
-        super().__init__(model_spec, task, params, generator, device)
-        check_plain_mlp(model_spec, "pc")
+        super().__init__(model_spec, task, params, generator, device)  # runs check_model
         self._model = build_model(model_spec, task.input_shape, task.n_classes, generator).to(device)
         self.layers = [m for _, m in weight_layers(self._model)]  # fc1 … fcH, out
         self.optimizer = make_optimizer(params, self._model.parameters())
