@@ -21,7 +21,7 @@ from bpbench.experiments.progress import Progress
 from bpbench.experiments.registry import learner_registry, task_registry
 from bpbench.experiments.results import Results
 from bpbench.experiments.store import RunStore
-from bpbench.experiments.study import Overrides, load_study, study_reference
+from bpbench.experiments.study import Overrides, load_study, study_references
 
 
 def _count(name: str, value: Any) -> int:
@@ -74,4 +74,4 @@ def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
     finally:
         if show is not None:
             show.close()
-    return Results(root, tuple(ran), time.perf_counter() - start, study_reference(plan.raw), elsewhere)
+    return Results(root, tuple(ran), time.perf_counter() - start, study_references(plan.raw), elsewhere)

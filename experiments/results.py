@@ -7,6 +7,7 @@ still filling shows the runs finished so far; the folder itself stays the record
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,16 +37,16 @@ class Results:
 
     ``ran``: the runs the ``bpbench.run`` call that returned this object executed, in the
     order they finished (empty from ``bpbench.load``; runs found already complete are
-    skipped, not re-run); ``wall_seconds``: how long that call took; ``reference``: the
-    learner label the table's p-values compare against by default (from ``bpbench.run``:
-    its study's; else the one the folder's studies name, default backprop); ``elsewhere``:
+    skipped, not re-run); ``wall_seconds``: how long that call took; ``reference``: what
+    the table's p-values compare against by default: a label, or learner label -> label
+    (from ``bpbench.run``: its study's; else what the folder's studies name, default backprop); ``elsewhere``:
     runs of that call that another driver on the same folder finished meanwhile.
     """
 
     out: Path
     ran: tuple[Outcome, ...] = ()
     wall_seconds: float | None = None
-    reference: str | None = None
+    reference: str | Mapping[str, str] | None = None
     elsewhere: int = 0
 
     @property

@@ -35,7 +35,7 @@ from bpbench.learners.models import ModelSpec
 
 TOP_KEYS = ("description", "seeds", "study_seed", "reference", "tasks", "model", "budget", "schedule", "learners")
 REFERENCE_LABEL = "backprop"  # the learner label Welch's test compares against unless `reference` names another
-LEARNER_SECTION_KEYS = ("learner", "model", "budget", "tasks")
+LEARNER_SECTION_KEYS = ("learner", "model", "budget", "tasks", "reference")
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,26 @@ def study_reference(raw: dict[str, Any]) -> str:
     return reference
 
 
+def study_references(raw: dict[str, Any]) -> dict[str, str]:
+    """Learner label -> the label its p-values compare against.
+
+    A learner table's own ``reference = "LABEL"`` (e.g. a tanh rule against a tanh backprop
+    partner, so the p-value compares like with like), else the study's ``reference``
+    (default ``backprop``). A per-learner reference must be another learner label of the
+    study (ConfigError otherwise).
+    """
+    default, tables = study_reference(raw), raw.get("learners", {})
+    out = {}
+    for label, table in (tables.items() if isinstance(tables, dict) else ()):
+        ref = table.get("reference", default) if isinstance(table, dict) else default
+        if "reference" in (table if isinstance(table, dict) else {}) and (
+                not isinstance(ref, str) or ref not in tables or ref == label):
+            raise ConfigError(f"learners.{label}.reference = {ref!r}: must be another learner label of this study; "
+                              f"allowed: {', '.join(sorted(set(tables) - {label}))}")
+        out[label] = ref
+    return out
+
+
 def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) -> Study:
     """Validate a study table and expand it into runs; raises ConfigError on any bad value."""
     unknown = sorted(set(raw) - set(TOP_KEYS))
@@ -191,11 +211,12 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
     learner_tables = raw["learners"]
     if not isinstance(learner_tables, dict) or not learner_tables or not all(isinstance(v, dict) for v in learner_tables.values()):
         raise ConfigError(f"learners = {learner_tables!r}: expected tables, e.g. [learners.backprop]")
-    study_reference(raw)
+    study_references(raw)  # every reference names a label of this study
     runs: list[RunSpec] = []
     for label, table in learner_tables.items():
         table = dict(table)
         learner_name = table.pop("learner", label)
+        table.pop("reference", None)  # checked by study_references above
         try:
             learner_cls = learners.get(learner_name)
         except UnknownNameError as exc:
