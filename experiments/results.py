@@ -10,14 +10,16 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from bpbench.experiments.config import ConfigError
-from bpbench.experiments.execute import Outcome
 from bpbench.experiments.store import RunStore
 from bpbench.experiments.table import _varied_label, render, summarize, tidy
+
+if TYPE_CHECKING:
+    from bpbench.experiments.execute import Outcome  # torch: only for the annotation
 
 SUMMARY_COLUMNS = ["run_id", "label", "config", "learner", "task", "task_label", "seed", "status", "error",
                    "test_accuracy", "train_seconds", "train_flops", "stopped_by"]

@@ -31,7 +31,6 @@ from bpbench.experiments.config import ConfigError, build, grid, to_plain
 from bpbench.experiments.registry import Registry, UnknownNameError
 from bpbench.experiments.spec import Budget, RunSpec, Schedule
 from bpbench.experiments.study_files import builtin_studies, read_toml
-from bpbench.learners.models import ModelSpec
 
 TOP_KEYS = ("description", "seeds", "study_seed", "reference", "tasks", "model", "budget", "schedule", "learners")
 REFERENCE_LABEL = "backprop"  # the learner label Welch's test compares against unless `reference` names another
@@ -164,6 +163,7 @@ def study_references(raw: dict[str, Any]) -> dict[str, str]:
 
 def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) -> Study:
     """Validate a study table and expand it into runs; raises ConfigError on any bad value."""
+    from bpbench.learners.models import ModelSpec  # torch: here, so reading results (tables) never loads it
     unknown = sorted(set(raw) - set(TOP_KEYS))
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in study {name}; allowed: {', '.join(TOP_KEYS)}")
