@@ -185,22 +185,29 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")
-        try:
-            return args.fn(args)
-        except (ConfigError, ValueError) as exc:
-            print(f"bpbench: error: {exc}", file=sys.stderr)
-            return 2
-        finally:
-            shown = set()
-            for w in caught:  # a skipped run file: one line each (once); anything else as Python shows it
-                if w.category.__name__ == "ResultsWarning":
-                    if str(w.message) not in shown:
-                        print(f"bpbench: warning: {w.message}", file=sys.stderr)
-                    shown.add(str(w.message))
-                else:
-                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    recorded: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as recorded:
+            warnings.simplefilter("default")
+            try:
+                return args.fn(args)
+            except (ConfigError, ValueError) as exc:
+                print(f"bpbench: error: {exc}", file=sys.stderr)
+                return 2
+    finally:  # after the recording context has ended, so a warning shown here is not recorded again
+        _show(recorded)
+
+
+def _show(recorded: list[warnings.WarningMessage]) -> None:
+    """A skipped run file: one line each (once); anything else as Python shows it."""
+    shown = set()
+    for w in recorded:
+        if w.category.__name__ == "ResultsWarning":
+            if str(w.message) not in shown:
+                print(f"bpbench: warning: {w.message}", file=sys.stderr)
+            shown.add(str(w.message))
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 if __name__ == "__main__":

@@ -63,3 +63,23 @@ def test_resume_after_killed_study(tmp_path: Path) -> None:
     metas = {p.parent.name: json.loads(p.read_text()) for p in out.glob("runs/*/meta.json")}
     assert len(metas) == 6 and all(m["status"] == "ok" for m in metas.values())
     assert all(metas[rid]["start_time"] == start for rid, start in done_before.items())  # not rerun
+
+
+def test_a_warning_raised_during_a_command_is_shown_once_after_it() -> None:
+    """The CLI records warnings while a command runs and shows them afterwards; showing one must
+    not record it again (that once looped, appending to the list being read, until memory ran out)."""
+    import resource
+    import subprocess
+    import sys
+
+    code = ("import warnings, bpbench.experiments.cli as cli\n"
+            "cli.cmd_list = lambda args: (warnings.warn('noisy plugin', UserWarning), 0)[1]\n"
+            "raise SystemExit(cli.main(['list']))")
+
+    def limit_memory() -> None:  # a runaway list dies here in seconds instead of taking the machine
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          preexec_fn=limit_memory)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("noisy plugin") == 1

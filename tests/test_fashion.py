@@ -32,14 +32,16 @@ def test_fashion_study_slice_runs_end_to_end(tmp_path: Path) -> None:
     sets = [arg for s in SLICE for arg in ("--set", s)]
     assert main(["run", "fashion", "--out", str(out), "--executor", "inline", *sets]) == 0
     runs = per_run(tidy(RunStore(out)))
+    newer = ["pc", "ff", "backprop_tanh", "dtp", "dtp", "fwd_grad_weight", "fwd_grad_activity"]  # dtp: 2 variants
     assert sorted(zip(runs["learner"], runs["arch"])) == sorted(
-        (rule, arch) for rule in ("backprop", "fa", "dfa", "sign_symmetry") for arch in ("lenet", "mlp"))
+        [(rule, arch) for rule in ("backprop", "fa", "dfa", "sign_symmetry") for arch in ("lenet", "mlp")]
+        + [(rule, "mlp") for rule in newer])
     assert (runs["samples"] == 2000).all()  # one epoch of the 2,000-image slice
     assert runs["test_acc"].between(0, 1).all()
     # 16 steps: backprop and sign symmetry are well above chance (0.1) on both nets already
     assert (runs[runs["learner"].isin(["backprop", "sign_symmetry"])]["test_acc"] > 0.3).all()
     text = report(out)
-    assert "| backprop" in text and "9.20" in text and "13.06" in text and "8 runs completed, 0 failed" in text
+    assert "| backprop" in text and "9.20" in text and "13.06" in text and "15 runs completed, 0 failed" in text
 
 
 def fake_runs(accuracies: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
