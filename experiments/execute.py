@@ -51,7 +51,8 @@ def execute(spec: RunSpec, store: RunStore, learners: Registry, tasks: Registry,
     else:
         rows = result.rows
         outcome = Outcome(spec.run_id, "ok", result.summary, None)
-        meta.update(status="ok", error=None, summary=result.summary, unmeasured=result.unmeasured)
+        meta.update(status="ok", error=None, summary=result.summary, unmeasured=result.unmeasured,
+                    phase_seconds=result.phase_seconds)
     meta["end_time"] = now()
     store.write(spec.run_id, rows, meta)
     return outcome

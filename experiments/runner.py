@@ -28,7 +28,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -80,11 +81,35 @@ class TaskCache:
         return self.data[key]
 
 
+PHASES = ("setup", "train", "twins", "health", "evaluation", "other")
+
+
+@dataclass
+class Phases:
+    """Wall seconds (``time.perf_counter``) a run spends in each of its parts, for the run's
+    metadata (``meta["phase_seconds"]``): setup (task data, learner, data to the device), train
+    (the ``train_step`` calls, synchronized: the training clock's regions), twins (FLOPs and
+    peak memory on twin learners), health (true gradient, gradient health, diagnostics),
+    evaluation (accuracy and loss of every split, evaluation metrics, inference cost), other
+    (everything else: minibatch indexing, bookkeeping)."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - t0
+
+
 @dataclass
 class RunResult:
     rows: list[dict[str, Any]]
     summary: dict[str, Any]
     unmeasured: dict[str, str] = field(default_factory=dict)  # metric -> why it is n/a (meta["unmeasured"])
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # Phases.seconds (meta["phase_seconds"])
 
 
 def evaluate(learner: Learner, split: Split, device: torch.device) -> tuple[float, float]:
@@ -187,19 +212,23 @@ def run(
 ) -> RunResult:
     """Train and measure one run. ``on_epoch(epoch, epochs)`` reports progress; ``clock_fn``
     is the training clock's time source (seconds)."""
+    phases, started = Phases(), time.perf_counter()
     budget = build(Budget, spec.budget, "budget")
     schedule = build(Schedule, spec.schedule, "schedule")
-    data = (cache or TaskCache()).get(spec, tasks)
-    learner = build_learner(spec, data, learners, device)
-    exact = frozenset(learner.exact_layers())
+    with phases("setup"):
+        data = (cache or TaskCache()).get(spec, tasks)
+        learner = build_learner(spec, data, learners, device)
+        exact = frozenset(learner.exact_layers())
+        train_x, train_y = data.train.x.to(device), data.train.y.to(device)
+        probe = data.test.x[:DIAGNOSTIC_BATCH].to(device)
     order = torch.Generator(device="cpu").manual_seed(spec.seed + 1)  # minibatch order
-    train_x, train_y = data.train.x.to(device), data.train.y.to(device)
     n, batch = len(data.train), learner.batch_size
     rows: list[dict[str, Any]] = []
     unmeasured = Unmeasured()
+    run_id = spec.run_id
 
     def record(epoch: int, step: int, split: str, metric: str, value: float, layer: str = "") -> None:
-        rows.append({"run_id": spec.run_id, "epoch": epoch, "step": step, "split": split,
+        rows.append({"run_id": run_id, "epoch": epoch, "step": step, "split": split,
                      "metric": metric, "layer": layer, "value": float(value)})
 
     clock, flops, samples, forward_samples, step = 0.0, 0, 0, 0, 0
@@ -222,8 +251,8 @@ def run(
         for metric, layer, value in [*extra, *costs]:
             record(epoch, step, "test", metric, value, layer)
 
-    probe = data.test.x[:DIAGNOSTIC_BATCH].to(device)
-    evaluate_all(0)
+    with phases("evaluation"):
+        evaluate_all(0)
     epochs_done = 0
     for epoch in range(1, budget.epochs + 1):
         perm = torch.randperm(n, generator=order).to(device)
@@ -234,24 +263,27 @@ def run(
             reference = None
             sampled = (step + 1) % schedule.health_every == 0
             if sampled:  # the true gradient before the update, on the same batch and random draws
-                with forked_rng(device):
+                with phases("health"), forked_rng(device):
                     reference = attempt(unmeasured, ("grad_alignment", "grad_alignment_mean"),
                                         lambda: learner.true_gradient(x, y))
             if shape not in flops_by_shape:
-                flops_by_shape[shape] = on_twin(spec, data, learners, device, learner, x, y, count_flops)
+                with phases("twins"):
+                    flops_by_shape[shape] = on_twin(spec, data, learners, device, learner, x, y, count_flops)
                 if flops_by_shape[shape] == 0:
                     reason = "the FLOP counter (torch.utils.flop_counter) saw no counted operation in train_step"
                     if budget.flops is not None:
                         raise MetricError(f"budget.flops = {budget.flops:g} cannot be enforced: {reason}")
                     unmeasured.note("train_flops", reason)
             if peak_memory is None:
-                peak_memory = on_twin(spec, data, learners, device, learner, x, y,
-                                      lambda fn: peak_step_memory(fn, device))
-            _sync(device)
-            t0 = clock_fn()
-            out = learner.train_step(x, y)
-            _sync(device)
-            clock += clock_fn() - t0
+                with phases("twins"):
+                    peak_memory = on_twin(spec, data, learners, device, learner, x, y,
+                                          lambda fn: peak_step_memory(fn, device))
+            with phases("train"):
+                _sync(device)
+                t0 = clock_fn()
+                out = learner.train_step(x, y)
+                _sync(device)
+                clock += clock_fn() - t0
             step += 1
             flops += flops_by_shape[shape]
             samples += x.shape[0]
@@ -259,11 +291,12 @@ def run(
             if not math.isfinite(out.loss):
                 raise NonFiniteLoss(f"training loss is {out.loss} at epoch {epoch}, step {step}")
             if sampled:
-                for metric, layer, value in health_rows(learner, reference, exact, unmeasured):
-                    record(epoch, step, "train", metric, value, layer)
-                diagnostics = attempt(unmeasured, ("diagnostics",), learner.diagnostics) or []
-                for metric, layer, value in diagnostics:
-                    record(epoch, step, "train", metric, value, layer)
+                with phases("health"):
+                    for metric, layer, value in health_rows(learner, reference, exact, unmeasured):
+                        record(epoch, step, "train", metric, value, layer)
+                    diagnostics = attempt(unmeasured, ("diagnostics",), learner.diagnostics) or []
+                    for metric, layer, value in diagnostics:
+                        record(epoch, step, "train", metric, value, layer)
             limit = budget.reached(clock, samples, flops)
             if limit is not None:
                 stopped_by = limit
@@ -271,7 +304,8 @@ def run(
         epochs_done = epoch
         last = epoch == budget.epochs or stopped_by != "epochs"
         if last or epoch % schedule.eval_every == 0:
-            evaluate_all(epoch)
+            with phases("evaluation"):
+                evaluate_all(epoch)
         if on_epoch is not None:
             on_epoch(epoch, budget.epochs)
         if stopped_by != "epochs":
@@ -286,4 +320,5 @@ def run(
     summary = {"epochs_completed": epochs_done, "steps": step, "stopped_by": stopped_by, "train_seconds": clock,
                "train_flops": flops if counted else None, "peak_memory_bytes": peak_memory,
                "state_bytes": stored, "test_accuracy": final.get("test"), "exact_layers": sorted(exact)}
-    return RunResult(rows, summary, unmeasured.to_json())
+    phases.seconds["other"] = max(0.0, time.perf_counter() - started - sum(phases.seconds.values()))
+    return RunResult(rows, summary, unmeasured.to_json(), phases.seconds)

@@ -1,0 +1,30 @@
+"""The speed work of issue 14 left results unchanged: a tiny study of every built-in learner gives
+the rows it gave before (``tests/golden.py``, made with commit 126566f), exactly, apart from the
+documented changes listed in ``CHANGED``."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from golden import GOLDEN, collect, environment
+
+# (metric, why its values differ from the golden run's)
+CHANGED: dict[str, str] = {}
+
+
+def test_tiny_study_gives_the_golden_results() -> None:
+    golden = json.loads(GOLDEN.read_text())
+    if golden["environment"] != environment():
+        pytest.skip(f"golden results were made on {golden['environment']}, this is {environment()}: "
+                    "float results differ between torch builds and CPU instruction sets")
+    now = collect()
+    assert sorted(now) == sorted(golden["runs"])
+    for run, rows in golden["runs"].items():
+        def keyed(table: list[list[Any]]) -> dict[tuple[Any, ...], float]:
+            return {tuple(r[:5]): r[5] for r in table if r[3] not in CHANGED}
+        expected, got = keyed(rows), keyed(now[run])
+        assert got.keys() == expected.keys(), f"{run}: rows differ: {sorted(set(got) ^ set(expected))[:5]}"
+        diff = [(k, expected[k], got[k]) for k in expected if got[k] != expected[k]]
+        assert not diff, f"{run}: {len(diff)} value(s) differ, e.g. {diff[:3]}"
