@@ -12,12 +12,10 @@ issue's target is FA/BP <= 1.05.
 from __future__ import annotations
 
 import argparse
-import random
-import statistics
-import time
 
 import torch
 
+from benchmarks.interleave import interleaved_medians, print_ratios
 from bpbench.learners.backprop import Backprop, BackpropParams
 from bpbench.learners.base import Learner, TaskInfo
 from bpbench.learners.dfa import DirectFeedbackAlignment
@@ -35,17 +33,6 @@ LEARNERS: dict[str, tuple[type[Learner], type]] = {
 
 
 POOL = 50  # distinct random batches
-
-
-def timed_step(learner: Learner, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[float, float]:
-    """(wall seconds, thread CPU seconds) of one train_step."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    wall, cpu = time.perf_counter(), time.thread_time()
-    learner.train_step(x, y)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - wall, time.thread_time() - cpu
 
 
 def main() -> None:
@@ -67,26 +54,11 @@ def main() -> None:
              torch.randint(0, 10, (args.batch,), generator=data).to(device)) for _ in range(POOL)]
     learners = {name: cls(spec, task, params(batch_size=args.batch), torch.Generator().manual_seed(0), device)
                 for name, (cls, params) in LEARNERS.items()}
-    for learner in learners.values():  # warm-up
-        for x, y in pool[:10]:
-            learner.train_step(x, y)
-    order, wall, cpu = random.Random(0), {n: [] for n in learners}, {n: [] for n in learners}
-    for i in range(args.rounds):
-        x, y = pool[i % POOL]
-        names = list(learners)
-        order.shuffle(names)
-        for name in names:
-            w, c = timed_step(learners[name], x, y, device)
-            wall[name].append(w)
-            cpu[name].append(c)
-    med_wall = {n: statistics.median(v) for n, v in wall.items()}
-    med_cpu = {n: statistics.median(v) for n, v in cpu.items()}
+    steps = {name: learner.train_step for name, learner in learners.items()}
+    med_wall, med_cpu = interleaved_medians(steps, pool, args.rounds, device)
     print(f"MLP 784-256-256-10, batch {args.batch}, {device}, {args.threads} thread(s); "
           f"median of {args.rounds} interleaved steps")
-    print(f"  {'learner':<14} {'wall ms':>8} {'x BP':>6} {'cpu ms':>8} {'x BP':>6}")
-    for name in learners:
-        print(f"  {name:<14} {med_wall[name] * 1e3:8.3f} {med_wall[name] / med_wall['backprop']:6.3f}"
-              f" {med_cpu[name] * 1e3:8.3f} {med_cpu[name] / med_cpu['backprop']:6.3f}")
+    print_ratios(med_wall, med_cpu, "backprop")
     print(f"FA/BP step time = {med_wall['fa'] / med_wall['backprop']:.3f} (wall), "
           f"{med_cpu['fa'] / med_cpu['backprop']:.3f} (thread CPU)")
 

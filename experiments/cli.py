@@ -12,7 +12,7 @@ from typing import Any
 from pathlib import Path
 
 from bpbench.experiments.config import ConfigError
-from bpbench.experiments.executor import EXECUTORS, make_executor, resolve_device
+from bpbench.experiments.executor import EXECUTORS, make_executor
 from bpbench.experiments.registry import learner_registry, task_registry
 from bpbench.experiments.study import builtin_studies, load_study, parse_set, read_toml, study_reference
 from bpbench.experiments.store import RunStore
@@ -43,25 +43,27 @@ def _positive(text: str) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     learners, tasks = learner_registry(), task_registry()
     study = load_study(args.study, args.set or [], learners, tasks)
-    resolve_device(args.device)
+    executor = make_executor(args.executor, jobs=args.jobs, threads=args.threads, device=args.device,
+                             address=args.address)
     out = Path(args.out) if args.out else Path("bpbench-out") / study.name
     store = RunStore(out)
     store.write_study(study.name, study.raw)
     todo = [s for s in study.runs if store.status(s.run_id) != "ok"]
     if len({s.run_id for s in study.runs}) != len(study.runs):
         raise ConfigError(f"study {study.name} expands to duplicate runs; make each learner/task entry distinct")
-    executor = make_executor(args.executor, jobs=args.jobs, threads=args.threads, device=args.device)
     progress = Progress(todo, skipped=len(study.runs) - len(todo))
     start = time.perf_counter()
-    failed = 0
+    executed = failed = 0
     try:
         for outcome in executor.run(todo, store, progress):
+            executed += 1
             failed += outcome.status != "ok"
     finally:
         progress.close()
     wall = time.perf_counter() - start
     print(render(summarize(store, study_reference(study.raw)), "text"))
-    print(f"\n{len(todo)} run(s) in {wall:.1f} s wall ({failed} failed); results in {out}")
+    elsewhere = f"; {progress.elsewhere} finished by another driver" if progress.elsewhere else ""
+    print(f"\n{executed} run(s) in {wall:.1f} s wall ({failed} failed){elsewhere}; results in {out}")
     return 1 if failed else 0
 
 
@@ -146,7 +148,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", type=_positive, default=0, help="worker processes (default: one per core)")
     r.add_argument("--threads", type=_positive, default=0, help="torch threads per worker (default: cores / jobs)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    r.add_argument("--executor", choices=EXECUTORS, default="process")
+    r.add_argument("--executor", choices=EXECUTORS, default="process",
+                   help="process (default): local worker processes; inline: in this process; ray: Ray tasks")
+    r.add_argument("--address", help="ray executor: the Ray cluster to join (HOST:PORT or auto; default: a local Ray)")
     r.set_defaults(fn=cmd_run)
     c = sub.add_parser("check", help="check a learner against the interface contract, then run it for 1 epoch "
                                      "on a slice of the task through the runner")

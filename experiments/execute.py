@@ -15,7 +15,7 @@ from bpbench.experiments.runner import TaskCache, run
 from bpbench.experiments.spec import RunSpec
 from bpbench.experiments.store import RunStore
 
-Event = tuple[Any, ...]  # ("epoch", run_id, epoch, epochs) | ("done", run_id, outcome)
+Event = tuple[Any, ...]  # ("epoch", run_id, epoch, epochs) | ("done", run_id, outcome) | ("elsewhere", run_id, status)
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,14 @@ def base_meta(spec: RunSpec, device: torch.device) -> dict[str, Any]:
 def execute(spec: RunSpec, store: RunStore, learners: Registry, tasks: Registry, device: torch.device,
             cache: TaskCache, emit: Callable[[Event], None]) -> Outcome:
     """Run ``spec`` and store its rows and meta; an exception fails this run only."""
+    rows, meta, outcome = execute_unstored(spec, learners, tasks, device, cache, emit)
+    store.write(spec.run_id, rows, meta)
+    return outcome
+
+
+def execute_unstored(spec: RunSpec, learners: Registry, tasks: Registry, device: torch.device, cache: TaskCache,
+                     emit: Callable[[Event], None]) -> tuple[list[dict[str, Any]], dict[str, Any], Outcome]:
+    """Run ``spec``; its (rows, meta, outcome) for whoever stores them (an exception fails this run only)."""
     meta = base_meta(spec, device)
     rows: list[dict[str, Any]] = []
     try:
@@ -54,8 +62,7 @@ def execute(spec: RunSpec, store: RunStore, learners: Registry, tasks: Registry,
         meta.update(status="ok", error=None, summary=result.summary, unmeasured=result.unmeasured,
                     phase_seconds=result.phase_seconds)
     meta["end_time"] = now()
-    store.write(spec.run_id, rows, meta)
-    return outcome
+    return rows, meta, outcome
 
 
 def record_lost(spec: RunSpec, store: RunStore, device: torch.device, reason: str) -> Outcome:

@@ -1,21 +1,28 @@
 """Executors: where runs execute. The seam for parallel and distributed sweeps.
 
-An executor takes run specs and an output store and yields an ``Outcome`` per run as
-runs finish; each run is stored by whoever ran it, atomically, as soon as it ends.
+An executor takes run specs and an output store and yields an ``Outcome`` per run it
+executes, as runs finish; each run is stored atomically as soon as it ends (by the process
+that ran it; for Ray, by the driver). Runs another driver on the same folder holds are
+left to it (``RunQueue``), reported as ``("elsewhere", run_id, status)`` events.
 
 - ``InlineExecutor``: in this process, one run after another (debugging, notebooks).
 - ``ProcessExecutor``: ``jobs`` worker processes, ``threads`` torch threads each
   (jobs x threads <= cores avoids OpenMP spin contention). A worker that dies (killed,
   out of memory, segfault) loses only the run it held: it is recorded as failed and a
-  fresh worker takes the remaining runs.
+  fresh worker takes the remaining runs. With ``device="cuda"`` worker k uses GPU k mod G
+  (G GPUs): ``jobs`` <= G gives each worker a GPU of its own, more workers share them evenly.
+- ``RayExecutor`` (``experiments/ray_executor.py``, needs ``bpbench[ray]``): each run is a
+  Ray task on a local Ray instance or an existing cluster.
 
-``make_executor(name, ...)`` builds one by name (the CLI's and the Python API's ``executor``).
+``make_executor(name, ...)`` builds one by name (the CLI's and the Python
+API's ``executor``).
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections import deque
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -26,6 +33,7 @@ import torch
 
 from bpbench.experiments.execute import Event, Outcome, execute, record_lost
 from bpbench.experiments.registry import learner_registry, task_registry
+from bpbench.experiments.run_queue import RunQueue
 from bpbench.experiments.runner import TaskCache
 from bpbench.experiments.spec import RunSpec
 from bpbench.experiments.store import RunStore
@@ -33,7 +41,8 @@ from bpbench.experiments.store import RunStore
 
 class Executor(Protocol):
     def run(self, specs: list[RunSpec], store: RunStore, on_event: Callable[[Event], None]) -> Iterator[Outcome]:
-        """Execute ``specs``, store each, report progress events, yield outcomes as they finish."""
+        """Execute ``specs`` (those this driver claims), store each, report progress events,
+        yield outcomes as they finish."""
         ...
 
 
@@ -56,17 +65,35 @@ def resolve_device(name: str) -> torch.device:
 class InlineExecutor:
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        resolve_device(self.device)  # a bad device fails here, before any work
+
     def run(self, specs: list[RunSpec], store: RunStore, on_event: Callable[[Event], None]) -> Iterator[Outcome]:
         device = resolve_device(self.device)
         learners, tasks, cache = learner_registry(), task_registry(), TaskCache()
-        for spec in specs:
-            outcome = execute(spec, store, learners, tasks, device, cache, on_event)
-            on_event(("done", spec.run_id, outcome))
-            yield outcome
+        with RunQueue(specs, store, on_event) as queue:
+            while queue.waiting:
+                spec = queue.take()
+                if spec is None:  # the rest is held by another driver: wait for it to finish or die
+                    time.sleep(queue.poll)
+                    continue
+                outcome = execute(spec, store, learners, tasks, device, cache, on_event)
+                queue.finish(spec.run_id)
+                on_event(("done", spec.run_id, outcome))
+                yield outcome
 
 
-def _worker(conn: Connection, root: str, device_name: str, threads: int) -> None:
-    """Worker process: take specs from ``conn`` until None, run and store each."""
+def _exit_with_parent(parent: int) -> None:
+    """End this worker soon after the driver that started it dies (a SIGKILLed driver cannot tell
+    it), so a driver taking over the dead one's claims never races a stray worker on a run."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _worker(conn: Connection, root: str, device_name: str, threads: int, driver: int) -> None:
+    """Worker process of driver pid ``driver``: take specs from ``conn`` until None, run and store each."""
+    threading.Thread(target=_exit_with_parent, args=(driver,), daemon=True).start()
     torch.set_num_threads(threads)
     store, device = RunStore(Path(root)), resolve_device(device_name)
     learners, tasks, cache = learner_registry(), task_registry(), TaskCache()
@@ -83,7 +110,18 @@ def _worker(conn: Connection, root: str, device_name: str, threads: int) -> None
 class _Worker:
     process: mp.process.BaseProcess
     conn: Connection
+    slot: int  # index into the executor's worker devices
     spec: RunSpec | None = None
+
+
+def worker_devices(name: str, jobs: int) -> list[str]:
+    """The device of each of ``jobs`` workers: with plain "cuda" (or "auto" on a GPU machine)
+    worker k gets GPU k mod G of the G visible GPUs; otherwise every worker gets ``name``'s device."""
+    device = resolve_device(name)
+    if device.type != "cuda" or device.index is not None:
+        return [str(device)] * jobs
+    gpus = torch.cuda.device_count()
+    return [f"cuda:{k % gpus}" for k in range(jobs)]
 
 
 @dataclass
@@ -91,6 +129,9 @@ class ProcessExecutor:
     jobs: int = 0  # 0: one per core
     threads: int = 0  # 0: cores // jobs
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        resolve_device(self.device)  # a bad device fails here, before any work
 
     def plan(self, n_runs: int) -> tuple[int, int]:
         """(workers, torch threads per worker) for ``n_runs`` runs."""
@@ -101,54 +142,59 @@ class ProcessExecutor:
         return jobs, threads
 
     def run(self, specs: list[RunSpec], store: RunStore, on_event: Callable[[Event], None]) -> Iterator[Outcome]:
-        resolve_device(self.device)  # fail before starting workers
         jobs, threads = self.plan(len(specs))
+        devices = worker_devices(self.device, jobs)
         ctx = mp.get_context("spawn")
-        pending = deque(specs)
         workers: list[_Worker] = []
 
-        def start() -> _Worker:
+        def start(slot: int, spec: RunSpec) -> None:
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, str(store.root), self.device, threads), daemon=True)
+            proc = ctx.Process(target=_worker, args=(child, str(store.root), devices[slot], threads, os.getpid()),
+                               daemon=True)
             proc.start()
             child.close()
-            return _Worker(proc, parent)
+            workers.append(_Worker(proc, parent, slot))
+            give(workers[-1], spec)
 
-        def assign(worker: _Worker) -> None:
-            if pending:
-                worker.spec = pending.popleft()
-                worker.conn.send(worker.spec.to_json())
-            else:
-                worker.spec = None
-                worker.conn.send(None)
+        def give(worker: _Worker, spec: RunSpec) -> None:
+            worker.spec = spec
+            worker.conn.send(spec.to_json())
 
-        try:
-            for _ in range(jobs):
-                workers.append(start())
-                assign(workers[-1])
-            while any(w.spec is not None for w in workers):
-                busy = [w for w in workers if w.spec is not None]
-                wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
-                for worker in busy:
-                    finished = self._drain(worker, on_event)
-                    if finished is not None:
-                        yield finished
-                        assign(worker)
-                    elif not worker.process.is_alive() and worker.spec is not None:
-                        code = worker.process.exitcode
-                        reason = f"worker process died (exit code {code}) while running this run"
-                        lost = record_lost(worker.spec, store, torch.device("cpu"), reason)
-                        on_event(("done", lost.run_id, lost))
-                        yield lost
-                        workers.remove(worker)
-                        if pending:
-                            replacement = start()
-                            workers.append(replacement)
-                            assign(replacement)
-        finally:
-            for worker in workers:
-                if worker.process.is_alive():
-                    if worker.spec is None:
+        with RunQueue(specs, store, on_event) as queue:
+            try:
+                while True:
+                    # hand claimable runs to idle workers, starting workers (up to jobs) as needed
+                    idle = [w for w in workers if w.spec is None]
+                    free_slots = sorted(set(range(jobs)) - {w.slot for w in workers})
+                    while (idle or free_slots) and (spec := queue.take()) is not None:
+                        if idle:
+                            give(idle.pop(), spec)
+                        else:
+                            start(free_slots.pop(0), spec)
+                    busy = [w for w in workers if w.spec is not None]
+                    if not busy and not queue.waiting:
+                        return
+                    # while runs are held by another driver, wake up now and then to look at them
+                    wait([w.conn for w in busy] + [w.process.sentinel for w in busy],
+                         timeout=queue.poll if queue.waiting else None)
+                    for worker in busy:
+                        finished = self._drain(worker, on_event)
+                        if finished is not None:
+                            queue.finish(finished.run_id)
+                            worker.spec = None
+                            yield finished
+                        elif not worker.process.is_alive() and worker.spec is not None:
+                            code = worker.process.exitcode
+                            reason = f"worker process died (exit code {code}) while running this run"
+                            lost = record_lost(worker.spec, store, torch.device("cpu"), reason)
+                            queue.finish(lost.run_id)
+                            on_event(("done", lost.run_id, lost))
+                            workers.remove(worker)
+                            yield lost
+            finally:
+                for worker in workers:
+                    if worker.process.is_alive() and worker.spec is None:
+                        worker.conn.send(None)
                         worker.process.join(timeout=5)
                     if worker.process.is_alive():
                         worker.process.terminate()
@@ -168,14 +214,28 @@ class ProcessExecutor:
         return None
 
 
-EXECUTORS = ("process", "inline")
+EXECUTORS = ("process", "inline", "ray")
+RAY_MISSING = 'executor = "ray" needs Ray, which is not installed here: pip install "bpbench[ray]"'
 
 
 def make_executor(name: str, *, jobs: int = 0, threads: int = 0, device: str = "auto",
                   address: str | None = None) -> Executor:
-    """The executor called ``name`` (one of ``EXECUTORS``); a clear ValueError otherwise."""
+    """The executor called ``name`` (one of ``EXECUTORS``); a clear ValueError otherwise.
+
+    ``address`` (ray only): a Ray cluster to join ("HOST:PORT", "auto"); None starts a local Ray.
+    """
+    if name not in EXECUTORS:
+        raise ValueError(f"executor = {name!r}: allowed: {', '.join(EXECUTORS)}")
+    if address is not None and name != "ray":
+        raise ValueError(f"address = {address!r} is for the ray executor only (executor = {name!r})")
     if name == "inline":
         return InlineExecutor(device)
     if name == "process":
         return ProcessExecutor(jobs=jobs, threads=threads, device=device)
-    raise ValueError(f"executor = {name!r}: allowed: {', '.join(EXECUTORS)}")
+    try:
+        import ray  # noqa: F401  (the optional extra)
+    except ImportError as exc:
+        raise ValueError(f"{RAY_MISSING} ({exc})") from exc
+    from bpbench.experiments.ray_executor import RayExecutor
+
+    return RayExecutor(address=address, jobs=jobs, threads=threads, device=device)

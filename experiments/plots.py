@@ -30,9 +30,11 @@ ACCURACY_LABEL = "test accuracy (fraction)"
 # sign_symmetry sky blue, ga purple vs es vermillion); slot 6 (pink) is left for other labels
 PALETTE_INDEX = {"backprop": 0, "fa": 1, "dfa": 2, "sign_symmetry": 9, "ga": 4, "cmaes": 5, "es": 3,
                  "snn_bptt": 7, "snn_dfa": 8}
+# newer rules take slots of seaborn's "dark" palette (never handed out as a spare color)
+DARK_INDEX = {"pc": 9, "ff": 6, "dtp": 8, "fwd_grad": 7}
 # a fixed marker per learner too, so figures survive grayscale printing
 MARKERS = {"backprop": "o", "fa": "s", "dfa": "^", "sign_symmetry": "D", "ga": "v", "cmaes": "P", "es": "X",
-           "snn_bptt": "*", "snn_dfa": "h"}
+           "snn_bptt": "*", "snn_dfa": "h", "pc": "p", "ff": ">", "dtp": "<", "fwd_grad": "d"}
 Color = tuple[float, float, float]
 
 
@@ -41,16 +43,17 @@ class NoData(ValueError):
 
 
 def learner_colors(labels: Iterable[tuple[str, str]]) -> dict[str, Color]:
-    """Label -> color for (label, registered learner) pairs; fixed for the nine built-ins.
+    """Label -> color for (label, registered learner) pairs; fixed for the built-in learners.
 
     A label named after a built-in learner gets that learner's color; another label gets
     its registered learner's color if no label already took it, else a spare color.
     """
     palette = sns.color_palette(PALETTE, 10)
-    fixed = {name: palette[i] for name, i in PALETTE_INDEX.items()}
+    dark = sns.color_palette("dark", 10)
+    fixed = {name: palette[i] for name, i in PALETTE_INDEX.items()} | {name: dark[i] for name, i in DARK_INDEX.items()}
     pairs = sorted(set(labels))
     colors = {label: fixed[label] for label, _ in pairs if label in fixed}
-    spare = [palette[6], *sns.color_palette("dark", 10)]
+    spare = [c for c in [palette[6], *dark] if c not in fixed.values()]
     for label, name in pairs:
         if label in colors:
             continue

@@ -16,6 +16,7 @@ class Progress:
     def __init__(self, specs: list[RunSpec], skipped: int) -> None:
         self.specs = {s.run_id: s for s in specs}
         self.done = 0
+        self.elsewhere = 0  # runs another driver on the same folder finished meanwhile
         self.seen: dict[str, int] = {}
         self.interactive = sys.stderr.isatty()
         total_epochs = sum(s.budget["epochs"] for s in specs)
@@ -37,17 +38,22 @@ class Progress:
             self.epochs.update(1)
         elif kind == "done":
             outcome: Outcome = event[2]
-            spec = self.specs[run_id]
-            self.done += 1
-            self.runs.update(1)
             if outcome.status == "ok":
                 s: dict[str, Any] = outcome.summary
-                msg = f"test acc {s['test_accuracy']:.3f}, {s['train_seconds']:.1f} s"
+                self._finished(run_id, f"test acc {s['test_accuracy']:.3f}, {s['train_seconds']:.1f} s")
             else:
-                msg = f"FAILED: {outcome.error}"
-            # epochs a run did not reach (max_seconds, failure) still leave the bar
-            self.epochs.update(spec.budget["epochs"] - self.seen.pop(run_id, 0))
-            self.say(f"[{self.done}/{len(self.specs)}] {spec.describe()} ({run_id}): {msg}")
+                self._finished(run_id, f"FAILED: {outcome.error}")
+        elif kind == "elsewhere":
+            self.elsewhere += 1
+            self._finished(run_id, f"{event[2]}, by another driver")
+
+    def _finished(self, run_id: str, msg: str) -> None:
+        spec = self.specs[run_id]
+        self.done += 1
+        self.runs.update(1)
+        # epochs a run did not reach (max_seconds, failure, another driver's run) still leave the bar
+        self.epochs.update(spec.budget["epochs"] - self.seen.pop(run_id, 0))
+        self.say(f"[{self.done}/{len(self.specs)}] {spec.describe()} ({run_id}): {msg}")
 
     def close(self) -> None:
         self.epochs.close()

@@ -4,6 +4,7 @@ Layout under a study's output folder::
 
     runs/<run_id>/metrics.parquet   tidy rows: run_id, epoch, step, split, metric, layer, value
     runs/<run_id>/meta.json         spec, seed, status, error, git commit, versions, hardware, times
+    claims/<run_id>/<generation>    while a run is executing: which driver holds it (experiments/claims.py)
 
 ``metrics.parquet`` is written before ``meta.json``; a run counts as complete only when its
 meta says ``"status": "ok"``. Both files are written to a temporary name and renamed.
@@ -52,6 +53,16 @@ class RunStore:
         if not path.is_file():
             return None
         return json.loads(path.read_text())["status"]
+
+    def stamp(self, run_id: str) -> tuple[str, str] | None:
+        """(status, end time) of the run's stored meta, or None when none is stored: tells a
+        result stored by another driver (or another attempt) apart from the one seen before."""
+        path = self.meta_path(run_id)
+        try:
+            meta = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        return meta["status"], str(meta.get("end_time"))
 
     def write(self, run_id: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
         """Store a finished (or failed) run: metrics first, then its meta."""

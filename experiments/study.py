@@ -193,14 +193,19 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
         for model_point in model_points:
             model = build(ModelSpec, model_point, f"learners.{label}.model")
             for param_point in param_points:
-                params = to_plain(build(learner_cls.Params, param_point, f"learners.{label}"))
+                built = build(learner_cls.Params, param_point, f"learners.{label}")
+                try:
+                    learner_cls.check_model(model, built)
+                except ValueError as exc:
+                    raise ConfigError(f"learners.{label}: {exc}") from exc
+                params = to_plain(built)
                 for task_label, task_name, task_params, task_axes, task_cls in task_points:
                     if only is not None and task_label not in only:
                         continue
-                    if model.arch == "cnn" and task_cls.modality != "image":
+                    if model.arch != "mlp" and task_cls.modality != "image":
                         raise ConfigError(
-                            f"learners.{label}.model.arch = 'cnn' on task {task_label!r} ({task_cls.modality}): "
-                            "allowed only on image tasks; use arch = 'mlp'"
+                            f"learners.{label}.model.arch = {model.arch!r} on task {task_label!r} "
+                            f"({task_cls.modality}): allowed only on image tasks; use arch = 'mlp'"
                         )
                     for seed_index in seeds:
                         runs.append(RunSpec(

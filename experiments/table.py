@@ -25,7 +25,8 @@ from bpbench.experiments.store import RunStore
 from bpbench.experiments.study import REFERENCE_LABEL, study_reference
 
 FORMATS = ("text", "markdown", "latex", "html", "csv")
-LEARNER_ORDER = ("backprop", "fa", "dfa", "sign_symmetry", "ga", "cmaes", "es", "snn_bptt", "snn_dfa")
+LEARNER_ORDER = ("backprop", "fa", "dfa", "sign_symmetry", "ga", "cmaes", "es", "snn_bptt", "snn_dfa", "pc", "ff",
+                 "dtp", "fwd_grad")
 RUN_KEYS = ["learner", "config", "task"]
 
 # per-run measure -> (rendered header, number format, divisor applied before formatting)

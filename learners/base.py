@@ -81,11 +81,28 @@ class Learner(ABC):
 
     Subclasses set ``Params`` to a frozen dataclass of their hyperparameters (with
     defaults, type hints and a ``batch_size`` field); study files are validated against
-    it before any run starts. ``kind`` says what one step consumes.
+    it before any run starts. ``kind`` says what one step consumes. ``archs`` names the
+    ``model.arch`` values the rule can train (None: every arch ``build_model`` builds);
+    ``check_model`` refuses the rest, and anything else the rule cannot train.
     """
 
     Params: ClassVar[type]
     kind: ClassVar[Literal["gradient", "population"]] = "gradient"
+    archs: ClassVar[frozenset[str] | None] = None
+
+    @classmethod
+    def check_model(cls, spec: ModelSpec, params: Any = None) -> None:
+        """Raise ValueError, naming the value and what is allowed, if this rule cannot train ``spec``.
+
+        ``params``: the rule's ``Params`` (None: its defaults), for rules whose supported models
+        depend on an option. Called when a study is validated (before any run starts) and
+        again by ``__init__``.
+        The default refuses an arch outside ``archs``; override it (calling super) to refuse
+        more, e.g. batch norm for a rule with no update for its parameters.
+        """
+        if cls.archs is not None and spec.arch not in cls.archs:
+            raise ValueError(f"model.arch = {spec.arch!r}: {cls.__name__} trains only "
+                             f"arch = {' | '.join(repr(a) for a in sorted(cls.archs))}")
 
     def __init__(
         self,
@@ -96,6 +113,7 @@ class Learner(ABC):
         device: torch.device,
     ) -> None:
         """model_spec, task and params in; ``generator`` is the run's only randomness source."""
+        type(self).check_model(model_spec, params)
         self.model_spec = model_spec
         self.task = task
         self.params = params

@@ -75,6 +75,13 @@ class CMAES(PopulationLearner):
     short_name = "cmaes"
     MAX_PARAMETERS = 1000  # D x D covariance, eigendecomposed every generation
 
+    @classmethod
+    def check_model(cls, spec: ModelSpec, params: Any = None) -> None:
+        super().check_model(spec, params)
+        if spec.arch == "lenet":  # refused before any run: its size does not depend on the task
+            raise ValueError(f"model.arch = 'lenet': cmaes handles at most {cls.MAX_PARAMETERS} parameters and "
+                             "LeNet-5 has over 50,000 in its conv layers alone; use arch = 'mlp' with hidden = []")
+
     def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: CMAESParams,
                  generator: torch.Generator, device: torch.device) -> None:
         super().__init__(model_spec, task, params, generator, device)

@@ -1,21 +1,33 @@
-"""The one model builder every learner trains: an MLP or a small CNN.
+"""The one model builder every learner trains: an MLP, a small CNN, or LeNet-5.
 
 ``build_model(spec, input_shape, n_classes, generator)`` returns an ``nn.Sequential``
 whose connection layers are named ``fc1, fc2, ..., out`` (MLP) or
-``conv1, conv2, ..., fc1, ..., out`` (CNN), in forward order; ``weight_layers`` lists
-them. Initialization draws only from the given generator, so a run is reproducible
+``conv1, conv2, ..., fc1, ..., out`` (CNN, LeNet), in forward order; ``weight_layers``
+lists them. Initialization draws only from the given generator, so a run is reproducible
 from its seed alone.
+
+LeNet-5 (``arch = "lenet"``) is BioTorch's ``LeNetMNIST`` (biotorch/models/le_net.py):
+conv 5x5 -> 6, act, max-pool 2; conv 5x5 -> 16, act, max-pool 2; conv 5x5 -> 120, act;
+fully connected 84, act; output. BioTorch resizes 28x28 images to 32x32 before its
+unpadded first conv; here the first conv zero-pads by 2 instead (LeCun et al. 1998's
+32x32 field), so a (1, 28, 28) image gives the same 28 -> 14 -> 10 -> 5 -> 1 maps without
+interpolating pixels. BioTorch uses ReLU, which is the default activation here.
 """
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import torch
 from torch import nn
+
+ARCHS = ("mlp", "cnn", "lenet")
+# LeNet-5's fixed layers: (out channels, kernel, padding, max-pool after) per conv; fc widths.
+LENET_CONVS: tuple[tuple[int, int, int, bool], ...] = ((6, 5, 2, True), (16, 5, 0, True), (120, 5, 0, False))
+LENET_HIDDEN: tuple[int, ...] = (84,)
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -28,14 +40,17 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 class ModelSpec:
     """Architecture shared by all learners of a run.
 
-    arch: "mlp" (any task; input flattened) or "cnn" (image tasks).
+    arch: "mlp" (any task; input flattened), "cnn" (image tasks) or "lenet" (LeNet-5,
+        image tasks of at least 28x28; its layers are fixed, see the module docstring).
     hidden: widths of the fully connected hidden layers (may be empty: a linear model).
-    channels: CNN only: output channels of each 3x3 conv (each followed by 2x2 max-pool).
-    activation: relu | tanh | sigmoid.  batchnorm: after each hidden layer, before the
-    activation.  dropout: probability after each hidden activation (0 disables).
+        mlp and cnn only.
+    channels: cnn only: output channels of each 3x3 conv (each followed by 2x2 max-pool).
+    activation: relu | tanh | sigmoid.  batchnorm: after each hidden layer (conv or fc),
+    before the activation.  dropout: probability after each hidden block (0 disables).
+    These three apply to every arch; their defaults give BioTorch's LeNet-5 exactly.
     """
 
-    arch: Literal["mlp", "cnn"] = "mlp"
+    arch: Literal["mlp", "cnn", "lenet"] = "mlp"
     hidden: tuple[int, ...] = (256, 256)
     channels: tuple[int, ...] = (16, 32)
     activation: Literal["relu", "tanh", "sigmoid"] = "relu"
@@ -49,6 +64,13 @@ class ModelSpec:
             raise ValueError(f"model.channels = {list(self.channels)}: every count must be a positive integer")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout = {self.dropout}: allowed is 0 <= dropout < 1")
+        if self.arch == "lenet":
+            defaults = {f.name: f.default for f in fields(self)}
+            for key in ("hidden", "channels"):
+                if getattr(self, key) != defaults[key]:
+                    raise ValueError(
+                        f"model.{key} = {list(getattr(self, key))} with arch = 'lenet': LeNet-5's layers are fixed "
+                        f"(conv 6, 16, 120; fc 84); {key} applies to arch = 'mlp' or 'cnn' only: leave it out")
 
 
 def _init_layer(layer: nn.Linear | nn.Conv2d, generator: torch.Generator) -> None:
@@ -63,14 +85,14 @@ def _init_layer(layer: nn.Linear | nn.Conv2d, generator: torch.Generator) -> Non
 
 def _hidden_block(
     idx: int, layer: nn.Module, width: int, spec: ModelSpec, conv: bool,
-    activation: Callable[[], nn.Module],
+    activation: Callable[[], nn.Module], pool: bool = True,
 ) -> list[tuple[str, nn.Module]]:
     prefix = "conv" if conv else "fc"
     block: list[tuple[str, nn.Module]] = [(f"{prefix}{idx}", layer)]
     if spec.batchnorm:
         block.append((f"bn_{prefix}{idx}", nn.BatchNorm2d(width) if conv else nn.BatchNorm1d(width)))
     block.append((f"act_{prefix}{idx}", activation()))
-    if conv:
+    if conv and pool:
         block.append((f"pool{idx}", nn.MaxPool2d(2)))
     if spec.dropout > 0:
         block.append((f"drop_{prefix}{idx}", nn.Dropout(spec.dropout)))
@@ -91,23 +113,29 @@ def build_model(
     """
     act = activation or ACTIVATIONS[spec.activation]
     layers: list[tuple[str, nn.Module]] = []
-    if spec.arch == "cnn":
+    hidden = LENET_HIDDEN if spec.arch == "lenet" else spec.hidden
+    if spec.arch in ("cnn", "lenet"):
         if len(input_shape) != 3:
-            raise ValueError(
-                f"model.arch = 'cnn' needs image input (C, H, W); got input shape {input_shape}: use arch = 'mlp'"
-            )
+            raise ValueError(f"model.arch = {spec.arch!r} needs image input (C, H, W); got input shape "
+                             f"{input_shape}: use arch = 'mlp'")
         c, h, w = input_shape
-        for i, out_c in enumerate(spec.channels, start=1):
-            if h < 2 or w < 2:
-                raise ValueError(f"model.channels = {list(spec.channels)}: too many pooling stages for input {input_shape}")
-            layers += _hidden_block(i, nn.Conv2d(c, out_c, 3, padding=1), out_c, spec, True, act)
-            c, h, w = out_c, h // 2, w // 2
+        convs = LENET_CONVS if spec.arch == "lenet" else tuple((out_c, 3, 1, True) for out_c in spec.channels)
+        for i, (out_c, kernel, pad, pool) in enumerate(convs, start=1):
+            h, w = h + 2 * pad - kernel + 1, w + 2 * pad - kernel + 1
+            if pool:
+                h, w = h // 2, w // 2
+            if h < 1 or w < 1:
+                what = ("LeNet-5 needs images of at least 28x28" if spec.arch == "lenet"
+                        else f"model.channels = {list(spec.channels)}: too many pooling stages")
+                raise ValueError(f"{what}; got input shape {input_shape}")
+            layers += _hidden_block(i, nn.Conv2d(c, out_c, kernel, padding=pad), out_c, spec, True, act, pool)
+            c = out_c
         layers.append(("flatten", nn.Flatten()))
         width = c * h * w
     else:
         layers.append(("flatten", nn.Flatten()))
         width = math.prod(input_shape)
-    for i, hid in enumerate(spec.hidden, start=1):
+    for i, hid in enumerate(hidden, start=1):
         layers += _hidden_block(i, nn.Linear(width, hid), hid, spec, False, act)
         width = hid
     layers.append(("out", nn.Linear(width, n_classes)))

@@ -247,12 +247,16 @@ class PopulationLearner(Learner):
 
     def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: Any,
                  generator: torch.Generator, device: torch.device) -> None:
-        super().__init__(model_spec, task, params, generator, device)
-        check_population_model(model_spec, self.short_name)
+        super().__init__(model_spec, task, params, generator, device)  # runs check_model
         self._model = build_model(model_spec, task.input_shape, task.n_classes, generator).to(device)
         self.forward = PopulationForward(self._model)
         self.rng = PrivateRandom(generator)
         self._losses: Tensor | None = None
+
+    @classmethod
+    def check_model(cls, spec: ModelSpec, params: Any = None) -> None:
+        super().check_model(spec, params)
+        check_population_model(spec, cls.short_name)
 
     def _score(self, x: Tensor, y: Tensor, matrix: Tensor) -> Tensor:
         """Fitness (P,) of the population ``matrix`` (P, D) on (x, y); keeps the losses."""

@@ -111,12 +111,16 @@ class SpikingDFA(SpikingLearner):
 
     Params = SpikingDFAParams
 
-    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: SpikingDFAParams,
-                 generator: torch.Generator, device: torch.device) -> None:
-        if model_spec.batchnorm:
+    @classmethod
+    def check_model(cls, spec: ModelSpec, params: Any = None) -> None:
+        super().check_model(spec, params)
+        if spec.batchnorm:
             raise ValueError("model.batchnorm = true: snn_dfa's local rule has no batch-norm update; "
                              "use batchnorm = false")
-        super().__init__(model_spec, task, params, generator, device)
+
+    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: SpikingDFAParams,
+                 generator: torch.Generator, device: torch.device) -> None:
+        super().__init__(model_spec, task, params, generator, device)  # runs check_model
         trace = Trace()  # one dry run to learn each hidden layer's neuron shape
         self.simulate_eval(torch.zeros(1, *task.input_shape, device=device), trace)
         n = task.n_classes

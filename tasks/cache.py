@@ -4,7 +4,8 @@
 first call on a machine loads, splits and normalizes as usual and writes the normalized
 arrays to the cache folder; later calls (in any process) read them back. The entry's key is
 a hash of the task's name, its options, the bytes of every source file the task reads
-(``Task.sources``) and the source code of the task's module and of ``tasks/base.py``, so a
+(``Task.sources``) and the source code of the task's module, of ``tasks/base.py`` and of the
+``bpbench.tasks`` helpers the task's module imports (``code_files``), so a
 changed data file, option or loading code never serves stale arrays. A task whose
 ``sources`` is None (the default for plugins) is not cached.
 
@@ -25,6 +26,7 @@ import hashlib
 import inspect
 import json
 import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -62,15 +64,29 @@ def _digest_file(path: Path, h: Any) -> None:
             h.update(block)
 
 
+def code_files(task: Task) -> list[Path]:
+    """The loading code's source files: the task's module, ``tasks/base.py``, and each
+    ``bpbench.tasks`` module the task's module takes names from (shared helpers such as
+    ``tasks/sequences.py``). A task defined in a notebook cell has no source file; its
+    options and data still count."""
+    module = inspect.getmodule(type(task))
+    names = {base.__name__}
+    if module is not None:
+        names.add(module.__name__)
+        names |= {v.__module__ for v in vars(module).values()
+                  if isinstance(getattr(v, "__module__", None), str) and v.__module__.startswith("bpbench.tasks.")}
+    files = {inspect.getsourcefile(sys.modules[n]) for n in names if n in sys.modules}
+    return [Path(f) for f in sorted(f for f in files if f)]
+
+
 def entry_key(task: Task, params: Any, sources: list[Path]) -> str:
     """Hex key of (task name, options, source file bytes, loading code) for ``task`` with ``params``."""
     h = hashlib.blake2b(digest_size=16)
     options = dataclasses.asdict(params) if dataclasses.is_dataclass(params) else params
     h.update(json.dumps({"format": FORMAT, "task": task.name, "params": options}, sort_keys=True,
                         default=str).encode())
-    for module in sorted({inspect.getsourcefile(type(task)) or "", inspect.getsourcefile(base) or ""}):
-        if module:  # a task defined in a notebook cell has no source file; its options and data still count
-            _digest_file(Path(module), h)
+    for module in code_files(task):
+        _digest_file(module, h)
     for path in sources:
         h.update(str(path).encode())
         _digest_file(path, h)

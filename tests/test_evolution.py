@@ -66,6 +66,7 @@ LEARNERS = [
 @pytest.mark.parametrize("spec, shape", [
     (ModelSpec(hidden=(16, 8), activation="tanh"), (1, 8, 8)),
     (ModelSpec(arch="cnn", channels=(3, 4), hidden=(8,)), (1, 8, 8)),
+    (ModelSpec(arch="lenet"), (1, 28, 28)),
     (ModelSpec(hidden=(), activation="relu"), (20, 13)),
 ])
 def test_vectorized_evaluation_equals_one_network_at_a_time(spec: ModelSpec, shape: tuple[int, ...]) -> None:

@@ -109,3 +109,13 @@ def test_clear_removes_every_entry(cache_root: Path) -> None:
     files, freed = cache.clear()
     assert files >= 2 and freed > 0 and not list((cache_root / "tasks").glob("*.npz"))
     assert cache.clear() == (0, 0)
+
+
+def test_key_covers_the_shared_loading_code_a_task_imports() -> None:
+    from bpbench.tasks.fsdd import Fsdd
+    from bpbench.tasks.japanese_vowels import JapaneseVowels
+
+    for task in (Fsdd(), JapaneseVowels()):  # both take fix_length from tasks/sequences.py
+        assert {p.name for p in cache.code_files(task)} == {"base.py", "sequences.py", f"{task.name}.py"}
+    # a subclass defined elsewhere: its own module and the module of the task it extends
+    assert {p.name for p in cache.code_files(CountingDigits())} >= {"base.py", "digits.py", "test_task_cache.py"}

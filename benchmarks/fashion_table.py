@@ -1,0 +1,162 @@
+"""Our `fashion` results beside BioTorch's published LeNet table, and the MLP-vs-LeNet gap per rule.
+
+Reads a results folder of the `fashion` study (``bpbench run fashion --out DIR``) and prints,
+as markdown for the README:
+
+1. LeNet test error % per rule beside BioTorch's (Benchmarks.md, Fashion-MNIST, LeNet).
+2. Per rule: test error % on the MLP and on LeNet, the gap to backprop on each net, and
+   how much larger the LeNet gap is (the claim: feedback-alignment rules lose more to
+   backprop on a CNN than on an MLP).
+3. The issue's targets, each marked holds / does not hold, and the study's wall time.
+
+Convention: test error % = 100 x (1 - test accuracy), lower is better (BioTorch's); a
+point value is the median over seeds, with the range of seeds beside it; a gap is the
+rule's median minus backprop's median on the same net, in points. Rules that did not run
+on a net show n/a.
+
+    python -m benchmarks.fashion_table DIR
+"""
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from bpbench.experiments.store import RunStore
+from bpbench.experiments.table import per_run, tidy
+
+# BioTorch Benchmarks.md, Fashion-MNIST, LeNet, top-1 test error % (shared/REFERENCES.md).
+BIOTORCH_LENET = {"backprop": 9.2, "fa": 13.06, "dfa": 12.81, "sign_symmetry": 9.69}
+BIOTORCH_ONLY = {"brSF": 10.02, "frSF": 9.61}  # sign-symmetry variants bpbench does not implement
+NAMES = {"sign_symmetry": "sign_symmetry (uSF)"}
+ARCHS = ("mlp", "lenet")
+
+
+def errors(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (learner, arch): seeds, median / min / max test error % over seeds."""
+    runs = runs.assign(error=100.0 * (1.0 - runs["test_acc"]))
+    grouped = runs.groupby(["learner", "arch"])["error"]
+    out = pd.DataFrame({"seeds": grouped.size(), "median": grouped.median(), "low": grouped.min(),
+                        "high": grouped.max()})
+    return out.reset_index()
+
+
+def _cell(row: pd.Series | None) -> str:
+    if row is None:
+        return "n/a"
+    if row["seeds"] == 1:
+        return f"{row['median']:.2f}"
+    return f"{row['median']:.2f} [{row['low']:.2f}-{row['high']:.2f}]"
+
+
+def _order(learners: list[str]) -> list[str]:
+    known = [name for name in BIOTORCH_LENET if name in learners]
+    return known + sorted(set(learners) - set(known))
+
+
+def side_by_side(err: pd.DataFrame) -> pd.DataFrame:
+    """LeNet test error %: ours beside BioTorch's, and the difference in points."""
+    lenet = {r["learner"]: r for _, r in err[err["arch"] == "lenet"].iterrows()}
+    rows = []
+    for learner in _order(sorted(set(lenet) | set(BIOTORCH_LENET))):
+        ours, published = lenet.get(learner), BIOTORCH_LENET.get(learner)
+        diff = ours["median"] - published if ours is not None and published is not None else None
+        rows.append({"rule": NAMES.get(learner, learner),
+                     "BioTorch LeNet": "n/a" if published is None else f"{published:.2f}",
+                     "ours LeNet (median [range])": _cell(ours),
+                     "ours - BioTorch": "n/a" if diff is None else f"{diff:+.2f}"})
+    for name, published in BIOTORCH_ONLY.items():
+        rows.append({"rule": name, "BioTorch LeNet": f"{published:.2f}",
+                     "ours LeNet (median [range])": "not in bpbench", "ours - BioTorch": "n/a"})
+    return pd.DataFrame(rows)
+
+
+def gaps(err: pd.DataFrame) -> pd.DataFrame:
+    """Per rule: error % on each net, gap to backprop on each net, LeNet gap minus MLP gap."""
+    table = {(r["learner"], r["arch"]): r for _, r in err.iterrows()}
+
+    def gap(learner: str, arch: str) -> float | None:
+        if (learner, arch) not in table or ("backprop", arch) not in table:
+            return None
+        return float(table[(learner, arch)]["median"] - table[("backprop", arch)]["median"])
+
+    rows = []
+    for learner in _order(sorted(err["learner"].unique())):
+        g = {arch: gap(learner, arch) for arch in ARCHS}
+        rows.append({"rule": NAMES.get(learner, learner),
+                     "MLP error %": _cell(table.get((learner, "mlp"))),
+                     "LeNet error %": _cell(table.get((learner, "lenet"))),
+                     "gap to backprop, MLP": "n/a" if g["mlp"] is None else f"{g['mlp']:+.2f}",
+                     "gap to backprop, LeNet": "n/a" if g["lenet"] is None else f"{g['lenet']:+.2f}",
+                     "LeNet gap - MLP gap": ("n/a" if None in (g["mlp"], g["lenet"])
+                                             else f"{g['lenet'] - g['mlp']:+.2f}")})
+    return pd.DataFrame(rows)
+
+
+def targets(err: pd.DataFrame) -> list[tuple[str, bool | None, str]]:
+    """The issue's targets on medians of seeds: (target, holds (None: not measured), values)."""
+    acc = {(r["learner"], r["arch"]): 1.0 - r["median"] / 100.0 for _, r in err.iterrows()}
+
+    def get(learner: str, arch: str) -> float | None:
+        return acc.get((learner, arch))
+
+    out: list[tuple[str, bool | None, str]] = []
+    bp = get("backprop", "lenet")
+    out.append(("backprop LeNet test accuracy >= .90", None if bp is None else bp >= 0.90,
+                f"backprop {bp:.4f}" if bp is not None else "not run"))
+    ss = get("sign_symmetry", "lenet")
+    out.append(("sign_symmetry within 1.5 points of backprop on LeNet",
+                None if None in (bp, ss) else bp - ss <= 0.015,
+                "not run" if None in (bp, ss) else f"gap {100 * (bp - ss):+.2f} points"))
+    for rule in ("fa", "dfa"):
+        a = get(rule, "lenet")
+        out.append((f"{rule} LeNet >= .84 and below backprop", None if None in (a, bp) else a >= 0.84 and a < bp,
+                    "not run" if None in (a, bp) else f"{rule} {a:.4f}, backprop {bp:.4f}"))
+        m, bm = get(rule, "mlp"), get("backprop", "mlp")
+        if None in (a, bp, m, bm):
+            out.append((f"{rule}: gap to backprop larger on LeNet than on MLP", None, "not run"))
+        else:
+            out.append((f"{rule}: gap to backprop larger on LeNet than on MLP", bp - a > bm - m,
+                        f"LeNet gap {100 * (bp - a):+.2f}, MLP gap {100 * (bm - m):+.2f} points"))
+    return out
+
+
+def wall_minutes(store: RunStore) -> tuple[int, int, float | None]:
+    """(completed runs, failed runs, minutes from the first run's start to the last run's end)."""
+    metas = store.metas()
+    starts = [datetime.fromisoformat(m["start_time"]) for m in metas if m.get("start_time")]
+    ends = [datetime.fromisoformat(m["end_time"]) for m in metas if m.get("end_time")]
+    ok = sum(m["status"] == "ok" for m in metas)
+    span = (max(ends) - min(starts)).total_seconds() / 60 if starts and ends else None
+    return ok, len(metas) - ok, span
+
+
+def report(folder: Path) -> str:
+    """The markdown text this script prints for ``folder``."""
+    store = RunStore(folder)
+    runs = per_run(tidy(store))
+    if runs.empty:
+        raise SystemExit(f"{folder}: no completed runs")
+    err = errors(runs)
+    ok, failed, span = wall_minutes(store)
+    lines = ["Test error % (100 x (1 - accuracy)); ours: median [min-max] over seeds.", "",
+             side_by_side(err).to_markdown(index=False, disable_numparse=True), "", gaps(err).to_markdown(index=False, disable_numparse=True), "",
+             "Targets (medians of seeds):"]
+    for target, holds, values in targets(err):
+        verdict = "not measured" if holds is None else ("holds" if holds else "does NOT hold")
+        lines.append(f"- {target}: {verdict} ({values})")
+    lines += ["", f"{ok} runs completed, {failed} failed; wall time from the first start to the last end: "
+              + ("n/a" if span is None else f"{span:.1f} min")]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="results folder of a `fashion` run")
+    print(report(parser.parse_args().folder))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Run claims: two drivers on one results folder split its runs instead of both running all.
+
+Before a driver starts a run it claims it: it atomically creates a claim file naming its
+host, pid and start time. A claim is refreshed (its mtime touched) while the run goes on,
+and released (deleted) once the run's result is stored. A claim whose owner is dead is
+taken over. The owner counts as dead when
+
+- it ran on this host (same host name and pid namespace) and its pid is gone (or a zombie), or
+- the claim has not been refreshed for ``timeout`` seconds (any host: a crashed machine, a
+  killed SLURM job, a reused pid).
+
+Layout: ``DIR/claims/<run_id>/<generation>``. Creation uses ``O_CREAT | O_EXCL`` (atomic on
+local file systems and NFS v3+). Taking over a stale claim creates the next generation, so of
+two drivers that judge the same claim stale, exactly one wins; the newest generation is the
+claim. Claims hold no results: deleting ``claims/`` while no driver runs is always safe.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+TIMEOUT_S = 120.0  # a claim not refreshed for this long is stale (keep well above clock skew between hosts)
+REFRESH_S = 20.0  # how often a driver touches the claims it holds
+
+
+def host_identity() -> dict[str, str]:
+    """This process's host name and pid namespace (pids are comparable only within both)."""
+    try:
+        pidns = os.readlink("/proc/self/ns/pid")
+    except OSError:  # no /proc (macOS): the host name alone identifies the machine
+        pidns = ""
+    return {"host": socket.gethostname(), "pidns": pidns}
+
+
+def pid_running(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc, or it exited just now: os.kill's answer stands
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+class Claims:
+    """The claims this driver holds under ``root`` (normally ``DIR/claims``), refreshed by a thread."""
+
+    def __init__(self, root: Path, timeout: float = TIMEOUT_S, refresh: float = REFRESH_S) -> None:
+        if not 0 < refresh < timeout:
+            raise ValueError(f"claim refresh = {refresh} s, timeout = {timeout} s: need 0 < refresh < timeout")
+        self.root = Path(root)
+        self.timeout, self.refresh = timeout, refresh
+        self.me = {**host_identity(), "pid": os.getpid()}
+        self.held: dict[str, Path] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- reading ------------------------------------------------------------------------------
+    def owner(self, run_id: str) -> dict[str, Any] | None:
+        """The newest claim on ``run_id`` (its content plus ``age_s``), or None when unclaimed."""
+        top = self._newest(run_id)
+        return None if top is None else self._read(top)
+
+    def _newest(self, run_id: str) -> Path | None:
+        folder = self.root / run_id
+        gens = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
+        return folder / str(max(gens)) if gens else None
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        """A claim's content and age; None if it vanished. A half-written claim reads as {}."""
+        try:
+            age = max(0.0, time.time() - path.stat().st_mtime)
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            content = json.loads(text)
+        except json.JSONDecodeError:  # created but not yet written: judged by its age only
+            content = {}
+        return {**content, "age_s": age}
+
+    def alive(self, claim: dict[str, Any]) -> bool:
+        """Whether the owner of ``claim`` (as read by ``owner``) is to be presumed alive."""
+        if claim["age_s"] > self.timeout:
+            return False
+        if claim.get("host") == self.me["host"] and claim.get("pidns") == self.me["pidns"] and "pid" in claim:
+            return pid_running(int(claim["pid"]))
+        return True
+
+    # -- claiming -----------------------------------------------------------------------------
+    def acquire(self, run_id: str) -> bool:
+        """Claim ``run_id``; False when a live owner holds it (or another driver won the race)."""
+        top = self._newest(run_id)
+        generation = 0
+        if top is not None:
+            claim = self._read(top)
+            if claim is None or self.alive(claim):  # vanished under us (released or taken over): ask again later
+                return False
+            generation = int(top.name) + 1
+        path = self.root / run_id / str(generation)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        content = {**self.me, "run_id": run_id, "token": uuid.uuid4().hex,
+                   "start_time": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(content))
+        if top is not None:
+            for old in top.parent.iterdir():
+                if old.name.isdigit() and int(old.name) < generation:
+                    old.unlink(missing_ok=True)
+        with self._lock:
+            self.held[run_id] = path
+        self._start_refresher()
+        return True
+
+    def release(self, run_id: str) -> None:
+        """Give up the claim on ``run_id`` (after its result is stored, or when not running it)."""
+        with self._lock:
+            path = self.held.pop(run_id, None)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def release_all(self) -> None:
+        for run_id in list(self.held):
+            self.release(run_id)
+
+    def close(self) -> None:
+        """Release every held claim and stop refreshing."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.release_all()
+
+    def _start_refresher(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._refresh_loop, name="bpbench-claims", daemon=True)
+            self._thread.start()
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.refresh):
+            self.touch()
+
+    def touch(self) -> None:
+        """Refresh every held claim; a claim that vanished (taken over after a stall) is dropped."""
+        with self._lock:
+            held = dict(self.held)
+        for run_id, path in held.items():
+            try:
+                os.utime(path)
+            except FileNotFoundError:
+                with self._lock:
+                    self.held.pop(run_id, None)

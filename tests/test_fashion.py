@@ -1,0 +1,68 @@
+"""The `fashion` study end to end on a 2,000-image, 1-epoch slice, and the script that puts
+its results beside BioTorch's published LeNet table."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bpbench.experiments.cli import main
+from bpbench.experiments.store import RunStore
+from bpbench.experiments.table import per_run, tidy
+from bpbench.tasks.idx import FashionMnist, IdxParams
+from conftest import REPO
+
+_spec = importlib.util.spec_from_file_location("fashion_table", REPO / "benchmarks" / "fashion_table.py")
+fashion_table = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fashion_table)  # a script in benchmarks/, not part of the package
+errors, gaps, report, side_by_side, targets = (fashion_table.errors, fashion_table.gaps, fashion_table.report,
+                                               fashion_table.side_by_side, fashion_table.targets)
+
+SLICE = ["seeds=1", "budget.epochs=1", "tasks.fashion_mnist.train_fraction=0.02977",
+         "tasks.fashion_mnist.val_fraction=0.02", "tasks.fashion_mnist.test_fraction=0.02"]
+
+
+@pytest.mark.skipif(not Path(FashionMnist.default_path).is_dir(),
+                    reason=f"Fashion-MNIST files not in {FashionMnist.default_path} (Debian's dataset-fashion-mnist)")
+def test_fashion_study_slice_runs_end_to_end(tmp_path: Path) -> None:
+    FashionMnist().check(IdxParams())
+    out = tmp_path / "fashion"
+    sets = [arg for s in SLICE for arg in ("--set", s)]
+    assert main(["run", "fashion", "--out", str(out), "--executor", "inline", *sets]) == 0
+    runs = per_run(tidy(RunStore(out)))
+    assert sorted(zip(runs["learner"], runs["arch"])) == sorted(
+        (rule, arch) for rule in ("backprop", "fa", "dfa", "sign_symmetry") for arch in ("lenet", "mlp"))
+    assert (runs["samples"] == 2000).all()  # one epoch of the 2,000-image slice
+    assert runs["test_acc"].between(0, 1).all()
+    # 16 steps: backprop and sign symmetry are well above chance (0.1) on both nets already
+    assert (runs[runs["learner"].isin(["backprop", "sign_symmetry"])]["test_acc"] > 0.3).all()
+    text = report(out)
+    assert "| backprop" in text and "9.20" in text and "13.06" in text and "8 runs completed, 0 failed" in text
+
+
+def fake_runs(accuracies: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"learner": rule, "arch": arch, "test_acc": a}
+                         for (rule, arch), values in accuracies.items() for a in values])
+
+
+def test_table_arithmetic_on_known_values() -> None:
+    err = errors(fake_runs({
+        ("backprop", "lenet"): [0.91, 0.90, 0.92], ("backprop", "mlp"): [0.89, 0.89, 0.89],
+        ("fa", "lenet"): [0.85, 0.86, 0.80], ("fa", "mlp"): [0.88, 0.88, 0.88],
+        ("sign_symmetry", "lenet"): [0.90, 0.90, 0.90]}))
+    fa_lenet = err[(err["learner"] == "fa") & (err["arch"] == "lenet")].iloc[0]
+    assert fa_lenet["median"] == pytest.approx(15.0) and fa_lenet["low"] == pytest.approx(14.0)
+    side = side_by_side(err).set_index("rule")
+    assert side.loc["backprop", "ours - BioTorch"] == "-0.20"  # 9.00 against 9.2
+    assert side.loc["dfa", "ours LeNet (median [range])"] == "n/a"
+    gap = gaps(err).set_index("rule")
+    assert gap.loc["fa", "gap to backprop, LeNet"] == "+6.00" and gap.loc["fa", "gap to backprop, MLP"] == "+1.00"
+    assert gap.loc["fa", "LeNet gap - MLP gap"] == "+5.00"
+    verdicts = {t: holds for t, holds, _ in targets(err)}
+    assert verdicts["backprop LeNet test accuracy >= .90"] is True
+    assert verdicts["sign_symmetry within 1.5 points of backprop on LeNet"] is True
+    assert verdicts["fa LeNet >= .84 and below backprop"] is True
+    assert verdicts["fa: gap to backprop larger on LeNet than on MLP"] is True
+    assert verdicts["dfa LeNet >= .84 and below backprop"] is None  # not run
