@@ -1,6 +1,12 @@
-"""What a run's metadata says about where it ran: git commit, package versions, hardware."""
+"""What a run's metadata says about where it ran: git commit, package versions, hardware.
+
+The commit and the versions are read once per process (two ``git`` calls and ten package
+lookups are tens of milliseconds, and a worker runs many runs): a process runs the code it
+imported when it started, whatever happens to the checkout afterwards.
+"""
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -16,6 +22,11 @@ PACKAGES = ("bpbench", "torch", "numpy", "pandas", "scikit-learn", "deap", "snnt
 
 def git_commit() -> dict[str, Any]:
     """Commit and dirty flag of the checkout bpbench runs from (None where it is not a git checkout)."""
+    return dict(_git_commit())
+
+
+@functools.cache
+def _git_commit() -> dict[str, Any]:
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
@@ -31,6 +42,12 @@ def git_commit() -> dict[str, Any]:
 
 
 def package_versions() -> dict[str, str | None]:
+    """Installed version of each of ``PACKAGES`` (None: not installed)."""
+    return dict(_package_versions())
+
+
+@functools.cache
+def _package_versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for name in PACKAGES:
         try:

@@ -37,6 +37,7 @@ from bpbench.experiments.run_queue import RunQueue
 from bpbench.experiments.runner import TaskCache
 from bpbench.experiments.spec import RunSpec
 from bpbench.experiments.store import RunStore
+from bpbench.experiments.warmup import warm_up
 
 
 class Executor(Protocol):
@@ -71,6 +72,7 @@ class InlineExecutor:
     def run(self, specs: list[RunSpec], store: RunStore, on_event: Callable[[Event], None]) -> Iterator[Outcome]:
         device = resolve_device(self.device)
         learners, tasks, cache = learner_registry(), task_registry(), TaskCache()
+        warm_up(device)
         with RunQueue(specs, store, on_event) as queue:
             while queue.waiting:
                 spec = queue.take()
@@ -97,6 +99,7 @@ def _worker(conn: Connection, root: str, device_name: str, threads: int, driver:
     torch.set_num_threads(threads)
     store, device = RunStore(Path(root)), resolve_device(device_name)
     learners, tasks, cache = learner_registry(), task_registry(), TaskCache()
+    warm_up(device)
     while True:
         data = conn.recv()
         if data is None:

@@ -10,8 +10,11 @@ import pytest
 
 from golden import GOLDEN, collect, environment
 
-# (metric, why its values differ from the golden run's)
-CHANGED: dict[str, str] = {}
+# metric -> (the run labels whose values of it changed, why)
+CHANGED: dict[str, tuple[set[str], str]] = {
+    "peak_memory_bytes": ({"snn_bptt", "snn_bptt_rate", "snn_dfa"},
+                          "the spiking time loop steps the LIF update itself: fewer temporaries per step"),
+}
 
 
 def test_tiny_study_gives_the_golden_results() -> None:
@@ -22,8 +25,10 @@ def test_tiny_study_gives_the_golden_results() -> None:
     now = collect()
     assert sorted(now) == sorted(golden["runs"])
     for run, rows in golden["runs"].items():
+        label = run.split("/")[0]
+
         def keyed(table: list[list[Any]]) -> dict[tuple[Any, ...], float]:
-            return {tuple(r[:5]): r[5] for r in table if r[3] not in CHANGED}
+            return {tuple(r[:5]): r[5] for r in table if label not in CHANGED.get(r[3], (set(), ""))[0]}
         expected, got = keyed(rows), keyed(now[run])
         assert got.keys() == expected.keys(), f"{run}: rows differ: {sorted(set(got) ^ set(expected))[:5]}"
         diff = [(k, expected[k], got[k]) for k in expected if got[k] != expected[k]]
