@@ -22,6 +22,13 @@ The clock (``train_seconds``, and the ``max_seconds`` budget) times the learner'
 - ``true_gradient`` (before a sampled step, on the same minibatch, every random stream
   forked so the step then draws the same dropout masks and noise), gradient health and
   alignment (after it), diagnostics and evaluation.
+
+Evaluation (epoch 0, every ``eval_every`` epochs and the last): accuracy and mean
+cross-entropy on the whole validation and test splits, and on a fixed stratified subset of
+``TRAIN_EVAL_SAMPLES`` training samples (``train_eval_split``; the summary's
+``train_eval_samples`` says how many), in chunks of ``EVAL_CHUNK``; then the learner's
+``evaluation_metrics`` and the inference cost on the first ``DIAGNOSTIC_BATCH`` test samples.
+Where each run's wall time went is in its ``phase_seconds`` (``Phases``).
 """
 from __future__ import annotations
 
@@ -45,11 +52,12 @@ from bpbench.experiments.registry import Registry
 from bpbench.experiments.spec import Budget, RunSpec, Schedule, canonical_json
 from bpbench.learners.base import Learner, NotMeasurable
 from bpbench.learners.models import ModelSpec, weight_layers
-from bpbench.tasks.base import Split, TaskData
+from bpbench.tasks.base import Split, TaskData, stratified_subset
 from bpbench.tasks.cache import load_cached
 
 EVAL_CHUNK = 2048
 DIAGNOSTIC_BATCH = 256  # test samples passed to Learner.evaluation_metrics
+TRAIN_EVAL_SAMPLES = 1000  # train accuracy and loss: on a fixed stratified subset of this many training samples
 HEALTH_METRICS = ("grad_norm", "grad_norm_ratio", "grad_alignment", "grad_alignment_mean")
 T = TypeVar("T")
 
@@ -124,6 +132,15 @@ def evaluate(learner: Learner, split: Split, device: torch.device) -> tuple[floa
         loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
         correct += int((logits.argmax(dim=1) == y).sum())
     return correct / len(split), loss_sum / len(split)
+
+
+def train_eval_split(train: Split, n: int = TRAIN_EVAL_SAMPLES) -> Split:
+    """What train accuracy and loss are measured on: a fixed stratified subset of ``n`` samples of
+    the training split (``tasks.base.stratified_subset``, seed 0: the same samples for every
+    learner, seed and epoch), or the whole split when it is no larger. Evaluating the whole
+    training split every epoch cost about a third of an MLP's training time on mnist5k."""
+    index = torch.from_numpy(stratified_subset(train.y.numpy(), n))
+    return train if len(index) == len(train) else Split(train.x[index], train.y[index])
 
 
 def _sync(device: torch.device) -> None:
@@ -221,6 +238,7 @@ def run(
         exact = frozenset(learner.exact_layers())
         train_x, train_y = data.train.x.to(device), data.train.y.to(device)
         probe = data.test.x[:DIAGNOSTIC_BATCH].to(device)
+        train_eval = train_eval_split(data.train)
     order = torch.Generator(device="cpu").manual_seed(spec.seed + 1)  # minibatch order
     n, batch = len(data.train), learner.batch_size
     rows: list[dict[str, Any]] = []
@@ -237,7 +255,7 @@ def run(
     stopped_by = "epochs"
 
     def evaluate_all(epoch: int) -> None:
-        for name, split in (("train", data.train), ("val", data.val), ("test", data.test)):
+        for name, split in (("train", train_eval), ("val", data.val), ("test", data.test)):
             acc, loss = evaluate(learner, split, device)
             record(epoch, step, name, "accuracy", acc)
             record(epoch, step, name, "loss", loss)
@@ -319,6 +337,7 @@ def run(
     counted = "train_flops" not in unmeasured.reasons
     summary = {"epochs_completed": epochs_done, "steps": step, "stopped_by": stopped_by, "train_seconds": clock,
                "train_flops": flops if counted else None, "peak_memory_bytes": peak_memory,
-               "state_bytes": stored, "test_accuracy": final.get("test"), "exact_layers": sorted(exact)}
+               "state_bytes": stored, "test_accuracy": final.get("test"), "exact_layers": sorted(exact),
+               "train_eval_samples": len(train_eval)}
     phases.seconds["other"] = max(0.0, time.perf_counter() - started - sum(phases.seconds.values()))
     return RunResult(rows, summary, unmeasured.to_json(), phases.seconds)

@@ -37,6 +37,7 @@ from bpbench.learners.backprop import BackpropParams, make_optimizer
 from bpbench.learners.base import Learner, TaskInfo
 from bpbench.learners.encoders import SpikeInput, encode
 from bpbench.learners.models import ModelSpec, build_model, weight_layers
+from bpbench.learners.synops import count_synops
 
 SURROGATES = {"fast_sigmoid": (surrogate.fast_sigmoid, "slope"), "atan": (surrogate.atan, "alpha"),
               "sigmoid": (surrogate.sigmoid, "slope")}
@@ -344,10 +345,12 @@ class SpikingLearner(Learner):
         return self.bptt_gradient(x, y)
 
     def evaluation_metrics(self, x: Tensor) -> list[tuple[str, str, float]]:
+        """Firing rows and per-layer synaptic operations of one recorded simulation of ``x``: the
+        NeuroBench hooks ``inference_cost`` puts on ``predict`` count this same simulation."""
         trace = Trace()
-        self.simulate_eval(x, trace)
+        layers = count_synops(self._model, lambda: self.simulate_eval(x, trace), x.shape[0])
         rows = firing_rows(trace, include_output=self.params.readout == "spikes")
-        for name, ops in (self.inference_cost(x) or {}).items():
+        for name, ops in layers.items():
             rows += [("synops_dense", name, ops.dense), ("synops_effective", name, ops.effective)]
         return rows
 
