@@ -25,7 +25,7 @@ The clock (``train_seconds``, and the ``max_seconds`` budget) times the learner'
 
 Evaluation (epoch 0, every ``eval_every`` epochs and the last): accuracy and mean
 cross-entropy on the whole validation and test splits, and on a fixed stratified subset of
-``TRAIN_EVAL_SAMPLES`` training samples (``train_eval_split``; the summary's
+the training split as large as the test split (``train_eval_split``; the summary's
 ``train_eval_samples`` says how many), in chunks of ``EVAL_CHUNK``; then the learner's
 ``evaluation_metrics`` and the inference cost on the first ``DIAGNOSTIC_BATCH`` test samples.
 Where each run's wall time went is in its ``phase_seconds`` (``Phases``).
@@ -57,7 +57,6 @@ from bpbench.tasks.cache import load_cached
 
 EVAL_CHUNK = 2048
 DIAGNOSTIC_BATCH = 256  # test samples passed to Learner.evaluation_metrics
-TRAIN_EVAL_SAMPLES = 1000  # train accuracy and loss: on a fixed stratified subset of this many training samples
 HEALTH_METRICS = ("grad_norm", "grad_norm_ratio", "grad_alignment", "grad_alignment_mean")
 T = TypeVar("T")
 
@@ -134,11 +133,13 @@ def evaluate(learner: Learner, split: Split, device: torch.device) -> tuple[floa
     return correct / len(split), loss_sum / len(split)
 
 
-def train_eval_split(train: Split, n: int = TRAIN_EVAL_SAMPLES) -> Split:
-    """What train accuracy and loss are measured on: a fixed stratified subset of ``n`` samples of
-    the training split (``tasks.base.stratified_subset``, seed 0: the same samples for every
-    learner, seed and epoch), or the whole split when it is no larger. Evaluating the whole
-    training split every epoch cost about a third of an MLP's training time on mnist5k."""
+def train_eval_split(data: TaskData) -> Split:
+    """What train accuracy and loss are measured on: a fixed stratified subset of the training
+    split with as many samples as the test split (``tasks.base.stratified_subset``, seed 0: the
+    same samples for every learner, seed and epoch), or the whole training split when it is no
+    larger. The train/test gap then compares two accuracies of equal sample size; evaluating
+    the whole training split every epoch cost a third of an MLP's training time on mnist5k."""
+    train, n = data.train, len(data.test)
     index = torch.from_numpy(stratified_subset(train.y.numpy(), n))
     return train if len(index) == len(train) else Split(train.x[index], train.y[index])
 
@@ -238,7 +239,7 @@ def run(
         exact = frozenset(learner.exact_layers())
         train_x, train_y = data.train.x.to(device), data.train.y.to(device)
         probe = data.test.x[:DIAGNOSTIC_BATCH].to(device)
-        train_eval = train_eval_split(data.train)
+        train_eval = train_eval_split(data)
     order = torch.Generator(device="cpu").manual_seed(spec.seed + 1)  # minibatch order
     n, batch = len(data.train), learner.batch_size
     rows: list[dict[str, Any]] = []

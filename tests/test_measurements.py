@@ -206,13 +206,13 @@ def test_twin_steps_leave_training_unchanged() -> None:
 
 
 def test_train_accuracy_and_loss_are_the_learners_on_the_fixed_training_subset() -> None:
-    """digits has 1,257 training samples: train rows are measured on the fixed stratified subset of
-    1,000 (the same one at every evaluation), val and test rows on the whole splits."""
+    """digits has 1,257 training and 360 test samples: train rows are measured on the fixed
+    stratified subset of 360 training samples (the same one at every evaluation)."""
     run_spec = spec("backprop", epochs=2, health_every=10**6)
     rows, result = run_rows(run_spec)
     data = runner_module.TaskCache().get(run_spec, task_registry())
-    subset = runner_module.train_eval_split(data.train)
-    assert len(subset) == result.summary["train_eval_samples"] == runner_module.TRAIN_EVAL_SAMPLES < len(data.train)
+    subset = runner_module.train_eval_split(data)
+    assert len(subset) == result.summary["train_eval_samples"] == len(data.test) == 360
     learner = runner_module.build_learner(run_spec, data, registry(), CPU)
     order = torch.Generator().manual_seed(run_spec.seed + 1)
     train = rows[rows.split == "train"].set_index(["epoch", "metric"])["value"]
@@ -226,7 +226,7 @@ def test_train_accuracy_and_loss_are_the_learners_on_the_fixed_training_subset()
         assert train[(epoch, "accuracy")] == int((logits.argmax(1) == subset.y).sum()) / len(subset)
         loss = float(torch.nn.functional.cross_entropy(logits, subset.y, reduction="sum")) / len(subset)
         assert train[(epoch, "loss")] == loss
-    assert torch.equal(runner_module.train_eval_split(data.train).y, subset.y)  # fixed
+    assert torch.equal(runner_module.train_eval_split(data).x, subset.x)  # fixed
 
 
 def test_reference_gradient_uses_the_steps_dropout_mask() -> None:

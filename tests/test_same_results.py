@@ -11,8 +11,8 @@ import pytest
 from golden import GOLDEN, collect, environment
 
 ALL = {"backprop", "fa", "dfa", "sign_symmetry", "snn_bptt", "snn_bptt_rate", "snn_dfa", "es", "ga", "ga_cross", "cmaes"}
-TRAIN_SUBSET = ("train accuracy and loss are measured on a fixed stratified subset of 1,000 training samples "
-                "(digits and fsdd have more); tests/test_runner.py checks them against that subset")
+TRAIN_SUBSET = ("train accuracy and loss are measured on a fixed stratified subset of the training split as large "
+                "as the test split; tests/test_measurements.py checks them against that subset")
 # (split, metric) -> (the run labels whose values of it changed, why)
 CHANGED: dict[tuple[str, str], tuple[set[str], str]] = {
     ("train", "peak_memory_bytes"): (
