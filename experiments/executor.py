@@ -115,6 +115,7 @@ class _Worker:
     conn: Connection
     slot: int  # index into the executor's worker devices
     spec: RunSpec | None = None
+    stopping: bool = False  # told to exit (sent None)
 
 
 def worker_devices(name: str, jobs: int) -> list[str]:
@@ -167,7 +168,7 @@ class ProcessExecutor:
             try:
                 while True:
                     # hand claimable runs to idle workers, starting workers (up to jobs) as needed
-                    idle = [w for w in workers if w.spec is None]
+                    idle = [w for w in workers if w.spec is None and not w.stopping]
                     free_slots = sorted(set(range(jobs)) - {w.slot for w in workers})
                     while (idle or free_slots) and (spec := queue.take()) is not None:
                         if idle:
@@ -175,6 +176,9 @@ class ProcessExecutor:
                         else:
                             start(free_slots.pop(0), spec)
                     busy = [w for w in workers if w.spec is not None]
+                    if not queue.waiting:  # nothing left to hand out: idle workers exit now, not at the end
+                        for worker in idle:
+                            self._stop(worker)
                     if not busy and not queue.waiting:
                         return
                     # while runs are held by another driver, wake up now and then to look at them
@@ -195,13 +199,22 @@ class ProcessExecutor:
                             workers.remove(worker)
                             yield lost
             finally:
-                for worker in workers:
+                for worker in workers:  # every idle worker is asked first, so they all shut down at once
                     if worker.process.is_alive() and worker.spec is None:
-                        worker.conn.send(None)
+                        self._stop(worker)
+                for worker in workers:
+                    if worker.stopping:
                         worker.process.join(timeout=5)
                     if worker.process.is_alive():
                         worker.process.terminate()
                         worker.process.join()
+
+    @staticmethod
+    def _stop(worker: _Worker) -> None:
+        """Tell an idle worker to exit (once)."""
+        if not worker.stopping:
+            worker.conn.send(None)
+            worker.stopping = True
 
     @staticmethod
     def _drain(worker: _Worker, on_event: Callable[[Event], None]) -> Outcome | None:
