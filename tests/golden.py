@@ -23,6 +23,9 @@ STUDY: dict[str, Any] = {
     "schedule": {"health_every": 7},
     "learners": {
         "backprop": {"lr": 0.003},
+        "backprop_sgd": {"learner": "backprop", "optimizer": "sgd", "lr": 0.05, "weight_decay": 0.001,
+                         "tasks": ["digits"]},
+        "fa_wd": {"learner": "fa", "lr": 0.003, "weight_decay": 0.001, "tasks": ["digits"]},
         "fa": {"lr": 0.003},
         "dfa": {"lr": 0.003},
         "sign_symmetry": {"lr": 0.003},

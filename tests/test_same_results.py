@@ -10,15 +10,15 @@ import pytest
 
 from golden import GOLDEN, collect, environment
 
-ALL = {"backprop", "fa", "dfa", "sign_symmetry", "snn_bptt", "snn_bptt_rate", "snn_dfa", "es", "ga", "ga_cross", "cmaes"}
+ALL = {"backprop", "backprop_sgd", "fa", "fa_wd", "dfa", "sign_symmetry", "snn_bptt", "snn_bptt_rate", "snn_dfa", "es", "ga", "ga_cross", "cmaes"}
 TRAIN_SUBSET = ("train accuracy and loss are measured on a fixed stratified subset of the training split as large "
                 "as the test split; tests/test_measurements.py checks them against that subset")
 # (split, metric) -> (the run labels whose values of it changed, why)
 CHANGED: dict[tuple[str, str], tuple[set[str], str]] = {
     ("train", "peak_memory_bytes"): (
-        {"snn_bptt", "snn_bptt_rate", "snn_dfa", "ga", "ga_cross"},
-        "the step holds fewer temporaries: the spiking time loop steps the LIF update itself; "
-        "ga writes its next generation into one matrix (no per-child clones, no stacking)"),
+        ALL - {"es", "cmaes", "backprop_sgd"},
+        "the step holds fewer temporaries: Adam updates all tensors at once (foreach); the spiking time loop steps the LIF update itself; ga writes its next generation "
+        "into one matrix (no per-child clones, no stacking)"),
     ("train", "accuracy"): (ALL, TRAIN_SUBSET),
     ("train", "loss"): (ALL, TRAIN_SUBSET),
 }
@@ -40,3 +40,6 @@ def test_tiny_study_gives_the_golden_results() -> None:
         assert got.keys() == expected.keys(), f"{run}: rows differ: {sorted(set(got) ^ set(expected))[:5]}"
         diff = [(k, expected[k], got[k]) for k in expected if got[k] != expected[k]]
         assert not diff, f"{run}: {len(diff)} value(s) differ, e.g. {diff[:3]}"
+        if label in CHANGED[("train", "peak_memory_bytes")][0]:  # "fewer temporaries": never more
+            old, new = ([r[5] for r in table if r[3] == "peak_memory_bytes"] for table in (rows, now[run]))
+            assert len(new) == 1 and new[0] <= old[0], f"{run}: peak memory {old} -> {new}"
