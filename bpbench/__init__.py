@@ -1,5 +1,21 @@
 """bpbench: backprop against its alternatives on equal tasks, architecture and compute.
 
+The Python API::
+
+    import bpbench
+    results = bpbench.run("quick", overrides={"seeds": 1})   # or a TOML path, or a dict
+    results.summary            # one row per run (status, error, test_accuracy, ...)
+    print(results.table())     # the table ``bpbench table`` prints
+    results.plot(); results.report()
+    bpbench.load("bpbench-out/quick")   # the Results of a folder
+
+- ``run(study, *, out, overrides, jobs, threads, device, executor, address, progress)``
+  -> ``Results``; bad input raises ``ConfigError`` (the line ``bpbench run`` prints).
+- ``load(out)`` -> ``Results``: ``.summary``, ``.metrics``, ``.table()``, ``.plot()``,
+  ``.report()``, ``.out``.
+- The interfaces a plugin implements: ``Learner``, ``StepOutput``, ``TaskInfo``,
+  ``ModelSpec``, ``build_model``, ``weight_layers`` (learners); ``Task``, ``TaskParams`` (tasks).
+
 Subpackages (installed under this one namespace):
 
 - ``bpbench.learners``: what learns (the ``Learner`` interface, the model builder, the rules);
@@ -25,6 +41,8 @@ _EXPORTS = {
     "Learner": "bpbench.learners.base", "StepOutput": "bpbench.learners.base", "TaskInfo": "bpbench.learners.base",
     "ModelSpec": "bpbench.learners.models", "build_model": "bpbench.learners.models",
     "weight_layers": "bpbench.learners.models", "Task": "bpbench.tasks.base", "TaskParams": "bpbench.tasks.base",
+    "run": "bpbench.experiments.api", "load": "bpbench.experiments.results", "Results": "bpbench.experiments.results",
+    "ConfigError": "bpbench.experiments.config",
 }
 __all__ = list(_EXPORTS)
 

@@ -1,32 +1,36 @@
-"""The ``bpbench`` command: list, run, table, plot, report.
+"""The ``bpbench`` command: list, run, check, table, plot, report, new.
 
-Bad input (unknown names, wrong types, unknown keys, bad budgets) prints one line naming
-the value and what is allowed, and exits with code 2 before any run starts.
+A thin layer over the Python API (``bpbench.run``, ``bpbench.load``, ``Results``). Bad input
+(unknown names, wrong types, unknown keys, bad budgets) prints one line naming the value and
+what is allowed, and exits with code 2 before any run starts. Heavy modules (torch, pandas)
+are imported by the commands that need them, so ``bpbench --help`` stays fast.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from bpbench.experiments.config import ConfigError
-from bpbench.experiments.executor import EXECUTORS, make_executor
-from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.study import builtin_studies, load_study, parse_set, read_toml, study_reference
-from bpbench.experiments.store import RunStore
-from bpbench.experiments.table import FORMATS, render, summarize
-from bpbench.experiments.progress import Progress
+
+TABLE_FORMATS = ("text", "markdown", "latex", "html", "csv")  # = experiments.table.FORMATS (no pandas import here)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    for title, registry in (("learners", learner_registry()), ("tasks", task_registry())):
+    from bpbench.experiments.registry import learner_registry, task_registry
+    from bpbench.experiments.study import builtin_studies, read_toml
+
+    registries = (("learners", learner_registry()), ("tasks", task_registry()))
+    entries = [e for _, r in registries for e in r.entries.values()]
+    width = max((len(e.target) for e in entries), default=0)
+    for title, registry in registries:
         print(f"{title}:")
         for name in registry.names():
             entry = registry.entries[name]
             state = "available" if entry.available else f"unavailable: {entry.error}"
-            print(f"  {name:<16} {entry.target:<32} {state}")
+            provider = f"{entry.distribution} {entry.version}" if entry.distribution else "(not installed)"
+            print(f"  {name:<16} {entry.target:<{width}}  {provider}  {state}")
     print("studies:")
     for name, path in sorted(builtin_studies().items()):
         print(f"  {name:<16} {read_toml(path).get('description', '')}")
@@ -41,34 +45,22 @@ def _positive(text: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    learners, tasks = learner_registry(), task_registry()
-    study = load_study(args.study, args.set or [], learners, tasks)
-    executor = make_executor(args.executor, jobs=args.jobs, threads=args.threads, device=args.device,
-                             address=args.address)
-    out = Path(args.out) if args.out else Path("bpbench-out") / study.name
-    store = RunStore(out)
-    store.write_study(study.name, study.raw)
-    todo = [s for s in study.runs if store.status(s.run_id) != "ok"]
-    if len({s.run_id for s in study.runs}) != len(study.runs):
-        raise ConfigError(f"study {study.name} expands to duplicate runs; make each learner/task entry distinct")
-    progress = Progress(todo, skipped=len(study.runs) - len(todo))
-    start = time.perf_counter()
-    executed = failed = 0
-    try:
-        for outcome in executor.run(todo, store, progress):
-            executed += 1
-            failed += outcome.status != "ok"
-    finally:
-        progress.close()
-    wall = time.perf_counter() - start
-    print(render(summarize(store, study_reference(study.raw)), "text"))
-    elsewhere = f"; {progress.elsewhere} finished by another driver" if progress.elsewhere else ""
-    print(f"\n{executed} run(s) in {wall:.1f} s wall ({failed} failed){elsewhere}; results in {out}")
+    from bpbench.experiments.api import run
+
+    results = run(args.study, out=args.out, overrides=args.set or [], jobs=args.jobs, threads=args.threads,
+                  device=args.device, executor=args.executor, address=args.address, progress=True)
+    failed = sum(outcome.status != "ok" for outcome in results.ran)
+    print(results.table("text"))
+    elsewhere = f"; {results.elsewhere} finished by another driver" if results.elsewhere else ""
+    print(f"\n{len(results.ran)} run(s) in {results.wall_seconds:.1f} s wall ({failed} failed){elsewhere}; "
+          f"results in {results.out}")
     return 1 if failed else 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from bpbench.experiments.conformance import ConformanceError, check
+    from bpbench.experiments.registry import learner_registry, task_registry
+    from bpbench.experiments.study import parse_set
 
     params: dict[str, Any] = {}
     for assignment in args.set or []:
@@ -96,32 +88,18 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    store = RunStore(Path(args.dir))
-    if not store.runs_dir.is_dir():
-        raise ConfigError(f"results folder {args.dir!r} has no runs/ (expected the --out folder of bpbench run)")
-    labels = sorted({m["spec"]["label"] for m in store.metas()})
-    if args.reference is not None and args.reference not in labels:
-        raise ConfigError(f"--reference {args.reference!r}: no run in {args.dir!r} has that learner label; "
-                          f"allowed: {', '.join(labels)}")
-    print(render(summarize(store, args.reference), args.format))
+    from bpbench.experiments.results import load
+
+    print(load(args.dir).table(args.format, reference=args.reference))
     return 0
 
 
-def _results(path: str) -> Path:
-    """A results folder (the --out of bpbench run), or a clear error."""
-    root = Path(path)
-    if not (root / "runs").is_dir():
-        raise ConfigError(f"results folder {path!r} has no runs/ (expected the --out folder of bpbench run)")
-    return root
-
-
 def cmd_plot(args: argparse.Namespace) -> int:
-    from bpbench.experiments.plots import save_all
-    from bpbench.experiments.table import tidy
+    from bpbench.experiments.results import load
 
-    root = _results(args.dir)
-    out = Path(args.out) if args.out else root / "figures"
-    written, skipped = save_all(tidy(RunStore(root)), out)
+    results = load(args.dir)
+    out = Path(args.out) if args.out else results.out / "figures"
+    written, skipped = results.plot(out)
     for name, reason in skipped.items():
         print(f"skipped {name}: {reason}")
     print(f"{len(written)} file(s) in {out}")
@@ -129,11 +107,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bpbench.experiments.report import write_report
+    from bpbench.experiments.results import load
 
-    root = _results(args.dir)
-    out = write_report(root, Path(args.out) if args.out else root / "report.html")
-    print(f"report: {out}")
+    print(f"report: {load(args.dir).report(args.out)}")
+    return 0
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    from bpbench.experiments.scaffold import new_package
+
+    folder = new_package(args.kind, args.name, Path(args.dir) if args.dir else None)
+    print(f"wrote a {args.kind} plugin package in {folder}; next: pip install -e {folder} && pytest {folder}")
     return 0
 
 
@@ -148,7 +132,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", type=_positive, default=0, help="worker processes (default: one per core)")
     r.add_argument("--threads", type=_positive, default=0, help="torch threads per worker (default: cores / jobs)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    r.add_argument("--executor", choices=EXECUTORS, default="process",
+    r.add_argument("--executor", default="process",
                    help="process (default): local worker processes; inline: in this process; ray: Ray tasks")
     r.add_argument("--address", help="ray executor: the Ray cluster to join (HOST:PORT or auto; default: a local Ray)")
     r.set_defaults(fn=cmd_run)
@@ -162,7 +146,7 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_check)
     t = sub.add_parser("table", help="summary table of a results folder")
     t.add_argument("dir")
-    t.add_argument("--format", choices=FORMATS, default="text")
+    t.add_argument("--format", choices=TABLE_FORMATS, default="text")
     t.add_argument("--reference", metavar="LABEL",
                    help="learner label the p-values compare against (default: the one the study names, else backprop)")
     t.set_defaults(fn=cmd_table)
@@ -174,6 +158,11 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("dir")
     h.add_argument("--out", help="HTML file (default: DIR/report.html)")
     h.set_defaults(fn=cmd_report)
+    n = sub.add_parser("new", help="write a ready plugin package (learner or task) with its tests")
+    n.add_argument("kind", choices=("learner", "task"))
+    n.add_argument("name", help="the name to register (a lowercase Python identifier, e.g. my_rule)")
+    n.add_argument("--dir", help="folder to write (default: ./NAME); must not exist or be empty")
+    n.set_defaults(fn=cmd_new)
     return p
 
 

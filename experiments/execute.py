@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from bpbench.experiments.environment import git_commit, hardware, package_versions
+from bpbench.experiments.environment import git_commit, hardware, package_versions, providers
 from bpbench.experiments.registry import Registry
 from bpbench.experiments.runner import TaskCache, run
 from bpbench.experiments.spec import RunSpec
@@ -34,7 +34,8 @@ def now() -> str:
 
 def base_meta(spec: RunSpec, device: torch.device) -> dict[str, Any]:
     return {"run_id": spec.run_id, "seed": spec.seed, "spec": spec.to_json(), "git": git_commit(),
-            "versions": package_versions(), "hardware": hardware(device), "start_time": now()}
+            "versions": package_versions(), "providers": providers(spec), "hardware": hardware(device),
+            "start_time": now()}
 
 
 def execute(spec: RunSpec, store: RunStore, learners: Registry, tasks: Registry, device: torch.device,

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -60,8 +62,14 @@ def peak_step_memory(fn: Callable[[], T], device: torch.device) -> tuple[T, int]
         result = fn()
         torch.cuda.synchronize(device)
         return result, int(torch.cuda.max_memory_allocated(device)) - before
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with quiet_stderr():
+        prof.start()
+    try:
         result = fn()
+    finally:
+        with quiet_stderr():
+            prof.stop()
     with tempfile.TemporaryDirectory() as folder:
         trace = Path(folder) / "trace.json"
         prof.export_chrome_trace(str(trace))
@@ -70,6 +78,26 @@ def peak_step_memory(fn: Callable[[], T], device: torch.device) -> tuple[T, int]
         events = events.get("traceEvents", [])
     memory = sorted((e for e in events if e.get("name") == "[memory]" and "args" in e), key=lambda e: e["ts"])
     return result, peak_live_bytes(e["args"] for e in memory)
+
+
+@contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Hide the process's stderr (file descriptor 2) while the block runs.
+
+    The profiler's C++ backend (Kineto) prints a "USDT ... profiler_start" and a
+    "... profiler_stop" line to stderr each time a profile starts and stops, with no public
+    switch to turn them off; every run would add two lines to the console. Only the start
+    and stop calls run inside this block, never the measured step.
+    """
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def state_bytes(state: Any) -> int:

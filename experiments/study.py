@@ -24,6 +24,7 @@ import copy
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from bpbench.learners.models import ModelSpec
 
 TOP_KEYS = ("description", "seeds", "study_seed", "reference", "tasks", "model", "budget", "schedule", "learners")
 REFERENCE_LABEL = "backprop"  # the learner label Welch's test compares against unless `reference` names another
-LEARNER_SECTION_KEYS = ("learner", "model", "budget", "tasks")
+LEARNER_SECTION_KEYS = ("learner", "model", "budget", "tasks", "reference")
 
 
 @dataclass(frozen=True)
@@ -85,18 +86,39 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
     return path, value
 
 
-def apply_sets(raw: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
-    """A copy of ``raw`` with each ``--set`` applied (tables created as needed)."""
+Overrides = Mapping[str, Any] | Sequence[str]
+
+
+def parse_overrides(overrides: Overrides | None) -> list[tuple[str, list[str], Any]]:
+    """``["budget.epochs=2"]`` (``--set`` strings) or ``{"budget.epochs": 2}`` (values as they
+    are) -> (how to name it in an error, key path, value) per override."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        out = []
+        for key, value in overrides.items():
+            path = [p for p in str(key).strip().split(".") if p]
+            if not isinstance(key, str) or not path:
+                raise ConfigError(f"override {key!r}: expected a dotted key such as 'budget.epochs'")
+            out.append((f"override {key!r}", path, value))
+        return out
+    if isinstance(overrides, str) or not all(isinstance(a, str) for a in overrides):
+        raise ConfigError(f"overrides = {overrides!r}: expected a dict {{'budget.epochs': 2}} "
+                          "or a list of 'KEY=VALUE' strings")
+    return [(f"--set {a!r}", *parse_set(a)) for a in overrides]
+
+
+def apply_sets(raw: dict[str, Any], assignments: Overrides | None) -> dict[str, Any]:
+    """A copy of ``raw`` with each override applied (tables created as needed)."""
     out = copy.deepcopy(raw)
-    for assignment in assignments:
-        path, value = parse_set(assignment)
+    for where, path, value in parse_overrides(assignments):
         node = out
         for part in path[:-1]:
             if isinstance(node.get(part), list) and part == "tasks":
                 node[part] = {name: {} for name in node[part]}  # list of names -> tables
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {assignment!r}: {part!r} is not a table")
+                raise ConfigError(f"{where}: {part!r} is not a table")
         node[path[-1]] = value
     return out
 
@@ -131,6 +153,26 @@ def study_reference(raw: dict[str, Any]) -> str:
     if not isinstance(reference, str) or reference not in labels:
         raise ConfigError(f"reference = {reference!r}: not a learner label of this study; allowed: {', '.join(labels)}")
     return reference
+
+
+def study_references(raw: dict[str, Any]) -> dict[str, str]:
+    """Learner label -> the label its p-values compare against.
+
+    A learner table's own ``reference = "LABEL"`` (e.g. a tanh rule against a tanh backprop
+    partner, so the p-value compares like with like), else the study's ``reference``
+    (default ``backprop``). A per-learner reference must be another learner label of the
+    study (ConfigError otherwise).
+    """
+    default, tables = study_reference(raw), raw.get("learners", {})
+    out = {}
+    for label, table in (tables.items() if isinstance(tables, dict) else ()):
+        ref = table.get("reference", default) if isinstance(table, dict) else default
+        if "reference" in (table if isinstance(table, dict) else {}) and (
+                not isinstance(ref, str) or ref not in tables or ref == label):
+            raise ConfigError(f"learners.{label}.reference = {ref!r}: must be another learner label of this study; "
+                              f"allowed: {', '.join(sorted(set(tables) - {label}))}")
+        out[label] = ref
+    return out
 
 
 def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) -> Study:
@@ -169,11 +211,12 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
     learner_tables = raw["learners"]
     if not isinstance(learner_tables, dict) or not learner_tables or not all(isinstance(v, dict) for v in learner_tables.values()):
         raise ConfigError(f"learners = {learner_tables!r}: expected tables, e.g. [learners.backprop]")
-    study_reference(raw)
+    study_references(raw)  # every reference names a label of this study
     runs: list[RunSpec] = []
     for label, table in learner_tables.items():
         table = dict(table)
         learner_name = table.pop("learner", label)
+        table.pop("reference", None)  # checked by study_references above
         try:
             learner_cls = learners.get(learner_name)
         except UnknownNameError as exc:
@@ -214,10 +257,24 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
                             budget=budget, schedule=schedule, seed_index=seed_index,
                             study_seed=study_seed, varied=tuple(varied + task_axes),
                         ))
+    if len({s.run_id for s in runs}) != len(runs):
+        raise ConfigError(f"study {name} expands to duplicate runs; make each learner/task entry distinct")
     return Study(name, raw, runs)
 
 
-def load_study(name_or_path: str, sets: list[str], learners: Registry, tasks: Registry) -> Study:
-    """Locate, read, override and expand a study (all validation happens here)."""
-    name, path = locate(name_or_path)
-    return expand(name, apply_sets(read_toml(path), sets), learners, tasks)
+def load_study(source: str | Path | Mapping[str, Any], sets: Overrides | None, learners: Registry, tasks: Registry,
+               name: str | None = None) -> Study:
+    """Locate, read, override and expand a study (all validation happens here).
+
+    ``source``: a built-in study name, a path to a TOML file, or a dict with the TOML
+    file's structure (named ``name``, default "study"; a file is named by its stem).
+    """
+    if isinstance(source, Mapping):
+        raw = copy.deepcopy(dict(source))
+        name = name or "study"
+    elif isinstance(source, (str, Path)):
+        found, path = locate(str(source))
+        raw, name = read_toml(path), name or found
+    else:
+        raise ConfigError(f"study = {source!r}: expected a built-in study name, a path to a .toml file, or a dict")
+    return expand(name, apply_sets(raw, sets), learners, tasks)

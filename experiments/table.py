@@ -12,8 +12,10 @@ shows as n/a, never as 0.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,7 @@ import pandas as pd
 from bpbench.experiments.config import ConfigError
 from bpbench.experiments.stats import stars, t_interval, welch_p
 from bpbench.experiments.store import RunStore
-from bpbench.experiments.study import REFERENCE_LABEL, study_reference
+from bpbench.experiments.study import REFERENCE_LABEL, study_references
 
 FORMATS = ("text", "markdown", "latex", "html", "csv")
 LEARNER_ORDER = ("backprop", "fa", "dfa", "sign_symmetry", "ga", "cmaes", "es", "snn_bptt", "snn_dfa", "pc", "ff",
@@ -95,6 +97,13 @@ def _compact(value: Any) -> str:
     return "-".join(map(str, value))
 
 
+def _values(spec: dict[str, Any]) -> str:
+    """Every option of a run as the config labels write them ({"lr": "0.001", "arch": "mlp", ...}), as JSON."""
+    values = {name: _compact(value) for section in ("task_params", "model", "params")
+              for name, value in spec[section].items()}
+    return json.dumps(values, sort_keys=True)
+
+
 def run_info(store: RunStore) -> pd.DataFrame:
     """One row per completed run: what it was (labels, model, budget) and what stopped it."""
     rows = []
@@ -111,6 +120,7 @@ def run_info(store: RunStore) -> pd.DataFrame:
             "lr": params.get("lr", math.nan), "sigma": params.get("sigma", math.nan),
             "train_fraction": spec["task_params"].get("train_fraction", math.nan),
             "budget": budget_text(spec["budget"]), "stopped_by": meta.get("summary", {}).get("stopped_by", "?"),
+            "values": _values(spec),
         })
     return pd.DataFrame(rows)
 
@@ -181,11 +191,19 @@ def _stopped_text(values: pd.Series) -> str:
     return str(counts.index[0]) if len(counts) == 1 else ", ".join(f"{k} {v}" for k, v in counts.items())
 
 
+References = str | Mapping[str, str]  # one label for every row, or learner label -> its reference label
+
+
+def _reference_for(reference: References, learner: str) -> str:
+    return reference if isinstance(reference, str) else reference.get(learner, REFERENCE_LABEL)
+
+
 def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
-                   reference: str = REFERENCE_LABEL) -> pd.DataFrame:
+                   reference: References = REFERENCE_LABEL) -> pd.DataFrame:
     """Per (learner, config, task): seeds, mean/low/high of each measure, p vs ``reference``, budget.
 
-    ``reference``: the learner label every p-value compares against (``_welch_against_reference``).
+    ``reference``: the learner label every p-value compares against (``_welch_against_reference``),
+    or a mapping learner label -> its reference label (a study's per-learner ``reference``).
     ``failed``: rows (learner, config, task, learner_name, budget) of failed runs, counted per
     group; a group whose runs all failed gets a row of n/a. The frame's
     ``attrs["notes"]`` holds the table's footnotes (unequal budgets included) and
@@ -201,7 +219,8 @@ def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
                                "budget": group["budget"].iloc[0], "stopped_by": _stopped_text(group["stopped_by"])}
         for name in MEASURES:
             row[f"{name}_mean"], row[f"{name}_low"], row[f"{name}_high"] = t_interval(group[name])
-        row["p_vs_reference"], row["reference"] = _welch_against_reference(runs, learner, config, task, reference)
+        row["p_vs_reference"], row["reference"] = _welch_against_reference(
+            runs, learner, config, task, _reference_for(reference, learner))
         row["cost_from_flops"] = bool(group["cost_from_flops"].any()) if "cost_from_flops" in group else False
         rows.append(row)
     if failed is not None and not failed.empty:  # groups whose every run failed still get a row
@@ -224,8 +243,14 @@ def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
         out["failed"] = [int(counts.get((r.learner, r.config, r.task), 0)) for r in out.itertuples()]
     notes = _budget_notes(runs)
     out["unequal_budget"] = out["task"].map(lambda t: t in notes)
-    out.attrs["notes"] = [NOTE_CELLS.format(p_note=NOTE_P.format(reference=reference)), *notes.values()]
-    out.attrs["reference"] = reference
+    used = {label: _reference_for(reference, label) for label in out["learner"].unique()}
+    main_ref = max(sorted(set(used.values())), key=list(used.values()).count) if used else REFERENCE_LABEL
+    p_note = NOTE_P.format(reference=main_ref)
+    others = {ref: sorted(label for label, r in used.items() if r == ref and label != ref)
+              for ref in sorted(set(used.values()) - {main_ref})}
+    p_note += "".join(f" {', '.join(labels)} against {ref!r} instead." for ref, labels in others.items() if labels)
+    out.attrs["notes"] = [NOTE_CELLS.format(p_note=p_note), *notes.values()]
+    out.attrs["reference"] = main_ref if not others else "reference"
     out.attrs["marked_notes"] = [NOTE_FROM_FLOPS] if out["cost_from_flops"].any() else []
     return out
 
@@ -253,37 +278,44 @@ def _welch_against_reference(runs: pd.DataFrame, learner: str, config: str, task
     """(p, reference used) of Welch's test of this group's test accuracy against ``reference``.
 
     The reference is one learner *label* on the same task, never pooled with other labels.
-    Within it, the configuration whose ``key=value`` parts all appear in this group's config
-    (the same lr for an lr grid; its only configuration when it varies nothing). The second
+    Within it, the configuration whose ``key=value`` parts this group's runs share, judged by
+    the runs' own option values (the same lr for an lr grid; arch=mlp for an MLP-only rule
+    against a backprop arch grid; its only configuration when it varies nothing). The second
     value is "ref" for a reference group itself, else "LABEL" or "LABEL (its config)", or ""
     with p NaN when the label has no runs on the task or no configuration matches.
     """
     on_task = runs[(runs["task"] == task) & (runs["learner"] == reference)]
     if learner == reference:
         return math.nan, "ref"
+    group = runs[(runs["learner"] == learner) & (runs["config"] == config) & (runs["task"] == task)]
     mine = _parts(config)
+    if "values" in group and len(group):
+        mine |= {f"{k}={v}" for k, v in json.loads(group["values"].iloc[0]).items()}
     matches = [c for c in on_task["config"].unique() if _parts(c) <= mine]
     if len(matches) != 1:  # none, or (only with configs of unequal keys) ambiguous
         return math.nan, ""
     (ref_config,) = matches
     ref = on_task[on_task["config"] == ref_config]
-    group = runs[(runs["learner"] == learner) & (runs["config"] == config) & (runs["task"] == task)]
     return welch_p(group["test_acc"], ref["test_acc"]), f"{reference} ({ref_config})" if ref_config else reference
 
 
-def reference_of(store: RunStore) -> str:
-    """The reference label named by the study (or studies) written to ``store``; default ``backprop``.
+def reference_of(store: RunStore) -> dict[str, str]:
+    """Learner label -> its reference label, as the studies written to ``store`` name them
+    (a learner table's ``reference``, else the study's, default ``backprop``).
 
-    Raises ConfigError when studies in one folder name different references.
+    Raises ConfigError when two studies in one folder give one label different references.
     """
-    named = sorted({study_reference(s["study"]) for s in store.studies()})
-    if len(named) > 1:
-        raise ConfigError(f"results folder {str(store.root)!r} holds studies with different references "
-                          f"({', '.join(named)}): pass one with bpbench table --reference LABEL")
-    return named[0] if named else REFERENCE_LABEL
+    merged: dict[str, str] = {}
+    for study in store.studies():
+        for label, ref in study_references(study["study"]).items():
+            if merged.setdefault(label, ref) != ref:
+                raise ConfigError(f"results folder {str(store.root)!r} holds studies with different references "
+                                  f"for {label!r} ({', '.join(sorted({merged[label], ref}))}): "
+                                  "pass one with bpbench table --reference LABEL")
+    return merged
 
 
-def summarize(store: RunStore, reference: str | None = None) -> pd.DataFrame:
+def summarize(store: RunStore, reference: References | None = None) -> pd.DataFrame:
     """``summarize_runs`` of every completed run in ``store``, with failures counted.
 
     ``reference``: the label p-values compare against; default: the one its study names.

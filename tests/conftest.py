@@ -1,10 +1,13 @@
 """Shared fixtures: one torch thread per test process, a real entry-point plugin, CLI helpers."""
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -104,6 +107,29 @@ def bpbench(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
     if check and proc.returncode != 0:
         raise AssertionError(f"bpbench {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def pip(*args: str, timeout: float = 600) -> None:
+    """Run the test environment's pip."""
+    proc = subprocess.run([sys.executable, "-m", "pip", *args, "--disable-pip-version-check", "-q"],
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"pip {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+
+
+@contextmanager
+def installed(source: Path, distribution: str, editable: bool = False) -> Iterator[None]:
+    """Install the package at ``source`` into the test environment for the duration (offline:
+    the build tools come from the environment); uninstalls it afterwards, and first any copy
+    a killed session left behind."""
+    subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "-q", distribution], capture_output=True)
+    pip("install", "--no-deps", "--no-build-isolation", "--no-index", *(["-e"] if editable else []), str(source))  # offline: build tools from here
+    importlib.invalidate_caches()
+    try:
+        yield
+    finally:
+        pip("uninstall", "-y", distribution)
+        importlib.invalidate_caches()
 
 
 def run_tiny_study(root: Path, toml: str) -> Path:

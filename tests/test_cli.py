@@ -31,7 +31,10 @@ def test_quick_end_to_end_reduced(tmp_path: Path) -> None:
     for meta in metas:
         assert meta["summary"]["test_accuracy"] > 0.8, meta["spec"]["task"]  # chance is 0.1
         assert meta["versions"]["torch"].startswith("2.13") and meta["hardware"]["torch_threads"] >= 1
-        assert set(meta["git"]) == {"commit", "dirty", "reason"} and meta["start_time"] < meta["end_time"]
+        assert set(meta["git"]) == {"commit", "dirty", "source", "reason"} and meta["start_time"] < meta["end_time"]
+        assert meta["git"]["source"] == "checkout" and len(meta["git"]["commit"]) == 40  # the tests run the checkout
+        assert meta["providers"]["learner"]["distribution"] == "bpbench" == meta["providers"]["task"]["distribution"]
+        assert meta["providers"]["learner"]["version"] == meta["versions"]["bpbench"]
     csv = bpbench("table", str(out), "--format", "csv", check=True).stdout
     assert csv.splitlines()[0].startswith("learner,") and len(csv.strip().splitlines()) == 4
     md = bpbench("table", str(out), "--format", "markdown", check=True).stdout

@@ -3,6 +3,7 @@ unequal budgets labelled, and the LaTeX table compiled by pdflatex (booktabs).""
 from __future__ import annotations
 
 import io
+import json
 import math
 import subprocess
 from pathlib import Path
@@ -21,7 +22,7 @@ from bpbench.experiments.runner import run
 from bpbench.experiments.spec import Budget
 from bpbench.experiments.stats import stars, t_interval, welch_p
 from bpbench.experiments.store import RunStore
-from bpbench.experiments.study import expand, load_study
+from bpbench.experiments.study import expand, load_study, study_references
 from bpbench.experiments.table import MEASURES, per_run, reference_of, render, summarize, summarize_runs, tidy
 
 TINY_STUDY = """
@@ -124,6 +125,38 @@ def test_reference_configuration_is_the_one_whose_grid_values_the_row_shares() -
     one = pd.concat([_runs("backprop", "backprop", BP), _runs("fa", "fa", fa["lr=0.1"], config="lr=0.1")])
     assert summarize_runs(one).set_index("learner").loc["fa", "p_vs_reference"] == pytest.approx(
         _welch(fa["lr=0.1"], BP))  # a reference that varies nothing matches every row
+
+
+def test_rows_compare_by_their_own_option_values_and_per_learner_references() -> None:
+    """An MLP-only rule with no grid of its own (pc) against a backprop arch grid is compared with
+    backprop's arch=mlp runs (its runs' own arch); a tanh rule that names a tanh partner as its
+    reference is compared with that partner, the others with backprop."""
+    arch = {"arch=lenet": [0.90, 0.91, 0.89], "arch=mlp": [0.88, 0.87, 0.88]}
+    pc, dtp, tanh = [0.86, 0.87, 0.85], [0.84, 0.85, 0.83], [0.87, 0.86, 0.88]
+    runs = pd.concat([*(_runs("backprop", "backprop", a, config=c).assign(values=json.dumps({"arch": c[5:]}))
+                        for c, a in arch.items()),
+                      _runs("pc", "pc", pc).assign(values=json.dumps({"arch": "mlp"})),
+                      _runs("backprop_tanh", "backprop", tanh).assign(values=json.dumps({"arch": "mlp"})),
+                      _runs("dtp", "dtp", dtp).assign(values=json.dumps({"arch": "mlp"}))])
+    summary = summarize_runs(runs, reference={"pc": "backprop", "dtp": "backprop_tanh",
+                                              "backprop_tanh": "backprop"}).set_index("learner")
+    assert summary.loc["pc", "p_vs_reference"] == pytest.approx(_welch(pc, arch["arch=mlp"]))
+    assert summary.loc["pc", "reference"] == "backprop (arch=mlp)"
+    assert summary.loc["dtp", "p_vs_reference"] == pytest.approx(_welch(dtp, tanh))
+    assert summary.loc["dtp", "reference"] == "backprop_tanh"
+    text = render(summarize_runs(runs, reference={"dtp": "backprop_tanh"}), "text")
+    assert "dtp against 'backprop_tanh' instead" in text
+
+
+def test_per_learner_reference_key_is_validated_before_any_run() -> None:
+    raw = {"tasks": ["digits"], "learners": {"backprop": {}, "backprop_tanh": {"learner": "backprop"},
+                                             "fa": {"reference": "backprop_tanh"}}}
+    assert study_references(raw) == {"backprop": "backprop", "backprop_tanh": "backprop", "fa": "backprop_tanh"}
+    assert expand("ok", raw, learner_registry(), task_registry()).runs
+    for bad in ("backprop_tnh", "fa"):
+        raw["learners"]["fa"]["reference"] = bad
+        with pytest.raises(ConfigError, match=f"learners.fa.reference = '{bad}': must be another learner label"):
+            expand("bad", raw, learner_registry(), task_registry())
 
 
 def test_a_configuration_whose_runs_all_failed_still_gets_a_row() -> None:
@@ -252,8 +285,8 @@ def test_shrunken_vanishing_study_shows_the_vanishing_gradient(tmp_path: Path) -
 
 def test_studies_sharing_a_folder_must_name_one_reference(tmp_path: Path) -> None:
     store = RunStore(tmp_path)
-    store.write_study("a", {"learners": {"backprop": {}}})
-    assert reference_of(store) == "backprop"  # the default
-    store.write_study("b", {"reference": "bp2", "learners": {"bp2": {"learner": "backprop"}}})
-    with pytest.raises(ConfigError, match=r"holds studies with different references \(backprop, bp2\)"):
+    store.write_study("a", {"learners": {"backprop": {}, "fa": {}}})
+    assert reference_of(store) == {"backprop": "backprop", "fa": "backprop"}  # the default
+    store.write_study("b", {"reference": "bp2", "learners": {"bp2": {"learner": "backprop"}, "fa": {}}})
+    with pytest.raises(ConfigError, match=r"different references for 'fa' \(backprop, bp2\)"):
         reference_of(store)

@@ -1,0 +1,77 @@
+"""``bpbench.run``: run a study from Python, with the validation and errors of ``bpbench run``.
+
+    import bpbench
+    results = bpbench.run("quick", overrides={"budget.epochs": 2, "seeds": 1})
+    results.summary          # pandas DataFrame, one row per run
+    print(results.table())   # the table ``bpbench run`` prints
+
+The command line's ``run`` is this function plus printing.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from bpbench.experiments.config import ConfigError
+from bpbench.experiments.execute import Event, Outcome
+from bpbench.experiments.executor import make_executor
+from bpbench.experiments.progress import Progress
+from bpbench.experiments.registry import learner_registry, task_registry
+from bpbench.experiments.results import Results
+from bpbench.experiments.store import RunStore
+from bpbench.experiments.study import Overrides, load_study, study_references
+
+
+def _count(name: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{name} = {value!r}: expected an integer >= 0 (0: automatic)")
+    return value
+
+
+def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None, overrides: Overrides | None = None,
+        jobs: int = 0, threads: int = 0, device: str = "auto", executor: str = "process",
+        address: str | None = None, progress: bool = True, name: str | None = None) -> Results:
+    """Run a study and return its ``Results``; runs already complete in ``out`` are skipped.
+
+    study: a built-in study name (``bpbench list``), a path to a TOML study file, or a dict
+        with the TOML file's structure (named ``name``, default "study").
+    out: the results folder (default ``bpbench-out/STUDY``).
+    overrides: ``{"budget.epochs": 2}`` or ``["budget.epochs=2"]``; the meaning of ``--set``.
+    jobs, threads: worker processes and torch threads per worker (0: automatic).
+    device: auto | cpu | cuda | cuda:N.  executor: where runs execute: "process" (local worker
+        processes), "inline" (this process), "ray" (Ray tasks; ``address``: the cluster to join).
+    progress: show progress on stderr.
+
+    Everything is validated before any run starts; bad input raises ``ConfigError`` whose
+    message is the line ``bpbench run`` prints. A run that fails is recorded as failed and
+    the others go on: look at ``Results.summary``'s status and error.
+    """
+    jobs, threads = _count("jobs", jobs), _count("threads", threads)
+    plan = load_study(study, overrides, learner_registry(), task_registry(), name=name)
+    try:  # the executor checks the device (where its runs will execute), executor name and address
+        runner = make_executor(executor, jobs=jobs, threads=threads, device=device, address=address)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    root = Path(out) if out is not None else Path("bpbench-out") / plan.name
+    store = RunStore(root)
+    store.write_study(plan.name, plan.raw)
+    todo = [s for s in plan.runs if store.status(s.run_id) != "ok"]
+    show = Progress(todo, skipped=len(plan.runs) - len(todo)) if progress else None
+    elsewhere = 0
+
+    def on_event(event: Event) -> None:
+        nonlocal elsewhere
+        elsewhere += event[0] == "elsewhere"  # another driver on the same folder finished this run
+        if show is not None:
+            show(event)
+
+    start = time.perf_counter()
+    ran: list[Outcome] = []
+    try:
+        ran.extend(runner.run(todo, store, on_event))
+    finally:
+        if show is not None:
+            show.close()
+    return Results(root, tuple(ran), time.perf_counter() - start, study_references(plan.raw), elsewhere)

@@ -1,0 +1,123 @@
+"""``Results``: a study's results folder as Python objects (what ``bpbench.run`` and
+``bpbench.load`` return).
+
+Everything is read from the folder when asked for, so a folder that another process is
+still filling shows the runs finished so far; the folder itself stays the record.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bpbench.experiments.config import ConfigError
+from bpbench.experiments.execute import Outcome
+from bpbench.experiments.store import RunStore
+from bpbench.experiments.table import _varied_label, render, summarize, tidy
+
+SUMMARY_COLUMNS = ["run_id", "label", "config", "learner", "task", "task_label", "seed", "status", "error",
+                   "test_accuracy", "train_seconds", "train_flops", "stopped_by"]
+
+
+def results_folder(out: str | Path) -> Path:
+    """``out`` as a path, or a ConfigError when it holds no runs/ (not a results folder)."""
+    root = Path(out)
+    if not (root / "runs").is_dir():
+        raise ConfigError(f"results folder {str(out)!r} has no runs/ (expected the --out folder of bpbench run)")
+    return root
+
+
+@dataclass(frozen=True)
+class Results:
+    """The results of a study in the folder ``out``.
+
+    ``ran``: the runs the ``bpbench.run`` call that returned this object executed, in the
+    order they finished (empty from ``bpbench.load``; runs found already complete are
+    skipped, not re-run); ``wall_seconds``: how long that call took; ``reference``: what
+    the table's p-values compare against by default: a label, or learner label -> label
+    (from ``bpbench.run``: its study's; else what the folder's studies name, default backprop); ``elsewhere``:
+    runs of that call that another driver on the same folder finished meanwhile.
+    """
+
+    out: Path
+    ran: tuple[Outcome, ...] = ()
+    wall_seconds: float | None = None
+    reference: str | Mapping[str, str] | None = None
+    elsewhere: int = 0
+
+    @property
+    def store(self) -> RunStore:
+        return RunStore(self.out)
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """One row per finished run, failed ones included with their error.
+
+        Columns: run_id, label (the study's name for the learner configuration), config
+        (the grid values that vary), learner (registered name), task (registered name),
+        task_label, seed (seed index), status ("ok" | "failed"), error, test_accuracy,
+        train_seconds, train_flops, stopped_by, then the rest of each run's summary
+        (epochs_completed, steps, peak_memory_bytes, ...), and ``unmeasured``: measurement ->
+        why it is n/a for the run. Missing values are NaN/None.
+        """
+        rows = []
+        for meta in self.store.metas():
+            spec, summary = meta["spec"], meta.get("summary", {})
+            row: dict[str, Any] = {
+                "run_id": meta["run_id"], "label": spec["label"], "config": _varied_label(spec),
+                "learner": spec["learner"], "task": spec["task"], "task_label": spec["task_label"],
+                "seed": spec["seed_index"], "status": meta["status"], "error": meta.get("error"),
+            }
+            row.update({k: summary.get(k, math.nan) for k in SUMMARY_COLUMNS[9:]})
+            row.update({k: v for k, v in sorted(summary.items()) if k not in row})
+            row["unmeasured"] = meta.get("unmeasured", {})
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        if frame.empty:
+            return pd.DataFrame(columns=SUMMARY_COLUMNS)
+        return frame.sort_values(["task_label", "label", "config", "seed"], kind="stable").reset_index(drop=True)
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        """The tidy rows of every completed run (run_id, epoch, step, split, metric, layer,
+        value) joined with what the run was (learner, config, task, seed, model, budget)."""
+        return tidy(self.store)
+
+    def table(self, format: str = "text", reference: str | None = None) -> str:
+        """The summary table, exactly as ``bpbench table OUT --format FORMAT [--reference LABEL]``
+        prints it: text | markdown | latex | html | csv; p-values against the learner label
+        ``reference`` (default: ``self.reference``)."""
+        if reference is not None:
+            labels = sorted({m["spec"]["label"] for m in self.store.metas()})
+            if reference not in labels:
+                raise ConfigError(f"--reference {reference!r}: no run in {str(self.out)!r} has that learner label; "
+                                  f"allowed: {', '.join(labels)}")
+        return render(summarize(self.store, reference or self.reference), format)
+
+    def plot(self, out: str | Path | None = None) -> tuple[list[Path], dict[str, str]]:
+        """Draw every figure the results support as PDF and PNG into ``out`` (default
+        OUT/figures); returns (files written, figure name -> why it was not drawn)."""
+        from bpbench.experiments.plots import save_all
+
+        return save_all(self.metrics, Path(out) if out is not None else self.out / "figures")
+
+    def report(self, out: str | Path | None = None) -> Path:
+        """Write the self-contained HTML report to ``out`` (default OUT/report.html); returns its path."""
+        from bpbench.experiments.report import write_report
+
+        return write_report(self.out, Path(out) if out is not None else self.out / "report.html")
+
+    def __repr__(self) -> str:
+        metas = self.store.metas()
+        failed = sum(m["status"] != "ok" for m in metas)
+        return f"Results({str(self.out)!r}: {len(metas)} run(s), {failed} failed)"
+
+
+def load(out: str | Path) -> Results:
+    """The results in the folder ``out`` (the ``--out`` of ``bpbench run``); a ConfigError
+    if it is not a results folder."""
+    return Results(results_folder(out))
