@@ -68,7 +68,10 @@ def _checkout_commit(root: Path) -> dict[str, Any]:
 
 def providers(spec: RunSpec) -> dict[str, dict[str, str | None]]:
     """The installed packages (distribution, version) that register the run's learner and task."""
-    return {"learner": find_provider(LEARNER_GROUP, spec.learner), "task": find_provider(TASK_GROUP, spec.task)}
+    return {"learner": dict(_provider(LEARNER_GROUP, spec.learner)), "task": dict(_provider(TASK_GROUP, spec.task))}
+
+
+_provider = functools.cache(find_provider)  # once per process, like the commit and the versions
 
 
 def package_versions() -> dict[str, str | None]:
