@@ -121,17 +121,25 @@ class RunResult:
 
 
 def evaluate(learner: Learner, split: Split, device: torch.device) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of the learner's predictions on a whole split."""
-    correct, loss_sum = 0, 0.0
+    """(accuracy, mean cross-entropy) of the learner's predictions on a whole split, in chunks of
+    ``EVAL_CHUNK``; the sums stay on ``device`` (the loss's in float64) until the split is done,
+    so a GPU is synchronized once per split, not twice per chunk."""
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     for start in range(0, len(split), EVAL_CHUNK):
         x = split.x[start:start + EVAL_CHUNK].to(device)
         y = split.y[start:start + EVAL_CHUNK].to(device)
         logits = learner.predict(x)
         if logits.shape != (x.shape[0], learner.task.n_classes):
             raise ValueError(f"predict returned shape {tuple(logits.shape)}, expected ({x.shape[0]}, {learner.task.n_classes})")
-        loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-        correct += int((logits.argmax(dim=1) == y).sum())
-    return correct / len(split), loss_sum / len(split)
+        loss_sum = loss_sum + F.cross_entropy(logits.float(), y, reduction="sum").double()
+        correct = correct + (logits.argmax(dim=1) == y).sum()
+    return int(correct) / len(split), float(loss_sum) / len(split)
+
+
+def on_device(split: Split, device: torch.device) -> Split:
+    """``split`` moved to ``device`` once (a no-op on the CPU), for the evaluations of a whole run."""
+    return Split(split.x.to(device), split.y.to(device))
 
 
 def train_eval_split(data: TaskData) -> Split:
@@ -253,7 +261,8 @@ def run(
         exact = frozenset(learner.exact_layers())
         train_x, train_y = data.train.x.to(device), data.train.y.to(device)
         probe = data.test.x[:DIAGNOSTIC_BATCH].to(device)
-        train_eval = train_eval_split(data)
+        eval_splits = [(name, on_device(split, device))
+                       for name, split in (("train", train_eval_split(data)), ("val", data.val), ("test", data.test))]
     order = torch.Generator(device="cpu").manual_seed(spec.seed + 1)  # minibatch order
     n, batch = len(data.train), learner.batch_size
     rows: list[dict[str, Any]] = []
@@ -270,7 +279,7 @@ def run(
     stopped_by = "epochs"
 
     def evaluate_all(epoch: int) -> None:
-        for name, split in (("train", train_eval), ("val", data.val), ("test", data.test)):
+        for name, split in eval_splits:
             acc, loss = evaluate(learner, split, device)
             record(epoch, step, name, "accuracy", acc)
             record(epoch, step, name, "loss", loss)
@@ -352,6 +361,6 @@ def run(
     summary = {"epochs_completed": epochs_done, "steps": step, "stopped_by": stopped_by, "train_seconds": clock,
                "train_flops": flops if counted else None, "peak_memory_bytes": peak_memory,
                "state_bytes": stored, "test_accuracy": final.get("test"), "exact_layers": sorted(exact),
-               "train_eval_samples": len(train_eval)}
+               "train_eval_samples": len(eval_splits[0][1])}
     phases.seconds["other"] = max(0.0, time.perf_counter() - started - sum(phases.seconds.values()))
     return RunResult(rows, summary, unmeasured.to_json(), phases.seconds)
