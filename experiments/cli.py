@@ -1,4 +1,4 @@
-"""The ``bpbench`` command: list, run, check, table, plot, report, new, cache clear.
+"""The ``bpbench`` command: list, run, check, table, plot, report, compact, new, cache clear.
 
 A thin layer over the Python API (``bpbench.run``, ``bpbench.load``, ``Results``). Bad input
 (unknown names, wrong types, unknown keys, bad budgets) prints one line naming the value and
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +19,18 @@ TABLE_FORMATS = ("text", "markdown", "latex", "html", "csv")  # = experiments.ta
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bpbench.experiments.registry import learner_registry, task_registry
-    from bpbench.experiments.study import builtin_studies, read_toml
+    from bpbench.experiments.availability import plugin_status
+    from bpbench.experiments.registry import LEARNER_GROUP, TASK_GROUP
+    from bpbench.experiments.study_files import builtin_studies, read_toml
 
-    registries = (("learners", learner_registry()), ("tasks", task_registry()))
-    entries = [e for _, r in registries for e in r.entries.values()]
-    width = max((len(e.target) for e in entries), default=0)
-    for title, registry in registries:
+    status = plugin_status((LEARNER_GROUP, TASK_GROUP))
+    width = max((len(e.target) for entries in status.values() for e in entries), default=0)
+    for title, group in (("learners", LEARNER_GROUP), ("tasks", TASK_GROUP)):
         print(f"{title}:")
-        for name in registry.names():
-            entry = registry.entries[name]
+        for entry in status[group]:
             state = "available" if entry.available else f"unavailable: {entry.error}"
             provider = f"{entry.distribution} {entry.version}" if entry.distribution else "(not installed)"
-            print(f"  {name:<16} {entry.target:<{width}}  {provider}  {state}")
+            print(f"  {entry.name:<16} {entry.target:<{width}}  {provider}  {state}")
     print("studies:")
     for name, path in sorted(builtin_studies().items()):
         print(f"  {name:<16} {read_toml(path).get('description', '')}")
@@ -113,6 +113,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    from bpbench.experiments.compact import compact
+    from bpbench.experiments.results import results_folder
+
+    done = compact(results_folder(args.dir))
+    print(f"compacted {args.dir}: {done.moved} run(s) moved into {Path(args.dir) / 'dataset'}"
+          + (f", {done.already} folder(s) already there removed" if done.already else "")
+          + (f"; {len(done.left)} left in runs/" if done.left else ""))
+    for run_id, reason in sorted(done.left.items()):
+        print(f"  left {run_id}: {reason}")
+    return 0
+
+
 def cmd_new(args: argparse.Namespace) -> int:
     from bpbench.experiments.scaffold import new_package
 
@@ -170,6 +183,10 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("dir")
     h.add_argument("--out", help="HTML file (default: DIR/report.html)")
     h.set_defaults(fn=cmd_report)
+    k = sub.add_parser("compact", help="merge the run folders of a results folder into one partitioned parquet "
+                                       "dataset (safe while a study writes to it)")
+    k.add_argument("dir")
+    k.set_defaults(fn=cmd_compact)
     n = sub.add_parser("new", help="write a ready plugin package (learner or task) with its tests")
     n.add_argument("kind", choices=("learner", "task"))
     n.add_argument("name", help="the name to register (a lowercase Python identifier, e.g. my_rule)")
@@ -183,11 +200,22 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        return args.fn(args)
-    except (ConfigError, ValueError) as exc:
-        print(f"bpbench: error: {exc}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            return args.fn(args)
+        except (ConfigError, ValueError) as exc:
+            print(f"bpbench: error: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            shown = set()
+            for w in caught:  # a skipped run file: one line each (once); anything else as Python shows it
+                if w.category.__name__ == "ResultsWarning":
+                    if str(w.message) not in shown:
+                        print(f"bpbench: warning: {w.message}", file=sys.stderr)
+                    shown.add(str(w.message))
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 if __name__ == "__main__":

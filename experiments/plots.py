@@ -20,9 +20,12 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from bpbench.experiments import run_measures
 from bpbench.experiments.stats import t_interval
 from bpbench.experiments.table import LEARNER_ORDER, per_run
 
+# the metric rows the figures read: the per-run measures, and per-layer gradient norms and cosines
+FIGURE_METRICS = (*run_measures.METRICS, "grad_norm", "grad_alignment")
 PALETTE = "colorblind"
 PANEL = (3.2, 2.6)  # inches per panel: a paper column holds one or two
 ACCURACY_LABEL = "test accuracy (fraction)"

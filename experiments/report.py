@@ -13,10 +13,11 @@ import io
 import json
 from datetime import datetime, timezone
 from html import escape
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bpbench.experiments.plots import NoData, standard_figures
+from bpbench.experiments.plots import FIGURE_METRICS, NoData, standard_figures
 from bpbench.experiments.store import RunStore
 from bpbench.experiments.table import render, summarize, tidy
 
@@ -35,17 +36,23 @@ dl.meta dt { font-weight: bold; } dl.meta dd { margin: 0 0 0.4em 1.5em; font-fam
 """
 
 
-def _distinct(metas: list[dict[str, Any]], key: str) -> list[str]:
-    return list(dict.fromkeys(json.dumps(m.get(key), sort_keys=True) for m in metas))
-
-
-def _metadata(metas: list[dict[str, Any]]) -> str:
-    ok = sum(m["status"] == "ok" for m in metas)
-    starts = sorted(m["start_time"] for m in metas if m.get("start_time"))
-    items = [("runs", f"{ok} completed, {len(metas) - ok} failed"),
-             ("run times", f"{starts[0]} to {starts[-1]}" if starts else "n/a")]
-    for key in ("git", "versions", "hardware"):
-        items += [(key, value) for value in _distinct(metas, key)]
+def _metadata(metas: Iterable[dict[str, Any]]) -> str:
+    """Run counts, the span of start times, and each distinct git, versions and hardware record,
+    read one meta at a time."""
+    ok = failed = 0
+    first = last = None
+    distinct: dict[str, dict[str, None]] = {key: {} for key in ("git", "versions", "hardware")}
+    for meta in metas:
+        ok += meta["status"] == "ok"
+        failed += meta["status"] != "ok"
+        if start := meta.get("start_time"):
+            first, last = min(first or start, start), max(last or start, start)
+        for key, seen in distinct.items():
+            seen.setdefault(json.dumps(meta.get(key), sort_keys=True))
+    items = [("runs", f"{ok} completed, {failed} failed"),
+             ("run times", f"{first} to {last}" if first else "n/a")]
+    for key, seen in distinct.items():
+        items += [(key, value) for value in seen]
     return '<dl class="meta">' + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in items) + "</dl>"
 
 
@@ -58,15 +65,14 @@ def _png_uri(fig: Any) -> str:
 def build_report(root: Path) -> str:
     """The HTML page of the results folder ``root`` (the --out folder of ``bpbench run``)."""
     store = RunStore(root)
-    metas = store.metas()
-    if not metas:
+    if next(store.iter_metas(), None) is None:
         raise ValueError(f"results folder {str(root)!r} has no runs: nothing to report")
     studies = store.studies()
     title = "bpbench report: " + (", ".join(s["name"] for s in studies) or root.name)
     parts = [f"<h1>{escape(title)}</h1>"]
     parts += [f"<p><b>{escape(s['name'])}</b>: {escape(str(s['study'].get('description', '')))}</p>" for s in studies]
     parts += ["<h2>Summary</h2>", f'<div class="scroll">{render(summarize(store), "html")}</div>', "<h2>Figures</h2>"]
-    data = tidy(store)
+    data = tidy(store, FIGURE_METRICS)
     skipped = []
     for name, (caption, build) in standard_figures(data).items():
         try:
@@ -78,7 +84,7 @@ def build_report(root: Path) -> str:
                      f"<figcaption>{escape(caption)}</figcaption></figure>")
     if skipped:
         parts.append("<p class=\"note\">Not drawn (the results lack their data): " + escape("; ".join(skipped)) + "</p>")
-    parts += ["<h2>Where the runs ran</h2>", _metadata(metas)]
+    parts += ["<h2>Where the runs ran</h2>", _metadata(store.iter_metas())]
     made = datetime.now(timezone.utc).isoformat(timespec="seconds")
     parts.append(f'<p class="note">Generated {made} by bpbench report from {escape(str(root))}.</p>')
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

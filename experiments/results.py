@@ -10,14 +10,16 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from bpbench.experiments.config import ConfigError
-from bpbench.experiments.execute import Outcome
 from bpbench.experiments.store import RunStore
 from bpbench.experiments.table import _varied_label, render, summarize, tidy
+
+if TYPE_CHECKING:
+    from bpbench.experiments.execute import Outcome  # torch: only for the annotation
 
 SUMMARY_COLUMNS = ["run_id", "label", "config", "learner", "task", "task_label", "seed", "status", "error",
                    "test_accuracy", "train_seconds", "train_flops", "stopped_by"]
@@ -65,7 +67,7 @@ class Results:
         why it is n/a for the run. Missing values are NaN/None.
         """
         rows = []
-        for meta in self.store.metas():
+        for meta in self.store.iter_metas():
             spec, summary = meta["spec"], meta.get("summary", {})
             row: dict[str, Any] = {
                 "run_id": meta["run_id"], "label": spec["label"], "config": _varied_label(spec),
@@ -92,7 +94,7 @@ class Results:
         prints it: text | markdown | latex | html | csv; p-values against the learner label
         ``reference`` (default: ``self.reference``)."""
         if reference is not None:
-            labels = sorted({m["spec"]["label"] for m in self.store.metas()})
+            labels = sorted({m["spec"]["label"] for m in self.store.iter_metas()})
             if reference not in labels:
                 raise ConfigError(f"--reference {reference!r}: no run in {str(self.out)!r} has that learner label; "
                                   f"allowed: {', '.join(labels)}")
@@ -101,9 +103,9 @@ class Results:
     def plot(self, out: str | Path | None = None) -> tuple[list[Path], dict[str, str]]:
         """Draw every figure the results support as PDF and PNG into ``out`` (default
         OUT/figures); returns (files written, figure name -> why it was not drawn)."""
-        from bpbench.experiments.plots import save_all
+        from bpbench.experiments.plots import FIGURE_METRICS, save_all
 
-        return save_all(self.metrics, Path(out) if out is not None else self.out / "figures")
+        return save_all(tidy(self.store, FIGURE_METRICS), Path(out) if out is not None else self.out / "figures")
 
     def report(self, out: str | Path | None = None) -> Path:
         """Write the self-contained HTML report to ``out`` (default OUT/report.html); returns its path."""
@@ -112,9 +114,9 @@ class Results:
         return write_report(self.out, Path(out) if out is not None else self.out / "report.html")
 
     def __repr__(self) -> str:
-        metas = self.store.metas()
-        failed = sum(m["status"] != "ok" for m in metas)
-        return f"Results({str(self.out)!r}: {len(metas)} run(s), {failed} failed)"
+        statuses = [m["status"] for m in self.store.iter_metas()]
+        failed = sum(status != "ok" for status in statuses)
+        return f"Results({str(self.out)!r}: {len(statuses)} run(s), {failed} failed)"
 
 
 def load(out: str | Path) -> Results:

@@ -87,6 +87,7 @@ class RunSpec:
     seed_index: int
     study_seed: int
     varied: tuple[str, ...] = field(default=(), compare=False)  # grid keys, for tables (not hashed)
+    study: str = field(default="", compare=False)  # the study that planned it, for compacted results (not hashed)
 
     def canonical(self) -> dict[str, Any]:
         return {
@@ -111,8 +112,8 @@ class RunSpec:
         return f"{self.label} on {self.task_label}, seed {self.seed_index}"
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.canonical(), "varied": list(self.varied)}
+        return {**self.canonical(), "varied": list(self.varied), "study": self.study}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunSpec:
-        return cls(**{**data, "varied": tuple(data.get("varied", ()))})
+        return cls(**{**data, "varied": tuple(data.get("varied", ())), "study": data.get("study", "")})

@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import tomllib
 from dataclasses import dataclass
-from importlib import resources
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 from bpbench.experiments.config import ConfigError, build, grid, to_plain
 from bpbench.experiments.registry import Registry, UnknownNameError
 from bpbench.experiments.spec import Budget, RunSpec, Schedule
-from bpbench.learners.models import ModelSpec
+from bpbench.experiments.study_files import builtin_studies, read_toml
 
 TOP_KEYS = ("description", "seeds", "study_seed", "reference", "tasks", "model", "budget", "schedule", "learners")
 REFERENCE_LABEL = "backprop"  # the learner label Welch's test compares against unless `reference` names another
@@ -45,12 +44,6 @@ class Study:
     runs: list[RunSpec]
 
 
-def builtin_studies() -> dict[str, Path]:
-    """Name -> path of every study shipped in ``experiments/studies``."""
-    folder = resources.files("bpbench.experiments") / "studies"
-    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
-
-
 def locate(name_or_path: str) -> tuple[str, Path]:
     """A built-in study name or a path to a TOML file -> (study name, path)."""
     builtins = builtin_studies()
@@ -62,13 +55,6 @@ def locate(name_or_path: str) -> tuple[str, Path]:
             raise ConfigError(f"study file {name_or_path!r} does not exist")
         return path.stem, path
     raise ConfigError(f"unknown study {name_or_path!r}; built-in studies: {', '.join(sorted(builtins))}, or a path to a .toml file")
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"study file {path}: invalid TOML: {exc}") from exc
 
 
 def parse_set(assignment: str) -> tuple[list[str], Any]:
@@ -177,6 +163,7 @@ def study_references(raw: dict[str, Any]) -> dict[str, str]:
 
 def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) -> Study:
     """Validate a study table and expand it into runs; raises ConfigError on any bad value."""
+    from bpbench.learners.models import ModelSpec  # torch: here, so reading results (tables) never loads it
     unknown = sorted(set(raw) - set(TOP_KEYS))
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in study {name}; allowed: {', '.join(TOP_KEYS)}")
@@ -255,7 +242,7 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
                             learner=learner_name, label=label, params=params, task=task_name,
                             task_label=task_label, task_params=task_params, model=to_plain(model),
                             budget=budget, schedule=schedule, seed_index=seed_index,
-                            study_seed=study_seed, varied=tuple(varied + task_axes),
+                            study_seed=study_seed, varied=tuple(varied + task_axes), study=name,
                         ))
     if len({s.run_id for s in runs}) != len(runs):
         raise ConfigError(f"study {name} expands to duplicate runs; make each learner/task entry distinct")

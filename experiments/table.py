@@ -18,10 +18,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from bpbench.experiments import run_measures
 from bpbench.experiments.config import ConfigError
+from bpbench.experiments.dataset import warn
 from bpbench.experiments.stats import stars, t_interval, welch_p
 from bpbench.experiments.store import RunStore
 from bpbench.experiments.study import REFERENCE_LABEL, study_references
@@ -104,43 +105,41 @@ def _values(spec: dict[str, Any]) -> str:
     return json.dumps(values, sort_keys=True)
 
 
+def _info(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a run was (labels, model, budget) and what stopped it, from its meta."""
+    spec = meta["spec"]
+    model, params = spec["model"], spec["params"]
+    return {
+        "run_id": meta["run_id"], "learner": spec["label"], "learner_name": spec["learner"],
+        "config": _varied_label(spec), "task": spec["task_label"], "seed": spec["seed_index"],
+        "arch": model["arch"], "depth": len(model["hidden"]), "activation": model["activation"],
+        "batchnorm": model["batchnorm"], "dropout": model["dropout"],
+        "lr": params.get("lr", math.nan), "sigma": params.get("sigma", math.nan),
+        "train_fraction": spec["task_params"].get("train_fraction", math.nan),
+        "budget": budget_text(spec["budget"]), "stopped_by": meta.get("summary", {}).get("stopped_by", "?"),
+        "values": _values(spec),
+    }
+
+
+def _failed_row(meta: dict[str, Any]) -> dict[str, Any]:
+    spec = meta["spec"]
+    return {"learner": spec["label"], "config": _varied_label(spec), "task": spec["task_label"],
+            "learner_name": spec["learner"], "budget": budget_text(spec["budget"])}
+
+
 def run_info(store: RunStore) -> pd.DataFrame:
     """One row per completed run: what it was (labels, model, budget) and what stopped it."""
-    rows = []
-    for meta in store.metas():
-        if meta["status"] != "ok":
-            continue
-        spec = meta["spec"]
-        model, params = spec["model"], spec["params"]
-        rows.append({
-            "run_id": meta["run_id"], "learner": spec["label"], "learner_name": spec["learner"],
-            "config": _varied_label(spec), "task": spec["task_label"], "seed": spec["seed_index"],
-            "arch": model["arch"], "depth": len(model["hidden"]), "activation": model["activation"],
-            "batchnorm": model["batchnorm"], "dropout": model["dropout"],
-            "lr": params.get("lr", math.nan), "sigma": params.get("sigma", math.nan),
-            "train_fraction": spec["task_params"].get("train_fraction", math.nan),
-            "budget": budget_text(spec["budget"]), "stopped_by": meta.get("summary", {}).get("stopped_by", "?"),
-            "values": _values(spec),
-        })
-    return pd.DataFrame(rows)
+    return pd.DataFrame([_info(meta) for meta in store.iter_metas() if meta["status"] == "ok"])
 
 
-def tidy(store: RunStore) -> pd.DataFrame:
-    """The tidy results table: every metric row of every completed run, with its run's info."""
+def tidy(store: RunStore, metrics: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """The tidy results table: every metric row (or only ``metrics``) of every completed run,
+    with its run's info."""
     info = run_info(store)
     if info.empty:
         return pd.DataFrame()
-    metrics = store.metrics(list(info["run_id"]))
-    return metrics.merge(info, on="run_id", how="left")
-
-
-def _geometric_mean(values: pd.Series) -> float:
-    arr = values.to_numpy(dtype=float)
-    if (arr < 0).any():
-        raise ValueError(f"grad_norm_ratio has negative values {arr[arr < 0][:3]}: geometric mean undefined")
-    if (arr == 0).any():  # a first layer whose update vanished exactly: the geometric mean is 0
-        return 0.0
-    return float(np.exp(np.log(arr).mean()))
+    rows = store.metrics(list(info["run_id"]), metrics)
+    return rows.merge(info, on="run_id", how="left")
 
 
 def per_run(data: pd.DataFrame) -> pd.DataFrame:
@@ -149,27 +148,68 @@ def per_run(data: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     info_cols = [c for c in data.columns if c not in ("epoch", "step", "split", "metric", "layer", "value")]
     runs = data[info_cols].drop_duplicates("run_id").set_index("run_id")
-    last_epoch = data.groupby("run_id")["epoch"].transform("max")
-    final = data[(data["epoch"] == last_epoch) & (data["layer"] == "")]
-    wide = final.pivot_table(index="run_id", columns=["split", "metric"], values="value", aggfunc="last")
-    wide.columns = [f"{s}_{m}" for s, m in wide.columns]
+    return runs.join(run_measures.measures(data)).reset_index()
 
-    def col(name: str) -> pd.Series:
-        return wide[name] if name in wide else pd.Series(math.nan, index=wide.index)
 
-    out = pd.DataFrame({
-        "test_acc": col("test_accuracy"), "gap": col("train_accuracy") - col("test_accuracy"),
-        "val_acc": col("val_accuracy"),  # chooses among configurations (figures); test is only reported
-        "train_s": col("train_train_seconds"), "flops": col("train_train_flops"),
-        "samples": col("train_train_samples"), "synops": col("test_synops_per_sample"),
-        "energy": col("test_energy_per_sample_j"), "peak_mem": col("train_peak_memory_bytes"),
-    })
-    ratio = data[data["metric"] == "grad_norm_ratio"].groupby("run_id")["value"].apply(_geometric_mean)
-    align = data[data["metric"] == "grad_alignment_mean"].groupby("run_id")["value"].mean()  # exact layers left out
-    out["grad_ratio"] = ratio.reindex(out.index)
-    out["alignment"] = align.reindex(out.index)
-    out["cost_from_flops"] = col("test_synops_from_flops") == 1.0
-    return runs.join(out).reset_index()
+FALLBACK_CHUNK = 1000  # compacted runs whose measures one read of the dataset recomputes
+
+
+def runs_of(store: RunStore) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, failed): one row per completed run, its info and final measures, in run id order;
+    and (learner, config, task, learner_name, budget) of each failed run.
+
+    Reads each run's meta only: the measures stored there when the run was written. A run
+    whose meta has none (written before they were stored), or of another reduction version,
+    gets them from its own metric rows, a run (or a chunk of compacted runs) at a time, so
+    memory stays one row per run. A run whose files cannot be read is named in a
+    ``ResultsWarning`` and left out.
+    """
+    rows: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    missing: list[dict[str, Any]] = []
+    for meta in store.iter_metas():
+        if meta["status"] != "ok":
+            failed.append(_failed_row(meta))
+            continue
+        row = _info(meta)
+        values = run_measures.from_record(meta)
+        if values is None:
+            missing.append(row)
+        else:
+            row.update(values)
+        rows.append(row)
+    unreadable = _fill_measures(store, missing)
+    rows = [row for row in rows if row["run_id"] not in unreadable]
+    if not rows:
+        return pd.DataFrame(), pd.DataFrame(failed)
+    runs = pd.DataFrame(rows, columns=[*_info_columns(rows[0]), *run_measures.NAMES])
+    return runs.sort_values("run_id", kind="stable", ignore_index=True), pd.DataFrame(failed)
+
+
+def _info_columns(row: dict[str, Any]) -> list[str]:
+    return [c for c in row if c not in run_measures.NAMES]
+
+
+def _fill_measures(store: RunStore, rows: list[dict[str, Any]]) -> set[str]:
+    """Compute the measures of ``rows`` from their metric rows; returns the run ids whose rows
+    could not be read (each named in a warning)."""
+    compacted = []
+    for row in rows:
+        data = store.run_metrics(row["run_id"])
+        if data is None and not (store.runs_dir / row["run_id"] / "metrics.parquet").exists():
+            compacted.append(row)
+        elif data is not None and not data.empty:
+            row.update(run_measures.measures(data).iloc[0].to_dict())
+    for start in range(0, len(compacted), FALLBACK_CHUNK):
+        chunk = {row["run_id"]: row for row in compacted[start:start + FALLBACK_CHUNK]}
+        data = store.dataset.metrics(list(chunk))
+        if not data.empty:
+            for run_id, values in run_measures.measures(data).to_dict("index").items():
+                chunk[run_id].update(values)
+    unreadable = {row["run_id"] for row in rows if "test_acc" not in row}
+    for run_id in sorted(unreadable):
+        warn(f"skipped run {run_id}: its meta.json holds no measures and its metric rows could not be read")
+    return unreadable
 
 
 def _budget_notes(runs: pd.DataFrame) -> dict[str, str]:
@@ -320,11 +360,7 @@ def summarize(store: RunStore, reference: References | None = None) -> pd.DataFr
 
     ``reference``: the label p-values compare against; default: the one its study names.
     """
-    runs = per_run(tidy(store))
-    failed = pd.DataFrame([{"learner": m["spec"]["label"], "config": _varied_label(m["spec"]),
-                            "task": m["spec"]["task_label"], "learner_name": m["spec"]["learner"],
-                            "budget": budget_text(m["spec"]["budget"])}
-                           for m in store.metas() if m["status"] != "ok"])
+    runs, failed = runs_of(store)
     return summarize_runs(runs, failed, reference or reference_of(store))
 
 

@@ -1,0 +1,22 @@
+"""Where study files are and how they are read: no torch, so ``bpbench list`` stays fast."""
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from bpbench.experiments.config import ConfigError
+
+
+def builtin_studies() -> dict[str, Path]:
+    """Name -> path of every study shipped in ``experiments/studies``."""
+    folder = resources.files("bpbench.experiments") / "studies"
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"study file {path}: invalid TOML: {exc}") from exc
