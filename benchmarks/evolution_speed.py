@@ -1,18 +1,24 @@
-"""Generation time of the ``ga`` learner against a pure-torch GA and DEAP's stock ``eaSimple``.
+"""Generation time of the ``ga`` learner against bare stacked-weights GAs and DEAP's stock ``eaSimple``.
 
 Setting (issue 4): population 64, digits, MLP 64-32-10 (tanh, or relu), 512 samples per generation,
-Gaussian mutation (sigma .02) of every child, no crossover. Three implementations of one
+Gaussian mutation (sigma .02) of every child, no crossover. Four implementations of one
 generation on the same minibatch:
 
 - ``ga``: this repo's learner (DEAP selection + ``varAnd``, tensor individuals, one
   vectorized forward for the population);
-- ``pure torch``: the same generation with no DEAP at all (top-k truncation, index the
-  parents, one ``randn`` for all children), using the same vectorized forward;
+- ``bare``: the generation written from scratch with no learner code (issue 14): the
+  population's weights as (P, in, out) tensors (views of one (P, D) matrix), a ``baddbmm``
+  forward per layer, logsumexp cross-entropy, ``argsort``, index the parents, one ``randn``
+  for all children. It shares nothing with the learner, so it shows the learner's overhead;
+- ``pure torch``: the same selection and mutation with no DEAP, but the learner's own
+  population forward (``PopulationForward``): shows the cost of DEAP alone;
 - ``DEAP stock``: ``algorithms.eaSimple`` with Python-list individuals, ``tools.mutGaussian``,
   ``tools.selTournament``, and one network evaluated at a time.
 
-Prints ms per generation (best of ``--repeats`` timed blocks) and the two ratios the issue
-asks for: ga / pure torch (target <= 1.5) and DEAP stock / ga (target >= 10).
+The script first checks that the bare forward scores a population exactly as the learner's
+forward does. Prints ms per generation (best of ``--repeats`` timed blocks, blocks
+interleaved) and the ratios the issues ask for: ga / bare (issue 14: target <= 1.25),
+ga / pure torch (issue 4: <= 1.5) and DEAP stock / ga (issue 4: >= 10).
 
     python -m benchmarks.evolution_speed [--repeats 5] [--generations 20] [--threads 1] [--activation tanh]
 """
@@ -44,6 +50,56 @@ def pure_torch_generation(forward: PopulationForward, generator: torch.Generator
     return step
 
 
+class BareGA:
+    """One GA generation from scratch: weights (P, in, out) per layer, views of one (P, D) matrix."""
+
+    def __init__(self, population: torch.Tensor, layers: list[tuple[int, int]], activation: str,
+                 generator: torch.Generator) -> None:
+        self.layers, self.generator = layers, generator
+        self.act = torch.tanh if activation == "tanh" else torch.relu
+        self.flat = population
+
+    def weights(self, flat: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(w (P, in, out), b (P, 1, out)) per layer: views of ``flat`` (P, D), weights first."""
+        out, at, p = [], 0, flat.shape[0]
+        for n_in, n_out in self.layers:
+            w = flat[:, at:at + n_in * n_out].view(p, n_in, n_out)
+            at += n_in * n_out
+            b = flat[:, at:at + n_out].view(p, 1, n_out)
+            at += n_out
+            out.append((w, b))
+        return out
+
+    def losses(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy (P,) of every individual on (x, y)."""
+        layers = self.weights(flat)
+        h = x.flatten(1).expand(flat.shape[0], -1, -1)
+        for i, (w, b) in enumerate(layers):
+            h = torch.baddbmm(b, h, w)
+            if i < len(layers) - 1:
+                h = self.act(h)
+        true_class = h.gather(2, y.view(1, -1, 1).expand(h.shape[0], -1, 1)).squeeze(2)
+        return (torch.logsumexp(h, dim=2) - true_class).mean(dim=1)
+
+    def generation(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        order = self.losses(self.flat, x, y).argsort()
+        parents = order[torch.randint(0, TRUNCATION, (POPULATION - ELITES,), generator=self.generator)]
+        noise = torch.randn(POPULATION - ELITES, self.flat.shape[1], generator=self.generator)
+        self.flat = torch.cat([self.flat[order[:ELITES]], self.flat[parents].add_(noise, alpha=SIGMA)])
+
+
+def bare_population(learner: GeneticAlgorithm) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """The learner's population laid out for ``BareGA``: per layer W^T (in, out) then b."""
+    parts, layers = [], []
+    for name, module in learner.model.named_children():
+        if isinstance(module, torch.nn.Linear):
+            params = learner.forward.flat.unflatten(learner.population.matrix)
+            w, b = params[f"{name}.weight"], params[f"{name}.bias"]
+            parts += [w.transpose(1, 2).flatten(1), b]
+            layers.append((module.in_features, module.out_features))
+    return torch.cat(parts, dim=1).contiguous(), layers
+
+
 class ListIndividual(list):
     """DEAP's stock representation: a Python list of floats with a fitness."""
 
@@ -72,17 +128,17 @@ def stock_deap(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tupl
 
 
 def best_ms(fns: dict[str, tuple[Callable[[], None], int]], repeats: int) -> dict[str, float]:
-    """name -> best over ``repeats`` blocks of the mean ms per generation; blocks of the
+    """name -> best over ``repeats`` blocks of the mean CPU ms (process time) per generation; blocks of the
     implementations alternate, so a burst of load from other processes hits them alike."""
     for fn, _ in fns.values():
         fn()  # warm-up
     best = {name: float("inf") for name in fns}
     for _ in range(repeats):
         for name, (fn, generations) in fns.items():
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             for _ in range(generations):
                 fn()
-            best[name] = min(best[name], (time.perf_counter() - t0) / generations * 1e3)
+            best[name] = min(best[name], (time.process_time() - t0) / generations * 1e3)
     return best
 
 
@@ -109,6 +165,12 @@ def main() -> None:
     def pure() -> None:
         pop[0] = step(pop[0], x, y)
 
+    flat, layers = bare_population(learner)
+    bare = BareGA(flat, layers, args.activation, torch.Generator().manual_seed(1))
+    mine = learner.forward.evaluate(learner.population.matrix, x, y, "loss")[1]
+    if not torch.allclose(bare.losses(flat, x, y), mine, rtol=1e-5, atol=1e-6):
+        raise SystemExit("the bare forward and the learner's forward disagree on the population's losses")
+
     model = build_model(spec, data.info.input_shape, data.info.n_classes, generator)
     population, toolbox = stock_deap(model, x, y)
 
@@ -116,14 +178,17 @@ def main() -> None:
         algorithms.eaSimple(population, toolbox, cxpb=0.0, mutpb=1.0, ngen=1, verbose=False)
 
     ms = best_ms({"ga": (lambda: learner.train_step(x, y), args.generations),
+                  "bare": (lambda: bare.generation(x, y), args.generations),
                   "pure": (pure, args.generations),
                   "stock": (stock, max(2, args.generations // 10))}, args.repeats)
-    ga_ms, pure_ms, stock_ms = ms["ga"], ms["pure"], ms["stock"]
+    ga_ms, bare_ms, pure_ms, stock_ms = ms["ga"], ms["bare"], ms["pure"], ms["stock"]
     print(f"setting: population {POPULATION}, digits MLP 64-32-10 {args.activation}, {BATCH} samples/generation, "
           f"{args.threads} torch thread(s)")
     print(f"ga (DEAP, tensor individuals, vectorized forward): {ga_ms:8.2f} ms/generation")
-    print(f"pure torch GA (same work, no DEAP):               {pure_ms:8.2f} ms/generation")
+    print(f"bare GA ((P, in, out) weights, baddbmm, one randn): {bare_ms:8.2f} ms/generation")
+    print(f"pure torch GA (no DEAP, the learner's forward):   {pure_ms:8.2f} ms/generation")
     print(f"DEAP stock eaSimple (list individuals, 1 at a time): {stock_ms:8.2f} ms/generation")
+    print(f"ratio ga / bare:        {ga_ms / bare_ms:.2f}  (target <= 1.25)")
     print(f"ratio ga / pure torch:  {ga_ms / pure_ms:.2f}  (target <= 1.5)")
     print(f"ratio stock / ga:       {stock_ms / ga_ms:.1f}  (target >= 10)")
 

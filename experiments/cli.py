@@ -1,4 +1,4 @@
-"""The ``bpbench`` command: list, run, check, table, plot, report, compact, new.
+"""The ``bpbench`` command: list, run, check, table, plot, report, compact, new, cache clear.
 
 A thin layer over the Python API (``bpbench.run``, ``bpbench.load``, ``Results``). Bad input
 (unknown names, wrong types, unknown keys, bad budgets) prints one line naming the value and
@@ -134,6 +134,18 @@ def cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache_clear(args: argparse.Namespace) -> int:
+    from bpbench.tasks.cache import cache_dir, clear
+
+    folder = cache_dir()
+    if folder is None:
+        print("the task cache is off (BPBENCH_CACHE=off): nothing to clear")
+        return 0
+    files, freed = clear()
+    print(f"removed {files} file(s), {freed / 2**20:.1f} MiB, from {folder / 'tasks'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bpbench", description="Compare backprop with its alternatives on equal terms.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -180,6 +192,9 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("name", help="the name to register (a lowercase Python identifier, e.g. my_rule)")
     n.add_argument("--dir", help="folder to write (default: ./NAME); must not exist or be empty")
     n.set_defaults(fn=cmd_new)
+    k = sub.add_parser("cache", help="the machine-wide cache of loaded tasks ($XDG_CACHE_HOME/bpbench)")
+    k_sub = k.add_subparsers(dest="action", required=True)
+    k_sub.add_parser("clear", help="delete every cached task (rebuilt on next use)").set_defaults(fn=cmd_cache_clear)
     return p
 
 

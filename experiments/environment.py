@@ -1,7 +1,13 @@
 """What a run's metadata says about where it ran: which code (version, commit), package
-versions, which packages provide the run's learner and task, and the hardware."""
+versions, which packages provide the run's learner and task, and the hardware.
+
+The commit and the versions are read once per process (two ``git`` calls and a dozen package
+lookups take tens of milliseconds, and a worker runs many runs): a process runs the code it
+imported when it started, whatever happens to the checkout afterwards.
+"""
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import platform
@@ -28,6 +34,11 @@ def git_commit() -> dict[str, Any]:
     An installed copy (``pip install .``): the commit and dirty flag setuptools-scm recorded
     when the package was built ("build", in ``bpbench/_build.py``). None with the reason otherwise.
     """
+    return dict(_git_commit())
+
+
+@functools.cache
+def _git_commit() -> dict[str, Any]:
     if (CODE_ROOT / "pyproject.toml").is_file():
         return _checkout_commit(CODE_ROOT)
     try:
@@ -57,10 +68,19 @@ def _checkout_commit(root: Path) -> dict[str, Any]:
 
 def providers(spec: RunSpec) -> dict[str, dict[str, str | None]]:
     """The installed packages (distribution, version) that register the run's learner and task."""
-    return {"learner": find_provider(LEARNER_GROUP, spec.learner), "task": find_provider(TASK_GROUP, spec.task)}
+    return {"learner": dict(_provider(LEARNER_GROUP, spec.learner)), "task": dict(_provider(TASK_GROUP, spec.task))}
+
+
+_provider = functools.cache(find_provider)  # once per process, like the commit and the versions
 
 
 def package_versions() -> dict[str, str | None]:
+    """Installed version of each of ``PACKAGES`` (None: not installed)."""
+    return dict(_package_versions())
+
+
+@functools.cache
+def _package_versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for name in PACKAGES:
         try:

@@ -60,7 +60,8 @@ def execute_unstored(spec: RunSpec, learners: Registry, tasks: Registry, device:
     else:
         rows = result.rows
         outcome = Outcome(spec.run_id, "ok", result.summary, None)
-        meta.update(status="ok", error=None, summary=result.summary, unmeasured=result.unmeasured)
+        meta.update(status="ok", error=None, summary=result.summary, unmeasured=result.unmeasured,
+                    phase_seconds=result.phase_seconds)
     meta["end_time"] = now()
     return rows, meta, outcome
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,7 @@ from bpbench.experiments.run_queue import RunQueue
 from bpbench.experiments.runner import TaskCache
 from bpbench.experiments.spec import RunSpec
 from bpbench.experiments.store import RunStore
+from bpbench.experiments.warmup import warm_up
 
 
 class Executor(Protocol):
@@ -71,6 +73,7 @@ class InlineExecutor:
     def run(self, specs: list[RunSpec], store: RunStore, on_event: Callable[[Event], None]) -> Iterator[Outcome]:
         device = resolve_device(self.device)
         learners, tasks, cache = learner_registry(), task_registry(), TaskCache()
+        warm_up(device)
         with RunQueue(specs, store, on_event) as queue:
             while queue.waiting:
                 spec = queue.take()
@@ -97,10 +100,15 @@ def _worker(conn: Connection, root: str, device_name: str, threads: int, driver:
     torch.set_num_threads(threads)
     store, device = RunStore(Path(root)), resolve_device(device_name)
     learners, tasks, cache = learner_registry(), task_registry(), TaskCache()
+    warm_up(device)
     while True:
         data = conn.recv()
         if data is None:
-            return
+            # Every run is stored (atomically, files closed): skip the interpreter's teardown of
+            # torch and friends, which takes about a second the driver would wait for.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         spec = RunSpec.from_json(data)
         outcome = execute(spec, store, learners, tasks, device, cache, conn.send)
         conn.send(("done", spec.run_id, outcome))
@@ -112,6 +120,7 @@ class _Worker:
     conn: Connection
     slot: int  # index into the executor's worker devices
     spec: RunSpec | None = None
+    stopping: bool = False  # told to exit (sent None)
 
 
 def worker_devices(name: str, jobs: int) -> list[str]:
@@ -164,7 +173,7 @@ class ProcessExecutor:
             try:
                 while True:
                     # hand claimable runs to idle workers, starting workers (up to jobs) as needed
-                    idle = [w for w in workers if w.spec is None]
+                    idle = [w for w in workers if w.spec is None and not w.stopping]
                     free_slots = sorted(set(range(jobs)) - {w.slot for w in workers})
                     while (idle or free_slots) and (spec := queue.take()) is not None:
                         if idle:
@@ -172,6 +181,9 @@ class ProcessExecutor:
                         else:
                             start(free_slots.pop(0), spec)
                     busy = [w for w in workers if w.spec is not None]
+                    if not queue.waiting:  # nothing left to hand out: idle workers exit now, not at the end
+                        for worker in idle:
+                            self._stop(worker)
                     if not busy and not queue.waiting:
                         return
                     # while runs are held by another driver, wake up now and then to look at them
@@ -192,13 +204,22 @@ class ProcessExecutor:
                             workers.remove(worker)
                             yield lost
             finally:
-                for worker in workers:
+                for worker in workers:  # every idle worker is asked first, so they all shut down at once
                     if worker.process.is_alive() and worker.spec is None:
-                        worker.conn.send(None)
+                        self._stop(worker)
+                for worker in workers:
+                    if worker.stopping:
                         worker.process.join(timeout=5)
                     if worker.process.is_alive():
                         worker.process.terminate()
                         worker.process.join()
+
+    @staticmethod
+    def _stop(worker: _Worker) -> None:
+        """Tell an idle worker to exit (once)."""
+        if not worker.stopping:
+            worker.conn.send(None)
+            worker.stopping = True
 
     @staticmethod
     def _drain(worker: _Worker, on_event: Callable[[Event], None]) -> Outcome | None:

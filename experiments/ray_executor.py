@@ -40,6 +40,7 @@ from bpbench.experiments.run_queue import RunQueue
 from bpbench.experiments.runner import TaskCache
 from bpbench.experiments.spec import RunSpec
 from bpbench.experiments.store import RunStore
+from bpbench.experiments.warmup import warm_up
 
 RETRIES = 1  # times Ray re-runs a task whose worker process or node died
 RESIZE_S = 10.0  # how often the number of concurrent runs follows the cluster's size (jobs = 0)
@@ -52,10 +53,17 @@ def _worker_context() -> tuple[Registry, Registry, TaskCache]:
     return learner_registry(), task_registry(), TaskCache()
 
 
+@functools.cache
+def _warmed(device: str) -> None:
+    """This Ray worker process's one-time start-up costs on ``device``, paid before its first run there."""
+    warm_up(resolve_device(device))
+
+
 def run_on_worker(spec_json: dict[str, Any], device: str, threads: int) -> tuple[list[dict[str, Any]], dict[str, Any], Outcome]:
     """Body of a Ray task: one run's (rows, meta, outcome); the driver stores them."""
     torch.set_num_threads(threads)
     learners, tasks, cache = _worker_context()
+    _warmed(device)
     return execute_unstored(RunSpec.from_json(spec_json), learners, tasks, resolve_device(device), cache,
                             lambda event: None)
 

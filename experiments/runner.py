@@ -22,13 +22,21 @@ The clock (``train_seconds``, and the ``max_seconds`` budget) times the learner'
 - ``true_gradient`` (before a sampled step, on the same minibatch, every random stream
   forked so the step then draws the same dropout masks and noise), gradient health and
   alignment (after it), diagnostics and evaluation.
+
+Evaluation (epoch 0, every ``eval_every`` epochs and the last): accuracy and mean
+cross-entropy on the whole validation and test splits, and on a fixed stratified subset of
+the training split as large as the test split (``train_eval_split``; the summary's
+``train_eval_samples`` says how many), in chunks of ``EVAL_CHUNK``; then the learner's
+``evaluation_metrics`` and the inference cost on the first ``DIAGNOSTIC_BATCH`` test samples.
+Where each run's wall time went is in its ``phase_seconds`` (``Phases``).
 """
 from __future__ import annotations
 
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -44,11 +52,12 @@ from bpbench.experiments.registry import Registry
 from bpbench.experiments.spec import Budget, RunSpec, Schedule, canonical_json
 from bpbench.learners.base import Learner, NotMeasurable
 from bpbench.learners.models import ModelSpec, weight_layers
-from bpbench.tasks.base import Split, TaskData
+from bpbench.tasks.base import Split, TaskData, stratified_subset
 from bpbench.tasks.cache import load_cached
 
 EVAL_CHUNK = 2048
 DIAGNOSTIC_BATCH = 256  # test samples passed to Learner.evaluation_metrics
+GATHER_BLOCK = 32  # minibatches whose samples are gathered from the training split at once
 HEALTH_METRICS = ("grad_norm", "grad_norm_ratio", "grad_alignment", "grad_alignment_mean")
 T = TypeVar("T")
 
@@ -80,25 +89,81 @@ class TaskCache:
         return self.data[key]
 
 
+PHASES = ("setup", "train", "twins", "health", "evaluation", "other")
+
+
+@dataclass
+class Phases:
+    """Wall seconds (``time.perf_counter``) a run spends in each of its parts, for the run's
+    metadata (``meta["phase_seconds"]``): setup (task data, learner, data to the device), train
+    (the ``train_step`` calls, synchronized: the training clock's regions), twins (FLOPs and
+    peak memory on twin learners), health (true gradient, gradient health, diagnostics),
+    evaluation (accuracy and loss of every split, evaluation metrics, inference cost), other
+    (everything else: minibatch indexing, bookkeeping)."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - t0
+
+
 @dataclass
 class RunResult:
     rows: list[dict[str, Any]]
     summary: dict[str, Any]
     unmeasured: dict[str, str] = field(default_factory=dict)  # metric -> why it is n/a (meta["unmeasured"])
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # Phases.seconds (meta["phase_seconds"])
 
 
 def evaluate(learner: Learner, split: Split, device: torch.device) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of the learner's predictions on a whole split."""
-    correct, loss_sum = 0, 0.0
+    """(accuracy, mean cross-entropy) of the learner's predictions on a whole split, in chunks of
+    ``EVAL_CHUNK``; the sums stay on ``device`` (the loss's in float64) until the split is done,
+    so a GPU is synchronized once per split, not twice per chunk."""
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     for start in range(0, len(split), EVAL_CHUNK):
         x = split.x[start:start + EVAL_CHUNK].to(device)
         y = split.y[start:start + EVAL_CHUNK].to(device)
         logits = learner.predict(x)
         if logits.shape != (x.shape[0], learner.task.n_classes):
             raise ValueError(f"predict returned shape {tuple(logits.shape)}, expected ({x.shape[0]}, {learner.task.n_classes})")
-        loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-        correct += int((logits.argmax(dim=1) == y).sum())
-    return correct / len(split), loss_sum / len(split)
+        loss_sum = loss_sum + F.cross_entropy(logits.float(), y, reduction="sum").double()
+        correct = correct + (logits.argmax(dim=1) == y).sum()
+    return int(correct) / len(split), float(loss_sum) / len(split)
+
+
+def on_device(split: Split, device: torch.device) -> Split:
+    """``split`` moved to ``device`` once (a no-op on the CPU), for the evaluations of a whole run."""
+    return Split(split.x.to(device), split.y.to(device))
+
+
+def train_eval_split(data: TaskData) -> Split:
+    """What train accuracy and loss are measured on: a fixed stratified subset of the training
+    split with as many samples as the test split (``tasks.base.stratified_subset``, seed 0: the
+    same samples for every learner, seed and epoch), or the whole training split when it is no
+    larger. The train/test gap then compares two accuracies of equal sample size; evaluating
+    the whole training split every epoch cost a third of an MLP's training time on mnist5k."""
+    train, n = data.train, len(data.test)
+    index = torch.from_numpy(stratified_subset(train.y.numpy(), n))
+    return train if len(index) == len(train) else Split(train.x[index], train.y[index])
+
+
+def minibatches(x: Tensor, y: Tensor, order: Tensor, batch: int, block: int = GATHER_BLOCK) -> Iterator[tuple[Tensor, Tensor]]:
+    """Minibatches ``(x[i], y[i])`` for consecutive ``batch``-sized slices ``i`` of ``order``.
+
+    The samples of ``block`` minibatches are gathered at once and each minibatch is a view of
+    that block: one memory-bound gather per block instead of one per step (the same values).
+    """
+    for start in range(0, len(order), batch * block):
+        index = order[start:start + batch * block]
+        xs, ys = x.index_select(0, index), y.index_select(0, index)
+        for i in range(0, len(index), batch):
+            yield xs[i:i + batch], ys[i:i + batch]
 
 
 def _sync(device: torch.device) -> None:
@@ -187,19 +252,25 @@ def run(
 ) -> RunResult:
     """Train and measure one run. ``on_epoch(epoch, epochs)`` reports progress; ``clock_fn``
     is the training clock's time source (seconds)."""
+    phases, started = Phases(), time.perf_counter()
     budget = build(Budget, spec.budget, "budget")
     schedule = build(Schedule, spec.schedule, "schedule")
-    data = (cache or TaskCache()).get(spec, tasks)
-    learner = build_learner(spec, data, learners, device)
-    exact = frozenset(learner.exact_layers())
+    with phases("setup"):
+        data = (cache or TaskCache()).get(spec, tasks)
+        learner = build_learner(spec, data, learners, device)
+        exact = frozenset(learner.exact_layers())
+        train_x, train_y = data.train.x.to(device), data.train.y.to(device)
+        probe = data.test.x[:DIAGNOSTIC_BATCH].to(device)
+        eval_splits = [(name, on_device(split, device))
+                       for name, split in (("train", train_eval_split(data)), ("val", data.val), ("test", data.test))]
     order = torch.Generator(device="cpu").manual_seed(spec.seed + 1)  # minibatch order
-    train_x, train_y = data.train.x.to(device), data.train.y.to(device)
     n, batch = len(data.train), learner.batch_size
     rows: list[dict[str, Any]] = []
     unmeasured = Unmeasured()
+    run_id = spec.run_id
 
     def record(epoch: int, step: int, split: str, metric: str, value: float, layer: str = "") -> None:
-        rows.append({"run_id": spec.run_id, "epoch": epoch, "step": step, "split": split,
+        rows.append({"run_id": run_id, "epoch": epoch, "step": step, "split": split,
                      "metric": metric, "layer": layer, "value": float(value)})
 
     clock, flops, samples, forward_samples, step = 0.0, 0, 0, 0, 0
@@ -208,7 +279,7 @@ def run(
     stopped_by = "epochs"
 
     def evaluate_all(epoch: int) -> None:
-        for name, split in (("train", data.train), ("val", data.val), ("test", data.test)):
+        for name, split in eval_splits:
             acc, loss = evaluate(learner, split, device)
             record(epoch, step, name, "accuracy", acc)
             record(epoch, step, name, "loss", loss)
@@ -222,36 +293,38 @@ def run(
         for metric, layer, value in [*extra, *costs]:
             record(epoch, step, "test", metric, value, layer)
 
-    probe = data.test.x[:DIAGNOSTIC_BATCH].to(device)
-    evaluate_all(0)
+    with phases("evaluation"):
+        evaluate_all(0)
     epochs_done = 0
     for epoch in range(1, budget.epochs + 1):
         perm = torch.randperm(n, generator=order).to(device)
-        for start in range(0, n, batch):
-            idx = perm[start:start + batch]
-            x, y = train_x[idx], train_y[idx]
+        for x, y in minibatches(train_x, train_y, perm, batch):
             shape = tuple(x.shape)
             reference = None
             sampled = (step + 1) % schedule.health_every == 0
             if sampled:  # the true gradient before the update, on the same batch and random draws
-                with forked_rng(device):
+                with phases("health"), forked_rng(device):
                     reference = attempt(unmeasured, ("grad_alignment", "grad_alignment_mean"),
                                         lambda: learner.true_gradient(x, y))
             if shape not in flops_by_shape:
-                flops_by_shape[shape] = on_twin(spec, data, learners, device, learner, x, y, count_flops)
+                with phases("twins"):
+                    flops_by_shape[shape] = on_twin(spec, data, learners, device, learner, x, y, count_flops)
                 if flops_by_shape[shape] == 0:
                     reason = "the FLOP counter (torch.utils.flop_counter) saw no counted operation in train_step"
                     if budget.flops is not None:
                         raise MetricError(f"budget.flops = {budget.flops:g} cannot be enforced: {reason}")
                     unmeasured.note("train_flops", reason)
             if peak_memory is None:
-                peak_memory = on_twin(spec, data, learners, device, learner, x, y,
-                                      lambda fn: peak_step_memory(fn, device))
+                with phases("twins"):
+                    peak_memory = on_twin(spec, data, learners, device, learner, x, y,
+                                          lambda fn: peak_step_memory(fn, device))
+            p0 = time.perf_counter()  # the train phase (Phases), inlined: it runs every step
             _sync(device)
             t0 = clock_fn()
             out = learner.train_step(x, y)
             _sync(device)
             clock += clock_fn() - t0
+            phases.seconds["train"] += time.perf_counter() - p0
             step += 1
             flops += flops_by_shape[shape]
             samples += x.shape[0]
@@ -259,11 +332,12 @@ def run(
             if not math.isfinite(out.loss):
                 raise NonFiniteLoss(f"training loss is {out.loss} at epoch {epoch}, step {step}")
             if sampled:
-                for metric, layer, value in health_rows(learner, reference, exact, unmeasured):
-                    record(epoch, step, "train", metric, value, layer)
-                diagnostics = attempt(unmeasured, ("diagnostics",), learner.diagnostics) or []
-                for metric, layer, value in diagnostics:
-                    record(epoch, step, "train", metric, value, layer)
+                with phases("health"):
+                    for metric, layer, value in health_rows(learner, reference, exact, unmeasured):
+                        record(epoch, step, "train", metric, value, layer)
+                    diagnostics = attempt(unmeasured, ("diagnostics",), learner.diagnostics) or []
+                    for metric, layer, value in diagnostics:
+                        record(epoch, step, "train", metric, value, layer)
             limit = budget.reached(clock, samples, flops)
             if limit is not None:
                 stopped_by = limit
@@ -271,7 +345,8 @@ def run(
         epochs_done = epoch
         last = epoch == budget.epochs or stopped_by != "epochs"
         if last or epoch % schedule.eval_every == 0:
-            evaluate_all(epoch)
+            with phases("evaluation"):
+                evaluate_all(epoch)
         if on_epoch is not None:
             on_epoch(epoch, budget.epochs)
         if stopped_by != "epochs":
@@ -285,5 +360,7 @@ def run(
     counted = "train_flops" not in unmeasured.reasons
     summary = {"epochs_completed": epochs_done, "steps": step, "stopped_by": stopped_by, "train_seconds": clock,
                "train_flops": flops if counted else None, "peak_memory_bytes": peak_memory,
-               "state_bytes": stored, "test_accuracy": final.get("test"), "exact_layers": sorted(exact)}
-    return RunResult(rows, summary, unmeasured.to_json())
+               "state_bytes": stored, "test_accuracy": final.get("test"), "exact_layers": sorted(exact),
+               "train_eval_samples": len(eval_splits[0][1])}
+    phases.seconds["other"] = max(0.0, time.perf_counter() - started - sum(phases.seconds.values()))
+    return RunResult(rows, summary, unmeasured.to_json(), phases.seconds)

@@ -46,6 +46,8 @@ MEASURES: dict[str, tuple[str, str, float]] = {
 }
 NOTE_CELLS = ("Cells: mean ± half-width of the 95% t-interval over seeds; n/a: not measured for this learner "
               "(each run's meta.json says why, under 'unmeasured'). {p_note} "
+              "Train-test gap: train accuracy on a fixed stratified subset of the training split as large as the "
+              "test split (meta.json: train_eval_samples). "
               "Peak MiB: the first training step's own peak (what it allocates: activations, gradients, new "
               "optimizer state), not the learner's stored state (metric state_bytes) nor the data. "
               "Grad ratio: geometric mean over sampled steps of the first/last-layer update-signal "

@@ -39,10 +39,16 @@ class BackpropParams:
 
 
 def make_optimizer(params: BackpropParams, tensors: Any) -> torch.optim.Optimizer:
-    """The optimizer ``params`` names over ``tensors`` (shared by gradient-based learners)."""
+    """The optimizer ``params`` names over ``tensors`` (shared by gradient-based learners).
+
+    Adam with ``foreach=True`` (torch's default on CUDA, not on CPU): each update is a few calls
+    over all tensors instead of a Python loop over them; the same element-wise arithmetic, so
+    the same weights, in less time (its temporaries exist for all tensors at once: the step's
+    peak memory is lower for most models, slightly higher where the layers are of equal size).
+    SGD keeps torch's default: there foreach materializes every decayed gradient at once."""
     if params.optimizer == "sgd":
         return torch.optim.SGD(tensors, lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay)
-    return torch.optim.Adam(tensors, lr=params.lr, weight_decay=params.weight_decay)
+    return torch.optim.Adam(tensors, lr=params.lr, weight_decay=params.weight_decay, foreach=True)
 
 
 class Backprop(Learner):

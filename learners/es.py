@@ -103,6 +103,7 @@ class EvolutionStrategies(PopulationLearner):
 
     Params = ESParams
     short_name = "es"
+    numpy_random = False  # its DEAP loop draws no random number (the noise is the learner's torch generator)
 
     def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: ESParams,
                  generator: torch.Generator, device: torch.device) -> None:

@@ -32,7 +32,7 @@ from torch import Tensor
 from bpbench.learners.base import StepOutput, TaskInfo
 from bpbench.learners.models import ModelSpec, build_model
 from bpbench.learners.population import (PopulationLearner, FitnessKind, Population, batched_map,
-                                 check_fitness_kind, clone, device_generator)
+                                         check_fitness_kind, device_generator, individual)
 
 
 @dataclass(frozen=True)
@@ -93,11 +93,34 @@ def mate_uniform(a: Tensor, b: Tensor, generator: torch.Generator) -> tuple[Tens
     return a, b
 
 
+class Nursery:
+    """The next generation's (P, D) weights, filled row by row: DEAP's ``toolbox.clone`` copies an
+    individual into the next free row, so the clones DEAP makes (elites first, then the parents
+    ``varAnd`` clones, in order) are already the rows of the next population, with no stacking."""
+
+    def __init__(self, like: Tensor) -> None:
+        self.matrix = torch.empty_like(like)
+        self.rows = [individual(row) for row in self.matrix.unbind(0)]
+        self.filled = 0
+
+    def clone(self, ind: Tensor) -> Tensor:
+        """``population.clone`` into the next free row."""
+        if self.filled == len(self.rows):
+            raise RuntimeError(f"ga: more than {len(self.rows)} clones in one generation")
+        row = self.rows[self.filled]
+        self.filled += 1
+        row.copy_(ind)
+        if ind.fitness.valid:  # type: ignore[attr-defined]
+            row.fitness.values = ind.fitness.values  # type: ignore[attr-defined]
+        return row
+
+
 class GeneticAlgorithm(PopulationLearner):
     """Neuroevolution of the weights: DEAP selection and variation, vectorized fitness."""
 
     Params = GAParams
     short_name = "ga"
+    numpy_random = False  # DEAP's selection and varAnd draw from Python's random only
 
     def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: GAParams,
                  generator: torch.Generator, device: torch.device) -> None:
@@ -112,7 +135,6 @@ class GeneticAlgorithm(PopulationLearner):
         self.noise = device_generator(generator, device)
         self.toolbox = base.Toolbox()
         self.toolbox.register("map", batched_map)
-        self.toolbox.register("clone", clone)
         self.toolbox.register("mutate", mutate_gaussian, sigma=params.sigma, generator=self.noise)
         self.toolbox.register("mate", mate_uniform, generator=self.noise)
         if params.selection == "truncation":
@@ -127,17 +149,24 @@ class GeneticAlgorithm(PopulationLearner):
         with self.rng:  # DEAP draws from Python's `random`: this learner's own stream
             for ind, fit in zip(pop, self.toolbox.map(self.toolbox.evaluate, pop)):
                 ind.fitness.values = fit
-            best = tools.selBest(pop, 1)[0]
-            elites = [self.toolbox.clone(ind) for ind in tools.selBest(pop, p.elites)]
-            parents = self.toolbox.select(pop, len(pop) - p.elites)
+            nursery = Nursery(pop.matrix)  # after the forward's temporaries are freed
+            self.toolbox.register("clone", nursery.clone)
+            ranked = tools.selBest(pop, len(pop))  # one sort: best, elites and truncation read it
+            best = ranked[0]
+            elites = [self.toolbox.clone(ind) for ind in ranked[:p.elites]]
+            # truncation sorts again (selBest): on `ranked` that is the same order, and ~free
+            parents = self.toolbox.select(ranked if p.selection == "truncation" else pop, len(pop) - p.elites)
             children = algorithms.varAnd(parents, self.toolbox, p.crossover, 1.0)
         if self._losses is None:
             raise RuntimeError("ga: the generation was not evaluated")
+        offspring = elites + children
+        if nursery.filled != len(pop) or any(a is not b for a, b in zip(offspring, nursery.rows)):
+            raise RuntimeError("ga: the next generation is not the nursery's rows in order")
         best_loss = float(self._losses[_row(pop, best)])
         self.forward.flat.load(self._model, best)
-        new = torch.stack(elites + children)
+        new = nursery.matrix
         self._signal = pop.matrix.mean(dim=0) - new.mean(dim=0)  # minus the population mean's step
-        self.population = Population(new)
+        self.population = Population(new, offspring)
         return StepOutput(loss=best_loss, forward_samples=len(pop) * x.shape[0])
 
     def true_gradient(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -166,12 +166,20 @@ class Fitness(base.Fitness):
 
     weights = (1.0,)
 
+    def __init__(self, values: tuple[float, ...] = ()) -> None:
+        # DEAP's own __init__ checks on every instance that ``weights`` is a Sequence (an abc
+        # isinstance, the costliest part of making an individual); this class's weights are fixed.
+        if values:
+            self.values = values
+
 
 class Population(list):
-    """A list of DEAP individuals that are the rows of ``matrix`` (P, D), so evaluation needs no copy."""
+    """A list of DEAP individuals that are the rows of ``matrix`` (P, D), so evaluation needs no copy.
 
-    def __init__(self, matrix: Tensor) -> None:
-        super().__init__(individual(row) for row in matrix)
+    ``rows``: the individuals, when they already are ``matrix``'s rows in order (else made here)."""
+
+    def __init__(self, matrix: Tensor, rows: list[Tensor] | None = None) -> None:
+        super().__init__(rows if rows is not None else (individual(row) for row in matrix.unbind(0)))
         self.matrix = matrix
 
 
@@ -202,9 +210,14 @@ def batched_map(evaluate: Callable[[Tensor], Tensor], population: Sequence[Tenso
 
 
 class PrivateRandom:
-    """This learner's own states of Python's and numpy's global RNGs, swapped in by ``with``."""
+    """This learner's own states of Python's and numpy's global RNGs, swapped in by ``with``.
 
-    def __init__(self, generator: torch.Generator) -> None:
+    ``numpy=False``: the learner's DEAP calls never draw from numpy (ga, es), so only Python's
+    state is swapped (numpy's swap is ~0.1 ms a generation); the numpy state is still kept.
+    """
+
+    def __init__(self, generator: torch.Generator, numpy: bool = True) -> None:
+        self.numpy = numpy
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         saved_py, saved_np = random.getstate(), np.random.get_state()
         random.seed(seed)
@@ -216,16 +229,19 @@ class PrivateRandom:
         self._outer: list[tuple[Any, Any]] = []
 
     def __enter__(self) -> PrivateRandom:
-        self._outer.append((random.getstate(), np.random.get_state()))
+        self._outer.append((random.getstate(), np.random.get_state() if self.numpy else None))
         random.setstate(self.python_state)
-        np.random.set_state(self.numpy_state)
+        if self.numpy:
+            np.random.set_state(self.numpy_state)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.python_state, self.numpy_state = random.getstate(), np.random.get_state()
+        self.python_state = random.getstate()
         outer_py, outer_np = self._outer.pop()
         random.setstate(outer_py)
-        np.random.set_state(outer_np)
+        if self.numpy:
+            self.numpy_state = np.random.get_state()
+            np.random.set_state(outer_np)
 
     def state_dict(self) -> dict[str, Any]:
         return {"python": self.python_state, "numpy": self.numpy_state}
@@ -244,13 +260,14 @@ class PopulationLearner(Learner):
 
     kind = "population"
     short_name: str = "population"  # used in error messages
+    numpy_random: ClassVar[bool] = True  # whether its DEAP calls draw from numpy's global RNG (PrivateRandom)
 
     def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: Any,
                  generator: torch.Generator, device: torch.device) -> None:
         super().__init__(model_spec, task, params, generator, device)  # runs check_model
         self._model = build_model(model_spec, task.input_shape, task.n_classes, generator).to(device)
         self.forward = PopulationForward(self._model)
-        self.rng = PrivateRandom(generator)
+        self.rng = PrivateRandom(generator, numpy=self.numpy_random)
         self._losses: Tensor | None = None
 
     @classmethod

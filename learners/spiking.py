@@ -13,9 +13,10 @@ connection layer (everything before the first neuron) runs once: on the constant
 Readout: ``spikes``: class scores = output spike counts over the T steps; ``membrane``:
 the mean over time of the output neurons' membrane (non-resetting integrators).
 
-State: every simulation zeroes the membranes of *this* network's neurons before it starts
-and drops them after it ends; nothing else. The neurons are taken off snntorch's global
-``SpikingNeuron.instances`` list, so snntorch's class-level resets cannot touch them and
+State: every simulation starts its membranes at zero and keeps them in the time loop
+(``SpikingNet.step``: snntorch's ``Leaky`` update, written out); the neurons' own ``mem``
+buffers are never read or written, so nothing carries over between simulations or
+networks. The neurons are taken off snntorch's global ``SpikingNeuron.instances`` list, so
 finished networks are not kept alive (snntorch issue #438).
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ from bpbench.learners.backprop import BackpropParams, make_optimizer
 from bpbench.learners.base import Learner, TaskInfo
 from bpbench.learners.encoders import SpikeInput, encode
 from bpbench.learners.models import ModelSpec, build_model, weight_layers
+from bpbench.learners.synops import count_synops
 
 SURROGATES = {"fast_sigmoid": (surrogate.fast_sigmoid, "slope"), "atan": (surrogate.atan, "alpha"),
               "sigmoid": (surrogate.sigmoid, "slope")}
@@ -116,10 +118,30 @@ class Trace:
     spikes: dict[str, Tensor] = field(default_factory=dict)
 
 
-class SpikingNet(nn.Module):
-    """Runs a spiking ``nn.Sequential`` over time; owns only its own neurons' state.
+def leaky_kind(neuron: SpikingNeuron) -> bool:
+    """True for an integrator (reset "none"), False for a subtract-reset ``Leaky`` neuron; a
+    ValueError for any other neuron, whose update ``SpikingNet`` does not step."""
+    if not isinstance(neuron, snn.Leaky):
+        raise ValueError(f"SpikingNet steps snntorch Leaky neurons, got {type(neuron).__name__}")
+    mechanism = int(neuron.reset_mechanism_val)
+    plain = (neuron.reset_delay and not neuron.state_quant and not neuron.inhibition and not neuron.output
+             and float(neuron.graded_spikes_factor) == 1.0 and not neuron.graded_spikes_factor.requires_grad)
+    if mechanism not in (0, 2) or not plain:
+        raise ValueError(f"SpikingNet steps Leaky neurons with reset 'subtract' or 'none', delayed reset, "
+                         f"graded spikes 1, no quantization or inhibition; got {neuron!r}")
+    return mechanism == 2
 
-    A module itself, so the whole time loop is one forward call of the network.
+
+class SpikingNet(nn.Module):
+    """Runs a spiking ``nn.Sequential`` over time; the membranes live in the loop, not on the neurons.
+
+    A module itself, so the whole time loop is one forward call of the network. Connection
+    layers, batch norm and dropout run as modules (hooks on them fire once per call); each
+    snntorch ``Leaky`` neuron is stepped by ``step``, which computes exactly what
+    ``neuron(current)`` computes (values and gradients) with fewer operations: snntorch
+    recomputes the delayed reset H(U[t-1] - threshold) from the membrane through a second
+    surrogate call, clones it and multiplies spikes by a graded-spike factor of 1; the reset is
+    the previous step's spike, detached, and the factor is 1 (``leaky_kind`` checks it).
     """
 
     def __init__(self, model: nn.Sequential, readout: Literal["spikes", "membrane"]) -> None:
@@ -131,15 +153,19 @@ class SpikingNet(nn.Module):
         self.stem = children[:first]  # up to the first neuron: runs once, batched over time
         self.body = children[first:]
         self.neurons: list[tuple[str, snn.Leaky]] = []  # (driving connection layer, neuron)
+        self.integrator: list[bool] = []
+        self.slot: dict[int, int] = {}  # id(neuron) -> its index in self.neurons
         last = ""
         for name, m in children:
             if is_connection(m):
                 last = name
             elif isinstance(m, SpikingNeuron):
+                self.slot[id(m)] = len(self.neurons)
                 self.neurons.append((last, m))
+                self.integrator.append(leaky_kind(m))
 
     def reset(self) -> None:
-        """Empty this network's membranes (the next step starts them at zero)."""
+        """Empty the neurons' own ``mem`` buffers (the time loop never reads or writes them)."""
         for _, neuron in self.neurons:
             neuron.mem = neuron.mem.new_zeros(0)
 
@@ -153,49 +179,71 @@ class SpikingNet(nn.Module):
 
     def forward(self, inp: SpikeInput, trace: Trace | None = None) -> Tensor:
         """Class scores (B, n_classes) after ``inp.steps`` steps; ``trace`` records what it saw."""
-        self.reset()
-        try:
-            if inp.constant:
-                current = self._stem(inp.x, trace, True, inp.steps)
-                currents = None
-            else:
-                currents = self._stem(inp.x.flatten(0, 1), trace, False, inp.steps).unflatten(0, (inp.steps, -1))
-            if trace is None:
-                return self._run(current if currents is None else None, currents, inp.steps)
-            return self._run_traced(current if currents is None else None, currents, inp.steps, trace)
-        finally:
-            self.reset()
+        if inp.constant:
+            current, currents = self._stem(inp.x, trace, True, inp.steps), None
+        else:
+            current = None
+            currents = self._stem(inp.x.flatten(0, 1), trace, False, inp.steps).unflatten(0, (inp.steps, -1))
+        if trace is None:
+            return self._run(current, currents, inp.steps)
+        return self._run_traced(current, currents, inp.steps, trace)
+
+    def step(self, k: int, current: Tensor, state: list[tuple[Tensor, Tensor] | None],
+             betas: list[Tensor], fire: bool) -> Tensor:
+        """One time step of neuron ``k`` on its input ``current``; ``state[k]`` = (membrane, spikes)
+        of the step before (None before the first) is replaced by this step's. Returns the
+        spikes; an integrator with ``fire`` false skips them (nobody reads them) and returns
+        the previous ones."""
+        neuron = self.neurons[k][1]
+        previous = state[k]
+        mem, spk = previous if previous is not None else (torch.zeros_like(current),) * 2
+        beta = neuron.beta.clamp(0, 1) if neuron.beta.requires_grad else betas[k]  # learn_beta: per step, as snntorch
+        if self.integrator[k]:
+            mem = beta * mem + current
+        else:
+            mem = beta * mem + current - spk.detach() * neuron.threshold
+        spk = neuron.spike_grad(mem - neuron.threshold) if fire or not self.integrator[k] else spk
+        state[k] = (mem, spk)
+        return spk
 
     def _readout(self, total: Tensor, steps: int) -> Tensor:
         return total if self.readout == "spikes" else total / steps
 
+    def _start(self) -> tuple[list[tuple[Tensor, Tensor] | None], list[Tensor]]:
+        return [None] * len(self.neurons), [n.beta.clamp(0, 1) for _, n in self.neurons]
+
     def _run(self, current: Tensor | None, currents: Tensor | None, steps: int) -> Tensor:
+        state, betas = self._start()
+        spikes, last = self.readout == "spikes", len(self.neurons) - 1
         total: Tensor | float = 0.0
-        spikes = self.readout == "spikes"
         for t in range(steps):
             h = current if currents is None else currents[t]
             for _, m in self.body:
-                h = m(h)
-            total = total + (h if spikes else self.neurons[-1][1].mem)
+                k = self.slot.get(id(m))
+                h = m(h) if k is None else self.step(k, h, state, betas, fire=k != last or spikes)
+            total = total + (h if spikes else state[last][0])  # type: ignore[index]
         return self._readout(total, steps)  # type: ignore[arg-type]
 
     def _run_traced(self, current: Tensor | None, currents: Tensor | None, steps: int, trace: Trace) -> Tensor:
+        state, betas = self._start()
         inputs: dict[str, list[Tensor]] = {}
         mems: dict[str, list[Tensor]] = {}
         spks: dict[str, list[Tensor]] = {}
         total: Tensor | float = 0.0
         for t in range(steps):
             h = current if currents is None else currents[t]
-            driver = self.neurons[0][0]  # the stem's layer drives the first neurons
             for name, m in self.body:
-                if is_connection(m):
-                    driver = name
-                    inputs.setdefault(name, []).append(h)
-                h = m(h)
-                if isinstance(m, SpikingNeuron):
-                    mems.setdefault(driver, []).append(m.mem)
-                    spks.setdefault(driver, []).append(h)
-            total = total + (h if self.readout == "spikes" else self.neurons[-1][1].mem)
+                k = self.slot.get(id(m))
+                if k is None:
+                    if is_connection(m):
+                        inputs.setdefault(name, []).append(h)
+                    h = m(h)
+                    continue
+                h = self.step(k, h, state, betas, fire=True)
+                driver = self.neurons[k][0]
+                mems.setdefault(driver, []).append(state[k][0])  # type: ignore[index]
+                spks.setdefault(driver, []).append(h)
+            total = total + (h if self.readout == "spikes" else state[-1][0])  # type: ignore[index]
         for name, seq in inputs.items():
             trace.inputs[name], trace.constant[name] = torch.stack(seq), False
         trace.membranes = {k: torch.stack(v) for k, v in mems.items()}
@@ -297,10 +345,12 @@ class SpikingLearner(Learner):
         return self.bptt_gradient(x, y)
 
     def evaluation_metrics(self, x: Tensor) -> list[tuple[str, str, float]]:
+        """Firing rows and per-layer synaptic operations of one recorded simulation of ``x``: the
+        NeuroBench hooks ``inference_cost`` puts on ``predict`` count this same simulation."""
         trace = Trace()
-        self.simulate_eval(x, trace)
+        layers = count_synops(self._model, lambda: self.simulate_eval(x, trace), x.shape[0])
         rows = firing_rows(trace, include_output=self.params.readout == "spikes")
-        for name, ops in (self.inference_cost(x) or {}).items():
+        for name, ops in layers.items():
             rows += [("synops_dense", name, ops.dense), ("synops_effective", name, ops.effective)]
         return rows
 

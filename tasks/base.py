@@ -83,6 +83,22 @@ def stratified_split(
     return np.sort(train), np.sort(val), np.sort(test)
 
 
+def stratified_subset(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of a fixed stratified subset of ``n`` samples of labels ``y`` (all of them when
+    ``n >= len(y)``): each class gets its share of ``n`` (largest remainders round up, ties to the
+    lower class), drawn by a ``RandomState(seed)`` permutation of the class's samples."""
+    if n >= len(y):
+        return np.arange(len(y))
+    classes, counts = np.unique(y, return_counts=True)
+    exact = counts * n / len(y)
+    take = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - take), kind="stable")[: n - int(take.sum())]:
+        take[i] += 1
+    rng = np.random.RandomState(seed)
+    picks = [rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, take)]
+    return np.sort(np.concatenate(picks))
+
+
 def fit_normalizer(x_train: np.ndarray, how: str, feature_axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(shift, scale) per feature from training data; x_norm = (x - shift) / scale.
 

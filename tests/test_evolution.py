@@ -336,3 +336,39 @@ def test_quick_study_lists_the_evolution_learners() -> None:
     runs = load_study("quick", [], learner_registry(), task_registry()).runs
     by_label = {label: sorted({r.task_label for r in runs if r.label == label}) for label in ("es", "ga", "cmaes")}
     assert by_label == {"es": ["digits", "fsdd", "mnist5k"], "ga": ["digits", "fsdd", "mnist5k"], "cmaes": ["digits"]}
+
+
+def deap_stock_generation(learner: GeneticAlgorithm, x: torch.Tensor, y: torch.Tensor) -> None:
+    """ga's generation as it was before issue 14: three sorts, DEAP clones of every elite and
+    parent (``population.clone``: a fresh tensor each), then the clones stacked."""
+    from bpbench.learners.population import Population, clone
+
+    pop, p = learner.population, learner.params
+    learner.toolbox.register("evaluate", learner._score, x, y)
+    learner.toolbox.register("clone", clone)
+    with learner.rng:
+        for ind, fit in zip(pop, learner.toolbox.map(learner.toolbox.evaluate, pop)):
+            ind.fitness.values = fit
+        best = tools.selBest(pop, 1)[0]
+        elites = [learner.toolbox.clone(ind) for ind in tools.selBest(pop, p.elites)]
+        parents = learner.toolbox.select(pop, len(pop) - p.elites)
+        children = algorithms.varAnd(parents, learner.toolbox, p.crossover, 1.0)
+    learner.forward.flat.load(learner._model, best)
+    learner.population = Population(torch.stack(elites + children))
+
+
+@pytest.mark.parametrize("params", [
+    GAParams(population=12, truncation=4, elites=2, batch_size=64),
+    GAParams(population=12, selection="tournament", crossover=0.5, elites=1, batch_size=64),
+])
+def test_ga_generation_equals_deaps_stock_clone_and_stack(params, digits) -> None:
+    """The in-place next generation (Nursery), the single ranking sort and the Python-only RNG swap
+    (issue 14) give the very populations DEAP's stock clone-and-stack gave, generation by generation."""
+    fast, stock = make(GeneticAlgorithm, digits, params), make(GeneticAlgorithm, digits, params)
+    for g in range(6):
+        x, y = digits.train.x[64 * g:64 * (g + 1)], digits.train.y[64 * g:64 * (g + 1)]
+        fast.train_step(x, y)
+        deap_stock_generation(stock, x, y)
+        assert torch.equal(fast.population.matrix, stock.population.matrix)
+        assert torch.equal(weights(fast), weights(stock))
+    assert not torch.equal(fast.population.matrix[0], fast.population.matrix[-1])

@@ -205,6 +205,30 @@ def test_twin_steps_leave_training_unchanged() -> None:
     assert float(torch.nn.functional.cross_entropy(logits, data.test.y, reduction="sum")) / len(data.test) == test_loss
 
 
+def test_train_accuracy_and_loss_are_the_learners_on_the_fixed_training_subset() -> None:
+    """digits has 1,257 training and 360 test samples: train rows are measured on the fixed
+    stratified subset of 360 training samples (the same one at every evaluation)."""
+    run_spec = spec("backprop", epochs=2, health_every=10**6)
+    rows, result = run_rows(run_spec)
+    data = runner_module.TaskCache().get(run_spec, task_registry())
+    subset = runner_module.train_eval_split(data)
+    assert len(subset) == result.summary["train_eval_samples"] == len(data.test) == 360
+    learner = runner_module.build_learner(run_spec, data, registry(), CPU)
+    order = torch.Generator().manual_seed(run_spec.seed + 1)
+    train = rows[rows.split == "train"].set_index(["epoch", "metric"])["value"]
+    for epoch in (0, 1, 2):
+        if epoch:
+            perm = torch.randperm(len(data.train), generator=order)
+            for start in range(0, len(perm), learner.batch_size):
+                idx = perm[start:start + learner.batch_size]
+                learner.train_step(data.train.x[idx], data.train.y[idx])
+        logits = learner.predict(subset.x)
+        assert train[(epoch, "accuracy")] == int((logits.argmax(1) == subset.y).sum()) / len(subset)
+        loss = float(torch.nn.functional.cross_entropy(logits, subset.y, reduction="sum")) / len(subset)
+        assert train[(epoch, "loss")] == loss
+    assert torch.equal(runner_module.train_eval_split(data).x, subset.x)  # fixed
+
+
 def test_reference_gradient_uses_the_steps_dropout_mask() -> None:
     rows, _ = run_rows(spec("backprop", model={"hidden": [32, 32], "dropout": 0.5}, health_every=3))
     cos = rows[rows.metric == "grad_alignment"]["value"]

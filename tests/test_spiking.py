@@ -123,6 +123,49 @@ def test_energy_uses_the_stated_constants(digits) -> None:
     assert counted["energy_per_sample_j"] == pytest.approx(effective * 4.6e-12)
 
 
+def snntorch_loop(net, inp, readout):
+    """The time loop as snntorch runs it: every neuron called as a module, its membrane in ``neuron.mem``."""
+    net.reset()
+    if inp.constant:
+        current, currents = net._stem(inp.x, None, True, inp.steps), None
+    else:
+        current, currents = None, net._stem(inp.x.flatten(0, 1), None, False, inp.steps).unflatten(0, (inp.steps, -1))
+    total = 0.0
+    for t in range(inp.steps):
+        h = current if currents is None else currents[t]
+        for _, m in net.body:
+            h = m(h)
+        total = total + (h if readout == "spikes" else net.neurons[-1][1].mem)
+    net.reset()
+    return total if readout == "spikes" else total / inp.steps
+
+
+@pytest.mark.parametrize("task, options", [
+    ("digits", {"encoding": "direct", "readout": "membrane"}),
+    ("digits", {"encoding": "rate", "readout": "spikes"}),
+    ("digits", {"encoding": "direct", "readout": "spikes", "learn_beta": True, "surrogate": "atan"}),
+    ("fsdd", {"encoding": "direct", "readout": "membrane", "learn_beta": True}),
+])
+def test_time_loop_is_snntorchs_leaky_update_exactly(task, options, digits) -> None:
+    """SpikingNet steps the neurons itself (issue 14): the same scores and the same gradients,
+    bit for bit, as calling each snntorch Leaky neuron as a module."""
+    data = digits if task == "digits" else Fsdd().load(Fsdd.Params())
+    learner = make(SpikingBPTT, data, spec=ModelSpec(hidden=(24, 16)), num_steps=7, threshold=0.5, **options)
+    x, y = batch(data)
+    inp = learner.train_input(x)
+    params = list(learner.model.parameters())
+    results = []
+    for forward in (lambda: learner.net(inp), lambda: snntorch_loop(learner.net, inp, options["readout"])):
+        scores = forward()
+        grads = torch.autograd.grad(torch.nn.functional.cross_entropy(scores, y), params)
+        results.append((scores, grads))
+    (mine, my_grads), (theirs, their_grads) = results
+    assert mine.abs().sum() > 0 and torch.equal(mine, theirs)
+    assert all(torch.equal(a, b) for a, b in zip(my_grads, their_grads))
+    if options.get("learn_beta"):
+        assert any(p.dim() == 0 and g.abs() > 0 for p, g in zip(params, my_grads))  # beta learns
+
+
 def test_networks_own_and_reset_only_their_state(digits) -> None:
     a, b = make(SpikingBPTT, digits, seed=0), make(SpikingBPTT, digits, seed=1)
     alone = make(SpikingBPTT, digits, seed=0)

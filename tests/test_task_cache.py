@@ -111,6 +111,20 @@ def test_clear_removes_every_entry(cache_root: Path) -> None:
     assert cache.clear() == (0, 0)
 
 
+def test_cli_cache_clear(cache_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from bpbench.experiments.cli import main
+
+    cache.load_cached(CountingDigits(), TaskParams())
+    assert main(["cache", "clear"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("removed ") and str(cache_root / "tasks") in out and " 0 file(s)" not in out
+    assert not list((cache_root / "tasks").glob("*.npz"))
+    cache.load_cached(CountingDigits(), TaskParams())
+    assert CountingDigits.calls == 2  # parsed again after the clear
+    monkeypatch.setenv("BPBENCH_CACHE", "off")
+    assert main(["cache", "clear"]) == 0 and "off" in capsys.readouterr().out
+
+
 def test_key_covers_the_shared_loading_code_a_task_imports() -> None:
     from bpbench.tasks.fsdd import Fsdd
     from bpbench.tasks.japanese_vowels import JapaneseVowels

@@ -7,7 +7,7 @@ import torch
 
 from bpbench.experiments.config import ConfigError, build
 from bpbench.experiments.registry import task_registry
-from bpbench.tasks.base import TaskParams, stratified_split
+from bpbench.tasks.base import TaskParams, stratified_split, stratified_subset
 from bpbench.tasks.fsdd import FsddParams, fix_length
 
 EXPECTED = {  # name: (modality, input shape, samples in all)
@@ -69,6 +69,20 @@ def test_train_fraction_keeps_a_stratified_subset() -> None:
     small, _, test_small = stratified_split(y, TaskParams(train_fraction=0.2))
     assert set(small) < set(full) and np.array_equal(test, test_small)
     assert np.bincount(y[small], minlength=10).min() >= 6
+
+
+def test_stratified_subset_keeps_class_shares_and_is_fixed() -> None:
+    """The subset train accuracy is measured on (experiments/runner.py): every class gets its share
+    of n (within one sample), the same indices every time, all of them when n is not smaller."""
+    y = np.random.RandomState(1).permutation(np.repeat(np.arange(5), [7, 40, 103, 250, 600]))
+    for n in (1, 37, 500, 999):
+        idx = stratified_subset(y, n)
+        assert len(idx) == n and np.array_equal(idx, np.unique(idx))
+        share = np.bincount(y, minlength=5) * n / len(y)
+        assert np.all(np.abs(np.bincount(y[idx], minlength=5) - share) < 1)
+        assert np.array_equal(idx, stratified_subset(y, n))
+    assert not np.array_equal(stratified_subset(y, 500), stratified_subset(y, 500, seed=1))
+    assert np.array_equal(stratified_subset(y, len(y)), np.arange(len(y)))
 
 
 def test_fsdd_length_fixing() -> None:
