@@ -54,7 +54,11 @@ def count_flops(fn: Callable[[], T]) -> tuple[T, int]:
 
 
 def peak_step_memory(fn: Callable[[], T], device: torch.device) -> tuple[T, int]:
-    """Run ``fn`` once and return (its result, peak bytes held at once by tensors it allocated)."""
+    """Run ``fn`` once and return (its result, peak bytes held at once by tensors it allocated).
+
+    On the CPU, stderr is hidden while ``fn`` runs (``quiet_stderr``): the runner passes its twin
+    step here, never the learner's own.
+    """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
@@ -62,14 +66,8 @@ def peak_step_memory(fn: Callable[[], T], device: torch.device) -> tuple[T, int]
         result = fn()
         torch.cuda.synchronize(device)
         return result, int(torch.cuda.max_memory_allocated(device)) - before
-    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-    with quiet_stderr():
-        prof.start()
-    try:
+    with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         result = fn()
-    finally:
-        with quiet_stderr():
-            prof.stop()
     with tempfile.TemporaryDirectory() as folder:
         trace = Path(folder) / "trace.json"
         prof.export_chrome_trace(str(trace))
@@ -85,9 +83,12 @@ def quiet_stderr() -> Iterator[None]:
     """Hide the process's stderr (file descriptor 2) while the block runs.
 
     The profiler's C++ backend (Kineto) prints a "USDT ... profiler_start" and a
-    "... profiler_stop" line to stderr each time a profile starts and stops, with no public
-    switch to turn them off; every run would add two lines to the console. Only the start
-    and stop calls run inside this block, never the measured step.
+    "... profiler_stop" line to stderr each time a profile starts and stops, and torch's CPU
+    allocator a warning whenever the profiled step frees a block allocated before profiling
+    began (the model's weights, say); there is no public switch for either, so every run would
+    add several lines to the console. The profiled step is the runner's *twin* step (a copy
+    of the learner, off the clock), so anything it prints the learner's own step prints
+    again, visibly.
     """
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
