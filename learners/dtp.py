@@ -57,7 +57,7 @@ from torch import Tensor, nn
 
 from bpbench.learners.backprop import Backprop, BackpropParams, make_optimizer
 from bpbench.learners.base import NotMeasurable, StepOutput, TaskInfo
-from bpbench.learners.models import ACTIVATIONS, ModelSpec
+from bpbench.learners.models import ACTIVATIONS, ModelSpec, require_plain_mlp
 
 PENULTIMATE = ("gradient", "target")
 
@@ -87,16 +87,6 @@ class DTPParams(BackpropParams):
             raise ValueError(f"inverse_lr = {self.inverse_lr}: must be > 0")
 
 
-def check_plain_mlp(spec: ModelSpec, learner: str) -> None:
-    """Refuse models whose layers are not pure functions of their input (one clear line each)."""
-    if spec.arch != "mlp":
-        raise ValueError(f"{learner}: model.arch = {spec.arch!r} is not supported; allowed is 'mlp'")
-    if spec.batchnorm:
-        raise ValueError(f"{learner}: model.batchnorm = true is not supported; use batchnorm = false")
-    if spec.dropout > 0:
-        raise ValueError(f"{learner}: model.dropout = {spec.dropout} is not supported; use dropout = 0")
-
-
 def layer_blocks(model: nn.Sequential) -> list[tuple[str, list[nn.Module]]]:
     """The shared MLP as (connection layer name, [that layer, the modules after it up to the next one])."""
     blocks: list[tuple[str, list[nn.Module]]] = []
@@ -124,7 +114,7 @@ class DifferenceTargetPropagation(Backprop):
     @classmethod
     def check_model(cls, spec: ModelSpec, params: Any = None) -> None:  # run at study validation, before any run
         super().check_model(spec, params)
-        check_plain_mlp(spec, "dtp")
+        require_plain_mlp(spec, "dtp")
         if not spec.hidden:
             raise ValueError("dtp: model.hidden = []: difference target propagation needs at least one hidden layer")
 

@@ -43,8 +43,8 @@ from torch import Tensor
 
 from bpbench.learners.backprop import BackpropParams, make_optimizer
 from bpbench.learners.base import Learner, NotMeasurable, StepOutput, TaskInfo
-from bpbench.learners.models import ModelSpec, build_model, weight_layers
-from bpbench.learners.pc import ACTIVATION, check_plain_mlp
+from bpbench.learners.models import ModelSpec, build_model, require_plain_mlp, weight_layers
+from bpbench.learners.pc import ACTIVATION
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class ForwardForward(Learner):
     @classmethod
     def check_model(cls, spec: ModelSpec, params: Any = None) -> None:  # run at study validation, before any run
         super().check_model(spec, params)
-        check_plain_mlp(spec, "ff")
+        require_plain_mlp(spec, "ff")
         if not spec.hidden:
             raise ValueError("model.hidden = []: ff trains hidden layers; give at least one hidden width")
 

@@ -148,3 +148,18 @@ def build_model(
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Linear | nn.Conv2d]]:
     """The connection layers (Linear, Conv2d) of ``model`` in forward order, with their names."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+
+
+def require_plain_mlp(spec: ModelSpec, rule: str) -> None:
+    """Raise ValueError unless ``spec`` is an MLP without batch norm or dropout.
+
+    For rules whose layers must be pure functions of their input (predictive coding's value
+    nodes, forward-forward's goodness, target propagation's inverses): ``rule`` names the
+    learner in the message.
+    """
+    if spec.arch != "mlp":
+        raise ValueError(f"model.arch = {spec.arch!r}: {rule} allows only 'mlp'")
+    if spec.batchnorm:
+        raise ValueError(f"model.batchnorm = true: {rule} allows only false")
+    if spec.dropout != 0:
+        raise ValueError(f"model.dropout = {spec.dropout}: {rule} allows only 0")

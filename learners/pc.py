@@ -49,7 +49,7 @@ from torch import Tensor
 
 from bpbench.learners.backprop import BackpropParams, make_optimizer
 from bpbench.learners.base import Learner, StepOutput, TaskInfo
-from bpbench.learners.models import ModelSpec, build_model, weight_layers
+from bpbench.learners.models import ModelSpec, build_model, require_plain_mlp, weight_layers
 
 # activation f and its derivative f'(v) written from (v, a = f(v))
 ACTIVATION: dict[str, Callable[[Tensor], Tensor]] = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
@@ -76,16 +76,6 @@ class PCParams(BackpropParams):
             raise ValueError(f"gamma = {self.gamma}: the inference rate must be > 0")
 
 
-def check_plain_mlp(spec: ModelSpec, rule: str) -> None:
-    """Raise ValueError unless ``spec`` is an MLP without batch norm or dropout."""
-    if spec.arch != "mlp":
-        raise ValueError(f"model.arch = {spec.arch!r}: {rule} allows only 'mlp'")
-    if spec.batchnorm:
-        raise ValueError(f"model.batchnorm = true: {rule} allows only false")
-    if spec.dropout != 0:
-        raise ValueError(f"model.dropout = {spec.dropout}: {rule} allows only 0")
-
-
 class PredictiveCoding(Learner):
     """Discriminative predictive coding; ``update_signal`` is ∂E/∂W per layer after inference."""
 
@@ -94,7 +84,7 @@ class PredictiveCoding(Learner):
     @classmethod
     def check_model(cls, spec: ModelSpec, params: Any = None) -> None:  # run at study validation, before any run
         super().check_model(spec, params)
-        check_plain_mlp(spec, "pc")
+        require_plain_mlp(spec, "pc")
 
     def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: PCParams,
                  generator: torch.Generator, device: torch.device) -> None:
