@@ -1,7 +1,7 @@
 """Our `fashion` results beside BioTorch's published LeNet table, and the MLP-vs-LeNet gap per rule.
 
-Reads a results folder of the `fashion` study (``bpbench run fashion --out DIR``) and prints,
-as markdown for the README:
+Reads the `fashion` study's results, either as published (``results/fashion``: its
+``runs.csv``) or as run (``bpbench run fashion --out DIR``), and prints, as markdown for the README:
 
 1. LeNet test error % per rule beside BioTorch's (Benchmarks.md, Fashion-MNIST, LeNet).
 2. Per rule: test error % on the MLP and on LeNet, the gap to backprop on each net, and
@@ -14,11 +14,13 @@ point value is the median over seeds, with the range of seeds beside it; a gap i
 rule's median minus backprop's median on the same net, in points. Rules that did not run
 on a net show n/a.
 
-    python -m benchmarks.fashion_table DIR
+    python -m benchmarks.fashion_table results/fashion     # the committed reference run
+    python -m benchmarks.fashion_table DIR                 # your own run's output folder
 """
 from __future__ import annotations
 
 import argparse
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -34,9 +36,20 @@ NAMES = {"sign_symmetry": "sign_symmetry (uSF)"}
 ARCHS = ("mlp", "lenet")
 
 
+def rule_name(learner: str, config: object) -> str:
+    """A learner label with the grid values of its configuration other than the net
+    (dtp's two variants are two rules: "dtp (penultimate=target)")."""
+    rest = [part for part in config.split(", ") if part and not part.startswith("arch=")] \
+        if isinstance(config, str) else []
+    return f"{learner} ({', '.join(rest)})" if rest else learner
+
+
 def errors(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (learner, arch): seeds, median / min / max test error % over seeds."""
-    runs = runs.assign(error=100.0 * (1.0 - runs["test_acc"]))
+    """Per (rule, arch): seeds, median / min / max test error % over seeds; a rule is a learner
+    label and its configuration's grid values other than the net (``rule_name``)."""
+    configs = runs["config"] if "config" in runs else [None] * len(runs)
+    runs = runs.assign(learner=[rule_name(learner, config) for learner, config in zip(runs["learner"], configs)],
+                       error=100.0 * (1.0 - runs["test_acc"]))
     grouped = runs.groupby(["learner", "arch"])["error"]
     out = pd.DataFrame({"seeds": grouped.size(), "median": grouped.median(), "low": grouped.min(),
                         "high": grouped.max()})
@@ -123,38 +136,62 @@ def targets(err: pd.DataFrame) -> list[tuple[str, bool | None, str]]:
     return out
 
 
-def wall_minutes(store: RunStore) -> tuple[int, int, float | None]:
-    """(completed runs, failed runs, minutes from the first run's start to the last run's end)."""
+def wall_minutes(starts: list[str], ends: list[str]) -> tuple[float, float] | None:
+    """(minutes while at least one run was running, minutes from the first start to the last end),
+    from the runs' ISO start and end times; they differ when a study was interrupted and resumed."""
+    if not starts:
+        return None
+    intervals = sorted(zip(map(datetime.fromisoformat, starts), map(datetime.fromisoformat, ends)))
+    busy, (lo, hi) = 0.0, intervals[0]
+    for start, end in intervals[1:]:
+        if start > hi:
+            busy, lo = busy + (hi - lo).total_seconds(), start
+        hi = max(hi, end)
+    busy += (hi - lo).total_seconds()
+    span = (max(e for _, e in intervals) - intervals[0][0]).total_seconds()
+    return busy / 60, span / 60
+
+
+def load(folder: Path) -> tuple[pd.DataFrame, int, tuple[float, float] | None]:
+    """(one row per completed run, failed runs, wall minutes) of ``folder``: a published results
+    folder (its ``runs.csv`` and ``metadata.json``, as under results/) or a ``bpbench run`` output folder."""
+    published = folder / "runs.csv"
+    if published.is_file():
+        runs = pd.read_csv(published)
+        meta_file = folder / "metadata.json"
+        failed = json.loads(meta_file.read_text())["runs_failed"] if meta_file.is_file() else 0
+        timed = runs.dropna(subset=["start_time", "end_time"])
+        return runs, failed, wall_minutes(list(timed["start_time"]), list(timed["end_time"]))
+    store = RunStore(folder)
     metas = store.metas()
-    starts = [datetime.fromisoformat(m["start_time"]) for m in metas if m.get("start_time")]
-    ends = [datetime.fromisoformat(m["end_time"]) for m in metas if m.get("end_time")]
-    ok = sum(m["status"] == "ok" for m in metas)
-    span = (max(ends) - min(starts)).total_seconds() / 60 if starts and ends else None
-    return ok, len(metas) - ok, span
+    failed = sum(m["status"] != "ok" for m in metas)
+    timed = [m for m in metas if m.get("start_time") and m.get("end_time")]
+    return per_run(tidy(store)), failed, wall_minutes([m["start_time"] for m in timed], [m["end_time"] for m in timed])
 
 
 def report(folder: Path) -> str:
     """The markdown text this script prints for ``folder``."""
-    store = RunStore(folder)
-    runs = per_run(tidy(store))
+    runs, failed, wall = load(folder)
     if runs.empty:
-        raise SystemExit(f"{folder}: no completed runs")
+        raise SystemExit(f"{folder}: no completed runs (neither runs.csv nor run folders)")
     err = errors(runs)
-    ok, failed, span = wall_minutes(store)
     lines = ["Test error % (100 x (1 - accuracy)); ours: median [min-max] over seeds.", "",
-             side_by_side(err).to_markdown(index=False, disable_numparse=True), "", gaps(err).to_markdown(index=False, disable_numparse=True), "",
+             side_by_side(err).to_markdown(index=False, disable_numparse=True), "",
+             gaps(err).to_markdown(index=False, disable_numparse=True), "",
              "Targets (medians of seeds):"]
     for target, holds, values in targets(err):
         verdict = "not measured" if holds is None else ("holds" if holds else "does NOT hold")
         lines.append(f"- {target}: {verdict} ({values})")
-    lines += ["", f"{ok} runs completed, {failed} failed; wall time from the first start to the last end: "
-              + ("n/a" if span is None else f"{span:.1f} min")]
+    timing = ("wall time n/a (no run times)" if wall is None else
+              f"wall time {wall[0]:.1f} min while runs were running ({wall[1]:.1f} min from the first start "
+              "to the last end)")
+    lines += ["", f"{len(runs)} runs completed, {failed} failed; {timing}"]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", type=Path, help="results folder of a `fashion` run")
+    parser.add_argument("folder", type=Path, help="results/fashion, or the output folder of a `fashion` run")
     print(report(parser.parse_args().folder))
 
 

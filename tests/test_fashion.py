@@ -17,6 +17,9 @@ from conftest import REPO
 _spec = importlib.util.spec_from_file_location("fashion_table", REPO / "benchmarks" / "fashion_table.py")
 fashion_table = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fashion_table)  # a script in benchmarks/, not part of the package
+_spec = importlib.util.spec_from_file_location("reference_results", REPO / "benchmarks" / "reference_results.py")
+reference_results = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reference_results)
 errors, gaps, report, side_by_side, targets = (fashion_table.errors, fashion_table.gaps, fashion_table.report,
                                                fashion_table.side_by_side, fashion_table.targets)
 
@@ -42,6 +45,13 @@ def test_fashion_study_slice_runs_end_to_end(tmp_path: Path) -> None:
     assert (runs[runs["learner"].isin(["backprop", "sign_symmetry"])]["test_acc"] > 0.3).all()
     text = report(out)
     assert "| backprop" in text and "9.20" in text and "13.06" in text and "15 runs completed, 0 failed" in text
+    assert "| dtp (penultimate=gradient)" in text and "| dtp (penultimate=target)" in text
+    # published as under results/: the same tables from runs.csv alone, without the run folders
+    published = tmp_path / "published"
+    published.mkdir()
+    store = RunStore(out)
+    reference_results.runs_table(store, store.metas()).to_csv(published / "runs.csv", index=False)
+    assert report(published).split("runs completed")[0] == text.split("runs completed")[0]
 
 
 def fake_runs(accuracies: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
@@ -68,3 +78,12 @@ def test_table_arithmetic_on_known_values() -> None:
     assert verdicts["fa LeNet >= .84 and below backprop"] is True
     assert verdicts["fa: gap to backprop larger on LeNet than on MLP"] is True
     assert verdicts["dfa LeNet >= .84 and below backprop"] is None  # not run
+
+
+def test_variants_of_one_learner_are_separate_rules() -> None:
+    runs = pd.DataFrame([{"learner": "dtp", "config": f"penultimate={variant}", "arch": "mlp", "test_acc": acc}
+                         for variant, acc in (("gradient", 0.80), ("gradient", 0.82), ("target", 0.70))]
+                        + [{"learner": "backprop", "config": "arch=mlp", "arch": "mlp", "test_acc": 0.9}])
+    err = errors(runs).set_index("learner")
+    assert err.loc["dtp (penultimate=gradient)", "median"] == pytest.approx(19.0)
+    assert err.loc["dtp (penultimate=target)", "seeds"] == 1 and err.loc["backprop", "median"] == pytest.approx(10.0)
