@@ -7,7 +7,10 @@ left to it (``RunQueue``), reported as ``("elsewhere", run_id, status)`` events.
 
 - ``InlineExecutor``: in this process, one run after another (debugging, notebooks).
 - ``ProcessExecutor``: ``jobs`` worker processes, ``threads`` torch threads each
-  (jobs x threads <= cores avoids OpenMP spin contention). A worker that dies (killed,
+  (jobs x threads <= cores avoids OpenMP spin contention). Workers are fresh interpreters
+  (``subprocess``) that import bpbench only, never the caller's ``__main__``: a script calling
+  ``bpbench.run`` needs no ``if __name__ == "__main__":`` guard, and its top-level code runs
+  once (multiprocessing's spawn would re-run it in every worker). A worker that dies (killed,
   out of memory, segfault) loses only the run it held: it is recorded as failed and a
   fresh worker takes the remaining runs. With ``device="cuda"`` worker k uses GPU k mod G
   (G GPUs): ``jobs`` <= G gives each worker a GPU of its own, more workers share them evenly.
@@ -19,8 +22,10 @@ API's ``executor``).
 """
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -114,9 +119,33 @@ def _worker(conn: Connection, root: str, device_name: str, threads: int, driver:
         conn.send(("done", spec.run_id, outcome))
 
 
+def worker_main(args: dict) -> None:
+    """Entry of a worker subprocess (``_BOOT``): ``args`` = {fd: its end of the driver's pipe,
+    root, device, threads, driver}."""
+    _worker(Connection(args["fd"]), args["root"], args["device"], args["threads"], args["driver"])
+
+
+# The worker interpreter's command: the driver's import path, then worker_main. (``-c``, so the
+# caller's __main__ script is never imported in a worker.)
+_BOOT = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+         "from bpbench.experiments.executor import worker_main; worker_main(json.loads(sys.argv[2]))")
+
+
+def _start_worker(root: str, device: str, threads: int) -> tuple[subprocess.Popen, Connection]:
+    """A fresh worker interpreter and the driver's end of a duplex pipe to it."""
+    ours, theirs = mp.Pipe()
+    args = {"fd": theirs.fileno(), "root": root, "device": device, "threads": threads, "driver": os.getpid()}
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", _BOOT, json.dumps(sys.path), json.dumps(args)],
+                                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+    finally:
+        theirs.close()  # the worker holds its own copy: its end closes (EOF here) when it exits
+    return proc, ours
+
+
 @dataclass
 class _Worker:
-    process: mp.process.BaseProcess
+    process: subprocess.Popen
     conn: Connection
     slot: int  # index into the executor's worker devices
     spec: RunSpec | None = None
@@ -153,16 +182,11 @@ class ProcessExecutor:
     def run(self, specs: list[RunSpec], store: RunStore, on_event: Callable[[Event], None]) -> Iterator[Outcome]:
         jobs, threads = self.plan(len(specs))
         devices = worker_devices(self.device, jobs)
-        ctx = mp.get_context("spawn")
         workers: list[_Worker] = []
 
         def start(slot: int, spec: RunSpec) -> None:
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, str(store.root), devices[slot], threads, os.getpid()),
-                               daemon=True)
-            proc.start()
-            child.close()
-            workers.append(_Worker(proc, parent, slot))
+            proc, conn = _start_worker(str(store.root), devices[slot], threads)
+            workers.append(_Worker(proc, conn, slot))
             give(workers[-1], spec)
 
         def give(worker: _Worker, spec: RunSpec) -> None:
@@ -187,52 +211,71 @@ class ProcessExecutor:
                     if not busy and not queue.waiting:
                         return
                     # while runs are held by another driver, wake up now and then to look at them
-                    wait([w.conn for w in busy] + [w.process.sentinel for w in busy],
-                         timeout=queue.poll if queue.waiting else None)
+                    # (a worker that dies closes its end of the pipe: its conn turns readable)
+                    wait([w.conn for w in busy], timeout=queue.poll if queue.waiting else None)
                     for worker in busy:
-                        finished = self._drain(worker, on_event)
+                        finished, closed = self._drain(worker, on_event)
                         if finished is not None:
                             queue.finish(finished.run_id)
                             worker.spec = None
                             yield finished
-                        elif not worker.process.is_alive() and worker.spec is not None:
-                            code = worker.process.exitcode
+                        elif closed:  # the worker died with its run unfinished
+                            code = _exit_code(worker.process)
                             reason = f"worker process died (exit code {code}) while running this run"
                             lost = record_lost(worker.spec, store, torch.device("cpu"), reason)
                             queue.finish(lost.run_id)
                             on_event(("done", lost.run_id, lost))
                             workers.remove(worker)
+                            worker.conn.close()
                             yield lost
             finally:
                 for worker in workers:  # every idle worker is asked first, so they all shut down at once
-                    if worker.process.is_alive() and worker.spec is None:
+                    if worker.process.poll() is None and worker.spec is None:
                         self._stop(worker)
                 for worker in workers:
                     if worker.stopping:
-                        worker.process.join(timeout=5)
-                    if worker.process.is_alive():
+                        try:
+                            worker.process.wait(timeout=5)
+                        except subprocess.TimeoutExpired:
+                            pass
+                    if worker.process.poll() is None:
                         worker.process.terminate()
-                        worker.process.join()
+                        worker.process.wait()
+                    worker.conn.close()
 
     @staticmethod
     def _stop(worker: _Worker) -> None:
         """Tell an idle worker to exit (once)."""
         if not worker.stopping:
-            worker.conn.send(None)
+            try:
+                worker.conn.send(None)
+            except (BrokenPipeError, ConnectionResetError):  # it has exited already
+                pass
             worker.stopping = True
 
     @staticmethod
-    def _drain(worker: _Worker, on_event: Callable[[Event], None]) -> Outcome | None:
-        """Forward the worker's queued events; return its outcome once its run is done."""
+    def _drain(worker: _Worker, on_event: Callable[[Event], None]) -> tuple[Outcome | None, bool]:
+        """Forward the worker's queued events: (its outcome once its run is done, whether its pipe
+        has closed, i.e. the worker exited)."""
         try:
             while worker.conn.poll():
                 event = worker.conn.recv()
                 on_event(event)
                 if event[0] == "done":
-                    return event[2]
+                    return event[2], False
         except (EOFError, ConnectionResetError, OSError):
-            return None
-        return None
+            return None, True
+        return None, False
+
+
+def _exit_code(process: subprocess.Popen) -> int:
+    """The exit code of a worker whose pipe has closed: it is exiting, or hung in teardown
+    (then it is killed after a few seconds)."""
+    try:
+        return process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 EXECUTORS = ("process", "inline", "ray")

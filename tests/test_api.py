@@ -139,3 +139,23 @@ def test_runs_from_a_repository_with_its_own_experiments_and_tasks(tmp_path: Pat
     assert proc.returncode == 0, proc.stderr
     statuses, accuracy = proc.stdout.rsplit("] ", 1)
     assert statuses == "['ok', 'ok'" and float(accuracy) > 0.5
+
+
+def test_a_script_without_a_main_guard_runs_in_worker_processes(tmp_path: Path) -> None:
+    """Workers are fresh interpreters that never import the caller's script: a script that
+    calls bpbench.run at top level (no ``if __name__ == "__main__":``) runs its runs in worker
+    processes, and its top-level code runs once (multiprocessing's spawn re-ran it per worker,
+    and every run failed)."""
+    script = tmp_path / "sweep.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, bpbench
+        with open("top_level_ran", "a") as f:
+            f.write(f"{{os.getpid()}}\\n")
+        results = bpbench.run({TINY!r}, out="out", jobs=2, threads=1, progress=False)
+        print(results.summary["status"].tolist())
+    """))
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['ok', 'ok', 'ok', 'ok']"
+    assert len((tmp_path / "top_level_ran").read_text().split()) == 1
