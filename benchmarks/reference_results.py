@@ -29,10 +29,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bpbench.experiments.cli import main as bpbench  # noqa: E402
-from bpbench.experiments.plots import save_all  # noqa: E402
+from bpbench.experiments.plots import figure_data, save_all  # noqa: E402
 from bpbench.experiments.report import write_report  # noqa: E402
 from bpbench.experiments.store import RunStore  # noqa: E402
-from bpbench.experiments.table import render, runs_of, summarize, tidy  # noqa: E402
+from bpbench.experiments.table import render, runs_of, summarize  # noqa: E402
 
 
 def distinct(metas: list[dict[str, Any]], key: str) -> list[Any]:
@@ -59,7 +59,7 @@ def publish(study: str, work: Path, out: Path, sets: list[str], wall: float, exi
     out.mkdir(parents=True, exist_ok=True)
     for fmt, suffix in (("markdown", "md"), ("latex", "tex"), ("csv", "csv"), ("text", "txt")):
         (out / f"table.{suffix}").write_text(render(summary, fmt))
-    written, skipped = save_all(tidy(store), out / "figures")
+    written, skipped = save_all(figure_data(store), out / "figures")
     write_report(work, out / "report.html")
     metas = store.metas()
     runs_table(store, metas).to_csv(out / "runs.csv", index=False)

@@ -1,6 +1,6 @@
 """Table time and peak memory at sweep scale, before and after ``bpbench compact``.
 
-    python -m benchmarks.results_scale [--runs 2000 20000] [--dir DIR] [--keep]
+    python -m benchmarks.results_scale [--runs 2000 20000] [--dir DIR] [--keep] [--plot]
 
 For each N, writes N *synthetic* run folders into a fresh folder (default: a temporary one,
 deleted afterwards; never a real results folder: the script refuses a folder that exists).
@@ -10,7 +10,9 @@ tidy metric rows (accuracy and loss per split, counts and costs per evaluation, 
 gradient norms and cosines every 10 steps) and a meta.json of the usual size with its final
 measures. Then it times ``bpbench table DIR --format csv`` in a fresh process (wall seconds and
 the process's peak resident memory, from ``os.wait4``), runs ``bpbench compact DIR`` (timed too)
-and times the table again, checking that it prints the same numbers.
+and times the table again, checking that it prints the same numbers. With ``--plot`` it also
+times ``bpbench plot`` on the compacted dataset (figures need per-epoch and per-step rows, so
+their memory grows with the number of runs: this measures by how much).
 
 Sweep shape: 10 learner labels x 4 tasks x 10 learning rates x N/400 seeds.
 """
@@ -144,6 +146,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, nargs="+", default=[2000, 20000])
     parser.add_argument("--dir", help="where to write the synthetic folders (must not exist; default: a temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the synthetic folders")
+    parser.add_argument("--plot", action="store_true", help="also time bpbench plot after compact")
     args = parser.parse_args()
     parent = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bpbench-scale-"))
     if args.dir:
@@ -164,6 +167,10 @@ def main() -> None:
             wall, peak, after = timed_cli("table", str(root), "--format", "csv")
             print(f"  table from compacted dataset: {wall:5.1f} s, peak {peak:6.0f} MiB")
             print(f"  same table before and after compact: {before == after}")
+            if args.plot:
+                wall, peak, _ = timed_cli("plot", str(root), "--out", str(root / "figures"))
+                figures = len(list((root / "figures").glob("*.png")))
+                print(f"  plot from compacted dataset:  {wall:5.1f} s, peak {peak:6.0f} MiB ({figures} figures)")
             shutil.rmtree(root) if not args.keep else None
     finally:
         if not args.keep and not args.dir:

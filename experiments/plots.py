@@ -22,10 +22,12 @@ from matplotlib.figure import Figure
 
 from bpbench.experiments import run_measures
 from bpbench.experiments.stats import t_interval
-from bpbench.experiments.table import LEARNER_ORDER, per_run
+from bpbench.experiments.store import RunStore
+from bpbench.experiments.table import LEARNER_ORDER, per_run, tidy
 
 # the metric rows the figures read: the per-run measures, and per-layer gradient norms and cosines
-FIGURE_METRICS = (*run_measures.METRICS, "grad_norm", "grad_alignment")
+STEP_METRICS = ("grad_norm", "grad_alignment")  # per layer and sampled step: most of a run's rows
+FIGURE_METRICS = (*run_measures.METRICS, *STEP_METRICS)
 PALETTE = "colorblind"
 PANEL = (3.2, 2.6)  # inches per panel: a paper column holds one or two
 ACCURACY_LABEL = "test accuracy (fraction)"
@@ -425,12 +427,39 @@ def standard_figures(data: pd.DataFrame) -> dict[str, Builder]:
         figures[f"alignment_{task}"] = (f"Cosine with the true gradient per layer over training on {task}.{BEST}",
                                         lambda task=task: alignment_over_training(data, task))
     for learner in _learner_order(data):
-        mine = data[data["learner"] == learner]
-        configs = sorted(mine.loc[mine["depth"] == mine["depth"].max(), "config"].unique())[:6]
+        configs = _heatmap_configs(data, learner)
         figures[f"grad_norms_{learner}"] = (
             f"Per-layer update-signal norm of {learner} over training (its deepest configurations).",
             lambda learner=learner, configs=configs: grad_norm_heatmap(data, learner, configs=configs))
     return figures
+
+
+def _heatmap_configs(data: pd.DataFrame, learner: str) -> list[str]:
+    """The configurations ``standard_figures`` draws a learner's gradient-norm heatmap for: its
+    deepest ones, the first six in label order."""
+    mine = data[data["learner"] == learner]
+    return sorted(mine.loc[mine["depth"] == mine["depth"].max(), "config"].unique())[:6]
+
+
+def figure_data(store: RunStore) -> pd.DataFrame:
+    """The tidy rows ``standard_figures`` draws from a results folder: the per-run measures'
+    metrics of every run, and the per-layer, per-step gradient rows (``STEP_METRICS``, most of
+    a run's rows) only of the runs a figure shows them for: each learner and task's best
+    configuration (alignment) and each learner's heatmap configurations. The figures are the
+    ones ``tidy(store, FIGURE_METRICS)`` gives; memory grows with the runs' epochs, not their steps."""
+    data = tidy(store, run_measures.METRICS)
+    if data.empty:
+        return data
+    shown: set[str] = set()
+    for learner in data["learner"].unique():
+        mine = data[(data["learner"] == learner) & data["config"].isin(_heatmap_configs(data, learner))]
+        shown |= set(mine["run_id"])
+    try:
+        shown |= set(_best_config(data)[0]["run_id"])
+    except NoData:  # no configuration to choose by: the alignment figure is skipped with this reason
+        pass
+    steps = tidy(store, STEP_METRICS, run_ids=sorted(shown))
+    return pd.concat([data, steps], ignore_index=True) if not steps.empty else data
 
 
 def save_all(data: pd.DataFrame, out: Path, dpi: int = 200) -> tuple[list[Path], dict[str, str]]:

@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bpbench.experiments.plots import FIGURE_METRICS, NoData, standard_figures
+from bpbench.experiments.plots import NoData, figure_data, standard_figures
 from bpbench.experiments.store import RunStore
-from bpbench.experiments.table import render, summarize, tidy
+from bpbench.experiments.table import render, summarize
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
@@ -72,7 +72,7 @@ def build_report(root: Path) -> str:
     parts = [f"<h1>{escape(title)}</h1>"]
     parts += [f"<p><b>{escape(s['name'])}</b>: {escape(str(s['study'].get('description', '')))}</p>" for s in studies]
     parts += ["<h2>Summary</h2>", f'<div class="scroll">{render(summarize(store), "html")}</div>', "<h2>Figures</h2>"]
-    data = tidy(store, FIGURE_METRICS)
+    data = figure_data(store)
     skipped = []
     for name, (caption, build) in standard_figures(data).items():
         try:

@@ -103,9 +103,9 @@ class Results:
     def plot(self, out: str | Path | None = None) -> tuple[list[Path], dict[str, str]]:
         """Draw every figure the results support as PDF and PNG into ``out`` (default
         OUT/figures); returns (files written, figure name -> why it was not drawn)."""
-        from bpbench.experiments.plots import FIGURE_METRICS, save_all
+        from bpbench.experiments.plots import figure_data, save_all
 
-        return save_all(tidy(self.store, FIGURE_METRICS), Path(out) if out is not None else self.out / "figures")
+        return save_all(figure_data(self.store), Path(out) if out is not None else self.out / "figures")
 
     def report(self, out: str | Path | None = None) -> Path:
         """Write the self-contained HTML report to ``out`` (default OUT/report.html); returns its path."""

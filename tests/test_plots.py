@@ -130,3 +130,22 @@ def test_best_configuration_needs_validation_accuracy_to_choose() -> None:
     data = data[data["split"] != "val"]
     with pytest.raises(NoData, match="no validation accuracy to choose by"):
         learning_curves(data, "epoch")
+
+
+def test_figure_data_draws_the_same_figures_from_fewer_rows(results: Path, tmp_path: Path) -> None:
+    """figure_data loads per-step gradient rows only of the runs a figure shows; every figure
+    comes out byte for byte as from the whole table."""
+    from bpbench.experiments.plots import FIGURE_METRICS, STEP_METRICS, figure_data, save_all
+
+    store = RunStore(results)
+    full, lean = tidy(store, FIGURE_METRICS), figure_data(store)
+    steps = lean[lean["metric"].isin(STEP_METRICS)]
+    assert 0 < steps["run_id"].nunique() < full["run_id"].nunique()  # some runs' step rows are left out
+    assert len(lean) < len(full)
+    written_full, skipped_full = save_all(full, tmp_path / "full")
+    written_lean, skipped_lean = save_all(lean, tmp_path / "lean")
+    assert skipped_full == skipped_lean
+    pngs = sorted(p.name for p in written_full if p.suffix == ".png")
+    assert pngs == sorted(p.name for p in written_lean if p.suffix == ".png") and len(pngs) == len(EXPECTED)
+    for name in pngs:
+        assert (tmp_path / "full" / name).read_bytes() == (tmp_path / "lean" / name).read_bytes(), name
