@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from bpbench.experiments import run_measures
 from bpbench.experiments.stats import t_interval
 from bpbench.experiments.store import RunStore
-from bpbench.experiments.table import LEARNER_ORDER, per_run, tidy
+from bpbench.experiments.table import LEARNER_ORDER, per_run, run_info, tidy
 
 # the metric rows the figures read: the per-run measures, and per-layer gradient norms and cosines
 STEP_METRICS = ("grad_norm", "grad_alignment")  # per layer and sampled step: most of a run's rows
@@ -447,7 +447,8 @@ def figure_data(store: RunStore) -> pd.DataFrame:
     a run's rows) only of the runs a figure shows them for: each learner and task's best
     configuration (alignment) and each learner's heatmap configurations. The figures are the
     ones ``tidy(store, FIGURE_METRICS)`` gives; memory grows with the runs' epochs, not their steps."""
-    data = tidy(store, run_measures.METRICS)
+    info = run_info(store)
+    data = tidy(store, run_measures.METRICS, info)
     if data.empty:
         return data
     shown: set[str] = set()
@@ -458,7 +459,7 @@ def figure_data(store: RunStore) -> pd.DataFrame:
         shown |= set(_best_config(data)[0]["run_id"])
     except NoData:  # no configuration to choose by: the alignment figure is skipped with this reason
         pass
-    steps = tidy(store, STEP_METRICS, run_ids=sorted(shown))
+    steps = tidy(store, STEP_METRICS, info[info["run_id"].isin(shown)])
     return pd.concat([data, steps], ignore_index=True) if not steps.empty else data
 
 

@@ -132,12 +132,10 @@ def run_info(store: RunStore) -> pd.DataFrame:
     return pd.DataFrame([_info(meta) for meta in store.iter_metas() if meta["status"] == "ok"])
 
 
-def tidy(store: RunStore, metrics: tuple[str, ...] | None = None, run_ids: list[str] | None = None) -> pd.DataFrame:
+def tidy(store: RunStore, metrics: tuple[str, ...] | None = None, info: pd.DataFrame | None = None) -> pd.DataFrame:
     """The tidy results table: every metric row (or only ``metrics``) of every completed run
-    (or only of ``run_ids``), with its run's info."""
-    info = run_info(store)
-    if run_ids is not None and not info.empty:
-        info = info[info["run_id"].isin(run_ids)].reset_index(drop=True)
+    (or only of the runs in ``info``, rows of ``run_info``), with its run's info."""
+    info = run_info(store) if info is None else info.reset_index(drop=True)
     if info.empty:
         return pd.DataFrame()
     rows = store.metrics(list(info["run_id"]), metrics)
