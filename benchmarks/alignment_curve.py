@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bpbench.experiments.store import RunStore
-from bpbench.experiments.table import tidy
+from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.report.table import tidy
 
 METRICS = {"grad_alignment": "cosine with the true gradient", "weight_feedback_angle_deg": "angle W-B (degrees)"}
 

@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.runner import TaskCache, build_learner, run
-from bpbench.experiments.spec import RunSpec
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.run.runner import LoadedTasks, build_learner, run
+from bpbench.experiments.plan.spec import RunSpec
 
 MODELS = {"snn_bptt": {"hidden": [256]}, "snn_dfa": {"hidden": [256]}}
 PARAMS = {"snn_bptt": {"num_steps": 10, "lr": 0.002}, "snn_dfa": {"num_steps": 10, "lr": 0.002}}
@@ -32,7 +32,7 @@ def spec_for(learner: str, task: str) -> RunSpec:
                    schedule={"eval_every": 1, "health_every": 10**9}, seed_index=0, study_seed=0)
 
 
-def bare_epoch(spec: RunSpec, cache: TaskCache) -> float:
+def bare_epoch(spec: RunSpec, cache: LoadedTasks) -> float:
     """Seconds of one epoch of plain ``train_step`` calls in the runner's minibatch order."""
     data = cache.get(spec, task_registry())
     device = torch.device("cpu")
@@ -56,7 +56,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     args = p.parse_args()
     torch.set_num_threads(1)
-    spec, cache = spec_for(args.learner, args.task), TaskCache()
+    spec, cache = spec_for(args.learner, args.task), LoadedTasks()
     ratios = []
     for i in range(args.repeats):
         runner = run(spec, learner_registry(), task_registry(), torch.device("cpu"), cache).summary["train_seconds"]

@@ -16,9 +16,9 @@ import argparse
 
 import torch
 
-from bpbench.experiments.energy import ENERGY_PER_MAC_J, cost_rows
-from bpbench.experiments.measure import count_flops
-from bpbench.experiments.registry import task_registry
+from bpbench.experiments.run.energy import ENERGY_PER_MAC_J, cost_rows
+from bpbench.experiments.run.probes import count_flops
+from bpbench.experiments.plan.registry import task_registry
 from bpbench.learners.backprop import Backprop, BackpropParams
 from bpbench.learners.models import ModelSpec
 

@@ -32,10 +32,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import torch  # noqa: E402
 
-from bpbench.experiments.executor import make_executor  # noqa: E402
-from bpbench.experiments.registry import learner_registry, task_registry  # noqa: E402
-from bpbench.experiments.store import RunStore  # noqa: E402
-from bpbench.experiments.study import load_study  # noqa: E402
+from bpbench.experiments.schedule.process_pool import make_executor  # noqa: E402
+from bpbench.experiments.plan.registry import learner_registry, task_registry  # noqa: E402
+from bpbench.experiments.store.run_store import RunStore  # noqa: E402
+from bpbench.experiments.plan.study import load_study  # noqa: E402
 
 EXECUTORS = ("inline", "process", "ray")
 ONE_STEP = ["learners={backprop = {}}", "tasks=[\"digits\"]", "model.hidden=[16]", "budget.epochs=1",

@@ -25,11 +25,11 @@ import time
 
 import torch
 
-from bpbench.experiments.config import build
-from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.runner import TaskCache, run
-from bpbench.experiments.spec import Budget, Schedule
-from bpbench.experiments.study import load_study
+from bpbench.experiments.plan.config import build
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.run.runner import LoadedTasks, run
+from bpbench.experiments.plan.spec import Budget, Schedule
+from bpbench.experiments.plan.study import load_study
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
     epochs = build(Budget, full.runs[0].budget, "budget").epochs
     every = build(Schedule, full.runs[0].schedule, "schedule").eval_every
     evaluations = 1 + len({*range(every, epochs + 1, every), epochs})
-    cache = TaskCache()
+    cache = LoadedTasks()
     t0 = time.perf_counter()
     data = cache.get(sliced.runs[0], tasks)
     print(f"task load {time.perf_counter() - t0:.1f} s; slice: {len(data.train)} train, {len(data.val)} val, "

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bpbench.experiments.store import RunStore
-from bpbench.experiments.table import per_run, tidy
+from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.report.table import per_run, tidy
 
 # BioTorch Benchmarks.md, Fashion-MNIST, LeNet, top-1 test error % (shared/REFERENCES.md).
 BIOTORCH_LENET = {"backprop": 9.2, "fa": 13.06, "dfa": 12.81, "sign_symmetry": 9.69}

@@ -25,10 +25,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from bpbench.experiments.executor import make_executor
-from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.store import RunStore
-from bpbench.experiments.study import load_study
+from bpbench.experiments.schedule.process_pool import make_executor
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.plan.study import load_study
 
 DEVICE_NOISE = {"es", "ga"}  # noise from a generator on the run's device: CPU and CUDA runs differ by design
 

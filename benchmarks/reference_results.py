@@ -28,11 +28,11 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bpbench.experiments.cli import main as bpbench  # noqa: E402
-from bpbench.experiments.plots import figure_data, save_all  # noqa: E402
-from bpbench.experiments.report import write_report  # noqa: E402
-from bpbench.experiments.store import RunStore  # noqa: E402
-from bpbench.experiments.table import render, runs_of, summarize  # noqa: E402
+from bpbench.experiments.front.cli import main as bpbench  # noqa: E402
+from bpbench.experiments.report.figures import figure_data, save_all  # noqa: E402
+from bpbench.experiments.report.html import write_report  # noqa: E402
+from bpbench.experiments.store.run_store import RunStore  # noqa: E402
+from bpbench.experiments.report.table import render, runs_of, summarize  # noqa: E402
 
 
 def distinct(metas: list[dict[str, Any]], key: str) -> list[Any]:

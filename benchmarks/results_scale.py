@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bpbench.experiments import run_measures
+from bpbench.experiments.store import records as run_measures
 
 LABELS = ("backprop", "fa", "dfa", "sign_symmetry", "ga", "es", "snn_bptt", "snn_dfa", "pc", "ff")
 TASKS = ("digits", "mnist5k", "fsdd", "fashion_mnist")

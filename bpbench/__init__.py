@@ -41,8 +41,8 @@ _EXPORTS = {
     "Learner": "bpbench.learners.base", "StepOutput": "bpbench.learners.base", "TaskInfo": "bpbench.learners.base",
     "ModelSpec": "bpbench.learners.models", "build_model": "bpbench.learners.models",
     "weight_layers": "bpbench.learners.models", "Task": "bpbench.tasks.base", "TaskParams": "bpbench.tasks.base",
-    "run": "bpbench.experiments.api", "load": "bpbench.experiments.results", "Results": "bpbench.experiments.results",
-    "ConfigError": "bpbench.experiments.config",
+    "run": "bpbench.experiments.front.api", "load": "bpbench.experiments.front.results", "Results": "bpbench.experiments.front.results",
+    "ConfigError": "bpbench.experiments.plan.config",
 }
 __all__ = list(_EXPORTS)
 

@@ -1,6 +1,6 @@
 """``python -m bpbench``: the command line."""
 import sys
 
-from bpbench.experiments.cli import main
+from bpbench.experiments.front.cli import main
 
 sys.exit(main())

@@ -134,7 +134,7 @@ def installed(source: Path, distribution: str, editable: bool = False) -> Iterat
 
 def run_tiny_study(root: Path, toml: str) -> Path:
     """Write ``toml`` to ``root/tiny.toml``, run it in this process; returns the results folder."""
-    from bpbench.experiments.cli import main
+    from bpbench.experiments.front.cli import main
 
     (root / "tiny.toml").write_text(toml)
     assert main(["run", str(root / "tiny.toml"), "--out", str(root / "out"), "--executor", "inline"]) == 0

@@ -49,12 +49,12 @@ def environment() -> dict[str, str]:
 
 def collect() -> dict[str, list[list[Any]]]:
     """Run the study inline, one thread: "label/task" -> rows [epoch, step, split, metric, layer, value]."""
-    from bpbench.experiments.registry import learner_registry, task_registry
-    from bpbench.experiments.runner import TaskCache, run
-    from bpbench.experiments.study import expand
+    from bpbench.experiments.plan.registry import learner_registry, task_registry
+    from bpbench.experiments.run.runner import LoadedTasks, run
+    from bpbench.experiments.plan.study import expand
 
     torch.set_num_threads(1)
-    learners, tasks, cache = learner_registry(), task_registry(), TaskCache()
+    learners, tasks, cache = learner_registry(), task_registry(), LoadedTasks()
     out = {}
     for spec in expand("golden", STUDY, learners, tasks).runs:
         result = run(spec, learners, tasks, torch.device("cpu"), cache)

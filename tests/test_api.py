@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO
 import bpbench
-from bpbench.experiments.cli import main
+from bpbench.experiments.front.cli import main
 
 TINY = {
     "seeds": 2,
@@ -111,12 +111,12 @@ def test_failed_runs_are_in_the_summary_with_their_error(with_plugins: Path, tmp
 
 
 def test_import_and_help_load_no_torch_or_pandas() -> None:
-    code = ("import sys, bpbench; from bpbench.experiments.cli import parser; parser().format_help(); "
+    code = ("import sys, bpbench; from bpbench.experiments.front.cli import parser; parser().format_help(); "
             "bpbench.__all__; print(sorted(m for m in ('torch', 'pandas', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.strip() == "[]"
-    from bpbench.experiments.cli import TABLE_FORMATS
-    from bpbench.experiments.table import FORMATS
+    from bpbench.experiments.front.cli import TABLE_FORMATS
+    from bpbench.experiments.report.table import FORMATS
 
     assert TABLE_FORMATS == FORMATS  # the CLI's copy (kept there so --help imports no pandas)
 

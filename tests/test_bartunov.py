@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from bpbench.experiments.cli import main
-from bpbench.experiments.config import ConfigError
-from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.store import RunStore
-from bpbench.experiments.study import load_study
-from bpbench.experiments.table import per_run, tidy
+from bpbench.experiments.front.cli import main
+from bpbench.experiments.plan.config import ConfigError
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.plan.study import load_study
+from bpbench.experiments.report.table import per_run, tidy
 from test_idx import fixture_set
 
 TINY = ["seeds=1", "budget.epochs=4", "model.hidden=[32]"]

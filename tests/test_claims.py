@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bpbench.experiments.claims import Claims, pid_running
+from bpbench.experiments.store.claims import Claims, pid_running
 from conftest import REPO, run_tiny_study
 
 TINY = 'seeds = 2\ntasks = ["digits"]\n[model]\nhidden = [16]\n[budget]\nepochs = 1\n[learners.backprop]\n'
@@ -78,8 +78,8 @@ def test_held_claims_are_refreshed(tmp_path: Path) -> None:
 
 def test_stale_claim_of_dead_driver_is_taken_over_in_a_study(tmp_path: Path) -> None:
     (tmp_path / "tiny.toml").write_text(TINY)
-    from bpbench.experiments.registry import learner_registry, task_registry
-    from bpbench.experiments.study import load_study
+    from bpbench.experiments.plan.registry import learner_registry, task_registry
+    from bpbench.experiments.plan.study import load_study
 
     run_ids = [s.run_id for s in load_study(str(tmp_path / "tiny.toml"), [], learner_registry(), task_registry()).runs]
     me = Claims(tmp_path).me

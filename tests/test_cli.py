@@ -72,7 +72,7 @@ def test_a_warning_raised_during_a_command_is_shown_once_after_it() -> None:
     import subprocess
     import sys
 
-    code = ("import warnings, bpbench.experiments.cli as cli\n"
+    code = ("import warnings, bpbench.experiments.front.cli as cli\n"
             "cli.cmd_list = lambda args: (warnings.warn('noisy plugin', UserWarning), 0)[1]\n"
             "raise SystemExit(cli.main(['list']))")
 

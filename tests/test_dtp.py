@@ -6,12 +6,12 @@ import pandas as pd
 import pytest
 import torch
 
-from bpbench.experiments.conformance import check_learner
-from bpbench.experiments.config import to_plain
-from bpbench.experiments.measure import gradient_alignment
-from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.runner import run
-from bpbench.experiments.spec import RunSpec
+from bpbench.experiments.front.conformance import check_learner
+from bpbench.experiments.plan.config import to_plain
+from bpbench.experiments.run.probes import gradient_alignment
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.run.runner import run
+from bpbench.experiments.plan.spec import RunSpec
 from bpbench.learners.dtp import DifferenceTargetPropagation, DTPParams
 from bpbench.learners.models import ModelSpec, weight_layers
 from bpbench.tasks.digits import Digits

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from deap import algorithms, cma, creator, tools
 
-from bpbench.experiments.config import build, to_plain
-from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.runner import run
-from bpbench.experiments.spec import RunSpec
+from bpbench.experiments.plan.config import build, to_plain
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.run.runner import run
+from bpbench.experiments.plan.spec import RunSpec
 from bpbench.learners.base import TaskInfo
 from bpbench.learners.cmaes import CMAES, CMAESParams
 from bpbench.learners.es import ESParams, EvolutionStrategies, centered_ranks
@@ -321,8 +321,8 @@ def test_learns_digits_through_the_runner_with_counted_compute(learner, params, 
 
 
 def test_study_learner_tasks_key_restricts_tasks() -> None:
-    from bpbench.experiments.config import ConfigError
-    from bpbench.experiments.study import expand
+    from bpbench.experiments.plan.config import ConfigError
+    from bpbench.experiments.plan.study import expand
     raw = {"tasks": ["digits", "fsdd"], "learners": {"es": {}, "cmaes": {"tasks": ["digits"], "model": {"hidden": []}}}}
     runs = expand("t", raw, learner_registry(), task_registry()).runs
     assert sorted((r.label, r.task_label) for r in runs) == [("cmaes", "digits"), ("es", "digits"), ("es", "fsdd")]
@@ -332,7 +332,7 @@ def test_study_learner_tasks_key_restricts_tasks() -> None:
 
 
 def test_quick_study_lists_the_evolution_learners() -> None:
-    from bpbench.experiments.study import load_study
+    from bpbench.experiments.plan.study import load_study
     runs = load_study("quick", [], learner_registry(), task_registry()).runs
     by_label = {label: sorted({r.task_label for r in runs if r.label == label}) for label in ("es", "ga", "cmaes")}
     assert by_label == {"es": ["digits", "fsdd", "mnist5k"], "ga": ["digits", "fsdd", "mnist5k"], "cmaes": ["digits"]}

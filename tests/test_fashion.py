@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bpbench.experiments.cli import main
-from bpbench.experiments.store import RunStore
-from bpbench.experiments.table import per_run, tidy
+from bpbench.experiments.front.cli import main
+from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.report.table import per_run, tidy
 from bpbench.tasks.idx import FashionMnist, IdxParams
 from conftest import REPO
 

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bpbench.experiments.config import to_plain
-from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.runner import run
-from bpbench.experiments.spec import RunSpec
+from bpbench.experiments.plan.config import to_plain
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.run.runner import run
+from bpbench.experiments.plan.spec import RunSpec
 from bpbench.learners.backprop import Backprop, BackpropParams
 from bpbench.learners.base import Learner, TaskInfo
 from bpbench.learners.dfa import DirectFeedbackAlignment
@@ -214,9 +214,9 @@ def test_conv_layers_learn(learner: str) -> None:
 
 def test_alignment_study_reports_mean_alignment_in_table(tmp_path) -> None:
     """The built-in alignment study, shrunk to one seed and epoch on digits, through the CLI."""
-    from bpbench.experiments.cli import main
-    from bpbench.experiments.store import RunStore
-    from bpbench.experiments.table import summarize
+    from bpbench.experiments.front.cli import main
+    from bpbench.experiments.store.run_store import RunStore
+    from bpbench.experiments.report.table import summarize
 
     code = main(["run", "alignment", "--out", str(tmp_path), "--executor", "inline", "--device", "cpu",
                  "--set", "seeds=1", "--set", "budget.epochs=1", "--set", 'tasks=["digits"]'])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bpbench.experiments.config import ConfigError
-from bpbench.experiments.conformance import check_learner
-from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.study import load_study
+from bpbench.experiments.plan.config import ConfigError
+from bpbench.experiments.front.conformance import check_learner
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.plan.study import load_study
 from bpbench.learners.base import NotMeasurable
 from bpbench.learners.ff import FFParams, ForwardForward
 from bpbench.learners.models import ModelSpec

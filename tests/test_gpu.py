@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bpbench.experiments.executor import worker_devices
-from bpbench.experiments.registry import learner_registry
+from bpbench.experiments.schedule.process_pool import worker_devices
+from bpbench.experiments.plan.registry import learner_registry
 from conftest import bpbench
 
 NO_CUDA = "needs a CUDA GPU: torch.cuda.is_available() is False on this machine"
@@ -26,7 +26,7 @@ def test_process_workers_get_their_own_gpu(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_ray_gpu_share() -> None:
-    ray_executor = pytest.importorskip("bpbench.experiments.ray_executor", reason="Ray is not installed")
+    ray_executor = pytest.importorskip("bpbench.experiments.schedule.ray_pool", reason="Ray is not installed")
     assert ray_executor.gpu_share(0, 4) == 1.0  # default: a GPU per run
     assert ray_executor.gpu_share(4, 4) == 1.0
     assert ray_executor.gpu_share(4, 1) == 0.25  # 4 concurrent runs on 1 GPU: a quarter each

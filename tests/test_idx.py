@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import bpbench
-from bpbench.experiments.config import build
-from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.runner import run
-from bpbench.experiments.study import expand
+from bpbench.experiments.plan.config import build
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.run.runner import run
+from bpbench.experiments.plan.study import expand
 from bpbench.tasks.idx import FILES, FashionMnist, IdxParams, read_idx
 
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from bpbench.experiments.config import ConfigError, to_plain
-from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.runner import run
-from bpbench.experiments.spec import RunSpec
-from bpbench.experiments.study import expand
+from bpbench.experiments.plan.config import ConfigError, to_plain
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.run.runner import run
+from bpbench.experiments.plan.spec import RunSpec
+from bpbench.experiments.plan.study import expand
 from bpbench.learners.models import ModelSpec
 from bpbench.tasks import sequences
 from bpbench.tasks.japanese_vowels import JapaneseVowels, read_ts

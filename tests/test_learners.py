@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from conftest import REPO
-from bpbench.experiments.conformance import check_learner
-from bpbench.experiments.registry import LEARNER_GROUP, learner_registry, task_registry
+from bpbench.experiments.front.conformance import check_learner
+from bpbench.experiments.plan.registry import LEARNER_GROUP, learner_registry, task_registry
 from bpbench.learners.models import ModelSpec, build_model, weight_layers
 
 REGISTRY = learner_registry()

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from bpbench.experiments.config import ConfigError
-from bpbench.experiments.conformance import check_learner
-from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.study import expand
+from bpbench.experiments.plan.config import ConfigError
+from bpbench.experiments.front.conformance import check_learner
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.plan.study import expand
 from bpbench.learners.backprop import Backprop, BackpropParams
 from bpbench.learners.base import TaskInfo
 from bpbench.learners.es import ESParams

@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 import torch
 
-import bpbench.experiments.runner as runner_module
-from bpbench.experiments.conformance import ConformanceError, check_run
-from bpbench.experiments.energy import ENERGY_PER_MAC_J, cost_rows
-from bpbench.experiments.measure import forked_rng
-from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.runner import run
-from bpbench.experiments.spec import RunSpec
-from bpbench.experiments.store import COLUMNS
-from bpbench.experiments.table import per_run, render, summarize_runs
+import bpbench.experiments.run.runner as runner_module
+from bpbench.experiments.front.conformance import ConformanceError, check_run
+from bpbench.experiments.run.energy import ENERGY_PER_MAC_J, cost_rows
+from bpbench.experiments.run.probes import forked_rng
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.run.runner import run
+from bpbench.experiments.plan.spec import RunSpec
+from bpbench.experiments.store.run_store import COLUMNS
+from bpbench.experiments.report.table import per_run, render, summarize_runs
 from bpbench.learners.backprop import Backprop, BackpropParams
 from bpbench.learners.base import NotMeasurable, TaskInfo
 from bpbench.learners.models import ModelSpec
@@ -192,7 +192,7 @@ def test_twin_steps_leave_training_unchanged() -> None:
     weights as the same steps taken by hand."""
     run_spec = spec("backprop", model={"hidden": [32], "dropout": 0.3}, health_every=10**6)
     rows, result = run_rows(run_spec)
-    data = runner_module.TaskCache().get(run_spec, task_registry())
+    data = runner_module.LoadedTasks().get(run_spec, task_registry())
     learner = runner_module.build_learner(run_spec, data, registry(), CPU)
     order = torch.Generator().manual_seed(run_spec.seed + 1)
     perm = torch.randperm(len(data.train), generator=order)
@@ -210,7 +210,7 @@ def test_train_accuracy_and_loss_are_the_learners_on_the_fixed_training_subset()
     stratified subset of 360 training samples (the same one at every evaluation)."""
     run_spec = spec("backprop", epochs=2, health_every=10**6)
     rows, result = run_rows(run_spec)
-    data = runner_module.TaskCache().get(run_spec, task_registry())
+    data = runner_module.LoadedTasks().get(run_spec, task_registry())
     subset = runner_module.train_eval_split(data)
     assert len(subset) == result.summary["train_eval_samples"] == len(data.test) == 360
     learner = runner_module.build_learner(run_spec, data, registry(), CPU)
@@ -350,7 +350,7 @@ def test_cli_check_fails_a_learner_that_diverges_in_a_real_run(with_plugins) -> 
 def test_check_takes_learner_and_model_options() -> None:
     """cmaes refuses the default check model (over 1,000 weights); on a linear model it conforms,
     and its first/last gradient ratio (one layer: 1 by definition) is n/a, not '1 ± 0'."""
-    from bpbench.experiments.conformance import check
+    from bpbench.experiments.front.conformance import check
 
     meta = check("cmaes", "digits", learner_registry(), task_registry(), samples=128, params={"batch_size": 64},
                  model={"hidden": []})

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from bpbench.experiments.cli import main
-from bpbench.experiments.plots import MARKERS, learner_colors
-from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.table import LEARNER_ORDER
+from bpbench.experiments.front.cli import main
+from bpbench.experiments.report.figures import MARKERS, learner_colors
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.report.table import LEARNER_ORDER
 from bpbench.learners.models import ModelSpec
 from conftest import bpbench
 

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 
 from conftest import run_tiny_study
-from bpbench.experiments.cli import main
-from bpbench.experiments.plots import (NoData, alignment_over_training, grad_norm_heatmap, learner_colors,
+from bpbench.experiments.front.cli import main
+from bpbench.experiments.report.figures import (NoData, alignment_over_training, grad_norm_heatmap, learner_colors,
                                        learning_curves, lr_sensitivity, standard_figures)
-from bpbench.experiments.store import RunStore
-from bpbench.experiments.table import tidy
+from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.report.table import tidy
 
 STUDY = """
 description = "tiny plot study: an lr grid and two depths for backprop, one sgd label"
@@ -135,7 +135,7 @@ def test_best_configuration_needs_validation_accuracy_to_choose() -> None:
 def test_figure_data_draws_the_same_figures_from_fewer_rows(results: Path, tmp_path: Path) -> None:
     """figure_data loads per-step gradient rows only of the runs a figure shows; every figure
     comes out byte for byte as from the whole table."""
-    from bpbench.experiments.plots import FIGURE_METRICS, STEP_METRICS, figure_data, save_all
+    from bpbench.experiments.report.figures import FIGURE_METRICS, STEP_METRICS, figure_data, save_all
 
     store = RunStore(results)
     full, lean = tidy(store, FIGURE_METRICS), figure_data(store)

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import bpbench, installed
 import bpbench as api
-from bpbench.experiments.cli import main
+from bpbench.experiments.front.cli import main
 
 SOURCE = Path(__file__).resolve().parent / "outside_plugin"
 DIST, VERSION = "bpbench-outside-rules", "0.3.1"

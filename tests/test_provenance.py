@@ -49,7 +49,7 @@ def test_non_editable_install_from_a_clone_records_its_commit(tmp_path: Path) ->
 
 
 def test_checkout_runs_record_the_live_commit(tmp_path: Path) -> None:
-    from bpbench.experiments.environment import git_commit
+    from bpbench.experiments.run.provenance import git_commit
 
     info = git_commit()
     assert info["source"] == "checkout"  # the tests run the checkout's code

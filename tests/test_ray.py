@@ -109,7 +109,7 @@ def test_ray_matches_the_process_executor(ray_head: dict[str, str], tmp_path: Pa
                       "--address", ray_head["BPBENCH_RAY_ADDRESS"], "--threads", "1")
     assert ray_run.returncode == 0, ray_run.stderr
     assert "4 run(s)" in ray_run.stdout
-    from bpbench.experiments.cli import main
+    from bpbench.experiments.front.cli import main
 
     assert main(["run", str(study), "--out", str(proc_out), "--executor", "process", "--jobs", "1", "--threads", "1"]) == 0
     by_ray, by_process = metas(ray_out), metas(proc_out)
@@ -180,7 +180,7 @@ def test_ray_runs_on_the_gpu(ray_head: dict[str, str], tmp_path: Path) -> None:
 
 def test_without_ray_the_ray_executor_fails_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    from bpbench.experiments.cli import main
+    from bpbench.experiments.front.cli import main
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
     (tmp_path / "tiny.toml").write_text(TINY)
@@ -192,7 +192,7 @@ def test_without_ray_the_ray_executor_fails_before_any_work(tmp_path: Path, monk
 
 def test_an_address_where_no_cluster_answers_is_refused_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("ray", reason=RAY_MISSING_REASON)
-    from bpbench.experiments.cli import main
+    from bpbench.experiments.front.cli import main
 
     (tmp_path / "tiny.toml").write_text(TINY)
     port = free_port()  # nothing listens there
@@ -204,7 +204,7 @@ def test_an_address_where_no_cluster_answers_is_refused_at_once(tmp_path: Path, 
 
 
 def test_address_without_the_ray_executor_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from bpbench.experiments.cli import main
+    from bpbench.experiments.front.cli import main
 
     (tmp_path / "tiny.toml").write_text(TINY)
     assert main(["run", str(tmp_path / "tiny.toml"), "--out", str(tmp_path / "out"), "--address", "10.0.0.1:6379"]) == 2

@@ -13,9 +13,9 @@ from scipy import stats
 
 from apt_tools import require
 from conftest import run_tiny_study
-from bpbench.experiments.cli import main
-from bpbench.experiments.store import RunStore
-from bpbench.experiments.table import per_run, tidy
+from bpbench.experiments.front.cli import main
+from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.report.table import per_run, tidy
 
 STUDY = """
 description = "tiny report study: backprop on digits at two learning rates"

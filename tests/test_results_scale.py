@@ -15,13 +15,13 @@ import pytest
 import bpbench
 from conftest import bpbench as bpbench_cli
 from conftest import run_tiny_study
-from bpbench.experiments import run_measures
-from bpbench.experiments.claims import Claims
-from bpbench.experiments.compact import compact
-from bpbench.experiments.dataset import ResultsWarning
-from bpbench.experiments.plots import FIGURE_METRICS
-from bpbench.experiments.store import RunStore
-from bpbench.experiments.table import per_run, reference_of, render, runs_of, summarize, summarize_runs, tidy
+from bpbench.experiments.store import records as run_measures
+from bpbench.experiments.store.claims import Claims
+from bpbench.experiments.store.compact import compact
+from bpbench.experiments.store.dataset import ResultsWarning
+from bpbench.experiments.report.figures import FIGURE_METRICS
+from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.report.table import per_run, reference_of, render, runs_of, summarize, summarize_runs, tidy
 
 STUDY = """
 description = "scale tests: backprop and fa on digits, 3 seeds"

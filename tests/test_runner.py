@@ -8,10 +8,10 @@ import pandas as pd
 import torch
 
 from conftest import bpbench
-from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.runner import run
-from bpbench.experiments.store import COLUMNS
-from bpbench.experiments.study import expand
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.run.runner import run
+from bpbench.experiments.store.run_store import COLUMNS
+from bpbench.experiments.plan.study import expand
 
 STUDY = {
     "seeds": 2, "tasks": ["digits"], "model": {"hidden": [32]}, "budget": {"epochs": 3},

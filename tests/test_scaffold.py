@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, installed
-from bpbench.experiments.cli import main
+from bpbench.experiments.front.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import snntorch as snn
 import torch
 from torch import nn
 
-from bpbench.experiments.energy import ENERGY_PER_AC_J, ENERGY_PER_MAC_J, cost_rows, energy_joules
+from bpbench.experiments.run.energy import ENERGY_PER_AC_J, ENERGY_PER_MAC_J, cost_rows, energy_joules
 from bpbench.learners.synops import count_synops
-from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.runner import run
-from bpbench.experiments.spec import RunSpec
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.run.runner import run
+from bpbench.experiments.plan.spec import RunSpec
 from bpbench.learners.backprop import Backprop, BackpropParams
 from bpbench.learners.encoders import latency, rate
 from bpbench.learners.models import ModelSpec, weight_layers

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from conftest import bpbench
-from bpbench.experiments.config import ConfigError
-from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.study import apply_sets, expand, load_study
+from bpbench.experiments.plan.config import ConfigError
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.plan.study import apply_sets, expand, load_study
 
 L, T = learner_registry(), task_registry()
 

@@ -15,15 +15,15 @@ from scipy import stats
 
 from apt_tools import require
 from conftest import run_tiny_study
-from bpbench.experiments.cli import main
-from bpbench.experiments.config import ConfigError, build
-from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.runner import run
-from bpbench.experiments.spec import Budget
-from bpbench.experiments.stats import stars, t_interval, welch_p
-from bpbench.experiments.store import RunStore
-from bpbench.experiments.study import expand, load_study, study_references
-from bpbench.experiments.table import MEASURES, per_run, reference_of, render, summarize, summarize_runs, tidy
+from bpbench.experiments.front.cli import main
+from bpbench.experiments.plan.config import ConfigError, build
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.run.runner import run
+from bpbench.experiments.plan.spec import Budget
+from bpbench.experiments.report.stats import stars, t_interval, welch_p
+from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.plan.study import expand, load_study, study_references
+from bpbench.experiments.report.table import MEASURES, per_run, reference_of, render, summarize, summarize_runs, tidy
 
 TINY_STUDY = """
 description = "two backprop labels on digits, the second with a longer budget"

@@ -112,7 +112,7 @@ def test_clear_removes_every_entry(cache_root: Path) -> None:
 
 
 def test_cli_cache_clear(cache_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from bpbench.experiments.cli import main
+    from bpbench.experiments.front.cli import main
 
     cache.load_cached(CountingDigits(), TaskParams())
     assert main(["cache", "clear"]) == 0

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from bpbench.experiments.config import ConfigError, build
-from bpbench.experiments.registry import task_registry
+from bpbench.experiments.plan.config import ConfigError, build
+from bpbench.experiments.plan.registry import task_registry
 from bpbench.tasks.base import TaskParams, stratified_split, stratified_subset
 from bpbench.tasks.fsdd import FsddParams, fix_length
 

@@ -11,18 +11,18 @@ import numpy as np
 import torch
 
 from conftest import REPO
-from bpbench.experiments.warmup import warm_up
+from bpbench.experiments.run.warmup import warm_up
 
 FIRST_RUN = textwrap.dedent('''
     import sys
     import torch
-    from bpbench.experiments.registry import learner_registry, task_registry
-    from bpbench.experiments.runner import TaskCache, run
-    from bpbench.experiments.study import expand
-    from bpbench.experiments.warmup import warm_up
+    from bpbench.experiments.plan.registry import learner_registry, task_registry
+    from bpbench.experiments.run.runner import LoadedTasks, run
+    from bpbench.experiments.plan.study import expand
+    from bpbench.experiments.run.warmup import warm_up
 
     torch.set_num_threads(1)
-    learners, tasks, cache = learner_registry(), task_registry(), TaskCache()
+    learners, tasks, cache = learner_registry(), task_registry(), LoadedTasks()
     raw = {"tasks": ["digits"], "model": {"hidden": [16]}, "budget": {"epochs": 1},
            "learners": {"backprop": {}, "snn_bptt": {"num_steps": 3}, "ga": {"population": 8}}}
     specs = expand("t", raw, learners, tasks).runs

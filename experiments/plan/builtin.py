@@ -6,12 +6,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bpbench.experiments.config import ConfigError
+from bpbench.experiments.plan.config import ConfigError
 
 
 def builtin_studies() -> dict[str, Path]:
     """Name -> path of every study shipped in ``experiments/studies``."""
-    folder = resources.files("bpbench.experiments") / "studies"
+    folder = resources.files("bpbench.experiments.plan") / "studies"
     return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
 
 

@@ -44,12 +44,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bpbench.experiments.config import build
-from bpbench.experiments.energy import COST_METRICS, cost_rows
-from bpbench.experiments.measure import (MetricError, Unmeasured, alignment_mean, count_flops, forked_rng, gradient_alignment,
+from bpbench.experiments.plan.config import build
+from bpbench.experiments.run.energy import COST_METRICS, cost_rows
+from bpbench.experiments.run.probes import (MetricError, Unmeasured, alignment_mean, count_flops, forked_rng, gradient_alignment,
                                          gradient_norms, norm_ratio, peak_step_memory, state_bytes)
-from bpbench.experiments.registry import Registry
-from bpbench.experiments.spec import Budget, RunSpec, Schedule, canonical_json
+from bpbench.experiments.plan.registry import Registry
+from bpbench.experiments.plan.spec import Budget, RunSpec, Schedule, canonical_json
 from bpbench.learners.base import Learner, NotMeasurable
 from bpbench.learners.models import ModelSpec, weight_layers
 from bpbench.tasks.base import Split, TaskData, stratified_subset
@@ -67,7 +67,7 @@ class NonFiniteLoss(FloatingPointError):
 
 
 @dataclass
-class TaskCache:
+class LoadedTasks:
     """Loaded tasks of one worker process, keyed by (task name, task options)."""
 
     data: dict[str, TaskData] = field(default_factory=dict)
@@ -246,7 +246,7 @@ def run(
     learners: Registry,
     tasks: Registry,
     device: torch.device,
-    cache: TaskCache | None = None,
+    cache: LoadedTasks | None = None,
     on_epoch: Callable[[int, int], None] | None = None,
     clock_fn: Callable[[], float] = time.perf_counter,
 ) -> RunResult:
@@ -256,7 +256,7 @@ def run(
     budget = build(Budget, spec.budget, "budget")
     schedule = build(Schedule, spec.schedule, "schedule")
     with phases("setup"):
-        data = (cache or TaskCache()).get(spec, tasks)
+        data = (cache or LoadedTasks()).get(spec, tasks)
         learner = build_learner(spec, data, learners, device)
         exact = frozenset(learner.exact_layers())
         train_x, train_y = data.train.x.to(device), data.train.y.to(device)

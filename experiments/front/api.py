@@ -14,14 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bpbench.experiments.config import ConfigError
-from bpbench.experiments.execute import Event, Outcome
-from bpbench.experiments.executor import make_executor
-from bpbench.experiments.progress import Progress
-from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.results import Results
-from bpbench.experiments.store import RunStore
-from bpbench.experiments.study import Overrides, load_study, study_references
+from bpbench.experiments.plan.config import ConfigError
+from bpbench.experiments.schedule.execute import Event, Outcome
+from bpbench.experiments.schedule.process_pool import make_executor
+from bpbench.experiments.schedule.progress import Progress
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.front.results import Results
+from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.plan.study import Overrides, load_study, study_references
 
 
 def _count(name: str, value: Any) -> int:

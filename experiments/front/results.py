@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from bpbench.experiments.config import ConfigError
-from bpbench.experiments.store import RunStore
-from bpbench.experiments.table import _varied_label, render, summarize, tidy
+from bpbench.experiments.plan.config import ConfigError
+from bpbench.experiments.store.describe import varied_label
+from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.report.table import render, summarize, tidy
 
 if TYPE_CHECKING:
-    from bpbench.experiments.execute import Outcome  # torch: only for the annotation
+    from bpbench.experiments.schedule.execute import Outcome  # torch: only for the annotation
 
 SUMMARY_COLUMNS = ["run_id", "label", "config", "learner", "task", "task_label", "seed", "status", "error",
                    "test_accuracy", "train_seconds", "train_flops", "stopped_by"]
@@ -70,7 +71,7 @@ class Results:
         for meta in self.store.iter_metas():
             spec, summary = meta["spec"], meta.get("summary", {})
             row: dict[str, Any] = {
-                "run_id": meta["run_id"], "label": spec["label"], "config": _varied_label(spec),
+                "run_id": meta["run_id"], "label": spec["label"], "config": varied_label(spec),
                 "learner": spec["learner"], "task": spec["task"], "task_label": spec["task_label"],
                 "seed": spec["seed_index"], "status": meta["status"], "error": meta.get("error"),
             }
@@ -103,13 +104,13 @@ class Results:
     def plot(self, out: str | Path | None = None) -> tuple[list[Path], dict[str, str]]:
         """Draw every figure the results support as PDF and PNG into ``out`` (default
         OUT/figures); returns (files written, figure name -> why it was not drawn)."""
-        from bpbench.experiments.plots import figure_data, save_all
+        from bpbench.experiments.report.figures import figure_data, save_all
 
         return save_all(figure_data(self.store), Path(out) if out is not None else self.out / "figures")
 
     def report(self, out: str | Path | None = None) -> Path:
         """Write the self-contained HTML report to ``out`` (default OUT/report.html); returns its path."""
-        from bpbench.experiments.report import write_report
+        from bpbench.experiments.report.html import write_report
 
         return write_report(self.out, Path(out) if out is not None else self.out / "report.html")
 

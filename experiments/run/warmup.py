@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from bpbench.experiments.measure import count_flops, forked_rng, peak_step_memory
+from bpbench.experiments.run.probes import count_flops, forked_rng, peak_step_memory
 
 
 def warm_up(device: torch.device) -> None:

@@ -17,8 +17,8 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from bpbench.experiments.config import ConfigError
-from bpbench.experiments.registry import LEARNER_GROUP, TASK_GROUP, find_provider
+from bpbench.experiments.plan.config import ConfigError
+from bpbench.experiments.plan.registry import LEARNER_GROUP, TASK_GROUP, find_provider
 
 KINDS = {"learner": LEARNER_GROUP, "task": TASK_GROUP}
 USAGE = {
@@ -60,7 +60,7 @@ def new_package(kind: str, name: str, folder: Path | None = None) -> Path:
     folder = Path(folder) if folder is not None else Path(name)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise ConfigError(f"--dir {str(folder)!r} exists and is not an empty folder; choose a new one")
-    templates = resources.files("bpbench.experiments") / "templates"
+    templates = resources.files("bpbench.experiments.front") / "templates"
     for target, source in _files(kind).items():
         path = folder / Template(target).substitute(values)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,14 +33,14 @@ from typing import Any
 import ray
 import torch
 
-from bpbench.experiments.execute import Event, Outcome, execute_unstored, record_lost
-from bpbench.experiments.executor import resolve_device
-from bpbench.experiments.registry import Registry, learner_registry, task_registry
-from bpbench.experiments.run_queue import RunQueue
-from bpbench.experiments.runner import TaskCache
-from bpbench.experiments.spec import RunSpec
-from bpbench.experiments.store import RunStore
-from bpbench.experiments.warmup import warm_up
+from bpbench.experiments.schedule.execute import Event, Outcome, execute_unstored, record_lost
+from bpbench.experiments.schedule.process_pool import resolve_device
+from bpbench.experiments.plan.registry import Registry, learner_registry, task_registry
+from bpbench.experiments.schedule.queue import RunQueue
+from bpbench.experiments.run.runner import LoadedTasks
+from bpbench.experiments.plan.spec import RunSpec
+from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.run.warmup import warm_up
 
 RETRIES = 1  # times Ray re-runs a task whose worker process or node died
 RESIZE_S = 10.0  # how often the number of concurrent runs follows the cluster's size (jobs = 0)
@@ -48,9 +48,9 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 @functools.cache
-def _worker_context() -> tuple[Registry, Registry, TaskCache]:
+def _worker_context() -> tuple[Registry, Registry, LoadedTasks]:
     """This Ray worker process's registries and loaded tasks, kept between the runs it executes."""
-    return learner_registry(), task_registry(), TaskCache()
+    return learner_registry(), task_registry(), LoadedTasks()
 
 
 @functools.cache

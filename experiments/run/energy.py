@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from bpbench.experiments.measure import count_flops
+from bpbench.experiments.run.probes import count_flops
 from bpbench.learners.base import Learner, NotMeasurable
 from bpbench.learners.synops import count_synops
 

@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bpbench.experiments.plots import NoData, figure_data, standard_figures
-from bpbench.experiments.store import RunStore
-from bpbench.experiments.table import render, summarize
+from bpbench.experiments.report.figures import NoData, figure_data, standard_figures
+from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.report.table import render, summarize
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }

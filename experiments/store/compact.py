@@ -37,11 +37,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock
 
-from bpbench.experiments import run_measures
-from bpbench.experiments.claims import Claims
-from bpbench.experiments.dataset import METRIC_COLUMNS, PARTITIONS, Dataset
-from bpbench.experiments.store import RunStore, atomic_write
-from bpbench.experiments.table import _info
+from bpbench.experiments.store import records as run_measures
+from bpbench.experiments.store.claims import Claims
+from bpbench.experiments.store.dataset import METRIC_COLUMNS, PARTITIONS, Dataset
+from bpbench.experiments.store.run_store import RunStore, atomic_write
+from bpbench.experiments.store.describe import run_row
 
 BATCH_RUNS = 2000  # runs read into memory and written per compaction step
 UNKNOWN_STUDY = "unknown"
@@ -81,7 +81,7 @@ def _hive(values: tuple[str, ...]) -> Path:
 
 def _run_row(meta: dict[str, Any], batch: str) -> dict[str, Any]:
     """The dataset's row of one run: index columns, its info and measures as columns, the meta."""
-    info = {k: v for k, v in _info(meta).items() if k not in ("run_id", "learner", "task")}
+    info = {k: v for k, v in run_row(meta).items() if k not in ("run_id", "learner", "task")}
     values = run_measures.from_record(meta) or dict.fromkeys(run_measures.NAMES)
     return {"run_id": meta["run_id"], "status": meta["status"], "end_time": str(meta.get("end_time")),
             "batch": batch, "error": meta.get("error"), **info, **values,

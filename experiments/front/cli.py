@@ -13,15 +13,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from bpbench.experiments.config import ConfigError
+from bpbench.experiments.plan.config import ConfigError
 
 TABLE_FORMATS = ("text", "markdown", "latex", "html", "csv")  # = experiments.table.FORMATS (no pandas import here)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bpbench.experiments.availability import plugin_status
-    from bpbench.experiments.registry import LEARNER_GROUP, TASK_GROUP
-    from bpbench.experiments.study_files import builtin_studies, read_toml
+    from bpbench.experiments.front.availability import plugin_status
+    from bpbench.experiments.plan.registry import LEARNER_GROUP, TASK_GROUP
+    from bpbench.experiments.plan.builtin import builtin_studies, read_toml
 
     status = plugin_status((LEARNER_GROUP, TASK_GROUP))
     width = max((len(e.target) for entries in status.values() for e in entries), default=0)
@@ -45,7 +45,7 @@ def _positive(text: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bpbench.experiments.api import run
+    from bpbench.experiments.front.api import run
 
     results = run(args.study, out=args.out, overrides=args.set or [], jobs=args.jobs, threads=args.threads,
                   device=args.device, executor=args.executor, address=args.address, progress=True)
@@ -58,9 +58,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from bpbench.experiments.conformance import ConformanceError, check
-    from bpbench.experiments.registry import learner_registry, task_registry
-    from bpbench.experiments.study import parse_set
+    from bpbench.experiments.front.conformance import ConformanceError, check
+    from bpbench.experiments.plan.registry import learner_registry, task_registry
+    from bpbench.experiments.plan.study import parse_set
 
     params: dict[str, Any] = {}
     for assignment in args.set or []:
@@ -88,14 +88,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from bpbench.experiments.results import load
+    from bpbench.experiments.front.results import load
 
     print(load(args.dir).table(args.format, reference=args.reference))
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from bpbench.experiments.results import load
+    from bpbench.experiments.front.results import load
 
     results = load(args.dir)
     out = Path(args.out) if args.out else results.out / "figures"
@@ -107,15 +107,15 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bpbench.experiments.results import load
+    from bpbench.experiments.front.results import load
 
     print(f"report: {load(args.dir).report(args.out)}")
     return 0
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from bpbench.experiments.compact import compact
-    from bpbench.experiments.results import results_folder
+    from bpbench.experiments.store.compact import compact
+    from bpbench.experiments.front.results import results_folder
 
     done = compact(results_folder(args.dir))
     print(f"compacted {args.dir}: {done.moved} run(s) moved into {Path(args.dir) / 'dataset'}"
@@ -127,7 +127,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_new(args: argparse.Namespace) -> int:
-    from bpbench.experiments.scaffold import new_package
+    from bpbench.experiments.front.scaffold import new_package
 
     folder = new_package(args.kind, args.name, Path(args.dir) if args.dir else None)
     print(f"wrote a {args.kind} plugin package in {folder}; next: pip install -e {folder} && pytest {folder}")

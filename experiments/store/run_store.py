@@ -30,9 +30,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from bpbench.experiments import run_measures
-from bpbench.experiments.dataset import METRIC_COLUMNS as COLUMNS
-from bpbench.experiments.dataset import Dataset, warn
+from bpbench.experiments.store import records as run_measures
+from bpbench.experiments.store.dataset import METRIC_COLUMNS as COLUMNS
+from bpbench.experiments.store.dataset import Dataset, warn
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

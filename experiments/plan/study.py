@@ -27,10 +27,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bpbench.experiments.config import ConfigError, build, grid, to_plain
-from bpbench.experiments.registry import Registry, UnknownNameError
-from bpbench.experiments.spec import Budget, RunSpec, Schedule
-from bpbench.experiments.study_files import builtin_studies, read_toml
+from bpbench.experiments.plan.config import ConfigError, build, grid, to_plain
+from bpbench.experiments.plan.registry import Registry, UnknownNameError
+from bpbench.experiments.plan.spec import Budget, RunSpec, Schedule
+from bpbench.experiments.plan.builtin import builtin_studies, read_toml
 
 TOP_KEYS = ("description", "seeds", "study_seed", "reference", "tasks", "model", "budget", "schedule", "learners")
 REFERENCE_LABEL = "backprop"  # the learner label Welch's test compares against unless `reference` names another

@@ -15,10 +15,10 @@ from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 
-from bpbench.experiments.claims import Claims
-from bpbench.experiments.execute import Event
-from bpbench.experiments.spec import RunSpec
-from bpbench.experiments.store import RunStore
+from bpbench.experiments.store.claims import Claims
+from bpbench.experiments.schedule.execute import Event
+from bpbench.experiments.plan.spec import RunSpec
+from bpbench.experiments.store.run_store import RunStore
 
 POLL_S = 2.0
 

@@ -23,12 +23,12 @@ from typing import Any
 
 import torch
 
-from bpbench.experiments.config import build
-from bpbench.experiments.execute import execute
-from bpbench.experiments.registry import Registry
-from bpbench.experiments.runner import TaskCache
-from bpbench.experiments.store import RunStore
-from bpbench.experiments.study import expand
+from bpbench.experiments.plan.config import build
+from bpbench.experiments.schedule.execute import execute
+from bpbench.experiments.plan.registry import Registry
+from bpbench.experiments.run.runner import LoadedTasks
+from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.plan.study import expand
 from bpbench.learners.base import Learner, NotMeasurable, StepOutput
 from bpbench.learners.models import ModelSpec, weight_layers
 from bpbench.tasks.base import Split, TaskData
@@ -143,7 +143,7 @@ def check_run(learner: str, task: str, learners: Registry, tasks: Registry, *, p
     raw = {"seeds": 1, "tasks": [task], "budget": {"epochs": 1}, "schedule": {"eval_every": 1, "health_every": 1},
            "learners": {learner: section}}
     spec = expand("check", raw, learners, tasks).runs[0]
-    cache = TaskCache()
+    cache = LoadedTasks()
     full = cache.get(spec, tasks)
     cache.put(spec, TaskData(full.info, _slice(full.train, samples), _slice(full.val, samples),
                              _slice(full.test, samples)))

@@ -119,7 +119,7 @@ def _unchanged(cached: dict[str, Any]) -> bool:
 
 
 def _discover(groups: tuple[str, ...]) -> dict[str, list[Status]]:
-    from bpbench.experiments.registry import Registry
+    from bpbench.experiments.plan.registry import Registry
 
     out = {}
     for group in groups:

@@ -9,11 +9,11 @@ from typing import Any
 
 import torch
 
-from bpbench.experiments.environment import git_commit, hardware, package_versions, providers
-from bpbench.experiments.registry import Registry
-from bpbench.experiments.runner import TaskCache, run
-from bpbench.experiments.spec import RunSpec
-from bpbench.experiments.store import RunStore
+from bpbench.experiments.run.provenance import git_commit, hardware, package_versions, providers
+from bpbench.experiments.plan.registry import Registry
+from bpbench.experiments.run.runner import LoadedTasks, run
+from bpbench.experiments.plan.spec import RunSpec
+from bpbench.experiments.store.run_store import RunStore
 
 Event = tuple[Any, ...]  # ("epoch", run_id, epoch, epochs) | ("done", run_id, outcome) | ("elsewhere", run_id, status)
 
@@ -39,14 +39,14 @@ def base_meta(spec: RunSpec, device: torch.device) -> dict[str, Any]:
 
 
 def execute(spec: RunSpec, store: RunStore, learners: Registry, tasks: Registry, device: torch.device,
-            cache: TaskCache, emit: Callable[[Event], None]) -> Outcome:
+            cache: LoadedTasks, emit: Callable[[Event], None]) -> Outcome:
     """Run ``spec`` and store its rows and meta; an exception fails this run only."""
     rows, meta, outcome = execute_unstored(spec, learners, tasks, device, cache, emit)
     store.write(spec.run_id, rows, meta)
     return outcome
 
 
-def execute_unstored(spec: RunSpec, learners: Registry, tasks: Registry, device: torch.device, cache: TaskCache,
+def execute_unstored(spec: RunSpec, learners: Registry, tasks: Registry, device: torch.device, cache: LoadedTasks,
                      emit: Callable[[Event], None]) -> tuple[list[dict[str, Any]], dict[str, Any], Outcome]:
     """Run ``spec``; its (rows, meta, outcome) for whoever stores them (an exception fails this run only)."""
     meta = base_meta(spec, device)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from bpbench.experiments.measure import peak_live_bytes, peak_step_memory, state_bytes
-from bpbench.experiments.registry import task_registry
+from bpbench.experiments.run.probes import peak_live_bytes, peak_step_memory, state_bytes
+from bpbench.experiments.plan.registry import task_registry
 from bpbench.learners.backprop import Backprop, BackpropParams
 from bpbench.learners.models import ModelSpec
 from learner_shapes import FrozenFeatures, WeightPerturbation

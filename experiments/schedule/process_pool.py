@@ -37,13 +37,13 @@ from typing import Protocol
 
 import torch
 
-from bpbench.experiments.execute import Event, Outcome, execute, record_lost
-from bpbench.experiments.registry import learner_registry, task_registry
-from bpbench.experiments.run_queue import RunQueue
-from bpbench.experiments.runner import TaskCache
-from bpbench.experiments.spec import RunSpec
-from bpbench.experiments.store import RunStore
-from bpbench.experiments.warmup import warm_up
+from bpbench.experiments.schedule.execute import Event, Outcome, execute, record_lost
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.schedule.queue import RunQueue
+from bpbench.experiments.run.runner import LoadedTasks
+from bpbench.experiments.plan.spec import RunSpec
+from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.run.warmup import warm_up
 
 
 class Executor(Protocol):
@@ -77,7 +77,7 @@ class InlineExecutor:
 
     def run(self, specs: list[RunSpec], store: RunStore, on_event: Callable[[Event], None]) -> Iterator[Outcome]:
         device = resolve_device(self.device)
-        learners, tasks, cache = learner_registry(), task_registry(), TaskCache()
+        learners, tasks, cache = learner_registry(), task_registry(), LoadedTasks()
         warm_up(device)
         with RunQueue(specs, store, on_event) as queue:
             while queue.waiting:
@@ -104,7 +104,7 @@ def _worker(conn: Connection, root: str, device_name: str, threads: int, driver:
     threading.Thread(target=_exit_with_parent, args=(driver,), daemon=True).start()
     torch.set_num_threads(threads)
     store, device = RunStore(Path(root)), resolve_device(device_name)
-    learners, tasks, cache = learner_registry(), task_registry(), TaskCache()
+    learners, tasks, cache = learner_registry(), task_registry(), LoadedTasks()
     warm_up(device)
     while True:
         data = conn.recv()
@@ -128,7 +128,7 @@ def worker_main(args: dict) -> None:
 # The worker interpreter's command: the driver's import path, then worker_main. (``-c``, so the
 # caller's __main__ script is never imported in a worker.)
 _BOOT = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
-         "from bpbench.experiments.executor import worker_main; worker_main(json.loads(sys.argv[2]))")
+         "from bpbench.experiments.schedule.process_pool import worker_main; worker_main(json.loads(sys.argv[2]))")
 
 
 def _start_worker(root: str, device: str, threads: int) -> tuple[subprocess.Popen, Connection]:
@@ -300,6 +300,6 @@ def make_executor(name: str, *, jobs: int = 0, threads: int = 0, device: str = "
         import ray  # noqa: F401  (the optional extra)
     except ImportError as exc:
         raise ValueError(f"{RAY_MISSING} ({exc})") from exc
-    from bpbench.experiments.ray_executor import RayExecutor
+    from bpbench.experiments.schedule.ray_pool import RayExecutor
 
     return RayExecutor(address=address, jobs=jobs, threads=threads, device=device)

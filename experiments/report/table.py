@@ -20,12 +20,13 @@ from typing import Any
 
 import pandas as pd
 
-from bpbench.experiments import run_measures
-from bpbench.experiments.config import ConfigError
-from bpbench.experiments.dataset import warn
-from bpbench.experiments.stats import stars, t_interval, welch_p
-from bpbench.experiments.store import RunStore
-from bpbench.experiments.study import REFERENCE_LABEL, study_references
+from bpbench.experiments.store import records as run_measures
+from bpbench.experiments.plan.config import ConfigError
+from bpbench.experiments.store.dataset import warn
+from bpbench.experiments.report.stats import stars, t_interval, welch_p
+from bpbench.experiments.store.describe import budget_text, failed_row, run_row, varied_label
+from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.plan.study import REFERENCE_LABEL, study_references
 
 FORMATS = ("text", "markdown", "latex", "html", "csv")
 LEARNER_ORDER = ("backprop", "fa", "dfa", "sign_symmetry", "ga", "cmaes", "es", "snn_bptt", "snn_dfa", "pc", "ff",
@@ -65,71 +66,9 @@ NOTE_FROM_FLOPS = (f"{FROM_FLOPS_MARK} no model to hook: synaptic operations and
                    "(dense MACs, nothing skipped), not NeuroBench's effective count of the other rows.")
 
 
-def budget_text(budget: dict[str, Any]) -> str:
-    """A run's budget as its set limits, e.g. ``'1e+10 FLOPs / 1000 ep'``."""
-    parts = []
-    if budget.get("flops") is not None:
-        parts.append(f"{budget['flops']:.3g} FLOPs")
-    if budget.get("samples") is not None:
-        parts.append(f"{budget['samples']} samples")
-    if budget.get("max_seconds") is not None:
-        parts.append(f"{budget['max_seconds']:g} s")
-    parts.append(f"{budget['epochs']} ep")
-    return " / ".join(parts)
-
-
-def _varied_label(spec: dict[str, Any]) -> str:
-    parts = []
-    for key in spec.get("varied", []):
-        section, name = key.split(".", 1)
-        source = {"model": spec["model"], "params": spec["params"], "task": spec["task_params"]}[section]
-        parts.append(f"{name}={_compact(source[name])}")
-    return ", ".join(parts)
-
-
-def _compact(value: Any) -> str:
-    """A config value for a label: a list of equal widths as 'NxW' (e.g. 10x64), others 'a-b-c'."""
-    if not isinstance(value, list):
-        return str(value)
-    if not value:
-        return "none"
-    if len(set(value)) == 1 and len(value) > 1:
-        return f"{len(value)}x{value[0]}"
-    return "-".join(map(str, value))
-
-
-def _values(spec: dict[str, Any]) -> str:
-    """Every option of a run as the config labels write them ({"lr": "0.001", "arch": "mlp", ...}), as JSON."""
-    values = {name: _compact(value) for section in ("task_params", "model", "params")
-              for name, value in spec[section].items()}
-    return json.dumps(values, sort_keys=True)
-
-
-def _info(meta: dict[str, Any]) -> dict[str, Any]:
-    """What a run was (labels, model, budget) and what stopped it, from its meta."""
-    spec = meta["spec"]
-    model, params = spec["model"], spec["params"]
-    return {
-        "run_id": meta["run_id"], "learner": spec["label"], "learner_name": spec["learner"],
-        "config": _varied_label(spec), "task": spec["task_label"], "seed": spec["seed_index"],
-        "arch": model["arch"], "depth": len(model["hidden"]), "activation": model["activation"],
-        "batchnorm": model["batchnorm"], "dropout": model["dropout"],
-        "lr": params.get("lr", math.nan), "sigma": params.get("sigma", math.nan),
-        "train_fraction": spec["task_params"].get("train_fraction", math.nan),
-        "budget": budget_text(spec["budget"]), "stopped_by": meta.get("summary", {}).get("stopped_by", "?"),
-        "values": _values(spec),
-    }
-
-
-def _failed_row(meta: dict[str, Any]) -> dict[str, Any]:
-    spec = meta["spec"]
-    return {"learner": spec["label"], "config": _varied_label(spec), "task": spec["task_label"],
-            "learner_name": spec["learner"], "budget": budget_text(spec["budget"])}
-
-
 def run_info(store: RunStore) -> pd.DataFrame:
     """One row per completed run: what it was (labels, model, budget) and what stopped it."""
-    return pd.DataFrame([_info(meta) for meta in store.iter_metas() if meta["status"] == "ok"])
+    return pd.DataFrame([run_row(meta) for meta in store.iter_metas() if meta["status"] == "ok"])
 
 
 def tidy(store: RunStore, metrics: tuple[str, ...] | None = None, info: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -175,9 +114,9 @@ def runs_of(store: RunStore) -> tuple[pd.DataFrame, pd.DataFrame]:
     missing: list[dict[str, Any]] = []
     for meta in store.iter_metas():
         if meta["status"] != "ok":
-            failed.append(_failed_row(meta))
+            failed.append(failed_row(meta))
             continue
-        row = _info(meta)
+        row = run_row(meta)
         values = run_measures.from_record(meta)
         if values is None:
             missing.append(row)

@@ -6,8 +6,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bpbench.experiments.execute import Event, Outcome
-from bpbench.experiments.spec import RunSpec
+from bpbench.experiments.schedule.execute import Event, Outcome
+from bpbench.experiments.plan.spec import RunSpec
 
 
 class Progress:

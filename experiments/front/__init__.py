@@ -1,0 +1,6 @@
+"""The front end: the command line, the Python API and what they need alone.
+
+``cli`` (``bpbench ...``), ``api`` (``bpbench.run``), ``results`` (``Results``),
+``conformance`` (``bpbench check``), ``scaffold`` (``bpbench new``), ``availability``
+(``bpbench list``), ``templates/`` (the scaffold's files). Imports every other room.
+"""

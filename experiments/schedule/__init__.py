@@ -1,0 +1,6 @@
+"""Scheduling: which runs execute where, and when.
+
+``execute`` (one run in a worker, stored), ``queue`` (the runs left, claimed one by one),
+``process_pool`` (inline and process executors), ``ray_pool`` (the Ray executor),
+``progress`` (the progress bar). Imports ``store``, ``run`` and ``plan``.
+"""
