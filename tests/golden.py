@@ -1,5 +1,6 @@
-"""Golden results of a tiny study: every built-in learner, the results it gave before issue 14's
-speed work (commit 126566f), so a test can show the speed-ups left them unchanged.
+"""Golden results of a tiny study: every built-in learner, the results it gave before a change
+(remade with commit 602ec0d, before the harness moved into rooms), so a test can show a refactoring
+left them unchanged.
 
 ``python tests/golden.py`` writes ``tests/golden_results.json`` from the code it imports
 (run it with the old code first on ``PYTHONPATH`` to make the file). Results are exact only
@@ -42,9 +43,23 @@ STUDY: dict[str, Any] = {
 }
 
 
+def cpu_model() -> str:
+    """The processor's model name (Linux), or the platform's word for it: float results of the same
+    torch build and instruction set still differed between two processor models here."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as lines:
+            names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor()
+
+
 def environment() -> dict[str, str]:
-    """What exact float results depend on: the torch build and the CPU's vector instruction set."""
-    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    """What exact float results depend on: the torch build, the CPU's vector instruction set and model."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_model": cpu_model()}
 
 
 def collect() -> dict[str, list[list[Any]]]:
