@@ -22,7 +22,6 @@ dataclass that does not call it itself is still checked when a study sets it.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import operator
 import types
@@ -84,11 +83,15 @@ def param(default: Any, *, gt: Bound = None, ge: Bound = None, lt: Bound = None,
     return dataclasses.field(default=default, metadata={RANGE: Range(gt, ge, lt, le, unset)})
 
 
-@functools.cache
+_FIELDS: dict[type, tuple[tuple[str, Any, Range | None], ...]] = {}
+
+
 def _field_types(cls: type) -> tuple[tuple[str, Any, Range | None], ...]:
-    """(name, resolved type, its Range or None) of each field of dataclass ``cls``, in order."""
-    hints = get_type_hints(cls)
-    return tuple((f.name, hints[f.name], f.metadata.get(RANGE)) for f in dataclasses.fields(cls))
+    """(name, resolved type, its Range or None) of each field of dataclass ``cls``, in order (kept per class)."""
+    if cls not in _FIELDS:
+        hints = get_type_hints(cls)
+        _FIELDS[cls] = tuple((f.name, hints[f.name], f.metadata.get(RANGE)) for f in dataclasses.fields(cls))
+    return _FIELDS[cls]
 
 
 def _choices(tp: Any) -> tuple[Any, ...] | None:

@@ -82,8 +82,9 @@ def test_refuses_taken_names_bad_names_and_used_folders(tmp_path: Path, capsys: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
 
 
-def scaffolded_learner(folder: Path, name: str = "my_rule") -> ModuleType:
-    """The learner module ``bpbench new learner NAME`` writes, imported from its file (not installed)."""
+def scaffolded_learner(folder: Path, name: str = "twin") -> ModuleType:
+    """The learner module ``bpbench new learner NAME`` writes, imported from its file (not installed;
+    a name of its own: the ``packages`` fixture may hold my_rule registered)."""
     new_package("learner", name, folder)
     spec = importlib.util.spec_from_file_location(f"scaffolded_{name}", folder / f"bpbench_{name}" / f"{name}.py")
     assert spec is not None and spec.loader is not None
@@ -106,15 +107,15 @@ def _run(learner: Learner, data: Any, steps: int) -> dict[str, Any]:
 def test_learner_template_is_backprop(tmp_path: Path, options: dict[str, Any]) -> None:
     """The template cannot drift from learners/backprop.py: same options, and the same weights,
     losses, update signal, exact layers and scores after the same steps from the same seed."""
-    module = scaffolded_learner(tmp_path / "my_rule")
-    fields = [(f.name, f.type, f.default, dict(f.metadata)) for f in dataclasses.fields(module.MyRuleParams)]
+    module = scaffolded_learner(tmp_path / "twin")
+    fields = [(f.name, f.type, f.default, dict(f.metadata)) for f in dataclasses.fields(module.TwinParams)]
     assert fields == [(f.name, f.type, f.default, dict(f.metadata)) for f in dataclasses.fields(BackpropParams)]
     task = task_registry().get("digits")
     data = task().load(task.Params())
     spec = ModelSpec(hidden=(16,), batchnorm=True, dropout=0.1)  # dropout: the same masks from the same seed
     runs = []
     for cls, params in ((Backprop, BackpropParams(**options, batch_size=32)),
-                        (module.MyRule, module.MyRuleParams(**options, batch_size=32))):
+                        (module.Twin, module.TwinParams(**options, batch_size=32))):
         torch.manual_seed(0)
         runs.append(_run(cls(spec, data.info, params, torch.Generator().manual_seed(0), torch.device("cpu")), data, 4))
     ours, theirs = runs
@@ -138,11 +139,11 @@ def test_template_and_base_docstring_name_every_optional_hook(tmp_path: Path) ->
     hooks = optional_hooks()
     assert {"check_model", "true_gradient", "exact_layers", "diagnostics", "evaluation_metrics",
             "inference_cost", "archs"} <= hooks  # the class was read
-    code = (tmp_path / "my_rule" / "bpbench_my_rule" / "my_rule.py")
-    scaffolded_learner(tmp_path / "my_rule")
-    text = code.read_text()
+    scaffolded_learner(tmp_path / "twin")
+    text = (tmp_path / "twin" / "bpbench_twin" / "twin.py").read_text()
     for hook in sorted(hooks):
-        assert re.search(rf"^    (# )?(def {hook}\(|{hook} = )", text, flags=re.M), f"the template has no stub of {hook}"
+        stub = re.search(rf"^    (# )?(def {hook}\(|{hook} = )", text, flags=re.M)
+        assert stub, f"the template has no stub of {hook}"
         assert f"``{hook}``" in base.__doc__, f"learners/base.py's docstring does not list {hook}"
     for name in ("NotMeasurable", "make_optimizer", "setup"):
         assert name in text

@@ -25,7 +25,8 @@ from bpbench.experiments.plan.registry import LEARNER_GROUP, TASK_GROUP, find_pr
 
 KINDS = {"learner": LEARNER_GROUP, "task": TASK_GROUP}
 USAGE = {
-    "learner": "    [learners.${name}]\n    optimizer = \"sgd\"   # or \"adam\"; with lr, momentum, weight_decay, batch_size\n"
+    "learner": "    [learners.${name}]\n"
+               "    optimizer = \"sgd\"   # or \"adam\"; with lr, momentum, weight_decay, batch_size\n"
                "    lr = 0.05",
     "task": "    [tasks.${name}]\n    noise = 1.0",
 }
