@@ -104,8 +104,9 @@ class Learner(ABC):
     defaults, type hints and a ``batch_size`` field); study files are validated against
     it before any run starts. ``archs`` names the ``model.arch`` values the rule can train
     (None: every arch ``build_model`` builds); ``check_model`` refuses the rest, and
-    anything else the rule cannot train. ``model`` is the network being trained (None for
-    a rule without one: then the compute measurements that need it are n/a).
+    anything else the rule cannot train. ``model`` is the network being trained, set by
+    ``setup`` (None for a rule without one: unless overridden, ``true_gradient`` is then n/a
+    and ``inference_cost`` None, so the energy estimate falls back to FLOPs).
     """
 
     Params: ClassVar[type]
