@@ -1,8 +1,8 @@
 """Backpropagation: the reference learner, and the template to copy for a new rule.
 
 One ``train_step`` = one minibatch: forward, cross-entropy, ``loss.backward()``, one
-optimizer step (SGD with momentum, or Adam). Copy this file, change ``train_step``
-and ``update_signal``, register it under the ``bpbench.learners`` entry point, done.
+optimizer step (SGD with momentum, or Adam). ``bpbench new learner NAME`` writes a plugin
+package whose learner is this one (a test checks they agree), ready to become a new rule.
 """
 from __future__ import annotations
 
@@ -11,35 +11,34 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from bpbench.learners.base import Learner, StepOutput, TaskInfo
-from bpbench.learners.models import ModelSpec, build_model, weight_layers
+from bpbench.learners.base import Learner, StepOutput
+from bpbench.learners.models import build_model, weight_layers
+from bpbench.learners.params import check_params, param
 
 
 @dataclass(frozen=True)
 class BackpropParams:
-    """optimizer: sgd | adam; lr > 0; momentum (sgd only) in [0, 1); weight_decay >= 0."""
+    """optimizer: sgd | adam; lr > 0; momentum (sgd only) in [0, 1); weight_decay >= 0; batch_size >= 1.
+
+    The standard optimizer options: subclass it to give a rule the same options (``make_optimizer``)."""
 
     optimizer: Literal["sgd", "adam"] = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 64
+    lr: float = param(1e-3, gt=0)
+    momentum: float = param(0.9, ge=0, lt=1)
+    weight_decay: float = param(0.0, ge=0)
+    batch_size: int = param(64, ge=1)
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ValueError(f"lr = {self.lr}: must be > 0")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum = {self.momentum}: allowed is 0 <= momentum < 1")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay = {self.weight_decay}: must be >= 0")
-        if self.batch_size <= 0:
-            raise ValueError(f"batch_size = {self.batch_size}: must be a positive integer")
+        check_params(self)
 
 
 def make_optimizer(params: BackpropParams, tensors: Any) -> torch.optim.Optimizer:
-    """The optimizer ``params`` names over ``tensors`` (shared by gradient-based learners).
+    """The optimizer ``params`` names over ``tensors`` (shared by gradient-based learners and plugins).
+
+    ``params``: anything with BackpropParams' ``optimizer``, ``lr``, ``momentum`` and ``weight_decay``
+    (a subclass of it, usually); ``tensors``: the parameters (or parameter groups) to update.
 
     Adam with ``foreach=True`` (torch's default on CUDA, not on CPU): each update is a few calls
     over all tensors instead of a Python loop over them; the same element-wise arithmetic, so
@@ -55,12 +54,14 @@ class Backprop(Learner):
     """Gradient descent with gradients from ``torch.autograd`` (exact backpropagation)."""
 
     Params = BackpropParams
+    params: BackpropParams
+    model: nn.Sequential
 
-    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: BackpropParams,
-                 generator: torch.Generator, device: torch.device) -> None:
-        super().__init__(model_spec, task, params, generator, device)
-        self._model = build_model(model_spec, task.input_shape, task.n_classes, generator).to(device)
-        self.optimizer = make_optimizer(params, self._model.parameters())
+    def setup(self) -> None:
+        """The shared network (the run's first draws from the generator) and the optimizer."""
+        self.model = build_model(self.model_spec, self.task.input_shape, self.task.n_classes,
+                                 self.generator).to(self.device)
+        self.optimizer = make_optimizer(self.params, self.model.parameters())
 
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
         self._model.train()

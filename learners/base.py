@@ -1,11 +1,12 @@
 """The learner interface: the one place a third-party learning rule has to read.
 
-A learner owns only its update rule. The runner (``experiments.runner``) owns the
+A learner owns only its update rule. The runner (``experiments.run.runner``) owns the
 loop, the budget, the clock, the seeds, evaluation and every measurement.
 
 Flow of one run::
 
     learner = LearnerClass(model_spec, task, params, generator, device)
+        # Learner.__init__: check_model, store the five arguments, then self.setup()
     for each minibatch (x, y) the runner draws:     # x: (B, *task.input_shape), y: (B,) int64
         out = learner.train_step(x, y)              # one update: a minibatch (gradient rules)
                                                     # or a generation (population rules)
@@ -16,6 +17,26 @@ Images arrive as (B, C, H, W); speech as (B, T, F) with the frame axis T first, 
 spiking learner can use it as time. ``learners.models.build_model`` builds the shared
 network every learner trains; learners differ in their update rule, never by owning a
 private copy of the architecture.
+
+The contract of a ``Learner`` subclass:
+
+- ``Params``: a frozen dataclass of the rule's options with defaults and a ``batch_size``;
+  declare each option's allowed values with ``learners.params.param`` and call
+  ``check_params(self)`` in ``__post_init__`` (study files are checked against it before
+  any run starts). Subclassing ``BackpropParams`` gives the standard optimizer options
+  (``optimizer``, ``lr``, ``momentum``, ``weight_decay``) that ``make_optimizer`` reads.
+- ``setup()``: build the network into ``self.model`` and the rule's state from the stored
+  ``model_spec``, ``task``, ``params``, ``generator`` and ``device`` (no ``__init__`` needed).
+- Required: ``train_step``, ``predict``, ``update_signal``, ``state_dict``, ``load_state_dict``.
+- Optional hooks, each with a working default:
+  ``archs`` / ``check_model`` (models the rule refuses, before any run starts);
+  ``true_gradient`` (the exact gradient alignment compares with; default: autograd on ``self.model``);
+  ``exact_layers`` (layers whose update is the true gradient by construction; default none);
+  ``diagnostics`` (extra rows at gradient-health steps; default none);
+  ``evaluation_metrics`` (extra rows at each evaluation; default none);
+  ``inference_cost`` (synaptic operations of ``predict``; default: counted on ``self.model``).
+- A measurement hook that does not apply raises ``NotMeasurable("reason")``: the runner
+  records n/a with that reason, never a made-up number.
 """
 from __future__ import annotations
 
@@ -81,14 +102,16 @@ class Learner(ABC):
 
     Subclasses set ``Params`` to a frozen dataclass of their hyperparameters (with
     defaults, type hints and a ``batch_size`` field); study files are validated against
-    it before any run starts. ``kind`` says what one step consumes. ``archs`` names the
-    ``model.arch`` values the rule can train (None: every arch ``build_model`` builds);
-    ``check_model`` refuses the rest, and anything else the rule cannot train.
+    it before any run starts. ``archs`` names the ``model.arch`` values the rule can train
+    (None: every arch ``build_model`` builds); ``check_model`` refuses the rest, and
+    anything else the rule cannot train. ``model`` is the network being trained, set by
+    ``setup`` (None for a rule without one: unless overridden, ``true_gradient`` is then n/a
+    and ``inference_cost`` None, so the energy estimate falls back to FLOPs).
     """
 
     Params: ClassVar[type]
-    kind: ClassVar[Literal["gradient", "population"]] = "gradient"
     archs: ClassVar[frozenset[str] | None] = None
+    model: nn.Module | None = None
 
     @classmethod
     def check_model(cls, spec: ModelSpec, params: Any = None) -> None:
@@ -112,13 +135,38 @@ class Learner(ABC):
         generator: torch.Generator,
         device: torch.device,
     ) -> None:
-        """model_spec, task and params in; ``generator`` is the run's only randomness source."""
+        """The one construction path: check the model, store the five arguments, call ``setup()``.
+
+        model_spec, task and params in; ``generator`` is the run's only randomness source.
+        Subclasses override ``setup``, not this.
+        """
         type(self).check_model(model_spec, params)
         self.model_spec = model_spec
         self.task = task
         self.params = params
         self.generator = generator
         self.device = device
+        self.setup()
+
+    def setup(self) -> None:
+        """Build the network (into ``self.model``, on ``self.device``) and the rule's own state.
+
+        Called once by ``__init__`` after the five arguments are stored as ``self.model_spec``,
+        ``self.task``, ``self.params``, ``self.generator`` and ``self.device``. Draw every random
+        number from ``self.generator`` (the shared init first: ``build_model(...)``, so learners
+        of one seed start from the same network), in a fixed order. A subclass of a learner
+        calls ``super().setup()`` first. Raise ValueError for a task or option it cannot run.
+        Default: nothing (a rule without a model).
+        """
+
+    @property
+    def _model(self) -> Any:
+        """Old name of ``model`` (learners written before it was declared set ``self._model``)."""
+        return self.model
+
+    @_model.setter
+    def _model(self, model: nn.Module | None) -> None:
+        self.model = model
 
     @property
     def batch_size(self) -> int:
@@ -209,7 +257,7 @@ class Learner(ABC):
         Default: NeuroBench's dense and effective counts (``learners.synops.count_synops``)
         from hooks on ``self.model``'s connection layers while ``self.predict(x)`` runs, the
         same for every learner that has a model; None without a model (then
-        ``experiments.energy`` falls back to FLOPs / 2 of ``predict`` and the table marks
+        ``experiments.run.energy`` falls back to FLOPs / 2 of ``predict`` and the table marks
         it). Raise ``NotMeasurable`` when neither applies. Must not change learner state.
         """
         model = self.model
@@ -218,8 +266,3 @@ class Learner(ABC):
         from bpbench.learners.synops import count_synops
 
         return count_synops(model, lambda: self.predict(x), x.shape[0])
-
-    @property
-    def model(self) -> nn.Module | None:
-        """The network being trained, when there is one (used for compute measurements)."""
-        return getattr(self, "_model", None)

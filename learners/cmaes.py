@@ -11,10 +11,10 @@ models with more than ``CMAES.MAX_PARAMETERS`` weights and biases (a linear mode
 digits has 650). The eigendecomposition is numpy work the FLOP counter does not see; the
 forward passes of all individuals are counted.
 
-``self._model`` holds the centroid; ``loss`` is the population's mean cross-entropy on the
+``self.model`` holds the centroid; ``loss`` is the population's mean cross-entropy on the
 batch; ``update_signal`` is minus the centroid's step in one generation, per weight layer.
 That step starts from the centroid, which is where the runner's ``true_gradient`` (on
-``self._model``, just before the step) is taken: alignment compares at the same point.
+``self.model``, just before the step) is taken: alignment compares at the same point.
 """
 from __future__ import annotations
 
@@ -27,9 +27,10 @@ from threadpoolctl import ThreadpoolController
 from deap import algorithms, base, cma
 from torch import Tensor
 
-from bpbench.learners.base import StepOutput, TaskInfo
+from bpbench.learners.base import StepOutput
 from bpbench.learners.models import ModelSpec
-from bpbench.learners.population import (PopulationLearner, FitnessKind, Fitness, check_fitness_kind)
+from bpbench.learners.params import check_params, param
+from bpbench.learners.population import Fitness, FitnessKind, PopulationLearner
 
 
 @dataclass(frozen=True)
@@ -39,18 +40,14 @@ class CMAESParams:
     minibatch; batch_size > 0."""
 
     population: int = 0
-    sigma: float = 0.1
+    sigma: float = param(0.1, gt=0)
     fitness: FitnessKind = "loss"
-    batch_size: int = 512
+    batch_size: int = param(512, ge=1)
 
     def __post_init__(self) -> None:
-        if self.population != 0 and self.population < 4:
+        if self.population != 0 and self.population < 4:  # "0 or >= 4": not one interval
             raise ValueError(f"population = {self.population}: must be >= 4, or 0 for DEAP's default 4 + 3 ln D")
-        if self.sigma <= 0:
-            raise ValueError(f"sigma = {self.sigma}: must be > 0")
-        check_fitness_kind(self.fitness)
-        if self.batch_size <= 0:
-            raise ValueError(f"batch_size = {self.batch_size}: must be a positive integer")
+        check_params(self)
 
 
 BLAS = ThreadpoolController()
@@ -72,6 +69,7 @@ class CMAES(PopulationLearner):
     """Covariance matrix adaptation evolution strategy (DEAP) on the shared model's weights."""
 
     Params = CMAESParams
+    params: CMAESParams
     short_name = "cmaes"
     MAX_PARAMETERS = 1000  # D x D covariance, eigendecomposed every generation
 
@@ -82,9 +80,9 @@ class CMAES(PopulationLearner):
             raise ValueError(f"model.arch = 'lenet': cmaes handles at most {cls.MAX_PARAMETERS} parameters and "
                              "LeNet-5 has over 50,000 in its conv layers alone; use arch = 'mlp' with hidden = []")
 
-    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: CMAESParams,
-                 generator: torch.Generator, device: torch.device) -> None:
-        super().__init__(model_spec, task, params, generator, device)
+    def setup(self) -> None:
+        super().setup()
+        params, task, model_spec = self.params, self.task, self.model_spec
         size = self.forward.flat.size
         if size > self.MAX_PARAMETERS:
             raise ValueError(
@@ -93,7 +91,7 @@ class CMAES(PopulationLearner):
                 "(its D x D covariance is eigendecomposed every generation): use a smaller model, "
                 "e.g. [learners.cmaes.model] hidden = [], on a task with few inputs such as digits"
             )
-        centroid = self.forward.flat.flatten(self._model).double().cpu().numpy()
+        centroid = self.forward.flat.flatten(self.model).double().cpu().numpy()
         extra = {"lambda_": params.population} if params.population else {}
         with self.rng, BLAS.limit(limits=torch.get_num_threads(), user_api="blas"):
             self.strategy = cma.Strategy(centroid=centroid, sigma=params.sigma, **extra)
@@ -117,7 +115,7 @@ class CMAES(PopulationLearner):
         with self.rng, BLAS.limit(limits=torch.get_num_threads(), user_api="blas"):
             population, _ = algorithms.eaGenerateUpdate(self.toolbox, ngen=1, verbose=False)
         self._signal = before - self.strategy.centroid
-        self.forward.flat.load(self._model, torch.from_numpy(self.strategy.centroid).float())
+        self.forward.flat.load(self.model, torch.from_numpy(self.strategy.centroid).float())
         if self._losses is None:
             raise RuntimeError("cmaes: DEAP's loop evaluated no individual")
         return StepOutput(loss=float(self._losses.mean()), forward_samples=len(population) * x.shape[0])
@@ -137,4 +135,4 @@ class CMAES(PopulationLearner):
             setattr(self.strategy, key, np.copy(value) if value.ndim else value.item())
         self.rng.load_state_dict(state["rng"])
         self._signal = state["signal"]
-        self.forward.flat.load(self._model, torch.from_numpy(self.strategy.centroid).float())
+        self.forward.flat.load(self.model, torch.from_numpy(self.strategy.centroid).float())

@@ -15,42 +15,41 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from bpbench.learners.backprop import Backprop
-from bpbench.learners.base import StepOutput, TaskInfo
+from bpbench.learners.base import StepOutput
 from bpbench.learners.feedback import (ErrorTap, FeedbackParams, direct, draw_feedback, feedback_state, feedback_step,
                                layer_input_shapes, load_feedback, output_layer, record_error)
-from bpbench.learners.models import ModelSpec, weight_layers
+from bpbench.learners.models import weight_layers
 
 
 class DirectFeedbackAlignment(Backprop):
     """Gradient descent with the output error broadcast to every layer by fixed random matrices."""
 
     Params = FeedbackParams
+    params: FeedbackParams
 
-    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: FeedbackParams,
-                 generator: torch.Generator, device: torch.device) -> None:
-        super().__init__(model_spec, task, params, generator, device)  # the model draws first: same init as backprop
-        shapes = layer_input_shapes(self._model, task.input_shape)
-        hidden_to_out = [name for name, _ in weight_layers(self._model)[1:]]  # the first layer's input is data
-        self.feedback = {name: draw_feedback((task.n_classes, math.prod(shapes[name])), generator,
-                                             params.feedback_scale).to(device)
+    def setup(self) -> None:
+        super().setup()  # the model draws first: same init as backprop
+        shapes = layer_input_shapes(self.model, self.task.input_shape)
+        hidden_to_out = [name for name, _ in weight_layers(self.model)[1:]]  # the first layer's input is data
+        self.feedback = {name: draw_feedback((self.task.n_classes, math.prod(shapes[name])), self.generator,
+                                             self.params.feedback_scale).to(self.device)
                          for name in hidden_to_out}
-        self._output_layer = weight_layers(self._model)[-1][0]
+        self._output_layer = weight_layers(self.model)[-1][0]
         self._tap = ErrorTap()
 
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
         routes = {name: direct(self._tap, b) for name, b in self.feedback.items()}
         if self._output_layer in routes:  # its backward runs first and records e for the others
             routes[self._output_layer] = record_error(self._tap, routes[self._output_layer])
-        loss = feedback_step(self._model, self.optimizer, x, y, routes)
+        loss = feedback_step(self.model, self.optimizer, x, y, routes)
         self._tap.error = None
         return StepOutput(loss, forward_samples=x.shape[0])
 
     def exact_layers(self) -> frozenset[str]:
-        return output_layer(self._model)
+        return output_layer(self.model)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "feedback": feedback_state(self.feedback)}

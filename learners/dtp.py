@@ -56,8 +56,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bpbench.learners.backprop import Backprop, BackpropParams, make_optimizer
-from bpbench.learners.base import NotMeasurable, StepOutput, TaskInfo
+from bpbench.learners.base import NotMeasurable, StepOutput
 from bpbench.learners.models import ACTIVATIONS, ModelSpec, require_plain_mlp
+from bpbench.learners.params import param
 
 PENULTIMATE = ("gradient", "target")
 
@@ -71,20 +72,9 @@ class DTPParams(BackpropParams):
     inverse_lr > 0: learning rate of the inverses (same optimizer kind, no weight decay)."""
 
     penultimate: Literal["gradient", "target"] = "gradient"
-    target_step: float = 0.1
-    noise: float = 0.1
-    inverse_lr: float = 1e-3
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.penultimate not in PENULTIMATE:
-            raise ValueError(f"penultimate = {self.penultimate!r}: allowed are {', '.join(map(repr, PENULTIMATE))}")
-        if not self.target_step > 0:
-            raise ValueError(f"target_step = {self.target_step}: must be > 0")
-        if not self.noise >= 0:
-            raise ValueError(f"noise = {self.noise}: must be >= 0")
-        if not self.inverse_lr > 0:
-            raise ValueError(f"inverse_lr = {self.inverse_lr}: must be > 0")
+    target_step: float = param(0.1, gt=0)
+    noise: float = param(0.1, ge=0)
+    inverse_lr: float = param(1e-3, gt=0)
 
 
 def layer_blocks(model: nn.Sequential) -> list[tuple[str, list[nn.Module]]]:
@@ -109,6 +99,7 @@ class DifferenceTargetPropagation(Backprop):
     """Local losses toward targets propagated by learned inverses (no backward pass across layers)."""
 
     Params = DTPParams
+    params: DTPParams
     archs = frozenset({"mlp"})
 
     @classmethod
@@ -118,10 +109,10 @@ class DifferenceTargetPropagation(Backprop):
         if not spec.hidden:
             raise ValueError("dtp: model.hidden = []: difference target propagation needs at least one hidden layer")
 
-    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: DTPParams,
-                 generator: torch.Generator, device: torch.device) -> None:
-        super().__init__(model_spec, task, params, generator, device)  # the model draws first: same init as backprop
-        self.blocks = layer_blocks(self._model)
+    def setup(self) -> None:
+        super().setup()  # the model draws first: same init as backprop
+        params, generator, device = self.params, self.generator, self.device
+        self.blocks = layer_blocks(self.model)
         # g_l for every layer whose input is a hidden layer: fc2..fc<L>, and the output layer in "target" mode
         inverted = self.blocks[1:] if params.penultimate == "target" else self.blocks[1:-1]
         self.inverses = nn.ModuleDict()
@@ -130,7 +121,7 @@ class DifferenceTargetPropagation(Backprop):
             inverse = nn.Linear(layer.out_features, layer.in_features)
             nn.init.kaiming_uniform_(inverse.weight, a=math.sqrt(5), generator=generator)
             nn.init.zeros_(inverse.bias)
-            self.inverses[name] = nn.Sequential(inverse, ACTIVATIONS[model_spec.activation]())
+            self.inverses[name] = nn.Sequential(inverse, ACTIVATIONS[self.model_spec.activation]())
         self.inverses.to(device)
         inverse_params = dataclasses.replace(params, lr=params.inverse_lr, weight_decay=0.0)
         # none with one hidden layer and penultimate = "gradient": then there is nothing to invert

@@ -10,9 +10,9 @@ for one generation) on the step's minibatch:
 - ``update``: fitness -> centered ranks in [-0.5, 0.5] (rank shaping); the loss gradient
   estimate ``g = -sum_i rank_i * eps_i / (P * sigma)``; one Adam step moves the mean along -g.
 
-``self._model`` holds the mean; ``loss`` is the population's mean cross-entropy on the batch;
+``self.model`` holds the mean; ``loss`` is the population's mean cross-entropy on the batch;
 ``update_signal`` is the estimate g per weight layer. g is estimated around the mean the
-step starts from, which is where the runner's ``true_gradient`` (on ``self._model``, just
+step starts from, which is where the runner's ``true_gradient`` (on ``self.model``, just
 before the step) is taken: alignment compares the two at the same point.
 """
 from __future__ import annotations
@@ -25,10 +25,9 @@ import torch
 from deap import algorithms, base
 from torch import Tensor
 
-from bpbench.learners.base import StepOutput, TaskInfo
-from bpbench.learners.models import ModelSpec
-from bpbench.learners.population import (PopulationLearner, FitnessKind, Population, batched_map,
-                                 check_fitness_kind, device_generator)
+from bpbench.learners.base import StepOutput
+from bpbench.learners.params import check_params, param
+from bpbench.learners.population import FitnessKind, Population, PopulationLearner, batched_map, device_generator
 
 
 @dataclass(frozen=True)
@@ -38,25 +37,17 @@ class ESParams:
     weight_decay >= 0: L2 coefficient added to the estimate; fitness: "loss" (minus
     cross-entropy) or "accuracy" on the minibatch; batch_size > 0."""
 
-    population: int = 128
-    sigma: float = 0.05
-    lr: float = 0.03
-    weight_decay: float = 0.0
+    population: int = param(128, ge=2)
+    sigma: float = param(0.05, gt=0)
+    lr: float = param(0.03, gt=0)
+    weight_decay: float = param(0.0, ge=0)
     fitness: FitnessKind = "loss"
-    batch_size: int = 512
+    batch_size: int = param(512, ge=1)
 
     def __post_init__(self) -> None:
-        if self.population < 2 or self.population % 2:
+        check_params(self)
+        if self.population % 2:
             raise ValueError(f"population = {self.population}: must be an even number >= 2 (antithetic pairs)")
-        if self.sigma <= 0:
-            raise ValueError(f"sigma = {self.sigma}: must be > 0")
-        if self.lr <= 0:
-            raise ValueError(f"lr = {self.lr}: must be > 0")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay = {self.weight_decay}: must be >= 0")
-        check_fitness_kind(self.fitness)
-        if self.batch_size <= 0:
-            raise ValueError(f"batch_size = {self.batch_size}: must be a positive integer")
 
 
 def centered_ranks(fitness: Tensor) -> Tensor:
@@ -102,14 +93,14 @@ class EvolutionStrategies(PopulationLearner):
     """Antithetic ES with rank shaping and Adam, driven by DEAP's generate/update loop."""
 
     Params = ESParams
+    params: ESParams
     short_name = "es"
     numpy_random = False  # its DEAP loop draws no random number (the noise is the learner's torch generator)
 
-    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: ESParams,
-                 generator: torch.Generator, device: torch.device) -> None:
-        super().__init__(model_spec, task, params, generator, device)
-        self.noise = device_generator(generator, device)
-        self.strategy = OpenAIStrategy(self.forward.flat.flatten(self._model), params, self.noise)
+    def setup(self) -> None:
+        super().setup()
+        self.noise = device_generator(self.generator, self.device)
+        self.strategy = OpenAIStrategy(self.forward.flat.flatten(self.model), self.params, self.noise)
         self.toolbox = base.Toolbox()
         self.toolbox.register("map", batched_map)
         self.toolbox.register("generate", self.strategy.generate, Population)
@@ -119,7 +110,7 @@ class EvolutionStrategies(PopulationLearner):
         self.toolbox.register("evaluate", self._score, x, y)
         with self.rng:  # DEAP's loop: generate, map(evaluate), update; own random stream
             algorithms.eaGenerateUpdate(self.toolbox, ngen=1, verbose=False)
-        self.forward.flat.load(self._model, self.strategy.mean)
+        self.forward.flat.load(self.model, self.strategy.mean)
         if self._losses is None:
             raise RuntimeError("es: DEAP's loop evaluated no individual")
         return StepOutput(loss=float(self._losses.mean()), forward_samples=self.params.population * x.shape[0])
@@ -141,4 +132,4 @@ class EvolutionStrategies(PopulationLearner):
         self.strategy.gradient = state["gradient"].clone()
         self.rng.load_state_dict(state["rng"])
         self.noise.set_state(state["noise"])
-        self.forward.flat.load(self._model, self.strategy.mean)
+        self.forward.flat.load(self.model, self.strategy.mean)

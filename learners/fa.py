@@ -14,38 +14,38 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from bpbench.learners.backprop import Backprop
-from bpbench.learners.base import StepOutput, TaskInfo
+from bpbench.learners.base import StepOutput
 from bpbench.learners.feedback import (FeedbackParams, angle_deg, draw_feedback, feedback_state, feedback_step,
                                load_feedback, output_layer, through)
-from bpbench.learners.models import ModelSpec, weight_layers
+from bpbench.learners.models import weight_layers
 
 
 class FeedbackAlignment(Backprop):
     """Gradient descent with the error carried backward by fixed random feedback matrices."""
 
     Params = FeedbackParams
+    params: FeedbackParams
 
-    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: FeedbackParams,
-                 generator: torch.Generator, device: torch.device) -> None:
-        super().__init__(model_spec, task, params, generator, device)  # the model draws first: same init as backprop
-        hidden_to_out = weight_layers(self._model)[1:]  # the first layer's input is data: nothing to feed back to
-        self.feedback = {name: draw_feedback(tuple(layer.weight.shape), generator, params.feedback_scale).to(device)
+    def setup(self) -> None:
+        super().setup()  # the model draws first: same init as backprop
+        hidden_to_out = weight_layers(self.model)[1:]  # the first layer's input is data: nothing to feed back to
+        self.feedback = {name: draw_feedback(tuple(layer.weight.shape), self.generator,
+                                             self.params.feedback_scale).to(self.device)
                          for name, layer in hidden_to_out}
 
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
-        layers = dict(weight_layers(self._model))
+        layers = dict(weight_layers(self.model))
         routes = {name: through(layers[name], b) for name, b in self.feedback.items()}
-        return StepOutput(feedback_step(self._model, self.optimizer, x, y, routes), forward_samples=x.shape[0])
+        return StepOutput(feedback_step(self.model, self.optimizer, x, y, routes), forward_samples=x.shape[0])
 
     def exact_layers(self) -> frozenset[str]:
-        return output_layer(self._model)
+        return output_layer(self.model)
 
     def diagnostics(self) -> list[tuple[str, str, float]]:
-        layers = dict(weight_layers(self._model))
+        layers = dict(weight_layers(self.model))
         return [("weight_feedback_angle_deg", name, angle_deg(layers[name].weight, b))
                 for name, b in self.feedback.items()]
 

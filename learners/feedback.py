@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from bpbench.learners.backprop import BackpropParams
 from bpbench.learners.models import weight_layers
+from bpbench.learners.params import param
 
 Route = Callable[[Tensor, Tensor], Tensor]  # (error at the layer's output δ, layer input x) -> error for x
 
@@ -44,12 +45,7 @@ class FeedbackParams(BackpropParams):
     """BackpropParams plus feedback_scale > 0: multiplies the random feedback matrices
     (drawn like PyTorch's default weight init, uniform in ±1/sqrt(fan_in))."""
 
-    feedback_scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.feedback_scale > 0:
-            raise ValueError(f"feedback_scale = {self.feedback_scale}: must be > 0")
+    feedback_scale: float = param(1.0, gt=0)
 
 
 class LinearFeedback(torch.autograd.Function):

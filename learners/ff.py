@@ -39,11 +39,12 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from bpbench.learners.backprop import BackpropParams, make_optimizer
-from bpbench.learners.base import Learner, NotMeasurable, StepOutput, TaskInfo
+from bpbench.learners.base import Learner, NotMeasurable, StepOutput
 from bpbench.learners.models import ModelSpec, build_model, require_plain_mlp, weight_layers
+from bpbench.learners.params import param
 from bpbench.learners.pc import ACTIVATION
 
 
@@ -52,23 +53,18 @@ class FFParams(BackpropParams):
     """BackpropParams (lr default 3e-3) plus threshold > 0 (None: each layer's width),
     norm_scale > 0 (None: √(each layer's input width)), negatives: random_label."""
 
-    lr: float = 3e-3
-    threshold: float | None = None
-    norm_scale: float | None = None
+    lr: float = param(3e-3, gt=0)
+    threshold: float | None = param(None, gt=0, unset="the layer width")
+    norm_scale: float | None = param(None, gt=0, unset="√(input width)")
     negatives: Literal["random_label"] = "random_label"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.threshold is not None and not self.threshold > 0:
-            raise ValueError(f"threshold = {self.threshold}: must be > 0 (leave it unset for the layer width)")
-        if self.norm_scale is not None and not self.norm_scale > 0:
-            raise ValueError(f"norm_scale = {self.norm_scale}: must be > 0 (leave it unset for √(input width))")
 
 
 class ForwardForward(Learner):
     """Forward-forward on the hidden layers; class scores are total goodness per label."""
 
     Params = FFParams
+    params: FFParams
+    model: nn.Sequential
 
     @classmethod
     def check_model(cls, spec: ModelSpec, params: Any = None) -> None:  # run at study validation, before any run
@@ -77,18 +73,17 @@ class ForwardForward(Learner):
         if not spec.hidden:
             raise ValueError("model.hidden = []: ff trains hidden layers; give at least one hidden width")
 
-    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: FFParams,
-                 generator: torch.Generator, device: torch.device) -> None:
-        super().__init__(model_spec, task, params, generator, device)  # runs check_model
+    def setup(self) -> None:
+        task, params, device = self.task, self.params, self.device
         n_inputs = math.prod(task.input_shape)
         if n_inputs <= task.n_classes:
             raise ValueError(f"input width {n_inputs}: ff embeds the label in the first {task.n_classes} "
                              "features, so the input needs more features than classes")
-        self._model = build_model(model_spec, task.input_shape, task.n_classes, generator).to(device)
-        self.hidden = [m for _, m in weight_layers(self._model)][:-1]
-        self.names = [n for n, _ in weight_layers(self._model)]
-        self.f = ACTIVATION[model_spec.activation]
-        widths = [n_inputs, *model_spec.hidden]
+        self.model = build_model(self.model_spec, task.input_shape, task.n_classes, self.generator).to(device)
+        self.hidden = [m for _, m in weight_layers(self.model)][:-1]
+        self.names = [n for n, _ in weight_layers(self.model)]
+        self.f = ACTIVATION[self.model_spec.activation]
+        widths = [n_inputs, *self.model_spec.hidden]
         self.scale = [params.norm_scale or math.sqrt(w) for w in widths[:-1]]  # ρ_l per layer input
         self.threshold = [params.threshold or float(w) for w in widths[1:]]  # θ_l per layer
         self.optimizer = make_optimizer(params, [p for layer in self.hidden for p in layer.parameters()])

@@ -40,8 +40,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bpbench.learners.backprop import Backprop, BackpropParams
-from bpbench.learners.base import StepOutput, TaskInfo
+from bpbench.learners.base import StepOutput
 from bpbench.learners.models import ModelSpec
+from bpbench.learners.params import param
 
 PERTURB = ("weight", "activity")
 
@@ -61,20 +62,14 @@ class ForwardGradientParams(BackpropParams):
     tangents >= 1: random directions per step, their estimates averaged."""
 
     perturb: Literal["weight", "activity"] = "weight"
-    tangents: int = 1
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.perturb not in PERTURB:
-            raise ValueError(f"perturb = {self.perturb!r}: allowed are {', '.join(map(repr, PERTURB))}")
-        if self.tangents < 1:
-            raise ValueError(f"tangents = {self.tangents}: must be an integer >= 1")
+    tangents: int = param(1, ge=1)
 
 
 class ForwardGradient(Backprop):
     """Gradient descent along forward-gradient estimates (weight- or activity-perturbed)."""
 
     Params = ForwardGradientParams
+    params: ForwardGradientParams
 
     @classmethod
     def check_model(cls, spec: ModelSpec, params: Any = None) -> None:  # run at study validation, before any run
@@ -88,11 +83,10 @@ class ForwardGradient(Backprop):
         if perturb == "activity" and spec.dropout > 0:
             raise ValueError(f"fwd_grad: perturb = 'activity' with model.dropout = {spec.dropout}; use dropout = 0")
 
-    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: ForwardGradientParams,
-                 generator: torch.Generator, device: torch.device) -> None:
-        super().__init__(model_spec, task, params, generator, device)  # the model draws first: same init as backprop
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-        self.noise = torch.Generator(device=device).manual_seed(seed)  # tangents are drawn where they are used
+    def setup(self) -> None:
+        super().setup()  # the model draws first: same init as backprop
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        self.noise = torch.Generator(device=self.device).manual_seed(seed)  # tangents are drawn where they are used
         # torch.func.jvp imports its decompositions on first use (about 1 s in a fresh process):
         # pay that here, at construction, so it stays off the runner's training clock
         torch.func.jvp(torch.sin, (torch.zeros(1),), (torch.ones(1),))

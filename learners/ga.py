@@ -13,11 +13,11 @@ One ``train_step`` = one generation on the step's minibatch:
    and registered in the toolbox (DEAP's own ``mutGaussian``/``cxUniform`` loop in Python
    over each weight, far too slow for networks).
 
-``self._model`` holds the best individual of the last evaluated generation; ``loss`` is its
+``self.model`` holds the best individual of the last evaluated generation; ``loss`` is its
 cross-entropy on the minibatch. ``update_signal`` is minus the step the population mean
 took in one generation (selection + variation), per weight layer. ``true_gradient`` is the
 exact gradient at that same point, the mean of the population the next generation starts
-from (not at ``self._model``, the best individual), so gradient alignment compares the
+from (not at ``self.model``, the best individual), so gradient alignment compares the
 mean's step with the gradient where the step starts.
 """
 from __future__ import annotations
@@ -29,10 +29,11 @@ import torch
 from deap import algorithms, base, tools
 from torch import Tensor
 
-from bpbench.learners.base import StepOutput, TaskInfo
-from bpbench.learners.models import ModelSpec, build_model
-from bpbench.learners.population import (PopulationLearner, FitnessKind, Population, batched_map,
-                                         check_fitness_kind, device_generator, individual)
+from bpbench.learners.base import StepOutput
+from bpbench.learners.models import build_model
+from bpbench.learners.params import check_params, param
+from bpbench.learners.population import (FitnessKind, Population, PopulationLearner, batched_map, device_generator,
+                                         individual)
 
 
 @dataclass(frozen=True)
@@ -43,34 +44,18 @@ class GAParams:
     population); crossover: probability a pair of children mixes by uniform crossover;
     fitness: "loss" (minus cross-entropy) or "accuracy" on the minibatch; batch_size > 0."""
 
-    population: int = 64
-    sigma: float = 0.02
+    population: int = param(64, ge=2)
+    sigma: float = param(0.02, gt=0)
     selection: Literal["truncation", "tournament"] = "truncation"
-    truncation: int = 8
-    tournament_size: int = 3
-    elites: int = 1
-    crossover: float = 0.0
+    truncation: int = param(8, ge=1, le="population")
+    tournament_size: int = param(3, ge=1)
+    elites: int = param(1, ge=0, lt="population")
+    crossover: float = param(0.0, ge=0, le=1)
     fitness: FitnessKind = "loss"
-    batch_size: int = 512
+    batch_size: int = param(512, ge=1)
 
     def __post_init__(self) -> None:
-        if self.population < 2:
-            raise ValueError(f"population = {self.population}: must be >= 2")
-        if self.sigma <= 0:
-            raise ValueError(f"sigma = {self.sigma}: must be > 0")
-        if self.selection not in ("truncation", "tournament"):
-            raise ValueError(f"selection = {self.selection!r}: allowed are 'truncation' and 'tournament'")
-        if not 1 <= self.truncation <= self.population:
-            raise ValueError(f"truncation = {self.truncation}: allowed is 1 <= truncation <= population ({self.population})")
-        if self.tournament_size < 1:
-            raise ValueError(f"tournament_size = {self.tournament_size}: must be >= 1")
-        if not 0 <= self.elites < self.population:
-            raise ValueError(f"elites = {self.elites}: allowed is 0 <= elites < population ({self.population})")
-        if not 0.0 <= self.crossover <= 1.0:
-            raise ValueError(f"crossover = {self.crossover}: allowed is 0 <= crossover <= 1")
-        check_fitness_kind(self.fitness)
-        if self.batch_size <= 0:
-            raise ValueError(f"batch_size = {self.batch_size}: must be a positive integer")
+        check_params(self)
 
 
 def select_truncation(individuals: list[Tensor], k: int, keep: int) -> list[Tensor]:
@@ -119,17 +104,18 @@ class GeneticAlgorithm(PopulationLearner):
     """Neuroevolution of the weights: DEAP selection and variation, vectorized fitness."""
 
     Params = GAParams
+    params: GAParams
     short_name = "ga"
     numpy_random = False  # DEAP's selection and varAnd draw from Python's random only
 
-    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: GAParams,
-                 generator: torch.Generator, device: torch.device) -> None:
-        super().__init__(model_spec, task, params, generator, device)
+    def setup(self) -> None:
+        super().setup()
+        params, generator, device, task = self.params, self.generator, self.device, self.task
         # Such et al.: every individual starts from its own draw of the shared initialization;
         # individual 0 is the run's shared initial network (paired with the other learners).
-        inits = [self.forward.flat.flatten(self._model)]
+        inits = [self.forward.flat.flatten(self.model)]
         for _ in range(params.population - 1):
-            other = build_model(model_spec, task.input_shape, task.n_classes, generator)
+            other = build_model(self.model_spec, task.input_shape, task.n_classes, generator)
             inits.append(self.forward.flat.flatten(other).to(device))
         self.population = Population(torch.stack(inits))
         self.noise = device_generator(generator, device)
@@ -163,7 +149,7 @@ class GeneticAlgorithm(PopulationLearner):
         if nursery.filled != len(pop) or any(a is not b for a, b in zip(offspring, nursery.rows)):
             raise RuntimeError("ga: the next generation is not the nursery's rows in order")
         best_loss = float(self._losses[_row(pop, best)])
-        self.forward.flat.load(self._model, best)
+        self.forward.flat.load(self.model, best)
         new = nursery.matrix
         self._signal = pop.matrix.mean(dim=0) - new.mean(dim=0)  # minus the population mean's step
         self.population = Population(new, offspring)
@@ -179,11 +165,11 @@ class GeneticAlgorithm(PopulationLearner):
         return self.forward.flat.layer_signal(self._signal)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self._model.state_dict(), "population": self.population.matrix.clone(),
+        return {"model": self.model.state_dict(), "population": self.population.matrix.clone(),
                 "rng": self.rng.state_dict(), "noise": self.noise.get_state(), "signal": self._signal}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._model.load_state_dict(state["model"])
+        self.model.load_state_dict(state["model"])
         self.population = Population(state["population"].clone().to(self.device))
         self.rng.load_state_dict(state["rng"])
         self.noise.set_state(state["noise"])

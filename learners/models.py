@@ -24,6 +24,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from bpbench.learners.params import check_params
+
 ARCHS = ("mlp", "cnn", "lenet")
 # LeNet-5's fixed layers: (out channels, kernel, padding, max-pool after) per conv; fc widths.
 LENET_CONVS: tuple[tuple[int, int, int, bool], ...] = ((6, 5, 2, True), (16, 5, 0, True), (120, 5, 0, False))
@@ -71,6 +73,7 @@ class ModelSpec:
                     raise ValueError(
                         f"model.{key} = {list(getattr(self, key))} with arch = 'lenet': LeNet-5's layers are fixed "
                         f"(conv 6, 16, 120; fc 84); {key} applies to arch = 'mlp' or 'cnn' only: leave it out")
+        check_params(self)  # arch and activation among their choices, dropout finite
 
 
 def _init_layer(layer: nn.Linear | nn.Conv2d, generator: torch.Generator) -> None:

@@ -45,11 +45,12 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from bpbench.learners.backprop import BackpropParams, make_optimizer
-from bpbench.learners.base import Learner, StepOutput, TaskInfo
+from bpbench.learners.base import Learner, StepOutput
 from bpbench.learners.models import ModelSpec, build_model, require_plain_mlp, weight_layers
+from bpbench.learners.params import param
 
 # activation f and its derivative f'(v) written from (v, a = f(v))
 ACTIVATION: dict[str, Callable[[Tensor], Tensor]] = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
@@ -64,35 +65,29 @@ DERIVATIVE: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 class PCParams(BackpropParams):
     """BackpropParams plus inference_steps T >= 1, inference rate gamma > 0, top_loss ce | mse."""
 
-    inference_steps: int = 8
-    gamma: float = 0.1
+    inference_steps: int = param(8, ge=1)
+    gamma: float = param(0.1, gt=0)
     top_loss: Literal["ce", "mse"] = "ce"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.inference_steps < 1:
-            raise ValueError(f"inference_steps = {self.inference_steps}: must be an integer >= 1")
-        if not self.gamma > 0:
-            raise ValueError(f"gamma = {self.gamma}: the inference rate must be > 0")
 
 
 class PredictiveCoding(Learner):
     """Discriminative predictive coding; ``update_signal`` is ∂E/∂W per layer after inference."""
 
     Params = PCParams
+    params: PCParams
+    model: nn.Sequential
 
     @classmethod
     def check_model(cls, spec: ModelSpec, params: Any = None) -> None:  # run at study validation, before any run
         super().check_model(spec, params)
         require_plain_mlp(spec, "pc")
 
-    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: PCParams,
-                 generator: torch.Generator, device: torch.device) -> None:
-        super().__init__(model_spec, task, params, generator, device)  # runs check_model
-        self._model = build_model(model_spec, task.input_shape, task.n_classes, generator).to(device)
-        self.layers = [m for _, m in weight_layers(self._model)]  # fc1 … fcH, out
-        self.optimizer = make_optimizer(params, self._model.parameters())
-        self.f, self.df = ACTIVATION[model_spec.activation], DERIVATIVE[model_spec.activation]
+    def setup(self) -> None:
+        self.model = build_model(self.model_spec, self.task.input_shape, self.task.n_classes,
+                                 self.generator).to(self.device)
+        self.layers = [m for _, m in weight_layers(self.model)]  # fc1 … fcH, out
+        self.optimizer = make_optimizer(self.params, self.model.parameters())
+        self.f, self.df = ACTIVATION[self.model_spec.activation], DERIVATIVE[self.model_spec.activation]
         self.energy: tuple[Tensor, Tensor] | None = None  # mean energy per sample, first and last inference step
 
     def _top_error(self, logits: Tensor, target: Tensor) -> Tensor:

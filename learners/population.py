@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from deap import base
 from torch import Tensor, nn
 
-from bpbench.learners.base import Learner, TaskInfo
+from bpbench.learners.base import Learner
 from bpbench.learners.models import ModelSpec, build_model, weight_layers
 
 FitnessKind = Literal["loss", "accuracy"]
@@ -156,11 +156,6 @@ def device_generator(generator: torch.Generator, device: torch.device) -> torch.
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def check_fitness_kind(kind: str) -> None:
-    if kind not in ("loss", "accuracy"):
-        raise ValueError(f"fitness = {kind!r}: allowed are 'loss' (minus cross-entropy) and 'accuracy'")
-
-
 class Fitness(base.Fitness):
     """One maximized objective (minus loss, or accuracy); module-local instead of ``creator``."""
 
@@ -253,21 +248,21 @@ class PrivateRandom:
 class PopulationLearner(Learner):
     """Base of the evolutionary learners: one ``train_step`` = one generation.
 
-    Sets ``self._model`` (the shared network, holding the current solution), ``self.forward``
+    ``setup`` sets ``self.model`` (the shared network, holding the current solution), ``self.forward``
     (vectorized population forward), ``self.rng`` (private random stream for DEAP) and
-    ``self._losses`` (cross-entropies of the last evaluated generation, set by ``_score``).
+    ``self._losses`` (cross-entropies of the last evaluated generation, set by ``_score``);
+    a subclass's ``setup`` calls it first.
     """
 
-    kind = "population"
     short_name: str = "population"  # used in error messages
     numpy_random: ClassVar[bool] = True  # whether its DEAP calls draw from numpy's global RNG (PrivateRandom)
+    model: nn.Sequential
 
-    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: Any,
-                 generator: torch.Generator, device: torch.device) -> None:
-        super().__init__(model_spec, task, params, generator, device)  # runs check_model
-        self._model = build_model(model_spec, task.input_shape, task.n_classes, generator).to(device)
-        self.forward = PopulationForward(self._model)
-        self.rng = PrivateRandom(generator, numpy=self.numpy_random)
+    def setup(self) -> None:
+        self.model = build_model(self.model_spec, self.task.input_shape, self.task.n_classes,
+                                 self.generator).to(self.device)
+        self.forward = PopulationForward(self.model)
+        self.rng = PrivateRandom(self.generator, numpy=self.numpy_random)
         self._losses: Tensor | None = None
 
     @classmethod
@@ -282,4 +277,4 @@ class PopulationLearner(Learner):
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
-        return self._model(x)
+        return self.model(x)

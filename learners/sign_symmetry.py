@@ -17,10 +17,10 @@ import math
 import torch
 from torch import Tensor, nn
 
-from bpbench.learners.backprop import Backprop, BackpropParams
-from bpbench.learners.base import StepOutput, TaskInfo
+from bpbench.learners.backprop import Backprop
+from bpbench.learners.base import StepOutput
 from bpbench.learners.feedback import angle_deg, feedback_step, output_layer, through
-from bpbench.learners.models import ModelSpec, weight_layers
+from bpbench.learners.models import weight_layers
 
 
 def sign_feedback(layer: nn.Linear | nn.Conv2d, out: Tensor | None = None) -> Tensor:
@@ -34,26 +34,25 @@ def sign_feedback(layer: nn.Linear | nn.Conv2d, out: Tensor | None = None) -> Te
 class SignSymmetry(Backprop):
     """Gradient descent with the error carried backward through the signs of the weights."""
 
-    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: BackpropParams,
-                 generator: torch.Generator, device: torch.device) -> None:
-        super().__init__(model_spec, task, params, generator, device)
+    def setup(self) -> None:
+        super().setup()
         self._signs = self._feedback()  # buffers refreshed in place at every step
-        layers = dict(weight_layers(self._model))
+        layers = dict(weight_layers(self.model))
         self._routes = {name: through(layers[name], b) for name, b in self._signs.items()}
 
     def _feedback(self) -> dict[str, Tensor]:
         """Layer name -> its current feedback matrix (every connection layer after the first)."""
-        return {name: sign_feedback(layer) for name, layer in weight_layers(self._model)[1:]}
+        return {name: sign_feedback(layer) for name, layer in weight_layers(self.model)[1:]}
 
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
-        for name, layer in weight_layers(self._model)[1:]:  # B = sign(W)·s of the current W
+        for name, layer in weight_layers(self.model)[1:]:  # B = sign(W)·s of the current W
             sign_feedback(layer, out=self._signs[name])
-        return StepOutput(feedback_step(self._model, self.optimizer, x, y, self._routes), forward_samples=x.shape[0])
+        return StepOutput(feedback_step(self.model, self.optimizer, x, y, self._routes), forward_samples=x.shape[0])
 
     def exact_layers(self) -> frozenset[str]:
-        return output_layer(self._model)
+        return output_layer(self.model)
 
     def diagnostics(self) -> list[tuple[str, str, float]]:
-        layers = dict(weight_layers(self._model))
+        layers = dict(weight_layers(self.model))
         return [("weight_feedback_angle_deg", name, angle_deg(layers[name].weight, b))
                 for name, b in self._feedback().items()]

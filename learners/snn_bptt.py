@@ -22,7 +22,7 @@ class SpikingBPTT(SpikingLearner):
 
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
         """x: (B, C, H, W) images or (B, T, F) speech; one forward sample per example."""
-        self._model.train()
+        self.model.train()
         inp = self.train_input(x)
         self.optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(self.net(inp), y)
@@ -31,8 +31,8 @@ class SpikingBPTT(SpikingLearner):
         return StepOutput(loss=loss.item(), forward_samples=x.shape[0])
 
     def update_signal(self) -> dict[str, Tensor]:
-        return {n: m.weight.grad.detach().clone() for n, m in weight_layers(self._model) if m.weight.grad is not None}
+        return {n: m.weight.grad.detach().clone() for n, m in weight_layers(self.model) if m.weight.grad is not None}
 
     def exact_layers(self) -> frozenset[str]:
         """Every layer: the update is the BPTT surrogate gradient, which is ``true_gradient``."""
-        return frozenset(n for n, _ in weight_layers(self._model))
+        return frozenset(n for n, _ in weight_layers(self.model))

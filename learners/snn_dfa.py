@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bpbench.learners.base import StepOutput, TaskInfo
+from bpbench.learners.base import StepOutput
 from bpbench.learners.models import ModelSpec, weight_layers
 from bpbench.learners.spiking import SpikingLearner, SpikingParams, Trace
 
@@ -53,7 +53,7 @@ class SpikingDFAParams(SpikingParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.learn_beta:
+        if self.learn_beta:  # an option this rule cannot run, not a range
             raise ValueError("learn_beta = true: snn_dfa has no learning rule for beta; use learn_beta = false")
 
 
@@ -110,6 +110,7 @@ class SpikingDFA(SpikingLearner):
     """Random e-prop / spiking DFA; ``update_signal`` is the pseudo-gradient dW per layer."""
 
     Params = SpikingDFAParams
+    params: SpikingDFAParams
 
     @classmethod
     def check_model(cls, spec: ModelSpec, params: Any = None) -> None:
@@ -118,21 +119,20 @@ class SpikingDFA(SpikingLearner):
             raise ValueError("model.batchnorm = true: snn_dfa's local rule has no batch-norm update; "
                              "use batchnorm = false")
 
-    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: SpikingDFAParams,
-                 generator: torch.Generator, device: torch.device) -> None:
-        super().__init__(model_spec, task, params, generator, device)  # runs check_model
+    def setup(self) -> None:
+        super().setup()
         trace = Trace()  # one dry run to learn each hidden layer's neuron shape
-        self.simulate_eval(torch.zeros(1, *task.input_shape, device=device), trace)
-        n = task.n_classes
+        self.simulate_eval(torch.zeros(1, *self.task.input_shape, device=self.device), trace)
+        n = self.task.n_classes
         self.feedback = {
-            name: (torch.randn(math.prod(s.shape[2:]), n, generator=generator) / math.sqrt(n)).to(device)
+            name: (torch.randn(math.prod(s.shape[2:]), n, generator=self.generator) / math.sqrt(n)).to(self.device)
             for name, s in trace.spikes.items() if name != "out"
         }
         self.layer_neurons = dict(self.net.neurons)
 
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
         """x: (B, C, H, W) images or (B, T, F) speech; one forward sample per example."""
-        self._model.train()
+        self.model.train()
         trace = Trace()
         with torch.no_grad():
             scores = self.net(self.train_input(x), trace)
@@ -145,7 +145,7 @@ class SpikingDFA(SpikingLearner):
         else:  # scores = spike counts: each step's spike, through the output neurons' surrogate
             out_error = error * surrogate_derivative(readout, trace.membranes["out"])
         filtered = readout_filtered(out_error, float(readout.beta.clamp(0, 1)))  # (T, B, n_classes)
-        for name, layer in weight_layers(self._model):
+        for name, layer in weight_layers(self.model):
             neuron = self.layer_neurons[name]
             if name == "out":
                 delta = out_error
@@ -159,12 +159,12 @@ class SpikingDFA(SpikingLearner):
         return StepOutput(loss=float(loss), forward_samples=x.shape[0])
 
     def update_signal(self) -> dict[str, Tensor]:
-        return {n: m.weight.grad.detach().clone() for n, m in weight_layers(self._model) if m.weight.grad is not None}
+        return {n: m.weight.grad.detach().clone() for n, m in weight_layers(self.model) if m.weight.grad is not None}
 
     def exact_layers(self) -> frozenset[str]:
         """The output layer with a membrane readout (scores = mean membrane of non-resetting
         integrators: its eligibility trace is the exact gradient); none with a spike readout."""
-        return frozenset({weight_layers(self._model)[-1][0]}) if self.params.readout == "membrane" else frozenset()
+        return frozenset({weight_layers(self.model)[-1][0]}) if self.params.readout == "membrane" else frozenset()
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "feedback": {k: v.clone() for k, v in self.feedback.items()}}

@@ -37,6 +37,7 @@ from bpbench.learners.backprop import BackpropParams, make_optimizer
 from bpbench.learners.base import Learner, TaskInfo
 from bpbench.learners.encoders import SpikeInput, encode
 from bpbench.learners.models import ModelSpec, build_model, weight_layers
+from bpbench.learners.params import param
 from bpbench.learners.synops import count_synops
 
 SURROGATES = {"fast_sigmoid": (surrogate.fast_sigmoid, "slope"), "atan": (surrogate.atan, "alpha"),
@@ -54,25 +55,14 @@ class SpikingParams(BackpropParams):
     encoding (images): direct | rate | latency (see learners.encoders).
     """
 
-    num_steps: int = 10
-    beta: float = 0.9
+    num_steps: int = param(10, ge=1)
+    beta: float = param(0.9, gt=0, le=1)
     learn_beta: bool = False
-    threshold: float = 1.0
+    threshold: float = param(1.0, gt=0)
     surrogate: Literal["fast_sigmoid", "atan", "sigmoid"] = "fast_sigmoid"
-    surrogate_slope: float | None = None
+    surrogate_slope: float | None = param(None, gt=0, unset="snntorch's default")
     readout: Literal["spikes", "membrane"] = "membrane"
     encoding: Literal["direct", "rate", "latency"] = "direct"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.num_steps <= 0:
-            raise ValueError(f"num_steps = {self.num_steps}: must be a positive integer")
-        if not 0.0 < self.beta <= 1.0:
-            raise ValueError(f"beta = {self.beta}: allowed is 0 < beta <= 1")
-        if self.threshold <= 0:
-            raise ValueError(f"threshold = {self.threshold}: must be > 0")
-        if self.surrogate_slope is not None and self.surrogate_slope <= 0:
-            raise ValueError(f"surrogate_slope = {self.surrogate_slope}: must be > 0 (or omitted for the default)")
 
 
 def make_neuron(params: SpikingParams, integrator: bool = False) -> snn.Leaky:
@@ -294,17 +284,18 @@ class SpikingLearner(Learner):
     """
 
     Params = SpikingParams
+    params: SpikingParams
+    model: nn.Sequential
 
-    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: SpikingParams,
-                 generator: torch.Generator, device: torch.device) -> None:
-        super().__init__(model_spec, task, params, generator, device)
+    def setup(self) -> None:
+        task, params, device = self.task, self.params, self.device
         if task.modality == "speech" and params.encoding != "direct":
             raise ValueError(f"encoding = {params.encoding!r} applies to image tasks; on speech ({task.name}) "
                              "the MFCC frames are the time axis: use encoding = 'direct'")
-        self._model = build_spiking_model(model_spec, task, params, generator).to(device)
-        self.net = SpikingNet(self._model, params.readout)
-        self.optimizer = make_optimizer(params, self._model.parameters())  # type: ignore[arg-type]
-        seeds = torch.randint(0, 2**62, (2,), generator=generator)
+        self.model = build_spiking_model(self.model_spec, task, params, self.generator).to(device)
+        self.net = SpikingNet(self.model, params.readout)
+        self.optimizer = make_optimizer(params, self.model.parameters())
+        seeds = torch.randint(0, 2**62, (2,), generator=self.generator)
         self.spike_generator = torch.Generator(device=device).manual_seed(int(seeds[0]))
         self.eval_seed = int(seeds[1])  # predict draws its rate-coded spikes from this, every time
 
@@ -316,13 +307,13 @@ class SpikingLearner(Learner):
         return encode(x, self.task.modality, self.params.encoding, self.params.num_steps, g)
 
     def simulate_eval(self, x: Tensor, trace: Trace | None = None) -> Tensor:
-        was_training = self._model.training
-        self._model.eval()
+        was_training = self.model.training
+        self.model.eval()
         try:
             with torch.no_grad():
                 return self.net(self.eval_input(x), trace)
         finally:
-            self._model.train(was_training)
+            self.model.train(was_training)
 
     def predict(self, x: Tensor) -> Tensor:
         return self.simulate_eval(x)
@@ -330,11 +321,11 @@ class SpikingLearner(Learner):
     def bptt_gradient(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         """Surrogate-gradient BPTT gradient of the mean cross-entropy on the spikes the next
         ``train_step`` will see (same spike draws, dropout masks); changes no state."""
-        layers = weight_layers(self._model)
+        layers = weight_layers(self.model)
         rng = self.spike_generator.get_state()
         try:
-            with untouched(self._model, self.device), torch.enable_grad():
-                self._model.train()
+            with untouched(self.model, self.device), torch.enable_grad():
+                self.model.train()
                 loss = F.cross_entropy(self.net(self.train_input(x)), y)
                 grads = torch.autograd.grad(loss, [m.weight for _, m in layers])
         finally:
@@ -348,18 +339,18 @@ class SpikingLearner(Learner):
         """Firing rows and per-layer synaptic operations of one recorded simulation of ``x``: the
         NeuroBench hooks ``inference_cost`` puts on ``predict`` count this same simulation."""
         trace = Trace()
-        layers = count_synops(self._model, lambda: self.simulate_eval(x, trace), x.shape[0])
+        layers = count_synops(self.model, lambda: self.simulate_eval(x, trace), x.shape[0])
         rows = firing_rows(trace, include_output=self.params.readout == "spikes")
         for name, ops in layers.items():
             rows += [("synops_dense", name, ops.dense), ("synops_effective", name, ops.effective)]
         return rows
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self._model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "spike_generator": self.spike_generator.get_state(), "eval_seed": self.eval_seed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._model.load_state_dict(state["model"])
+        self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.spike_generator.set_state(state["spike_generator"])
         self.eval_seed = int(state["eval_seed"])

@@ -1,9 +1,11 @@
 """An outside plugin package, pip-installed into the test environment, plugs into every command.
 
-``tests/outside_plugin`` (not part of bpbench) registers through real entry points: a
-forward-only weight-perturbation rule that calls its model 2k+1 times per step, a
-random-features learner with frozen hidden layers, a rule that raises at step 5, one that
-reports a NaN loss, one whose import fails, and a task with a parameter of its own.
+``tests/outside_plugin`` (not part of bpbench) registers through real entry points: the learner
+``bpbench new learner scaffolded`` writes (added at test time, run with SGD, momentum and weight
+decay), a forward-only weight-perturbation rule that calls its model 2k+1 times per step, a
+random-features learner with frozen hidden layers, two rules built on the scaffold's learner (one
+raises at step 5, one reports a NaN loss), one whose import fails, and a task with a parameter
+of its own.
 """
 from __future__ import annotations
 
@@ -17,10 +19,12 @@ import pytest
 from conftest import bpbench, installed
 import bpbench as api
 from bpbench.experiments.front.cli import main
+from bpbench.experiments.front.scaffold import new_package
 
 SOURCE = Path(__file__).resolve().parent / "outside_plugin"
 DIST, VERSION = "bpbench-outside-rules", "0.3.1"
-PLUGIN_LEARNERS = ("perturb", "random_features", "raises_at_step", "nan_loss")
+PLUGIN_LEARNERS = ("scaffolded", "perturb", "random_features", "raises_at_step", "nan_loss")
+SGD = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0001}
 
 STUDY = {
     "seeds": 1,
@@ -28,6 +32,7 @@ STUDY = {
     "model": {"hidden": [32]},
     "budget": {"epochs": 1},
     "learners": {
+        "scaffolded": {"tasks": ["digits"], **SGD},
         "perturb": {"tasks": ["digits"], "directions": 32, "lr": 0.01, "budget": {"epochs": 3}},
         "random_features": {"tasks": ["digits"], "lr": 0.03, "model": {"hidden": [256]}},
         "raises_at_step": {"tasks": ["digits"]},
@@ -39,9 +44,13 @@ STUDY = {
 
 @pytest.fixture(scope="module")
 def outside(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The outside package, copied to a temporary folder and pip-installed for this module."""
-    source = tmp_path_factory.mktemp("outside") / "outside_plugin"
+    """The outside package, copied to a temporary folder with the scaffold's learner added as
+    ``outside_rules/scaffolded.py``, and pip-installed for this module."""
+    root = tmp_path_factory.mktemp("outside")
+    source = root / "outside_plugin"
     shutil.copytree(SOURCE, source)
+    scaffold = new_package("learner", "scaffolded", root / "scaffold")
+    shutil.copy(scaffold / "bpbench_scaffolded" / "scaffolded.py", source / "outside_rules" / "scaffolded.py")
     with installed(source, DIST):
         yield source
 
@@ -64,7 +73,8 @@ def test_list_shows_each_entry_with_its_distribution(outside: Path) -> None:
 
 def test_check_conforming_diverging_and_unavailable(outside: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # raises_at_step conforms: its 1-epoch check run on 256 samples ends before step 5
-    for args in (["perturb"], ["random_features"], ["raises_at_step"], ["backprop", "--task", "noisy_digits"]):
+    for args in (["scaffolded"], ["perturb"], ["random_features"], ["raises_at_step"],
+                 ["backprop", "--task", "noisy_digits"]):
         assert main(["check", *args]) == 0, capsys.readouterr()
         assert "conforms" in capsys.readouterr().out
     assert main(["check", "nan_loss"]) == 1
@@ -75,7 +85,7 @@ def test_check_conforming_diverging_and_unavailable(outside: Path, capsys: pytes
 
 def test_study_well_behaved_rules_learn_broken_ones_fail_alone(results: api.Results) -> None:
     summary = results.summary.set_index(["label", "config"])
-    for label in ("perturb", "random_features"):
+    for label in ("scaffolded", "perturb", "random_features"):
         run = summary.loc[(label, "")]
         assert run["status"] == "ok", run["error"]
         assert run["test_accuracy"] > 0.6, (label, run["test_accuracy"])  # chance is 0.1
@@ -86,6 +96,16 @@ def test_study_well_behaved_rules_learn_broken_ones_fail_alone(results: api.Resu
     table = results.table()
     for label in ("raises_at_step", "nan_loss"):
         assert next(line for line in table.splitlines() if line.startswith(label)).count("(1 failed)") == 1
+
+
+def test_the_scaffolds_learner_takes_the_standard_optimizer_options(results: api.Results) -> None:
+    metas = [json.loads(p.read_text()) for p in results.out.glob("runs/*/meta.json")]
+    params = next(m["spec"]["params"] for m in metas if m["spec"]["label"] == "scaffolded")
+    assert {key: params[key] for key in SGD} == SGD
+    with pytest.raises(api.ConfigError, match=r"^learners.scaffolded: momentum = 1.0: allowed is 0 <= momentum < 1$"):
+        api.run({"tasks": ["digits"], "learners": {"scaffolded": {"momentum": 1.0}}}, out=results.out.parent / "bad",
+                progress=False)
+    assert not (results.out.parent / "bad").exists()
 
 
 def test_the_task_parameter_reaches_the_task(results: api.Results) -> None:

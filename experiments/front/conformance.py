@@ -70,7 +70,6 @@ def check_learner(cls: type[Learner], data: TaskData, params: Any | None = None,
     _require(dataclasses.is_dataclass(getattr(cls, "Params", None)), f"{name}.Params must be a dataclass")
     params = params if params is not None else cls.Params()
     _require(hasattr(params, "batch_size"), f"{name}.Params needs a batch_size field")
-    _require(cls.kind in ("gradient", "population"), f"{name}.kind = {cls.kind!r}: allowed 'gradient', 'population'")
     model = model or ModelSpec(hidden=(32,))
     learner = _make(cls, data, params, 0, model)
     x, y = data.train.x[: learner.batch_size], data.train.y[: learner.batch_size]

@@ -4,11 +4,14 @@ The package (default folder ./NAME)::
 
     pyproject.toml          distribution bpbench-NAME, the entry point registering NAME
     README.md
-    bpbench_NAME/NAME.py    the learner (a copy of backprop to edit) or task (synthetic data)
-    tests/test_NAME.py      bpbench check, and a 1-epoch study through bpbench.run
+    bpbench_NAME/NAME.py    the learner (backprop on the ``setup`` contract, with backprop's optimizer
+                            options and the optional hooks as commented stubs) or task (synthetic data)
+    tests/test_NAME.py      bpbench check, and 1-epoch studies through bpbench.run
 
-``pip install -e DIR && pytest DIR`` passes as written. Templates are package data in
-``experiments/templates``.
+``pip install -e "DIR[test]" && pytest DIR`` passes as written. Templates are package data in
+``experiments/front/templates``; ``tests/test_scaffold.py`` checks the learner template agrees
+with ``learners/backprop.py`` (same weights step by step) and stubs every optional hook of
+``learners/base.py``.
 """
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ from bpbench.experiments.plan.registry import LEARNER_GROUP, TASK_GROUP, find_pr
 
 KINDS = {"learner": LEARNER_GROUP, "task": TASK_GROUP}
 USAGE = {
-    "learner": "    [learners.${name}]\n    lr = 0.001",
+    "learner": "    [learners.${name}]\n"
+               "    optimizer = \"sgd\"   # or \"adam\"; with lr, momentum, weight_decay, batch_size\n"
+               "    lr = 0.05",
     "task": "    [tasks.${name}]\n    noise = 1.0",
 }
 

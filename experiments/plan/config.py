@@ -2,7 +2,8 @@
 
 Every configurable thing is a frozen dataclass with type hints and defaults (a learner's
 ``Params``, a task's ``Params``, ``ModelSpec``, ``Budget``, ``Schedule``). ``build`` checks
-keys and types before any run starts; ``grid`` expands lists into a Cartesian product.
+keys and types before any run starts, then the values' declared checks (``learners.params``:
+ranges, finite floats, choices); ``grid`` expands lists into a Cartesian product.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import dataclasses
 import itertools
 import types
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from bpbench.learners.params import check_params
 
 
 class ConfigError(ValueError):
@@ -83,9 +86,13 @@ def build(cls: type, raw: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"unknown key {unknown[0]!r} in {where}; allowed: {', '.join(sorted(fields))}")
     values = {k: coerce(v, fields[k], f"{where}.{k}") for k, v in raw.items()}
     try:
-        return cls(**values)
+        built = cls(**values)
+        # the declared checks (learners.params) again, for a dataclass that does not run them itself
+        # (a plugin's, a budget): ranges, finite floats, Literal choices; same one-line message
+        check_params(built)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+    return built
 
 
 def grid(cls: type, raw: dict[str, Any], where: str) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""Two broken rules: one raises at step N, one reports a NaN loss. Each must fail alone."""
+"""Two broken rules built on the scaffold's learner: one raises at step N, one reports a NaN loss.
+Each must fail alone."""
 from __future__ import annotations
 
 import math
@@ -6,13 +7,13 @@ import math
 from torch import Tensor
 
 from bpbench import StepOutput
-from bpbench.learners.backprop import Backprop
+from outside_rules.scaffolded import Scaffolded  # written by `bpbench new learner scaffolded` (tests/test_plugins.py)
 
 FAIL_AT_STEP = 5
 
 
-class RaisesAtStep(Backprop):
-    """Backprop that raises at its 5th training step."""
+class RaisesAtStep(Scaffolded):
+    """The scaffold's learner, raising at its 5th training step."""
 
     steps = 0
 
@@ -23,8 +24,8 @@ class RaisesAtStep(Backprop):
         return super().train_step(x, y)
 
 
-class NanLoss(Backprop):
-    """Backprop whose 3rd step reports a NaN loss (a diverged rule)."""
+class NanLoss(Scaffolded):
+    """The scaffold's learner, whose 3rd step reports a NaN loss (a diverged rule)."""
 
     steps = 0
 

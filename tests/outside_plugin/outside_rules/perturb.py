@@ -12,43 +12,41 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from bpbench import Learner, ModelSpec, StepOutput, TaskInfo, build_model, weight_layers
+from bpbench import Learner, StepOutput, build_model, check_params, param, weight_layers
 
 
 @dataclass(frozen=True)
 class PerturbParams:
     """directions >= 1 antithetic pairs per step; sigma > 0 the perturbation scale; lr > 0 (Adam)."""
 
-    directions: int = 16
-    sigma: float = 1e-3
-    lr: float = 3e-3
-    batch_size: int = 64
+    directions: int = param(16, ge=1)
+    sigma: float = param(1e-3, gt=0)
+    lr: float = param(3e-3, gt=0)
+    batch_size: int = param(64, ge=1)
 
     def __post_init__(self) -> None:
-        if self.directions < 1:
-            raise ValueError(f"directions = {self.directions}: must be >= 1")
-        if self.sigma <= 0 or self.lr <= 0:
-            raise ValueError(f"sigma = {self.sigma}, lr = {self.lr}: both must be > 0")
+        check_params(self)
 
 
 class WeightPerturbation(Learner):
     """Antithetic weight perturbation with Adam on the estimated gradient (no autograd)."""
 
     Params = PerturbParams
+    params: PerturbParams
+    model: nn.Sequential
 
-    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: PerturbParams,
-                 generator: torch.Generator, device: torch.device) -> None:
-        super().__init__(model_spec, task, params, generator, device)
-        self._model = build_model(model_spec, task.input_shape, task.n_classes, generator).to(device)
-        self.tensors = list(self._model.parameters())
-        self.optimizer = torch.optim.Adam(self.tensors, lr=params.lr)
+    def setup(self) -> None:
+        self.model = build_model(self.model_spec, self.task.input_shape, self.task.n_classes,
+                                 self.generator).to(self.device)
+        self.tensors = list(self.model.parameters())
+        self.optimizer = torch.optim.Adam(self.tensors, lr=self.params.lr)
         self.estimate: list[Tensor] = [torch.zeros_like(t) for t in self.tensors]
 
     @torch.no_grad()
     def _loss(self, x: Tensor, y: Tensor) -> float:
-        return float(F.cross_entropy(self._model(x), y))
+        return float(F.cross_entropy(self.model(x), y))
 
     @torch.no_grad()
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
@@ -74,15 +72,15 @@ class WeightPerturbation(Learner):
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
-        return self._model(x)
+        return self.model(x)
 
     def update_signal(self) -> dict[str, Tensor]:
         by_tensor = {id(t): g for t, g in zip(self.tensors, self.estimate)}
-        return {n: by_tensor[id(m.weight)].clone() for n, m in weight_layers(self._model)}
+        return {n: by_tensor[id(m.weight)].clone() for n, m in weight_layers(self.model)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self._model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._model.load_state_dict(state["model"])
+        self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
