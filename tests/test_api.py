@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 import bpbench
 from bpbench.experiments.front.cli import main
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bpbench.experiments.store.claims import Claims, pid_running
-from conftest import REPO, run_tiny_study
+from helpers import REPO, run_tiny_study
 
 TINY = 'seeds = 2\ntasks = ["digits"]\n[model]\nhidden = [16]\n[budget]\nepochs = 1\n[learners.backprop]\n'
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import REPO, bpbench
+from helpers import REPO, bpbench
 
 
 def test_list_shows_learners_tasks_studies_and_unavailable_reason(with_plugins) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import bpbench, installed
+from helpers import bpbench, installed
 import bpbench as api
 from bpbench.experiments.front.cli import main
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from conftest import bpbench
+from helpers import bpbench
 from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.run.runner import run
 from bpbench.experiments.store.run_store import COLUMNS

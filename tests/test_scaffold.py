@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, installed
+from helpers import REPO, installed
 from bpbench.experiments.front.cli import main
 
 

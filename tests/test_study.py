@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import bpbench
+from helpers import bpbench
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.plan.study import apply_sets, expand, load_study
