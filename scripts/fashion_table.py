@@ -1,7 +1,7 @@
 """Our `fashion` results beside BioTorch's published LeNet table, and the MLP-vs-LeNet gap per rule.
 
 Reads the `fashion` study's results, either as published (``results/fashion``: its
-``runs.csv``) or as run (``bpbench run fashion --out DIR``), and prints, as markdown for the README:
+``runs.csv``) or as run (``bpbench run fashion --out DIR``), and prints, as markdown for docs/fashion.md:
 
 1. LeNet test error % per rule beside BioTorch's (Benchmarks.md, Fashion-MNIST, LeNet).
 2. Per rule: test error % on the MLP and on LeNet, the gap to backprop on each net, and
