@@ -330,7 +330,6 @@ def test_check_fails_where_only_a_real_run_reaches() -> None:
         check_run("raising_evaluation", "digits", registry(**SHAPES), task_registry(), samples=64)
 
 
-@pytest.mark.slow  # 37 s measured 2026-12-03 on 2 cores under load (--durations)
 def test_cli_check_fails_a_learner_that_diverges_in_a_real_run(with_plugins) -> None:
     """The 'exploding' plugin returns a NaN loss on fsdd: every contract check passes (the old
     ``check`` said it conforms), but a run would fail; ``check`` now runs one and says so."""

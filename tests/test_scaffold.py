@@ -38,6 +38,7 @@ def test_written_files(packages: dict[str, Path]) -> None:
     assert 'blobs = "bpbench_blobs.blobs:Blobs"' in (packages["task"] / "pyproject.toml").read_text()
 
 
+@pytest.mark.slow  # 70-120 s under 4x load on 2 cores, 2026-12-03 (--durations)
 def test_packages_pass_their_own_tests(packages: dict[str, Path]) -> None:
     """``pytest DIR`` of each (one pytest process for both: 2 learner tests, 3 task tests)."""
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",

@@ -49,7 +49,6 @@ def test_second_load_reads_the_cache_and_equals_a_fresh_load(cache_root: Path) -
     assert CountingDigits.calls == 2 and not torch.equal(other.train.y, first.train.y)
 
 
-@pytest.mark.slow  # 32 s measured 2026-12-03 on 2 cores under load (--durations)
 def test_another_process_uses_the_entry(cache_root: Path) -> None:
     cache.load_cached(Digits(), TaskParams())
     code = ("import bpbench.tasks.cache as c, bpbench.tasks.base as b; from bpbench.tasks.digits import Digits\n"
