@@ -1,4 +1,4 @@
-"""Does the runner's training clock time training only? (issue 15, item 3)
+"""Does the runner's training clock time training only?
 
 Runs one learner for one epoch through the runner (``train_seconds``) and, interleaved,
 times a bare loop of the same ``train_step`` calls on the same minibatches with no
@@ -9,6 +9,7 @@ adds noise to both sides alike).
 
     python -m benchmarks.clock_overhead [--learner snn_bptt] [--task digits] [--repeats 7]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,8 @@ import time
 import torch
 
 from bpbench.experiments.plan.registry import learner_registry, task_registry
-from bpbench.experiments.run.runner import LoadedTasks, build_learner, run
 from bpbench.experiments.plan.spec import RunSpec
+from bpbench.experiments.run.runner import LoadedTasks, build_learner, run
 
 MODELS = {"snn_bptt": {"hidden": [256]}, "snn_dfa": {"hidden": [256]}}
 PARAMS = {"snn_bptt": {"num_steps": 10, "lr": 0.002}, "snn_dfa": {"num_steps": 10, "lr": 0.002}}
@@ -27,9 +28,19 @@ PARAMS = {"snn_bptt": {"num_steps": 10, "lr": 0.002}, "snn_dfa": {"num_steps": 1
 
 def spec_for(learner: str, task: str) -> RunSpec:
     params = {**learner_registry().get(learner).Params().__dict__, **PARAMS.get(learner, {})}
-    return RunSpec(learner=learner, label=learner, params=params, task=task, task_label=task, task_params={},
-                   model=MODELS.get(learner, {"hidden": [256, 256]}), budget={"epochs": 1},
-                   schedule={"eval_every": 1, "health_every": 10**9}, seed_index=0, study_seed=0)
+    return RunSpec(
+        learner=learner,
+        label=learner,
+        params=params,
+        task=task,
+        task_label=task,
+        task_params={},
+        model=MODELS.get(learner, {"hidden": [256, 256]}),
+        budget={"epochs": 1},
+        schedule={"eval_every": 1, "health_every": 10**9},
+        seed_index=0,
+        study_seed=0,
+    )
 
 
 def bare_epoch(spec: RunSpec, cache: LoadedTasks) -> float:
@@ -41,7 +52,7 @@ def bare_epoch(spec: RunSpec, cache: LoadedTasks) -> float:
     perm = torch.randperm(len(data.train), generator=order)
     total = 0.0
     for start in range(0, len(perm), learner.batch_size):
-        idx = perm[start:start + learner.batch_size]
+        idx = perm[start : start + learner.batch_size]
         x, y = data.train.x[idx], data.train.y[idx]
         t0 = time.perf_counter()
         learner.train_step(x, y)

@@ -1,12 +1,12 @@
 """Generation time of the ``ga`` learner against bare stacked-weights GAs and DEAP's stock ``eaSimple``.
 
-Setting (issue 4): population 64, digits, MLP 64-32-10 (tanh, or relu), 512 samples per generation,
+Setting: population 64, digits, MLP 64-32-10 (tanh, or relu), 512 samples per generation,
 Gaussian mutation (sigma .02) of every child, no crossover. Four implementations of one
 generation on the same minibatch:
 
 - ``ga``: this repo's learner (DEAP selection + ``varAnd``, tensor individuals, one
   vectorized forward for the population);
-- ``bare``: the generation written from scratch with no learner code (issue 14): the
+- ``bare``: the generation written from scratch with no learner code: the
   population's weights as (P, in, out) tensors (views of one (P, D) matrix), a ``baddbmm``
   forward per layer, logsumexp cross-entropy, ``argsort``, index the parents, one ``randn``
   for all children. It shares nothing with the learner, so it shows the learner's overhead;
@@ -17,11 +17,12 @@ generation on the same minibatch:
 
 The script first checks that the bare forward scores a population exactly as the learner's
 forward does. Prints ms per generation (best of ``--repeats`` timed blocks, blocks
-interleaved) and the ratios the issues ask for: ga / bare (issue 14: target <= 1.25),
-ga / pure torch (issue 4: <= 1.5) and DEAP stock / ga (issue 4: >= 10).
+interleaved) and the ratios with their targets: ga / bare (target <= 1.25),
+ga / pure torch (<= 1.5) and DEAP stock / ga (>= 10).
 
     python -m benchmarks.evolution_speed [--repeats 5] [--generations 20] [--threads 1] [--activation tanh]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,22 +40,27 @@ from bpbench.tasks.digits import Digits
 POPULATION, BATCH, SIGMA, ELITES, TRUNCATION = 64, 512, 0.02, 1, 8
 
 
-def pure_torch_generation(forward: PopulationForward, generator: torch.Generator) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+def pure_torch_generation(
+    forward: PopulationForward, generator: torch.Generator
+) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     """One GA generation in plain torch: evaluate all, keep the elite, truncation + mutation."""
+
     def step(pop: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         fitness = -cross_entropies(forward.logits(pop, x), y)
         order = fitness.argsort(descending=True)
         parents = order[torch.randint(0, TRUNCATION, (POPULATION - ELITES,), generator=generator)]
         children = pop[parents] + SIGMA * torch.randn(POPULATION - ELITES, pop.shape[1], generator=generator)
         return torch.cat([pop[order[:ELITES]], children])
+
     return step
 
 
 class BareGA:
     """One GA generation from scratch: weights (P, in, out) per layer, views of one (P, D) matrix."""
 
-    def __init__(self, population: torch.Tensor, layers: list[tuple[int, int]], activation: str,
-                 generator: torch.Generator) -> None:
+    def __init__(
+        self, population: torch.Tensor, layers: list[tuple[int, int]], activation: str, generator: torch.Generator
+    ) -> None:
         self.layers, self.generator = layers, generator
         self.act = torch.tanh if activation == "tanh" else torch.relu
         self.flat = population
@@ -63,9 +69,9 @@ class BareGA:
         """(w (P, in, out), b (P, 1, out)) per layer: views of ``flat`` (P, D), weights first."""
         out, at, p = [], 0, flat.shape[0]
         for n_in, n_out in self.layers:
-            w = flat[:, at:at + n_in * n_out].view(p, n_in, n_out)
+            w = flat[:, at : at + n_in * n_out].view(p, n_in, n_out)
             at += n_in * n_out
-            b = flat[:, at:at + n_out].view(p, 1, n_out)
+            b = flat[:, at : at + n_out].view(p, 1, n_out)
             at += n_out
             out.append((w, b))
         return out
@@ -155,9 +161,13 @@ def main() -> None:
     x, y = data.train.x[:BATCH], data.train.y[:BATCH]
     generator = torch.Generator().manual_seed(0)
 
-    learner = GeneticAlgorithm(spec, data.info, GAParams(population=POPULATION, sigma=SIGMA, elites=ELITES,
-                                                         truncation=TRUNCATION, batch_size=BATCH),
-                               generator, torch.device("cpu"))
+    learner = GeneticAlgorithm(
+        spec,
+        data.info,
+        GAParams(population=POPULATION, sigma=SIGMA, elites=ELITES, truncation=TRUNCATION, batch_size=BATCH),
+        generator,
+        torch.device("cpu"),
+    )
     forward = PopulationForward(build_model(spec, data.info.input_shape, data.info.n_classes, generator))
     step = pure_torch_generation(forward, generator)
     pop = [learner.population.matrix.clone()]
@@ -177,13 +187,20 @@ def main() -> None:
     def stock() -> None:
         algorithms.eaSimple(population, toolbox, cxpb=0.0, mutpb=1.0, ngen=1, verbose=False)
 
-    ms = best_ms({"ga": (lambda: learner.train_step(x, y), args.generations),
-                  "bare": (lambda: bare.generation(x, y), args.generations),
-                  "pure": (pure, args.generations),
-                  "stock": (stock, max(2, args.generations // 10))}, args.repeats)
+    ms = best_ms(
+        {
+            "ga": (lambda: learner.train_step(x, y), args.generations),
+            "bare": (lambda: bare.generation(x, y), args.generations),
+            "pure": (pure, args.generations),
+            "stock": (stock, max(2, args.generations // 10)),
+        },
+        args.repeats,
+    )
     ga_ms, bare_ms, pure_ms, stock_ms = ms["ga"], ms["bare"], ms["pure"], ms["stock"]
-    print(f"setting: population {POPULATION}, digits MLP 64-32-10 {args.activation}, {BATCH} samples/generation, "
-          f"{args.threads} torch thread(s)")
+    print(
+        f"setting: population {POPULATION}, digits MLP 64-32-10 {args.activation}, {BATCH} samples/generation, "
+        f"{args.threads} torch thread(s)"
+    )
     print(f"ga (DEAP, tensor individuals, vectorized forward): {ga_ms:8.2f} ms/generation")
     print(f"bare GA ((P, in, out) weights, baddbmm, one randn): {bare_ms:8.2f} ms/generation")
     print(f"pure torch GA (no DEAP, the learner's forward):   {pure_ms:8.2f} ms/generation")

@@ -7,7 +7,7 @@
    loading, transport, storing), with start-up amortised over the runs; the time to the first
    result shows the start-up alone. The inline executor has one worker (this process).
 2. ``quick`` wall time (``--quick-seeds``, 3 = the real study; 0 skips it), and Ray's wall over
-   the process executor's. The issue's target: Ray <= 1.1 x process on a 2-core machine.
+   the process executor's. The target: Ray <= 1.1 x process on a 2-core machine.
 
 Executors are measured in turn, ``--rounds`` times (interleaved, so load from other processes
 hits them alike; the median is printed), each in this one process, into a fresh folder; a
@@ -16,6 +16,7 @@ local Ray instance is started (and stopped) by each Ray measurement, as ``bpbenc
 
     python -m benchmarks.executor_overhead [--runs 200] [--quick-seeds 3] [--rounds 1] [--jobs 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,16 +31,15 @@ from pathlib import Path
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-import torch  # noqa: E402
+import torch
 
-from bpbench.experiments.schedule.process_pool import make_executor  # noqa: E402
-from bpbench.experiments.plan.registry import learner_registry, task_registry  # noqa: E402
-from bpbench.experiments.store.run_store import RunStore  # noqa: E402
-from bpbench.experiments.plan.study import load_study  # noqa: E402
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.plan.study import load_study
+from bpbench.experiments.schedule.process_pool import make_executor
+from bpbench.experiments.store.run_store import RunStore
 
 EXECUTORS = ("inline", "process", "ray")
-ONE_STEP = ["learners={backprop = {}}", "tasks=[\"digits\"]", "model.hidden=[16]", "budget.epochs=1",
-            "budget.samples=1"]
+ONE_STEP = ["learners={backprop = {}}", 'tasks=["digits"]', "model.hidden=[16]", "budget.epochs=1", "budget.samples=1"]
 
 
 def measure(executor_name: str, study: str, sets: list[str], jobs: int) -> tuple[float, float, float, int]:
@@ -58,8 +58,10 @@ def measure(executor_name: str, study: str, sets: list[str], jobs: int) -> tuple
         failed = [o for o in outcomes if o.status != "ok"]
         if failed or len(outcomes) != len(runs):
             raise RuntimeError(f"{executor_name}: {len(outcomes)} of {len(runs)} runs, failed: {failed[:1]}")
-        own = sum((datetime.fromisoformat(m["end_time"]) - datetime.fromisoformat(m["start_time"])).total_seconds()
-                  for m in store.metas())
+        own = sum(
+            (datetime.fromisoformat(m["end_time"]) - datetime.fromisoformat(m["start_time"])).total_seconds()
+            for m in store.metas()
+        )
     return wall, first, own, len(runs)
 
 
@@ -80,18 +82,25 @@ def main() -> None:
             wall, first, own, n = measure(name, "quick", [*ONE_STEP, f"seeds={args.runs}"], args.jobs)
             overhead[name].append((workers * wall - own) / n * 1000)
             startup[name].append(first)
-            print(f"  {name}: {n} one-step runs in {wall:.1f} s wall (first after {first:.1f} s), "
-                  f"{own:.1f} s inside runs", flush=True)
+            print(
+                f"  {name}: {n} one-step runs in {wall:.1f} s wall (first after {first:.1f} s), "
+                f"{own:.1f} s inside runs",
+                flush=True,
+            )
             if args.quick_seeds:
                 wall, _, _, n = measure(name, "quick", [f"seeds={args.quick_seeds}"], args.jobs)
                 quick[name].append(wall)
                 print(f"  {name}: quick ({n} runs) in {wall:.1f} s wall", flush=True)
-    print(f"\nexecutor overhead on {os.cpu_count()} cores, {args.jobs} workers (inline: 1), "
-          f"median of {args.rounds} round(s)")
+    print(
+        f"\nexecutor overhead on {os.cpu_count()} cores, {args.jobs} workers (inline: 1), "
+        f"median of {args.rounds} round(s)"
+    )
     print(f"{'executor':<10}{'overhead ms/run':>17}{'first result s':>16}{'quick wall s':>14}")
     for name in EXECUTORS:
         wall = f"{statistics.median(quick[name]):.1f}" if quick[name] else "skipped"
-        print(f"{name:<10}{statistics.median(overhead[name]):>17.1f}{statistics.median(startup[name]):>16.1f}{wall:>14}")
+        print(
+            f"{name:<10}{statistics.median(overhead[name]):>17.1f}{statistics.median(startup[name]):>16.1f}{wall:>14}"
+        )
     if quick["ray"]:
         ratio = statistics.median(quick["ray"]) / statistics.median(quick["process"])
         print(f"\nquick wall, ray / process: {ratio:.2f} (target <= 1.10)")

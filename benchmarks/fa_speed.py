@@ -5,10 +5,11 @@ MLP 784-256-256-10 (ReLU, Adam), batch 256 (``--batch``), random inputs, one tor
 so load from other processes hits all learners alike; a learner's step time is its median
 over ``--rounds`` rounds. Prints wall-clock and thread-CPU medians (the CPU time leaves out
 time the thread waited for a core on a shared machine) and their ratios to backprop. The
-issue's target is FA/BP <= 1.05.
+target is FA/BP <= 1.05.
 
     python -m benchmarks.fa_speed [--rounds 300] [--batch 256] [--device cpu]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,17 +51,28 @@ def main() -> None:
     # A pool of distinct batches, cycled: one batch repeated hundreds of times drives the loss
     # to ~0 and the optimizer state into subnormal floats, whose slow arithmetic would time
     # that degenerate regime instead of training.
-    pool = [(torch.randn(args.batch, 1, 28, 28, generator=data).to(device),
-             torch.randint(0, 10, (args.batch,), generator=data).to(device)) for _ in range(POOL)]
-    learners = {name: cls(spec, task, params(batch_size=args.batch), torch.Generator().manual_seed(0), device)
-                for name, (cls, params) in LEARNERS.items()}
+    pool = [
+        (
+            torch.randn(args.batch, 1, 28, 28, generator=data).to(device),
+            torch.randint(0, 10, (args.batch,), generator=data).to(device),
+        )
+        for _ in range(POOL)
+    ]
+    learners = {
+        name: cls(spec, task, params(batch_size=args.batch), torch.Generator().manual_seed(0), device)
+        for name, (cls, params) in LEARNERS.items()
+    }
     steps = {name: learner.train_step for name, learner in learners.items()}
     med_wall, med_cpu = interleaved_medians(steps, pool, args.rounds, device)
-    print(f"MLP 784-256-256-10, batch {args.batch}, {device}, {args.threads} thread(s); "
-          f"median of {args.rounds} interleaved steps")
+    print(
+        f"MLP 784-256-256-10, batch {args.batch}, {device}, {args.threads} thread(s); "
+        f"median of {args.rounds} interleaved steps"
+    )
     print_ratios(med_wall, med_cpu, "backprop")
-    print(f"FA/BP step time = {med_wall['fa'] / med_wall['backprop']:.3f} (wall), "
-          f"{med_cpu['fa'] / med_cpu['backprop']:.3f} (thread CPU)")
+    print(
+        f"FA/BP step time = {med_wall['fa'] / med_wall['backprop']:.3f} (wall), "
+        f"{med_cpu['fa'] / med_cpu['backprop']:.3f} (thread CPU)"
+    )
 
 
 if __name__ == "__main__":

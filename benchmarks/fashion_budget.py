@@ -18,6 +18,7 @@ wall figures are upper bounds and the CPU figures estimate a quiet machine.
 
     python -m benchmarks.fashion_budget [--fraction 0.05] [--cores 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,9 @@ import torch
 
 from bpbench.experiments.plan.config import build
 from bpbench.experiments.plan.registry import learner_registry, task_registry
-from bpbench.experiments.run.runner import LoadedTasks, run
 from bpbench.experiments.plan.spec import Budget, Schedule
 from bpbench.experiments.plan.study import load_study
+from bpbench.experiments.run.runner import LoadedTasks, run
 
 
 def main() -> None:
@@ -40,8 +41,12 @@ def main() -> None:
     torch.set_num_threads(1)
     learners, tasks = learner_registry(), task_registry()
     full = load_study("fashion", [], learners, tasks)
-    sliced = load_study("fashion", ["seeds=1", "budget.epochs=1",
-                                    f"tasks.fashion_mnist.train_fraction={args.fraction}"], learners, tasks)
+    sliced = load_study(
+        "fashion",
+        ["seeds=1", "budget.epochs=1", f"tasks.fashion_mnist.train_fraction={args.fraction}"],
+        learners,
+        tasks,
+    )
     seeds = len({r.seed_index for r in full.runs})
     epochs = build(Budget, full.runs[0].budget, "budget").epochs
     every = build(Schedule, full.runs[0].schedule, "schedule").eval_every
@@ -49,15 +54,16 @@ def main() -> None:
     cache = LoadedTasks()
     t0 = time.perf_counter()
     data = cache.get(sliced.runs[0], tasks)
-    print(f"task load {time.perf_counter() - t0:.1f} s; slice: {len(data.train)} train, {len(data.val)} val, "
-          f"{len(data.test)} test; full study: {len(full.runs)} runs, {seeds} seeds x {epochs} epochs, "
-          f"{evaluations} evaluations a run")
+    print(
+        f"task load {time.perf_counter() - t0:.1f} s; slice: {len(data.train)} train, {len(data.val)} val, "
+        f"{len(data.test)} test; full study: {len(full.runs)} runs, {seeds} seeds x {epochs} epochs, "
+        f"{evaluations} evaluations a run"
+    )
     full_train = round(len(data.train) / args.fraction)
     full_eval_images = full_train + len(data.val) + len(data.test)
     slice_images = 2 * (len(data.train) + len(data.val) + len(data.test))  # evaluated at epochs 0 and 1
     total = {"wall": 0.0, "cpu": 0.0}
-    print(f"{'learner':<14} {'arch':<6} {'ms/step wall/cpu':>17} {'eval 70k s wall/cpu':>20} "
-          f"{'run s wall/cpu':>15}")
+    print(f"{'learner':<14} {'arch':<6} {'ms/step wall/cpu':>17} {'eval 70k s wall/cpu':>20} {'run s wall/cpu':>15}")
     for spec in sliced.runs:
         wall0, cpu0 = time.perf_counter(), time.process_time()
         result = run(spec, learners, tasks, torch.device("cpu"), cache)
@@ -72,11 +78,15 @@ def main() -> None:
             total[kind] += seeds * run_s
             cells.append((step_s, eval_s, run_s))
         (ws, we, wr), (cs, ce, cr) = cells
-        print(f"{spec.label:<14} {spec.model['arch']:<6} {1000 * ws:8.1f}/{1000 * cs:<8.1f} "
-              f"{we:10.2f}/{ce:<9.2f} {wr:7.0f}/{cr:<7.0f}")
+        print(
+            f"{spec.label:<14} {spec.model['arch']:<6} {1000 * ws:8.1f}/{1000 * cs:<8.1f} "
+            f"{we:10.2f}/{ce:<9.2f} {wr:7.0f}/{cr:<7.0f}"
+        )
     for kind in ("wall", "cpu"):
-        print(f"full study ({kind} time): {total[kind] / 60:.0f} core-minutes, about "
-              f"{total[kind] / 60 / args.cores:.0f} minutes on {args.cores} one-thread workers (no imbalance counted)")
+        print(
+            f"full study ({kind} time): {total[kind] / 60:.0f} core-minutes, about "
+            f"{total[kind] / 60 / args.cores:.0f} minutes on {args.cores} one-thread workers (no imbalance counted)"
+        )
 
 
 if __name__ == "__main__":

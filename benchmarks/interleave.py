@@ -11,6 +11,7 @@ Shared by the benchmarks that compare a rule with backprop on MLP inputs-256-256
 ``benchmark_parser`` (their common options), ``random_pool`` (the minibatches) and
 ``plain_backprop`` (the independent reference step, written in plain torch).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,9 @@ def timed(step: Step, x: Tensor, y: Tensor, device: torch.device) -> tuple[float
     return time.perf_counter() - wall, time.thread_time() - cpu
 
 
-def interleaved_medians(steps: dict[str, Step], pool: list[tuple[Tensor, Tensor]], rounds: int,
-                        device: torch.device, warmup: int = 10) -> tuple[dict[str, float], dict[str, float]]:
+def interleaved_medians(
+    steps: dict[str, Step], pool: list[tuple[Tensor, Tensor]], rounds: int, device: torch.device, warmup: int = 10
+) -> tuple[dict[str, float], dict[str, float]]:
     """Median wall and thread-CPU seconds per step of each contender over ``rounds`` shuffled rounds."""
     for step in steps.values():
         for x, y in pool[:warmup]:
@@ -61,8 +63,10 @@ def print_ratios(med_wall: dict[str, float], med_cpu: dict[str, float], referenc
     """One line per contender: wall and thread-CPU milliseconds and their ratios to ``reference``."""
     print(f"  {'contender':<14} {'wall ms':>8} {'x ref':>6} {'cpu ms':>8} {'x ref':>6}")
     for name in med_wall:
-        print(f"  {name:<14} {med_wall[name] * 1e3:8.3f} {med_wall[name] / med_wall[reference]:6.3f}"
-              f" {med_cpu[name] * 1e3:8.3f} {med_cpu[name] / med_cpu[reference]:6.3f}")
+        print(
+            f"  {name:<14} {med_wall[name] * 1e3:8.3f} {med_wall[name] / med_wall[reference]:6.3f}"
+            f" {med_cpu[name] * 1e3:8.3f} {med_cpu[name] / med_cpu[reference]:6.3f}"
+        )
 
 
 def benchmark_parser(description: str) -> argparse.ArgumentParser:
@@ -79,8 +83,13 @@ def benchmark_parser(description: str) -> argparse.ArgumentParser:
 def random_pool(batch: int, inputs: int, device: torch.device, size: int = 50) -> list[tuple[Tensor, Tensor]]:
     """``size`` distinct random minibatches (x: (batch, 1, inputs), y: 10 classes), seeded."""
     data = torch.Generator().manual_seed(0)
-    return [(torch.randn(batch, 1, inputs, generator=data).to(device),
-             torch.randint(0, 10, (batch,), generator=data).to(device)) for _ in range(size)]
+    return [
+        (
+            torch.randn(batch, 1, inputs, generator=data).to(device),
+            torch.randint(0, 10, (batch,), generator=data).to(device),
+        )
+        for _ in range(size)
+    ]
 
 
 def plain_backprop(inputs: int, device: torch.device, activation: str = "relu") -> Step:
@@ -88,12 +97,14 @@ def plain_backprop(inputs: int, device: torch.device, activation: str = "relu") 
     ``Adam.step()``) on MLP inputs-256-256-10 with ReLU or tanh: the independent reference."""
     act = {"relu": nn.ReLU, "tanh": nn.Tanh}[activation]
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(inputs, 256), act(), nn.Linear(256, 256), act(),
-                        nn.Linear(256, 10)).to(device)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(inputs, 256), act(), nn.Linear(256, 256), act(), nn.Linear(256, 10)).to(
+        device
+    )
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
 
     def step(x: Tensor, y: Tensor) -> None:
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(net(x), y).backward()
         opt.step()
+
     return step

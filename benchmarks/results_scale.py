@@ -16,6 +16,7 @@ their memory grows with the number of runs: this measures by how much).
 
 Sweep shape: 10 learner labels x 4 tasks x 10 learning rates x N/400 seeds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,14 @@ LRS = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1)
 EPOCHS, STEPS_PER_EPOCH, HEALTH_EVERY = 20, 55, 10
 LAYERS = ("fc1", "fc2", "out")
 SYNTHETIC = "benchmarks/results_scale.py: synthetic run for timing the results tools; not a result"
-COST_METRICS = ("synops_per_sample", "synops_dense_per_sample", "macs_per_sample", "acs_per_sample",
-                "energy_per_sample_j", "synops_from_flops")
+COST_METRICS = (
+    "synops_per_sample",
+    "synops_dense_per_sample",
+    "macs_per_sample",
+    "acs_per_sample",
+    "energy_per_sample_j",
+    "synops_from_flops",
+)
 
 
 def template_rows(rng: np.random.Generator) -> dict[str, list]:
@@ -57,42 +64,70 @@ def template_rows(rng: np.random.Generator) -> dict[str, list]:
         for split in ("train", "val", "test"):
             add(epoch, step, split, "accuracy", min(0.99, 0.1 + 0.045 * epoch + rng.normal(0, 0.01)))
             add(epoch, step, split, "loss", 2.3 / (1 + epoch))
-        for metric, value in (("train_seconds", 0.1 * step), ("train_flops", 4.2e8 * step),
-                              ("train_samples", 64 * step), ("forward_samples", 64 * step)):
+        for metric, value in (
+            ("train_seconds", 0.1 * step),
+            ("train_flops", 4.2e8 * step),
+            ("train_samples", 64 * step),
+            ("forward_samples", 64 * step),
+        ):
             add(epoch, step, "train", metric, value)
         for metric in COST_METRICS:
             add(epoch, step, "test", metric, 0.0 if metric == "synops_from_flops" else 8.45e4)
         if epoch:
-            for step in range(step - STEPS_PER_EPOCH + HEALTH_EVERY, step + 1, HEALTH_EVERY):
+            for sampled in range(step - STEPS_PER_EPOCH + HEALTH_EVERY, step + 1, HEALTH_EVERY):
                 for layer in LAYERS:
-                    add(epoch, step, "train", "grad_norm", rng.lognormal(-2, 0.5), layer)
-                    add(epoch, step, "train", "grad_alignment", rng.uniform(0.3, 1.0), layer)
-                add(epoch, step, "train", "grad_norm_ratio", rng.lognormal(-0.5, 0.3))
-                add(epoch, step, "train", "grad_alignment_mean", rng.uniform(0.5, 0.9))
+                    add(epoch, sampled, "train", "grad_norm", rng.lognormal(-2, 0.5), layer)
+                    add(epoch, sampled, "train", "grad_alignment", rng.uniform(0.3, 1.0), layer)
+                add(epoch, sampled, "train", "grad_norm_ratio", rng.lognormal(-0.5, 0.3))
+                add(epoch, sampled, "train", "grad_alignment_mean", rng.uniform(0.5, 0.9))
     add(EPOCHS, EPOCHS * STEPS_PER_EPOCH, "train", "peak_memory_bytes", 1.9e6)
     add(EPOCHS, EPOCHS * STEPS_PER_EPOCH, "train", "state_bytes", 3.1e5)
     return cols
 
 
 def meta_of(run_id: str, label: str, task: str, lr: float, seed: int, measures: dict) -> dict:
-    spec = {"learner": label, "label": label, "params": {"lr": lr, "optimizer": "adam", "batch_size": 64,
-                                                         "momentum": 0.9, "weight_decay": 0.0},
-            "task": task, "task_label": task, "task_params": {"split_seed": 0, "val_fraction": 0.1,
-                                                              "test_fraction": 0.2, "normalize": "standard"},
-            "model": {"arch": "mlp", "hidden": [256, 256], "activation": "relu", "batchnorm": False, "dropout": 0.0},
-            "budget": {"epochs": EPOCHS, "flops": None, "samples": None, "max_seconds": None},
-            "schedule": {"eval_every": 1, "health_every": HEALTH_EVERY}, "seed_index": seed, "study_seed": 0,
-            "varied": ["params.lr"], "study": "synthetic-scale"}
-    return {"run_id": run_id, "synthetic": SYNTHETIC, "seed": seed, "spec": spec, "status": "ok", "error": None,
-            "git": {"commit": "0" * 40, "dirty": False, "source": "synthetic", "reason": None},
-            "versions": {p: "0.0" for p in ("bpbench", "torch", "numpy", "pandas", "scikit-learn", "deap", "snntorch")},
-            "providers": {"learner": {"name": label, "distribution": "synthetic"}},
-            "hardware": {"device": "cpu", "cpu": "synthetic", "cores": 2, "torch_threads": 1},
-            "start_time": "2026-01-01T00:00:00.000+00:00", "end_time": "2026-01-01T00:00:10.000+00:00",
-            "summary": {"epochs_completed": EPOCHS, "steps": EPOCHS * STEPS_PER_EPOCH, "stopped_by": "epochs",
-                        "train_seconds": 110.0, "train_flops": 4.6e11, "peak_memory_bytes": 1900000,
-                        "state_bytes": 310000, "test_accuracy": measures["values"]["test_acc"], "exact_layers": ["out"]},
-            "unmeasured": {}, "measures": measures}
+    spec = {
+        "learner": label,
+        "label": label,
+        "params": {"lr": lr, "optimizer": "adam", "batch_size": 64, "momentum": 0.9, "weight_decay": 0.0},
+        "task": task,
+        "task_label": task,
+        "task_params": {"split_seed": 0, "val_fraction": 0.1, "test_fraction": 0.2, "normalize": "standard"},
+        "model": {"arch": "mlp", "hidden": [256, 256], "activation": "relu", "batchnorm": False, "dropout": 0.0},
+        "budget": {"epochs": EPOCHS, "flops": None, "samples": None, "max_seconds": None},
+        "schedule": {"eval_every": 1, "health_every": HEALTH_EVERY},
+        "seed_index": seed,
+        "study_seed": 0,
+        "varied": ["params.lr"],
+        "study": "synthetic-scale",
+    }
+    return {
+        "run_id": run_id,
+        "synthetic": SYNTHETIC,
+        "seed": seed,
+        "spec": spec,
+        "status": "ok",
+        "error": None,
+        "git": {"commit": "0" * 40, "dirty": False, "source": "synthetic", "reason": None},
+        "versions": {p: "0.0" for p in ("bpbench", "torch", "numpy", "pandas", "scikit-learn", "deap", "snntorch")},
+        "providers": {"learner": {"name": label, "distribution": "synthetic"}},
+        "hardware": {"device": "cpu", "cpu": "synthetic", "cores": 2, "torch_threads": 1},
+        "start_time": "2026-01-01T00:00:00.000+00:00",
+        "end_time": "2026-01-01T00:00:10.000+00:00",
+        "summary": {
+            "epochs_completed": EPOCHS,
+            "steps": EPOCHS * STEPS_PER_EPOCH,
+            "stopped_by": "epochs",
+            "train_seconds": 110.0,
+            "train_flops": 4.6e11,
+            "peak_memory_bytes": 1900000,
+            "state_bytes": 310000,
+            "test_accuracy": measures["values"]["test_acc"],
+            "exact_layers": ["out"],
+        },
+        "unmeasured": {},
+        "measures": measures,
+    }
 
 
 def write_synthetic(root: Path, n: int) -> None:
@@ -112,11 +147,19 @@ def write_synthetic(root: Path, n: int) -> None:
                         return
                     run_id = f"{count:016x}"
                     factor = 1.0 + rng.normal(0, 0.01)  # every value scaled: the measures scale with them
-                    table = pa.table({"run_id": pa.array([run_id] * base_table.num_rows),
-                                      **{k: base_table[k] for k in ("epoch", "step", "split", "metric", "layer")},
-                                      "value": pa.array(np.asarray(base["value"]) * factor)})
-                    measures = {"version": run_measures.VERSION, "values": {
-                        k: (v if isinstance(v, bool) or v is None else v * factor) for k, v in base_measures.items()}}
+                    table = pa.table(
+                        {
+                            "run_id": pa.array([run_id] * base_table.num_rows),
+                            **{k: base_table[k] for k in ("epoch", "step", "split", "metric", "layer")},
+                            "value": pa.array(np.asarray(base["value"]) * factor),
+                        }
+                    )
+                    measures = {
+                        "version": run_measures.VERSION,
+                        "values": {
+                            k: (v if isinstance(v, bool) or v is None else v * factor) for k, v in base_measures.items()
+                        },
+                    }
                     folder = root / "runs" / run_id
                     folder.mkdir(parents=True)
                     pq.write_table(table, folder / "metrics.parquet")

@@ -1,4 +1,4 @@
-"""Run wall time against the training clock, from a results folder's run metadata (issue 14, goal 2).
+"""Run wall time against the training clock, from a results folder's run metadata.
 
 For every finished run, ``meta.json`` holds ``start_time`` and ``end_time`` (the run's wall
 time, metadata included, the store's write excluded), ``summary.train_seconds`` (the
@@ -9,6 +9,7 @@ then the ratio summed over every run (target: <= 1.10 for ``quick``).
 
     python -m benchmarks.run_overhead [DIR]        # default bpbench-out/quick
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,16 +52,21 @@ def main() -> None:
             groups[key][name] += value
             total[name] += value
     columns = [*PHASES, "outside"]
-    header = f"{'learner':<15}{'task':<9}{'runs':>5}{'wall s':>9}{'clock s':>9}{'wall/clock':>11}  " + \
-        "".join(f"{c:>11}" for c in columns)
+    header = f"{'learner':<15}{'task':<9}{'runs':>5}{'wall s':>9}{'clock s':>9}{'wall/clock':>11}  " + "".join(
+        f"{c:>11}" for c in columns
+    )
     print("share of run wall time per phase (train is the clock's regions, synchronized)")
     print(header)
     for (label, task), g in [*sorted(groups.items()), (("all runs", ""), total)]:
         shares = "".join(f"{g[c] / g['wall']:>11.1%}" for c in columns)
-        print(f"{label:<15}{task:<9}{int(g['runs']):>5}{g['wall']:>9.2f}{g['clock']:>9.2f}"
-              f"{g['wall'] / g['clock']:>11.2f}  {shares}")
-    print(f"run wall / training clock, summed over {int(total['runs'])} runs: "
-          f"{total['wall'] / total['clock']:.3f} (target <= 1.10)")
+        print(
+            f"{label:<15}{task:<9}{int(g['runs']):>5}{g['wall']:>9.2f}{g['clock']:>9.2f}"
+            f"{g['wall'] / g['clock']:>11.2f}  {shares}"
+        )
+    print(
+        f"run wall / training clock, summed over {int(total['runs'])} runs: "
+        f"{total['wall'] / total['clock']:.3f} (target <= 1.10)"
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ A bare snntorch loop (the same network written tutorial-style with ``snn.Leaky``
 timed too, so the cost of snntorch's neuron and the cost of bpbench's wrapper show apart
 (snn_bptt steps the neurons' update itself, ``learners.spiking.SpikingNet.step``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,9 @@ import statistics
 import time
 from collections.abc import Callable
 
+import snntorch as snn
 import torch
 import torch.nn.functional as F
-import snntorch as snn
 from snntorch import surrogate
 from torch import Tensor, nn
 
@@ -47,8 +48,16 @@ class Spike(torch.autograd.Function):
         return grad / (25.0 * v.abs() + 1.0) ** 2
 
 
-def hand_forward(fc1: nn.Linear, out: nn.Linear, x: Tensor, steps: int, constant: bool, readout: str,
-                 beta: float = 0.9, thr: float = 1.0) -> Tensor:
+def hand_forward(
+    fc1: nn.Linear,
+    out: nn.Linear,
+    x: Tensor,
+    steps: int,
+    constant: bool,
+    readout: str,
+    beta: float = 0.9,
+    thr: float = 1.0,
+) -> Tensor:
     """The LIF network written out: x is (B, 784) if constant else (T, B, 784)."""
     cur1 = fc1(x) if constant else fc1(x.flatten(0, 1)).unflatten(0, (steps, -1))
     mem1 = torch.zeros(cur1.shape[-2:])
@@ -68,8 +77,16 @@ def hand_forward(fc1: nn.Linear, out: nn.Linear, x: Tensor, steps: int, constant
     return total / steps if readout == "membrane" else total  # type: ignore[return-value]
 
 
-def bare_snntorch_forward(fc1: nn.Linear, lif1: nn.Module, out: nn.Linear, lif2: nn.Module, x: Tensor, steps: int,
-                          constant: bool, readout: str) -> Tensor:
+def bare_snntorch_forward(
+    fc1: nn.Linear,
+    lif1: nn.Module,
+    out: nn.Linear,
+    lif2: nn.Module,
+    x: Tensor,
+    steps: int,
+    constant: bool,
+    readout: str,
+) -> Tensor:
     """The same network as a bare snntorch script (tutorial style: states passed by hand)."""
     cur1 = fc1(x) if constant else fc1(x.flatten(0, 1)).unflatten(0, (steps, -1))
     mem1, mem2 = lif1.reset_mem(), lif2.reset_mem()
@@ -126,8 +143,9 @@ def measure(encoding: str, readout: str, steps: int, repeats: int) -> tuple[floa
     bare_fc1.load_state_dict(fc1.state_dict())
     bare_out.load_state_dict(out.state_dict())
     lif1 = snn.Leaky(beta=0.9, spike_grad=surrogate.fast_sigmoid())
-    lif2 = snn.Leaky(beta=0.9, spike_grad=surrogate.fast_sigmoid(),
-                     reset_mechanism="none" if readout == "membrane" else "subtract")
+    lif2 = snn.Leaky(
+        beta=0.9, spike_grad=surrogate.fast_sigmoid(), reset_mechanism="none" if readout == "membrane" else "subtract"
+    )
     bare_opt = torch.optim.Adam([*bare_fc1.parameters(), *bare_out.parameters()], lr=params.lr)
 
     def bare_step() -> float:
@@ -161,12 +179,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"784-256-10, T=25, batch 128, readout={args.readout}, Adam, 1 thread; CPU ms per train step")
-    print(f"{'encoding':<10}{'hand loop':>10}{'snn_bptt':>10}{'bare snntorch':>15}{'snn_bptt/hand':>15}{'bare/hand':>11}")
-    for encoding in (["direct", "rate"] if args.encoding == "both" else [args.encoding]):
+    print(
+        f"{'encoding':<10}{'hand loop':>10}{'snn_bptt':>10}{'bare snntorch':>15}{'snn_bptt/hand':>15}{'bare/hand':>11}"
+    )
+    for encoding in ["direct", "rate"] if args.encoding == "both" else [args.encoding]:
         hand, snn_t, bare = measure(encoding, args.readout, args.steps, args.repeats)
-        print(f"{encoding:<10}{hand * 1e3:>10.1f}{snn_t * 1e3:>10.1f}{bare * 1e3:>15.1f}"
-              f"{snn_t / hand:>15.2f}{bare / hand:>11.2f}")
-    print("target (issue 14): snn_bptt / hand <= 1.25 with direct input")
+        print(
+            f"{encoding:<10}{hand * 1e3:>10.1f}{snn_t * 1e3:>10.1f}{bare * 1e3:>15.1f}"
+            f"{snn_t / hand:>15.2f}{bare / hand:>11.2f}"
+        )
+    print("target: snn_bptt / hand <= 1.25 with direct input")
 
 
 if __name__ == "__main__":

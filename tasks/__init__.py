@@ -2,6 +2,7 @@
 
 Tasks are found through the ``bpbench.tasks`` entry-point group (``experiments.registry``).
 """
+
 from bpbench.tasks.base import Split, Task, TaskData, TaskParams
 
 __all__ = ["Split", "Task", "TaskData", "TaskParams"]

@@ -4,6 +4,7 @@ A task turns raw arrays into a ``TaskData``: a deterministic, seeded, stratified
 train/val/test split whose normalization statistics are fit on the training part only.
 Subclasses implement ``raw(params)`` and set ``name``, ``modality``.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -42,9 +43,7 @@ class TaskParams:
             if not 0.0 < value < 1.0:
                 raise ValueError(f"{key} = {value}: allowed is 0 < {key} < 1")
         if self.val_fraction + self.test_fraction >= 1.0:
-            raise ValueError(
-                f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction}: must be < 1"
-            )
+            raise ValueError(f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction}: must be < 1")
         if not 0.0 < self.train_fraction <= 1.0:
             raise ValueError(f"train_fraction = {self.train_fraction}: allowed is 0 < train_fraction <= 1")
 
@@ -68,9 +67,7 @@ class TaskData:
     test: Split
 
 
-def stratified_split(
-    y: np.ndarray, params: TaskParams
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def stratified_split(y: np.ndarray, params: TaskParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index arrays (train, val, test), each stratified by class, from ``params.split_seed``."""
     idx = np.arange(len(y))
     rest, test = train_test_split(idx, test_size=params.test_fraction, stratify=y, random_state=params.split_seed)
@@ -134,7 +131,7 @@ class Task(ABC):
         """
         return None
 
-    def check(self, params: TaskParams) -> None:
+    def check(self, params: TaskParams) -> None:  # noqa: B027  an optional hook: the default checks nothing
         """Raise (naming what is missing) if the data cannot be loaded; called before any run starts."""
 
     @abstractmethod
@@ -153,7 +150,9 @@ class Task(ABC):
             xn = (x[ix] - shift) / scale
             if params.normalize == "unit":
                 xn = np.clip(xn, 0.0, 1.0)
-            return Split(torch.from_numpy(np.ascontiguousarray(xn, dtype=np.float32)), torch.from_numpy(y[ix].astype(np.int64)))
+            return Split(
+                torch.from_numpy(np.ascontiguousarray(xn, dtype=np.float32)), torch.from_numpy(y[ix].astype(np.int64))
+            )
 
         info = TaskInfo(self.name, self.modality, tuple(int(s) for s in x.shape[1:]), int(y.max()) + 1)
         return TaskData(info, part(train), part(val), part(test))

@@ -19,6 +19,7 @@ warning and rebuilt. CACHE is ``$BPBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/bpb
 ``~/.cache/bpbench``; ``BPBENCH_CACHE=off`` turns caching off. ``clear()`` empties it
 (``bpbench cache clear``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,8 +74,11 @@ def code_files(task: Task) -> list[Path]:
     names = {base.__name__}
     if module is not None:
         names.add(module.__name__)
-        names |= {v.__module__ for v in vars(module).values()
-                  if isinstance(getattr(v, "__module__", None), str) and v.__module__.startswith("bpbench.tasks.")}
+        names |= {
+            v.__module__
+            for v in vars(module).values()
+            if isinstance(getattr(v, "__module__", None), str) and v.__module__.startswith("bpbench.tasks.")
+        }
     files = {inspect.getsourcefile(sys.modules[n]) for n in names if n in sys.modules}
     return [Path(f) for f in sorted(f for f in files if f)]
 
@@ -82,9 +86,10 @@ def code_files(task: Task) -> list[Path]:
 def entry_key(task: Task, params: Any, sources: list[Path]) -> str:
     """Hex key of (task name, options, source file bytes, loading code) for ``task`` with ``params``."""
     h = hashlib.blake2b(digest_size=16)
-    options = dataclasses.asdict(params) if dataclasses.is_dataclass(params) else params
-    h.update(json.dumps({"format": FORMAT, "task": task.name, "params": options}, sort_keys=True,
-                        default=str).encode())
+    options = (
+        dataclasses.asdict(params) if dataclasses.is_dataclass(params) and not isinstance(params, type) else params
+    )
+    h.update(json.dumps({"format": FORMAT, "task": task.name, "params": options}, sort_keys=True, default=str).encode())
     for module in code_files(task):
         _digest_file(module, h)
     for path in sources:
@@ -93,7 +98,7 @@ def entry_key(task: Task, params: Any, sources: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
@@ -119,8 +124,12 @@ def _read(npz: Path, manifest: Path) -> TaskData:
     with np.load(npz) as arrays:
         splits = {s: Split(torch.from_numpy(arrays[f"{s}_x"]), torch.from_numpy(arrays[f"{s}_y"])) for s in SPLITS}
     info = meta["info"]
-    return TaskData(TaskInfo(info["name"], info["modality"], tuple(info["input_shape"]), info["n_classes"]),
-                    splits["train"], splits["val"], splits["test"])
+    return TaskData(
+        TaskInfo(info["name"], info["modality"], tuple(info["input_shape"]), info["n_classes"]),
+        splits["train"],
+        splits["val"],
+        splits["test"],
+    )
 
 
 def _write(data: TaskData, npz: Path, manifest: Path) -> None:
@@ -128,6 +137,7 @@ def _write(data: TaskData, npz: Path, manifest: Path) -> None:
     for s in SPLITS:
         split: Split = getattr(data, s)
         arrays[f"{s}_x"], arrays[f"{s}_y"] = split.x.numpy(), split.y.numpy()
+
     def save(path: Path) -> None:
         with open(path, "wb") as f:
             np.savez(f, **arrays)
@@ -146,8 +156,11 @@ def load_cached(task: Task, params: Any) -> TaskData:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        warnings.warn(f"task cache folder {folder} is not usable ({exc}); loading {task.name} without it",
-                      CacheWarning, stacklevel=2)
+        warnings.warn(
+            f"task cache folder {folder} is not usable ({exc}); loading {task.name} without it",
+            CacheWarning,
+            stacklevel=2,
+        )
         return task.load(params)
     stem = f"{task.name}-{entry_key(task, params, sources)}"
     npz, manifest = folder / f"{stem}.npz", folder / f"{stem}.json"
@@ -156,8 +169,11 @@ def load_cached(task: Task, params: Any) -> TaskData:
             try:
                 return _read(npz, manifest)
             except (ValueError, KeyError, OSError, EOFError) as exc:
-                warnings.warn(f"task cache entry {npz} is unusable ({type(exc).__name__}: {exc}); rebuilding it",
-                              CacheWarning, stacklevel=2)
+                warnings.warn(
+                    f"task cache entry {npz} is unusable ({type(exc).__name__}: {exc}); rebuilding it",
+                    CacheWarning,
+                    stacklevel=2,
+                )
         data = task.load(params)
         _write(data, npz, manifest)
         return data

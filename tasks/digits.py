@@ -1,4 +1,5 @@
 """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes)."""
+
 from __future__ import annotations
 
 from importlib import resources

@@ -6,6 +6,7 @@ utterance becomes a fixed (frames, 13) array with the frame axis kept, so a spik
 learner can feed it as time. The file carries no speaker ids, so the split mixes
 speakers: accuracy here is optimistic compared with speaker-held-out splits.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

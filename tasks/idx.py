@@ -9,6 +9,7 @@ that the usual seeded stratified split divides; ``train_fraction`` keeps a small
   ``dataset-fashion-mnist`` package puts the full set there).
 - ``mnist``: no default folder; give it with ``[tasks.mnist] path = "..."``.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -19,8 +20,14 @@ import numpy as np
 
 from bpbench.tasks.base import Task, TaskParams
 
-IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-             0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+IDX_TYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
@@ -29,9 +36,9 @@ def read_idx(path: Path) -> np.ndarray:
     raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
         raise ValueError(f"{path}: not an IDX file (magic bytes {raw[:4].hex()})")
-    dtype, ndim = np.dtype(IDX_TYPES[raw[2]]), raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    data = raw[4 + 4 * ndim:]
+    dtype, ndim = IDX_TYPES[raw[2]], raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    data = raw[4 + 4 * ndim :]
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) != expected:
         raise ValueError(f"{path}: header says shape {shape} ({expected} bytes) but {len(data)} bytes follow")
@@ -63,10 +70,11 @@ class IdxTask(Task):
     def files(self, params: IdxParams) -> list[Path]:
         """The four IDX files of the task's folder (raises FileNotFoundError naming what is missing)."""
         folder = Path(params.path or self.default_path)
-        if not params.path and not self.default_path or not folder.is_dir():
+        if (not params.path and not self.default_path) or not folder.is_dir():
             raise FileNotFoundError(
                 f"task {self.name}: path = {params.path or self.default_path!r} is not a folder; set "
-                f"[tasks.{self.name}] path to the folder with {', '.join(FILES)} (.gz allowed)")
+                f"[tasks.{self.name}] path to the folder with {', '.join(FILES)} (.gz allowed)"
+            )
         return [find(folder, stem) for stem in FILES]
 
     def sources(self, params: IdxParams) -> list[Path]:

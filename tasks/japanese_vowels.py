@@ -14,6 +14,7 @@ on external factors of timing and experimental availability"); pooling the two, 
 lets utterances of one recording occasion fall on both sides of the split, so accuracy
 here is optimistic compared with the archive's train/test protocol.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -62,9 +63,16 @@ def read_ts(path: Path) -> tuple[list[np.ndarray], list[str]]:
 
 
 def data_files() -> list[Path]:
-    return [package_file("sktime", f"datasets/data/JapaneseVowels/{name}", "japanese_vowels",
-                         f"the Japanese Vowels file {name}", "pip install 'bpbench[speech]'")
-            for name in FILES]
+    return [
+        package_file(
+            "sktime",
+            f"datasets/data/JapaneseVowels/{name}",
+            "japanese_vowels",
+            f"the Japanese Vowels file {name}",
+            "pip install 'bpbench[speech]'",
+        )
+        for name in FILES
+    ]
 
 
 class JapaneseVowels(Task):
@@ -86,8 +94,10 @@ class JapaneseVowels(Task):
             cases += c
             labels += lab
         if any(c.shape[1] != COEFFICIENTS for c in cases):
-            raise ValueError(f"task {self.name}: expected {COEFFICIENTS} coefficients per frame, got "
-                             f"{sorted({c.shape[1] for c in cases})}")
+            raise ValueError(
+                f"task {self.name}: expected {COEFFICIENTS} coefficients per frame, got "
+                f"{sorted({c.shape[1] for c in cases})}"
+            )
         speakers = sorted(set(labels), key=int)  # "1".."9"
         y = np.array([speakers.index(label) for label in labels], dtype=np.int64)
         x = np.stack([fix_length(c, params.frames, params.length) for c in cases]).astype(np.float32)

@@ -2,6 +2,7 @@
 
 The file is sorted by class; the stratified split shuffles it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

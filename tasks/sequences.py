@@ -6,6 +6,7 @@ the task's ``frames`` (zero pad / trim the end, or resample). ``package_file`` f
 file a package ships without importing the package (imports of large libraries are slow,
 and only the file is needed).
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,19 +1,21 @@
-"""Shared fixtures: one torch thread per test process, a real entry-point plugin, CLI helpers."""
+"""Shared fixtures: one torch thread per test process, the tests' own task cache, the digits task loaded once
+per session, a real entry-point plugin. Helpers the test modules import live in helpers.py."""
+
 from __future__ import annotations
 
-import importlib
 import os
-import subprocess
-import sys
 import textwrap
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
+from bpbench.tasks.base import TaskData
+from bpbench.tasks.digits import Digits
+
+# Re-exported for the test modules that still import them from here; new code imports from helpers.
+from helpers import REPO, bpbench, installed, pip, run_tiny_study  # noqa: F401
+
 torch.set_num_threads(1)
 
 
@@ -23,6 +25,13 @@ def task_cache_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("task-cache")
     os.environ["BPBENCH_CACHE_DIR"] = str(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def digits() -> TaskData:
+    """scikit-learn's digits with the default split, loaded once for the whole session (read, never modify)."""
+    return Digits().load(Digits.Params())
+
 
 PLUGIN_MODULE = textwrap.dedent('''
     """Test plugins, installed through real entry points by tests/conftest.py."""
@@ -68,14 +77,14 @@ PLUGIN_MODULE = textwrap.dedent('''
             return super().train_step(x, y)
 ''')
 
-ENTRY_POINTS = textwrap.dedent('''
+ENTRY_POINTS = textwrap.dedent("""
     [bpbench.learners]
     exploding = bpbench_testplugins:Exploding
     crashing = bpbench_testplugins:Crashing
     killing = bpbench_testplugins:Killing
     killed_once = bpbench_testplugins:KilledOnce
     needs_missing_dep = bpbench_missing_dependency_xyz:Learner
-''')
+""")
 
 
 @pytest.fixture(scope="session")
@@ -96,46 +105,3 @@ def with_plugins(plugin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.syspath_prepend(str(plugin_dir))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(plugin_dir), str(REPO), os.environ.get("PYTHONPATH", "")]))
     return plugin_dir
-
-
-def bpbench(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
-            check: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run the bpbench CLI in a fresh process (the working tree's code)."""
-    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "bpbench", *args], cwd=REPO, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"bpbench {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def pip(*args: str, timeout: float = 600) -> None:
-    """Run the test environment's pip."""
-    proc = subprocess.run([sys.executable, "-m", "pip", *args, "--disable-pip-version-check", "-q"],
-                          capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise AssertionError(f"pip {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-
-
-@contextmanager
-def installed(source: Path, distribution: str, editable: bool = False) -> Iterator[None]:
-    """Install the package at ``source`` into the test environment for the duration (offline:
-    the build tools come from the environment); uninstalls it afterwards, and first any copy
-    a killed session left behind."""
-    subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "-q", distribution], capture_output=True)
-    pip("install", "--no-deps", "--no-build-isolation", "--no-index", *(["-e"] if editable else []), str(source))  # offline: build tools from here
-    importlib.invalidate_caches()
-    try:
-        yield
-    finally:
-        pip("uninstall", "-y", distribution)
-        importlib.invalidate_caches()
-
-
-def run_tiny_study(root: Path, toml: str) -> Path:
-    """Write ``toml`` to ``root/tiny.toml``, run it in this process; returns the results folder."""
-    from bpbench.experiments.front.cli import main
-
-    (root / "tiny.toml").write_text(toml)
-    assert main(["run", str(root / "tiny.toml"), "--out", str(root / "out"), "--executor", "inline"]) == 0
-    return root / "out"

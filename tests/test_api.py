@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 import bpbench
 from bpbench.experiments.front.cli import main
 
@@ -141,6 +141,7 @@ def test_runs_from_a_repository_with_its_own_experiments_and_tasks(tmp_path: Pat
     assert statuses == "['ok', 'ok'" and float(accuracy) > 0.5
 
 
+@pytest.mark.slow  # 70-120 s under 4x load on 2 cores, 2026-12-03 (--durations)
 def test_a_script_without_a_main_guard_runs_in_worker_processes(tmp_path: Path) -> None:
     """Workers are fresh interpreters that never import the caller's script: a script that
     calls bpbench.run at top level (no ``if __name__ == "__main__":``) runs its runs in worker

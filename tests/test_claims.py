@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bpbench.experiments.store.claims import Claims, pid_running
-from conftest import REPO, run_tiny_study
+from helpers import REPO, run_tiny_study
 
 TINY = 'seeds = 2\ntasks = ["digits"]\n[model]\nhidden = [16]\n[budget]\nepochs = 1\n[learners.backprop]\n'
 
@@ -90,6 +90,7 @@ def test_stale_claim_of_dead_driver_is_taken_over_in_a_study(tmp_path: Path) -> 
     assert not any(p.is_file() for p in (out / "claims").rglob("*"))  # all released
 
 
+@pytest.mark.slow  # 70-120 s under 4x load on 2 cores, 2026-12-03 (--durations)
 def test_two_drivers_on_one_folder_split_the_runs(tmp_path: Path) -> None:
     """The issue's case: a 2-learner x 4-seed study, two drivers on one --out; together they run it once."""
     study = tmp_path / "two.toml"
@@ -135,6 +136,7 @@ def children(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds worker processes through /proc (Linux)")
+@pytest.mark.slow  # 70-120 s under 4x load on 2 cores, 2026-12-03 (--durations)
 def test_process_workers_end_with_their_driver(tmp_path: Path) -> None:
     """A SIGKILLed driver's worker exits too, so the driver that takes over its claims runs alone."""
     study = tmp_path / "slow.toml"

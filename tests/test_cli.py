@@ -9,9 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import REPO, bpbench
+import pytest
+
+from helpers import REPO, bpbench
 
 
+@pytest.mark.slow  # 70-120 s under 4x load on 2 cores, 2026-12-03 (--durations)
 def test_list_shows_learners_tasks_studies_and_unavailable_reason(with_plugins) -> None:
     out = bpbench("list", check=True).stdout
     for name in ("backprop", "digits", "mnist5k", "fsdd", "quick"):
@@ -21,6 +24,7 @@ def test_list_shows_learners_tasks_studies_and_unavailable_reason(with_plugins) 
     assert "conforms" in bpbench("check", "backprop", "--task", "fsdd", check=True).stdout
 
 
+@pytest.mark.slow  # 70-120 s under 4x load on 2 cores, 2026-12-03 (--durations)
 def test_quick_end_to_end_reduced(tmp_path: Path) -> None:
     out = tmp_path / "quick"
     proc = bpbench("run", "quick", "--out", str(out), "--set", "seeds=1", "--set", "budget.epochs=3",
@@ -43,6 +47,7 @@ def test_quick_end_to_end_reduced(tmp_path: Path) -> None:
     assert "\\toprule" in latex and "\\bottomrule" in latex
 
 
+@pytest.mark.slow  # 70-120 s under 4x load on 2 cores, 2026-12-03 (--durations)
 def test_resume_after_killed_study(tmp_path: Path) -> None:
     out = tmp_path / "resume"
     args = ["run", "quick", "--out", str(out), "--set", "seeds=2", "--set", "budget.epochs=2",

@@ -14,15 +14,9 @@ from bpbench.experiments.run.runner import run
 from bpbench.experiments.plan.spec import RunSpec
 from bpbench.learners.dtp import DifferenceTargetPropagation, DTPParams
 from bpbench.learners.models import ModelSpec, weight_layers
-from bpbench.tasks.digits import Digits
 
 TANH = ModelSpec(hidden=(32, 32), activation="tanh")
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return Digits().load(Digits.Params())
 
 
 def make(params: DTPParams, info, spec: ModelSpec = TANH, seed: int = 0) -> DifferenceTargetPropagation:

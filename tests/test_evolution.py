@@ -28,11 +28,6 @@ SMALL = ModelSpec(hidden=(16,), activation="tanh")
 LINEAR = ModelSpec(hidden=())
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return Digits().load(Digits.Params())
-
-
 @dataclasses.dataclass
 class Small:
     """Digits pooled to 4x4 (16 inputs): a 170-weight linear model keeps CMA-ES's eigendecomposition cheap."""

@@ -12,12 +12,12 @@ from bpbench.experiments.front.cli import main
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.report.table import per_run, tidy
 from bpbench.tasks.idx import FashionMnist, IdxParams
-from conftest import REPO
+from helpers import REPO
 
-_spec = importlib.util.spec_from_file_location("fashion_table", REPO / "benchmarks" / "fashion_table.py")
+_spec = importlib.util.spec_from_file_location("fashion_table", REPO / "scripts" / "fashion_table.py")
 fashion_table = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fashion_table)  # a script in benchmarks/, not part of the package
-_spec = importlib.util.spec_from_file_location("reference_results", REPO / "benchmarks" / "reference_results.py")
+_spec.loader.exec_module(fashion_table)  # a script in scripts/, not part of the package
+_spec = importlib.util.spec_from_file_location("reference_results", REPO / "scripts" / "reference_results.py")
 reference_results = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(reference_results)
 errors, gaps, report, side_by_side, targets = (fashion_table.errors, fashion_table.gaps, fashion_table.report,

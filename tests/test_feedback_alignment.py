@@ -22,16 +22,10 @@ from bpbench.learners.fa import FeedbackAlignment
 from bpbench.learners.feedback import FeedbackParams, connect, through
 from bpbench.learners.models import ModelSpec, weight_layers
 from bpbench.learners.sign_symmetry import SignSymmetry, sign_feedback
-from bpbench.tasks.digits import Digits
 
 MLP = ModelSpec(hidden=(32, 16), batchnorm=True, dropout=0.2)
 CNN = ModelSpec(arch="cnn", channels=(4, 8), hidden=(16,), batchnorm=True, dropout=0.2)
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return Digits().load(Digits.Params())
 
 
 def make(cls: type[Learner], params: object, spec: ModelSpec, info: TaskInfo, seed: int = 0) -> Learner:

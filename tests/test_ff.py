@@ -14,12 +14,6 @@ from bpbench.learners.ff import FFParams, ForwardForward
 from bpbench.learners.models import ModelSpec
 
 
-@pytest.fixture(scope="module")
-def digits():
-    cls = task_registry().get("digits")
-    return cls().load(cls.Params())
-
-
 def make(data, seed: int = 0, model: ModelSpec | None = None, **params) -> ForwardForward:
     return ForwardForward(model or ModelSpec(hidden=(128, 128)), data.info, FFParams(**params),
                           torch.Generator().manual_seed(seed), torch.device("cpu"))

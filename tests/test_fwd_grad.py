@@ -14,15 +14,9 @@ from bpbench.experiments.run.runner import run
 from bpbench.experiments.plan.spec import RunSpec
 from bpbench.learners.fwd_grad import PERTURB, ForwardGradient, ForwardGradientParams
 from bpbench.learners.models import ModelSpec
-from bpbench.tasks.digits import Digits
 
 CPU = torch.device("cpu")
 TINY = ModelSpec(hidden=(4,))
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return Digits().load(Digits.Params())
 
 
 def make(params: ForwardGradientParams, info, spec: ModelSpec = TINY, seed: int = 0) -> ForwardGradient:

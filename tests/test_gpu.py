@@ -9,7 +9,7 @@ import torch
 
 from bpbench.experiments.schedule.process_pool import worker_devices
 from bpbench.experiments.plan.registry import learner_registry
-from conftest import bpbench
+from helpers import bpbench
 
 NO_CUDA = "needs a CUDA GPU: torch.cuda.is_available() is False on this machine"
 GRADIENT = ("backprop", "fa", "dfa", "sign_symmetry")  # no device-side random numbers: CPU and GPU runs agree closely
@@ -33,6 +33,7 @@ def test_ray_gpu_share() -> None:
     assert ray_executor.gpu_share(3, 2) == 0.5  # packable fractions only: 2 runs per GPU
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
 def test_every_learner_trains_and_measures_on_cuda(tmp_path: Path) -> None:
     registry = learner_registry()
@@ -55,6 +56,7 @@ def test_every_learner_trains_and_measures_on_cuda(tmp_path: Path) -> None:
             assert abs(gpu["summary"]["test_accuracy"] - cpu["summary"]["test_accuracy"]) <= 0.02, name
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
 def test_process_executor_spreads_workers_over_gpus(tmp_path: Path) -> None:
     study = tmp_path / "gpu.toml"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import bpbench
+from helpers import bpbench
 from bpbench.experiments.plan.config import build
 from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.run.runner import run

@@ -21,12 +21,6 @@ BUILTIN = PYPROJECT["project"]["entry-points"][LEARNER_GROUP]
 
 
 @pytest.fixture(scope="module")
-def digits():
-    cls = task_registry().get("digits")
-    return cls().load(cls.Params())
-
-
-@pytest.fixture(scope="module")
 def fsdd():
     cls = task_registry().get("fsdd")
     return cls().load(cls.Params())

@@ -21,7 +21,7 @@ from bpbench.learners.fwd_grad import ForwardGradientParams
 from bpbench.learners.ga import GAParams
 from bpbench.learners.models import ModelSpec, build_model, weight_layers
 from bpbench.learners.spiking import SpikingParams
-from conftest import bpbench
+from helpers import bpbench
 
 LENET = ModelSpec(arch="lenet")
 REGISTRY = learner_registry()

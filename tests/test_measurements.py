@@ -27,12 +27,6 @@ from learner_shapes import FrozenFeatures, NearestCentroid, WeightPerturbation
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def digits():
-    cls = task_registry().get("digits")
-    return cls().load(cls.Params())
-
-
 def registry(**extra: type) -> Any:
     return learner_registry(extra=extra)
 
@@ -255,6 +249,7 @@ def test_true_gradient_and_the_runner_fork_the_run_devices_generator(monkeypatch
     assert forked == [[cuda], [cuda]]
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_reference_gradient_uses_the_steps_dropout_mask_on_cuda() -> None:
     run_spec = spec("backprop", model={"hidden": [32, 32], "dropout": 0.5}, health_every=3)
@@ -338,7 +333,7 @@ def test_check_fails_where_only_a_real_run_reaches() -> None:
 def test_cli_check_fails_a_learner_that_diverges_in_a_real_run(with_plugins) -> None:
     """The 'exploding' plugin returns a NaN loss on fsdd: every contract check passes (the old
     ``check`` said it conforms), but a run would fail; ``check`` now runs one and says so."""
-    from conftest import bpbench
+    from helpers import bpbench
 
     proc = bpbench("check", "exploding", "--task", "fsdd", "--samples", "64")
     assert proc.returncode == 1, proc.stdout + proc.stderr

@@ -20,12 +20,6 @@ from conftest import bpbench
 RULES = ("pc", "ff", "dtp", "fwd_grad")
 
 
-@pytest.fixture(scope="module")
-def digits():
-    cls = task_registry().get("digits")
-    return cls().load(cls.Params())
-
-
 @pytest.mark.parametrize("name", RULES)
 def test_registered_ordered_colored(name: str) -> None:
     registry = learner_registry()

@@ -13,12 +13,6 @@ from bpbench.learners.models import ModelSpec
 from bpbench.learners.pc import PCParams, PredictiveCoding
 
 
-@pytest.fixture(scope="module")
-def digits():
-    cls = task_registry().get("digits")
-    return cls().load(cls.Params())
-
-
 def make(data, seed: int = 0, model: ModelSpec | None = None, **params) -> PredictiveCoding:
     return PredictiveCoding(model or ModelSpec(hidden=(64, 64)), data.info, PCParams(**params),
                             torch.Generator().manual_seed(seed), torch.device("cpu"))

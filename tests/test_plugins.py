@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import bpbench, installed
+from helpers import bpbench, installed
 import bpbench as api
 from bpbench.experiments.front.cli import main
 from bpbench.experiments.front.scaffold import new_package

@@ -6,18 +6,11 @@ import pytest
 import torch
 
 from bpbench.experiments.run.probes import peak_live_bytes, peak_step_memory, state_bytes
-from bpbench.experiments.plan.registry import task_registry
 from bpbench.learners.backprop import Backprop, BackpropParams
 from bpbench.learners.models import ModelSpec
 from learner_shapes import FrozenFeatures, WeightPerturbation
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    cls = task_registry().get("digits")
-    return cls().load(cls.Params())
 
 
 def test_peak_memory_of_known_allocations() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, pip
+from helpers import REPO, pip
 
 STUDY = {"seeds": 1, "tasks": ["digits"], "model": {"hidden": [16]}, "budget": {"epochs": 1},
          "learners": {"backprop": {}}}

@@ -24,7 +24,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, bpbench
+from helpers import REPO, bpbench
+
+pytestmark = pytest.mark.ray  # every test here concerns the Ray executor; most start a local Ray cluster
 
 RAY_MISSING_REASON = 'Ray is not installed (it comes with the test extra: pip install -c constraints.txt ".[test]")'
 TINY = ('seeds = 2\ntasks = ["digits"]\n[model]\nhidden = [16]\n[budget]\nepochs = 1\n'
@@ -167,6 +169,7 @@ def test_killed_driver_resumes_without_repeating_a_run(ray_head: dict[str, str],
     assert all(after[rid]["start_time"] == start for rid, start in done_before.items())  # none run again
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: torch.cuda.is_available() is False")
 def test_ray_runs_on_the_gpu(ray_head: dict[str, str], tmp_path: Path) -> None:
     study = tmp_path / "tiny.toml"

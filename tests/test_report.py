@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from apt_tools import require
-from conftest import run_tiny_study
+from helpers import run_tiny_study
 from bpbench.experiments.front.cli import main
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.report.table import per_run, tidy

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 import bpbench
-from conftest import bpbench as bpbench_cli
-from conftest import run_tiny_study
+from helpers import bpbench as bpbench_cli
+from helpers import run_tiny_study
 from bpbench.experiments.store import records as run_measures
 from bpbench.experiments.store.claims import Claims
 from bpbench.experiments.store.compact import compact

@@ -5,9 +5,10 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
-from conftest import bpbench
+from helpers import bpbench
 from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.run.runner import run
 from bpbench.experiments.store.run_store import COLUMNS
@@ -64,6 +65,7 @@ def test_max_seconds_stops_training_and_is_recorded() -> None:
     assert result.summary["epochs_completed"] < 500 and result.summary["train_seconds"] >= 0.3
 
 
+@pytest.mark.slow  # 70-120 s under 4x load on 2 cores, 2026-12-03 (--durations)
 def test_failures_are_isolated_and_recorded(with_plugins, tmp_path: Path) -> None:
     study = tmp_path / "failing.toml"
     study.write_text(

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 
-from conftest import REPO, installed
+from helpers import REPO, installed
 from bpbench.experiments.front.cli import main
 from bpbench.experiments.front.scaffold import new_package
 from bpbench.experiments.plan.registry import task_registry
@@ -52,6 +52,7 @@ def test_written_files(packages: dict[str, Path]) -> None:
     assert 'blobs = "bpbench_blobs.blobs:Blobs"' in (packages["task"] / "pyproject.toml").read_text()
 
 
+@pytest.mark.slow  # 70-120 s under 4x load on 2 cores, 2026-12-03 (--durations)
 def test_packages_pass_their_own_tests(packages: dict[str, Path]) -> None:
     """``pytest DIR`` of each (one pytest process for both: 6 learner tests, 3 task tests); the learner's
     run 1-epoch studies with adam and with sgd + momentum + weight_decay, and refuse bad options."""

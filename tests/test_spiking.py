@@ -17,16 +17,10 @@ from bpbench.learners.models import ModelSpec, weight_layers
 from bpbench.learners.snn_bptt import SpikingBPTT
 from bpbench.learners.snn_dfa import SpikingDFA, SpikingDFAParams, surrogate_derivative
 from bpbench.learners.spiking import SpikingParams, Trace
-from bpbench.tasks.digits import Digits
 from bpbench.tasks.fsdd import Fsdd
 
 CPU = torch.device("cpu")
 SMALL = ModelSpec(hidden=(32,))
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return Digits().load(Digits.Params())
 
 
 def make(cls, data, seed=0, spec=SMALL, **params):

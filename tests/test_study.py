@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import bpbench
+from helpers import bpbench
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.plan.study import apply_sets, expand, load_study
@@ -84,6 +84,7 @@ def test_unknown_study_name() -> None:
         load_study("quik", [], L, T)
 
 
+@pytest.mark.slow  # 70-120 s under 4x load on 2 cores, 2026-12-03 (--durations)
 def test_cli_bad_input_is_one_line_exit_2_and_runs_nothing(tmp_path: Path) -> None:
     for args, needle in [
         (["run", "quick", "--set", "budget.epochs=-1"], "epochs = -1"),

@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import torch
 
-from conftest import REPO
+from helpers import REPO
 from bpbench.experiments.run.warmup import warm_up
 
 FIRST_RUN = textwrap.dedent('''

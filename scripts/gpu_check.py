@@ -12,8 +12,9 @@ CUDA runs one at a time by default (``--cuda-jobs``), so their training time is 
 alone. Under 8 minutes on one GPU. Needs a CUDA build of torch (constraints.txt pins the CPU
 build: on the GPU machine ``pip install torch==2.13.0`` from the PyTorch index for its CUDA).
 
-    python -m benchmarks.gpu_check [--out bpbench-out/gpu_check] [--save results/gpu]
+    python -m scripts.gpu_check [--out bpbench-out/gpu_check] [--save results/gpu]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,10 +26,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from bpbench.experiments.schedule.process_pool import make_executor
 from bpbench.experiments.plan.registry import learner_registry, task_registry
-from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.plan.study import load_study
+from bpbench.experiments.schedule.process_pool import make_executor
+from bpbench.experiments.store.run_store import RunStore
 
 DEVICE_NOISE = {"es", "ga"}  # noise from a generator on the run's device: CPU and CUDA runs differ by design
 
@@ -45,9 +46,17 @@ def run_quick(device: str, jobs: int, out: Path) -> tuple[pd.DataFrame, float]:
         if outcome.status != "ok":
             print(f"  {device}: run {outcome.run_id} failed: {outcome.error}", file=sys.stderr)
     wall = time.perf_counter() - start
-    rows = [{"learner": m["spec"]["label"], "task": m["spec"]["task_label"], "acc": m["summary"]["test_accuracy"],
-             "train_s": m["summary"]["train_seconds"], "flops": m["summary"]["train_flops"]}
-            for m in store.metas() if m["status"] == "ok"]
+    rows = [
+        {
+            "learner": m["spec"]["label"],
+            "task": m["spec"]["task_label"],
+            "acc": m["summary"]["test_accuracy"],
+            "train_s": m["summary"]["train_seconds"],
+            "flops": m["summary"]["train_flops"],
+        }
+        for m in store.metas()
+        if m["status"] == "ok"
+    ]
     return pd.DataFrame(rows).set_index(["learner", "task"]), wall
 
 
@@ -60,20 +69,27 @@ def main() -> int:
     args = ap.parse_args()
     if not torch.cuda.is_available():
         build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-        print(f"gpu_check: CUDA is not available here (torch {torch.__version__}, {build}); run it on a machine "
-              "with an NVIDIA GPU and a CUDA build of torch. No GPU results were produced.", file=sys.stderr)
+        print(
+            f"gpu_check: CUDA is not available here (torch {torch.__version__}, {build}); run it on a machine "
+            "with an NVIDIA GPU and a CUDA build of torch. No GPU results were produced.",
+            file=sys.stderr,
+        )
         return 2
     out = Path(args.out)
     cpu, cpu_wall = run_quick("cpu", args.cpu_jobs, out / "cpu")
     gpu, gpu_wall = run_quick("cuda", args.cuda_jobs, out / "cuda")
     both = cpu.join(gpu, lsuffix="_cpu", rsuffix="_cuda", how="outer")
-    table = pd.DataFrame({
-        "acc cpu": both["acc_cpu"], "acc cuda": both["acc_cuda"],
-        "Δ acc (pt)": 100 * (both["acc_cuda"] - both["acc_cpu"]),
-        "train s cpu": both["train_s_cpu"], "train s cuda": both["train_s_cuda"],
-        "cpu/cuda": both["train_s_cpu"] / both["train_s_cuda"],
-        "note": ["device noise" if learner in DEVICE_NOISE else "" for learner, _ in both.index],
-    })
+    table = pd.DataFrame(
+        {
+            "acc cpu": both["acc_cpu"],
+            "acc cuda": both["acc_cuda"],
+            "Δ acc (pt)": 100 * (both["acc_cuda"] - both["acc_cpu"]),
+            "train s cpu": both["train_s_cpu"],
+            "train s cuda": both["train_s_cuda"],
+            "cpu/cuda": both["train_s_cpu"] / both["train_s_cuda"],
+            "note": ["device noise" if learner in DEVICE_NOISE else "" for learner, _ in both.index],
+        }
+    )
     far = table[(table["Δ acc (pt)"].abs() > 1) & (table["note"] == "")]
     missing = both[both["acc_cpu"].isna() | both["acc_cuda"].isna()]
     present = both.drop(missing.index)
@@ -87,11 +103,11 @@ def main() -> int:
         table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="missing"),
         "",
         f"runs off by more than 1 point (not marked device noise): {len(far)}"
-        + ("" if far.empty else ": " + ", ".join(f"{l}/{t}" for l, t in far.index)),
+        + ("" if far.empty else ": " + ", ".join(f"{label}/{t}" for label, t in far.index)),
         f"runs missing on a device (failed, see above): {len(missing)}"
-        + ("" if missing.empty else ": " + ", ".join(f"{l}/{t}" for l, t in missing.index)),
+        + ("" if missing.empty else ": " + ", ".join(f"{label}/{t}" for label, t in missing.index)),
         f"runs whose FLOPs differ between devices: {len(flops_differ)}"
-        + ("" if flops_differ.empty else ": " + ", ".join(f"{l}/{t}" for l, t in flops_differ.index)),
+        + ("" if flops_differ.empty else ": " + ", ".join(f"{label}/{t}" for label, t in flops_differ.index)),
     ]
     report = "\n".join(lines)
     print(report)

@@ -5,8 +5,9 @@ Prints, per learner and layer, the cosine between the update and the true gradie
 (``weight_feedback_angle_deg``): at the first sampled step, then averaged over each
 epoch's sampled steps; every cell is the mean over seeds.
 
-    python -m benchmarks.alignment_curve DIR [--task mnist5k]
+    python -m scripts.alignment_curve DIR [--task mnist5k]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.report.table import tidy
+from bpbench.experiments.store.run_store import RunStore
 
 METRICS = {"grad_alignment": "cosine with the true gradient", "weight_feedback_angle_deg": "angle W-B (degrees)"}
 

@@ -1,17 +1,18 @@
 """Regenerate the committed reference results under results/: tables, figures, report, metadata.
 
-For each study (default: quick, modern and vanishing; fashion takes most of an hour: run it on its own) it runs ``bpbench run`` into a work folder
-(completed runs are reused), then writes under ``results/<study>/``:
+For each study (default: quick, modern and vanishing; fashion takes most of an hour: run it on its own)
+it runs ``bpbench run`` into a work folder (completed runs are reused), then writes under ``results/<study>/``:
 ``table.md``, ``table.tex`` (booktabs), ``table.csv``, ``table.txt``, ``runs.csv`` (one row per run:
 options, seed, final measures, times, commit), ``figures/*.png|pdf``,
 ``report.html`` (self-contained) and ``metadata.json`` (study table, overrides, wall time,
 run counts, git commit, package versions, hardware); and ``results/README.md`` showing them.
 
-    python benchmarks/reference_results.py                         # full size (the committed results)
-    python benchmarks/reference_results.py --studies fashion       # one study; results/README.md lists all
-    python benchmarks/reference_results.py --studies quick --set seeds=1 --set budget.epochs=1 \\
+    python -m scripts.reference_results                         # full size (the committed results)
+    python -m scripts.reference_results --studies fashion       # one study; results/README.md lists all
+    python -m scripts.reference_results --studies quick --set seeds=1 --set budget.epochs=1 \\
         --out /tmp/results-try --work /tmp/work-try                # a quick try of the pipeline
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,20 +20,19 @@ import json
 import shlex
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from bpbench.experiments.front.cli import main as bpbench
+from bpbench.experiments.report.figures import figure_data, save_all
+from bpbench.experiments.report.html import write_report
+from bpbench.experiments.report.table import render, runs_of, summarize
+from bpbench.experiments.store.run_store import RunStore
 
-from bpbench.experiments.front.cli import main as bpbench  # noqa: E402
-from bpbench.experiments.report.figures import figure_data, save_all  # noqa: E402
-from bpbench.experiments.report.html import write_report  # noqa: E402
-from bpbench.experiments.store.run_store import RunStore  # noqa: E402
-from bpbench.experiments.report.table import render, runs_of, summarize  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def distinct(metas: list[dict[str, Any]], key: str) -> list[Any]:
@@ -47,8 +47,17 @@ def runs_table(store: RunStore, metas: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per completed run: its options, seed, final measures, start and end time and the
     commit it ran at (``runs.csv``: what medians, ranges and other statistics are recomputed from)."""
     runs, _ = runs_of(store)
-    stamps = pd.DataFrame([{"run_id": m["run_id"], "start_time": m.get("start_time"), "end_time": m.get("end_time"),
-                            "commit": (m.get("git") or {}).get("commit")} for m in metas])
+    stamps = pd.DataFrame(
+        [
+            {
+                "run_id": m["run_id"],
+                "start_time": m.get("start_time"),
+                "end_time": m.get("end_time"),
+                "commit": (m.get("git") or {}).get("commit"),
+            }
+            for m in metas
+        ]
+    )
     return runs.merge(stamps, on="run_id", how="left")
 
 
@@ -65,15 +74,26 @@ def publish(study: str, work: Path, out: Path, sets: list[str], wall: float, exi
     runs_table(store, metas).to_csv(out / "runs.csv", index=False)
     raw = json.loads((work / f"study-{study}.json").read_text())["study"]
     meta = {
-        "study": study, "description": raw.get("description", ""), "study_table": raw, "overrides": sets,
+        "study": study,
+        "description": raw.get("description", ""),
+        "study_table": raw,
+        "overrides": sets,
         "command": shlex.join(["bpbench", "run", study, *[a for s in sets for a in ("--set", s)]]),
-        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "wall_seconds": round(wall, 1),
-        "bpbench_exit_code": exit_code, "runs_ok": sum(m["status"] == "ok" for m in metas),
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "wall_seconds": round(wall, 1),
+        "bpbench_exit_code": exit_code,
+        "runs_ok": sum(m["status"] == "ok" for m in metas),
         "runs_failed": sum(m["status"] != "ok" for m in metas),
-        "failures": [{"run": m["spec"]["label"] + " on " + m["spec"]["task_label"], "error": m.get("error")}
-                     for m in metas if m["status"] != "ok"],
-        "git": distinct(metas, "git"), "versions": distinct(metas, "versions"), "hardware": distinct(metas, "hardware"),
-        "figures": sorted(p.name for p in written if p.suffix == ".png"), "figures_skipped": skipped,
+        "failures": [
+            {"run": m["spec"]["label"] + " on " + m["spec"]["task_label"], "error": m.get("error")}
+            for m in metas
+            if m["status"] != "ok"
+        ],
+        "git": distinct(metas, "git"),
+        "versions": distinct(metas, "versions"),
+        "hardware": distinct(metas, "hardware"),
+        "figures": sorted(p.name for p in written if p.suffix == ".png"),
+        "figures_skipped": skipped,
     }
     (out / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     return meta
@@ -92,25 +112,39 @@ def resumed(meta: dict[str, Any]) -> str:
     commits = [g["commit"][:7] for g in meta["git"] if g.get("commit")]
     if len(commits) < 2:
         return ""
-    return (f" Resumed: runs made at commits {', '.join(commits)} (each run's commit and times are in "
-            "`runs.csv`; the wall time covers the last invocation only).")
+    return (
+        f" Resumed: runs made at commits {', '.join(commits)} (each run's commit and times are in "
+        "`runs.csv`; the wall time covers the last invocation only)."
+    )
 
 
 def readme(entries: list[dict[str, Any]], out: Path) -> str:
     """results/README.md: per study, its description, table and figures (paths relative to ``out``)."""
-    lines = ["# Reference results", "",
-             "Generated by `python benchmarks/reference_results.py`; each folder holds the study's tables "
-             "(markdown, LaTeX, csv), `runs.csv` (one row per run: seed, final measures, commit), figures (PNG and PDF), a self-contained `report.html` and `metadata.json` "
-             "(overrides, wall time, git commit, versions, hardware). Each study's metadata names the commit "
-             "its runs were made at.", ""]
+    lines = [
+        "# Reference results",
+        "",
+        "Generated by `python -m scripts.reference_results`; each folder holds the study's tables "
+        "(markdown, LaTeX, csv), `runs.csv` (one row per run: seed, final measures, commit), figures (PNG and PDF), "
+        "a self-contained `report.html` and `metadata.json` "
+        "(overrides, wall time, git commit, versions, hardware). Each study's metadata names the commit "
+        "its runs were made at.",
+        "",
+    ]
     for meta in entries:
         study = meta["study"]
         hardware = meta["hardware"][0] if meta["hardware"] else {}
-        lines += [f"## {study}", "", meta["description"], "",
-                  f"{meta['runs_ok']} runs ok, {meta['runs_failed']} failed; {meta['wall_seconds']} s wall for the "
-                  f"last invocation on {hardware.get('cpu_count', '?')} cores ({hardware.get('device', '?')}); "
-                  f"`{meta['command']}`.{resumed(meta)}", "",
-                  (out / study / "table.md").read_text(), ""]
+        lines += [
+            f"## {study}",
+            "",
+            meta["description"],
+            "",
+            f"{meta['runs_ok']} runs ok, {meta['runs_failed']} failed; {meta['wall_seconds']} s wall for the "
+            f"last invocation on {hardware.get('cpu_count', '?')} cores ({hardware.get('device', '?')}); "
+            f"`{meta['command']}`.{resumed(meta)}",
+            "",
+            (out / study / "table.md").read_text(),
+            "",
+        ]
         lines += [f"![{name}]({study}/figures/{name})" for name in meta["figures"]]
         lines.append("")
     return "\n".join(lines)
@@ -134,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"reference_results: study {study} did not start (see the error above)", file=sys.stderr)
             return 2
         entries.append(publish(study, work, out / study, args.set, wall, code))
-        print(f"{study}: {entries[-1]['runs_ok']} ok, {entries[-1]['runs_failed']} failed, {wall:.0f} s -> {out / study}")
+        print(
+            f"{study}: {entries[-1]['runs_ok']} ok, {entries[-1]['runs_failed']} failed, {wall:.0f} s -> {out / study}"
+        )
     order = ["quick", "modern", "vanishing", "fashion"]
     (out / "README.md").write_text(readme(published(out, order), out))
     print(f"wrote {out / 'README.md'}")

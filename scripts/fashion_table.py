@@ -1,22 +1,23 @@
 """Our `fashion` results beside BioTorch's published LeNet table, and the MLP-vs-LeNet gap per rule.
 
 Reads the `fashion` study's results, either as published (``results/fashion``: its
-``runs.csv``) or as run (``bpbench run fashion --out DIR``), and prints, as markdown for the README:
+``runs.csv``) or as run (``bpbench run fashion --out DIR``), and prints, as markdown for docs/fashion.md:
 
 1. LeNet test error % per rule beside BioTorch's (Benchmarks.md, Fashion-MNIST, LeNet).
 2. Per rule: test error % on the MLP and on LeNet, the gap to backprop on each net, and
    how much larger the LeNet gap is (the claim: feedback-alignment rules lose more to
    backprop on a CNN than on an MLP).
-3. The issue's targets, each marked holds / does not hold, and the study's wall time.
+3. The study's targets, each marked holds / does not hold, and the study's wall time.
 
 Convention: test error % = 100 x (1 - test accuracy), lower is better (BioTorch's); a
 point value is the median over seeds, with the range of seeds beside it; a gap is the
 rule's median minus backprop's median on the same net, in points. Rules that did not run
 on a net show n/a.
 
-    python -m benchmarks.fashion_table results/fashion     # the committed reference run
-    python -m benchmarks.fashion_table DIR                 # your own run's output folder
+    python -m scripts.fashion_table results/fashion     # the committed reference run
+    python -m scripts.fashion_table DIR                 # your own run's output folder
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.report.table import per_run, tidy
+from bpbench.experiments.store.run_store import RunStore
 
 # BioTorch Benchmarks.md, Fashion-MNIST, LeNet, top-1 test error % (shared/REFERENCES.md).
 BIOTORCH_LENET = {"backprop": 9.2, "fa": 13.06, "dfa": 12.81, "sign_symmetry": 9.69}
@@ -39,8 +40,11 @@ ARCHS = ("mlp", "lenet")
 def rule_name(learner: str, config: object) -> str:
     """A learner label with the grid values of its configuration other than the net
     (dtp's two variants are two rules: "dtp (penultimate=target)")."""
-    rest = [part for part in config.split(", ") if part and not part.startswith("arch=")] \
-        if isinstance(config, str) else []
+    rest = (
+        [part for part in config.split(", ") if part and not part.startswith("arch=")]
+        if isinstance(config, str)
+        else []
+    )
     return f"{learner} ({', '.join(rest)})" if rest else learner
 
 
@@ -48,11 +52,14 @@ def errors(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (rule, arch): seeds, median / min / max test error % over seeds; a rule is a learner
     label and its configuration's grid values other than the net (``rule_name``)."""
     configs = runs["config"] if "config" in runs else [None] * len(runs)
-    runs = runs.assign(learner=[rule_name(learner, config) for learner, config in zip(runs["learner"], configs)],
-                       error=100.0 * (1.0 - runs["test_acc"]))
+    runs = runs.assign(
+        learner=[rule_name(learner, config) for learner, config in zip(runs["learner"], configs)],
+        error=100.0 * (1.0 - runs["test_acc"]),
+    )
     grouped = runs.groupby(["learner", "arch"])["error"]
-    out = pd.DataFrame({"seeds": grouped.size(), "median": grouped.median(), "low": grouped.min(),
-                        "high": grouped.max()})
+    out = pd.DataFrame(
+        {"seeds": grouped.size(), "median": grouped.median(), "low": grouped.min(), "high": grouped.max()}
+    )
     return out.reset_index()
 
 
@@ -76,13 +83,23 @@ def side_by_side(err: pd.DataFrame) -> pd.DataFrame:
     for learner in _order(sorted(set(lenet) | set(BIOTORCH_LENET))):
         ours, published = lenet.get(learner), BIOTORCH_LENET.get(learner)
         diff = ours["median"] - published if ours is not None and published is not None else None
-        rows.append({"rule": NAMES.get(learner, learner),
-                     "BioTorch LeNet": "n/a" if published is None else f"{published:.2f}",
-                     "ours LeNet (median [range])": _cell(ours),
-                     "ours - BioTorch": "n/a" if diff is None else f"{diff:+.2f}"})
+        rows.append(
+            {
+                "rule": NAMES.get(learner, learner),
+                "BioTorch LeNet": "n/a" if published is None else f"{published:.2f}",
+                "ours LeNet (median [range])": _cell(ours),
+                "ours - BioTorch": "n/a" if diff is None else f"{diff:+.2f}",
+            }
+        )
     for name, published in BIOTORCH_ONLY.items():
-        rows.append({"rule": name, "BioTorch LeNet": f"{published:.2f}",
-                     "ours LeNet (median [range])": "not in bpbench", "ours - BioTorch": "n/a"})
+        rows.append(
+            {
+                "rule": name,
+                "BioTorch LeNet": f"{published:.2f}",
+                "ours LeNet (median [range])": "not in bpbench",
+                "ours - BioTorch": "n/a",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -98,18 +115,21 @@ def gaps(err: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for learner in _order(sorted(err["learner"].unique())):
         g = {arch: gap(learner, arch) for arch in ARCHS}
-        rows.append({"rule": NAMES.get(learner, learner),
-                     "MLP error %": _cell(table.get((learner, "mlp"))),
-                     "LeNet error %": _cell(table.get((learner, "lenet"))),
-                     "gap to backprop, MLP": "n/a" if g["mlp"] is None else f"{g['mlp']:+.2f}",
-                     "gap to backprop, LeNet": "n/a" if g["lenet"] is None else f"{g['lenet']:+.2f}",
-                     "LeNet gap - MLP gap": ("n/a" if None in (g["mlp"], g["lenet"])
-                                             else f"{g['lenet'] - g['mlp']:+.2f}")})
+        rows.append(
+            {
+                "rule": NAMES.get(learner, learner),
+                "MLP error %": _cell(table.get((learner, "mlp"))),
+                "LeNet error %": _cell(table.get((learner, "lenet"))),
+                "gap to backprop, MLP": "n/a" if g["mlp"] is None else f"{g['mlp']:+.2f}",
+                "gap to backprop, LeNet": "n/a" if g["lenet"] is None else f"{g['lenet']:+.2f}",
+                "LeNet gap - MLP gap": ("n/a" if None in (g["mlp"], g["lenet"]) else f"{g['lenet'] - g['mlp']:+.2f}"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def targets(err: pd.DataFrame) -> list[tuple[str, bool | None, str]]:
-    """The issue's targets on medians of seeds: (target, holds (None: not measured), values)."""
+    """The study's targets on medians of seeds: (target, holds (None: not measured), values)."""
     acc = {(r["learner"], r["arch"]): 1.0 - r["median"] / 100.0 for _, r in err.iterrows()}
 
     def get(learner: str, arch: str) -> float | None:
@@ -117,22 +137,41 @@ def targets(err: pd.DataFrame) -> list[tuple[str, bool | None, str]]:
 
     out: list[tuple[str, bool | None, str]] = []
     bp = get("backprop", "lenet")
-    out.append(("backprop LeNet test accuracy >= .90", None if bp is None else bp >= 0.90,
-                f"backprop {bp:.4f}" if bp is not None else "not run"))
+    out.append(
+        (
+            "backprop LeNet test accuracy >= .90",
+            None if bp is None else bp >= 0.90,
+            f"backprop {bp:.4f}" if bp is not None else "not run",
+        )
+    )
     ss = get("sign_symmetry", "lenet")
-    out.append(("sign_symmetry within 1.5 points of backprop on LeNet",
-                None if None in (bp, ss) else bp - ss <= 0.015,
-                "not run" if None in (bp, ss) else f"gap {100 * (bp - ss):+.2f} points"))
+    out.append(
+        (
+            "sign_symmetry within 1.5 points of backprop on LeNet",
+            None if None in (bp, ss) else bp - ss <= 0.015,
+            "not run" if None in (bp, ss) else f"gap {100 * (bp - ss):+.2f} points",
+        )
+    )
     for rule in ("fa", "dfa"):
         a = get(rule, "lenet")
-        out.append((f"{rule} LeNet >= .84 and below backprop", None if None in (a, bp) else a >= 0.84 and a < bp,
-                    "not run" if None in (a, bp) else f"{rule} {a:.4f}, backprop {bp:.4f}"))
+        out.append(
+            (
+                f"{rule} LeNet >= .84 and below backprop",
+                None if None in (a, bp) else a >= 0.84 and a < bp,
+                "not run" if None in (a, bp) else f"{rule} {a:.4f}, backprop {bp:.4f}",
+            )
+        )
         m, bm = get(rule, "mlp"), get("backprop", "mlp")
         if None in (a, bp, m, bm):
             out.append((f"{rule}: gap to backprop larger on LeNet than on MLP", None, "not run"))
         else:
-            out.append((f"{rule}: gap to backprop larger on LeNet than on MLP", bp - a > bm - m,
-                        f"LeNet gap {100 * (bp - a):+.2f}, MLP gap {100 * (bm - m):+.2f} points"))
+            out.append(
+                (
+                    f"{rule}: gap to backprop larger on LeNet than on MLP",
+                    bp - a > bm - m,
+                    f"LeNet gap {100 * (bp - a):+.2f}, MLP gap {100 * (bm - m):+.2f} points",
+                )
+            )
     return out
 
 
@@ -175,16 +214,24 @@ def report(folder: Path) -> str:
     if runs.empty:
         raise SystemExit(f"{folder}: no completed runs (neither runs.csv nor run folders)")
     err = errors(runs)
-    lines = ["Test error % (100 x (1 - accuracy)); ours: median [min-max] over seeds.", "",
-             side_by_side(err).to_markdown(index=False, disable_numparse=True), "",
-             gaps(err).to_markdown(index=False, disable_numparse=True), "",
-             "Targets (medians of seeds):"]
+    lines = [
+        "Test error % (100 x (1 - accuracy)); ours: median [min-max] over seeds.",
+        "",
+        side_by_side(err).to_markdown(index=False, disable_numparse=True),
+        "",
+        gaps(err).to_markdown(index=False, disable_numparse=True),
+        "",
+        "Targets (medians of seeds):",
+    ]
     for target, holds, values in targets(err):
         verdict = "not measured" if holds is None else ("holds" if holds else "does NOT hold")
         lines.append(f"- {target}: {verdict} ({values})")
-    timing = ("wall time n/a (no run times)" if wall is None else
-              f"wall time {wall[0]:.1f} min while runs were running ({wall[1]:.1f} min from the first start "
-              "to the last end)")
+    timing = (
+        "wall time n/a (no run times)"
+        if wall is None
+        else f"wall time {wall[0]:.1f} min while runs were running ({wall[1]:.1f} min from the first start "
+        "to the last end)"
+    )
     lines += ["", f"{len(runs)} runs completed, {failed} failed; {timing}"]
     return "\n".join(lines)
 
