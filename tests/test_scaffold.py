@@ -68,7 +68,7 @@ def test_readme_shows_these_commands() -> None:
     section = (REPO / "README.md").read_text().split("## Adding a learner")[1].split("\n## ")[0]
     block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
     assert [line.split("#")[0].strip() for line in block.splitlines()] == [
-        "bpbench new learner my_rule", "pip install -e my_rule", "pytest my_rule"]  # what the fixture runs
+        "bpbench new learner my_rule", 'pip install -e "my_rule[test]"', "pytest my_rule"]  # what the fixture runs
 
 
 def test_refuses_taken_names_bad_names_and_used_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

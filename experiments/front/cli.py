@@ -130,7 +130,7 @@ def cmd_new(args: argparse.Namespace) -> int:
     from bpbench.experiments.front.scaffold import new_package
 
     folder = new_package(args.kind, args.name, Path(args.dir) if args.dir else None)
-    print(f"wrote a {args.kind} plugin package in {folder}; next: pip install -e {folder} && pytest {folder}")
+    print(f"wrote a {args.kind} plugin package in {folder}; next: pip install -e \"{folder}[test]\" && pytest {folder}")
     return 0
 
 
