@@ -125,7 +125,7 @@ CATALOG: tuple[Measure, ...] = (
             "grad ratio first/last",
             note="Grad ratio: geometric mean over sampled steps of the update-signal norm of the first layer the "
                  "rule trains over that of the last (a layer whose update signal is absent or exactly 0 at the "
-                 "step, such as ff's unused readout, is left out; n/a with fewer than two such layers)."),
+                 "step, such as an unused readout, is left out; n/a with fewer than two such layers)."),
     Measure("alignment", "grad_alignment_mean", "health", ("grad_alignment_mean",), mean_of("grad_alignment_mean"),
             "alignment cos", ".3f",
             note="Alignment: mean cosine of the update signal with the true gradient over sampled steps; "
@@ -139,17 +139,16 @@ CATALOG: tuple[Measure, ...] = (
     Measure("cost_from_flops", "cost_from_flops", "evaluation", ("synops_from_flops",),
             flag("test", "synops_from_flops"), flag=True),
 )
-BY_NAME = {m.name: m for m in CATALOG}
 
 
-def shown(catalog: tuple[Measure, ...] = CATALOG) -> tuple[Measure, ...]:
-    """The measures that are table columns, in table order."""
-    return tuple(m for m in catalog if m.header is not None)
+def shown() -> tuple[Measure, ...]:
+    """The measures that are table columns, in table order (read at call time: a test may extend ``CATALOG``)."""
+    return tuple(m for m in CATALOG if m.header is not None)
 
 
-def stored_metrics(catalog: tuple[Measure, ...] = CATALOG) -> tuple[str, ...]:
+def stored_metrics() -> tuple[str, ...]:
     """Every metric the reductions read, each once, in catalog order."""
-    return tuple(dict.fromkeys(metric for m in catalog for metric in m.metrics))
+    return tuple(dict.fromkeys(metric for m in CATALOG for metric in m.metrics))
 
 
 def health_metrics() -> tuple[str, ...]:

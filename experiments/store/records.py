@@ -23,13 +23,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bpbench.experiments.run.catalog import CATALOG, stored_metrics
+from bpbench.experiments.run import catalog
 
 VERSION = 2  # 2: the projection coefficient; values keyed by public column names
-NAMES = tuple(m.name for m in CATALOG)
+
+
+def names() -> tuple[str, ...]:
+    """The per-run measures, in catalog order (read at call time: a test may extend the catalog)."""
+    return tuple(m.name for m in catalog.CATALOG)
+
+
+NAMES = names()  # the built-in catalog's
 # the metrics the reduction reads (figures read grad_norm, grad_alignment and grad_projection besides)
-METRICS = stored_metrics()
-FLAGS = frozenset(m.name for m in CATALOG if m.flag)
+METRICS = catalog.stored_metrics()
 
 
 def measures(data: pd.DataFrame) -> pd.DataFrame:
@@ -38,7 +44,7 @@ def measures(data: pd.DataFrame) -> pd.DataFrame:
     final = data[(data["epoch"] == last_epoch) & (data["layer"] == "")]
     wide = final.pivot_table(index="run_id", columns=["split", "metric"], values="value", aggfunc="last")
     wide.columns = [f"{s}_{m}" for s, m in wide.columns]
-    return pd.DataFrame({m.name: m.reduce(data, wide) for m in CATALOG}, index=wide.index)
+    return pd.DataFrame({m.name: m.reduce(data, wide) for m in catalog.CATALOG}, index=wide.index)
 
 
 def record(rows: pd.DataFrame) -> dict[str, Any] | None:
@@ -46,7 +52,7 @@ def record(rows: pd.DataFrame) -> dict[str, Any] | None:
     if rows.empty:
         return None
     (values,) = measures(rows).to_dict("records")
-    return {"version": VERSION, "values": {m.column: _plain(values[m.name]) for m in CATALOG}}
+    return {"version": VERSION, "values": {m.column: _plain(values[m.name]) for m in catalog.CATALOG}}
 
 
 def _plain(value: Any) -> Any:
@@ -62,5 +68,7 @@ def from_record(meta: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(stored, dict) or stored.get("version") != VERSION:
         return None
     values = stored["values"]
-    return {m.name: (bool(values[m.column]) if m.name in FLAGS else
-                     math.nan if values[m.column] is None else float(values[m.column])) for m in CATALOG}
+    if not isinstance(values, dict) or any(m.column not in values for m in catalog.CATALOG):
+        return None  # recomputed from the rows, like a record of another version
+    return {m.name: (bool(values[m.column]) if m.flag else
+                     math.nan if values[m.column] is None else float(values[m.column])) for m in catalog.CATALOG}
