@@ -67,8 +67,10 @@ def template_rows(rng: np.random.Generator) -> dict[str, list]:
                 for layer in LAYERS:
                     add(epoch, step, "train", "grad_norm", rng.lognormal(-2, 0.5), layer)
                     add(epoch, step, "train", "grad_alignment", rng.uniform(0.3, 1.0), layer)
+                    add(epoch, step, "train", "grad_projection", rng.uniform(0.1, 1.2), layer)
                 add(epoch, step, "train", "grad_norm_ratio", rng.lognormal(-0.5, 0.3))
                 add(epoch, step, "train", "grad_alignment_mean", rng.uniform(0.5, 0.9))
+                add(epoch, step, "train", "grad_projection_mean", rng.uniform(0.1, 1.2))
     add(EPOCHS, EPOCHS * STEPS_PER_EPOCH, "train", "peak_memory_bytes", 1.9e6)
     add(EPOCHS, EPOCHS * STEPS_PER_EPOCH, "train", "state_bytes", 3.1e5)
     return cols
@@ -91,7 +93,7 @@ def meta_of(run_id: str, label: str, task: str, lr: float, seed: int, measures: 
             "start_time": "2026-01-01T00:00:00.000+00:00", "end_time": "2026-01-01T00:00:10.000+00:00",
             "summary": {"epochs_completed": EPOCHS, "steps": EPOCHS * STEPS_PER_EPOCH, "stopped_by": "epochs",
                         "train_seconds": 110.0, "train_flops": 4.6e11, "peak_memory_bytes": 1900000,
-                        "state_bytes": 310000, "test_accuracy": measures["values"]["test_acc"], "exact_layers": ["out"]},
+                        "state_bytes": 310000, "test_accuracy": measures["values"]["test_accuracy"], "exact_layers": ["out"]},
             "unmeasured": {}, "measures": measures}
 
 

@@ -189,7 +189,8 @@ def test_alignment_figure_shows_the_projection_coefficient_beside_the_cosine() -
     projection = data[data["metric"] == "grad_alignment"].assign(metric="grad_projection", value=0.17)
     fig = alignment_over_training(pd.concat([data, projection], ignore_index=True), "digits")
     visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_ylabel()]
-    assert [ax.get_ylabel() for ax in visible] == ["cosine with true gradient", "projection <u,g>/|g|^2 on true gradient"]
+    labels = [ax.get_ylabel() for ax in visible]
+    assert labels == ["cosine with true gradient", "projection <u,g>/|g|^2 on true gradient"]
     drawn = [line.get_ydata()[0] for line in visible[1].lines if line.get_label() == "_child0"]
     assert drawn == [pytest.approx(0.17)]
 

@@ -261,7 +261,7 @@ def test_latex_table_compiles_with_booktabs(unequal_study: Path, tmp_path: Path)
 
 @pytest.mark.parametrize("study", ["vanishing", "lr_sensitivity", "overfitting", "compute"])
 def test_builtin_study_states_its_claim_and_validates(study: str) -> None:
-    path = Path(__file__).resolve().parent.parent / "experiments" / "studies" / f"{study}.toml"
+    path = Path(__file__).resolve().parent.parent / "experiments" / "plan" / "studies" / f"{study}.toml"
     header = path.read_text().split("description =")[0]
     assert "Claim tested" in header and "Shrink for a test" in header
     runs = load_study(study, ["seeds=1"], learner_registry(), task_registry()).runs

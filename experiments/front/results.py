@@ -61,7 +61,8 @@ class Results:
         """One row per finished run, failed ones included with their error.
 
         Columns (named as in every view: ``store/describe.py``): run_id, label (the study's name
-        for the learner configuration), configuration (the grid values that vary), learner (registered name), task (registered name),
+        for the learner configuration), configuration (the grid values that vary), learner
+        (registered name), task (registered name),
         task_label, seed (seed index), status ("ok" | "failed"), error, test_accuracy,
         train_seconds, train_flops, stopped_by, then the rest of each run's summary
         (epochs_completed, steps, peak_memory_bytes, ...), and ``unmeasured``: measurement ->

@@ -90,7 +90,8 @@ def assign(labels: Iterable[tuple[str, str]]) -> dict[str, tuple[tuple[str, int]
 
 
 def exact_text() -> tuple[str, str]:
-    """(the learners whose update is exact on some layers, in words; those exact on every layer), for the table's note."""
+    """(the learners whose update is exact on some layers, in words; those exact on every layer),
+    for the table's note."""
     partial: dict[str, list[str]] = {}
     for name, style in STYLES.items():
         if style.exact and style.exact != "every layer":

@@ -263,7 +263,8 @@ def _parts(config: str) -> set[str]:
 
 def _welch_against_reference(runs: pd.DataFrame, learner: str, config: str, task: str,
                              reference: str) -> tuple[float, str, str | None]:
-    """(p, reference used, why p is undefined or None) of Welch's test of this group's test accuracy against ``reference``.
+    """(p, reference used, why p is undefined or None) of Welch's test of this group's test accuracy
+    against ``reference``.
 
     The reference is one learner *label* on the same task, never pooled with other labels.
     Within it, the configuration whose ``key=value`` parts this group's runs share, judged by

@@ -211,7 +211,10 @@ def layer_pairs(signal: dict[str, Tensor], reference: dict[str, Tensor],
     return pairs, missing
 
 
-def gradient_alignment(signal: dict[str, Tensor], reference: dict[str, Tensor]) -> tuple[dict[str, float], dict[str, str]]:
+PerLayer = tuple[dict[str, float], dict[str, str]]  # (layer -> value, layer -> why it is n/a)
+
+
+def gradient_alignment(signal: dict[str, Tensor], reference: dict[str, Tensor]) -> PerLayer:
     """(per-layer cosine between an update signal and the true gradient on the same batch,
     layer -> why its cosine is n/a at this step: ``layer_pairs``'s reasons, or a zero update signal)."""
     pairs, missing = layer_pairs(signal, reference, "cosine")
@@ -224,7 +227,7 @@ def gradient_alignment(signal: dict[str, Tensor], reference: dict[str, Tensor]) 
     return cosines, missing
 
 
-def gradient_projection(signal: dict[str, Tensor], reference: dict[str, Tensor]) -> tuple[dict[str, float], dict[str, str]]:
+def gradient_projection(signal: dict[str, Tensor], reference: dict[str, Tensor]) -> PerLayer:
     """(per-layer projection coefficient <u, g> / ||g||^2 of the update signal u on the true gradient g,
     layer -> why it is n/a at this step). 1 for the exact gradient; it measures scale, which the
     cosine ignores: 0 for an update signal of exactly 0, 0.5 for half the gradient."""
@@ -233,7 +236,7 @@ def gradient_projection(signal: dict[str, Tensor], reference: dict[str, Tensor])
     return coefficients, missing
 
 
-Comparison = Callable[[dict[str, Tensor], dict[str, Tensor]], tuple[dict[str, float], dict[str, str]]]
+Comparison = Callable[[dict[str, Tensor], dict[str, Tensor]], PerLayer]
 # per-layer comparison of an update signal with the true gradient, by metric (run/catalog.py: LAYER_COMPARISONS)
 COMPARISONS: dict[str, Comparison] = {"grad_alignment": gradient_alignment, "grad_projection": gradient_projection}
 

@@ -50,8 +50,9 @@ from torch import Tensor
 from bpbench.experiments.plan.config import build
 from bpbench.experiments.run.energy import COST_METRICS, cost_rows
 from bpbench.experiments.run.catalog import LAYER_COMPARISONS, health_metrics
-from bpbench.experiments.run.probes import (COMPARISONS, MetricError, Unmeasured, count_flops, forked_rng, gradient_norms,
-                                            mean_outside_exact, norm_ratio, peak_step_memory, state_bytes)
+from bpbench.experiments.run.probes import (COMPARISONS, MetricError, Unmeasured, count_flops, forked_rng,
+                                            gradient_norms, mean_outside_exact, norm_ratio, peak_step_memory,
+                                            state_bytes)
 from bpbench.experiments.plan.registry import Registry
 from bpbench.experiments.plan.spec import Budget, RunSpec, Schedule, canonical_json
 from bpbench.learners.base import Learner, NotMeasurable
