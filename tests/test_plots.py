@@ -190,7 +190,7 @@ def test_alignment_figure_shows_the_projection_coefficient_beside_the_cosine() -
     fig = alignment_over_training(pd.concat([data, projection], ignore_index=True), "digits")
     visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_ylabel()]
     labels = [ax.get_ylabel() for ax in visible]
-    assert labels == ["cosine with true gradient", "projection <u,g>/|g|^2 on true gradient"]
+    assert labels == ["cosine with true gradient", "projection <u,g>/|g|^2"]
     drawn = [line.get_ydata()[0] for line in visible[1].lines if line.get_label() == "_child0"]
     assert drawn == [pytest.approx(0.17)]
 

@@ -302,7 +302,7 @@ def _distinguishing(configs: list[str]) -> list[str]:
 # the per-layer comparisons with the true gradient the alignment figure shows: metric -> (y label, y limits, guides)
 COMPARISON_PANELS = {
     "grad_alignment": ("cosine with true gradient", (-1.05, 1.05), (0.0,)),
-    "grad_projection": ("projection <u,g>/|g|^2 on true gradient", None, (0.0, 1.0)),
+    "grad_projection": ("projection <u,g>/|g|^2", None, (0.0, 1.0)),
 }
 
 

@@ -51,7 +51,7 @@ def record(rows: pd.DataFrame) -> dict[str, Any] | None:
     """The ``meta["measures"]`` record of one run's rows (None when it has no rows): NaN as null."""
     if rows.empty:
         return None
-    (values,) = measures(rows).to_dict("records")
+    values = measures(rows).to_dict("records")[0]
     return {"version": VERSION, "values": {m.column: _plain(values[m.name]) for m in catalog.CATALOG}}
 
 
