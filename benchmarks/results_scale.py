@@ -78,8 +78,10 @@ def template_rows(rng: np.random.Generator) -> dict[str, list]:
                 for layer in LAYERS:
                     add(epoch, sampled, "train", "grad_norm", rng.lognormal(-2, 0.5), layer)
                     add(epoch, sampled, "train", "grad_alignment", rng.uniform(0.3, 1.0), layer)
+                    add(epoch, sampled, "train", "grad_projection", rng.uniform(0.1, 1.2), layer)
                 add(epoch, sampled, "train", "grad_norm_ratio", rng.lognormal(-0.5, 0.3))
                 add(epoch, sampled, "train", "grad_alignment_mean", rng.uniform(0.5, 0.9))
+                add(epoch, sampled, "train", "grad_projection_mean", rng.uniform(0.1, 1.2))
     add(EPOCHS, EPOCHS * STEPS_PER_EPOCH, "train", "peak_memory_bytes", 1.9e6)
     add(EPOCHS, EPOCHS * STEPS_PER_EPOCH, "train", "state_bytes", 3.1e5)
     return cols
@@ -122,7 +124,7 @@ def meta_of(run_id: str, label: str, task: str, lr: float, seed: int, measures: 
             "train_flops": 4.6e11,
             "peak_memory_bytes": 1900000,
             "state_bytes": 310000,
-            "test_accuracy": measures["values"]["test_acc"],
+            "test_accuracy": measures["values"]["test_accuracy"],
             "exact_layers": ["out"],
         },
         "unmeasured": {},

@@ -33,11 +33,11 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> bpbench.Results:
 
 def test_run_returns_results_one_summary_row_per_run(tiny: bpbench.Results) -> None:
     summary = tiny.summary
-    assert list(summary.columns[:13]) == ["run_id", "label", "config", "learner", "task", "task_label", "seed",
+    assert list(summary.columns[:13]) == ["run_id", "label", "configuration", "learner", "task", "task_label", "seed",
                                           "status", "error", "test_accuracy", "train_seconds", "train_flops",
                                           "stopped_by"]
     assert len(summary) == 4 and len(tiny.ran) == 4 and tiny.wall_seconds > 0
-    assert set(summary["config"]) == {"lr=0.003", "lr=0.01"} and set(summary["seed"]) == {0, 1}
+    assert set(summary["configuration"]) == {"lr=0.003", "lr=0.01"} and set(summary["seed"]) == {0, 1}
     assert (summary["status"] == "ok").all() and summary["error"].isna().all()
     assert (summary["test_accuracy"] > 0.5).all() and (summary["train_flops"] > 0).all()
     metas = {json.loads(p.read_text())["run_id"]: json.loads(p.read_text()) for p in tiny.out.glob("runs/*/meta.json")}
@@ -45,7 +45,11 @@ def test_run_returns_results_one_summary_row_per_run(tiny: bpbench.Results) -> N
         assert row.test_accuracy == metas[row.run_id]["summary"]["test_accuracy"]
     metrics = tiny.metrics
     assert set(metrics["run_id"]) == set(summary["run_id"])
-    assert {"epoch", "split", "metric", "layer", "value", "learner", "config", "task", "seed"} <= set(metrics.columns)
+    assert {"epoch", "split", "metric", "layer", "value", "label", "learner", "configuration", "task", "task_label",
+            "seed"} <= set(metrics.columns)
+    one = metrics.iloc[0]  # the same names as the summary, for the same things
+    assert (one["label"], one["learner"], one["task"]) == ("backprop", "backprop", "digits")
+    assert set(metrics["configuration"]) == set(summary["configuration"])
 
 
 def test_table_is_the_cli_table_and_load_reads_the_folder(tiny: bpbench.Results,
@@ -160,3 +164,27 @@ def test_a_script_without_a_main_guard_runs_in_worker_processes(tmp_path: Path) 
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "['ok', 'ok', 'ok', 'ok']"
     assert len((tmp_path / "top_level_ran").read_text().split()) == 1
+
+
+def test_readme_duckdb_example_groups_the_compacted_metrics_by_configuration(tiny: bpbench.Results,
+                                                                              tmp_path: Path) -> None:
+    import shutil
+
+    import duckdb
+
+    from bpbench.experiments.store.compact import compact
+
+    packed = tmp_path / "packed"
+    shutil.copytree(tiny.out, packed)
+    summary = tiny.summary  # lr=0.003 and lr=0.01 (and, after the re-run test, its one-lr override)
+    assert compact(packed).moved == len(summary)
+    readme = (REPO / "README.md").read_text()
+    query = readme.split("```sql\n", 1)[1].split("```", 1)[0].replace("DIR", str(packed))
+    got = duckdb.sql(query).df()
+    assert summary["configuration"].nunique() >= 2
+    assert len(got) == 2 * summary["configuration"].nunique()  # each configuration x epochs 0, 1; never pooled
+    final = got[got["epoch"] == 1].set_index("configuration")
+    by_config = summary.groupby("configuration")["test_accuracy"]
+    assert final["seeds"].to_dict() == by_config.size().to_dict()
+    assert final["test_accuracy"].to_dict() == pytest.approx(by_config.mean().to_dict(), rel=1e-12)
+

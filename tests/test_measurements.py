@@ -91,7 +91,8 @@ def test_multi_forward_and_frozen_learners_run_with_a_peak_memory(name: str) -> 
     if name == "frozen":  # only the readout learns: no update signal for fc1, so no cosine and no ratio
         assert set(norms["layer"]) == {"out"} and "grad_norm_ratio" not in set(rows.metric)
         assert "not updated" in result.unmeasured["grad_alignment"]
-        assert "no finite update-signal norm for layer fc1" in result.unmeasured["grad_norm_ratio"]
+        assert "fewer than two layers with a finite, nonzero update-signal norm (absent, zero or not finite: fc1)" in \
+            result.unmeasured["grad_norm_ratio"]
     else:
         assert set(norms["layer"]) == {"fc1", "out"} and (rows.metric == "grad_norm_ratio").any()
         assert (rows.metric == "grad_alignment_mean").any()  # nothing is exact by construction
@@ -297,6 +298,13 @@ def test_fa_alignment_summary_leaves_out_its_exact_output_layer() -> None:
     runs = per_run(rows.assign(learner="fa", learner_name="fa", config="", task="digits", seed=0, budget="1 ep",
                                stopped_by="epochs"))
     assert runs["alignment"].iloc[0] == pytest.approx(mean.mean()) and runs["alignment"].iloc[0] < 0.99
+    # the projection coefficient beside the cosine: 1 on the exact output layer, its mean over the others
+    proj = rows[rows.metric == "grad_projection"].pivot(index="step", columns="layer", values="value")
+    assert ((proj["out"] - 1.0).abs() < 1e-9).all() and set(proj.columns) == {"fc1", "fc2", "out"}
+    proj_mean = rows[rows.metric == "grad_projection_mean"].set_index("step")["value"]
+    pd.testing.assert_series_equal(proj_mean, proj[["fc1", "fc2"]].mean(axis=1), check_names=False)
+    assert runs["projection"].iloc[0] == pytest.approx(proj_mean.mean())
+    assert not ((proj[["fc1", "fc2"]] - 1.0).abs() < 1e-3).all().all()  # fa's hidden updates are not the gradient's
 
 
 def test_backprop_alignment_is_na_in_the_table_not_a_free_one() -> None:
@@ -307,6 +315,9 @@ def test_backprop_alignment_is_na_in_the_table_not_a_free_one() -> None:
     runs = per_run(rows.assign(learner="backprop", learner_name="backprop", config="", task="digits", seed=0,
                                budget="1 ep", stopped_by="epochs"))
     assert math.isnan(runs["alignment"].iloc[0])
+    proj = rows[rows.metric == "grad_projection"]["value"]
+    assert len(proj) > 0 and ((proj - 1.0).abs() < 1e-6).all()  # the exact gradient: scale 1, every layer
+    assert "by construction" in result.unmeasured["grad_projection_mean"] and math.isnan(runs["projection"].iloc[0])
 
 
 def test_the_table_marks_energy_counted_from_flops() -> None:

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from bpbench.experiments.front.cli import main
-from bpbench.experiments.report.figures import MARKERS, learner_colors
+from bpbench.experiments.report.figures import learner_colors
+from bpbench.experiments.report.learner_styles import STYLES
 from bpbench.experiments.plan.registry import learner_registry, task_registry
-from bpbench.experiments.report.table import LEARNER_ORDER
+from bpbench.experiments.report.learner_styles import ORDER as LEARNER_ORDER
 from bpbench.learners.models import ModelSpec
 from conftest import bpbench
 
@@ -24,7 +25,7 @@ RULES = ("pc", "ff", "dtp", "fwd_grad")
 def test_registered_ordered_colored(name: str) -> None:
     registry = learner_registry()
     assert registry.entries[name].available and registry.get(name).__module__ == f"bpbench.learners.{name}"
-    assert name in LEARNER_ORDER and name in MARKERS
+    assert name in LEARNER_ORDER and name in STYLES
     colors = learner_colors([(n, n) for n in LEARNER_ORDER] + [("mine", "backprop"), ("other", "backprop")])
     assert len(set(colors.values())) == len(colors)  # fixed colors and spares never collide
 

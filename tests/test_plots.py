@@ -11,7 +11,7 @@ import pytest
 from conftest import run_tiny_study
 from bpbench.experiments.front.cli import main
 from bpbench.experiments.report.figures import (NoData, alignment_over_training, grad_norm_heatmap, learner_colors,
-                                       learning_curves, lr_sensitivity, standard_figures)
+                                               learning_curves, lr_sensitivity, pareto_front, standard_figures)
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.report.table import tidy
 
@@ -149,3 +149,48 @@ def test_figure_data_draws_the_same_figures_from_fewer_rows(results: Path, tmp_p
     assert pngs == sorted(p.name for p in written_lean if p.suffix == ".png") and len(pngs) == len(EXPECTED)
     for name in pngs:
         assert (tmp_path / "full" / name).read_bytes() == (tmp_path / "lean" / name).read_bytes(), name
+
+
+def test_pareto_front_is_chosen_on_validation_and_drawn_at_test_accuracy() -> None:
+    points = pd.DataFrame({"learner": ["a", "b", "c", "d"], "config": "", "task": "digits",
+                           "flops": [1.0, 2.0, 3.0, 3.0], "val": [0.90, 0.80, 0.95, 0.93],
+                           "acc": [(0.70,) * 3, (0.99,) * 3, (0.80,) * 3, (0.97,) * 3]})
+    front = pareto_front(points)
+    assert list(front["learner"]) == ["a", "c"]  # b and d have the best test accuracy, not a better validation one
+    with pytest.raises(NoData, match="no validation accuracy"):
+        pareto_front(points.assign(val=[0.9, float("nan"), 0.95, 0.93]))
+
+
+def _norm_rows(values: dict[str, list[float]]) -> pd.DataFrame:
+    run = {"run_id": "r", "learner": "ff", "learner_name": "ff", "config": "", "task": "digits", "seed": 0,
+           "depth": 2, "epoch": 1, "split": "train", "metric": "grad_norm"}
+    return pd.DataFrame([{**run, "step": 5 * (i + 1), "layer": layer, "value": v}
+                         for layer, vs in values.items() for i, v in enumerate(vs)])
+
+
+def test_heatmap_leaves_out_an_untrained_layer_and_masks_zero_and_nonfinite_cells() -> None:
+    rows = _norm_rows({"fc1": [1e-3, 0.0, 1e-2, float("inf")], "fc2": [1.0, 10.0, 1.0, 10.0], "out": [0.0] * 4})
+    fig = grad_norm_heatmap(rows, "ff")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["fc1", "fc2"]
+    assert "not trained (norm 0), left out: out" in ax.get_title()
+    mesh = ax.collections[0]
+    assert mesh.norm.vmin == pytest.approx(-3.0) and mesh.norm.vmax == pytest.approx(1.0)  # the scale survives
+    cells = mesh.get_array()
+    assert int(cells.mask.sum()) == 2 and cells.compressed().size == 6  # fc1's 0 and inf are blank
+    with pytest.raises(NoData, match="no finite, nonzero update-signal norm"):
+        grad_norm_heatmap(_norm_rows({"out": [0.0] * 3}), "ff")
+    caption = standard_figures(pd.concat([_constructed_tidy(), rows]))["grad_norms_ff"][0]
+    assert "left blank (masked)" in caption and "left out" in caption
+
+
+def test_alignment_figure_shows_the_projection_coefficient_beside_the_cosine() -> None:
+    data = _constructed_tidy()
+    projection = data[data["metric"] == "grad_alignment"].assign(metric="grad_projection", value=0.17)
+    fig = alignment_over_training(pd.concat([data, projection], ignore_index=True), "digits")
+    visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_ylabel()]
+    labels = [ax.get_ylabel() for ax in visible]
+    assert labels == ["cosine with true gradient", "projection <u,g>/|g|^2"]
+    drawn = [line.get_ydata()[0] for line in visible[1].lines if line.get_label() == "_child0"]
+    assert drawn == [pytest.approx(0.17)]
+

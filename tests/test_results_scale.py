@@ -86,12 +86,18 @@ def test_same_numbers_from_measures_metric_rows_and_dataset(folder: Path, tmp_pa
     assert table_csv(packed) == reference and from_metric_rows(packed) == reference
     compact(old)  # old runs get their measures computed as they are compacted
     assert table_csv(old) == reference
-    # pandas reads the dataset directly: one row per run with its partitions and final measures
+    # pandas reads the dataset directly: one row per run with its partitions and final measures,
+    # named as Results.summary names them (one schema: store/describe.py)
     runs = pd.read_parquet(packed / "dataset" / "runs")
     assert sorted(runs["run_id"]) == sorted(m["run_id"] for m in metas)
-    assert set(runs["study"]) == {"tiny"} and set(runs["task"]) == {"digits"} and set(runs["learner"]) == {"backprop", "fa"}
+    assert set(runs["study"]) == {"tiny"} and set(runs["task_label"]) == {"digits"} and set(runs["task"]) == {"digits"}
+    assert set(runs["label"]) == {"backprop", "fa"} and set(runs["learner"]) == {"backprop", "fa"}
+    summary = bpbench.load(folder).summary.set_index("run_id")
+    shared = {"label", "learner", "configuration", "task", "task_label", "seed", "test_accuracy", "train_flops"}
+    assert shared <= set(runs.columns) and shared <= set(summary.columns) | {"label"}
+    assert (runs.set_index("run_id")["test_accuracy"] == summary.loc[runs["run_id"], "test_accuracy"]).all()
     rows = pd.read_parquet(packed / "dataset" / "metrics")
-    assert len(rows) == len(RunStore(folder).metrics())
+    assert len(rows) == len(RunStore(folder).metrics()) and set(rows["configuration"]) == {""}
 
 
 def test_load_plot_data_and_resume_read_the_dataset(folder: Path, tmp_path: Path) -> None:
@@ -192,7 +198,7 @@ def test_corrupt_or_half_written_run_files_are_named_and_skipped(folder: Path, t
     # a corrupt part file of the dataset is named, and its runs are left out (never a crash)
     packed = copy(folder, tmp_path / "packed")
     compact(packed)
-    part = next((packed / "dataset" / "runs").glob("*/*/learner=fa/*.parquet"))
+    part = next((packed / "dataset" / "runs").glob("*/*/label=fa/*.parquet"))
     part.write_bytes(part.read_bytes()[:100])
     with pytest.warns(ResultsWarning, match="unreadable part file"):
         summary = summarize(RunStore(packed))

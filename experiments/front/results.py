@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from bpbench.experiments.plan.config import ConfigError
-from bpbench.experiments.store.describe import varied_label
+from bpbench.experiments.store.describe import public, varied_label
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.report.table import render, summarize, tidy
 
 if TYPE_CHECKING:
     from bpbench.experiments.schedule.execute import Outcome  # torch: only for the annotation
 
-SUMMARY_COLUMNS = ["run_id", "label", "config", "learner", "task", "task_label", "seed", "status", "error",
+SUMMARY_COLUMNS = ["run_id", "label", "configuration", "learner", "task", "task_label", "seed", "status", "error",
                    "test_accuracy", "train_seconds", "train_flops", "stopped_by"]
 
 
@@ -60,8 +60,9 @@ class Results:
     def summary(self) -> pd.DataFrame:
         """One row per finished run, failed ones included with their error.
 
-        Columns: run_id, label (the study's name for the learner configuration), config
-        (the grid values that vary), learner (registered name), task (registered name),
+        Columns (named as in every view: ``store/describe.py``): run_id, label (the study's name
+        for the learner configuration), configuration (the grid values that vary), learner
+        (registered name), task (registered name),
         task_label, seed (seed index), status ("ok" | "failed"), error, test_accuracy,
         train_seconds, train_flops, stopped_by, then the rest of each run's summary
         (epochs_completed, steps, peak_memory_bytes, ...), and ``unmeasured``: measurement ->
@@ -71,7 +72,7 @@ class Results:
         for meta in self.store.iter_metas():
             spec, summary = meta["spec"], meta.get("summary", {})
             row: dict[str, Any] = {
-                "run_id": meta["run_id"], "label": spec["label"], "config": varied_label(spec),
+                "run_id": meta["run_id"], "label": spec["label"], "configuration": varied_label(spec),
                 "learner": spec["learner"], "task": spec["task"], "task_label": spec["task_label"],
                 "seed": spec["seed_index"], "status": meta["status"], "error": meta.get("error"),
             }
@@ -82,13 +83,14 @@ class Results:
         frame = pd.DataFrame(rows)
         if frame.empty:
             return pd.DataFrame(columns=SUMMARY_COLUMNS)
-        return frame.sort_values(["task_label", "label", "config", "seed"], kind="stable").reset_index(drop=True)
+        return frame.sort_values(["task_label", "label", "configuration", "seed"], kind="stable").reset_index(drop=True)
 
     @property
     def metrics(self) -> pd.DataFrame:
         """The tidy rows of every completed run (run_id, epoch, step, split, metric, layer,
-        value) joined with what the run was (learner, config, task, seed, model, budget)."""
-        return tidy(self.store)
+        value) joined with what the run was (label, learner, configuration, task, task_label, seed,
+        model, budget), named as in every view (``store/describe.py``)."""
+        return public(tidy(self.store))
 
     def table(self, format: str = "text", reference: str | None = None) -> str:
         """The summary table, exactly as ``bpbench table OUT --format FORMAT [--reference LABEL]``

@@ -2,8 +2,8 @@
 
 Every function takes the tidy table (one row per measurement, with its run's learner,
 config, task, seed, model and budget) and returns a ``matplotlib.figure.Figure`` drawn
-with seaborn; nothing touches pyplot's global state. Each learner label keeps one color
-from seaborn's colorblind palette in every figure (``learner_colors``). Spread over
+with seaborn; nothing touches pyplot's global state. Each learner label keeps one color and
+marker in every figure (``learner_colors``, from the display catalog ``report/learner_styles.py``). Spread over
 seeds is the 95% t-interval of ``experiments.stats``. A figure that shows one configuration
 per learner (learning curves, alignment) picks it by final *validation* accuracy; test
 accuracy is only reported. A figure whose data the table does not hold raises ``NoData``
@@ -20,66 +20,44 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from bpbench.experiments.store import records as run_measures
+from bpbench.experiments.report import learner_styles
 from bpbench.experiments.report.stats import t_interval
+from bpbench.experiments.report.table import per_run, run_info, tidy
+from bpbench.experiments.store import records as run_measures
 from bpbench.experiments.store.run_store import RunStore
-from bpbench.experiments.report.table import LEARNER_ORDER, per_run, run_info, tidy
 
 # the metric rows the figures read: the per-run measures, and per-layer gradient norms and cosines
-STEP_METRICS = ("grad_norm", "grad_alignment")  # per layer and sampled step: most of a run's rows
+STEP_METRICS = ("grad_norm", "grad_alignment", "grad_projection")  # per layer and sampled step: most of a run's rows
 FIGURE_METRICS = (*run_measures.METRICS, *STEP_METRICS)
-PALETTE = "colorblind"
 PANEL = (3.2, 2.6)  # inches per panel: a paper column holds one or two
 ACCURACY_LABEL = "test accuracy (fraction)"
-# colorblind palette slots, chosen so that learners of one family differ most (fa orange vs
-# sign_symmetry sky blue, ga purple vs es vermillion); slot 6 (pink) is left for other labels
-PALETTE_INDEX = {"backprop": 0, "fa": 1, "dfa": 2, "sign_symmetry": 9, "ga": 4, "cmaes": 5, "es": 3,
-                 "snn_bptt": 7, "snn_dfa": 8}
-# newer rules take slots of seaborn's "dark" palette (never handed out as a spare color)
-DARK_INDEX = {"pc": 9, "ff": 6, "dtp": 8, "fwd_grad": 7}
-# a fixed marker per learner too, so figures survive grayscale printing
-MARKERS = {"backprop": "o", "fa": "s", "dfa": "^", "sign_symmetry": "D", "ga": "v", "cmaes": "P", "es": "X",
-           "snn_bptt": "*", "snn_dfa": "h", "pc": "p", "ff": ">", "dtp": "<", "fwd_grad": "d"}
 Color = tuple[float, float, float]
-
 
 class NoData(ValueError):
     """The tidy table lacks what a figure needs (the message says what)."""
 
 
-def learner_colors(labels: Iterable[tuple[str, str]]) -> dict[str, Color]:
-    """Label -> color for (label, registered learner) pairs; fixed for the built-in learners.
+def _palette_colour(colour: tuple[str, int]) -> Color:
+    palette, slot = colour
+    return sns.color_palette(palette, learner_styles.SLOTS)[slot]
 
-    A label named after a built-in learner gets that learner's color; another label gets
-    its registered learner's color if no label already took it, else a spare color.
-    """
-    palette = sns.color_palette(PALETTE, 10)
-    dark = sns.color_palette("dark", 10)
-    fixed = {name: palette[i] for name, i in PALETTE_INDEX.items()} | {name: dark[i] for name, i in DARK_INDEX.items()}
-    pairs = sorted(set(labels))
-    colors = {label: fixed[label] for label, _ in pairs if label in fixed}
-    spare = [c for c in [palette[6], *dark] if c not in fixed.values()]
-    for label, name in pairs:
-        if label in colors:
-            continue
-        if name in fixed and fixed[name] not in colors.values():
-            colors[label] = fixed[name]
-        else:
-            colors[label] = spare.pop(0) if spare else palette[len(colors) % 10]
-    return colors
+
+def learner_colors(labels: Iterable[tuple[str, str]]) -> dict[str, Color]:
+    """Label -> color for (label, registered learner) pairs (``learner_styles.assign``): fixed for
+    the built-in learners, a stable spare one, never a built-in's, for any other."""
+    return {label: _palette_colour(colour) for label, (colour, _) in learner_styles.assign(labels).items()}
 
 
 def _learner_order(data: pd.DataFrame) -> list[str]:
-    """Learner labels of ``data``: built-in learners in LEARNER_ORDER, then by label."""
+    """Learner labels of ``data``: built-in learners in the display catalog's order, then by label."""
     pairs = data[["learner", "learner_name"]].drop_duplicates()
-    rank = {name: i for i, name in enumerate(LEARNER_ORDER)}
-    return [label for _, label in sorted((rank.get(n, len(rank)), l) for l, n in pairs.itertuples(index=False))]
+    return [label for _, label in sorted((learner_styles.rank(n), l) for l, n in pairs.itertuples(index=False))]
 
 
 def _markers(data: pd.DataFrame) -> dict[str, str]:
-    """Label -> marker: the built-in learner's own, else its registered learner's, else a circle."""
-    pairs = data[["learner", "learner_name"]].drop_duplicates().itertuples(index=False)
-    return {label: MARKERS.get(label, MARKERS.get(name, "o")) for label, name in pairs}
+    """Label -> marker (``learner_styles.assign``), for the learners of ``data``."""
+    pairs = zip(data["learner"], data["learner_name"])
+    return {label: marker for label, (_, marker) in learner_styles.assign(pairs).items()}
 
 
 def _colors(data: pd.DataFrame) -> dict[str, Color]:
@@ -213,18 +191,32 @@ def learning_curves(data: pd.DataFrame, x: str = "epoch") -> Figure:
     return fig
 
 
+def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``points`` (one per configuration: flops, val, ...) on the validation Pareto front:
+    no cheaper configuration has a higher mean validation accuracy (ties in FLOPs: the higher val
+    first). Test accuracy plays no part; the figure draws the chosen rows at their test accuracy.
+    Raises NoData when a configuration has no validation accuracy to choose by."""
+    blind = points[points["val"].isna()]
+    if not blind.empty:
+        row = blind.iloc[0]
+        raise NoData(f"Pareto front: {row['learner']} ({row['config']}) on {row['task']} has no validation "
+                     "accuracy to choose by")
+    ordered = points.sort_values(["flops", "val"], ascending=[True, False], kind="stable")
+    return ordered[ordered["val"] > ordered["val"].cummax().shift(fill_value=-math.inf)]
+
+
 def accuracy_vs_compute(data: pd.DataFrame) -> Figure:
     """Final test accuracy against training FLOPs per learner configuration, one panel per task.
 
-    Points: means over seeds with 95% t-intervals; the gray step line is the Pareto front
-    (no other configuration is both cheaper and more accurate).
+    Points: means over seeds with 95% t-intervals; the gray step line is the Pareto front chosen
+    on *validation* accuracy (``pareto_front``), drawn through the chosen configurations' test accuracy.
     """
     colors, markers = _colors(data), _markers(data)
     _require(data, "train_flops", "accuracy vs compute")
     runs = per_run(data)
     groups = runs.groupby(["learner", "config", "task"], sort=False)
-    points = pd.DataFrame([{"learner": k[0], "task": k[2], "flops": g["flops"].mean(),
-                            "acc": t_interval(g["test_acc"])} for k, g in groups])
+    points = pd.DataFrame([{"learner": k[0], "config": k[1], "task": k[2], "flops": g["flops"].mean(),
+                            "val": g["val_acc"].mean(), "acc": t_interval(g["test_acc"])} for k, g in groups])
     tasks = sorted(points["task"].unique())
     with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
         fig, axes = _figure(len(tasks))
@@ -235,13 +227,10 @@ def accuracy_vs_compute(data: pd.DataFrame) -> Figure:
                 err = None if math.isnan(low) else [[mean - low], [high - mean]]
                 ax.errorbar(row.flops, mean, yerr=err, color=colors[row.learner], marker=markers[row.learner],
                             markersize=5, capsize=2)
-            front, best = [], -math.inf
-            for row in mine.itertuples():
-                if row.acc[0] > best:
-                    best = row.acc[0]
-                    front.append((row.flops, best))
-            fx, fy = zip(*front)
-            ax.step(fx, fy, where="post", color="0.5", linewidth=0.8, zorder=0)
+            front = pareto_front(mine.dropna(subset=["flops"]))
+            if not front.empty:
+                ax.step(front["flops"], [acc[0] for acc in front["acc"]], where="post", color="0.5", linewidth=0.8,
+                        zorder=0, label="_front")
             ax.set(title=task, ylabel=ACCURACY_LABEL)
             _x_scale(ax, mine["flops"], "training FLOPs", engineering=True)
         _legend(fig, colors, points["learner"], markers=markers)
@@ -267,20 +256,40 @@ def grad_norm_heatmap(data: pd.DataFrame, learner: str, task: str | None = None,
     task = task or sorted(norms["task"].unique())[0]
     norms = norms[norms["task"] == task]
     configs = configs or sorted(dict.fromkeys(norms["config"]))[:6]
-    norms = norms[norms["config"].isin(configs)].assign(log_norm=lambda f: np.log10(f["value"]))
+    norms = masked_log_norms(norms[norms["config"].isin(configs)])
+    if norms["log_norm"].isna().all():
+        raise NoData(f"gradient-norm heatmap: {learner} on {task} has no finite, nonzero update-signal norm")
     scale = {"vmin": norms["log_norm"].min(), "vmax": norms["log_norm"].max()}  # one scale: panels compare
     titles = _distinguishing(configs)
     with sns.axes_style("white"), sns.plotting_context("paper"):
         fig, axes = _figure(len(configs), ncols=min(3, len(configs)), sharey=False)
         for ax, config, title in zip(axes, configs, titles):
             rows = norms[norms["config"] == config]
+            untrained = sorted(set(rows.loc[rows["untrained"], "layer"]))
+            rows = rows[~rows["untrained"]]
             layers = list(dict.fromkeys(rows["layer"]))  # recorded in forward order
-            grid = rows.pivot_table(index="layer", columns="step", values="log_norm", aggfunc="mean").reindex(layers)
+            grid = rows.pivot_table(index="layer", columns="step", values="log_norm", aggfunc="mean",
+                                    dropna=False).reindex(layers)
             sns.heatmap(grid, ax=ax, cmap="viridis", cbar_kws={"label": "log10 update-signal norm"},
-                        xticklabels=max(1, grid.shape[1] // 6), **scale)
-            ax.set(title=f"{learner} on {task}" + (f"\n{title}" if title else ""),
+                        xticklabels=max(1, grid.shape[1] // 6), mask=grid.isna(), **scale)
+            left_out = f"\nnot trained (norm 0), left out: {', '.join(untrained)}" if untrained else ""
+            ax.set(title=f"{learner} on {task}" + (f"\n{title}" if title else "") + left_out,
                    xlabel="training step", ylabel="layer (input to output)")
     return fig
+
+
+def masked_log_norms(norms: pd.DataFrame) -> pd.DataFrame:
+    """``norms`` (grad_norm rows) with ``log_norm``: log10 of the norm, NaN (masked, drawn blank) where
+    the norm is 0 or not finite, so one such cell cannot collapse the colour scale; and ``untrained``:
+    True for every row of a layer whose norm is 0 at every recorded step of its configuration (a layer
+    the rule does not train, e.g. an unused readout), which the heatmap leaves out."""
+    values = norms["value"].to_numpy(dtype=float)
+    valid = np.isfinite(values) & (values > 0)
+    log = np.full(values.shape, np.nan)
+    log[valid] = np.log10(values[valid])
+    zero = pd.Series(values == 0, index=norms.index)
+    untrained = zero.groupby([norms["config"], norms["layer"]]).transform("all")
+    return norms.assign(log_norm=log, untrained=untrained.to_numpy())
 
 
 def _distinguishing(configs: list[str]) -> list[str]:
@@ -290,28 +299,52 @@ def _distinguishing(configs: list[str]) -> list[str]:
     return [", ".join(x for x in p if x not in common) for p in parts]
 
 
-def alignment_over_training(data: pd.DataFrame, task: str | None = None) -> Figure:
-    """Cosine between each learner's update signal and the true gradient over training, per layer.
+# the per-layer comparisons with the true gradient the alignment figure shows: metric -> (y label, y limits, guides)
+COMPARISON_PANELS = {
+    "grad_alignment": ("cosine with true gradient", (-1.05, 1.05), (0.0,)),
+    "grad_projection": ("projection <u,g>/|g|^2", None, (0.0, 1.0)),
+}
 
-    One panel per learner (its best configuration by validation accuracy) on ``task`` (default: the first task);
-    lines: mean over seeds per layer, bands: 95% t-interval.
+
+def alignment_over_training(data: pd.DataFrame, task: str | None = None) -> Figure:
+    """Cosine (direction) and projection coefficient (scale; 1 = the exact gradient) of each learner's
+    update signal on the true gradient over training, per layer.
+
+    Two panels per learner (its best configuration by validation accuracy) on ``task`` (default:
+    the first task), side by side: cosine, then projection (left out when the results have none,
+    e.g. folders written before it was recorded); lines: mean over seeds per layer, bands: 95% t-interval.
     """
     rows = _require(data, "grad_alignment", "alignment over training")
     task = task or sorted(rows["task"].unique())[0]
     chosen, _ = _best_config(data[data["task"] == task])
-    rows = rows.merge(chosen[["run_id"]].drop_duplicates(), on="run_id")
-    learners = _learner_order(rows)
+    keep = chosen[["run_id"]].drop_duplicates()
+    shown = {metric: data[data["metric"] == metric].merge(keep, on="run_id") for metric in COMPARISON_PANELS}
+    shown = {metric: frame for metric, frame in shown.items() if not frame.empty}
+    if "grad_alignment" not in shown:
+        raise NoData(f"alignment over training: the best configurations on {task} have no 'grad_alignment' rows")
+    learners = _learner_order(shown["grad_alignment"])
+    per_learner = len(shown)
+    per_row = min(3 if per_learner == 1 else 2, len(learners))  # learners per row of panels
     with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
-        fig, axes = _figure(len(learners), ncols=min(3, len(learners)))
-        for ax, learner in zip(axes, learners):
-            mine = rows[rows["learner"] == learner]
-            n_layers = mine["layer"].nunique()
-            sns.lineplot(mine, x="step", y="value", hue="layer", palette=sns.color_palette("viridis", n_layers),
-                         errorbar=_ci, ax=ax, linewidth=1)
-            ax.axhline(0.0, color="0.5", linewidth=0.6)
-            ax.set(title=f"{learner} on {task}", xlabel="training step", ylabel="cosine with true gradient",
-                   ylim=(-1.05, 1.05))
-            ax.legend(title="layer", fontsize="x-small", title_fontsize="x-small")
+        fig, axes = _figure(len(learners) * per_learner, ncols=per_learner * per_row, sharey=False)
+        for i, learner in enumerate(learners):
+            for j, (metric, frame) in enumerate(shown.items()):
+                ax = axes[i * per_learner + j]
+                mine = frame[frame["learner"] == learner]
+                ylabel, ylim, guides = COMPARISON_PANELS[metric]
+                if mine.empty:
+                    ax.set(title=f"{learner} on {task}", ylabel=ylabel)
+                    ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", va="center")
+                    continue
+                sns.lineplot(mine, x="step", y="value", hue="layer",
+                             palette=sns.color_palette("viridis", mine["layer"].nunique()),
+                             errorbar=_ci, ax=ax, linewidth=1)
+                for y in guides:
+                    ax.axhline(y, color="0.5", linewidth=0.6)
+                ax.set(title=f"{learner} on {task}", xlabel="training step", ylabel=ylabel)
+                if ylim is not None:
+                    ax.set_ylim(*ylim)
+                ax.legend(title="layer", fontsize="x-small", title_fontsize="x-small")
     return fig
 
 
@@ -414,7 +447,9 @@ def standard_figures(data: pd.DataFrame) -> dict[str, Builder]:
         "curves_seconds": (f"Test accuracy against training wall time.{BEST}",
                            lambda: learning_curves(data, "seconds")),
         "curves_flops": (f"Test accuracy against training FLOPs.{BEST}", lambda: learning_curves(data, "flops")),
-        "accuracy_vs_flops": ("Final test accuracy against training FLOPs; gray: Pareto front.",
+        "accuracy_vs_flops": ("Final test accuracy against training FLOPs; gray: the Pareto front chosen on "
+                              "validation accuracy (no cheaper configuration has a higher mean validation "
+                              "accuracy), drawn at the chosen configurations' test accuracy.",
                               lambda: accuracy_vs_compute(data)),
         "lr_sensitivity": ("Final test accuracy against the learning rate.", lambda: lr_sensitivity(data, "lr")),
         "sigma_sensitivity": ("Final test accuracy against the ES noise sigma.", lambda: lr_sensitivity(data, "sigma")),
@@ -424,12 +459,15 @@ def standard_figures(data: pd.DataFrame) -> dict[str, Builder]:
         "generalization_gap": ("Train-test accuracy gap with and without dropout.", lambda: generalization_gap(data)),
     }
     for task in sorted(data["task"].unique()):
-        figures[f"alignment_{task}"] = (f"Cosine with the true gradient per layer over training on {task}.{BEST}",
+        figures[f"alignment_{task}"] = (f"Cosine (direction) and projection coefficient <u,g>/|g|^2 (scale: 1 = the "
+                                        f"true gradient) of the update signal per layer over training on {task}.{BEST}",
                                         lambda task=task: alignment_over_training(data, task))
     for learner in _learner_order(data):
         configs = _heatmap_configs(data, learner)
         figures[f"grad_norms_{learner}"] = (
-            f"Per-layer update-signal norm of {learner} over training (its deepest configurations).",
+            f"Per-layer update-signal norm of {learner} over training (its deepest configurations); a layer "
+            "whose update signal is 0 at every step (not trained) is left out and named, a cell whose norm is "
+            "0 or not finite is left blank (masked), so it cannot flatten the colour scale.",
             lambda learner=learner, configs=configs: grad_norm_heatmap(data, learner, configs=configs))
     return figures
 

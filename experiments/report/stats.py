@@ -3,7 +3,8 @@
 ``t_interval(values)`` -> (mean, low, high) of the mean's 95% interval from Student's t
 with n - 1 degrees of freedom; with one value the bounds are NaN (no spread to report).
 ``welch_p(a, b)`` -> two-sided p-value of Welch's unequal-variance t-test, NaN where
-either sample has fewer than two values. ``stars(p)`` marks p < .05 / .01 / .001.
+either sample has fewer than two values or neither has any spread (``NO_SPREAD``: the test
+is undefined there; scipy's p of 6e-29 for two constant samples is float noise, not evidence). ``stars(p)`` marks p < .05 / .01 / .001.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from scipy import stats
 
 CONFIDENCE = 0.95
 STAR_LEVELS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
+NO_SPREAD = "both groups' values are identical within each group (no spread): Welch's test is undefined"
 
 
 def _clean(values: Sequence[float]) -> np.ndarray:
@@ -40,13 +42,22 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple
     return mean, float(low), float(high)
 
 
-def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided p-value of Welch's t-test of mean(a) = mean(b); NaN if it is undefined."""
+def welch_undefined(a: Sequence[float], b: Sequence[float]) -> str | None:
+    """Why Welch's t-test of ``a`` against ``b`` is undefined (NaN dropped first), or None when it is defined."""
     x, y = _clean(a), _clean(b)
     if x.size < 2 or y.size < 2:
+        return "fewer than two values in a group"
+    if np.ptp(x) == 0.0 and np.ptp(y) == 0.0:  # the t statistic is 0/0 or x/0: a p would be float noise
+        return NO_SPREAD
+    return None
+
+
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of Welch's t-test of mean(a) = mean(b); NaN where it is undefined
+    (``welch_undefined``: fewer than two values in a sample, or no spread in either)."""
+    if welch_undefined(a, b) is not None:
         return math.nan
-    if np.ptp(x) == 0.0 and np.ptp(y) == 0.0:
-        return 1.0 if x[0] == y[0] else 0.0  # no spread at all: the means are equal or certainly differ
+    x, y = _clean(a), _clean(b)
     # from summary statistics, with an exact 0 spread for a sample of identical values
     sx, sy = (0.0 if np.ptp(v) == 0.0 else float(v.std(ddof=1)) for v in (x, y))
     return float(stats.ttest_ind_from_stats(float(x.mean()), sx, x.size, float(y.mean()), sy, y.size,

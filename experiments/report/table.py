@@ -20,42 +20,41 @@ from typing import Any
 
 import pandas as pd
 
+from bpbench.experiments.report import learner_styles
+from bpbench.experiments.run import catalog
 from bpbench.experiments.store import records as run_measures
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.store.dataset import warn
-from bpbench.experiments.report.stats import stars, t_interval, welch_p
+from bpbench.experiments.report.stats import NO_SPREAD, stars, t_interval, welch_p, welch_undefined
 from bpbench.experiments.store.describe import budget_text, failed_row, run_row, varied_label
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.plan.study import REFERENCE_LABEL, study_references
 
 FORMATS = ("text", "markdown", "latex", "html", "csv")
-LEARNER_ORDER = ("backprop", "fa", "dfa", "sign_symmetry", "ga", "cmaes", "es", "snn_bptt", "snn_dfa", "pc", "ff",
-                 "dtp", "fwd_grad")
+LEARNER_ORDER = learner_styles.ORDER  # the learner display catalog's (report/learner_styles.py)
 RUN_KEYS = ["learner", "config", "task"]
 
-# per-run measure -> (rendered header, number format, divisor applied before formatting)
-MEASURES: dict[str, tuple[str, str, float]] = {
-    "test_acc": ("test acc", ".3f", 1.0),
-    "gap": ("train-test gap", ".3f", 1.0),
-    "train_s": ("train s", ".3g", 1.0),
-    "flops": ("GFLOPs", ".3g", 1e9),
-    "synops": ("synops/sample", ".3g", 1.0),
-    "energy": ("energy/sample uJ", ".3g", 1e-6),
-    "peak_mem": ("peak MiB", ".3g", 2.0**20),
-    "grad_ratio": ("grad ratio first/last", ".3g", 1.0),
-    "alignment": ("alignment cos", ".3f", 1.0),
-}
-NOTE_CELLS = ("Cells: mean ± half-width of the 95% t-interval over seeds; n/a: not measured for this learner "
-              "(each run's meta.json says why, under 'unmeasured'). {p_note} "
-              "Train-test gap: train accuracy on a fixed stratified subset of the training split as large as the "
-              "test split (meta.json: train_eval_samples). "
-              "Peak MiB: the first training step's own peak (what it allocates: activations, gradients, new "
-              "optimizer state), not the learner's stored state (metric state_bytes) nor the data. "
-              "Grad ratio: geometric mean over sampled steps of the first/last-layer update-signal "
-              "norm ratio (n/a for one connection layer: 1 by definition). Alignment: mean cosine with the "
-              "true gradient over sampled steps and over the layers whose update is not exact by construction "
-              "(Learner.exact_layers: the output layer of fa, dfa, sign_symmetry, and of snn_dfa with a membrane "
-              "readout, is left out; n/a where every layer is exact, as for backprop and snn_bptt).")
+# per-run measure -> (rendered header, number format, divisor applied before formatting): the
+# measurement catalog's table columns (run/catalog.py), in table order
+def measures_shown() -> dict[str, tuple[str, str, float]]:
+    """Per-run measure -> (header, format, divisor) of the catalog's table columns, read at call time."""
+    return {m.name: (m.header or m.name, m.fmt, m.scale) for m in catalog.shown()}
+
+
+MEASURES = measures_shown()  # the built-in catalog's
+NOTE_HEAD = ("Cells: mean ± half-width of the 95% t-interval over seeds; n/a: not measured for this learner "
+             "(each run's meta.json says why, under 'unmeasured'). {p_note}")
+
+
+def cells_note() -> str:
+    """The table's first note: ``NOTE_HEAD`` (with its ``{p_note}`` left to fill) and the note of each
+    catalog measure shown that has one, in table order; learner names from the learner display catalog."""
+    some, every = learner_styles.exact_text()
+    notes = [m.note.format(exact=some, all_exact=every) for m in catalog.shown() if m.note]
+    return " ".join([NOTE_HEAD, *notes])
+
+
+NOTE_CELLS = cells_note()
 NOTE_P = ("p: Welch's t-test of test accuracy against the runs of the one learner label {reference!r} on "
           "the same task (never other labels of the same learner): its configuration whose grid values "
           "the row shares (the same lr, say), or its only configuration; n/a where none matches "
@@ -127,12 +126,12 @@ def runs_of(store: RunStore) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows = [row for row in rows if row["run_id"] not in unreadable]
     if not rows:
         return pd.DataFrame(), pd.DataFrame(failed)
-    runs = pd.DataFrame(rows, columns=[*_info_columns(rows[0]), *run_measures.NAMES])
+    runs = pd.DataFrame(rows, columns=[*_info_columns(rows[0]), *run_measures.names()])
     return runs.sort_values("run_id", kind="stable", ignore_index=True), pd.DataFrame(failed)
 
 
 def _info_columns(row: dict[str, Any]) -> list[str]:
-    return [c for c in row if c not in run_measures.NAMES]
+    return [c for c in row if c not in run_measures.names()]
 
 
 def _fill_measures(store: RunStore, rows: list[dict[str, Any]]) -> set[str]:
@@ -202,9 +201,10 @@ def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
         row: dict[str, Any] = {"learner": learner, "config": config, "task": task,
                                "learner_name": group["learner_name"].iloc[0], "seeds": len(group),
                                "budget": group["budget"].iloc[0], "stopped_by": _stopped_text(group["stopped_by"])}
-        for name in MEASURES:
-            row[f"{name}_mean"], row[f"{name}_low"], row[f"{name}_high"] = t_interval(group[name])
-        row["p_vs_reference"], row["reference"] = _welch_against_reference(
+        for name in measures_shown():  # a measure the runs' records lack (an older source) is n/a
+            values = group[name] if name in group else pd.Series(math.nan, index=group.index)
+            row[f"{name}_mean"], row[f"{name}_low"], row[f"{name}_high"] = t_interval(values)
+        row["p_vs_reference"], row["reference"], row["p_undefined"] = _welch_against_reference(
             runs, learner, config, task, _reference_for(reference, learner))
         row["cost_from_flops"] = bool(group["cost_from_flops"].any()) if "cost_from_flops" in group else False
         rows.append(row)
@@ -214,11 +214,10 @@ def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
             if key not in present:
                 rows.append({**dict(zip(RUN_KEYS, key)), "learner_name": group["learner_name"].iloc[0], "seeds": 0,
                              "budget": group["budget"].iloc[0], "stopped_by": "failed", "p_vs_reference": math.nan,
-                             "reference": "", "cost_from_flops": False,
-                             **{f"{m}_{s}": math.nan for m in MEASURES for s in ("mean", "low", "high")}})
-    rank = {name: i for i, name in enumerate(LEARNER_ORDER)}
+                             "reference": "", "p_undefined": None, "cost_from_flops": False,
+                             **{f"{m}_{s}": math.nan for m in measures_shown() for s in ("mean", "low", "high")}})
     out = pd.DataFrame(rows)
-    out["_rank"] = out["learner_name"].map(lambda n: rank.get(n, len(rank)))
+    out["_rank"] = out["learner_name"].map(learner_styles.rank)
     out["_config"] = out["config"].map(_natural)
     out = out.sort_values(["task", "_rank", "learner", "_config"], kind="stable").drop(columns=["_rank", "_config"])
     out = out.reset_index(drop=True)
@@ -234,9 +233,13 @@ def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
     others = {ref: sorted(label for label, r in used.items() if r == ref and label != ref)
               for ref in sorted(set(used.values()) - {main_ref})}
     p_note += "".join(f" {', '.join(labels)} against {ref!r} instead." for ref, labels in others.items() if labels)
-    out.attrs["notes"] = [NOTE_CELLS.format(p_note=p_note), *notes.values()]
+    out.attrs["notes"] = [cells_note().format(p_note=p_note), *notes.values()]
     out.attrs["reference"] = main_ref if not others else "reference"
     out.attrs["marked_notes"] = [NOTE_FROM_FLOPS] if out["cost_from_flops"].any() else []
+    flat = out[out["p_undefined"] == NO_SPREAD]
+    if not flat.empty:
+        names = ", ".join(f"{r.learner}{f' ({r.config})' if r.config else ''} on {r.task}" for r in flat.itertuples())
+        out.attrs["marked_notes"].append(f"p n/a for {names}: {NO_SPREAD} (not p = 0).")
     return out
 
 
@@ -259,29 +262,32 @@ def _parts(config: str) -> set[str]:
 
 
 def _welch_against_reference(runs: pd.DataFrame, learner: str, config: str, task: str,
-                             reference: str) -> tuple[float, str]:
-    """(p, reference used) of Welch's test of this group's test accuracy against ``reference``.
+                             reference: str) -> tuple[float, str, str | None]:
+    """(p, reference used, why p is undefined or None) of Welch's test of this group's test accuracy
+    against ``reference``.
 
     The reference is one learner *label* on the same task, never pooled with other labels.
     Within it, the configuration whose ``key=value`` parts this group's runs share, judged by
     the runs' own option values (the same lr for an lr grid; arch=mlp for an MLP-only rule
     against a backprop arch grid; its only configuration when it varies nothing). The second
     value is "ref" for a reference group itself, else "LABEL" or "LABEL (its config)", or ""
-    with p NaN when the label has no runs on the task or no configuration matches.
+    with p NaN when the label has no runs on the task or no configuration matches. The third
+    value is ``stats.welch_undefined``'s reason when both were found and the test is undefined.
     """
     on_task = runs[(runs["task"] == task) & (runs["learner"] == reference)]
     if learner == reference:
-        return math.nan, "ref"
+        return math.nan, "ref", None
     group = runs[(runs["learner"] == learner) & (runs["config"] == config) & (runs["task"] == task)]
     mine = _parts(config)
     if "values" in group and len(group):
         mine |= {f"{k}={v}" for k, v in json.loads(group["values"].iloc[0]).items()}
     matches = [c for c in on_task["config"].unique() if _parts(c) <= mine]
     if len(matches) != 1:  # none, or (only with configs of unequal keys) ambiguous
-        return math.nan, ""
+        return math.nan, "", None
     (ref_config,) = matches
     ref = on_task[on_task["config"] == ref_config]
-    return welch_p(group["test_acc"], ref["test_acc"]), f"{reference} ({ref_config})" if ref_config else reference
+    used = f"{reference} ({ref_config})" if ref_config else reference
+    return welch_p(group["test_acc"], ref["test_acc"]), used, welch_undefined(group["test_acc"], ref["test_acc"])
 
 
 def reference_of(store: RunStore) -> dict[str, str]:
@@ -335,7 +341,7 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
         "seeds": summary["seeds"].astype(str) + summary["failed"].map(lambda f: f" ({f} failed)" if f else ""),
     })
     from_flops = summary["cost_from_flops"] if "cost_from_flops" in summary else pd.Series(False, index=summary.index)
-    for name, (header, fmt, scale) in MEASURES.items():
+    for name, (header, fmt, scale) in measures_shown().items():
         table[header] = [_cell(m, lo, hi, fmt, scale) for m, lo, hi in
                          zip(summary[f"{name}_mean"], summary[f"{name}_low"], summary[f"{name}_high"])]
         if name in ("synops", "energy"):

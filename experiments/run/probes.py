@@ -9,9 +9,10 @@
   and free (size and address) made while the step runs; the peak of the running sum of the
   step's own allocations is the figure. Both work for any step: one that never calls
   autograd, calls its model many times, or has frozen parameters.
-- Gradient health: per-layer norms of the learner's update signal and their first/last ratio;
-  alignment: per-layer cosine with the true gradient, and its mean over the layers whose
-  update is not exact by construction.
+- Gradient health: per-layer norms of the learner's update signal and their first/last ratio
+  over the layers it trains; comparisons with the true gradient (``COMPARISONS``): per-layer
+  cosine (direction) and projection coefficient (scale), each with its mean over the layers
+  whose update is not exact by construction.
 
 A measurement that cannot be taken raises ``NotMeasurable`` (or, per layer, is returned as
 a reason); the runner records it as n/a with the reason (``Unmeasured``), never as a number.
@@ -165,23 +166,31 @@ def gradient_norms(signal: dict[str, Tensor]) -> tuple[dict[str, float], dict[st
     return norms, missing
 
 
-def norm_ratio(norms: dict[str, float], first: str, last: str) -> float:
-    """First-layer norm / last-layer norm; ``NotMeasurable`` when that ratio says nothing or is undefined."""
-    if first == last:
+def norm_ratio(norms: dict[str, float], order: list[str]) -> float:
+    """First/last update-signal norm over the layers the rule trains at this step: those of
+    ``order`` (forward order) with a finite, nonzero norm. A layer whose update signal is absent
+    or exactly 0 (an unused readout, a frozen layer) is left out; ``NotMeasurable`` when fewer
+    than two layers remain, or the net has one connection layer (the ratio is 1 by definition)."""
+    if len(order) == 1:
         raise NotMeasurable("one connection layer: the first/last ratio is 1 by definition")
-    for name in (first, last):
-        if name not in norms:
-            raise NotMeasurable(f"no finite update-signal norm for layer {name}")
-    if norms[last] == 0.0:
-        raise NotMeasurable(f"the last layer's ({last}) update-signal norm is 0: the first/last ratio is undefined")
-    return norms[first] / norms[last]
+    trained = [name for name in order if norms.get(name, 0.0) > 0.0]
+    if len(trained) < 2:
+        left = ", ".join(name for name in order if name not in trained)
+        raise NotMeasurable(f"fewer than two layers with a finite, nonzero update-signal norm (absent, zero or not "
+                            f"finite: {left}): the first/last ratio is undefined")
+    return norms[trained[0]] / norms[trained[-1]]
 
 
-def gradient_alignment(signal: dict[str, Tensor], reference: dict[str, Tensor]) -> tuple[dict[str, float], dict[str, str]]:
-    """(per-layer cosine between an update signal and the true gradient on the same batch,
-    layer -> why its cosine is n/a at this step: a zero or non-finite vector, or a layer one
-    side lacks, e.g. a frozen layer that has no update)."""
-    cosines, missing = {}, {}
+Pair = tuple[Tensor, Tensor, float, float]  # (update signal, true gradient) flattened in float64, their norms
+
+
+def layer_pairs(signal: dict[str, Tensor], reference: dict[str, Tensor],
+                what: str) -> tuple[dict[str, Pair], dict[str, str]]:
+    """(layer -> its update signal and true gradient as float64 vectors with their norms, layer -> why
+    the layer cannot be compared at this step: a layer one side lacks, e.g. a frozen layer that has
+    no update, a non-finite norm, or a true gradient of exactly 0; ``what`` names the comparison
+    in the reason). ``MetricError`` on unequal sizes."""
+    pairs, missing = {}, {}
     for layer in [*signal, *(k for k in reference if k not in signal)]:
         if layer not in reference:
             missing[layer] = f"layer {layer}: the true gradient has no such layer"
@@ -194,23 +203,52 @@ def gradient_alignment(signal: dict[str, Tensor], reference: dict[str, Tensor]) 
             raise MetricError(f"layer {layer}: update signal has {a.numel()} values, true gradient {b.numel()}")
         na, nb = float(a.norm()), float(b.norm())
         if not (math.isfinite(na) and math.isfinite(nb)):
-            missing[layer] = f"layer {layer}: cosine undefined, a norm is not finite"
+            missing[layer] = f"layer {layer}: {what} undefined, a norm is not finite"
         elif nb == 0.0:
-            missing[layer] = f"layer {layer}: cosine undefined, the true gradient is exactly 0"
-        elif na == 0.0:
+            missing[layer] = f"layer {layer}: {what} undefined, the true gradient is exactly 0"
+        else:
+            pairs[layer] = (a, b, na, nb)
+    return pairs, missing
+
+
+PerLayer = tuple[dict[str, float], dict[str, str]]  # (layer -> value, layer -> why it is n/a)
+
+
+def gradient_alignment(signal: dict[str, Tensor], reference: dict[str, Tensor]) -> PerLayer:
+    """(per-layer cosine between an update signal and the true gradient on the same batch,
+    layer -> why its cosine is n/a at this step: ``layer_pairs``'s reasons, or a zero update signal)."""
+    pairs, missing = layer_pairs(signal, reference, "cosine")
+    cosines = {}
+    for layer, (a, b, na, nb) in pairs.items():
+        if na == 0.0:
             missing[layer] = f"layer {layer}: cosine undefined, the update signal is exactly 0"
         else:
             cosines[layer] = float(a @ b) / (na * nb)
     return cosines, missing
 
 
-def alignment_mean(cosines: dict[str, float], exact: frozenset[str]) -> float:
-    """Mean cosine over the layers whose update is not exact by construction (``Learner.exact_layers``)."""
-    free = [v for k, v in cosines.items() if k not in exact]
+def gradient_projection(signal: dict[str, Tensor], reference: dict[str, Tensor]) -> PerLayer:
+    """(per-layer projection coefficient <u, g> / ||g||^2 of the update signal u on the true gradient g,
+    layer -> why it is n/a at this step). 1 for the exact gradient; it measures scale, which the
+    cosine ignores: 0 for an update signal of exactly 0, 0.5 for half the gradient."""
+    pairs, missing = layer_pairs(signal, reference, "projection")
+    coefficients = {layer: float(a @ b) / (nb * nb) for layer, (a, b, _, nb) in pairs.items()}
+    return coefficients, missing
+
+
+Comparison = Callable[[dict[str, Tensor], dict[str, Tensor]], PerLayer]
+# per-layer comparison of an update signal with the true gradient, by metric (run/catalog.py: LAYER_COMPARISONS)
+COMPARISONS: dict[str, Comparison] = {"grad_alignment": gradient_alignment, "grad_projection": gradient_projection}
+
+
+def mean_outside_exact(values: dict[str, float], exact: frozenset[str]) -> float:
+    """Mean of per-layer ``values`` over the layers whose update is not exact by construction
+    (``Learner.exact_layers``)."""
+    free = [v for k, v in values.items() if k not in exact]
     if not free:
-        if cosines and set(cosines) <= exact:
+        if values and set(values) <= exact:
             raise NotMeasurable("every layer's update is the true gradient by construction (exact_layers)")
-        raise NotMeasurable("no layer outside exact_layers has a defined cosine at this step")
+        raise NotMeasurable("no layer outside exact_layers has a defined value at this step")
     return sum(free) / len(free)
 
 

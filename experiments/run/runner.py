@@ -20,8 +20,10 @@ The clock (``train_seconds``, and the ``max_seconds`` budget) times the learner'
   (The twin warms caches the first real step would otherwise fill; that one-off start-up
   cost is not training and stays off the clock too.)
 - ``true_gradient`` (before a sampled step, on the same minibatch, every random stream
-  forked so the step then draws the same dropout masks and noise), gradient health and
-  alignment (after it), diagnostics and evaluation.
+  forked so the step then draws the same dropout masks and noise), gradient health and the
+  per-layer comparisons with the true gradient the measurement catalog lists (after it:
+  ``run/catalog.py``'s ``LAYER_COMPARISONS``, cosine and projection coefficient), diagnostics
+  and evaluation.
 
 Evaluation (epoch 0, every ``eval_every`` epochs and the last): accuracy and mean
 cross-entropy on the whole validation and test splits, and on a fixed stratified subset of
@@ -37,6 +39,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -46,8 +49,10 @@ from torch import Tensor
 
 from bpbench.experiments.plan.config import build
 from bpbench.experiments.run.energy import COST_METRICS, cost_rows
-from bpbench.experiments.run.probes import (MetricError, Unmeasured, alignment_mean, count_flops, forked_rng, gradient_alignment,
-                                         gradient_norms, norm_ratio, peak_step_memory, state_bytes)
+from bpbench.experiments.run.catalog import LAYER_COMPARISONS, health_metrics
+from bpbench.experiments.run.probes import (COMPARISONS, MetricError, Unmeasured, count_flops, forked_rng,
+                                            gradient_norms, mean_outside_exact, norm_ratio, peak_step_memory,
+                                            state_bytes)
 from bpbench.experiments.plan.registry import Registry
 from bpbench.experiments.plan.spec import Budget, RunSpec, Schedule, canonical_json
 from bpbench.learners.base import Learner, NotMeasurable
@@ -58,7 +63,8 @@ from bpbench.tasks.cache import load_cached
 EVAL_CHUNK = 2048
 DIAGNOSTIC_BATCH = 256  # test samples passed to Learner.evaluation_metrics
 GATHER_BLOCK = 32  # minibatches whose samples are gathered from the training split at once
-HEALTH_METRICS = ("grad_norm", "grad_norm_ratio", "grad_alignment", "grad_alignment_mean")
+HEALTH_METRICS = health_metrics()  # the measurement catalog's (run/catalog.py)
+COMPARED = tuple(name for pair in LAYER_COMPARISONS for name in pair)  # n/a all together without a true gradient
 T = TypeVar("T")
 
 
@@ -208,7 +214,7 @@ def on_twin(spec: RunSpec, data: TaskData, learners: Registry, device: torch.dev
 
 def health_rows(learner: Learner, reference: dict[str, Tensor] | None, exact: frozenset[str],
                 unmeasured: Unmeasured) -> list[tuple[str, str, float]]:
-    """Gradient health and alignment of the step just taken: (metric, layer, value) rows.
+    """Gradient health and the comparisons with the true gradient of the step just taken: (metric, layer, value) rows.
 
     ``reference``: the true gradient taken before the step, or None when it is n/a (noted).
     """
@@ -226,18 +232,19 @@ def health_rows(learner: Learner, reference: dict[str, Tensor] | None, exact: fr
     rows += [("grad_norm", layer, value) for layer, value in norms.items()]
     model = learner.model
     order = ([n for n, _ in weight_layers(model)] if model is not None else []) or list(signal)
-    ratio = attempt(unmeasured, ("grad_norm_ratio",), lambda: norm_ratio(norms, order[0], order[-1]))
+    ratio = attempt(unmeasured, ("grad_norm_ratio",), lambda: norm_ratio(norms, order))
     if ratio is not None:
         rows.append(("grad_norm_ratio", "", ratio))
     if reference is None:
         return rows
-    cosines, missing = gradient_alignment(signal, reference)
-    for reason in missing.values():
-        unmeasured.note("grad_alignment", reason)
-    rows += [("grad_alignment", layer, value) for layer, value in cosines.items()]
-    mean = attempt(unmeasured, ("grad_alignment_mean",), lambda: alignment_mean(cosines, exact))
-    if mean is not None:
-        rows.append(("grad_alignment_mean", "", mean))
+    for metric, mean_metric in LAYER_COMPARISONS:  # cosine, projection coefficient, ...: the catalog's
+        values, missing = COMPARISONS[metric](signal, reference)
+        for reason in missing.values():
+            unmeasured.note(metric, reason)
+        rows += [(metric, layer, value) for layer, value in values.items()]
+        mean = attempt(unmeasured, (mean_metric,), partial(mean_outside_exact, values, exact))
+        if mean is not None:
+            rows.append((mean_metric, "", mean))
     return rows
 
 
@@ -304,8 +311,7 @@ def run(
             sampled = (step + 1) % schedule.health_every == 0
             if sampled:  # the true gradient before the update, on the same batch and random draws
                 with phases("health"), forked_rng(device):
-                    reference = attempt(unmeasured, ("grad_alignment", "grad_alignment_mean"),
-                                        lambda: learner.true_gradient(x, y))
+                    reference = attempt(unmeasured, COMPARED, lambda: learner.true_gradient(x, y))
             if shape not in flops_by_shape:
                 with phases("twins"):
                     flops_by_shape[shape] = on_twin(spec, data, learners, device, learner, x, y, count_flops)

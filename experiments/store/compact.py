@@ -41,7 +41,7 @@ from bpbench.experiments.store import records as run_measures
 from bpbench.experiments.store.claims import Claims
 from bpbench.experiments.store.dataset import METRIC_COLUMNS, PARTITIONS, Dataset
 from bpbench.experiments.store.run_store import RunStore, atomic_write
-from bpbench.experiments.store.describe import run_row
+from bpbench.experiments.store.describe import public_names, run_row, varied_label
 
 BATCH_RUNS = 2000  # runs read into memory and written per compaction step
 UNKNOWN_STUDY = "unknown"
@@ -75,16 +75,19 @@ def _batch_name() -> str:
 
 
 def _hive(values: tuple[str, ...]) -> Path:
-    """``study=S/task=T/learner=L``, each value percent-encoded (hive partitioning's "uri" encoding)."""
+    """``study=S/task_label=T/label=L``, each value percent-encoded (hive partitioning's "uri" encoding)."""
     return Path(*[f"{key}={quote(value, safe='')}" for key, value in zip(PARTITIONS, values)])
 
 
 def _run_row(meta: dict[str, Any], batch: str) -> dict[str, Any]:
-    """The dataset's row of one run: index columns, its info and measures as columns, the meta."""
-    info = {k: v for k, v in run_row(meta).items() if k not in ("run_id", "learner", "task")}
-    values = run_measures.from_record(meta) or dict.fromkeys(run_measures.NAMES)
+    """The dataset's row of one run: index columns, its info and measures as columns (public names:
+    ``describe.public_names``), the meta. Its label and task label are in the partition path."""
+    names = public_names()
+    in_path = {k for k, v in names.items() if v in PARTITIONS} | {"run_id"}  # the partitions hold those
+    info = {names.get(k, k): v for k, v in run_row(meta).items() if k not in in_path}
+    values = run_measures.from_record(meta) or dict.fromkeys(run_measures.names())
     return {"run_id": meta["run_id"], "status": meta["status"], "end_time": str(meta.get("end_time")),
-            "batch": batch, "error": meta.get("error"), **info, **values,
+            "batch": batch, "error": meta.get("error"), **info, **{names.get(k, k): v for k, v in values.items()},
             "meta": json.dumps(meta, sort_keys=True, default=str)}
 
 
@@ -97,8 +100,9 @@ def _write_parts(dataset: Dataset, batch: str, runs: list[tuple[tuple[str, ...],
     staged = []
     for n, (key, members) in enumerate(sorted(groups.items())):
         table = pd.DataFrame([_run_row(meta, batch) for meta, _ in members])
-        rows = pd.concat([r for _, r in members if not r.empty] or [pd.DataFrame(columns=METRIC_COLUMNS)],
-                         ignore_index=True)[METRIC_COLUMNS].assign(batch=batch)
+        rows = pd.concat([r.assign(configuration=varied_label(meta["spec"])) for meta, r in members if not r.empty]
+                         or [pd.DataFrame(columns=[*METRIC_COLUMNS, "configuration"])],
+                         ignore_index=True)[[*METRIC_COLUMNS, "configuration"]].assign(batch=batch)
         for half, frame in (("metrics", rows), ("runs", table)):
             tmp = staging / f"{half}-{n}.parquet"
             tmp.parent.mkdir(parents=True, exist_ok=True)

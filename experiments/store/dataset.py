@@ -1,11 +1,12 @@
 """The compacted form of a results folder: a partitioned parquet dataset (``bpbench compact``).
 
-Layout under the results folder (hive partitions: ``study=NAME/task=LABEL/learner=LABEL``)::
+Layout under the results folder (hive partitions: ``study=NAME/task_label=LABEL/label=LABEL``)::
 
-    dataset/runs/study=S/task=T/learner=L/<batch>-<n>.parquet     one row per run: run_id, status,
-        end_time, batch, the run's info and final measures as columns, and ``meta`` (meta.json's text)
-    dataset/metrics/study=S/task=T/learner=L/<batch>-<n>.parquet  tidy metric rows: run_id, epoch, step,
-        split, metric, layer, value, batch
+    dataset/runs/study=S/task_label=T/label=L/<batch>-<n>.parquet     one row per run: run_id, status,
+        end_time, batch, the run's info (learner, configuration, task, seed, ...) and final measures
+        (test_accuracy, ...) as columns, named as ``store/describe.py`` says, and ``meta`` (meta.json's text)
+    dataset/metrics/study=S/task_label=T/label=L/<batch>-<n>.parquet  tidy metric rows: run_id, epoch, step,
+        split, metric, layer, value, configuration, batch
     dataset/STAMP                                                 changes with every compaction
 
 Part files are immutable: a compaction stages new ones under ``dataset/.staging-*`` and renames
@@ -32,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-PARTITIONS = ("study", "task", "learner")
+PARTITIONS = ("study", "task_label", "label")  # datasets compacted before 2026-12 used study/task/learner
 INDEX_COLUMNS = ["run_id", "status", "end_time", "batch"]
 METRIC_COLUMNS = ["run_id", "epoch", "step", "split", "metric", "layer", "value"]
 

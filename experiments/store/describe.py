@@ -2,12 +2,39 @@
 
 ``run_row(meta)`` is the row every view (table, figures, compacted dataset) starts from;
 ``varied_label(spec)`` names the configuration (the grid values that vary, e.g. ``lr=0.001``).
+
+One schema: every view a user reads (``Results.summary``, ``Results.metrics``, meta.json's
+``measures``, the compacted dataset) names a thing as the run's spec does: ``label`` (the
+study's name for the learner configuration), ``learner`` (registered name), ``configuration``,
+``task`` (registered name), ``task_label``, ``seed``, and each measure by its catalog
+``column`` (``test_accuracy``, ``train_flops``, ...). The table and figure code inside
+bpbench still uses its older short names (``learner`` for the label, ``learner_name``,
+``config``, ``task`` for the task label, ``test_acc``, ...); ``public`` renames a frame of
+them, through ``PUBLIC_NAMES`` and the measurement catalog, and is the one place the two meet.
 """
 from __future__ import annotations
 
 import json
 import math
 from typing import Any
+
+import pandas as pd
+
+from bpbench.experiments.run import catalog
+
+# run_row's internal column -> its public name (measures: the catalog's name -> column)
+PUBLIC_NAMES = {"learner": "label", "learner_name": "learner", "config": "configuration", "task": "task_label",
+                "task_name": "task"}
+
+
+def public_names() -> dict[str, str]:
+    """Every internal column name that differs from its public one -> the public one."""
+    return {**PUBLIC_NAMES, **{m.name: m.column for m in catalog.CATALOG if m.name != m.column}}
+
+
+def public(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (rows of ``run_row``, with per-run measures or metric rows) with public column names."""
+    return frame.rename(columns=public_names())
 
 
 def budget_text(budget: dict[str, Any]) -> str:
@@ -57,7 +84,7 @@ def run_row(meta: dict[str, Any]) -> dict[str, Any]:
     model, params = spec["model"], spec["params"]
     return {
         "run_id": meta["run_id"], "learner": spec["label"], "learner_name": spec["learner"],
-        "config": varied_label(spec), "task": spec["task_label"], "seed": spec["seed_index"],
+        "config": varied_label(spec), "task": spec["task_label"], "task_name": spec["task"], "seed": spec["seed_index"],
         "arch": model["arch"], "depth": len(model["hidden"]), "activation": model["activation"],
         "batchnorm": model["batchnorm"], "dropout": model["dropout"],
         "lr": params.get("lr", math.nan), "sigma": params.get("sigma", math.nan),
