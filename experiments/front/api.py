@@ -22,6 +22,7 @@ from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.front.results import Results
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.plan.study import Overrides, load_study, study_references
+from bpbench.experiments.front.tuned_run import run_tuned_study
 
 
 def _count(name: str, value: Any) -> int:
@@ -58,7 +59,7 @@ def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
     store = RunStore(root)
     store.write_study(plan.name, plan.raw)
     todo = [s for s in plan.runs if store.status(s.run_id) != "ok"]
-    show = Progress(todo, skipped=len(plan.runs) - len(todo)) if progress else None
+    show = Progress(todo, skipped=len(plan.runs) - len(todo)) if progress and plan.tuning is None else None
     elsewhere = 0
 
     def on_event(event: Event) -> None:
@@ -70,7 +71,10 @@ def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
     start = time.perf_counter()
     ran: list[Outcome] = []
     try:
-        ran.extend(runner.run(todo, store, on_event))
+        if plan.tuning is not None:  # the protocol draws its runs round by round (schedule/tuning.py)
+            ran.extend(run_tuned_study(plan, store, runner, on_event, progress))
+        else:
+            ran.extend(runner.run(todo, store, on_event))
     finally:
         if show is not None:
             show.close()

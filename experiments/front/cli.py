@@ -90,7 +90,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from bpbench.experiments.front.results import load
 
-    print(load(args.dir).table(args.format, reference=args.reference))
+    print(load(args.dir).table(args.format, reference=args.reference, tuning=args.tuning))
     return 0
 
 
@@ -174,6 +174,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--format", choices=TABLE_FORMATS, default="text")
     t.add_argument("--reference", metavar="LABEL",
                    help="learner label the p-values compare against (default: the one the study names, else backprop)")
+    t.add_argument("--tuning", action="store_true", help="a tuned study: every trial (configuration, validation "
+                                                         "accuracy, rank) instead of the final runs")
     t.set_defaults(fn=cmd_table)
     f = sub.add_parser("plot", help="paper figures (PDF and PNG) of a results folder")
     f.add_argument("dir")
