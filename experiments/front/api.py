@@ -31,6 +31,23 @@ def _count(name: str, value: Any) -> int:
     return value
 
 
+def dry_run(study: str | Path | Mapping[str, Any], overrides: Overrides | None = None,
+            name: str | None = None) -> str:
+    """What ``run`` would do, validated as ``run`` validates it, without running anything: the
+    number of runs per learner x task, or a tuned study's trial plan."""
+    plan = load_study(study, overrides, learner_registry(), task_registry(), name=name)
+    if plan.tuning is not None:
+        from bpbench.experiments.schedule.tuning import trial_plan
+
+        return "\n".join(trial_plan(plan.runs, plan.tuning, learner_registry()))
+    counts: dict[tuple[str, str], int] = {}
+    for spec in plan.runs:
+        counts[(spec.label, spec.task_label)] = counts.get((spec.label, spec.task_label), 0) + 1
+    lines = [f"study {plan.name}: {len(plan.runs)} run(s)"]
+    lines += [f"{label} on {task}: {n} run(s)" for (label, task), n in counts.items()]
+    return "\n".join(lines)
+
+
 def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None, overrides: Overrides | None = None,
         jobs: int = 0, threads: int = 0, device: str = "auto", executor: str = "process",
         address: str | None = None, progress: bool = True, name: str | None = None) -> Results:

@@ -121,8 +121,10 @@ class Results:
         """Draw every figure the results support as PDF and PNG into ``out`` (default
         OUT/figures); returns (files written, figure name -> why it was not drawn)."""
         from bpbench.experiments.report.figures import figure_data, save_all
+        from bpbench.experiments.report.tuning_figures import tuning_figures
 
-        return save_all(figure_data(self.store), Path(out) if out is not None else self.out / "figures")
+        folder = Path(out) if out is not None else self.out / "figures"
+        return save_all(figure_data(self.store), folder, extra=tuning_figures(self.store))
 
     def report(self, out: str | Path | None = None) -> Path:
         """Write the self-contained HTML report to ``out`` (default OUT/report.html); returns its path."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from bpbench.experiments.plan.config import ConfigError, build, coerce, fields_of, to_plain
 from bpbench.experiments.plan.registry import Registry, UnknownNameError
@@ -47,6 +47,10 @@ class Range:
     step: float | None = None
     integer: bool = False
 
+    def __str__(self) -> str:
+        kind = "int" if self.integer else "log" if self.log else "linear"
+        return f"{kind} {self.low:g}..{self.high:g}" + (f" step {self.step:g}" if self.step else "")
+
     def points(self) -> int | None:
         """How many values a grid takes from this range (None: uncountable, a float range without step)."""
         if self.integer:
@@ -67,6 +71,9 @@ class Choice:
     """A categorical choice among ``values`` (plain TOML values, checked against the option's type)."""
 
     values: tuple[Any, ...]
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(map(str, self.values))
 
 
 Dimension = Range | Choice
@@ -117,7 +124,8 @@ def _range(value: dict[str, Any], tp: Any, where: str) -> Range:
 
 def _dimension(value: Any, tp: Any, where: str) -> Dimension:
     if isinstance(value, dict):
-        return _range(value, tp, where)
+        numeric = [a for a in get_args(tp) if a in (int, float)] if type(None) in get_args(tp) else []
+        return _range(value, numeric[0] if len(numeric) == 1 else tp, where)  # float | None: a float range
     if isinstance(value, list):
         if not value:
             raise ConfigError(f"{where} = []: an empty choice; give at least one value")

@@ -250,3 +250,30 @@ def run_tuned(study_runs: list[RunSpec], plan: TuningPlan, learners: Registry, s
         for group, number, spec in batch:
             if number is not None:
                 group.tell(number, spec, store)
+
+
+def trial_plan(study_runs: list[RunSpec], plan: TuningPlan, learners: Registry) -> list[str]:
+    """The lines ``bpbench run --dry-run`` prints for a tuned study: per learner x task its space,
+    trials (for qmc, random and grid the configurations drawn, as a run draws them) and final seeds."""
+    optuna.logging.set_verbosity(logging.ERROR)
+    final = f"then the best on validation with final seeds 0..{plan.final_seeds - 1}"
+    lines = [f"tuned study: {plan.trials} trial(s) per learner x task, sampler {plan.sampler} (seed {plan.seed}), "
+             f"selected by {plan.select}; tuning seed indices {TUNING_SEED_BASE}..{TUNING_SEED_BASE + plan.trials - 1}"]
+    for base in study_runs:
+        space = plan.spaces[base.label]
+        if not space:
+            lines.append(f"{base.label} on {base.task_label}: no search space: its one configuration, "
+                         f"final seeds 0..{plan.final_seeds - 1} ({plan.final_seeds} run(s))")
+            continue
+        dims = ", ".join(f"{k} {v}" for k, v in space.items())
+        lines.append(f"{base.label} on {base.task_label}: {plan.trials} trial(s) over {dims}; {final} "
+                     f"({plan.trials + plan.final_seeds} run(s))")
+        if plan.sampler == "tpe":
+            lines.append("  configurations drawn adaptively from the trials told so far")
+            continue
+        group = Group(base, space, plan, learners, optuna.storages.InMemoryStorage())
+        optuna.create_study(study_name=group.name, storage=group.storage, direction="maximize")
+        for number in range(plan.trials):
+            trial = group.study(number).ask(fixed_distributions=distributions(space))
+            lines.append(f"  trial {number}: {decode(space, trial.params)}")
+    return lines
