@@ -115,19 +115,19 @@ def _driver(study: Path, out: Path, *extra: str) -> subprocess.Popen:
 
 
 def test_killed_driver_resumes_without_repeating_trials(tmp_path: Path) -> None:
-    """SIGKILL the driver once two trials are stored; the rerun keeps them, draws the same
+    """SIGKILL the driver once a trial is stored; the rerun keeps them, draws the same
     configurations, runs the rest once and chooses the validation argmax."""
     study, out = tmp_path / "t.toml", tmp_path / "out"
-    study.write_text(tuned_toml(learners=("backprop",), final_seeds=1, epochs=2))
+    study.write_text(tuned_toml(learners=("backprop",), final_seeds=1))
     driver = _driver(study, out, "--executor", "inline")
     deadline = time.monotonic() + 240
-    while len(metas(out)) < 2:
+    while len(metas(out)) < 1:
         assert driver.poll() is None and time.monotonic() < deadline, "driver ended before it was killed"
         time.sleep(0.2)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     before = {m["run_id"]: m["start_time"] for m in metas(out)}
-    assert 2 <= len(before) < 5
+    assert 1 <= len(before) < 5
     results = bpbench.run(study, out=out, executor="inline", progress=False)
     after = metas(out)
     assert {m["run_id"]: m["start_time"] for m in after if m["run_id"] in before} == before  # none re-run
@@ -152,7 +152,7 @@ def _storage(out: Path) -> optuna.storages.JournalStorage:
 def test_two_drivers_share_one_tuning_folder(tmp_path: Path) -> None:
     """Two drivers on one folder: every trial asked once and run once, the work split between them."""
     study, out = tmp_path / "t.toml", tmp_path / "out"
-    study.write_text(tuned_toml(learners=("backprop", "fa"), final_seeds=1, epochs=2))
+    study.write_text(tuned_toml(learners=("backprop", "fa"), final_seeds=1))
     drivers = [_driver(study, out, "--executor", "inline"),
                _driver(study, out, "--executor", "process", "--jobs", "1", "--threads", "1")]
     executed = []
