@@ -14,8 +14,6 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-
-import bpbench
 from bpbench.experiments.front.cli import main
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.registry import learner_registry, task_registry
@@ -24,6 +22,8 @@ from bpbench.experiments.plan.tuning import TUNING_SEED_BASE
 from bpbench.experiments.report.tuning import expected_max
 from bpbench.experiments.schedule.tuning import Group, distributions
 from bpbench.experiments.store.run_store import RunStore
+
+import bpbench
 
 REPO = Path(__file__).resolve().parent.parent
 LR = "{ low = 1e-4, high = 3e-2, log = true }"
@@ -159,7 +159,7 @@ def test_two_drivers_share_one_tuning_folder(tmp_path: Path) -> None:
     for proc in drivers:
         stdout, stderr = proc.communicate(timeout=400)
         assert proc.returncode == 0, stderr
-        executed.append(int(re.search(r"^(\d+) run\(s\) in", stdout, re.M).group(1)))
+        executed.append(int(re.search(r"^(\d+) run\(s\) in", stdout, re.MULTILINE).group(1)))
     assert sum(executed) == 10, executed  # 2 x (4 trials + 1 final): none twice
     found = metas(out)
     assert len(found) == 10 and all(m["status"] == "ok" for m in found)

@@ -25,7 +25,13 @@ import math
 from dataclasses import dataclass
 from typing import Any, get_args
 
-from bpbench.experiments.plan.config import ConfigError, build, coerce, fields_of, to_plain
+from bpbench.experiments.plan.config import (
+    ConfigError,
+    build,
+    coerce,
+    fields_of,
+    to_plain,
+)
 from bpbench.experiments.plan.registry import Registry, UnknownNameError
 from bpbench.experiments.plan.spec import RunSpec
 
@@ -54,8 +60,8 @@ class Range:
     def points(self) -> int | None:
         """How many values a grid takes from this range (None: uncountable, a float range without step)."""
         if self.integer:
-            return int((self.high - self.low) // (self.step or 1)) + 1
-        return None if self.step is None else int(round((self.high - self.low) / self.step)) + 1
+            return int((self.high - self.low) // (self.step or 1) + 1)
+        return None if self.step is None else round((self.high - self.low) / self.step) + 1
 
     def grid_values(self) -> list[float]:
         n = self.points()
@@ -172,7 +178,9 @@ def grid_points(space: Space, where: str) -> int:
 
 def tuning_plan(raw: dict[str, Any], learners: Registry) -> TuningPlan | None:
     """The study's TuningPlan (None without a ``[tuning]`` table); a ConfigError on any bad value."""
-    from bpbench.learners.models import ModelSpec  # torch: only when a study is expanded
+    from bpbench.learners.models import (
+        ModelSpec,  # torch: only when a study is expanded
+    )
 
     tables = raw.get("learners", {}) if isinstance(raw.get("learners"), dict) else {}
     searched = [label for label, t in tables.items() if isinstance(t, dict) and "search" in t]
@@ -243,5 +251,17 @@ def configure(base: RunSpec, values: dict[str, Any], learners: Registry, seed_in
                                tuning=tuning)
 
 
-__all__ = ["Choice", "Range", "Space", "TuningPlan", "configure", "grid_points", "parse_space", "rounded",
-           "tuning_plan", "SAMPLERS", "SELECT", "TUNING_SEED_BASE"]
+__all__ = [
+    "SAMPLERS",
+    "SELECT",
+    "TUNING_SEED_BASE",
+    "Choice",
+    "Range",
+    "Space",
+    "TuningPlan",
+    "configure",
+    "grid_points",
+    "parse_space",
+    "rounded",
+    "tuning_plan",
+]

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
 from bpbench.experiments.report.table import References, runs_of, summarize_runs
 from bpbench.experiments.store.describe import varied_label
 from bpbench.experiments.store.run_store import RunStore
@@ -94,7 +93,7 @@ def robustness(table: pd.DataFrame) -> pd.Series:
     """(learner, task) -> fraction of its trials (failed ones count) within one point of its best."""
     def fraction(group: pd.DataFrame) -> float:
         best = group["val_score"].max()
-        return float((group["val_score"] >= best - ROBUST_WITHIN).sum() / len(group)) if best == best else math.nan
+        return math.nan if math.isnan(best) else float((group["val_score"] >= best - ROBUST_WITHIN).sum() / len(group))
     if table.empty:
         return pd.Series(dtype=float)
     return table.groupby(["learner", "task"])[["val_score"]].apply(fraction)
@@ -139,8 +138,8 @@ def render_trials(table: pd.DataFrame, fmt: str) -> str:
     if table.empty:
         return "no tuning trials"
     shown = table[["learner", "task", "trial", "config", "status", "val_score", "rank", "chosen"]].copy()
-    shown["val_score"] = shown["val_score"].map(lambda v: "n/a" if v != v else f"{v:.4f}")
-    shown["rank"] = shown["rank"].map(lambda v: "n/a" if v != v else str(int(v)))
+    shown["val_score"] = shown["val_score"].map(lambda v: "n/a" if math.isnan(v) else f"{v:.4f}")
+    shown["rank"] = shown["rank"].map(lambda v: "n/a" if math.isnan(v) else str(int(v)))
     shown["chosen"] = shown["chosen"].map(lambda c: "*" if c else "")
     if fmt == "csv":
         return table.assign(options=table["options"].map(json.dumps)).to_csv(index=False)

@@ -28,16 +28,27 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.trial import FrozenTrial, TrialState
-
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.registry import Registry
 from bpbench.experiments.plan.spec import RunSpec, digest
-from bpbench.experiments.plan.tuning import TUNING_SEED_BASE, Choice, Range, Space, TuningPlan, configure, rounded
+from bpbench.experiments.plan.tuning import (
+    TUNING_SEED_BASE,
+    Choice,
+    Space,
+    TuningPlan,
+    configure,
+    rounded,
+)
 from bpbench.experiments.schedule.execute import Event, Outcome
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.selection import val_score
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import FrozenTrial, TrialState
 
 TUNING_DIR = "tuning"
 SCALAR = (type(None), bool, int, float, str)
@@ -257,8 +268,9 @@ def trial_plan(study_runs: list[RunSpec], plan: TuningPlan, learners: Registry) 
     trials (for qmc, random and grid the configurations drawn, as a run draws them) and final seeds."""
     optuna.logging.set_verbosity(logging.ERROR)
     final = f"then the best on validation with final seeds 0..{plan.final_seeds - 1}"
-    lines = [f"tuned study: {plan.trials} trial(s) per learner x task, sampler {plan.sampler} (seed {plan.seed}), "
-             f"selected by {plan.select}; tuning seed indices {TUNING_SEED_BASE}..{TUNING_SEED_BASE + plan.trials - 1}"]
+    last = TUNING_SEED_BASE + plan.trials - 1
+    lines = [(f"tuned study: {plan.trials} trial(s) per learner x task, sampler {plan.sampler} (seed {plan.seed}), "
+              f"selected by {plan.select}; tuning seed indices {TUNING_SEED_BASE}..{last}")]
     for base in study_runs:
         space = plan.spaces[base.label]
         if not space:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import pandas as pd
-
 from bpbench.experiments.store.run_store import RunStore
 
 
