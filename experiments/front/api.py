@@ -22,7 +22,6 @@ from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.front.results import Results
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.plan.study import Overrides, load_study, study_references
-from bpbench.experiments.front.tuned_run import run_tuned_study
 
 
 def _count(name: str, value: Any) -> int:
@@ -89,6 +88,8 @@ def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
     ran: list[Outcome] = []
     try:
         if plan.tuning is not None:  # the protocol draws its runs round by round (schedule/tuning.py)
+            from bpbench.experiments.front.tuned_run import run_tuned_study  # optuna: only for tuned studies
+
             ran.extend(run_tuned_study(plan, store, runner, on_event, progress))
         else:
             ran.extend(runner.run(todo, store, on_event))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ from bpbench.experiments.plan.tuning import (
     rounded,
 )
 from bpbench.experiments.schedule.execute import Event, Outcome
+from bpbench.experiments.schedule.process_pool import InlineExecutor, ProcessExecutor
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.selection import val_score
 from optuna.distributions import (
@@ -222,14 +224,11 @@ class Group:
 
 def concurrency(executor: Any) -> int:
     """How many runs the executor runs at once (a tuning round asks that many trials per group)."""
-    import os
-
-    if hasattr(executor, "plan") and hasattr(executor, "threads") and not hasattr(executor, "address"):
-        return executor.plan(10**6)[0]  # ProcessExecutor: its workers
-    jobs = getattr(executor, "jobs", 0)
-    if hasattr(executor, "address"):  # RayExecutor: its jobs, else the local cores
-        return jobs or (os.cpu_count() or 1)
-    return 1  # inline
+    if isinstance(executor, ProcessExecutor):
+        return executor.plan(10**6)[0]  # its worker processes
+    if isinstance(executor, InlineExecutor):
+        return 1
+    return getattr(executor, "jobs", 0) or os.cpu_count() or 1  # Ray: its jobs, else the cores here
 
 
 def groups_of(study_runs: list[RunSpec], plan: TuningPlan, learners: Registry, root: Path) -> list[Group]:
