@@ -121,9 +121,9 @@ def test_killed_driver_resumes_without_repeating_trials(tmp_path: Path) -> None:
     study.write_text(tuned_toml(learners=("backprop",), final_seeds=1))
     driver = _driver(study, out, "--executor", "inline")
     deadline = time.monotonic() + 240
-    while len(metas(out)) < 1:
+    while not (metas(out) and _claimed_unstored(out)):  # inside a run: after its ask, before its tell
         assert driver.poll() is None and time.monotonic() < deadline, "driver ended before it was killed"
-        time.sleep(0.2)
+        time.sleep(0.05)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     before = {m["run_id"]: m["start_time"] for m in metas(out)}
@@ -141,6 +141,29 @@ def test_killed_driver_resumes_without_repeating_trials(tmp_path: Path) -> None:
     assert len(final) == 1 and final[0]["params"]["lr"] == best["options"]["lr"]
     journal = optuna.load_study(study_name=optuna.get_all_study_names(_storage(out))[0], storage=_storage(out))
     assert [t.state.name for t in journal.trials] == ["COMPLETE"] * 4
+
+
+def _claimed_unstored(out: Path) -> bool:
+    """Whether a run is claimed (started) and not yet stored."""
+    stored = {p.parent.name for p in out.glob("runs/*/meta.json")}
+    return any(claim.name not in stored for claim in (out / "claims").glob("*") if any(claim.iterdir()))
+
+
+def test_trial_of_a_driver_killed_inside_its_ask_is_discarded(tmp_path: Path) -> None:
+    """A trial asked without its configuration (the driver died inside Optuna's ask) never ran: the next
+    driver fails it, does not count it, and draws the study's 4 trials besides."""
+    from bpbench.experiments.schedule.tuning import journal
+
+    study, out = tmp_path / "t.toml", tmp_path / "out"
+    study.write_text(tuned_toml(learners=("backprop",), final_seeds=1))
+    plan = load_study(study, None, learner_registry(), task_registry())
+    group = Group(plan.runs[0], plan.tuning.spaces["backprop"], plan.tuning, learner_registry(), journal(out))
+    optuna.create_study(study_name=group.name, storage=group.storage, direction="maximize").ask()  # no params
+    results = bpbench.run(study, out=out, executor="inline", progress=False)
+    assert len(results.ran) == 5 and len(results.tuning) == 4
+    states = [(t.state.name, bool(t.params)) for t in optuna.load_study(study_name=group.name,
+                                                                          storage=_storage(out)).trials]
+    assert states == [("FAIL", False)] + [("COMPLETE", True)] * 4
 
 
 def _storage(out: Path) -> optuna.storages.JournalStorage:
@@ -212,3 +235,22 @@ def test_expected_validation_performance_matches_monte_carlo() -> None:
         assert abs(var - best.var()) < 0.03 * best.var() + 1e-6, (n, var, best.var())
     assert expected_max([0.0, 1.0], 1) == (0.5, 0.25) and expected_max([0.0, 1.0], 2)[0] == 0.75
     assert expected_max(scores, 1)[0] == pytest.approx(np.mean(scores))
+
+
+def test_selection_scores_final_or_best_epoch(tmp_path: Path) -> None:
+    """val_accuracy: the last epoch's validation accuracy; best_val_accuracy: the best epoch's, and a final
+    run then reports the test accuracy of that epoch."""
+    from bpbench.experiments.store.selection import test_at_best_val, val_score
+
+    study = tmp_path / "t.toml"
+    study.write_text(tuned_toml(learners=("backprop",)))
+    spec = planned_trials(study, "backprop")[0]
+    store = RunStore(tmp_path / "out")
+    rows = [{"run_id": spec.run_id, "epoch": epoch, "step": 10 * epoch, "split": split, "metric": "accuracy",
+             "layer": "", "value": value}
+            for epoch, val, test in ((1, 0.70, 0.50), (2, 0.60, 0.80))
+            for split, value in (("val", val), ("test", test))]
+    store.write(spec.run_id, rows, {"run_id": spec.run_id, "spec": spec.to_json(), "status": "ok"})
+    assert val_score(store, spec.run_id, "val_accuracy") == 0.60
+    assert val_score(store, spec.run_id, "best_val_accuracy") == 0.70
+    assert test_at_best_val(store, spec.run_id) == 0.50

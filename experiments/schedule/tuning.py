@@ -159,6 +159,11 @@ class Group:
         optuna.create_study(study_name=self.name, storage=self.storage, direction="maximize", load_if_exists=True)
         return self.study().get_trials(deepcopy=False)
 
+    def drawn(self, trial: FrozenTrial) -> bool:
+        """Whether the trial's configuration was drawn in full (a driver killed inside ``ask`` leaves
+        a trial without; it is discarded: it never ran and does not count as a trial)."""
+        return set(self.space) <= set(trial.params)
+
     def trial_spec(self, trial: FrozenTrial | optuna.Trial) -> RunSpec:
         tag = {"phase": "tuning", "trial": trial.number, "sampler": self.plan.sampler}
         return configure(self.base, decode(self.space, trial.params), self.learners,
@@ -187,11 +192,14 @@ class Group:
         A trial asked but not told whose run is stored (a driver died between the two) is told now,
         never run again; one whose run is not stored is handed out again with the same configuration.
         """
-        trials = self.trials()
-        for trial in trials:
-            if trial.state == TrialState.RUNNING:
+        for trial in self.trials():
+            if trial.state != TrialState.RUNNING:
+                continue
+            if self.drawn(trial):
                 self.tell(trial.number, self.trial_spec(trial), store)
-        trials = self.study().get_trials(deepcopy=False)
+            else:  # its driver died inside the ask (asks hold ask_lock, so not a live one): never ran
+                self.study().tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        trials = [t for t in self.study().get_trials(deepcopy=False) if self.drawn(t)]
         running = [t for t in trials if t.state == TrialState.RUNNING]
         asked = len(trials)
         out: list[tuple[int | None, RunSpec]] = []
@@ -205,7 +213,7 @@ class Group:
             except ConfigError as exc:  # a drawn combination the learner refuses: a failed trial
                 new.set_user_attr("error", str(exc))
                 study.tell(new.number, state=TrialState.FAIL)
-            trials = study.get_trials(deepcopy=False)
+            trials = [t for t in study.get_trials(deepcopy=False) if self.drawn(t)]
         if not out and len(trials) >= self.plan.trials:
             out = [(None, spec) for spec in self.finals(trials)]
         return [(n, s) for n, s in out if s.run_id not in self.attempted]
