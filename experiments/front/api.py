@@ -30,6 +30,23 @@ def _count(name: str, value: Any) -> int:
     return value
 
 
+def dry_run(study: str | Path | Mapping[str, Any], overrides: Overrides | None = None,
+            name: str | None = None) -> str:
+    """What ``run`` would do, validated as ``run`` validates it, without running anything: the
+    number of runs per learner x task, or a tuned study's trial plan."""
+    plan = load_study(study, overrides, learner_registry(), task_registry(), name=name)
+    if plan.tuning is not None:
+        from bpbench.experiments.schedule.tuning import trial_plan
+
+        return "\n".join(trial_plan(plan.runs, plan.tuning, learner_registry()))
+    counts: dict[tuple[str, str], int] = {}
+    for spec in plan.runs:
+        counts[(spec.label, spec.task_label)] = counts.get((spec.label, spec.task_label), 0) + 1
+    lines = [f"study {plan.name}: {len(plan.runs)} run(s)"]
+    lines += [f"{label} on {task}: {n} run(s)" for (label, task), n in counts.items()]
+    return "\n".join(lines)
+
+
 def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None, overrides: Overrides | None = None,
         jobs: int = 0, threads: int = 0, device: str = "auto", executor: str = "process",
         address: str | None = None, progress: bool = True, name: str | None = None) -> Results:
@@ -58,7 +75,7 @@ def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
     store = RunStore(root)
     store.write_study(plan.name, plan.raw)
     todo = [s for s in plan.runs if store.status(s.run_id) != "ok"]
-    show = Progress(todo, skipped=len(plan.runs) - len(todo)) if progress else None
+    show = Progress(todo, skipped=len(plan.runs) - len(todo)) if progress and plan.tuning is None else None
     elsewhere = 0
 
     def on_event(event: Event) -> None:
@@ -70,7 +87,12 @@ def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
     start = time.perf_counter()
     ran: list[Outcome] = []
     try:
-        ran.extend(runner.run(todo, store, on_event))
+        if plan.tuning is not None:  # the protocol draws its runs round by round (schedule/tuning.py)
+            from bpbench.experiments.front.tuned_run import run_tuned_study  # optuna: only for tuned studies
+
+            ran.extend(run_tuned_study(plan, store, runner, on_event, progress))
+        else:
+            ran.extend(runner.run(todo, store, on_event))
     finally:
         if show is not None:
             show.close()

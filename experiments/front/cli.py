@@ -45,8 +45,11 @@ def _positive(text: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bpbench.experiments.front.api import run
+    from bpbench.experiments.front.api import dry_run, run
 
+    if args.dry_run:
+        print(dry_run(args.study, overrides=args.set or []))
+        return 0
     results = run(args.study, out=args.out, overrides=args.set or [], jobs=args.jobs, threads=args.threads,
                   device=args.device, executor=args.executor, address=args.address, progress=True)
     failed = sum(outcome.status != "ok" for outcome in results.ran)
@@ -90,7 +93,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from bpbench.experiments.front.results import load
 
-    print(load(args.dir).table(args.format, reference=args.reference))
+    print(load(args.dir).table(args.format, reference=args.reference, tuning=args.tuning))
     return 0
 
 
@@ -160,6 +163,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", default="process",
                    help="process (default): local worker processes; inline: in this process; ray: Ray tasks")
     r.add_argument("--address", help="ray executor: the Ray cluster to join (HOST:PORT or auto; default: a local Ray)")
+    r.add_argument("--dry-run", action="store_true", help="validate and print the plan (a tuned study: its trials); "
+                                                          "run nothing")
     r.set_defaults(fn=cmd_run)
     c = sub.add_parser("check", help="check a learner against the interface contract, then run it for 1 epoch "
                                      "on a slice of the task through the runner")
@@ -174,6 +179,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--format", choices=TABLE_FORMATS, default="text")
     t.add_argument("--reference", metavar="LABEL",
                    help="learner label the p-values compare against (default: the one the study names, else backprop)")
+    t.add_argument("--tuning", action="store_true", help="a tuned study: every trial (configuration, validation "
+                                                         "accuracy, rank) instead of the final runs")
     t.set_defaults(fn=cmd_table)
     f = sub.add_parser("plot", help="paper figures (PDF and PNG) of a results folder")
     f.add_argument("dir")

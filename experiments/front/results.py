@@ -17,7 +17,7 @@ import pandas as pd
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.store.describe import public, varied_label
 from bpbench.experiments.store.run_store import RunStore
-from bpbench.experiments.report.table import render, summarize, tidy
+from bpbench.experiments.report.table import reference_of, render, summarize, tidy
 
 if TYPE_CHECKING:
     from bpbench.experiments.schedule.execute import Outcome  # torch: only for the annotation
@@ -92,23 +92,41 @@ class Results:
         model, budget), named as in every view (``store/describe.py``)."""
         return public(tidy(self.store))
 
-    def table(self, format: str = "text", reference: str | None = None) -> str:
-        """The summary table, exactly as ``bpbench table OUT --format FORMAT [--reference LABEL]``
+    @property
+    def tuning(self) -> pd.DataFrame:
+        """A tuned study's trials, one row per tuning run: learner, task, trial, run_id, status, config,
+        options (searched option -> value), val_score (what selection used), test_acc (reported only),
+        rank (1 = best validation score of its learner x task), chosen. Empty for a plain study."""
+        from bpbench.experiments.report.tuning import trials
+
+        return trials(self.store)
+
+    def table(self, format: str = "text", reference: str | None = None, tuning: bool = False) -> str:
+        """The summary table, exactly as ``bpbench table OUT --format FORMAT [--reference LABEL] [--tuning]``
         prints it: text | markdown | latex | html | csv; p-values against the learner label
-        ``reference`` (default: ``self.reference``)."""
+        ``reference`` (default: ``self.reference``). A tuned study's table has one row per learner x
+        task for its final runs; ``tuning``: every trial instead."""
         if reference is not None:
             labels = sorted({m["spec"]["label"] for m in self.store.iter_metas()})
             if reference not in labels:
                 raise ConfigError(f"--reference {reference!r}: no run in {str(self.out)!r} has that learner label; "
                                   f"allowed: {', '.join(labels)}")
+        from bpbench.experiments.report.tuning import render_trials, tags, tuned_summary
+
+        if tuning:
+            return render_trials(self.tuning, format)
+        if tags(self.store):
+            return render(tuned_summary(self.store, reference or self.reference or reference_of(self.store)), format)
         return render(summarize(self.store, reference or self.reference), format)
 
     def plot(self, out: str | Path | None = None) -> tuple[list[Path], dict[str, str]]:
         """Draw every figure the results support as PDF and PNG into ``out`` (default
         OUT/figures); returns (files written, figure name -> why it was not drawn)."""
         from bpbench.experiments.report.figures import figure_data, save_all
+        from bpbench.experiments.report.tuning_figures import tuning_figures
 
-        return save_all(figure_data(self.store), Path(out) if out is not None else self.out / "figures")
+        folder = Path(out) if out is not None else self.out / "figures"
+        return save_all(figure_data(self.store), folder, extra=tuning_figures(self.store))
 
     def report(self, out: str | Path | None = None) -> Path:
         """Write the self-contained HTML report to ``out`` (default OUT/report.html); returns its path."""

@@ -88,14 +88,19 @@ class RunSpec:
     study_seed: int
     varied: tuple[str, ...] = field(default=(), compare=False)  # grid keys, for tables (not hashed)
     study: str = field(default="", compare=False)  # the study that planned it, for compacted results (not hashed)
+    # a tuned study's run: {"phase": "tuning" | "final", "trial": N, "sampler": ...} (hashed when set)
+    tuning: dict[str, Any] | None = None
 
     def canonical(self) -> dict[str, Any]:
-        return {
+        out = {
             "learner": self.learner, "label": self.label, "params": self.params,
             "task": self.task, "task_label": self.task_label, "task_params": self.task_params,
             "model": self.model, "budget": self.budget, "schedule": self.schedule,
             "seed_index": self.seed_index, "study_seed": self.study_seed,
         }
+        if self.tuning is not None:  # plain runs keep the ids they always had
+            out["tuning"] = self.tuning
+        return out
 
     @property
     def run_id(self) -> str:
@@ -109,7 +114,9 @@ class RunSpec:
         return int(digest(key)[:15], 16)
 
     def describe(self) -> str:
-        return f"{self.label} on {self.task_label}, seed {self.seed_index}"
+        if self.tuning is not None and self.tuning.get("phase") == "tuning":
+            return f"{self.label} on {self.task_label}, tuning trial {self.tuning['trial']}"
+        return f"{self.label} on {self.task_label}, seed {self.seed_index}" + (" (final)" if self.tuning else "")
 
     def to_json(self) -> dict[str, Any]:
         return {**self.canonical(), "varied": list(self.varied), "study": self.study}

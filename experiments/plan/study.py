@@ -31,17 +31,20 @@ from bpbench.experiments.plan.config import ConfigError, build, grid, to_plain
 from bpbench.experiments.plan.registry import Registry, UnknownNameError
 from bpbench.experiments.plan.spec import Budget, RunSpec, Schedule
 from bpbench.experiments.plan.builtin import builtin_studies, read_toml
+from bpbench.experiments.plan.tuning import TuningPlan, tuning_plan
 
-TOP_KEYS = ("description", "seeds", "study_seed", "reference", "tasks", "model", "budget", "schedule", "learners")
+TOP_KEYS = ("description", "seeds", "study_seed", "reference", "tasks", "model", "budget", "schedule", "learners",
+            "tuning")
 REFERENCE_LABEL = "backprop"  # the learner label Welch's test compares against unless `reference` names another
-LEARNER_SECTION_KEYS = ("learner", "model", "budget", "tasks", "reference")
+LEARNER_SECTION_KEYS = ("learner", "model", "budget", "tasks", "reference", "search")
 
 
 @dataclass(frozen=True)
 class Study:
     name: str
     raw: dict[str, Any]  # the study table after --set overrides
-    runs: list[RunSpec]
+    runs: list[RunSpec]  # a tuned study: one base run per learner label x task (its trials are drawn from it)
+    tuning: TuningPlan | None = None  # the [tuning] block and search spaces (experiments/plan/tuning.py)
 
 
 def locate(name_or_path: str) -> tuple[str, Path]:
@@ -170,7 +173,8 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
     for key in ("tasks", "learners"):
         if key not in raw:
             raise ConfigError(f"study {name} has no {key!r}; it needs at least one")
-    seeds = _seed_indices(raw.get("seeds", 1))
+    tuned = tuning_plan(raw, learners)  # None for a plain study; checks [tuning] and every search space
+    seeds = [0] if tuned else _seed_indices(raw.get("seeds", 1))
     study_seed = raw.get("study_seed", 0)
     if not isinstance(study_seed, int) or isinstance(study_seed, bool):
         raise ConfigError(f"study_seed = {study_seed!r}: expected an integer")
@@ -204,6 +208,7 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
         table = dict(table)
         learner_name = table.pop("learner", label)
         table.pop("reference", None)  # checked by study_references above
+        table.pop("search", None)  # checked by tuning_plan above
         try:
             learner_cls = learners.get(learner_name)
         except UnknownNameError as exc:
@@ -220,6 +225,12 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
         param_points = grid(learner_cls.Params, table, f"learners.{label}")
         varied = [f"model.{k}" for k in model_raw if len({repr(p[k]) for p in model_points}) > 1]
         varied += [f"params.{k}" for k in table if len({repr(p[k]) for p in param_points}) > 1]
+        grids = varied + [axis for point in task_points for axis in point[3]]
+        if tuned and grids:
+            raise ConfigError(f"learners.{label}: a tuned study has no grids ({grids[0]} "
+                              "is a list); give choices in [learners.{label}.search] instead")
+        if tuned:
+            varied = [k if k.startswith("model.") else f"params.{k}" for k in tuned.spaces[label]]
         for model_point in model_points:
             model = build(ModelSpec, model_point, f"learners.{label}.model")
             for param_point in param_points:
@@ -246,7 +257,7 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
                         ))
     if len({s.run_id for s in runs}) != len(runs):
         raise ConfigError(f"study {name} expands to duplicate runs; make each learner/task entry distinct")
-    return Study(name, raw, runs)
+    return Study(name, raw, runs, tuned)
 
 
 def load_study(source: str | Path | Mapping[str, Any], sets: Overrides | None, learners: Registry, tasks: Registry,

@@ -501,14 +501,16 @@ def figure_data(store: RunStore) -> pd.DataFrame:
     return pd.concat([data, steps], ignore_index=True) if not steps.empty else data
 
 
-def save_all(data: pd.DataFrame, out: Path, dpi: int = 200) -> tuple[list[Path], dict[str, str]]:
-    """Write every standard figure the data supports as NAME.pdf and NAME.png under ``out``.
+def save_all(data: pd.DataFrame, out: Path, dpi: int = 200,
+             extra: dict[str, Builder] | None = None) -> tuple[list[Path], dict[str, str]]:
+    """Write every standard figure the data supports (and the ``extra`` ones, e.g. a tuned study's)
+    as NAME.pdf and NAME.png under ``out``.
 
     Returns (written files, figure name -> why it was skipped).
     """
     out.mkdir(parents=True, exist_ok=True)
     written, skipped = [], {}
-    for name, (_, build) in standard_figures(data).items():
+    for name, (_, build) in {**standard_figures(data), **(extra or {})}.items():
         try:
             fig = build()
         except NoData as exc:

@@ -19,7 +19,9 @@ from typing import Any
 
 from bpbench.experiments.report.figures import NoData, figure_data, standard_figures
 from bpbench.experiments.store.run_store import RunStore
-from bpbench.experiments.report.table import render, summarize
+from bpbench.experiments.report.table import reference_of, render, summarize
+from bpbench.experiments.report.tuning import render_trials, tags, trials, tuned_summary
+from bpbench.experiments.report.tuning_figures import tuning_figures
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
@@ -71,10 +73,16 @@ def build_report(root: Path) -> str:
     title = "bpbench report: " + (", ".join(s["name"] for s in studies) or root.name)
     parts = [f"<h1>{escape(title)}</h1>"]
     parts += [f"<p><b>{escape(s['name'])}</b>: {escape(str(s['study'].get('description', '')))}</p>" for s in studies]
-    parts += ["<h2>Summary</h2>", f'<div class="scroll">{render(summarize(store), "html")}</div>', "<h2>Figures</h2>"]
+    if tags(store):  # a tuned study: its final runs, then every trial
+        parts += ["<h2>Summary (tuned: final runs)</h2>",
+                  f'<div class="scroll">{render(tuned_summary(store, reference_of(store)), "html")}</div>',
+                  "<h2>Tuning trials</h2>", f'<div class="scroll">{render_trials(trials(store), "html")}</div>']
+    else:
+        parts += ["<h2>Summary</h2>", f'<div class="scroll">{render(summarize(store), "html")}</div>']
+    parts.append("<h2>Figures</h2>")
     data = figure_data(store)
     skipped = []
-    for name, (caption, build) in standard_figures(data).items():
+    for name, (caption, build) in {**standard_figures(data), **tuning_figures(store)}.items():
         try:
             fig = build()
         except NoData as exc:

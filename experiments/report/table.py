@@ -340,6 +340,10 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
         "stopped by": summary["stopped_by"],
         "seeds": summary["seeds"].astype(str) + summary["failed"].map(lambda f: f" ({f} failed)" if f else ""),
     })
+    if "trials" in summary:  # a tuned study's final runs (experiments/report/tuning.py)
+        table["trials"] = summary["trials"].astype(str)
+        table["sampler"] = summary["sampler"]
+        table["robust"] = summary["robustness"].map(lambda r: "n/a" if math.isnan(r) else f"{r:.2f}")
     from_flops = summary["cost_from_flops"] if "cost_from_flops" in summary else pd.Series(False, index=summary.index)
     for name, (header, fmt, scale) in measures_shown().items():
         table[header] = [_cell(m, lo, hi, fmt, scale) for m, lo, hi in
