@@ -22,7 +22,8 @@ from matplotlib.figure import Figure
 
 from bpbench.experiments.store import records as run_measures
 from bpbench.experiments.report.stats import t_interval
-from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_store import RunStore, atomic_write
+from bpbench.experiments.store.safe_paths import UnsafePathError, safe_name
 from bpbench.experiments.report.table import LEARNER_ORDER, per_run, run_info, tidy
 
 # the metric rows the figures read: the per-run measures, and per-layer gradient norms and cosines
@@ -468,6 +469,8 @@ def save_all(data: pd.DataFrame, out: Path, dpi: int = 200) -> tuple[list[Path],
 
     Returns (written files, figure name -> why it was skipped).
     """
+    if out.is_symlink():
+        raise UnsafePathError(f"refusing to write figures into {out}: it is a symbolic link; remove it or pass --out")
     out.mkdir(parents=True, exist_ok=True)
     written, skipped = [], {}
     for name, (_, build) in standard_figures(data).items():
@@ -476,8 +479,8 @@ def save_all(data: pd.DataFrame, out: Path, dpi: int = 200) -> tuple[list[Path],
         except NoData as exc:
             skipped[name] = str(exc)
             continue
-        for suffix in ("pdf", "png"):
-            path = out / f"{name}.{suffix}"
-            fig.savefig(path, dpi=dpi)
+        for suffix in ("pdf", "png"):  # a label is never a path: sanitized, written beside, renamed in
+            path = out / f"{safe_name(name)}.{suffix}"
+            atomic_write(path, lambda p, fig=fig, suffix=suffix: fig.savefig(p, dpi=dpi, format=suffix))
             written.append(path)
     return written, skipped

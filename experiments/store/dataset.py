@@ -65,7 +65,7 @@ class Dataset:
         base = self.dir / half
         if not base.is_dir():
             return []
-        return sorted(p for p in base.glob("*/*/*/*.parquet") if not p.name.startswith((".", "_")))
+        return sorted(p for p in base.glob("*/*/*/*.parquet") if not p.name.startswith((".", "_")) and not p.is_symlink())
 
     def _read(self, path: Path, columns: list[str] | None = None, filters: Any = None) -> pa.Table | None:
         try:

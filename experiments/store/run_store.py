@@ -161,8 +161,10 @@ class RunStore:
     def study_path(self, name: str) -> Path:
         return self.root / f"study-{safe_name(name)}.json"
 
-    def write_study(self, name: str, raw: dict[str, Any]) -> None:
-        text = json.dumps({"name": name, "study": raw}, indent=2, sort_keys=True)
+    def write_study(self, name: str, raw: dict[str, Any], run_ids: list[str] | None = None) -> None:
+        """Record study ``name``'s definition (and its run ids) as ``study-<name>.json``."""
+        record = {"name": name, "study": raw, **({"runs": sorted(run_ids)} if run_ids is not None else {})}
+        text = json.dumps(record, indent=2, sort_keys=True)
         atomic_write(self.study_path(name), lambda p: p.write_text(text), self.root)
 
     def studies(self) -> list[dict[str, Any]]:
