@@ -133,6 +133,7 @@ def _worker(conn: Connection, root: str, device_name: str, threads: int, driver:
             sys.stderr.flush()
             os._exit(0)
         spec = RunSpec.from_json(data)
+        _send(conn, ("start", spec.run_id))  # the run's clock starts now, not while the worker was starting up
         rows, meta, outcome = execute_unstored(spec, learners, tasks, device, cache, lambda e: _send(conn, e))
         if os.getppid() != driver:  # the driver died during the run: its claim is void, store nothing
             _orphaned()
@@ -170,7 +171,7 @@ class _Worker:
     conn: Connection
     slot: int  # index into the executor's worker devices
     spec: RunSpec | None = None
-    started: float = 0.0  # time.monotonic() when it was given its run
+    started: float = 0.0  # time.monotonic() when its run started (until then: when given it, plus STARTUP_S)
     stopping: bool = False  # told to exit (sent None)
 
 
@@ -212,7 +213,7 @@ class ProcessExecutor:
             give(workers[-1], spec)
 
         def give(worker: _Worker, spec: RunSpec) -> None:
-            worker.spec, worker.started = spec, time.monotonic()
+            worker.spec, worker.started = spec, time.monotonic() + STARTUP_S
             worker.conn.send(spec.to_json())
 
         with RunQueue(specs, store, on_event) as queue:
@@ -302,6 +303,9 @@ class ProcessExecutor:
         try:
             while worker.conn.poll():
                 event = worker.conn.recv()
+                if event[0] == "start":
+                    worker.started = time.monotonic()
+                    continue
                 on_event(event)
                 if event[0] == "done":
                     return event[2], False
@@ -320,6 +324,7 @@ def _exit_code(process: subprocess.Popen) -> int:
         return process.wait()
 
 
+STARTUP_S = 300.0  # a new worker's start-up (importing torch, warming up) is not counted in its run's timeout
 EXECUTORS = ("process", "inline", "ray")
 RAY_MISSING = 'executor = "ray" needs Ray, which is not installed here: pip install "bpbench[ray]"'
 
