@@ -58,10 +58,12 @@ def test_changed_study_into_a_finished_folder_stops_or_extends(tmp_path: Path,
     err = capsys.readouterr().err
     assert "budget.epochs: 1 recorded here, 2 now" in err and err.count("\n") == 1
     assert _run(study, out, "budget.epochs=2", "seeds=2", extend=True) == 2  # changes recorded runs
-    assert "--extend may only add runs" in capsys.readouterr().err
+    assert "--extend may only add grid points or seeds" in capsys.readouterr().err
     assert _run(study, out, "seeds=2", extend=True) == 0  # a new seed only
     assert len(RunStore(out).metas()) == 2
     assert _run(study, out, "seeds=2") == 0  # the extended definition is now the record
+    assert _run(study, out, "seeds=2", "learners.backprop.lr=[0.001, 0.1]", extend=True) == 0  # new grid points
+X
 
 
 def test_runs_that_differ_beyond_the_seed_are_separate_rows(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from bpbench.experiments.front.results import Results
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.study_record import admit
 from bpbench.experiments.plan.spec import RunSpec
-from bpbench.experiments.plan.study import Overrides, load_study, study_references
+from bpbench.experiments.plan.study import Overrides, expand, load_study, study_references
 
 
 def _count(name: str, value: Any) -> int:
@@ -78,7 +78,8 @@ def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
     if linked or (root / "claims").is_symlink():
         raise ConfigError(f"{(linked or [str(root / 'claims')])[0]} is a symbolic link: bpbench writes only inside "
                           f"{str(root)!r}; remove it and run again")
-    admit(store, plan.name, plan.raw, [s.run_id for s in plan.runs], extend)
+    admit(store, plan.name, plan.raw, plan.runs, extend,
+          lambda recorded: expand(plan.name, recorded, learner_registry(), task_registry()).runs)
     todo = [s for s in plan.runs if store.status(s.run_id) != "ok"]
     show = Progress(todo, skipped=len(plan.runs) - len(todo)) if progress else None
     elsewhere = 0

@@ -77,7 +77,7 @@ def run_info(store: RunStore) -> pd.DataFrame:
     """One row per completed run: what it was (labels, model, budget) and what stopped it; runs
     whose specs differ beyond the seed never share a config label (``separate_configs``)."""
     metas = [meta for meta in store.iter_metas() if meta["status"] == "ok"]
-    rows = [run_row(meta) for meta in metas]
+    rows = [{**run_row(meta), "wall_per_cpu": wall_per_cpu(meta)} for meta in metas]
     separate_configs(rows, [setting(meta["spec"]) for meta in metas])
     return pd.DataFrame(rows)
 
