@@ -63,7 +63,7 @@ def test_changed_study_into_a_finished_folder_stops_or_extends(tmp_path: Path,
     assert len(RunStore(out).metas()) == 2
     assert _run(study, out, "seeds=2") == 0  # the extended definition is now the record
     assert _run(study, out, "seeds=2", "learners.backprop.lr=[0.001, 0.1]", extend=True) == 0  # new grid points
-X
+    assert len(RunStore(out).metas()) == 4  # lr=0.001 is backprop's default: those two runs were there
 
 
 def test_runs_that_differ_beyond_the_seed_are_separate_rows(tmp_path: Path) -> None:
