@@ -9,7 +9,6 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from bpbench.experiments.front.cli import main
 from bpbench.experiments.store.run_store import RunStore
 from folder_tools import edit_meta, fake_run, spec
@@ -54,7 +53,7 @@ def test_run_id_of_another_spec_is_refused(folder: Path, capsys: pytest.CaptureF
     edit_meta(folder, run_id, lambda m: m.update(run_id=other))
     RunStore(folder).metas()
     assert main(["table", str(folder)]) == 0
-    assert f"differs from its folder's name" in capsys.readouterr().err
+    assert "differs from its folder's name" in capsys.readouterr().err
 
 
 def test_symlinked_report_and_figures_are_never_written_through(folder: Path, victim: Path,

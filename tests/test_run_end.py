@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from bpbench.experiments.front.availability import task_problem
 from bpbench.experiments.front.cli import main
 from bpbench.experiments.front.conformance import ConformanceError, check_learner

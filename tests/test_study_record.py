@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from bpbench.experiments.front.cli import main
 from bpbench.experiments.report.table import summarize
 from bpbench.experiments.store.run_store import RunStore
