@@ -131,12 +131,15 @@ def _discover(groups: tuple[str, ...]) -> dict[str, list[Status]]:
 
 
 def task_problem(task_cls: Any) -> str | None:
-    """Why a task that imports still cannot load (a missing optional package or data file, as its
-    ``check`` says, naming the extra to install); None when it can."""
+    """Why a task that imports still cannot load: a missing optional package, as its ``check``
+    says (naming the extra to install); None when it can. A data folder that its default options
+    do not find is not counted: such tasks run once given a path (``[tasks.mnist] path``)."""
     try:
         task_cls().check(task_cls.Params())
-    except (ImportError, FileNotFoundError) as exc:
+    except ImportError as exc:
         return f"{type(exc).__name__}: {exc}"
+    except FileNotFoundError:
+        return None
     return None
 
 
