@@ -66,6 +66,24 @@ PLUGIN_MODULE = textwrap.dedent('''
             return super().train_step(x, y)
 
 
+    class Sleeping(Backprop):
+        """Backprop whose third training step never returns (a hung plugin)."""
+        def train_step(self, x, y):
+            self.steps_taken = getattr(self, "steps_taken", 0) + 1
+            if self.steps_taken == 3:
+                import time
+                time.sleep(3600)
+            return super().train_step(x, y)
+
+
+    class Slow(Backprop):
+        """Backprop that sleeps 0.2 s in every training step (a run long enough to kill its driver in)."""
+        def train_step(self, x, y):
+            import time
+            time.sleep(0.2)
+            return super().train_step(x, y)
+
+
     class KilledOnce(Backprop):
         """Backprop that SIGKILLs its own process the first time it trains on a task (a marker file
         in $BPBENCH_TEST_MARKERS remembers it); a retry of the run trains normally."""
@@ -83,6 +101,8 @@ ENTRY_POINTS = textwrap.dedent("""
     crashing = bpbench_testplugins:Crashing
     killing = bpbench_testplugins:Killing
     killed_once = bpbench_testplugins:KilledOnce
+    sleeping = bpbench_testplugins:Sleeping
+    slow = bpbench_testplugins:Slow
     needs_missing_dep = bpbench_missing_dependency_xyz:Learner
 """)
 

@@ -71,7 +71,7 @@ def test_rerun_skips_completed_runs_and_overrides_take_both_forms(tiny: bpbench.
     again = bpbench.run(TINY, out=tiny.out, executor="inline", progress=False)
     assert again.ran == () and len(again.summary) == 4
     as_strings = bpbench.run(TINY, out=tiny.out, overrides=["seeds=[2]", "learners.backprop.lr=0.01"],
-                             executor="inline", progress=False)
+                             executor="inline", progress=False, extend=True)  # another definition: a new seed
     as_dict = bpbench.run(TINY, out=tiny.out, overrides={"seeds": [2], "learners.backprop.lr": 0.01},
                           executor="inline", progress=False)
     assert len(as_strings.ran) == 1 and as_dict.ran == ()  # the same run: done by the first call

@@ -145,6 +145,20 @@ def test_killed_ray_worker_is_retried_once_then_recorded(ray_head: dict[str, str
     assert by_label[("backprop", "digits")]["status"] == "ok"  # nothing else lost
 
 
+def test_a_hung_ray_run_is_cancelled_at_its_timeout(ray_head: dict[str, str], tmp_path: Path) -> None:
+    study = tmp_path / "hang.toml"
+    study.write_text('seeds = 1\ntasks = ["digits"]\n[model]\nhidden = [16]\n[budget]\nepochs = 1\n'
+                     "[schedule]\ntimeout = 60\n[learners.sleeping]\n[learners.backprop]\n")
+    out = tmp_path / "out"
+    proc = run_cli(ray_head, "run", str(study), "--out", str(out), "--executor", "ray",
+                   "--address", ray_head["BPBENCH_RAY_ADDRESS"])
+    assert proc.returncode == 1, proc.stderr
+    by_label = {m["spec"]["label"]: m for m in metas(out).values()}
+    assert by_label["backprop"]["status"] == "ok"
+    assert by_label["sleeping"]["status"] == "failed"
+    assert by_label["sleeping"]["error"].startswith("timed out after 60 s")
+
+
 def test_killed_driver_resumes_without_repeating_a_run(ray_head: dict[str, str], tmp_path: Path) -> None:
     study = tmp_path / "resume.toml"
     study.write_text('seeds = 4\ntasks = ["digits"]\n[model]\nhidden = [32]\n[budget]\nepochs = 2\n[learners.backprop]\n')

@@ -21,7 +21,9 @@ from bpbench.experiments.schedule.progress import Progress
 from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.front.results import Results
 from bpbench.experiments.store.run_store import RunStore
-from bpbench.experiments.plan.study import Overrides, load_study, study_references
+from bpbench.experiments.store.study_record import admit
+from bpbench.experiments.plan.spec import RunSpec
+from bpbench.experiments.plan.study import Overrides, expand, load_study, study_references
 
 
 def _count(name: str, value: Any) -> int:
@@ -30,33 +32,44 @@ def _count(name: str, value: Any) -> int:
     return value
 
 
-def dry_run(study: str | Path | Mapping[str, Any], overrides: Overrides | None = None,
-            name: str | None = None) -> str:
-    """What ``run`` would do, validated as ``run`` validates it, without running anything: the
-    number of runs per learner x task, or a tuned study's trial plan."""
+def trial_plan_of(study: str | Path | Mapping[str, Any], overrides: Overrides | None = None,
+                  name: str | None = None) -> str | None:
+    """A tuned study's trial plan (validated as ``run`` validates it), without running anything;
+    None for a study without tuning (``plan_runs`` lists its runs)."""
     plan = load_study(study, overrides, learner_registry(), task_registry(), name=name)
-    if plan.tuning is not None:
-        from bpbench.experiments.schedule.tuning import trial_plan
+    if plan.tuning is None:
+        return None
+    from bpbench.experiments.schedule.tuning import trial_plan
 
-        return "\n".join(trial_plan(plan.runs, plan.tuning, learner_registry()))
-    counts: dict[tuple[str, str], int] = {}
-    for spec in plan.runs:
-        counts[(spec.label, spec.task_label)] = counts.get((spec.label, spec.task_label), 0) + 1
-    lines = [f"study {plan.name}: {len(plan.runs)} run(s)"]
-    lines += [f"{label} on {task}: {n} run(s)" for (label, task), n in counts.items()]
-    return "\n".join(lines)
+    return "\n".join(trial_plan(plan.runs, plan.tuning, learner_registry()))
+
+
+def plan_runs(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
+              overrides: Overrides | None = None, name: str | None = None) -> tuple[Path, list[tuple[RunSpec, str]]]:
+    """What ``run`` would do, without running or writing anything: (its results folder, each
+    expanded run with its state there: "done", "failed" (would run again) or "to run")."""
+    plan = load_study(study, overrides, learner_registry(), task_registry(), name=name)
+    root = Path(out) if out is not None else Path("bpbench-out") / plan.name
+    store = RunStore(root)
+    states = {"ok": "done", "failed": "failed", None: "to run"}
+    return root, [(spec, states[store.status(spec.run_id) if store.runs_dir.is_dir() else None])
+                  for spec in plan.runs]
 
 
 def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None, overrides: Overrides | None = None,
         jobs: int = 0, threads: int = 0, device: str = "auto", executor: str = "process",
-        address: str | None = None, progress: bool = True, name: str | None = None) -> Results:
+        address: str | None = None, progress: bool = True, name: str | None = None,
+        extend: bool = False) -> Results:
     """Run a study and return its ``Results``; runs already complete in ``out`` are skipped.
 
     study: a built-in study name (``bpbench list``), a path to a TOML study file, or a dict
         with the TOML file's structure (named ``name``, default "study").
     out: the results folder (default ``bpbench-out/STUDY``).
     overrides: ``{"budget.epochs": 2}`` or ``["budget.epochs=2"]``; the meaning of ``--set``.
-    jobs, threads: worker processes and torch threads per worker (0: automatic).
+    jobs, threads: worker processes (0: one per core) and torch threads per run (0: one, so that
+        timings measure the learner, not contention between threads).
+    extend: the folder holds this study with another definition: add the new definition's runs
+        (grid points, seeds) instead of stopping; refused when it changes a recorded run.
     device: auto | cpu | cuda | cuda:N.  executor: where runs execute: "process" (local worker
         processes), "inline" (this process), "ray" (Ray tasks; ``address``: the cluster to join).
     progress: show progress on stderr.
@@ -73,7 +86,12 @@ def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
         raise ConfigError(str(exc)) from exc
     root = Path(out) if out is not None else Path("bpbench-out") / plan.name
     store = RunStore(root)
-    store.write_study(plan.name, plan.raw)
+    linked = [str(store.run_dir(s.run_id)) for s in plan.runs if store.linked(s.run_id)]
+    if linked or (root / "claims").is_symlink():
+        raise ConfigError(f"{(linked or [str(root / 'claims')])[0]} is a symbolic link: bpbench writes only inside "
+                          f"{str(root)!r}; remove it and run again")
+    admit(store, plan.name, plan.raw, plan.runs, extend,
+          lambda recorded: expand(plan.name, recorded, learner_registry(), task_registry()).runs)
     todo = [s for s in plan.runs if store.status(s.run_id) != "ok"]
     show = Progress(todo, skipped=len(plan.runs) - len(todo)) if progress and plan.tuning is None else None
     elsewhere = 0
@@ -96,4 +114,5 @@ def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
     finally:
         if show is not None:
             show.close()
-    return Results(root, tuple(ran), time.perf_counter() - start, study_references(plan.raw), elsewhere)
+    return Results(root, tuple(ran), time.perf_counter() - start, study_references(plan.raw), elsewhere,
+                   tuple(s.run_id for s in plan.runs))

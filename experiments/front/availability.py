@@ -31,7 +31,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-FORMAT = 1
+FORMAT = 2  # 2: tasks whose check fails (a missing optional dependency) are unavailable
 
 
 @dataclass(frozen=True)
@@ -119,14 +119,28 @@ def _unchanged(cached: dict[str, Any]) -> bool:
 
 
 def _discover(groups: tuple[str, ...]) -> dict[str, list[Status]]:
-    from bpbench.experiments.plan.registry import Registry
+    from bpbench.experiments.plan.registry import TASK_GROUP, Registry
 
     out = {}
     for group in groups:
         registry = Registry.discover(group, group)
-        out[group] = [Status(e.name, e.target, e.distribution, e.version, e.error)
+        out[group] = [Status(e.name, e.target, e.distribution, e.version,
+                             e.error or (task_problem(e.obj) if group == TASK_GROUP else None))
                       for _, e in sorted(registry.entries.items())]
     return out
+
+
+def task_problem(task_cls: Any) -> str | None:
+    """Why a task that imports still cannot load: a missing optional package, as its ``check``
+    says (naming the extra to install); None when it can. A data folder that its default options
+    do not find is not counted: such tasks run once given a path (``[tasks.mnist] path``)."""
+    try:
+        task_cls().check(task_cls.Params())
+    except ImportError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    except FileNotFoundError:
+        return None
+    return None
 
 
 def plugin_status(groups: tuple[str, ...]) -> dict[str, list[Status]]:

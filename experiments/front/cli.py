@@ -45,19 +45,47 @@ def _positive(text: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bpbench.experiments.front.api import dry_run, run
+    from bpbench.experiments.front.api import plan_runs, run, trial_plan_of
 
     if args.dry_run:
-        print(dry_run(args.study, overrides=args.set or []))
-        return 0
+        trials = trial_plan_of(args.study, overrides=args.set or [])
+        if trials is not None:
+            print(trials)
+            return 0
+        return _dry_run(plan_runs(args.study, out=args.out, overrides=args.set or []))
     results = run(args.study, out=args.out, overrides=args.set or [], jobs=args.jobs, threads=args.threads,
-                  device=args.device, executor=args.executor, address=args.address, progress=True)
+                  device=args.device, executor=args.executor, address=args.address, progress=True,
+                  extend=args.extend)
     failed = sum(outcome.status != "ok" for outcome in results.ran)
     print(results.table("text"))
     elsewhere = f"; {results.elsewhere} finished by another driver" if results.elsewhere else ""
     print(f"\n{len(results.ran)} run(s) in {results.wall_seconds:.1f} s wall ({failed} failed){elsewhere}; "
           f"results in {results.out}")
-    return 1 if failed else 0
+    standing = results.standing()
+    if standing["failed"] or standing["missing"]:  # whoever ran them: this driver, another, or none yet
+        print(f"study incomplete: {len(standing['ok'])} of {len(results.planned)} run(s) ok, "
+              f"{len(standing['failed'])} failed, {len(standing['missing'])} missing (not stored; "
+              "run the study again to run them)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _dry_run(planned: tuple[Path, list[tuple[Any, str]]]) -> int:
+    """Print the expanded runs of a study and their state in its folder; runs nothing."""
+    root, runs = planned
+    todo = sum(state != "done" for _, state in runs)
+    print(f"{len(runs)} run(s) into {root}: {todo} to run, {len(runs) - todo} done (dry run: nothing runs)")
+    for spec, state in runs:
+        config = varied_text(spec)
+        print(f"  {spec.run_id}  {state:<7} {spec.label}{f' ({config})' if config else ''} on {spec.task_label}, "
+              f"seed {spec.seed_index}, timeout {spec.timeout:g} s")
+    return 0
+
+
+def varied_text(spec: Any) -> str:
+    from bpbench.experiments.store.describe import varied_label
+
+    return varied_label(spec.to_json())
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -158,7 +186,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default: bpbench-out/STUDY)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a study value, e.g. budget.epochs=2")
     r.add_argument("--jobs", type=_positive, default=0, help="worker processes (default: one per core)")
-    r.add_argument("--threads", type=_positive, default=0, help="torch threads per worker (default: cores / jobs)")
+    r.add_argument("--threads", type=_positive, default=0,
+                   help="torch threads per run (default 1: timings measure the learner, not thread contention)")
+    r.add_argument("--extend", action="store_true",
+                   help="the --out folder holds this study with another definition: add its new grid points or "
+                        "seeds (never a changed budget or option of a recorded run)")
+    r.add_argument("--dry-run", action="store_true", help="print the expanded runs and their state; run nothing")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     r.add_argument("--executor", default="process",
                    help="process (default): local worker processes; inline: in this process; ray: Ray tasks")
@@ -215,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
                 return args.fn(args)
             except (ConfigError, ValueError) as exc:
                 print(f"bpbench: error: {exc}", file=sys.stderr)
+                return 2
+            except OSError as exc:  # read-only folder, disk full, permission, a refused symlink, Ray unreachable
+                where = f" ({exc.filename})" if getattr(exc, "filename", None) and str(exc.filename) not in str(exc) \
+                    else ""
+                print(f"bpbench: error: {exc}{where}", file=sys.stderr)
                 return 2
     finally:  # after the recording context has ended, so a warning shown here is not recorded again
         _show(recorded)

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from bpbench.experiments.plan.config import build
+from bpbench.experiments.plan.config import ConfigError, build
 from bpbench.experiments.schedule.execute import execute
 from bpbench.experiments.plan.registry import Registry
 from bpbench.experiments.run.runner import LoadedTasks
@@ -84,6 +84,8 @@ def check_learner(cls: type[Learner], data: TaskData, params: Any | None = None,
     for _ in range(steps):
         out = learner.train_step(x, y)
         _require(isinstance(out, StepOutput), f"{name}.train_step must return StepOutput, got {type(out).__name__}")
+        _require(isinstance(out.loss, float), f"{name}.train_step: StepOutput.loss is a {type(out.loss).__name__}, "
+                 "expected a Python float (e.g. loss.item())")
         _require(out.forward_samples >= len(x), f"{name}: forward_samples {out.forward_samples} < batch {len(x)}")
     after = _snapshot(learner)
     _require(any(not torch.equal(before[k], after[k]) for k in before) or not before, f"{name}.train_step changed no weight")
@@ -163,6 +165,10 @@ def check(learner: str, task: str, learners: Registry, tasks: Registry, samples:
     naming the first broken promise (``ConfigError`` for a bad option).
     """
     cls, task_cls = learners.get(learner), tasks.get(task)
+    try:
+        task_cls().check(task_cls.Params())
+    except (ImportError, FileNotFoundError) as exc:  # a missing optional dependency or data file: bad input
+        raise ConfigError(f"task {task!r} is unavailable: {exc}") from exc
     model = {**CHECK_MODEL, **(model or {})}
     learner_params = build(cls.Params, params or {}, f"learners.{learner}")
     spec = build(ModelSpec, model, f"learners.{learner}.model")

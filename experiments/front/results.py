@@ -43,7 +43,8 @@ class Results:
     skipped, not re-run); ``wall_seconds``: how long that call took; ``reference``: what
     the table's p-values compare against by default: a label, or learner label -> label
     (from ``bpbench.run``: its study's; else what the folder's studies name, default backprop); ``elsewhere``:
-    runs of that call that another driver on the same folder finished meanwhile.
+    runs of that call that another driver on the same folder finished meanwhile; ``planned``: the
+    run ids of that call's study (``standing()`` says which are ok, failed or missing now).
     """
 
     out: Path
@@ -51,6 +52,16 @@ class Results:
     wall_seconds: float | None = None
     reference: str | Mapping[str, str] | None = None
     elsewhere: int = 0
+    planned: tuple[str, ...] = ()  # the run ids of the study that bpbench.run ran
+
+    def standing(self) -> dict[str, list[str]]:
+        """The planned runs by their state in the folder now: "ok", "failed", "missing" (none
+        stored, or stored incomplete: a driver died, or a run was killed with it)."""
+        store = self.store
+        out: dict[str, list[str]] = {"ok": [], "failed": [], "missing": []}
+        for run_id in self.planned:
+            out[store.status(run_id) or "missing"].append(run_id)
+        return out
 
     @property
     def store(self) -> RunStore:

@@ -20,3 +20,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"study file {path}: invalid TOML: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"study file {path}: nested too deeply to read (tables or arrays within each other "
+                          "thousands of levels deep)") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"study file {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc

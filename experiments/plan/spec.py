@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,8 +37,8 @@ class Budget:
             raise ValueError(f"epochs = {self.epochs}: must be a positive integer")
         for key in ("max_seconds", "samples", "flops"):
             value = getattr(self, key)
-            if value is not None and value <= 0:
-                raise ValueError(f"{key} = {value}: must be > 0 (or left out for no limit)")
+            if value is not None and not (math.isfinite(value) and value > 0):  # nan would mean "no limit"
+                raise ValueError(f"{key} = {value}: must be a finite number > 0 (or left out for no limit)")
 
     def reached(self, seconds: float, samples: int, flops: int) -> str | None:
         """The first limit that ``seconds``/``samples``/``flops`` of training reach, else None."""
@@ -46,6 +47,23 @@ class Budget:
             if limit is not None and used >= limit:
                 return name
         return None
+
+
+TIMEOUT_FACTOR = 10.0  # default wall-clock limit of a run: this many times budget.max_seconds ...
+TIMEOUT_SLACK_S = 300.0  # ... plus this (data loading, evaluation, FLOP counting are off the training clock)
+DEFAULT_TIMEOUT_S = 24 * 3600.0  # a run without max_seconds: the study-level default
+
+
+def run_timeout(timeout: float | None, max_seconds: float | None) -> float:
+    """A run's wall-clock limit: ``schedule.timeout`` when set, else ``TIMEOUT_FACTOR`` x
+    ``budget.max_seconds`` + ``TIMEOUT_SLACK_S`` where that is set, else ``DEFAULT_TIMEOUT_S``."""
+    if timeout is not None:
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"schedule.timeout = {timeout}: must be a finite number of seconds > 0")
+        return float(timeout)
+    if max_seconds is not None:
+        return TIMEOUT_FACTOR * max_seconds + TIMEOUT_SLACK_S
+    return DEFAULT_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,7 @@ class RunSpec:
     study: str = field(default="", compare=False)  # the study that planned it, for compacted results (not hashed)
     # a tuned study's run: {"phase": "tuning" | "final", "trial": N, "sampler": ...} (hashed when set)
     tuning: dict[str, Any] | None = None
+    timeout: float = field(default=DEFAULT_TIMEOUT_S, compare=False)  # wall-clock seconds before it is killed (not hashed)
 
     def canonical(self) -> dict[str, Any]:
         out = {
@@ -119,8 +138,9 @@ class RunSpec:
         return f"{self.label} on {self.task_label}, seed {self.seed_index}" + (" (final)" if self.tuning else "")
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.canonical(), "varied": list(self.varied), "study": self.study}
+        return {**self.canonical(), "varied": list(self.varied), "study": self.study, "timeout": self.timeout}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunSpec:
-        return cls(**{**data, "varied": tuple(data.get("varied", ())), "study": data.get("study", "")})
+        return cls(**{**data, "varied": tuple(data.get("varied", ())), "study": data.get("study", ""),
+                      "timeout": data.get("timeout", DEFAULT_TIMEOUT_S)})

@@ -11,6 +11,8 @@ starts. Layout (every table optional except ``tasks`` and ``learners``)::
     [model]      arch = "mlp"  hidden = [256, 256]  activation = ["relu", "tanh"]
     [budget]     epochs = 5        max_seconds = 60
     [schedule]   eval_every = 1    health_every = 20
+                 timeout = 600     # wall seconds before a run is killed and recorded as failed (default:
+                                   # 10 x budget.max_seconds + 300 where set, else 24 h); not part of the run id
     [learners.backprop]            # a label; `learner = "..."` names the registered rule
     lr = [1e-3, 1e-2]              # a list for a scalar option is a grid axis
     [learners.backprop.model]      # per-learner overrides of [model] and [budget]
@@ -29,7 +31,7 @@ from typing import Any
 
 from bpbench.experiments.plan.config import ConfigError, build, grid, to_plain
 from bpbench.experiments.plan.registry import Registry, UnknownNameError
-from bpbench.experiments.plan.spec import Budget, RunSpec, Schedule
+from bpbench.experiments.plan.spec import Budget, RunSpec, Schedule, run_timeout
 from bpbench.experiments.plan.builtin import builtin_studies, read_toml
 from bpbench.experiments.plan.tuning import TuningPlan, tuning_plan
 
@@ -72,6 +74,8 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = text  # documented: a bare word is taken as a string (e.g. optimizer=sgd)
+    except RecursionError as exc:
+        raise ConfigError(f"--set {key.strip()}=...: the value is nested too deeply to read") from exc
     return path, value
 
 
@@ -178,7 +182,11 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
     study_seed = raw.get("study_seed", 0)
     if not isinstance(study_seed, int) or isinstance(study_seed, bool):
         raise ConfigError(f"study_seed = {study_seed!r}: expected an integer")
-    schedule = to_plain(build(Schedule, raw.get("schedule", {}), "schedule"))
+    schedule_raw = dict(raw.get("schedule", {})) if isinstance(raw.get("schedule", {}), dict) else raw["schedule"]
+    timeout = schedule_raw.pop("timeout", None) if isinstance(schedule_raw, dict) else None
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+        raise ConfigError(f"schedule.timeout = {timeout!r}: expected seconds (a number > 0)")
+    schedule = to_plain(build(Schedule, schedule_raw, "schedule"))  # (timeout is not hashed: not in the run id)
 
     task_points: list[tuple[str, str, dict[str, Any], list[str], Any]] = []
     for label, table in _task_tables(raw["tasks"]).items():
@@ -221,6 +229,10 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
         model_raw = {**raw.get("model", {}), **table.pop("model", {})}
         budget_raw = {**raw.get("budget", {}), **table.pop("budget", {})}
         budget = to_plain(build(Budget, budget_raw, f"learners.{label}.budget"))
+        try:
+            limit = run_timeout(timeout, budget["max_seconds"])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
         model_points = grid(ModelSpec, model_raw, f"learners.{label}.model")
         param_points = grid(learner_cls.Params, table, f"learners.{label}")
         varied = [f"model.{k}" for k in model_raw if len({repr(p[k]) for p in model_points}) > 1]
@@ -254,6 +266,7 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
                             task_label=task_label, task_params=task_params, model=to_plain(model),
                             budget=budget, schedule=schedule, seed_index=seed_index,
                             study_seed=study_seed, varied=tuple(varied + task_axes), study=name,
+                            timeout=limit,
                         ))
     if len({s.run_id for s in runs}) != len(runs):
         raise ConfigError(f"study {name} expands to duplicate runs; make each learner/task entry distinct")

@@ -24,7 +24,8 @@ from bpbench.experiments.report import learner_styles
 from bpbench.experiments.report.stats import t_interval
 from bpbench.experiments.report.table import per_run, run_info, tidy
 from bpbench.experiments.store import records as run_measures
-from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_store import RunStore, atomic_write
+from bpbench.experiments.store.safe_paths import UnsafePathError, safe_name
 
 # the metric rows the figures read: the per-run measures, and per-layer gradient norms and cosines
 STEP_METRICS = ("grad_norm", "grad_alignment", "grad_projection")  # per layer and sampled step: most of a run's rows
@@ -508,6 +509,8 @@ def save_all(data: pd.DataFrame, out: Path, dpi: int = 200,
 
     Returns (written files, figure name -> why it was skipped).
     """
+    if out.is_symlink():
+        raise UnsafePathError(f"refusing to write figures into {out}: it is a symbolic link; remove it or pass --out")
     out.mkdir(parents=True, exist_ok=True)
     written, skipped = [], {}
     for name, (_, build) in {**standard_figures(data), **(extra or {})}.items():
@@ -516,8 +519,8 @@ def save_all(data: pd.DataFrame, out: Path, dpi: int = 200,
         except NoData as exc:
             skipped[name] = str(exc)
             continue
-        for suffix in ("pdf", "png"):
-            path = out / f"{name}.{suffix}"
-            fig.savefig(path, dpi=dpi)
+        for suffix in ("pdf", "png"):  # a label is never a path: sanitized, written beside, renamed in
+            path = out / f"{safe_name(name)}.{suffix}"
+            atomic_write(path, lambda p, fig=fig, suffix=suffix: fig.savefig(p, dpi=dpi, format=suffix))
             written.append(path)
     return written, skipped

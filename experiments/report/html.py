@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bpbench.experiments.report.figures import NoData, figure_data, standard_figures
-from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_store import RunStore, atomic_write
 from bpbench.experiments.report.table import reference_of, render, summarize
 from bpbench.experiments.report.tuning import render_trials, tags, trials, tuned_summary
 from bpbench.experiments.report.tuning_figures import tuning_figures
@@ -101,7 +101,10 @@ def build_report(root: Path) -> str:
 
 
 def write_report(root: Path, out: Path) -> Path:
-    """Write ``build_report(root)`` to ``out``; returns ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(build_report(root), encoding="utf-8")
+    """Write ``build_report(root)`` to ``out``; returns ``out``. Written beside ``out`` and renamed
+    into place: a symlink at ``out`` is replaced, never written through; a symlinked folder on the
+    way inside ``root`` is refused (``UnsafePathError``)."""
+    page = build_report(root)
+    inside_root = Path(out).absolute().is_relative_to(Path(root).absolute())
+    atomic_write(out, lambda p: p.write_text(page, encoding="utf-8"), root if inside_root else None)
     return out

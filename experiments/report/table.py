@@ -26,7 +26,8 @@ from bpbench.experiments.store import records as run_measures
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.store.dataset import warn
 from bpbench.experiments.report.stats import NO_SPREAD, stars, t_interval, welch_p, welch_undefined
-from bpbench.experiments.store.describe import budget_text, failed_row, run_row, varied_label
+from bpbench.experiments.store.describe import (budget_text, failed_row, run_row, separate_configs, setting,
+                                                varied_label, wall_per_cpu)
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.plan.study import REFERENCE_LABEL, study_references
 
@@ -61,13 +62,23 @@ NOTE_P = ("p: Welch's t-test of test accuracy against the runs of the one learne
           "(* p<.05, ** p<.01, *** p<.001; ref: the reference itself).")
 UNEQUAL_MARK = "†"
 FROM_FLOPS_MARK = "‡"
+CONTENTION_MARK = "§"
+CONTENTION_FACTOR = 2.0  # median wall/CPU seconds of a row's runs above this: they waited for the CPU
+NOTE_CONTENTION = (f"{CONTENTION_MARK} contention: these runs' wall time was more than {CONTENTION_FACTOR:g}x "
+                   "their CPU time (median), so they waited for the CPU (other work on the machine, or more "
+                   "threads than cores): their train s measures the machine, not the learner; each run's "
+                   "meta.json holds wall_seconds, cpu_seconds and the load at its start and end.")
 NOTE_FROM_FLOPS = (f"{FROM_FLOPS_MARK} no model to hook: synaptic operations and energy are FLOPs / 2 of predict "
                    "(dense MACs, nothing skipped), not NeuroBench's effective count of the other rows.")
 
 
 def run_info(store: RunStore) -> pd.DataFrame:
-    """One row per completed run: what it was (labels, model, budget) and what stopped it."""
-    return pd.DataFrame([run_row(meta) for meta in store.iter_metas() if meta["status"] == "ok"])
+    """One row per completed run: what it was (labels, model, budget) and what stopped it; runs
+    whose specs differ beyond the seed never share a config label (``separate_configs``)."""
+    metas = [meta for meta in store.iter_metas() if meta["status"] == "ok"]
+    rows = [{**run_row(meta), "wall_per_cpu": wall_per_cpu(meta)} for meta in metas]
+    separate_configs(rows, [setting(meta["spec"]) for meta in metas])
+    return pd.DataFrame(rows)
 
 
 def tidy(store: RunStore, metrics: tuple[str, ...] | None = None, info: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -111,17 +122,21 @@ def runs_of(store: RunStore) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     missing: list[dict[str, Any]] = []
+    settings: dict[str, list[dict[str, str]]] = {"ok": [], "failed": []}
     for meta in store.iter_metas():
+        settings[meta["status"]].append(setting(meta["spec"]))
         if meta["status"] != "ok":
             failed.append(failed_row(meta))
             continue
         row = run_row(meta)
+        row["wall_per_cpu"] = wall_per_cpu(meta)
         values = run_measures.from_record(meta)
         if values is None:
             missing.append(row)
         else:
             row.update(values)
         rows.append(row)
+    separate_configs([*rows, *failed], [*settings["ok"], *settings["failed"]])
     unreadable = _fill_measures(store, missing)
     rows = [row for row in rows if row["run_id"] not in unreadable]
     if not rows:
@@ -207,6 +222,8 @@ def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
         row["p_vs_reference"], row["reference"], row["p_undefined"] = _welch_against_reference(
             runs, learner, config, task, _reference_for(reference, learner))
         row["cost_from_flops"] = bool(group["cost_from_flops"].any()) if "cost_from_flops" in group else False
+        ratio = group["wall_per_cpu"].median() if "wall_per_cpu" in group else math.nan
+        row["contended"] = bool(ratio > CONTENTION_FACTOR)
         rows.append(row)
     if failed is not None and not failed.empty:  # groups whose every run failed still get a row
         present = {(r["learner"], r["config"], r["task"]) for r in rows}
@@ -214,7 +231,7 @@ def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
             if key not in present:
                 rows.append({**dict(zip(RUN_KEYS, key)), "learner_name": group["learner_name"].iloc[0], "seeds": 0,
                              "budget": group["budget"].iloc[0], "stopped_by": "failed", "p_vs_reference": math.nan,
-                             "reference": "", "p_undefined": None, "cost_from_flops": False,
+                             "reference": "", "p_undefined": None, "cost_from_flops": False, "contended": False,
                              **{f"{m}_{s}": math.nan for m in measures_shown() for s in ("mean", "low", "high")}})
     out = pd.DataFrame(rows)
     out["_rank"] = out["learner_name"].map(learner_styles.rank)
@@ -235,7 +252,8 @@ def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
     p_note += "".join(f" {', '.join(labels)} against {ref!r} instead." for ref, labels in others.items() if labels)
     out.attrs["notes"] = [cells_note().format(p_note=p_note), *notes.values()]
     out.attrs["reference"] = main_ref if not others else "reference"
-    out.attrs["marked_notes"] = [NOTE_FROM_FLOPS] if out["cost_from_flops"].any() else []
+    out.attrs["marked_notes"] = ([NOTE_FROM_FLOPS] if out["cost_from_flops"].any() else []) + (
+        [NOTE_CONTENTION] if out["contended"].any() else [])
     flat = out[out["p_undefined"] == NO_SPREAD]
     if not flat.empty:
         names = ", ".join(f"{r.learner}{f' ({r.config})' if r.config else ''} on {r.task}" for r in flat.itertuples())
@@ -348,6 +366,9 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
     for name, (header, fmt, scale) in measures_shown().items():
         table[header] = [_cell(m, lo, hi, fmt, scale) for m, lo, hi in
                          zip(summary[f"{name}_mean"], summary[f"{name}_low"], summary[f"{name}_high"])]
+        if name == "train_s" and "contended" in summary:
+            table[header] = [f"{cell}{CONTENTION_MARK}" if mark else cell
+                             for cell, mark in zip(table[header], summary["contended"])]
         if name in ("synops", "energy"):
             table[header] = [f"{cell}{FROM_FLOPS_MARK}" if mark and cell != "n/a" else cell
                              for cell, mark in zip(table[header], from_flops)]
@@ -359,7 +380,8 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
 
 LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-LATEX_SYMBOLS = {"±": r"$\pm$", UNEQUAL_MARK: r"$^\dagger$", FROM_FLOPS_MARK: r"$^\ddagger$", "−": "-"}
+LATEX_SYMBOLS = {"±": r"$\pm$", UNEQUAL_MARK: r"$^\dagger$", FROM_FLOPS_MARK: r"$^\ddagger$",
+                 CONTENTION_MARK: r"$^\S$", "−": "-"}
 
 
 def latex_escape(text: str) -> str:

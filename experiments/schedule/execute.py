@@ -1,6 +1,15 @@
-"""One run with its bookkeeping: metadata, error isolation, and the atomic write to the store."""
+"""One run with its bookkeeping: metadata, error isolation, and the atomic write to the store.
+
+Besides the runner's measurements, each run's meta records how the machine treated it:
+``wall_seconds`` and ``cpu_seconds`` (this process's CPU time, all its threads) of the whole
+run, and ``load`` (the 1-minute load average, ``os.getloadavg``) at its start and end. A run
+whose wall time is many times its CPU time waited for the CPU (other work on the machine):
+its timings measure contention, and the table marks it. A failed run keeps its traceback.
+"""
 from __future__ import annotations
 
+import os
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +60,7 @@ def execute_unstored(spec: RunSpec, learners: Registry, tasks: Registry, device:
     """Run ``spec``; its (rows, meta, outcome) for whoever stores them (an exception fails this run only)."""
     meta = base_meta(spec, device)
     rows: list[dict[str, Any]] = []
+    load_start, wall0, cpu0 = load_average(), time.perf_counter(), time.process_time()
     try:
         result = run(spec, learners, tasks, device, cache,
                      on_epoch=lambda e, n: emit(("epoch", spec.run_id, e, n)))
@@ -62,8 +72,17 @@ def execute_unstored(spec: RunSpec, learners: Registry, tasks: Registry, device:
         outcome = Outcome(spec.run_id, "ok", result.summary, None)
         meta.update(status="ok", error=None, summary=result.summary, unmeasured=result.unmeasured,
                     phase_seconds=result.phase_seconds)
-    meta["end_time"] = now()
+    meta.update(wall_seconds=time.perf_counter() - wall0, cpu_seconds=time.process_time() - cpu0,
+                load={"start": load_start, "end": load_average()}, end_time=now())
     return rows, meta, outcome
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average; None where the system has none (Windows)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
 
 
 def record_lost(spec: RunSpec, store: RunStore, device: torch.device, reason: str) -> Outcome:

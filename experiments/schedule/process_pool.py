@@ -6,8 +6,12 @@ that ran it; for Ray, by the driver). Runs another driver on the same folder hol
 left to it (``RunQueue``), reported as ``("elsewhere", run_id, status)`` events.
 
 - ``InlineExecutor``: in this process, one run after another (debugging, notebooks).
-- ``ProcessExecutor``: ``jobs`` worker processes, ``threads`` torch threads each
-  (jobs x threads <= cores avoids OpenMP spin contention). Workers are fresh interpreters
+- ``ProcessExecutor``: ``jobs`` worker processes, ``threads`` torch threads each (default 1:
+  a run's wall time then measures the learner, not contention between threads; jobs x threads
+  <= cores avoids OpenMP spin contention). A run that outlives its ``timeout`` (``schedule.timeout``)
+  has its worker killed and is recorded as failed, "timed out after N s"; the study goes on.
+  A worker whose driver died exits without storing anything: its run is simply missing (a
+  resumed or surviving driver runs it), never recorded as failed because its pipe broke. Workers are fresh interpreters
   (``subprocess``) that import bpbench only, never the caller's ``__main__``: a script calling
   ``bpbench.run`` needs no ``if __name__ == "__main__":`` guard, and its top-level code runs
   once (multiprocessing's spawn would re-run it in every worker). A worker that dies (killed,
@@ -23,6 +27,7 @@ API's ``executor``).
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing as mp
 import os
 import subprocess
@@ -37,7 +42,7 @@ from typing import Protocol
 
 import torch
 
-from bpbench.experiments.schedule.execute import Event, Outcome, execute, record_lost
+from bpbench.experiments.schedule.execute import Event, Outcome, execute, execute_unstored, record_lost
 from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.schedule.queue import RunQueue
 from bpbench.experiments.run.runner import LoadedTasks
@@ -99,6 +104,19 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
+def _orphaned() -> None:
+    """This worker's driver is gone (its pipe broke): exit at once, storing nothing."""
+    os._exit(3)
+
+
+def _send(conn: Connection, event: Event) -> None:
+    """Send ``event`` to the driver; a broken pipe means the driver died: exit, store nothing."""
+    try:
+        conn.send(event)
+    except OSError:  # BrokenPipeError, ConnectionResetError
+        _orphaned()
+
+
 def _worker(conn: Connection, root: str, device_name: str, threads: int, driver: int) -> None:
     """Worker process of driver pid ``driver``: take specs from ``conn`` until None, run and store each."""
     threading.Thread(target=_exit_with_parent, args=(driver,), daemon=True).start()
@@ -115,8 +133,12 @@ def _worker(conn: Connection, root: str, device_name: str, threads: int, driver:
             sys.stderr.flush()
             os._exit(0)
         spec = RunSpec.from_json(data)
-        outcome = execute(spec, store, learners, tasks, device, cache, conn.send)
-        conn.send(("done", spec.run_id, outcome))
+        _send(conn, ("start", spec.run_id))  # the run's clock starts now, not while the worker was starting up
+        rows, meta, outcome = execute_unstored(spec, learners, tasks, device, cache, lambda e: _send(conn, e))
+        if os.getppid() != driver:  # the driver died during the run: its claim is void, store nothing
+            _orphaned()
+        store.write(spec.run_id, rows, meta)
+        _send(conn, ("done", spec.run_id, outcome))
 
 
 def worker_main(args: dict) -> None:
@@ -149,6 +171,7 @@ class _Worker:
     conn: Connection
     slot: int  # index into the executor's worker devices
     spec: RunSpec | None = None
+    started: float = 0.0  # time.monotonic() when its run started (until then: when given it, plus STARTUP_S)
     stopping: bool = False  # told to exit (sent None)
 
 
@@ -165,7 +188,7 @@ def worker_devices(name: str, jobs: int) -> list[str]:
 @dataclass
 class ProcessExecutor:
     jobs: int = 0  # 0: one per core
-    threads: int = 0  # 0: cores // jobs
+    threads: int = 0  # 0: one torch thread per run
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -176,7 +199,7 @@ class ProcessExecutor:
         cores = os.cpu_count() or 1
         jobs = self.jobs or cores
         jobs = max(1, min(jobs, n_runs))
-        threads = self.threads or max(1, cores // jobs)
+        threads = self.threads or 1
         return jobs, threads
 
     def run(self, specs: list[RunSpec], store: RunStore, on_event: Callable[[Event], None]) -> Iterator[Outcome]:
@@ -190,7 +213,7 @@ class ProcessExecutor:
             give(workers[-1], spec)
 
         def give(worker: _Worker, spec: RunSpec) -> None:
-            worker.spec = spec
+            worker.spec, worker.started = spec, time.monotonic() + STARTUP_S
             worker.conn.send(spec.to_json())
 
         with RunQueue(specs, store, on_event) as queue:
@@ -212,9 +235,19 @@ class ProcessExecutor:
                         return
                     # while runs are held by another driver, wake up now and then to look at them
                     # (a worker that dies closes its end of the pipe: its conn turns readable)
-                    wait([w.conn for w in busy], timeout=queue.poll if queue.waiting else None)
+                    deadline = min((w.started + w.spec.timeout for w in busy if w.spec), default=math.inf)
+                    limit = min(queue.poll if queue.waiting else math.inf, max(0.0, deadline - time.monotonic()))
+                    wait([w.conn for w in busy], timeout=None if math.isinf(limit) else limit + 0.05)
                     for worker in busy:
                         finished, closed = self._drain(worker, on_event)
+                        if finished is None and not closed and worker.spec is not None and \
+                                time.monotonic() - worker.started > worker.spec.timeout:
+                            lost = self._time_out(worker, store)
+                            queue.finish(lost.run_id)
+                            on_event(("done", lost.run_id, lost))
+                            workers.remove(worker)
+                            yield lost
+                            continue
                         if finished is not None:
                             queue.finish(finished.run_id)
                             worker.spec = None
@@ -244,6 +277,16 @@ class ProcessExecutor:
                     worker.conn.close()
 
     @staticmethod
+    def _time_out(worker: _Worker, store: RunStore) -> Outcome:
+        """Kill a worker whose run outlived its timeout; record the run as failed, saying so."""
+        assert worker.spec is not None
+        worker.process.kill()
+        worker.process.wait()
+        worker.conn.close()
+        reason = f"timed out after {worker.spec.timeout:g} s (schedule.timeout): its worker was killed"
+        return record_lost(worker.spec, store, torch.device("cpu"), reason)
+
+    @staticmethod
     def _stop(worker: _Worker) -> None:
         """Tell an idle worker to exit (once)."""
         if not worker.stopping:
@@ -260,6 +303,9 @@ class ProcessExecutor:
         try:
             while worker.conn.poll():
                 event = worker.conn.recv()
+                if event[0] == "start":
+                    worker.started = time.monotonic()
+                    continue
                 on_event(event)
                 if event[0] == "done":
                     return event[2], False
@@ -278,6 +324,7 @@ def _exit_code(process: subprocess.Popen) -> int:
         return process.wait()
 
 
+STARTUP_S = 300.0  # a new worker's start-up (importing torch, warming up) is not counted in its run's timeout
 EXECUTORS = ("process", "inline", "ray")
 RAY_MISSING = 'executor = "ray" needs Ray, which is not installed here: pip install "bpbench[ray]"'
 

@@ -16,6 +16,9 @@
   Ray's memory monitor (which kills a task before the kernel's OOM killer does) retries by its
   own count, ``RAY_task_oom_retries`` in the driver's environment (unbounded by default).
   A Ray worker process keeps its loaded tasks between runs, as the process workers do.
+- A run still in flight ``timeout`` seconds (``schedule.timeout``) after it was submitted is
+  cancelled (``ray.cancel(force=True)`` kills its worker process) and recorded as failed,
+  "timed out after N s"; the study goes on.
 
 Every node needs the same bpbench (and plugin packages) installed: tasks import it there.
 """
@@ -162,6 +165,7 @@ class RayExecutor:
         task = _remote_run.options(num_cpus=plan.threads, num_gpus=plan.gpus_per_run,
                                    max_retries=RETRIES, retry_exceptions=False)
         in_flight: dict[ray.ObjectRef, RunSpec] = {}
+        submitted: dict[ray.ObjectRef, float] = {}
         slots, sized = self.slots(plan), time.monotonic()
         with RunQueue(specs, store, on_event) as queue:
             try:
@@ -169,17 +173,28 @@ class RayExecutor:
                     if not self.jobs and time.monotonic() - sized > RESIZE_S:
                         slots, sized = self.slots(plan), time.monotonic()
                     while len(in_flight) < slots and (spec := queue.take()) is not None:
-                        in_flight[task.remote(spec.to_json(), plan.device, plan.threads)] = spec
+                        ref = task.remote(spec.to_json(), plan.device, plan.threads)
+                        in_flight[ref], submitted[ref] = spec, time.monotonic()
                     if not in_flight:
                         if not queue.waiting:
                             return
                         time.sleep(queue.poll)  # the rest is held by another driver
                         continue
+                    deadline = min(submitted[r] + in_flight[r].timeout for r in in_flight)
                     ready, _ = ray.wait(list(in_flight), num_returns=1,
-                                        timeout=queue.poll if queue.waiting else RESIZE_S)
-                    for ref in ready:
+                                        timeout=max(0.0, min(queue.poll if queue.waiting else RESIZE_S,
+                                                             deadline - time.monotonic())))
+                    now = time.monotonic()
+                    expired = [r for r in in_flight if r not in ready and now - submitted[r] > in_flight[r].timeout]
+                    for ref in [*ready, *expired]:
                         spec = in_flight.pop(ref)
-                        outcome = self._store(ref, spec, store, plan)
+                        del submitted[ref]
+                        if ref in ready:
+                            outcome = self._store(ref, spec, store, plan)
+                        else:
+                            ray.cancel(ref, force=True)
+                            outcome = record_lost(spec, store, torch.device("cpu"), f"timed out after "
+                                                  f"{spec.timeout:g} s (schedule.timeout): its Ray task was cancelled")
                         queue.finish(spec.run_id)
                         on_event(("done", spec.run_id, outcome))
                         yield outcome

@@ -13,6 +13,8 @@ Layout: ``DIR/claims/<run_id>/<generation>``. Creation uses ``O_CREAT | O_EXCL``
 local file systems and NFS v3+). Taking over a stale claim creates the next generation, so of
 two drivers that judge the same claim stale, exactly one wins; the newest generation is the
 claim. Claims hold no results: deleting ``claims/`` while no driver runs is always safe.
+A released run's folder is removed once empty. A claim file that is not a JSON table is
+named in a warning and judged by its age alone; files get the user's umask.
 """
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from bpbench.experiments.store.dataset import warn
+from bpbench.experiments.store.safe_paths import UnsafePathError
 
 TIMEOUT_S = 120.0  # a claim not refreshed for this long is stale (keep well above clock skew between hosts)
 REFRESH_S = 20.0  # how often a driver touches the claims it holds
@@ -61,6 +66,9 @@ class Claims:
         if not 0 < refresh < timeout:
             raise ValueError(f"claim refresh = {refresh} s, timeout = {timeout} s: need 0 < refresh < timeout")
         self.root = Path(root)
+        if self.root.is_symlink():
+            raise UnsafePathError(f"{self.root} is a symbolic link: claims are written only inside the results "
+                                  "folder; remove it and run again")
         self.timeout, self.refresh = timeout, refresh
         self.me = {**host_identity(), "pid": os.getpid()}
         self.held: dict[str, Path] = {}
@@ -82,14 +90,22 @@ class Claims:
     def _read(self, path: Path) -> dict[str, Any] | None:
         """A claim's content and age; None if it vanished. A half-written claim reads as {}."""
         try:
-            age = max(0.0, time.time() - path.stat().st_mtime)
-            text = path.read_text()
+            age = max(0.0, time.time() - path.lstat().st_mtime)
+            text = path.read_bytes().decode() if not path.is_symlink() else "{}"
         except FileNotFoundError:
             return None
+        except (OSError, UnicodeDecodeError) as exc:
+            warn(f"claim file {path} is unreadable ({type(exc).__name__}); judged by its age only")
+            return {"age_s": age}
         try:
-            content = json.loads(text)
-        except json.JSONDecodeError:  # created but not yet written: judged by its age only
+            content = json.loads(text) if text else {}
+        except (ValueError, RecursionError):  # created but not yet written (or garbage): judged by its age only
             content = {}
+        if not isinstance(content, dict):
+            warn(f"claim file {path} holds a {type(content).__name__}, not a claim; judged by its age only")
+            content = {}
+        if not isinstance(content.get("pid", 0), int) or isinstance(content.get("pid"), bool):
+            content.pop("pid")
         return {**content, "age_s": age}
 
     def alive(self, claim: dict[str, Any]) -> bool:
@@ -103,6 +119,8 @@ class Claims:
     # -- claiming -----------------------------------------------------------------------------
     def acquire(self, run_id: str) -> bool:
         """Claim ``run_id``; False when a live owner holds it (or another driver won the race)."""
+        if (self.root / run_id).is_symlink():
+            raise UnsafePathError(f"{self.root / run_id} is a symbolic link; remove it and run again")
         top = self._newest(run_id)
         generation = 0
         if top is not None:
@@ -111,12 +129,18 @@ class Claims:
                 return False
             generation = int(top.name) + 1
         path = self.root / run_id / str(generation)
-        path.parent.mkdir(parents=True, exist_ok=True)
         content = {**self.me, "run_id": run_id, "token": uuid.uuid4().hex,
                    "start_time": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+        for _ in range(3):  # another driver may remove the (empty) folder between mkdir and open
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o666)
+                break
+            except FileExistsError:
+                return False
+            except FileNotFoundError:
+                continue
+        else:
             return False
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(content))
@@ -135,6 +159,10 @@ class Claims:
             path = self.held.pop(run_id, None)
         if path is not None:
             path.unlink(missing_ok=True)
+            try:
+                path.parent.rmdir()  # the run's folder, once no claim is left in it
+            except OSError:  # not empty (a newer claim) or gone already
+                pass
 
     def release_all(self) -> None:
         for run_id in list(self.held):

@@ -22,6 +22,7 @@ Compactions of one folder take turns (a lock file, ``dataset/.compact.lock``).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -42,6 +43,7 @@ from bpbench.experiments.store.claims import Claims
 from bpbench.experiments.store.dataset import METRIC_COLUMNS, PARTITIONS, Dataset
 from bpbench.experiments.store.run_store import RunStore, atomic_write
 from bpbench.experiments.store.describe import public_names, run_row, varied_label
+from bpbench.experiments.store.safe_paths import check_writable, file_mode
 
 BATCH_RUNS = 2000  # runs read into memory and written per compaction step
 UNKNOWN_STUDY = "unknown"
@@ -74,9 +76,27 @@ def _batch_name() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f") + "-" + uuid.uuid4().hex[:8]
 
 
+PARTITION_MAX = 120  # bytes of an encoded partition value (a folder name may hold 255)
+
+
+def partition_value(value: str) -> str:
+    """``value`` percent-encoded (hive partitioning's "uri" encoding); a value whose encoding is
+    longer than ``PARTITION_MAX`` (40 CJK characters take 360 bytes) is cut and tagged with a
+    hash of the whole, so every label fits a folder name and two labels never share one (the
+    run's full label stays in its meta)."""
+    encoded = quote(value, safe="")
+    if len(encoded) <= PARTITION_MAX:
+        return encoded
+    tag = hashlib.sha256(value.encode()).hexdigest()[:12]
+    cut = value
+    while len(quote(cut, safe="")) > PARTITION_MAX - 13:
+        cut = cut[:-1]
+    return f"{quote(cut, safe='')}~{tag}"
+
+
 def _hive(values: tuple[str, ...]) -> Path:
-    """``study=S/task_label=T/label=L``, each value percent-encoded (hive partitioning's "uri" encoding)."""
-    return Path(*[f"{key}={quote(value, safe='')}" for key, value in zip(PARTITIONS, values)])
+    """``study=S/task_label=T/label=L``, each value as ``partition_value`` writes it."""
+    return Path(*[f"{key}={partition_value(value)}" for key, value in zip(PARTITIONS, values)])
 
 
 def _run_row(meta: dict[str, Any], batch: str) -> dict[str, Any]:
@@ -98,25 +118,30 @@ def _write_parts(dataset: Dataset, batch: str, runs: list[tuple[tuple[str, ...],
     for key, meta, rows in runs:
         groups.setdefault(key, []).append((meta, rows))
     staged = []
-    for n, (key, members) in enumerate(sorted(groups.items())):
-        table = pd.DataFrame([_run_row(meta, batch) for meta, _ in members])
-        rows = pd.concat([r.assign(configuration=varied_label(meta["spec"])) for meta, r in members if not r.empty]
-                         or [pd.DataFrame(columns=[*METRIC_COLUMNS, "configuration"])],
-                         ignore_index=True)[[*METRIC_COLUMNS, "configuration"]].assign(batch=batch)
-        for half, frame in (("metrics", rows), ("runs", table)):
-            tmp = staging / f"{half}-{n}.parquet"
-            tmp.parent.mkdir(parents=True, exist_ok=True)
-            frame.to_parquet(tmp, index=False)
-            staged.append((tmp, dataset.dir / half / _hive(key) / f"{batch}.parquet"))
-    for tmp, final in staged:  # metrics before runs (per partition), so a counted run has its rows
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
-    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for n, (key, members) in enumerate(sorted(groups.items())):
+            table = pd.DataFrame([_run_row(meta, batch) for meta, _ in members])
+            rows = pd.concat([r.assign(configuration=varied_label(meta["spec"])) for meta, r in members if not r.empty]
+                             or [pd.DataFrame(columns=[*METRIC_COLUMNS, "configuration"])],
+                             ignore_index=True)[[*METRIC_COLUMNS, "configuration"]].assign(batch=batch)
+            for half, frame in (("metrics", rows), ("runs", table)):
+                tmp = staging / f"{half}-{n}.parquet"
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                frame.to_parquet(tmp, index=False)
+                os.chmod(tmp, file_mode())
+                final = dataset.dir / half / _hive(key) / f"{batch}.parquet"
+                check_writable(dataset.dir, final)
+                staged.append((tmp, final))
+        for tmp, final in staged:  # metrics before runs (per partition), so a counted run has its rows
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+    finally:  # a failed batch leaves no staging folder behind (its runs stay in their folders)
+        shutil.rmtree(staging, ignore_errors=True)
     return len(groups)
 
 
 def _renew_stamp(dataset: Dataset) -> None:
-    atomic_write(dataset.dir / "STAMP", lambda p: p.write_text(uuid.uuid4().hex))
+    atomic_write(dataset.dir / "STAMP", lambda p: p.write_text(uuid.uuid4().hex), dataset.dir.parent)
 
 
 def drop_shadowed(dataset: Dataset) -> int:
@@ -150,12 +175,13 @@ def compact(root: str | Path, batch_runs: int = BATCH_RUNS) -> Compaction:
     """Move every finished run of the results folder ``root`` into its dataset (see the module doc)."""
     store = RunStore(Path(root))
     dataset = store.dataset
+    check_writable(store.root, dataset.dir / "STAMP")
     dataset.dir.mkdir(parents=True, exist_ok=True)
     result = Compaction()
     with FileLock(dataset.dir / ".compact.lock"):
         drop_shadowed(dataset)  # what an interrupted compaction may have left
         studies = store.studies()
-        ids = sorted(p.parent.name for p in store.runs_dir.glob("*/meta.json")) if store.runs_dir.is_dir() else []
+        ids = [p.parent.name for p in store.run_folders() if p.exists()]  # run ids only; symlinks skipped
         claims = Claims(store.root / "claims")
         try:
             for start in range(0, len(ids), batch_runs):
@@ -195,7 +221,7 @@ def _compact_batch(store: RunStore, claims: Claims, studies: list[dict[str, Any]
             _renew_stamp(dataset)
             drop_shadowed(dataset)
         for run_id in [*(meta["run_id"] for _, meta, _ in taken), *done]:
-            shutil.rmtree(store.runs_dir / run_id)
+            shutil.rmtree(store.run_dir(run_id))  # a validated run id: never a path out of runs/
         result.moved += len(taken)
         result.already += len(done)
     finally:

@@ -66,7 +66,7 @@ class Dataset:
         base = self.dir / half
         if not base.is_dir():
             return []
-        return sorted(p for p in base.glob("*/*/*/*.parquet") if not p.name.startswith((".", "_")))
+        return sorted(p for p in base.glob("*/*/*/*.parquet") if not p.name.startswith((".", "_")) and not p.is_symlink())
 
     def _read(self, path: Path, columns: list[str] | None = None, filters: Any = None) -> pa.Table | None:
         try:
@@ -99,14 +99,33 @@ class Dataset:
         """The meta of every compacted run not in ``exclude``, one part file at a time."""
         index = self.index()
         for part, rows in index[~index.index.isin(exclude)].groupby("part", sort=True):
-            table = self._read(Path(part), ["run_id", "batch", "meta"])
+            path = Path(part)
+            table = self._read(path, ["run_id", "batch", "meta"])
             if table is None:
                 continue
             wanted = set(zip(rows.index, rows["batch"]))
             for run_id, batch, text in zip(*(table.column(c).to_pylist() for c in ("run_id", "batch", "meta"))):
                 if (run_id, batch) in wanted:
                     wanted.discard((run_id, batch))
-                    yield json.loads(text)
+                    meta = self._meta(path, text)
+                    if meta is not None:
+                        yield meta
+
+    @staticmethod
+    def _meta(part: Path, text: Any) -> dict[str, Any] | None:
+        """One compacted run's meta from its part file's ``meta`` text; None (warned) when unusable."""
+        from bpbench.experiments.store.validate import meta_problem  # (validate reads records, not this module)
+
+        try:
+            meta = json.loads(text)
+        except (TypeError, ValueError, RecursionError) as exc:
+            warn(f"skipped a run in {part}: unreadable meta ({type(exc).__name__}: {str(exc)[:200]})")
+            return None
+        problem = meta_problem(meta)
+        if problem is not None:
+            warn(f"skipped a run in {part}: {problem}")
+            return None
+        return meta
 
     def metrics(self, run_ids: list[str] | None = None, metrics: tuple[str, ...] | None = None) -> pd.DataFrame:
         """Tidy rows of compacted runs (all, or ``run_ids``), optionally only the ``metrics`` named."""

@@ -11,6 +11,10 @@ study's name for the learner configuration), ``learner`` (registered name), ``co
 bpbench still uses its older short names (``learner`` for the label, ``learner_name``,
 ``config``, ``task`` for the task label, ``test_acc``, ...); ``public`` renames a frame of
 them, through ``PUBLIC_NAMES`` and the measurement catalog, and is the one place the two meet.
+
+``separate_configs(rows, specs)`` keeps runs whose specs differ beyond the seed apart: where
+one (learner, config, task) label covers runs of different settings (a study re-run into a
+folder with another budget, say), it appends the differing values to their config labels.
 """
 from __future__ import annotations
 
@@ -99,3 +103,51 @@ def failed_row(meta: dict[str, Any]) -> dict[str, Any]:
     spec = meta["spec"]
     return {"learner": spec["label"], "config": varied_label(spec), "task": spec["task_label"],
             "learner_name": spec["learner"], "budget": budget_text(spec["budget"])}
+
+
+SEED_ONLY = ("seed_index", "label", "task_label", "varied", "study", "timeout")  # what may differ within one row
+
+
+def setting(spec: dict[str, Any]) -> dict[str, str]:
+    """Everything that determines a run except its seed, flattened: {"budget.epochs": "20", ...}."""
+    out: dict[str, str] = {}
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict):
+            for name, inner in value.items():
+                walk(inner, f"{key}.{name}" if key else str(name))
+        else:
+            out[key] = compact_value(value) if isinstance(value, list) else json.dumps(value)
+
+    walk({k: v for k, v in spec.items() if k not in SEED_ONLY}, "")
+    return out
+
+
+def _short_key(key: str) -> str:
+    return key.removeprefix("params.").replace("task_params.", "task.")
+
+
+def separate_configs(rows: list[dict[str, Any]], settings: list[dict[str, str]]) -> None:
+    """Append to ``rows[i]["config"]`` the settings that tell its run apart from runs sharing its
+    (learner, config, task) label; rows whose label covers one setting are left as they are."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault((row["learner"], row["config"], row["task"]), []).append(i)
+    for members in groups.values():
+        distinct = {json.dumps(settings[i], sort_keys=True) for i in members}
+        if len(distinct) < 2:
+            continue
+        keys = sorted({k for i in members for k in settings[i]})
+        differ = [k for k in keys if len({settings[i].get(k) for i in members}) > 1]
+        for i in members:
+            extra = ", ".join(f"{_short_key(k)}={settings[i].get(k, 'unset').strip(chr(34))}" for k in differ)
+            rows[i]["config"] = f"{rows[i]['config']}, {extra}" if rows[i]["config"] else extra
+
+
+def wall_per_cpu(meta: dict[str, Any]) -> float:
+    """A run's wall seconds per CPU second (NaN when not recorded): far above 1 for a one-thread
+    run means it waited for the CPU, so its timings measure contention."""
+    wall, cpu = meta.get("wall_seconds"), meta.get("cpu_seconds")
+    if not isinstance(wall, (int, float)) or not isinstance(cpu, (int, float)) or cpu <= 0:
+        return math.nan
+    return float(wall) / float(cpu)

@@ -17,6 +17,13 @@ Folders from several studies or machines can be merged by copying ``runs/`` toge
 has one (the newer copy), else the dataset's. Folders are listed before the dataset is read,
 so a run moved by a compaction meanwhile is found in the dataset. A run file that cannot be
 read is named in a ``ResultsWarning`` and skipped.
+
+The folder is a boundary (``experiments.store.safe_paths``): a run is read from a folder whose
+name is its run id, whose meta passes ``validate.meta_problem`` (its run id is the hash of its
+spec) and which is not a symbolic link; a run marked ok whose ``metrics.parquet`` is missing or
+unreadable counts as incomplete (the table leaves it out, resume runs it again). Nothing is
+written through a symlink: writes go to a temporary file in the target folder, renamed into
+place, after checking that no folder on the way is a link. Files get the user's umask.
 """
 from __future__ import annotations
 
@@ -29,20 +36,28 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from bpbench.experiments.store import records as run_measures
 from bpbench.experiments.store.dataset import METRIC_COLUMNS as COLUMNS
 from bpbench.experiments.store.dataset import Dataset, warn
+from bpbench.experiments.store.safe_paths import check_writable, file_mode, safe_name, valid_run_id
+from bpbench.experiments.store.validate import meta_problem
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
+def atomic_write(path: Path, write: Callable[[Path], None], root: Path | None = None) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place (a
+    symlink at ``path`` is replaced, its target untouched). ``root``: refuse (``UnsafePathError``)
+    when a folder between ``root`` and ``path`` is a symlink. The file gets the user's umask."""
+    if root is not None:
+        check_writable(root, path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:60]}.", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -56,29 +71,72 @@ class RunStore:
         self.runs_dir = self.root / "runs"
         self.dataset = Dataset(self.root)
 
+    def run_dir(self, run_id: str) -> Path:
+        """``runs/<run_id>``; a ValueError for anything that is not a run id."""
+        if not valid_run_id(run_id):
+            raise ValueError(f"run id {str(run_id)[:60]!r}: not a run id (16 hex digits)")
+        return self.runs_dir / run_id
+
     def meta_path(self, run_id: str) -> Path:
-        return self.runs_dir / run_id / "meta.json"
+        return self.run_dir(run_id) / "meta.json"
+
+    def linked(self, run_id: str) -> bool:
+        """Whether ``runs/<run_id>`` (or ``runs/``) is a symbolic link: never read or written."""
+        return self.runs_dir.is_symlink() or self.run_dir(run_id).is_symlink()
 
     def read_meta(self, path: Path) -> dict[str, Any] | None:
-        """The meta at ``path``; None when it is gone, or unreadable (warned, naming it)."""
+        """The meta at ``path`` (``runs/<id>/meta.json``); None when it is gone, or unusable
+        (warned, naming the file and the problem): unreadable, not what bpbench writes, under
+        a symlinked folder, or in a folder not named by its run id."""
+        folder = path.parent.name
+        if not valid_run_id(folder) or self.linked(folder) or path.is_symlink():
+            if path.parent.exists() or path.parent.is_symlink():
+                warn(f"skipped {path.parent}: not a run folder (its name is not a run id, or it is a symbolic link)")
+            return None
         try:
             meta = json.loads(path.read_text())
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            warn(f"skipped run {path.parent.name}: unreadable {path} ({type(exc).__name__}: {exc})")
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            warn(f"skipped run {folder}: unreadable {path} ({type(exc).__name__}: {str(exc)[:200]})")
             return None
-        if not isinstance(meta, dict) or not {"run_id", "status", "spec"} <= set(meta):
-            warn(f"skipped run {path.parent.name}: {path} lacks run_id, status or spec")
+        problem = meta_problem(meta, folder)
+        if problem is not None:
+            warn(f"skipped run {folder}: {path}: {problem}")
+            return None
+        return meta
+
+    def metrics_problem(self, run_id: str) -> str | None:
+        """Why the run folder's ``metrics.parquet`` cannot count (None: its footer reads)."""
+        path = self.run_dir(run_id) / "metrics.parquet"
+        if path.is_symlink():
+            return f"{path} is a symbolic link"
+        try:
+            pq.read_metadata(path)
+        except FileNotFoundError:
+            return f"{path} is missing"
+        except (OSError, pa.ArrowException) as exc:
+            return f"{path} is unreadable ({type(exc).__name__}: {str(exc)[:200]})"
+        return None
+
+    def complete_meta(self, path: Path) -> dict[str, Any] | None:
+        """``read_meta(path)``, and None (warned) for a run marked ok whose metric rows cannot be
+        read: an incomplete run, which resume runs again."""
+        meta = self.read_meta(path)
+        if meta is not None and meta["status"] == "ok" and (problem := self.metrics_problem(meta["run_id"])):
+            warn(f"skipped run {meta['run_id']} (incomplete; a resumed study runs it again): {problem}")
             return None
         return meta
 
     def stamp(self, run_id: str) -> tuple[str, str] | None:
         """(status, end time) of the run's stored meta, or None when none is stored: tells a
         result stored by another driver (or another attempt) apart from the one seen before."""
-        meta = self.read_meta(self.meta_path(run_id))
+        path = self.meta_path(run_id)
+        meta = self.complete_meta(path)
         if meta is not None:
             return meta["status"], str(meta.get("end_time"))
+        if path.exists() or path.parent.is_symlink():  # an unusable folder: not replaced by a compacted copy
+            return None
         index = self.dataset.index()
         if run_id in index.index:
             row = index.loc[run_id]
@@ -92,33 +150,67 @@ class RunStore:
 
     def write(self, run_id: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
         """Store a finished (or failed) run: metrics first, then its meta with the run's measures."""
-        folder = self.runs_dir / run_id
+        folder = self.run_dir(run_id)
         frame = pd.DataFrame(rows, columns=COLUMNS)
-        atomic_write(folder / "metrics.parquet", lambda p: frame.to_parquet(p, index=False))
+        atomic_write(folder / "metrics.parquet", lambda p: frame.to_parquet(p, index=False), self.root)
         measures = run_measures.record(frame)
         text = json.dumps({**meta, **({"measures": measures} if measures else {})}, indent=2, sort_keys=True,
                           default=str)
-        atomic_write(folder / "meta.json", lambda p: p.write_text(text))
+        atomic_write(folder / "meta.json", lambda p: p.write_text(text), self.root)
 
-    def write_study(self, name: str, raw: dict[str, Any]) -> None:
-        text = json.dumps({"name": name, "study": raw}, indent=2, sort_keys=True)
-        atomic_write(self.root / f"study-{name}.json", lambda p: p.write_text(text))
+    def study_path(self, name: str) -> Path:
+        return self.root / f"study-{safe_name(name)}.json"
+
+    def write_study(self, name: str, raw: dict[str, Any], run_ids: list[str] | None = None) -> None:
+        """Record study ``name``'s definition (and its run ids) as ``study-<name>.json``."""
+        record = {"name": name, "study": raw, **({"runs": sorted(run_ids)} if run_ids is not None else {})}
+        text = json.dumps(record, indent=2, sort_keys=True)
+        atomic_write(self.study_path(name), lambda p: p.write_text(text), self.root)
 
     def studies(self) -> list[dict[str, Any]]:
-        """Every study written here by ``write_study``: {"name", "study" (the table after --set)}."""
-        return [json.loads(p.read_text()) for p in sorted(self.root.glob("study-*.json"))]
+        """Every study written here by ``write_study``: {"name", "study" (the table after --set)};
+        a file that is not one is skipped with a warning naming it."""
+        out = []
+        for path in sorted(self.root.glob("study-*.json")):
+            try:
+                record = json.loads(path.read_text()) if not path.is_symlink() else None
+            except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+                warn(f"skipped {path}: unreadable ({type(exc).__name__}: {str(exc)[:200]})")
+                continue
+            if not (isinstance(record, dict) and isinstance(record.get("name"), str)
+                    and isinstance(record.get("study"), dict)):
+                warn(f"skipped {path}: not a study record (a table with a name and a study table)"
+                     + (", or a symbolic link" if path.is_symlink() else ""))
+                continue
+            out.append(record)
+        return out
+
+    def run_folders(self) -> list[Path]:
+        """The ``runs/<id>/meta.json`` paths of the run folders, in run id order; entries that are
+        not run folders (a name that is not a run id, a symlink) are warned about and left out."""
+        if not self.runs_dir.is_dir() or self.runs_dir.is_symlink():
+            if self.runs_dir.is_symlink():
+                warn(f"skipped {self.runs_dir}: a symbolic link (run folders are read only inside the folder)")
+            return []
+        paths = []
+        for entry in sorted(self.runs_dir.iterdir()):
+            if not valid_run_id(entry.name) or entry.is_symlink() or not entry.is_dir():
+                if not entry.name.startswith("."):
+                    warn(f"skipped {entry}: not a run folder (its name is not a run id, or it is a symbolic link)")
+                continue
+            paths.append(entry / "meta.json")
+        return paths
 
     def iter_metas(self) -> Iterator[dict[str, Any]]:
         """The meta of every finished run (ok or failed), one at a time: run folders (in run id
         order), then the compacted runs that have no folder."""
-        paths = sorted(self.runs_dir.glob("*/meta.json")) if self.runs_dir.is_dir() else []
         seen = set()
-        for path in paths:
-            meta = self.read_meta(path)
-            if meta is None and path.exists():  # unreadable (warned): skipped, not replaced by an older copy
-                seen.add(path.parent.name)
+        for path in self.run_folders():
+            if not path.exists():
+                continue
+            meta = self.complete_meta(path)
+            seen.add(path.parent.name)  # unusable (warned): skipped, not replaced by an older copy
             if meta is not None:
-                seen.add(meta["run_id"])
                 yield meta
         yield from self.dataset.metas(exclude=seen)
 
@@ -129,7 +221,10 @@ class RunStore:
     def run_metrics(self, run_id: str, metrics: tuple[str, ...] | None = None) -> pd.DataFrame | None:
         """One run's tidy rows from its folder (optionally only ``metrics``); None when the folder
         has none (compacted), or unreadable (warned, naming the file)."""
-        path = self.runs_dir / run_id / "metrics.parquet"
+        path = self.run_dir(run_id) / "metrics.parquet"
+        if self.linked(run_id) or path.is_symlink():
+            warn(f"skipped run {run_id}: {path} is under or is a symbolic link")
+            return None
         try:
             return pd.read_parquet(path, filters=[("metric", "in", list(metrics))] if metrics else None)
         except FileNotFoundError:
@@ -148,7 +243,7 @@ class RunStore:
             frame = self.run_metrics(run_id, metrics)
             if frame is not None:
                 frames.append(frame)
-            elif not (self.runs_dir / run_id / "metrics.parquet").exists():
+            elif not (self.run_dir(run_id) / "metrics.parquet").exists():
                 compacted.append(run_id)
         if compacted:
             frames.append(self.dataset.metrics(compacted, metrics))
