@@ -90,7 +90,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from bpbench.experiments.front.results import load
 
-    print(load(args.dir).table(args.format, reference=args.reference))
+    results = load(args.dir)
+    if args.score:
+        print(results.score(args.format, reference=args.reference, measure=args.measure))
+        return 0
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    print(results.table(args.format, reference=args.reference, p=args.p, columns=columns))
     return 0
 
 
@@ -174,6 +179,16 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--format", choices=TABLE_FORMATS, default="text")
     t.add_argument("--reference", metavar="LABEL",
                    help="learner label the p-values compare against (default: the one the study names, else backprop)")
+    t.add_argument("--p", choices=("holm", "raw"), default="holm",
+                   help="p-values Holm-adjusted over the table's comparisons (default) or raw")
+    t.add_argument("--columns", metavar="KEY,...",
+                   help="columns to print, e.g. learner,task,test_acc,diff,p,flops,ttt_flops,reached "
+                        "(default: all; LaTeX: a page-wide set)")
+    t.add_argument("--score", action="store_true",
+                   help="one row per learner: performance-profile area, average ranks, Friedman test, "
+                        "IQM of normalized accuracy")
+    t.add_argument("--measure", choices=("flops", "seconds", "epochs", "samples"), default="flops",
+                   help="--score: the time-to-target measure of the performance profile (default flops)")
     t.set_defaults(fn=cmd_table)
     f = sub.add_parser("plot", help="paper figures (PDF and PNG) of a results folder")
     f.add_argument("dir")

@@ -428,12 +428,18 @@ def column_headers(summary: pd.DataFrame) -> dict[str, str]:
             **{f"ttt_{m}": header for m, (header, _, _) in TIME_HEADERS.items()}, "reached": "reached"}
 
 
+def check_columns(keys: list[str]) -> None:
+    """A ValueError naming the first key that is not a column key of the table."""
+    allowed = column_headers(pd.DataFrame())
+    for key in keys:
+        if key not in allowed:
+            raise ValueError(f"--columns {key!r}: allowed: {', '.join(allowed)}")
+
+
 def select_columns(table: pd.DataFrame, summary: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """The columns ``keys`` of the printed table, in that order; a ValueError naming an unknown key."""
+    check_columns(keys)
     headers = column_headers(summary)
-    for key in keys:
-        if key not in headers:
-            raise ValueError(f"--columns {key!r}: allowed: {', '.join(headers)}")
     return table[[headers[key] for key in keys if headers[key] in table]]
 
 
