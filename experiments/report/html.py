@@ -19,6 +19,7 @@ from typing import Any
 
 from bpbench.experiments.report.figures import NoData, figure_data, standard_figures
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.report.score_table import render_score, score
 from bpbench.experiments.report.table import render, summarize
 
 STYLE = """
@@ -71,7 +72,9 @@ def build_report(root: Path) -> str:
     title = "bpbench report: " + (", ".join(s["name"] for s in studies) or root.name)
     parts = [f"<h1>{escape(title)}</h1>"]
     parts += [f"<p><b>{escape(s['name'])}</b>: {escape(str(s['study'].get('description', '')))}</p>" for s in studies]
-    parts += ["<h2>Summary</h2>", f'<div class="scroll">{render(summarize(store), "html")}</div>', "<h2>Figures</h2>"]
+    parts += ["<h2>Summary</h2>", f'<div class="scroll">{render(summarize(store), "html")}</div>',
+              "<h2>Scores across tasks</h2>", f'<div class="scroll">{render_score(score(store), "html")}</div>',
+              "<h2>Figures</h2>"]
     data = figure_data(store)
     skipped = []
     for name, (caption, build) in standard_figures(data).items():
