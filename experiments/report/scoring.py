@@ -112,6 +112,7 @@ def curves_from_tidy(data: pd.DataFrame) -> pd.DataFrame:
     wide = rows.pivot_table(index=["run_id", "epoch"], columns="metric", values="value", aggfunc="last")
     wide = wide.rename(columns={"accuracy": "val_acc", "train_flops": "flops", "train_seconds": "seconds",
                                 "train_samples": "samples"}).reset_index()
+    wide.columns.name = None
     for column in CURVE_COLUMNS:
         if column not in wide:
             wide[column] = math.nan

@@ -90,7 +90,8 @@ def bounded_interval(values: Sequence[float], confidence: float = CONFIDENCE) ->
         return mean, mean, mean
     res = stats.bootstrap((arr,), np.mean, confidence_level=confidence, n_resamples=BOOTSTRAP_RESAMPLES,
                           method="percentile", rng=np.random.default_rng(BOOTSTRAP_SEED))
-    return mean, float(res.confidence_interval.low), float(res.confidence_interval.high)
+    low, high = (float(np.clip(b, arr.min(), arr.max())) for b in res.confidence_interval)  # float round-off
+    return mean, low, high
 
 
 def welch_diff(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
