@@ -10,7 +10,10 @@ tidy metric rows (accuracy and loss per split, counts and costs per evaluation, 
 gradient norms and cosines every 10 steps) and a meta.json of the usual size with its final
 measures. Then it times ``bpbench table DIR --format csv`` in a fresh process (wall seconds and
 the process's peak resident memory, from ``os.wait4``), runs ``bpbench compact DIR`` (timed too)
-and times the table again, checking that it prints the same numbers. With ``--plot`` it also
+and times the table again, checking that it prints the same numbers. The across-task scores
+(``bpbench table --score``: time to target from every run's per-epoch validation rows through
+DuckDB, performance profiles, ranks, IQM) are timed from the run folders and from the dataset,
+and must agree too. With ``--plot`` it also
 times ``bpbench plot`` on the compacted dataset (figures need per-epoch and per-step rows, so
 their memory grows with the number of runs: this measures by how much).
 
@@ -91,7 +94,8 @@ def meta_of(run_id: str, label: str, task: str, lr: float, seed: int, measures: 
             "start_time": "2026-01-01T00:00:00.000+00:00", "end_time": "2026-01-01T00:00:10.000+00:00",
             "summary": {"epochs_completed": EPOCHS, "steps": EPOCHS * STEPS_PER_EPOCH, "stopped_by": "epochs",
                         "train_seconds": 110.0, "train_flops": 4.6e11, "peak_memory_bytes": 1900000,
-                        "state_bytes": 310000, "test_accuracy": measures["values"]["test_acc"], "exact_layers": ["out"]},
+                        "state_bytes": 310000, "test_accuracy": measures["values"]["test_acc"], "exact_layers": ["out"],
+                        "chance_accuracy": 0.1, "n_classes": 10},
             "unmeasured": {}, "measures": measures}
 
 
@@ -162,11 +166,16 @@ def main() -> None:
             print(f"N = {n}: wrote {n} synthetic runs in {time.perf_counter() - start:.1f} s")
             wall, peak, before = timed_cli("table", str(root), "--format", "csv")
             print(f"  table from run folders:      {wall:6.1f} s, peak {peak:6.0f} MiB")
+            wall, peak, score_before = timed_cli("table", str(root), "--score", "--format", "csv")
+            print(f"  scores from run folders:     {wall:6.1f} s, peak {peak:6.0f} MiB")
             wall, peak, _ = timed_cli("compact", str(root))
             print(f"  compact:                     {wall:6.1f} s, peak {peak:6.0f} MiB")
             wall, peak, after = timed_cli("table", str(root), "--format", "csv")
             print(f"  table from compacted dataset: {wall:5.1f} s, peak {peak:6.0f} MiB")
             print(f"  same table before and after compact: {before == after}")
+            wall, peak, score_after = timed_cli("table", str(root), "--score", "--format", "csv")
+            print(f"  scores from compacted dataset: {wall:4.1f} s, peak {peak:6.0f} MiB")
+            print(f"  same scores before and after compact: {score_before == score_after}")
             if args.plot:
                 wall, peak, _ = timed_cli("plot", str(root), "--out", str(root / "figures"))
                 figures = len(list((root / "figures").glob("*.png")))

@@ -164,7 +164,8 @@ def test_a_configuration_whose_runs_all_failed_still_gets_a_row() -> None:
     failed = pd.DataFrame([{"learner": "dfa", "config": "", "task": "digits", "learner_name": "dfa", "budget": "5 ep"}] * 2)
     summary = summarize_runs(_runs("backprop", "backprop", [0.95, 0.96]), failed)
     line = next(line for line in render(summary, "text").splitlines() if line.startswith("dfa"))
-    assert line.split()[4] == "failed" and "0 (2 failed)" in line and line.count("n/a") == len(MEASURES) + 7  # + p, diff, 4 times to target, reached
+    # n/a: every measure, p, diff, 4 times to target and reached
+    assert line.split()[4] == "failed" and "0 (2 failed)" in line and line.count("n/a") == len(MEASURES) + 7
 
 
 def test_runs_stopped_by_different_limits_are_flagged() -> None:

@@ -280,8 +280,8 @@ def _label_configs(ax: object, points: pd.DataFrame) -> None:
     for _, mine in points.groupby("learner", sort=False):
         if 2 <= len(mine) <= LABELLED_CONFIGS:
             for row, text in zip(mine.itertuples(), _distinguishing(list(mine["config"]))):
-                ax.annotate(text, (row.flops, row.acc[0]), textcoords="offset points", xytext=(4, 3),  # type: ignore[attr-defined]
-                            fontsize="xx-small", color="0.25")
+                ax.annotate(text, (row.flops, row.acc[0]),  # type: ignore[attr-defined]
+                            textcoords="offset points", xytext=(4, 3), fontsize="xx-small", color="0.25")
 
 
 def grad_norm_heatmap(data: pd.DataFrame, learner: str, task: str | None = None,

@@ -24,8 +24,9 @@ from bpbench.experiments.report.table import render, summarize
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
-table.results { border-collapse: collapse; font-size: 0.85em; }
-table.results th, table.results td { padding: 0.25em 0.6em; border-bottom: 1px solid #ccc; text-align: right; }
+table.results, table.scores { border-collapse: collapse; font-size: 0.85em; }
+table.results th, table.results td, table.scores th, table.scores td {
+  padding: 0.25em 0.6em; border-bottom: 1px solid #ccc; text-align: right; }
 table.results td { white-space: nowrap; }
 table.results td:nth-child(-n+5), table.results th:nth-child(-n+5) { text-align: left; }
 div.scroll { overflow-x: auto; }

@@ -135,6 +135,6 @@ def render_score(frame: pd.DataFrame, fmt: str) -> str:
     if fmt == "html":
         from html import escape
 
-        return table.to_html(index=False, classes="results", border=0) + "".join(
+        return table.to_html(index=False, classes="scores", border=0) + "".join(
             f'\n<p class="note">{escape(note)}</p>' for note in notes)
     return table.to_markdown(index=False, tablefmt="simple") + "\n\n" + "\n".join(notes)

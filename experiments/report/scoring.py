@@ -142,9 +142,9 @@ def store_curves(store: RunStore, run_ids: pd.Series) -> pd.DataFrame:
     """``curves`` of the runs ``run_ids`` from their folders (a folder counts over the dataset)
     and the compacted dataset's counting copies, through DuckDB (bounded memory)."""
     wanted = pd.DataFrame({"run_id": pd.Series(run_ids, dtype=str).unique()})
-    root = store.root.resolve()
+    root, ids = store.root.resolve(), set(wanted["run_id"])
     files = [str(p) for p in (sorted(store.runs_dir.glob("*/metrics.parquet")) if store.runs_dir.is_dir() else [])
-             if p.parent.name in set(wanted["run_id"]) and _inside(p, root)]
+             if p.parent.name in ids and _inside(p, root)]
     in_folders = {Path(f).parent.name for f in files}
     index = store.dataset.index()
     counting = index[index.index.isin(wanted["run_id"]) & ~index.index.isin(in_folders)]
