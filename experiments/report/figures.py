@@ -144,16 +144,16 @@ def _ci_bounded(values: pd.Series) -> tuple[float, float]:
 
 def _chosen_labels(rows: pd.DataFrame, data: pd.DataFrame) -> dict[str, str]:
     """Learner -> legend label naming the configuration shown, for learners with several
-    ('fa (lr=0.003)'; per task when the choice differs: 'fa (digits: lr=0.003; fsdd: lr=0.01)')."""
+    ('fa' over '(lr=0.003)'; per task when the choice differs: '(digits: lr=0.003)' over '(fsdd: lr=0.01)')."""
     several = data.groupby("learner")["config"].nunique()
     labels = {}
     for learner, mine in rows[["learner", "task", "config"]].drop_duplicates().groupby("learner", sort=False):
         if several.get(learner, 1) < 2:
             labels[learner] = learner
         elif mine["config"].nunique() == 1:
-            labels[learner] = f"{learner} ({mine['config'].iloc[0]})"
+            labels[learner] = f"{learner}\n({mine['config'].iloc[0]})"
         else:
-            labels[learner] = f"{learner} ({'; '.join(f'{t}: {c}' for t, c in zip(mine['task'], mine['config']))})"
+            labels[learner] = f"{learner}\n" + "\n".join(f"({t}: {c})" for t, c in zip(mine["task"], mine["config"]))
     return labels
 
 
