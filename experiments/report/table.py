@@ -418,7 +418,8 @@ def _time_cells(summary: pd.DataFrame) -> dict[str, list[str]]:
 
 
 BASE_COLUMNS = {"learner": "learner", "task": "task", "budget": "budget", "stopped": "stopped by", "seeds": "seeds"}
-LATEX_COLUMNS = ("learner", "task", "seeds", "test_acc", "diff", "p", "flops", "ttt_flops", "reached")
+LATEX_COLUMNS = ("learner", "task", "test_acc", "diff", "p")  # 15 columns overflowed a page by 736 pt
+LATEX_P_HEADER = {"holm": "p (Holm)", "raw": "p (raw)"}
 
 
 def column_headers(summary: pd.DataFrame) -> dict[str, str]:
@@ -462,7 +463,7 @@ def to_latex(table: pd.DataFrame, notes: list[str]) -> str:
     """A booktabs ``tabular`` (ready to ``\\input``), notes as full-width rows below the rule."""
     n = len(table.columns)
     spec = "l" * min(n, 5) + "r" * max(0, n - 5)
-    lines = [f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
+    lines = [f"\\begin{{tabular}}{{@{{}}{spec}@{{}}}}", r"\toprule",
              " & ".join(latex_escape(str(c)) for c in table.columns) + r" \\", r"\midrule"]
     lines += [" & ".join(latex_escape(str(v)) for v in row) + r" \\" for row in table.itertuples(index=False)]
     lines.append(r"\bottomrule")
@@ -487,6 +488,11 @@ def render(summary: pd.DataFrame, fmt: str, columns: list[str] | None = None) ->
     keys = columns or (list(LATEX_COLUMNS) if fmt == "latex" else None)
     if keys:
         table = select_columns(table, summary, keys)
+    if fmt == "latex":  # short headers, and fractions without their leading 0: the default columns fit a page
+        table = table.rename(columns={_p_header(summary): LATEX_P_HEADER.get(summary.attrs.get("p_adjust"), "p")})
+        for column in ("test acc", "diff vs ref"):
+            if column in table:
+                table[column] = table[column].str.replace(r"(?<![\d.])0\.(?=\d)", ".", regex=True)
     unequal = [f"{UNEQUAL_MARK} {note}" for note in notes[1:]]
     notes = [notes[0], *unequal, *summary.attrs.get("marked_notes", [])] if notes else []
     if fmt == "markdown":
