@@ -244,3 +244,17 @@ def test_table_and_score_of_a_results_folder(folder: Path, capsys: pytest.Captur
         main(["table", str(folder), "--score", "--measure", "hours"])
     assert "invalid choice: 'hours'" in capsys.readouterr().err
     assert score(RunStore(folder), measure="seconds").attrs["measure"] == "seconds"
+
+
+def test_a_metrics_file_linking_out_of_the_folder_is_named_and_not_read(folder: Path, tmp_path: Path) -> None:
+    from bpbench.experiments.store.dataset import ResultsWarning
+
+    copy = shutil.copytree(folder, tmp_path / "copy")
+    victim = sorted((copy / "runs").glob("*/metrics.parquet"))[0]
+    outside = tmp_path / "outside.parquet"
+    shutil.move(victim, outside)
+    victim.symlink_to(outside)
+    ids = pd.Series([p.name for p in (copy / "runs").iterdir()])
+    with pytest.warns(ResultsWarning, match="links out of the results folder"):
+        curves = store_curves(RunStore(copy), ids)
+    assert victim.parent.name not in set(curves["run_id"]) and curves["run_id"].nunique() == 5

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from bpbench.experiments.plan.config import ConfigError
+from bpbench.experiments.store.dataset import warn
 from bpbench.experiments.store.run_store import RunStore
 
 TARGET_FRACTION = 0.98
@@ -143,8 +144,14 @@ def store_curves(store: RunStore, run_ids: pd.Series) -> pd.DataFrame:
     and the compacted dataset's counting copies, through DuckDB (bounded memory)."""
     wanted = pd.DataFrame({"run_id": pd.Series(run_ids, dtype=str).unique()})
     root, ids = store.root.resolve(), set(wanted["run_id"])
-    files = [str(p) for p in (sorted(store.runs_dir.glob("*/metrics.parquet")) if store.runs_dir.is_dir() else [])
-             if p.parent.name in ids and _inside(p, root)]
+    files = []
+    for path in sorted(store.runs_dir.glob("*/metrics.parquet")) if store.runs_dir.is_dir() else []:
+        if path.parent.name not in ids:
+            continue
+        if _inside(path, root):
+            files.append(str(path))
+        else:
+            warn(f"skipped {path}: it links out of the results folder (its run's time to target is n/a)")
     in_folders = {Path(f).parent.name for f in files}
     index = store.dataset.index()
     counting = index[index.index.isin(wanted["run_id"]) & ~index.index.isin(in_folders)]
