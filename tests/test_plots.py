@@ -33,7 +33,8 @@ optimizer = "sgd"
 lr = 0.05
 """
 EXPECTED = ("curves_epochs", "curves_seconds", "curves_flops", "accuracy_vs_flops", "lr_sensitivity",
-            "grad_ratio_vs_depth", "accuracy_vs_depth", "alignment_digits", "grad_norms_backprop", "grad_norms_bp_sgd")
+            "grad_ratio_vs_depth", "accuracy_vs_depth", "alignment_digits", "grad_norms_backprop", "grad_norms_bp_sgd",
+            "val_vs_flops_target", "performance_profile")
 
 
 def png_size(path: Path) -> tuple[int, int]:

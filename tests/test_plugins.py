@@ -31,6 +31,7 @@ STUDY = {
     "tasks": {"digits": {}, "noisy_digits": {"noise": [0.0, 8.0]}},
     "model": {"hidden": [32]},
     "budget": {"epochs": 1},
+    "targets": {"digits": 0.5},  # time to target on digits, where no backprop runs to set one
     "learners": {
         "scaffolded": {"tasks": ["digits"], **SGD},
         "perturb": {"tasks": ["digits"], "directions": 32, "lr": 0.01, "budget": {"epochs": 3}},
@@ -106,6 +107,21 @@ def test_the_scaffolds_learner_takes_the_standard_optimizer_options(results: api
         api.run({"tasks": ["digits"], "learners": {"scaffolded": {"momentum": 1.0}}}, out=results.out.parent / "bad",
                 progress=False)
     assert not (results.out.parent / "bad").exists()
+
+
+def test_scores_of_a_study_with_plugin_learners(results: api.Results) -> None:
+    """Time to target, profiles and ranks take plugin learners as they are (no change to the plugin)."""
+    summary = results.summary.set_index(["label", "config"])
+    for label in ("perturb", "random_features"):
+        assert summary.loc[(label, ""), "target"] == 0.5 and summary.loc[(label, ""), "reached"], label
+        assert summary.loc[(label, ""), "ttt_epochs"] >= 1 and summary.loc[(label, ""), "ttt_flops"] > 0
+    assert summary.loc[("raises_at_step", ""), "reached"] is not True  # failed: no time to target
+    table = results.table(columns=["learner", "task", "ttt_epochs", "reached"])
+    assert next(line for line in table.splitlines() if line.startswith("perturb")).split()[-1] == "1/1"
+    scores = results.score(format="csv")
+    rows = {line.split(",")[0]: line for line in scores.splitlines()[1:]}
+    assert {"perturb", "random_features", "backprop"} <= set(rows)
+    assert "Friedman" not in scores  # csv holds the numbers only
 
 
 def test_the_task_parameter_reaches_the_task(results: api.Results) -> None:

@@ -8,6 +8,7 @@ import subprocess
 from html import unescape
 from pathlib import Path
 
+import numpy as np
 import pytest
 from scipy import stats
 
@@ -81,9 +82,9 @@ def expected_accuracy_cell(results: Path, config: str) -> str:
     """The table's test-accuracy cell of backprop ``config``, recomputed from the stored runs with scipy."""
     runs = per_run(tidy(RunStore(results)))
     acc = runs.loc[(runs["learner"] == "backprop") & (runs["config"] == config), "test_acc"].to_numpy()
-    mean = acc.mean()
-    high = stats.t.interval(0.95, len(acc) - 1, loc=mean, scale=stats.sem(acc))[1]
-    return f"{mean:.3f} ± {high - mean:.3f}"
+    ci = stats.bootstrap((acc,), np.mean, method="percentile", n_resamples=9999,
+                         rng=np.random.default_rng(0)).confidence_interval  # within [0, 1]
+    return f"{acc.mean():.3f} [{ci.low:.3f}, {ci.high:.3f}]"
 
 
 def test_report_table_holds_the_computed_accuracy(report: Path) -> None:

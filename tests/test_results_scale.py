@@ -20,6 +20,7 @@ from bpbench.experiments.store.claims import Claims
 from bpbench.experiments.store.compact import compact
 from bpbench.experiments.store.dataset import ResultsWarning
 from bpbench.experiments.report.figures import FIGURE_METRICS
+from bpbench.experiments.report.scoring import curves_from_tidy, first_reached, targets_for
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.report.table import per_run, reference_of, render, runs_of, summarize, summarize_runs, tidy
 
@@ -50,9 +51,13 @@ def table_csv(root: Path) -> str:
 
 
 def from_metric_rows(root: Path) -> str:
-    """The table as computed before measures were stored: from every metric row of every run."""
+    """The table as computed before measures were stored: from every metric row of every run
+    (time to target too: from the tidy rows, not through DuckDB)."""
     store = RunStore(root)
-    return render(summarize_runs(per_run(tidy(store)), None, reference_of(store)), "csv")
+    runs = per_run(tidy(store))
+    targets, _ = targets_for(runs, {}, "backprop")
+    runs = runs.merge(first_reached(curves_from_tidy(tidy(store)), targets), on="run_id", how="left")
+    return render(summarize_runs(runs, None, reference_of(store)), "csv")
 
 
 def copy(folder: Path, dest: Path) -> Path:

@@ -121,7 +121,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from bpbench.experiments.front.results import load
 
-    print(load(args.dir).table(args.format, reference=args.reference, tuning=args.tuning))
+    results = load(args.dir)
+    if args.score:
+        print(results.score(args.format, reference=args.reference, measure=args.measure))
+        return 0
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    print(results.table(args.format, reference=args.reference, p=args.p, columns=columns, tuning=args.tuning))
     return 0
 
 
@@ -191,13 +196,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--extend", action="store_true",
                    help="the --out folder holds this study with another definition: add its new grid points or "
                         "seeds (never a changed budget or option of a recorded run)")
-    r.add_argument("--dry-run", action="store_true", help="print the expanded runs and their state; run nothing")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the expanded runs and their state (a tuned study: its trial plan); run nothing")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     r.add_argument("--executor", default="process",
                    help="process (default): local worker processes; inline: in this process; ray: Ray tasks")
     r.add_argument("--address", help="ray executor: the Ray cluster to join (HOST:PORT or auto; default: a local Ray)")
-    r.add_argument("--dry-run", action="store_true", help="validate and print the plan (a tuned study: its trials); "
-                                                          "run nothing")
     r.set_defaults(fn=cmd_run)
     c = sub.add_parser("check", help="check a learner against the interface contract, then run it for 1 epoch "
                                      "on a slice of the task through the runner")
@@ -214,6 +218,16 @@ def parser() -> argparse.ArgumentParser:
                    help="learner label the p-values compare against (default: the one the study names, else backprop)")
     t.add_argument("--tuning", action="store_true", help="a tuned study: every trial (configuration, validation "
                                                          "accuracy, rank) instead of the final runs")
+    t.add_argument("--p", choices=("holm", "raw"), default="holm",
+                   help="p-values Holm-adjusted over the table's comparisons (default) or raw")
+    t.add_argument("--columns", metavar="KEY,...",
+                   help="columns to print, e.g. learner,task,test_acc,diff,p,flops,ttt_flops,reached "
+                        "(default: all; LaTeX: a page-wide set)")
+    t.add_argument("--score", action="store_true",
+                   help="one row per learner: performance-profile area, average ranks, Friedman test, "
+                        "IQM of normalized accuracy")
+    t.add_argument("--measure", choices=("flops", "seconds", "epochs", "samples"), default="flops",
+                   help="--score: the time-to-target measure of the performance profile (default flops)")
     t.set_defaults(fn=cmd_table)
     f = sub.add_parser("plot", help="paper figures (PDF and PNG) of a results folder")
     f.add_argument("dir")

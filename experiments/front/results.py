@@ -17,7 +17,7 @@ import pandas as pd
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.store.describe import public, varied_label
 from bpbench.experiments.store.run_store import RunStore
-from bpbench.experiments.report.table import reference_of, render, summarize, tidy
+from bpbench.experiments.report.table import check_columns, reference_of, render, summarize, tidy
 
 if TYPE_CHECKING:
     from bpbench.experiments.schedule.execute import Outcome  # torch: only for the annotation
@@ -77,7 +77,10 @@ class Results:
         task_label, seed (seed index), status ("ok" | "failed"), error, test_accuracy,
         train_seconds, train_flops, stopped_by, then the rest of each run's summary
         (epochs_completed, steps, peak_memory_bytes, ...), and ``unmeasured``: measurement ->
-        why it is n/a for the run. Missing values are NaN/None.
+        why it is n/a for the run, and its time to target (``target``, ``reached``, and the epochs,
+        training FLOPs, seconds and samples at the first evaluation that reached it: ``ttt_epochs``,
+        ``ttt_flops``, ``ttt_seconds``, ``ttt_samples``; NaN when not reached; a failed run: NaN).
+        Missing values are NaN/None.
         """
         rows = []
         for meta in self.store.iter_metas():
@@ -94,6 +97,9 @@ class Results:
         frame = pd.DataFrame(rows)
         if frame.empty:
             return pd.DataFrame(columns=SUMMARY_COLUMNS)
+        from bpbench.experiments.report.score_table import run_times
+
+        frame = frame.merge(run_times(self.store, self.reference), on="run_id", how="left")
         return frame.sort_values(["task_label", "label", "configuration", "seed"], kind="stable").reset_index(drop=True)
 
     @property
@@ -112,23 +118,38 @@ class Results:
 
         return trials(self.store)
 
-    def table(self, format: str = "text", reference: str | None = None, tuning: bool = False) -> str:
-        """The summary table, exactly as ``bpbench table OUT --format FORMAT [--reference LABEL] [--tuning]``
-        prints it: text | markdown | latex | html | csv; p-values against the learner label
-        ``reference`` (default: ``self.reference``). A tuned study's table has one row per learner x
-        task for its final runs; ``tuning``: every trial instead."""
-        if reference is not None:
-            labels = sorted({m["spec"]["label"] for m in self.store.iter_metas()})
-            if reference not in labels:
-                raise ConfigError(f"--reference {reference!r}: no run in {str(self.out)!r} has that learner label; "
-                                  f"allowed: {', '.join(labels)}")
+    def table(self, format: str = "text", reference: str | None = None, p: str = "holm",
+              columns: list[str] | None = None, tuning: bool = False) -> str:
+        """The summary table, exactly as ``bpbench table OUT --format FORMAT [--reference LABEL]
+        [--p holm|raw] [--columns KEY,...] [--tuning]`` prints it: text | markdown | latex | html | csv;
+        p-values against the learner label ``reference`` (default: ``self.reference``),
+        Holm-adjusted over the table (``p = "raw"``: unadjusted). A tuned study's table has one row
+        per learner x task for its final runs; ``tuning``: every trial instead."""
+        self._check_reference(reference)
+        if columns:
+            check_columns(columns)
         from bpbench.experiments.report.tuning import render_trials, tags, tuned_summary
 
         if tuning:
             return render_trials(self.tuning, format)
         if tags(self.store):
-            return render(tuned_summary(self.store, reference or self.reference or reference_of(self.store)), format)
-        return render(summarize(self.store, reference or self.reference), format)
+            chosen = reference or self.reference or reference_of(self.store)
+            return render(tuned_summary(self.store, chosen, p), format, columns)
+        return render(summarize(self.store, reference or self.reference, p), format, columns)
+
+    def score(self, format: str = "text", reference: str | None = None, measure: str = "flops") -> str:
+        """The across-task score table of ``bpbench table OUT --score [--measure M]``."""
+        from bpbench.experiments.report.score_table import render_score, score
+
+        self._check_reference(reference)
+        return render_score(score(self.store, reference or self.reference, measure), format)
+
+    def _check_reference(self, reference: str | None) -> None:
+        if reference is not None:
+            labels = sorted({m["spec"]["label"] for m in self.store.iter_metas()})
+            if reference not in labels:
+                raise ConfigError(f"--reference {reference!r}: no run in {str(self.out)!r} has that learner label; "
+                                  f"allowed: {', '.join(labels)}")
 
     def plot(self, out: str | Path | None = None) -> tuple[list[Path], dict[str, str]]:
         """Draw every figure the results support as PDF and PNG into ``out`` (default

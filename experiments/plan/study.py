@@ -7,6 +7,7 @@ starts. Layout (every table optional except ``tasks`` and ``learners``)::
     seeds = 3                      # a count, or a list of seed indices
     study_seed = 0
     reference = "backprop"         # the learner label every p-value compares against (default)
+    seeds_resample_split = false   # true: each seed draws its own stratified split (split_seed + seed index)
     tasks = ["digits", "fsdd"]     # or tables:  [tasks.fsdd]  frames = 30
     [model]      arch = "mlp"  hidden = [256, 256]  activation = ["relu", "tanh"]
     [budget]     epochs = 5        max_seconds = 60
@@ -17,6 +18,7 @@ starts. Layout (every table optional except ``tasks`` and ``learners``)::
     lr = [1e-3, 1e-2]              # a list for a scalar option is a grid axis
     [learners.backprop.model]      # per-learner overrides of [model] and [budget]
     # in a learner table, tasks = ["digits"] restricts it to some of the study's task labels
+    [targets]    digits = 0.95     # validation-accuracy target per task label (time to target)
 
 Built-in studies live in ``experiments/studies/NAME.toml`` and run by name.
 """
@@ -35,8 +37,8 @@ from bpbench.experiments.plan.spec import Budget, RunSpec, Schedule, run_timeout
 from bpbench.experiments.plan.builtin import builtin_studies, read_toml
 from bpbench.experiments.plan.tuning import TuningPlan, tuning_plan
 
-TOP_KEYS = ("description", "seeds", "study_seed", "reference", "tasks", "model", "budget", "schedule", "learners",
-            "tuning")
+TOP_KEYS = ("description", "seeds", "study_seed", "reference", "seeds_resample_split", "targets", "tasks", "model",
+            "budget", "schedule", "learners", "tuning")
 REFERENCE_LABEL = "backprop"  # the learner label Welch's test compares against unless `reference` names another
 LEARNER_SECTION_KEYS = ("learner", "model", "budget", "tasks", "reference", "search")
 
@@ -187,6 +189,10 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
         raise ConfigError(f"schedule.timeout = {timeout!r}: expected seconds (a number > 0)")
     schedule = to_plain(build(Schedule, schedule_raw, "schedule"))  # (timeout is not hashed: not in the run id)
+    resample = raw.get("seeds_resample_split", False)
+    if not isinstance(resample, bool):
+        raise ConfigError(f"seeds_resample_split = {resample!r}: expected true or false")
+    _check_targets(raw.get("targets", {}), raw["tasks"])
 
     task_points: list[tuple[str, str, dict[str, Any], list[str], Any]] = []
     for label, table in _task_tables(raw["tasks"]).items():
@@ -262,8 +268,9 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
                         )
                     for seed_index in seeds:
                         runs.append(RunSpec(
-                            learner=learner_name, label=label, params=params, task=task_name,
-                            task_label=task_label, task_params=task_params, model=to_plain(model),
+                            learner=learner_name, label=label, params=params, task=task_name, task_label=task_label,
+                            task_params=_seed_split(task_params, seed_index, task_label) if resample else task_params,
+                            model=to_plain(model),
                             budget=budget, schedule=schedule, seed_index=seed_index,
                             study_seed=study_seed, varied=tuple(varied + task_axes), study=name,
                             timeout=limit,
@@ -271,6 +278,27 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
     if len({s.run_id for s in runs}) != len(runs):
         raise ConfigError(f"study {name} expands to duplicate runs; make each learner/task entry distinct")
     return Study(name, raw, runs, tuned)
+
+
+def _seed_split(task_params: dict[str, Any], seed_index: int, task_label: str) -> dict[str, Any]:
+    """``task_params`` with its own split for this seed: split_seed + seed index."""
+    if "split_seed" not in task_params:
+        raise ConfigError(f"seeds_resample_split = true: task {task_label!r} has no split_seed option to vary; "
+                          "allowed only for tasks whose parameters have split_seed")
+    return {**task_params, "split_seed": task_params["split_seed"] + seed_index}
+
+
+def _check_targets(targets: Any, tasks: Any) -> None:
+    """A ConfigError unless ``targets`` maps the study's task labels to accuracies in (0, 1]."""
+    labels = sorted(_task_tables(tasks))
+    if not isinstance(targets, dict):
+        raise ConfigError(f"targets = {targets!r}: expected a table of task label = accuracy, "
+                          "e.g. [targets] digits = 0.95")
+    for task, value in targets.items():
+        if task not in labels:
+            raise ConfigError(f"targets.{task}: not a task label of this study; allowed: {', '.join(map(str, labels))}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
+            raise ConfigError(f"targets.{task} = {value!r}: expected a validation accuracy in (0, 1]")
 
 
 def load_study(source: str | Path | Mapping[str, Any], sets: Overrides | None, learners: Registry, tasks: Registry,

@@ -21,7 +21,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from bpbench.experiments.report import learner_styles
-from bpbench.experiments.report.stats import t_interval
+from bpbench.experiments.report.stats import bounded_interval, t_interval
 from bpbench.experiments.report.table import per_run, run_info, tidy
 from bpbench.experiments.store import records as run_measures
 from bpbench.experiments.store.run_store import RunStore, atomic_write
@@ -115,6 +115,27 @@ def _ci(values: pd.Series) -> tuple[float, float]:
     return (mean, mean) if math.isnan(low) else (low, high)
 
 
+def _ci_bounded(values: pd.Series) -> tuple[float, float]:
+    """Seaborn errorbar callable for accuracies: the percentile bootstrap interval (within [0, 1])."""
+    mean, low, high = bounded_interval(values)
+    return (mean, mean) if math.isnan(low) else (low, high)
+
+
+def _chosen_labels(rows: pd.DataFrame, data: pd.DataFrame) -> dict[str, str]:
+    """Learner -> legend label naming the configuration shown, for learners with several
+    ('fa' over '(lr=0.003)'; per task when the choice differs: '(digits: lr=0.003)' over '(fsdd: lr=0.01)')."""
+    several = data.groupby("learner")["config"].nunique()
+    labels = {}
+    for learner, mine in rows[["learner", "task", "config"]].drop_duplicates().groupby("learner", sort=False):
+        if several.get(learner, 1) < 2:
+            labels[learner] = learner
+        elif mine["config"].nunique() == 1:
+            labels[learner] = f"{learner}\n({mine['config'].iloc[0]})"
+        else:
+            labels[learner] = f"{learner}\n" + "\n".join(f"({t}: {c})" for t, c in zip(mine["task"], mine["config"]))
+    return labels
+
+
 def _best_config(data: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
     """Rows of each learner x task's best configuration: the highest mean final *validation*
     accuracy over seeds (ties: the first in config order). Test accuracy never chooses; it is
@@ -137,12 +158,12 @@ def _best_config(data: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
 
 
 def _legend(fig: Figure, colors: dict[str, Color], labels: Iterable[str], title: str = "learner",
-            markers: dict[str, str] | None = None) -> None:
+            markers: dict[str, str] | None = None, texts: dict[str, str] | None = None) -> None:
     from matplotlib.lines import Line2D
 
     shown = [label for label in colors if label in set(labels)]
-    handles = [Line2D([], [], color=colors[label], marker=(markers or {}).get(label, "o"), label=label)
-               for label in shown]
+    handles = [Line2D([], [], color=colors[label], marker=(markers or {}).get(label, "o"),
+                      label=(texts or {}).get(label, label)) for label in shown]
     fig.legend(handles=handles, loc="outside right upper", title=title, frameon=False)
 
 
@@ -179,7 +200,7 @@ def learning_curves(data: pd.DataFrame, x: str = "epoch") -> Figure:
         fig, axes = _figure(len(tasks))
         for ax, task in zip(axes, tasks):
             for learner, line in curves[curves["task"] == task].groupby("learner", sort=False):
-                stats = np.array([t_interval(v) for v in line["values"]])
+                stats = np.array([bounded_interval(v) for v in line["values"]])
                 ax.plot(line["x"], stats[:, 0], color=colors[learner], marker=markers[learner], markersize=3,
                         linewidth=1.2)
                 ax.fill_between(line["x"], stats[:, 1], stats[:, 2], color=colors[learner], alpha=0.2, linewidth=0)
@@ -188,7 +209,8 @@ def learning_curves(data: pd.DataFrame, x: str = "epoch") -> Figure:
                 _x_scale(ax, curves.loc[curves["task"] == task, "x"], xlabel, engineering=metric == "train_flops")
             else:
                 ax.set_xlabel(xlabel)
-        _legend(fig, colors, curves["learner"], "learner\n(best val. config)" if picked else "learner", markers)
+        _legend(fig, colors, curves["learner"], "learner\n(best val. config)" if picked else "learner", markers,
+                _chosen_labels(chosen, data))
     return fig
 
 
@@ -217,7 +239,7 @@ def accuracy_vs_compute(data: pd.DataFrame) -> Figure:
     runs = per_run(data)
     groups = runs.groupby(["learner", "config", "task"], sort=False)
     points = pd.DataFrame([{"learner": k[0], "config": k[1], "task": k[2], "flops": g["flops"].mean(),
-                            "val": g["val_acc"].mean(), "acc": t_interval(g["test_acc"])} for k, g in groups])
+                            "val": g["val_acc"].mean(), "acc": bounded_interval(g["test_acc"])} for k, g in groups])
     tasks = sorted(points["task"].unique())
     with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
         fig, axes = _figure(len(tasks))
@@ -228,6 +250,7 @@ def accuracy_vs_compute(data: pd.DataFrame) -> Figure:
                 err = None if math.isnan(low) else [[mean - low], [high - mean]]
                 ax.errorbar(row.flops, mean, yerr=err, color=colors[row.learner], marker=markers[row.learner],
                             markersize=5, capsize=2)
+            _label_configs(ax, mine)
             front = pareto_front(mine.dropna(subset=["flops"]))
             if not front.empty:
                 ax.step(front["flops"], [acc[0] for acc in front["acc"]], where="post", color="0.5", linewidth=0.8,
@@ -236,6 +259,19 @@ def accuracy_vs_compute(data: pd.DataFrame) -> Figure:
             _x_scale(ax, mine["flops"], "training FLOPs", engineering=True)
         _legend(fig, colors, points["learner"], markers=markers)
     return fig
+
+
+LABELLED_CONFIGS = 4  # a learner with 2 to this many configurations in a panel gets each point labelled
+
+
+def _label_configs(ax: object, points: pd.DataFrame) -> None:
+    """Name each configuration of a learner with several in the panel next to its point, so
+    they are told apart by label, not only by position."""
+    for _, mine in points.groupby("learner", sort=False):
+        if 2 <= len(mine) <= LABELLED_CONFIGS:
+            for row, text in zip(mine.itertuples(), _distinguishing(list(mine["config"]))):
+                ax.annotate(text, (row.flops, row.acc[0]),  # type: ignore[attr-defined]
+                            textcoords="offset points", xytext=(4, 3), fontsize="xx-small", color="0.25")
 
 
 def grad_norm_heatmap(data: pd.DataFrame, learner: str, task: str | None = None,
@@ -324,6 +360,7 @@ def alignment_over_training(data: pd.DataFrame, task: str | None = None) -> Figu
     if "grad_alignment" not in shown:
         raise NoData(f"alignment over training: the best configurations on {task} have no 'grad_alignment' rows")
     learners = _learner_order(shown["grad_alignment"])
+    titles = _chosen_labels(chosen[chosen["learner"].isin(learners)], data[data["task"] == task])
     per_learner = len(shown)
     per_row = min(3 if per_learner == 1 else 2, len(learners))  # learners per row of panels
     with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
@@ -334,7 +371,7 @@ def alignment_over_training(data: pd.DataFrame, task: str | None = None) -> Figu
                 mine = frame[frame["learner"] == learner]
                 ylabel, ylim, guides = COMPARISON_PANELS[metric]
                 if mine.empty:
-                    ax.set(title=f"{learner} on {task}", ylabel=ylabel)
+                    ax.set(title=f"{titles.get(learner, learner)} on {task}", ylabel=ylabel)
                     ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", va="center")
                     continue
                 sns.lineplot(mine, x="step", y="value", hue="layer",
@@ -342,7 +379,7 @@ def alignment_over_training(data: pd.DataFrame, task: str | None = None) -> Figu
                              errorbar=_ci, ax=ax, linewidth=1)
                 for y in guides:
                     ax.axhline(y, color="0.5", linewidth=0.6)
-                ax.set(title=f"{learner} on {task}", xlabel="training step", ylabel=ylabel)
+                ax.set(title=f"{titles.get(learner, learner)} on {task}", xlabel="training step", ylabel=ylabel)
                 if ylim is not None:
                     ax.set_ylim(*ylim)
                 ax.legend(title="layer", fontsize="x-small", title_fontsize="x-small")
@@ -372,7 +409,7 @@ def lr_sensitivity(data: pd.DataFrame, param: str = "lr") -> Figure:
         fig, axes = _figure(len(tasks))
         for ax, task in zip(axes, tasks):
             sns.lineplot(runs[runs["task"] == task], x=param, y="test_acc", hue="learner", palette=colors,
-                         hue_order=[l for l in colors if l in set(runs["learner"])], errorbar=_ci,
+                         hue_order=[l for l in colors if l in set(runs["learner"])], errorbar=_ci_bounded,
                          err_style="bars", style="learner", markers=markers, dashes=False, ax=ax, legend=False)
             ax.set(title=task, ylabel=ACCURACY_LABEL)
             _x_scale(ax, runs.loc[runs["task"] == task, param], PARAM_LABELS[param])
@@ -459,6 +496,19 @@ def standard_figures(data: pd.DataFrame) -> dict[str, Builder]:
         "accuracy_vs_depth": ("Final test accuracy against depth.", lambda: against_depth(data, "test_acc")),
         "generalization_gap": ("Train-test accuracy gap with and without dropout.", lambda: generalization_gap(data)),
     }
+    from bpbench.experiments.report import score_figures  # it draws with this module's colors
+
+    figures |= {
+        "val_vs_flops_target": ("Validation accuracy against training FLOPs; dashed: each task's target (time to "
+                                f"target).{BEST}", lambda: score_figures.target_curves(data)),
+        "performance_profile": ("Performance profiles (Dolan & More 2002): the fraction of tasks on which a "
+                                "learner's median FLOPs to target is within tau x the fastest learner's; legend: "
+                                f"area over tau in [1, 4], divided by 3.{BEST}",
+                                lambda: score_figures.performance_profile_figure(data)),
+        "critical_difference": ("Average rank by final test accuracy over tasks with the Nemenyi post-hoc test "
+                                f"after Friedman's: learners joined by a bar do not differ significantly.{BEST}",
+                                lambda: score_figures.critical_difference(data)),
+    }
     for task in sorted(data["task"].unique()):
         figures[f"alignment_{task}"] = (f"Cosine (direction) and projection coefficient <u,g>/|g|^2 (scale: 1 = the "
                                         f"true gradient) of the update signal per layer over training on {task}.{BEST}",
@@ -499,7 +549,17 @@ def figure_data(store: RunStore) -> pd.DataFrame:
     except NoData:  # no configuration to choose by: the alignment figure is skipped with this reason
         pass
     steps = tidy(store, STEP_METRICS, info[info["run_id"].isin(shown)])
-    return pd.concat([data, steps], ignore_index=True) if not steps.empty else data
+    out = pd.concat([data, steps], ignore_index=True) if not steps.empty else data
+    out.attrs.update(score_attrs(store))
+    return out
+
+
+def score_attrs(store: RunStore) -> dict[str, object]:
+    """What the score figures need beside the rows: the studies' targets and the reference label."""
+    from bpbench.experiments.report.scoring import study_targets
+    from bpbench.experiments.report.table import main_reference, reference_of
+
+    return {"targets": study_targets(store), "reference": main_reference(reference_of(store))}
 
 
 def save_all(data: pd.DataFrame, out: Path, dpi: int = 200,

@@ -19,14 +19,16 @@ from typing import Any
 
 from bpbench.experiments.report.figures import NoData, figure_data, standard_figures
 from bpbench.experiments.store.run_store import RunStore, atomic_write
+from bpbench.experiments.report.score_table import render_score, score
 from bpbench.experiments.report.table import reference_of, render, summarize
 from bpbench.experiments.report.tuning import render_trials, tags, trials, tuned_summary
 from bpbench.experiments.report.tuning_figures import tuning_figures
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
-table.results { border-collapse: collapse; font-size: 0.85em; }
-table.results th, table.results td { padding: 0.25em 0.6em; border-bottom: 1px solid #ccc; text-align: right; }
+table.results, table.scores { border-collapse: collapse; font-size: 0.85em; }
+table.results th, table.results td, table.scores th, table.scores td {
+  padding: 0.25em 0.6em; border-bottom: 1px solid #ccc; text-align: right; }
 table.results td { white-space: nowrap; }
 table.results td:nth-child(-n+5), table.results th:nth-child(-n+5) { text-align: left; }
 div.scroll { overflow-x: auto; }
@@ -79,7 +81,8 @@ def build_report(root: Path) -> str:
                   "<h2>Tuning trials</h2>", f'<div class="scroll">{render_trials(trials(store), "html")}</div>']
     else:
         parts += ["<h2>Summary</h2>", f'<div class="scroll">{render(summarize(store), "html")}</div>']
-    parts.append("<h2>Figures</h2>")
+    parts += ["<h2>Scores across tasks</h2>", f'<div class="scroll">{render_score(score(store), "html")}</div>',
+              "<h2>Figures</h2>"]
     data = figure_data(store)
     skipped = []
     for name, (caption, build) in {**standard_figures(data), **tuning_figures(store)}.items():

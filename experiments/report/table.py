@@ -25,7 +25,9 @@ from bpbench.experiments.run import catalog
 from bpbench.experiments.store import records as run_measures
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.store.dataset import warn
-from bpbench.experiments.report.stats import NO_SPREAD, stars, t_interval, welch_p, welch_undefined
+from bpbench.experiments.report import pairwise
+from bpbench.experiments.report.scoring import with_time_to_target
+from bpbench.experiments.report.stats import NO_SPREAD, bounded_interval, stars, t_interval, welch_undefined
 from bpbench.experiments.store.describe import (budget_text, failed_row, run_row, separate_configs, setting,
                                                 varied_label, wall_per_cpu)
 from bpbench.experiments.store.run_store import RunStore
@@ -198,16 +200,22 @@ def _reference_for(reference: References, learner: str) -> str:
 
 
 def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
-                   reference: References = REFERENCE_LABEL) -> pd.DataFrame:
+                   reference: References = REFERENCE_LABEL, p_adjust: str = "holm",
+                   extra_notes: tuple[str, ...] = ()) -> pd.DataFrame:
     """Per (learner, config, task): seeds, mean/low/high of each measure, p vs ``reference``, budget.
 
-    ``reference``: the learner label every p-value compares against (``_welch_against_reference``),
+    ``reference``: the learner label every p-value compares against (``_reference_runs``),
     or a mapping learner label -> its reference label (a study's per-learner ``reference``).
     ``failed``: rows (learner, config, task, learner_name, budget) of failed runs, counted per
     group; a group whose runs all failed gets a row of n/a. The frame's
     ``attrs["notes"]`` holds the table's footnotes (unequal budgets included) and
-    ``attrs["reference"]`` the reference label.
+    ``attrs["reference"]`` the reference label. ``p_adjust``: "holm" (p over all rows of the
+    table Holm-adjusted) or "raw"; ``p_raw`` keeps the raw p and ``diff_*`` the difference of
+    mean test accuracy to the reference with its Welch interval (``experiments.report.pairwise``).
+    Test accuracy's interval is a percentile bootstrap (within [0, 1]); other measures' the t-interval.
+    Runs with time-to-target columns (``scoring.with_time_to_target``) add their medians and counts.
     """
+    pairwise.check_mode(p_adjust)
     if runs.empty:
         return pd.DataFrame()
     grouped = runs.groupby(RUN_KEYS, sort=False)
@@ -218,9 +226,12 @@ def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
                                "budget": group["budget"].iloc[0], "stopped_by": _stopped_text(group["stopped_by"])}
         for name in measures_shown():  # a measure the runs' records lack (an older source) is n/a
             values = group[name] if name in group else pd.Series(math.nan, index=group.index)
-            row[f"{name}_mean"], row[f"{name}_low"], row[f"{name}_high"] = t_interval(values)
-        row["p_vs_reference"], row["reference"], row["p_undefined"] = _welch_against_reference(
-            runs, learner, config, task, _reference_for(reference, learner))
+            interval = bounded_interval if name == "test_acc" else t_interval
+            row[f"{name}_mean"], row[f"{name}_low"], row[f"{name}_high"] = interval(values)
+        ref_acc, row["reference"] = _reference_runs(runs, learner, config, task, _reference_for(reference, learner))
+        row.update(pairwise.compare(group["test_acc"], ref_acc))
+        row["p_undefined"] = None if ref_acc is None else welch_undefined(group["test_acc"], ref_acc)
+        row.update(pairwise.time_columns(group))
         row["cost_from_flops"] = bool(group["cost_from_flops"].any()) if "cost_from_flops" in group else False
         ratio = group["wall_per_cpu"].median() if "wall_per_cpu" in group else math.nan
         row["contended"] = bool(ratio > CONTENTION_FACTOR)
@@ -230,8 +241,9 @@ def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
         for key, group in failed.groupby(RUN_KEYS, sort=False):
             if key not in present:
                 rows.append({**dict(zip(RUN_KEYS, key)), "learner_name": group["learner_name"].iloc[0], "seeds": 0,
-                             "budget": group["budget"].iloc[0], "stopped_by": "failed", "p_vs_reference": math.nan,
+                             "budget": group["budget"].iloc[0], "stopped_by": "failed", "p_raw": math.nan,
                              "reference": "", "p_undefined": None, "cost_from_flops": False, "contended": False,
+                             **pairwise.compare([], None), **pairwise.time_columns(group),
                              **{f"{m}_{s}": math.nan for m in measures_shown() for s in ("mean", "low", "high")}})
     out = pd.DataFrame(rows)
     out["_rank"] = out["learner_name"].map(learner_styles.rank)
@@ -250,7 +262,10 @@ def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
     others = {ref: sorted(label for label, r in used.items() if r == ref and label != ref)
               for ref in sorted(set(used.values()) - {main_ref})}
     p_note += "".join(f" {', '.join(labels)} against {ref!r} instead." for ref, labels in others.items() if labels)
-    out.attrs["notes"] = [cells_note().format(p_note=p_note), *notes.values()]
+    p_note += " " + pairwise.adjust(out, p_adjust)
+    extra = [pairwise.NOTE_DIFF, pairwise.detectable_note(runs), *extra_notes]
+    out.attrs["notes"] = [" ".join([cells_note().format(p_note=p_note), *extra]), *notes.values()]
+    out.attrs["p_adjust"] = p_adjust
     out.attrs["reference"] = main_ref if not others else "reference"
     out.attrs["marked_notes"] = ([NOTE_FROM_FLOPS] if out["cost_from_flops"].any() else []) + (
         [NOTE_CONTENTION] if out["contended"].any() else [])
@@ -279,33 +294,30 @@ def _parts(config: str) -> set[str]:
     return set(config.split(", ")) if config else set()
 
 
-def _welch_against_reference(runs: pd.DataFrame, learner: str, config: str, task: str,
-                             reference: str) -> tuple[float, str, str | None]:
-    """(p, reference used, why p is undefined or None) of Welch's test of this group's test accuracy
-    against ``reference``.
+def _reference_runs(runs: pd.DataFrame, learner: str, config: str, task: str,
+                    reference: str) -> tuple[pd.Series | None, str]:
+    """(reference test accuracies, reference used) this group's test accuracy is compared with.
 
     The reference is one learner *label* on the same task, never pooled with other labels.
     Within it, the configuration whose ``key=value`` parts this group's runs share, judged by
     the runs' own option values (the same lr for an lr grid; arch=mlp for an MLP-only rule
     against a backprop arch grid; its only configuration when it varies nothing). The second
     value is "ref" for a reference group itself, else "LABEL" or "LABEL (its config)", or ""
-    with p NaN when the label has no runs on the task or no configuration matches. The third
-    value is ``stats.welch_undefined``'s reason when both were found and the test is undefined.
+    with None when the label has no runs on the task or no configuration matches.
     """
     on_task = runs[(runs["task"] == task) & (runs["learner"] == reference)]
     if learner == reference:
-        return math.nan, "ref", None
+        return None, "ref"
     group = runs[(runs["learner"] == learner) & (runs["config"] == config) & (runs["task"] == task)]
     mine = _parts(config)
     if "values" in group and len(group):
         mine |= {f"{k}={v}" for k, v in json.loads(group["values"].iloc[0]).items()}
     matches = [c for c in on_task["config"].unique() if _parts(c) <= mine]
     if len(matches) != 1:  # none, or (only with configs of unequal keys) ambiguous
-        return math.nan, "", None
+        return None, ""
     (ref_config,) = matches
     ref = on_task[on_task["config"] == ref_config]
-    used = f"{reference} ({ref_config})" if ref_config else reference
-    return welch_p(group["test_acc"], ref["test_acc"]), used, welch_undefined(group["test_acc"], ref["test_acc"])
+    return ref["test_acc"], f"{reference} ({ref_config})" if ref_config else reference
 
 
 def reference_of(store: RunStore) -> dict[str, str]:
@@ -324,13 +336,27 @@ def reference_of(store: RunStore) -> dict[str, str]:
     return merged
 
 
-def summarize(store: RunStore, reference: References | None = None) -> pd.DataFrame:
-    """``summarize_runs`` of every completed run in ``store``, with failures counted.
+def summarize(store: RunStore, reference: References | None = None, p_adjust: str = "holm") -> pd.DataFrame:
+    """``summarize_runs`` of every completed run in ``store``, with failures counted and each
+    run's time to target (``scoring.with_time_to_target``).
 
     ``reference``: the label p-values compare against; default: the one its study names.
     """
+    pairwise.check_mode(p_adjust)
     runs, failed = runs_of(store)
-    return summarize_runs(runs, failed, reference or reference_of(store))
+    reference = reference or reference_of(store)
+    runs, ttt_note = with_time_to_target(store, runs, main_reference(reference))
+    resampled = any(s["study"].get("seeds_resample_split", False) for s in store.studies())
+    notes = (ttt_note, pairwise.split_note(resampled)) if ttt_note else ()
+    return summarize_runs(runs, failed, reference, p_adjust, notes)
+
+
+def main_reference(reference: References) -> str:
+    """The one label of ``reference``, or the label most learners compare against (ties: by name)."""
+    if isinstance(reference, str):
+        return reference
+    values = list(reference.values())
+    return max(sorted(set(values)), key=values.count) if values else REFERENCE_LABEL
 
 
 def _cell(mean: float, low: float, high: float, fmt: str, scale: float) -> str:
@@ -373,9 +399,78 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
             table[header] = [f"{cell}{FROM_FLOPS_MARK}" if mark and cell != "n/a" else cell
                              for cell, mark in zip(table[header], from_flops)]
         if name == "test_acc":
-            table[f"p vs {summary.attrs.get('reference', REFERENCE_LABEL)}"] = [
-                _p_cell(p, r) for p, r in zip(summary["p_vs_reference"], summary["reference"])]
+            table[header] = [_bounded_cell(m, lo, hi) for m, lo, hi in
+                             zip(summary["test_acc_mean"], summary["test_acc_low"], summary["test_acc_high"])]
+            for column, cells in _pairwise_cells(summary).items():
+                table[column] = cells
+    for column, cells in _time_cells(summary).items():
+        table[column] = cells
     return table
+
+
+def _bounded_cell(mean: float, low: float, high: float) -> str:
+    """An accuracy and its (asymmetric) interval: '0.953 [0.941, 0.962]'."""
+    if math.isnan(mean) or math.isnan(high):
+        return _cell(mean, low, high, ".3f", 1.0)
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _p_header(summary: pd.DataFrame) -> str:
+    adjusted = " (Holm-adjusted)" if summary.attrs.get("p_adjust", "holm") == "holm" else " (raw)"
+    return f"p vs {summary.attrs.get('reference', REFERENCE_LABEL)}{adjusted}"
+
+
+def _pairwise_cells(summary: pd.DataFrame) -> dict[str, list[str]]:
+    """The difference to the reference with its Welch interval, and the p column."""
+    diff = ["ref" if r == "ref" else "n/a" if math.isnan(m) else
+            f"{m:+.3f}" if math.isnan(hi) else f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+            for m, lo, hi, r in zip(summary["diff_mean"], summary["diff_low"], summary["diff_high"],
+                                    summary["reference"])]
+    p = [_p_cell(p, r) for p, r in zip(summary["p_vs_reference"], summary["reference"])]
+    return {"diff vs ref": diff, _p_header(summary): p}
+
+
+TIME_HEADERS = {"epochs": ("epochs to target", ".3g", 1.0), "flops": ("GFLOPs to target", ".3g", 1e9),
+                "seconds": ("s to target", ".3g", 1.0), "samples": ("samples to target", ".3g", 1.0)}
+
+
+def _time_cells(summary: pd.DataFrame) -> dict[str, list[str]]:
+    """Median time to target per measure ("not reached": at most half of the seeds did) and reached k/n."""
+    if "ttt_n" not in summary:
+        return {}
+    cells: dict[str, list[str]] = {}
+    for measure, (header, fmt, scale) in TIME_HEADERS.items():
+        cells[header] = ["n/a" if n == 0 or math.isnan(v) else "not reached" if math.isinf(v) else f"{v / scale:{fmt}}"
+                         for v, n in zip(summary[f"ttt_{measure}_median"], summary["ttt_n"])]
+    cells["reached"] = ["n/a" if n == 0 else f"{k}/{n}" for k, n in zip(summary["reached"], summary["ttt_n"])]
+    return cells
+
+
+BASE_COLUMNS = {"learner": "learner", "task": "task", "budget": "budget", "stopped": "stopped by", "seeds": "seeds"}
+LATEX_COLUMNS = ("learner", "task", "test_acc", "diff", "p")  # 15 columns overflowed a page by 736 pt
+LATEX_P_HEADER = {"holm": "p (Holm)", "raw": "p (raw)"}
+
+
+def column_headers(summary: pd.DataFrame) -> dict[str, str]:
+    """Column key (what --columns takes) -> its header in ``display_frame``."""
+    return {**BASE_COLUMNS, **{name: header for name, (header, _, _) in measures_shown().items()},
+            "diff": "diff vs ref", "p": _p_header(summary),
+            **{f"ttt_{m}": header for m, (header, _, _) in TIME_HEADERS.items()}, "reached": "reached"}
+
+
+def check_columns(keys: list[str]) -> None:
+    """A ValueError naming the first key that is not a column key of the table."""
+    allowed = column_headers(pd.DataFrame())
+    for key in keys:
+        if key not in allowed:
+            raise ValueError(f"--columns {key!r}: allowed: {', '.join(allowed)}")
+
+
+def select_columns(table: pd.DataFrame, summary: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The columns ``keys`` of the printed table, in that order; a ValueError naming an unknown key."""
+    check_columns(keys)
+    headers = column_headers(summary)
+    return table[[headers[key] for key in keys if headers[key] in table]]
 
 
 LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -398,7 +493,7 @@ def to_latex(table: pd.DataFrame, notes: list[str]) -> str:
     """A booktabs ``tabular`` (ready to ``\\input``), notes as full-width rows below the rule."""
     n = len(table.columns)
     spec = "l" * min(n, 5) + "r" * max(0, n - 5)
-    lines = [f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
+    lines = [f"\\begin{{tabular}}{{@{{}}{spec}@{{}}}}", r"\toprule",
              " & ".join(latex_escape(str(c)) for c in table.columns) + r" \\", r"\midrule"]
     lines += [" & ".join(latex_escape(str(v)) for v in row) + r" \\" for row in table.itertuples(index=False)]
     lines.append(r"\bottomrule")
@@ -407,8 +502,12 @@ def to_latex(table: pd.DataFrame, notes: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(summary: pd.DataFrame, fmt: str) -> str:
-    """The summary as text | markdown | latex | html | csv (csv: every number, unrounded)."""
+def render(summary: pd.DataFrame, fmt: str, columns: list[str] | None = None) -> str:
+    """The summary as text | markdown | latex | html | csv (csv: every number, unrounded).
+
+    ``columns``: the column keys to print (``column_headers``); default every column, and for
+    LaTeX ``LATEX_COLUMNS`` (a page wide).
+    """
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: allowed: {', '.join(FORMATS)}")
     if summary.empty:
@@ -416,6 +515,14 @@ def render(summary: pd.DataFrame, fmt: str) -> str:
     if fmt == "csv":
         return summary.to_csv(index=False)
     table, notes = display_frame(summary), summary.attrs.get("notes", [])
+    keys = columns or (list(LATEX_COLUMNS) if fmt == "latex" else None)
+    if keys:
+        table = select_columns(table, summary, keys)
+    if fmt == "latex":  # short headers, and fractions without their leading 0: the default columns fit a page
+        table = table.rename(columns={_p_header(summary): LATEX_P_HEADER.get(summary.attrs.get("p_adjust"), "p")})
+        for column in ("test acc", "diff vs ref"):
+            if column in table:
+                table[column] = table[column].str.replace(r"(?<![\d.])0\.(?=\d)", ".", regex=True)
     unequal = [f"{UNEQUAL_MARK} {note}" for note in notes[1:]]
     notes = [notes[0], *unequal, *summary.attrs.get("marked_notes", [])] if notes else []
     if fmt == "markdown":

@@ -99,7 +99,7 @@ def robustness(table: pd.DataFrame) -> pd.Series:
     return table.groupby(["learner", "task"])[["val_score"]].apply(fraction)
 
 
-def tuned_summary(store: RunStore, reference: References) -> pd.DataFrame:
+def tuned_summary(store: RunStore, reference: References, p_adjust: str = "holm") -> pd.DataFrame:
     """The summary of the final runs, with trials, sampler and robustness per learner x task."""
     tag_of = tags(store)
     runs, failed = runs_of(store)
@@ -110,7 +110,7 @@ def tuned_summary(store: RunStore, reference: References) -> pd.DataFrame:
         runs["test_acc"] = [test_at_best_val(store, r) for r in runs["run_id"]]
     if not failed.empty:  # failed tuning trials are counted in the trial table, not here
         failed = failed.iloc[0:0]
-    summary = summarize_runs(runs, failed, reference)
+    summary = summarize_runs(runs, failed, reference, p_adjust)
     if summary.empty:
         return summary
     table = trials(store)

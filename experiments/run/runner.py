@@ -367,6 +367,8 @@ def run(
     summary = {"epochs_completed": epochs_done, "steps": step, "stopped_by": stopped_by, "train_seconds": clock,
                "train_flops": flops if counted else None, "peak_memory_bytes": peak_memory,
                "state_bytes": stored, "test_accuracy": final.get("test"), "exact_layers": sorted(exact),
-               "train_eval_samples": len(eval_splits[0][1])}
+               "train_eval_samples": len(eval_splits[0][1]), "n_classes": data.info.n_classes,
+               # a constant guess of the test split's most frequent class: chance for the scores' normalization
+               "chance_accuracy": float(torch.bincount(data.test.y).max()) / len(data.test.y)}
     phases.seconds["other"] = max(0.0, time.perf_counter() - started - sum(phases.seconds.values()))
     return RunResult(rows, summary, unmeasured.to_json(), phases.seconds)

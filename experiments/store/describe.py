@@ -95,6 +95,7 @@ def run_row(meta: dict[str, Any]) -> dict[str, Any]:
         "train_fraction": spec["task_params"].get("train_fraction", math.nan),
         "budget": budget_text(spec["budget"]), "stopped_by": meta.get("summary", {}).get("stopped_by", "?"),
         "values": option_values(spec),
+        "chance": meta.get("summary", {}).get("chance_accuracy", math.nan),  # the test split's majority share
     }
 
 

@@ -1,0 +1,155 @@
+"""Across-task verdicts: performance profiles, average ranks with Friedman and Nemenyi tests, and
+the interquartile mean of normalized accuracy with stratified bootstrap intervals.
+
+Every learner label is scored at one configuration per task: the one with the highest median
+final *validation* accuracy (test accuracy plays no part in the choice). Inputs are the per-run
+rows of ``table.runs_of`` with the time-to-target columns of ``scoring.with_time_to_target``.
+
+- ``times(runs, measure)``: task x learner median time to target (a seed that never reached it
+  is infinite, so the median is infinite when at most half of the seeds reached it).
+- ``performance_profile(times, taus)`` (Dolan & More 2002, as AlgoPerf uses it): per learner,
+  the fraction of tasks whose time is within tau x the best learner's on that task;
+  ``profile_area(times, cap)``: its area over tau in [1, cap], divided by cap - 1 (1: fastest on
+  every task; 0: never within cap x the fastest).
+- ``average_ranks(matrix, higher_is_better)``: rank per task (1 = best, ties averaged), mean over
+  tasks; ``friedman(matrix)``: scipy's ``friedmanchisquare``; ``nemenyi(matrix)``:
+  scikit-posthocs' ``posthoc_nemenyi_friedman`` p-values.
+- ``iqm_scores(runs, reference)``: per learner the interquartile mean over tasks and seeds of
+  (test acc - chance) / (reference's mean test acc - chance), chance being the test split's
+  majority-class share (the run summary's ``chance_accuracy``), with a 95% percentile interval
+  from a stratified bootstrap (seeds resampled within each task).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import scikit_posthocs as sp
+from scipy import stats
+
+from bpbench.experiments.report.scoring import median_time
+
+PROFILE_CAP = 4.0  # AlgoPerf's tau_max
+TIME_MEASURES = ("flops", "seconds", "epochs", "samples")
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+IQM_TRIM = 0.25
+
+
+def best_configs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of each learner x task's configuration with the highest median final validation
+    accuracy (ties and missing validation accuracy: the first configuration in label order)."""
+    medians = runs.groupby(["learner", "task", "config"], as_index=False)["val_acc"].median()
+    medians = medians.sort_values(["learner", "task", "config"], kind="stable")
+    best = medians.loc[medians.fillna({"val_acc": -math.inf}).groupby(["learner", "task"])["val_acc"].idxmax()]
+    return runs.merge(best[["learner", "task", "config"]], on=["learner", "task", "config"])
+
+
+def times(runs: pd.DataFrame, measure: str = "flops") -> pd.DataFrame:
+    """Task x learner median time to target in ``measure`` (inf: not reached by most seeds;
+    NaN: the task has no target)."""
+    if measure not in TIME_MEASURES:
+        raise ValueError(f"--measure {measure!r}: allowed: {', '.join(TIME_MEASURES)}")
+    best = best_configs(runs)
+    rows = {}
+    for (task, learner), group in best.groupby(["task", "learner"], sort=True):
+        measured = group[group["target"].notna()] if "target" in group else group.iloc[:0]
+        rows[(task, learner)] = median_time(measured[f"ttt_{measure}"]) if len(measured) else math.nan
+    if not rows:
+        return pd.DataFrame()
+    series = pd.Series(rows, dtype=float)
+    series.index = series.index.set_names(["task", "learner"])
+    return series.unstack("learner")
+
+
+def _ratios(times: pd.DataFrame) -> pd.DataFrame:
+    """Each time over its task's best (inf where the learner, or every learner, never reached it)."""
+    usable = times.dropna(how="all")
+    best = usable.min(axis=1)
+    ratios = usable.div(best.where(np.isfinite(best) & (best > 0)), axis=0)
+    zero = best == 0  # reached at the first evaluation: ratio 1 for those at 0, inf for the rest
+    ratios.loc[zero] = np.where(usable.loc[zero] == 0, 1.0, math.inf)
+    return ratios.fillna(math.inf)
+
+
+def performance_profile(times: pd.DataFrame, taus: Sequence[float]) -> pd.DataFrame:
+    """tau x learner: the fraction of tasks (with a target) on which the learner's time is at
+    most tau x the best learner's on that task."""
+    ratios = _ratios(times)
+    return pd.DataFrame({learner: [(ratios[learner] <= tau).mean() for tau in taus] for learner in ratios},
+                        index=pd.Index(list(taus), name="tau"))
+
+
+def profile_area(times: pd.DataFrame, cap: float = PROFILE_CAP) -> pd.Series:
+    """Learner -> area under its performance profile over tau in [1, cap], over cap - 1."""
+    if cap <= 1.0:
+        raise ValueError(f"cap = {cap}: must be > 1")
+    ratios = _ratios(times)
+    share = ((cap - ratios.clip(lower=1.0)).clip(lower=0.0) / (cap - 1.0)).fillna(0.0)
+    return share.mean(axis=0)
+
+
+def average_ranks(matrix: pd.DataFrame, higher_is_better: bool) -> pd.Series:
+    """Learner -> mean over tasks (rows) of its rank on the task (1 = best, ties averaged)."""
+    ranks = matrix.rank(axis=1, ascending=not higher_is_better, method="average")
+    return ranks.mean(axis=0).sort_values()
+
+
+def complete(matrix: pd.DataFrame) -> pd.DataFrame:
+    """The learners (columns) with a value on every task (row)."""
+    return matrix.dropna(axis=1, how="any")
+
+
+def friedman(matrix: pd.DataFrame) -> tuple[float, float]:
+    """(statistic, p) of scipy's Friedman test over tasks (blocks) of the learners (columns);
+    NaN when fewer than 3 learners or 2 tasks."""
+    if matrix.shape[1] < 3 or matrix.shape[0] < 2:
+        return math.nan, math.nan
+    result = stats.friedmanchisquare(*(matrix[c].to_numpy(float) for c in matrix.columns))
+    return float(result.statistic), float(result.pvalue)
+
+
+def nemenyi(matrix: pd.DataFrame) -> pd.DataFrame:
+    """Learner x learner p-values of the Nemenyi post-hoc test after Friedman (scikit-posthocs)."""
+    return sp.posthoc_nemenyi_friedman(matrix.to_numpy(float)).set_axis(matrix.columns, axis=0).set_axis(
+        matrix.columns, axis=1)
+
+
+def accuracy_matrix(runs: pd.DataFrame) -> pd.DataFrame:
+    """Task x learner mean final test accuracy at each learner's best configuration."""
+    return best_configs(runs).groupby(["task", "learner"])["test_acc"].mean().unstack("learner")
+
+
+def iqm(values: np.ndarray) -> float:
+    """Interquartile mean: the mean of the middle half (scipy's trim_mean, 25% off each end)."""
+    return float(stats.trim_mean(values, IQM_TRIM))
+
+
+def iqm_scores(runs: pd.DataFrame, reference: str) -> tuple[pd.DataFrame, str]:
+    """(learner -> iqm, low, high, tasks; the reason scores are n/a, or ""): see the module doc."""
+    best = best_configs(runs)
+    if "chance" not in best or best["chance"].isna().any():
+        return pd.DataFrame(columns=["iqm", "low", "high", "tasks"]), (
+            "normalized accuracy n/a: some runs do not record chance_accuracy (stored before it existed)")
+    ref = best[best["learner"] == reference].groupby("task")["test_acc"].mean()
+    chance = best.groupby("task")["chance"].first()
+    scale = (ref - chance.reindex(ref.index))
+    scale = scale[scale > 0]
+    if scale.empty:
+        return pd.DataFrame(columns=["iqm", "low", "high", "tasks"]), (
+            f"normalized accuracy n/a: {reference} is not above chance on any task")
+    best = best[best["task"].isin(scale.index)]
+    best = best.assign(score=(best["test_acc"] - best["task"].map(chance)) / best["task"].map(scale))
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    rows = {}
+    for learner, group in best.groupby("learner", sort=True):
+        strata = [g["score"].to_numpy(float) for _, g in group.groupby("task", sort=True)]
+        draws = np.concatenate([s[rng.integers(0, s.size, size=(BOOTSTRAP_RESAMPLES, s.size))] for s in strata],
+                               axis=1)
+        boot = stats.trim_mean(draws, IQM_TRIM, axis=1)
+        low, high = np.percentile(boot, [2.5, 97.5])
+        rows[learner] = {"iqm": iqm(np.concatenate(strata)), "low": float(low), "high": float(high),
+                         "tasks": len(strata)}
+    return pd.DataFrame.from_dict(rows, orient="index"), ""

@@ -1,0 +1,140 @@
+"""``bpbench table DIR --score``: one row per learner label with its across-task scores.
+
+Columns: the tasks it ran, the area under its performance profile (time to target in FLOPs by
+default; seconds, epochs or samples selectable), tasks on which most seeds reached the target,
+average rank by final test accuracy and by time to target (over the tasks every ranked learner
+ran), and the interquartile mean of normalized accuracy with its stratified bootstrap 95%
+interval. The notes give the Friedman tests, the targets and every definition.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from bpbench.experiments.report import ranking
+from bpbench.experiments.report.scoring import TTT_MEASURES, with_time_to_target
+from bpbench.experiments.report.table import FORMATS, References, main_reference, reference_of, runs_of, to_latex
+from bpbench.experiments.store.run_store import RunStore
+
+NOTE_SCORE = (
+    "Each learner label at its configuration with the highest median final validation accuracy per task. "
+    "Profile area: the area under the learner's performance profile (Dolan & More 2002, as in AlgoPerf): the "
+    "fraction of tasks on which its median {measure} to target is within tau x the fastest learner's, for tau "
+    "from 1 to {cap:g}, over {cap_1:g} (1: fastest everywhere; a task not reached, or not run, counts as never "
+    "within tau). Reached: tasks on which more than half of its seeds reached the target. Rank acc / rank time: "
+    "average rank over tasks (1 = best; ties averaged) by mean test accuracy and by median {measure} to target, "
+    "over the tasks every ranked learner ran. IQM norm. acc: interquartile mean over tasks and seeds of (test "
+    "acc - chance) / ({reference}'s mean test acc - chance), chance = the test split's majority-class share; "
+    "[95% percentile interval of a stratified bootstrap, seeds resampled within each task, "
+    f"{ranking.BOOTSTRAP_RESAMPLES} resamples].")
+MEASURE_WORDS = {"flops": "training FLOPs", "seconds": "training seconds", "epochs": "epochs",
+                 "samples": "training samples"}
+
+
+def _friedman_note(name: str, matrix: pd.DataFrame) -> str:
+    stat, p = ranking.friedman(matrix)
+    if math.isnan(stat):
+        return (f"Friedman test ({name}): n/a ({matrix.shape[1]} learner(s) on {matrix.shape[0]} common task(s); "
+                "needs at least 3 learners and 2 tasks).")
+    return (f"Friedman test ({name}; scipy friedmanchisquare over {matrix.shape[0]} tasks, "
+            f"{matrix.shape[1]} learners): chi2 = {stat:.3g}, p = {p:.2g}; pairwise: Nemenyi post-hoc "
+            "(critical-difference diagram of bpbench plot).")
+
+
+def score_runs(runs: pd.DataFrame, reference: str, measure: str = "flops", target_note: str = "",
+               cap: float = ranking.PROFILE_CAP) -> pd.DataFrame:
+    """The score table of ``runs`` (rows of ``runs_of`` with time-to-target columns)."""
+    if runs.empty:
+        return pd.DataFrame()
+    elapsed = ranking.times(runs, measure)
+    accuracy = ranking.accuracy_matrix(runs)
+    ranked_acc = ranking.complete(accuracy)
+    timed = elapsed.dropna(how="all")  # the tasks with a target; NaN left: a learner that did not run a task
+    ranked_time = ranking.complete(timed)
+    ranked_time = ranked_time[[c for c in ranked_acc.columns if c in ranked_time]]
+    scores, why = ranking.iqm_scores(runs, reference)
+    area = ranking.profile_area(elapsed, cap) if not timed.empty else pd.Series(dtype=float)
+    rank_acc = ranking.average_ranks(ranked_acc, higher_is_better=True)
+    rank_time = ranking.average_ranks(ranked_time, higher_is_better=False) if not ranked_time.empty else pd.Series()
+    learners = list(accuracy.columns)
+    out = pd.DataFrame({
+        "learner": learners,
+        "tasks": [int(accuracy[c].notna().sum()) for c in learners],
+        "profile_area": [float(area.get(c, math.nan)) for c in learners],
+        "reached": [int(np.isfinite(elapsed[c]).sum()) if c in elapsed else 0 for c in learners],
+        "targets": [int(elapsed[c].notna().sum()) if c in elapsed else 0 for c in learners],
+        "rank_acc": [float(rank_acc.get(c, math.nan)) for c in learners],
+        "rank_time": [float(rank_time.get(c, math.nan)) for c in learners],
+        "iqm": [float(scores["iqm"].get(c, math.nan)) for c in learners],
+        "iqm_low": [float(scores["low"].get(c, math.nan)) for c in learners],
+        "iqm_high": [float(scores["high"].get(c, math.nan)) for c in learners],
+    }).sort_values(["rank_acc", "learner"], kind="stable", ignore_index=True)
+    notes = [NOTE_SCORE.format(measure=MEASURE_WORDS[measure], cap=cap, cap_1=cap - 1, reference=reference),
+             _friedman_note("test accuracy", ranked_acc),
+             _friedman_note(f"{MEASURE_WORDS[measure]} to target", ranked_time)]
+    notes += [why] if why else []
+    notes += [target_note] if target_note else []
+    out.attrs["notes"] = notes
+    out.attrs["measure"] = measure
+    return out
+
+
+def score(store: RunStore, reference: References | None = None, measure: str = "flops") -> pd.DataFrame:
+    """``score_runs`` of every completed run in ``store``."""
+    if measure not in ranking.TIME_MEASURES:
+        raise ValueError(f"--measure {measure!r}: allowed: {', '.join(ranking.TIME_MEASURES)}")
+    runs, _ = runs_of(store)
+    ref = main_reference(reference or reference_of(store))
+    runs, note = with_time_to_target(store, runs, ref)
+    return score_runs(runs, ref, measure, note)
+
+
+def run_times(store: RunStore, reference: References | None = None) -> pd.DataFrame:
+    """Per completed run: run_id, target, reached, ttt_epochs, ttt_flops, ttt_seconds, ttt_samples."""
+    runs, _ = runs_of(store)
+    columns = ["run_id", "target", "reached", *(f"ttt_{m}" for m in TTT_MEASURES)]
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    runs, _ = with_time_to_target(store, runs, main_reference(reference or reference_of(store)))
+    return runs[columns]
+
+
+def _num(value: float, fmt: str) -> str:
+    return "n/a" if math.isnan(value) else f"{value:{fmt}}"
+
+
+def display_score(frame: pd.DataFrame) -> pd.DataFrame:
+    """The score table as strings."""
+    measure = frame.attrs.get("measure", "flops")
+    return pd.DataFrame({
+        "learner": frame["learner"], "tasks": frame["tasks"].astype(str),
+        f"profile area ({measure})": [_num(v, ".3f") for v in frame["profile_area"]],
+        "reached": [f"{r}/{t}" if t else "n/a" for r, t in zip(frame["reached"], frame["targets"])],
+        "rank acc": [_num(v, ".2f") for v in frame["rank_acc"]],
+        f"rank time ({measure})": [_num(v, ".2f") for v in frame["rank_time"]],
+        "IQM norm. acc [95% CI]": ["n/a" if math.isnan(m) else f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
+                                   for m, lo, hi in zip(frame["iqm"], frame["iqm_low"], frame["iqm_high"])],
+    })
+
+
+def render_score(frame: pd.DataFrame, fmt: str) -> str:
+    """The score table as text | markdown | latex | html | csv (csv: the numbers)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r}: allowed: {', '.join(FORMATS)}")
+    if frame.empty:
+        return "no completed runs"
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    table, notes = display_score(frame), frame.attrs.get("notes", [])
+    if fmt == "markdown":
+        return table.to_markdown(index=False) + "\n\n" + "\n\n".join(notes) + "\n"
+    if fmt == "latex":
+        return to_latex(table, notes)
+    if fmt == "html":
+        from html import escape
+
+        return table.to_html(index=False, classes="scores", border=0) + "".join(
+            f'\n<p class="note">{escape(note)}</p>' for note in notes)
+    return table.to_markdown(index=False, tablefmt="simple") + "\n\n" + "\n".join(notes)
