@@ -34,6 +34,11 @@ def names() -> tuple[str, ...]:
 
 
 NAMES = names()  # the built-in catalog's
+
+
+def columns() -> tuple[str, ...]:
+    """The keys of a stored record: each measure's public column name, in catalog order."""
+    return tuple(m.column for m in catalog.CATALOG)
 # the metrics the reduction reads (figures read grad_norm, grad_alignment and grad_projection besides)
 METRICS = catalog.stored_metrics()
 

@@ -71,7 +71,7 @@ def _measures_problem(meta: dict[str, Any]) -> str | None:
     values = stored.get("values")
     if not isinstance(values, dict):
         return "measures.values is not a table"
-    for name in run_measures.NAMES:
+    for name in run_measures.columns():  # a record is keyed by the catalog's public column names
         value = values.get(name, "missing")
         if value is not None and not isinstance(value, (int, float)):
             return f"measures.values.{name} = {str(value)[:20]!r} is not a number"
