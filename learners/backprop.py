@@ -1,7 +1,8 @@
 """Backpropagation: the reference learner, and the template to copy for a new rule.
 
-One ``train_step`` = one minibatch: forward, cross-entropy, ``loss.backward()``, one
-optimizer step (SGD with momentum, or Adam). Copy this file, change ``train_step``
+One ``train_step`` = one minibatch: forward, the top loss (``loss``: cross-entropy, or "mse":
+the squared error ½‖z − onehot(y)‖² that pc's ``top_loss = "mse"`` trains, its like-for-like
+partner), ``loss.backward()``, one optimizer step (SGD with momentum, or Adam). Copy this file, change ``train_step``
 and ``update_signal``, register it under the ``bpbench.learners`` entry point, done.
 """
 from __future__ import annotations
@@ -10,10 +11,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from bpbench.learners.base import Learner, StepOutput, TaskInfo
+from bpbench.learners.losses import LossName, check_loss, top_loss
 from bpbench.learners.models import ModelSpec, build_model, weight_layers
 
 
@@ -38,6 +39,17 @@ class BackpropParams:
             raise ValueError(f"batch_size = {self.batch_size}: must be a positive integer")
 
 
+@dataclass(frozen=True)
+class BackpropLossParams(BackpropParams):
+    """BackpropParams plus loss: "ce" (cross-entropy) | "mse" (½‖z − onehot(y)‖², pc's squared error)."""
+
+    loss: LossName = "ce"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_loss("loss", self.loss)
+
+
 def make_optimizer(params: BackpropParams, tensors: Any) -> torch.optim.Optimizer:
     """The optimizer ``params`` names over ``tensors`` (shared by gradient-based learners).
 
@@ -54,7 +66,7 @@ def make_optimizer(params: BackpropParams, tensors: Any) -> torch.optim.Optimize
 class Backprop(Learner):
     """Gradient descent with gradients from ``torch.autograd`` (exact backpropagation)."""
 
-    Params = BackpropParams
+    Params: type = BackpropLossParams
 
     def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: BackpropParams,
                  generator: torch.Generator, device: torch.device) -> None:
@@ -65,10 +77,14 @@ class Backprop(Learner):
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
         self._model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self._model(x), y)
+        loss = self.objective(self._model(x), y)
         loss.backward()
         self.optimizer.step()
         return StepOutput(loss=loss.item(), forward_samples=x.shape[0])
+
+    def objective(self, logits: Tensor, y: Tensor) -> Tensor:
+        """The ``loss`` option's top loss (subclasses whose Params have no ``loss`` train cross-entropy)."""
+        return top_loss(logits, y, getattr(self.params, "loss", "ce"))
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:

@@ -50,12 +50,15 @@ from bpbench.learners.pc import ACTIVATION
 @dataclass(frozen=True)
 class FFParams(BackpropParams):
     """BackpropParams (lr default 3e-3) plus threshold > 0 (None: each layer's width),
-    norm_scale > 0 (None: √(each layer's input width)), negatives: random_label."""
+    norm_scale > 0 (None: √(each layer's input width)), negatives: random_label;
+    normalize: length-normalize each hidden layer's input (False, a control: layers after the first
+    see the layer below's raw activity, so its goodness passes up; the input is still normalized)."""
 
     lr: float = 3e-3
     threshold: float | None = None
     norm_scale: float | None = None
     negatives: Literal["random_label"] = "random_label"
+    normalize: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -104,8 +107,8 @@ class ForwardForward(Learner):
     def layer_goodness(self, inp: Tensor, detach: bool) -> list[Tensor]:
         """Goodness G_l (per sample) of every hidden layer on embedded input ``inp``."""
         out = []
-        for layer, rho in zip(self.hidden, self.scale):
-            h = self.f(layer(F.normalize(inp, dim=1) * rho))
+        for i, (layer, rho) in enumerate(zip(self.hidden, self.scale)):
+            h = self.f(layer(F.normalize(inp, dim=1) * rho if i == 0 or self.params.normalize else inp))
             out.append(h.square().sum(dim=1))
             inp = h.detach() if detach else h
         return out

@@ -34,6 +34,8 @@ def sign_feedback(layer: nn.Linear | nn.Conv2d, out: Tensor | None = None) -> Te
 class SignSymmetry(Backprop):
     """Gradient descent with the error carried backward through the signs of the weights."""
 
+    Params = BackpropParams  # cross-entropy only (backprop's ``loss`` option is not part of this rule)
+
     def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: BackpropParams,
                  generator: torch.Generator, device: torch.device) -> None:
         super().__init__(model_spec, task, params, generator, device)
