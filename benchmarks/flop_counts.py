@@ -12,7 +12,6 @@ step on the same net and batch.
 from __future__ import annotations
 
 import torch
-
 from bpbench.experiments.plan.registry import learner_registry
 from bpbench.experiments.run.probes import count_flops
 from bpbench.learners.base import TaskInfo

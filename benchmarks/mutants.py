@@ -22,7 +22,8 @@ TESTS: dict[str, tuple[str, ...]] = {
     "ff": ("tests/test_fidelity_ff.py",),
     "dtp": ("tests/test_fidelity_dtp.py",),
     "fwd_grad": ("tests/test_fidelity_fwd_grad.py",),
-    "backprop": ("tests/test_fidelity_classic.py::test_backprop_is_the_exact_gradient_of_its_own_loss",),
+    "backprop": ("tests/test_fidelity_classic.py::test_backprop_is_the_exact_gradient_of_its_own_loss",
+                 "tests/test_fidelity_classic.py::test_backprop_loss_is_pcs_top_loss"),
     "fa": ("tests/test_fidelity_classic.py::test_feedback_rules_follow_their_feedback_with_the_output_layer_exact",),
     "dfa": ("tests/test_fidelity_classic.py::test_feedback_rules_follow_their_feedback_with_the_output_layer_exact",),
     "sign_symmetry": (

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from torch import Tensor
-
 from bpbench.learners.base import Learner, StepOutput, TaskInfo
 from bpbench.learners.losses import LossName, check_loss, top_loss
 from bpbench.learners.models import ModelSpec, build_model, weight_layers
+from torch import Tensor
 
 
 @dataclass(frozen=True)

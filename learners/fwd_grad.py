@@ -45,11 +45,10 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from bpbench.learners.backprop import Backprop, BackpropParams
 from bpbench.learners.base import StepOutput, TaskInfo
 from bpbench.learners.models import ModelSpec
+from torch import Tensor, nn
 
 PERTURB = ("weight", "activity")
 

@@ -47,12 +47,16 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-
 from bpbench.learners.backprop import BackpropParams, make_optimizer
 from bpbench.learners.base import Learner, StepOutput, TaskInfo
 from bpbench.learners.losses import top_loss
-from bpbench.learners.models import ModelSpec, build_model, require_plain_mlp, weight_layers
+from bpbench.learners.models import (
+    ModelSpec,
+    build_model,
+    require_plain_mlp,
+    weight_layers,
+)
+from torch import Tensor
 
 # activation f and its derivative f'(v) written from (v, a = f(v))
 ACTIVATION: dict[str, Callable[[Tensor], Tensor]] = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}

@@ -11,9 +11,8 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-
 from bpbench.experiments.plan.registry import task_registry
-from bpbench.learners.backprop import Backprop, BackpropLossParams
+from bpbench.learners.backprop import Backprop, BackpropLossParams, BackpropParams
 from bpbench.learners.base import Learner
 from bpbench.learners.cmaes import CMAES, CMAESParams
 from bpbench.learners.dfa import DirectFeedbackAlignment
@@ -22,8 +21,8 @@ from bpbench.learners.fa import FeedbackAlignment
 from bpbench.learners.feedback import FeedbackParams
 from bpbench.learners.ga import GAParams, GeneticAlgorithm
 from bpbench.learners.models import ModelSpec
+from bpbench.learners.pc import PCParams, PredictiveCoding
 from bpbench.learners.sign_symmetry import SignSymmetry, sign_feedback
-from bpbench.learners.backprop import BackpropParams
 from fidelity_tools import projection
 
 CPU = torch.device("cpu")
@@ -72,10 +71,14 @@ def manual_feedback_gradients(model, x, y, feedback, direct: bool) -> dict[str, 
 def test_feedback_rules_follow_their_feedback_with_the_output_layer_exact(digits, rule: str) -> None:
     x, y = digits.train.x[:64], digits.train.y[:64]
     cls, params = {"fa": (FeedbackAlignment, FeedbackParams()), "dfa": (DirectFeedbackAlignment, FeedbackParams()),
-                   "sign_symmetry": (SignSymmetry, BackpropParams())}[rule]
+                   "sign_symmetry": (SignSymmetry, BackpropParams(lr=0.02))}[rule]
     learner = make(cls, digits.info, params)
-    learner.train_step(digits.train.x[64:128], digits.train.y[64:128])  # weights moved: sign(W) must follow them
+    start = {n: m.weight.detach().sign() for n, m in learner.model.named_children() if n in ("fc2", "out")}
+    for i in range(1, 6):  # weights moved: sign(W) must follow them
+        learner.train_step(digits.train.x[64 * i:64 * i + 64], digits.train.y[64 * i:64 * i + 64])
     model = learner.model
+    if rule == "sign_symmetry":  # some signs flipped, so stale feedback would differ
+        assert any(not torch.equal(start[n], getattr(model, n).weight.sign()) for n in start)
     if rule == "sign_symmetry":
         feedback = {n: sign_feedback(getattr(model, n)).clone() for n in ("fc2", "out")}
     else:
@@ -101,6 +104,20 @@ def test_backprop_is_the_exact_gradient_of_its_own_loss(digits, loss: str) -> No
         assert torch.allclose(learner.update_signal()[name], g, rtol=1e-5, atol=1e-8), name
     other = make(Backprop, digits.info, BackpropLossParams(loss="mse" if loss == "ce" else "ce"))
     assert not torch.allclose(other.true_gradient(x, y)["out"], truth["out"])  # the losses differ
+
+
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+def test_backprop_loss_is_pcs_top_loss(digits, loss: str) -> None:
+    """backprop's loss = "mse" is pc's squared error ½‖z − onehot(y)‖² (its partner): on a linear
+    model, where pc has nothing to relax, pc's local update (−ε_out xᵀ / B, written from its own top
+    error) equals backprop's gradient for either loss."""
+    x, y = digits.train.x[:64], digits.train.y[:64]
+    linear = ModelSpec(hidden=())
+    backprop = make(Backprop, digits.info, BackpropLossParams(loss=loss), linear)
+    pc = make(PredictiveCoding, digits.info, PCParams(top_loss=loss), linear)
+    truth = backprop.true_gradient(x, y)
+    pc.train_step(x, y)
+    assert torch.allclose(pc.update_signal()["out"], truth["out"], rtol=1e-5, atol=1e-7)
 
 
 def test_es_estimate_is_the_antithetic_rank_shaped_one(small) -> None:

@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from bpbench.experiments.plan.registry import task_registry
 from bpbench.learners.ff import FFParams, ForwardForward
 from bpbench.learners.models import ModelSpec
@@ -71,7 +70,8 @@ def test_update_is_the_gradient_of_each_layers_goodness_loss(digits, monkeypatch
     reference = torch.autograd.grad(loss, weights)
     signal = learner.update_signal()
     for name, g in zip(("fc1", "fc2"), reference):
-        assert torch.allclose(signal[name], g, rtol=1e-4, atol=1e-6), (name, float((signal[name] - g).norm() / g.norm()))
+        relative = float((signal[name] - g).norm() / g.norm())
+        assert torch.allclose(signal[name], g, rtol=1e-4, atol=1e-6), (name, relative)
 
 
 def test_negative_labels_are_every_wrong_label_never_the_true_one(digits, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from bpbench.experiments.plan.registry import task_registry
 from bpbench.learners.fwd_grad import ForwardGradient, ForwardGradientParams
 from bpbench.learners.models import ModelSpec

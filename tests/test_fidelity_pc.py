@@ -8,7 +8,6 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-
 from bpbench.experiments.plan.registry import task_registry
 from bpbench.learners.losses import top_loss
 from bpbench.learners.models import ModelSpec, weight_layers
@@ -70,7 +69,8 @@ def test_update_is_the_energy_gradient_after_inference(digits, steps: int, gamma
     learner.train_step(x, y)
     signal = learner.update_signal()
     for name, g in reference.items():
-        assert torch.allclose(signal[name], g, rtol=1e-4, atol=1e-6), (name, float((signal[name] - g).norm() / g.norm()))
+        relative = float((signal[name] - g).norm() / g.norm())
+        assert torch.allclose(signal[name], g, rtol=1e-4, atol=1e-6), (name, relative)
 
 
 def test_near_equilibrium_fc1_update_has_the_gradients_size(digits) -> None:
