@@ -22,7 +22,7 @@ from bpbench.learners.feedback import FeedbackParams
 from bpbench.learners.ga import GAParams, GeneticAlgorithm
 from bpbench.learners.models import ModelSpec
 from bpbench.learners.pc import PCParams, PredictiveCoding
-from bpbench.learners.sign_symmetry import SignSymmetry, sign_feedback
+from bpbench.learners.sign_symmetry import SignSymmetry
 from fidelity_tools import projection
 
 CPU = torch.device("cpu")
@@ -80,7 +80,10 @@ def test_feedback_rules_follow_their_feedback_with_the_output_layer_exact(digits
     if rule == "sign_symmetry":  # some signs flipped, so stale feedback would differ
         assert any(not torch.equal(start[n], getattr(model, n).weight.sign()) for n in start)
     if rule == "sign_symmetry":
-        feedback = {n: sign_feedback(getattr(model, n)).clone() for n in ("fc2", "out")}
+        feedback = {}  # written from BioTorch's uSF: sign(W)·√(2 / (fan_in + fan_out)), of the current W
+        for n in ("fc2", "out"):
+            w = getattr(model, n).weight.detach()
+            feedback[n] = w.sign() * (2.0 / (w.shape[0] + w.shape[1])) ** 0.5
     else:
         feedback = {n: b.clone() for n, b in learner.feedback.items()}
     with torch.no_grad():
