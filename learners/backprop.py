@@ -1,8 +1,10 @@
 """Backpropagation: the reference learner, and the template to copy for a new rule.
 
-One ``train_step`` = one minibatch: forward, cross-entropy, ``loss.backward()``, one
-optimizer step (SGD with momentum, or Adam). ``bpbench new learner NAME`` writes a plugin
-package whose learner is this one (a test checks they agree), ready to become a new rule.
+One ``train_step`` = one minibatch: forward, the top loss (``loss``: cross-entropy, or "mse":
+the squared error ½‖z − onehot(y)‖² that pc's ``top_loss = "mse"`` trains, its like-for-like
+partner), ``loss.backward()``, one optimizer step (SGD with momentum, or Adam). ``bpbench new
+learner NAME`` writes a plugin package whose learner is this one (a test checks they agree),
+ready to become a new rule.
 """
 from __future__ import annotations
 
@@ -10,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bpbench.learners.base import Learner, StepOutput
+from bpbench.learners.losses import LossName, top_loss
 from bpbench.learners.models import build_model, weight_layers
 from bpbench.learners.params import check_params, param
 
@@ -32,6 +34,13 @@ class BackpropParams:
 
     def __post_init__(self) -> None:
         check_params(self)
+
+
+@dataclass(frozen=True)
+class BackpropLossParams(BackpropParams):
+    """BackpropParams plus loss: "ce" (cross-entropy) | "mse" (½‖z − onehot(y)‖², pc's squared error)."""
+
+    loss: LossName = "ce"  # a Literal: check_params refuses other values
 
 
 def make_optimizer(params: BackpropParams, tensors: Any) -> torch.optim.Optimizer:
@@ -53,7 +62,7 @@ def make_optimizer(params: BackpropParams, tensors: Any) -> torch.optim.Optimize
 class Backprop(Learner):
     """Gradient descent with gradients from ``torch.autograd`` (exact backpropagation)."""
 
-    Params = BackpropParams
+    Params: type = BackpropLossParams
     params: BackpropParams
     model: nn.Sequential
 
@@ -66,10 +75,14 @@ class Backprop(Learner):
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
         self._model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self._model(x), y)
+        loss = self.objective(self._model(x), y)
         loss.backward()
         self.optimizer.step()
         return StepOutput(loss=loss.item(), forward_samples=x.shape[0])
+
+    def objective(self, logits: Tensor, y: Tensor) -> Tensor:
+        """The ``loss`` option's top loss (subclasses whose Params have no ``loss`` train cross-entropy)."""
+        return top_loss(logits, y, getattr(self.params, "loss", "ce"))
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:

@@ -200,8 +200,17 @@ class Learner(ABC):
         offspring step (GA). The runner turns it into gradient health and alignment.
         """
 
+    def objective(self, logits: Tensor, y: Tensor) -> Tensor:
+        """The loss this rule trains, as a batch mean: logits (B, n_classes), labels (B,) -> scalar.
+
+        ``true_gradient`` differentiates it, so a rule is compared with the gradient of its own
+        objective. Default: mean cross-entropy; override it for a rule that trains another
+        top loss (``learners.losses.top_loss``: backprop and pc with "mse").
+        """
+        return torch.nn.functional.cross_entropy(logits, y)
+
     def true_gradient(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        """Exact backprop gradient of the mean cross-entropy at the current weights.
+        """Exact backprop gradient of ``objective`` (the rule's own loss) at the current weights.
 
         Keys as in ``update_signal``. Must not change any learner state (weights, grads,
         batch-norm statistics, RNG). The default differentiates ``self.model`` with plain
@@ -221,7 +230,7 @@ class Learner(ABC):
         with torch.random.fork_rng(devices=devices), torch.enable_grad():
             detached = {k: v.detach().requires_grad_(True) for k, v in params.items()}
             logits = torch.func.functional_call(model, (detached, buffers), (x,))
-            loss = torch.nn.functional.cross_entropy(logits, y)
+            loss = self.objective(logits, y)
             wanted = [detached[f"{n}.weight"] for n in names]
             grads = torch.autograd.grad(loss, wanted)
         return dict(zip(names, grads))

@@ -69,12 +69,16 @@ class DTPParams(BackpropParams):
     penultimate: "gradient" (Lee's DTP) | "target" (every hidden target through an inverse);
     target_step > 0: size of the top target's step on the cross-entropy;
     noise >= 0: std of the Gaussian corruption in the inverses' reconstruction loss;
-    inverse_lr > 0: learning rate of the inverses (same optimizer kind, no weight decay)."""
+    inverse_lr > 0: learning rate of the inverses (same optimizer kind, no weight decay);
+    freeze_propagated: a control: the hidden layers whose target comes through a learned inverse
+    (fc1..fc<L-1> for "gradient", every hidden layer for "target") keep their initial weights, so
+    a run shows how much the propagated targets contribute (the inverses still train)."""
 
     penultimate: Literal["gradient", "target"] = "gradient"
     target_step: float = param(0.1, gt=0)
     noise: float = param(0.1, ge=0)
     inverse_lr: float = param(1e-3, gt=0)
+    freeze_propagated: bool = False
 
 
 def layer_blocks(model: nn.Sequential) -> list[tuple[str, list[nn.Module]]]:
@@ -178,6 +182,8 @@ class DifferenceTargetPropagation(Backprop):
         inputs, outputs = self._forward(x)
         self._train_inverses(inputs)
         targets = self._targets(outputs, y)
+        if self.params.freeze_propagated:  # the control: no local loss, so no update, for propagated layers
+            targets = {n: t for n, t in targets.items() if n not in self.propagated_layers()}
         loss = F.cross_entropy(outputs["out"], y)
         local = loss + sum(((outputs[n] - t).pow(2).sum(1).mean() / (2 * self.params.target_step)
                             for n, t in targets.items()), torch.zeros((), device=self.device))
@@ -186,6 +192,11 @@ class DifferenceTargetPropagation(Backprop):
         self.optimizer.step()
         self._last_x = x
         return StepOutput(loss=loss.item(), forward_samples=x.shape[0])
+
+    def propagated_layers(self) -> frozenset[str]:
+        """Hidden layers whose target reaches them through a learned inverse (see freeze_propagated)."""
+        hidden = [name for name, _ in self.blocks][:-1]
+        return frozenset(hidden[:-1] if self.params.penultimate == "gradient" else hidden)
 
     def exact_layers(self) -> frozenset[str]:
         names = [name for name, _ in self.blocks]

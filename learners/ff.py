@@ -51,12 +51,15 @@ from bpbench.learners.pc import ACTIVATION
 @dataclass(frozen=True)
 class FFParams(BackpropParams):
     """BackpropParams (lr default 3e-3) plus threshold > 0 (None: each layer's width),
-    norm_scale > 0 (None: √(each layer's input width)), negatives: random_label."""
+    norm_scale > 0 (None: √(each layer's input width)), negatives: random_label;
+    normalize: length-normalize each hidden layer's input (False, a control: layers after the first
+    see the layer below's raw activity, so its goodness passes up; the input is still normalized)."""
 
     lr: float = param(3e-3, gt=0)
     threshold: float | None = param(None, gt=0, unset="the layer width")
     norm_scale: float | None = param(None, gt=0, unset="√(input width)")
     negatives: Literal["random_label"] = "random_label"
+    normalize: bool = True
 
 
 class ForwardForward(Learner):
@@ -99,8 +102,8 @@ class ForwardForward(Learner):
     def layer_goodness(self, inp: Tensor, detach: bool) -> list[Tensor]:
         """Goodness G_l (per sample) of every hidden layer on embedded input ``inp``."""
         out = []
-        for layer, rho in zip(self.hidden, self.scale):
-            h = self.f(layer(F.normalize(inp, dim=1) * rho))
+        for i, (layer, rho) in enumerate(zip(self.hidden, self.scale)):
+            h = self.f(layer(F.normalize(inp, dim=1) * rho if i == 0 or self.params.normalize else inp))
             out.append(h.square().sum(dim=1))
             inp = h.detach() if detach else h
         return out

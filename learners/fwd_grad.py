@@ -19,41 +19,56 @@ optimizer step (SGD with momentum or Adam, as ``backprop``) along them. No ``bac
 no finite differences. ``loss`` is the minibatch's mean cross-entropy before the update;
 ``update_signal`` is the estimate per weight layer; no layer is exact by construction.
 
-The runner's FLOP counter (``torch.utils.flop_counter``) sees forward-mode work: a jvp's
-dual matmuls run as ordinary aten ops. A weight-perturbed step counts three forward passes'
-worth: per layer the primal product and the tangent's two, ẋ·Wᵀ and x·Vᵀ (for the first
-layer ẋ is zero, but torch's jvp materializes it and multiplies anyway, so that product is
-real work, and counted). An activity-perturbed step counts the forward pass, each layer's
-jvp from its pre-activations up, and one outer product per layer for the weight update.
+FLOPs (what the runner's ``torch.utils.flop_counter`` counts is what an efficient implementation
+needs; ``docs/flops.md`` has every learner's count):
+- weight: the first connection layer's input x is data, so its tangent is identically zero; the
+  first layer is run outside the jvp, as its primal product x·W₁ᵀ and its tangent x·V₁ᵀ, and one
+  ``torch.func.jvp`` takes the rest of the network from there (primal plus the two tangent
+  products ẋ·Wᵀ and x·Vᵀ per layer). Total per tangent: 2 forwards less nothing, i.e. exactly
+  backprop's forward + backward count (backprop's backward also skips the first layer's dx).
+  (A single jvp over the whole network would also multiply x's zero tangent by W₁: counted but
+  not needed.)
+- activity: one forward pass keeps every layer's input; for each perturbed layer the tangent
+  u_l is pushed up by hand with the stored primal values (a Linear above: u·Wᵀ; an activation
+  or the per-example loss: its own ``torch.func.jvp`` at the stored input, element-wise), so no
+  forward is recomputed and no product with a zero weight tangent is made; then one outer
+  product per layer for the weight estimate, as backprop's weight gradient.
 
 Model support: no batch norm (a jvp cannot update running statistics in place); the activity
 variant also needs an MLP without dropout (each per-layer pass must see the same network).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from bpbench.learners.backprop import Backprop, BackpropParams
 from bpbench.learners.base import StepOutput
 from bpbench.learners.models import ModelSpec
 from bpbench.learners.params import param
+from torch import Tensor, nn
 
 PERTURB = ("weight", "activity")
 
 
-def per_example_losses(rest: list[nn.Module], y: Tensor) -> Callable[[Tensor], Tensor]:
-    """s -> (B,) cross-entropy of each example after running s through the modules ``rest``."""
-    def losses(s: Tensor) -> Tensor:
-        for module in rest:
-            s = module(s)
-        return F.cross_entropy(s, y, reduction="none")
-    return losses
+def loss_slopes(above: list[nn.Module], inputs: list[Tensor], logits: Tensor, y: Tensor, u: Tensor) -> Tensor:
+    """(B,) directional derivatives ∂ℓ_b/∂s_b · u_b of each example's cross-entropy ℓ_b.
+
+    above: the modules after the perturbed layer; inputs: what each received in the forward pass
+    (stored primal values); logits: the network's output; u: (B, n) tangent at the layer's output s.
+    A Linear above carries the tangent as u·Wᵀ (its bias has no tangent); every other module
+    and the loss by ``torch.func.jvp`` at its stored input: no primal product is recomputed."""
+    t = u
+    for module, inp in zip(above, inputs):
+        if isinstance(module, nn.Linear):
+            t = t @ module.weight.t()
+        else:
+            _, t = torch.func.jvp(module, (inp,), (t,))
+    _, slopes = torch.func.jvp(lambda z: F.cross_entropy(z, y, reduction="none"), (logits,), (t,))
+    return slopes
 
 
 @dataclass(frozen=True)
@@ -94,19 +109,41 @@ class ForwardGradient(Backprop):
     def _tangent(self, like: Tensor) -> Tensor:
         return torch.randn(like.shape, generator=self.noise, device=like.device, dtype=like.dtype)
 
+    def _split_first_layer(self) -> tuple[list[nn.Module], nn.Module, str, nn.Sequential]:
+        """(parameter-free modules before the first connection layer, that layer, its name, the rest)."""
+        children = list(self._model.named_children())
+        first = next(i for i, (_, m) in enumerate(children) if isinstance(m, (nn.Linear, nn.Conv2d)))
+        before = [m for _, m in children[:first]]
+        name, layer = children[first]
+        return before, layer, name, nn.Sequential(OrderedDict(children[first + 1:]))
+
     def _weight_estimate(self, x: Tensor, y: Tensor) -> tuple[float, dict[str, Tensor]]:
-        """(loss, (1/K) Σ_k (∇L·v_k) v_k over all parameters), K = tangents."""
+        """(loss, (1/K) Σ_k (∇L·v_k) v_k over all parameters), K = tangents.
+
+        The first connection layer runs outside the jvp (its input has no tangent): s = x·W₁ᵀ + b₁
+        and ṡ = x·V₁ᵀ + ḃ₁; one jvp over the rest of the network from (s, ṡ)."""
         model = self._model
         primals = {name: p.detach() for name, p in model.named_parameters()}
         buffers = dict(model.named_buffers())
+        before, layer, first, rest = self._split_first_layer()
+        h = x
+        for module in before:
+            h = module(h)
+        own = {k: f"{first}.{k}" for k, _ in layer.named_parameters()}
+        with torch.no_grad():
+            s = torch.func.functional_call(layer, {k: primals[v] for k, v in own.items()}, (h,))
+        rest_names = [name for name in primals if name.split(".")[0] != first]
 
-        def loss_of(weights: dict[str, Tensor]) -> Tensor:
-            return F.cross_entropy(torch.func.functional_call(model, (weights, buffers), (x,)), y)
+        def loss_of(pre: Tensor, weights: dict[str, Tensor]) -> Tensor:
+            return F.cross_entropy(torch.func.functional_call(rest, (weights, buffers), (pre,)), y)
 
         estimate: dict[str, Tensor] = {}
         for k in range(self.params.tangents):
             v = {name: self._tangent(p) for name, p in primals.items()}
-            loss, slope = torch.func.jvp(loss_of, (primals,), (v,))
+            with torch.no_grad():  # the first layer's tangent: linear in its weights, x has none
+                s_dot = torch.func.functional_call(layer, {k_: v[name] for k_, name in own.items()}, (h,))
+            loss, slope = torch.func.jvp(loss_of, (s, {n: primals[n] for n in rest_names}),
+                                         (s_dot, {n: v[n] for n in rest_names}))
             scale = slope / self.params.tangents
             for name, direction in v.items():  # the tangent's memory becomes the estimate
                 if k == 0:
@@ -116,28 +153,31 @@ class ForwardGradient(Backprop):
         return float(loss), estimate
 
     def _activity_estimate(self, x: Tensor, y: Tensor) -> tuple[float, dict[str, Tensor]]:
-        """(loss, per-parameter estimate) from one forward-mode pass per layer's pre-activations."""
-        children = list(self._model.named_children())
-        points: list[tuple[str, list[nn.Module], Tensor, Tensor]] = []  # (layer, modules above it, input, s)
+        """(loss, per-parameter estimate): one forward pass keeping every module's input, then per
+        layer its tangents pushed up through the stored primal values (no forward recomputed)."""
+        children = [m for _, m in self._model.named_children()]
+        names = [n for n, _ in self._model.named_children()]
+        inputs: list[Tensor] = []  # inputs[i]: what children[i] received
         with torch.no_grad():
             h = x
-            for i, (name, module) in enumerate(children):
-                out = module(h)
-                if isinstance(module, nn.Linear):
-                    points.append((name, [m for _, m in children[i + 1:]], h, out))
-                h = out
-            loss = float(F.cross_entropy(h, y))
+            for module in children:
+                inputs.append(h)
+                h = module(h)
+        logits = h
+        loss = float(F.cross_entropy(logits, y))
         estimate: dict[str, Tensor] = {}
-        for name, above, inp, pre in points:
-            losses_from = per_example_losses(above, y)
+        for i, module in enumerate(children):
+            if not isinstance(module, nn.Linear):
+                continue
+            pre = inputs[i + 1] if i + 1 < len(children) else logits  # this layer's pre-activations s
             g = torch.zeros_like(pre)  # estimate of ∂ℓ_b/∂s_b, one row per example
             for _ in range(self.params.tangents):
                 u = self._tangent(pre)
-                _, slopes = torch.func.jvp(losses_from, (pre,), (u,))  # slopes[b] = ∂ℓ_b/∂s_b · u_b
+                slopes = loss_slopes(children[i + 1:], inputs[i + 1:], logits, y, u)  # ∂ℓ_b/∂s_b · u_b
                 g.add_(slopes.unsqueeze(1) * u, alpha=1.0 / self.params.tangents)
             g /= x.shape[0]  # the loss is the batch mean
-            estimate[f"{name}.weight"] = g.t() @ inp
-            estimate[f"{name}.bias"] = g.sum(0)
+            estimate[f"{names[i]}.weight"] = g.t() @ inputs[i]
+            estimate[f"{names[i]}.bias"] = g.sum(0)
         return loss, estimate
 
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:

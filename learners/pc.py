@@ -33,7 +33,9 @@ a_H, not the feedforward one, so with hidden layers no layer equals the true gra
 construction (``exact_layers()`` is empty); the runner's cosine shows how close each layer is.
 
 ``top_loss = "mse"`` trains with a squared error at the top: compare it with backprop trained
-on a squared error too (not cross-entropy backprop: the loss alone changes accuracy).
+on a squared error too (``backprop`` with ``loss = "mse"``, the same ½‖z − onehot(y)‖²; not
+cross-entropy backprop: the loss alone changes accuracy). ``objective`` declares the top loss, so
+``true_gradient`` (and the alignment and projection columns) use that loss's gradient.
 Prediction is the feedforward pass (the energy minimum with the output left free).
 MLP only, without batch norm or dropout (each would change the energy between inference steps).
 """
@@ -49,6 +51,7 @@ from torch import Tensor, nn
 
 from bpbench.learners.backprop import BackpropParams, make_optimizer
 from bpbench.learners.base import Learner, StepOutput
+from bpbench.learners.losses import top_loss
 from bpbench.learners.models import ModelSpec, build_model, require_plain_mlp, weight_layers
 from bpbench.learners.params import param
 
@@ -149,10 +152,15 @@ class PredictiveCoding(Learner):
     def update_signal(self) -> dict[str, Tensor]:
         return {n: m.weight.grad.detach().clone() for n, m in weight_layers(self._model) if m.weight.grad is not None}
 
+    def objective(self, logits: Tensor, y: Tensor) -> Tensor:
+        """The top loss it trains (``top_loss``): ``true_gradient`` is that loss's gradient, so
+        pc with "mse" is compared with the squared-error gradient, not cross-entropy's."""
+        return top_loss(logits, y, self.params.top_loss)
+
     def exact_layers(self) -> frozenset[str]:
         """None with hidden layers (see the module docstring). A linear model (no hidden layer) has
-        nothing to relax: its update is the exact cross-entropy gradient (with top_loss = "ce")."""
-        if self.model_spec.hidden or self.params.top_loss != "ce":
+        nothing to relax: its update is the exact gradient of its top loss."""
+        if self.model_spec.hidden:
             return frozenset()
         return frozenset(n for n, _ in weight_layers(self._model))
 

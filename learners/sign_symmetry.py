@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from bpbench.learners.backprop import Backprop
+from bpbench.learners.backprop import Backprop, BackpropParams
 from bpbench.learners.base import StepOutput
 from bpbench.learners.feedback import angle_deg, feedback_step, output_layer, through
 from bpbench.learners.models import weight_layers
@@ -33,6 +33,8 @@ def sign_feedback(layer: nn.Linear | nn.Conv2d, out: Tensor | None = None) -> Te
 
 class SignSymmetry(Backprop):
     """Gradient descent with the error carried backward through the signs of the weights."""
+
+    Params = BackpropParams  # cross-entropy only (backprop's ``loss`` option is not part of this rule)
 
     def setup(self) -> None:
         super().setup()

@@ -69,7 +69,11 @@ def test_a_linear_model_has_nothing_to_relax(digits) -> None:
     learner.train_step(x, y)
     assert learner.exact_layers() == frozenset({"out"})
     assert torch.allclose(learner.update_signal()["out"], reference["out"], atol=1e-6)
-    assert make(digits, model=ModelSpec(hidden=()), top_loss="mse").exact_layers() == frozenset()
+    mse = make(digits, model=ModelSpec(hidden=()), top_loss="mse")
+    reference = mse.true_gradient(x, y)  # the squared-error gradient: the loss it trains
+    mse.train_step(x, y)
+    assert mse.exact_layers() == frozenset({"out"})
+    assert torch.allclose(mse.update_signal()["out"], reference["out"], atol=1e-6)
 
 
 def test_learns_digits(digits) -> None:

@@ -60,7 +60,7 @@ def test_sets_override_nested_values() -> None:
     (["tasks=['digitz']"], "unknown task 'digitz'; allowed: .*digits"),
     (["learners.backprop.lr='fast'"], r"learners.backprop.lr = 'fast': expected float"),
     (["learners.backprop.lr=-1"], "lr = -1.0: must be > 0"),
-    (["learners.backprop.optimiser=sgd"], "unknown key 'optimiser' in learners.backprop; allowed: batch_size, lr"),
+    (["learners.backprop.optimiser=sgd"], "unknown key 'optimiser' in learners.backprop; allowed: batch_size, loss, lr"),
     (["budget.epochs=-2"], "epochs = -2: must be a positive integer"),
     (["budget.epoch=2"], "unknown key 'epoch' in learners.backprop.budget; allowed: "),
     (["seeds=0"], "seeds = 0"),
