@@ -30,7 +30,9 @@ The contract of a ``Learner`` subclass:
 - Required: ``train_step``, ``predict``, ``update_signal``, ``state_dict``, ``load_state_dict``.
 - Optional hooks, each with a working default:
   ``archs`` / ``check_model`` (models the rule refuses, before any run starts);
-  ``true_gradient`` (the exact gradient alignment compares with; default: autograd on ``self.model``);
+  ``objective`` (the loss the rule trains; default cross-entropy);
+  ``true_gradient`` (the exact gradient of ``objective`` that alignment compares with; default: autograd
+  on ``self.model``);
   ``exact_layers`` (layers whose update is the true gradient by construction; default none);
   ``diagnostics`` (extra rows at gradient-health steps; default none);
   ``evaluation_metrics`` (extra rows at each evaluation; default none);

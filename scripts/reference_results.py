@@ -2,7 +2,8 @@
 
 For each study (default: quick, modern and vanishing; fashion takes most of an hour: run it on its own)
 it runs ``bpbench run`` into a work folder (completed runs are reused), then writes under ``results/<study>/``:
-``table.md``, ``table.tex`` (booktabs), ``table.csv``, ``table.txt``, ``runs.csv`` (one row per run:
+``table.md``, ``table.tex`` (booktabs), ``table.csv``, ``table.txt``, ``scores.md`` (across tasks),
+``trials.md`` (a tuned study's every trial), ``runs.csv`` (one row per run:
 options, seed, final measures, times, commit), ``figures/*.png|pdf``,
 ``report.html`` (self-contained) and ``metadata.json`` (study table, overrides, wall time,
 run counts, git commit, package versions, hardware); and ``results/README.md`` showing them.
@@ -27,9 +28,8 @@ from typing import Any
 import pandas as pd
 
 from bpbench.experiments.front.cli import main as bpbench
-from bpbench.experiments.report.figures import figure_data, save_all
-from bpbench.experiments.report.html import write_report
-from bpbench.experiments.report.table import render, runs_of, summarize
+from bpbench.experiments.front.results import load
+from bpbench.experiments.report.table import runs_of
 from bpbench.experiments.store.run_store import RunStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,12 +64,15 @@ def runs_table(store: RunStore, metas: list[dict[str, Any]]) -> pd.DataFrame:
 def publish(study: str, work: Path, out: Path, sets: list[str], wall: float, exit_code: int) -> dict[str, Any]:
     """Write the tables, figures, report and metadata of the results in ``work`` to ``out``."""
     store = RunStore(work)
-    summary = summarize(store)
+    results = load(work)
     out.mkdir(parents=True, exist_ok=True)
     for fmt, suffix in (("markdown", "md"), ("latex", "tex"), ("csv", "csv"), ("text", "txt")):
-        (out / f"table.{suffix}").write_text(render(summary, fmt))
-    written, skipped = save_all(figure_data(store), out / "figures")
-    write_report(work, out / "report.html")
+        (out / f"table.{suffix}").write_text(results.table(fmt))
+    (out / "scores.md").write_text(results.score("markdown"))  # across tasks: profiles, ranks, IQM
+    if not results.tuning.empty:  # a tuned study: every trial
+        (out / "trials.md").write_text(results.table("markdown", tuning=True))
+    written, skipped = results.plot(out / "figures")
+    results.report(out / "report.html")
     metas = store.metas()
     runs_table(store, metas).to_csv(out / "runs.csv", index=False)
     raw = json.loads((work / f"study-{study}.json").read_text())["study"]
@@ -145,6 +148,8 @@ def readme(entries: list[dict[str, Any]], out: Path) -> str:
             (out / study / "table.md").read_text(),
             "",
         ]
+        if (out / study / "scores.md").is_file():
+            lines += ["Across tasks (`bpbench table --score`):", "", (out / study / "scores.md").read_text(), ""]
         lines += [f"![{name}]({study}/figures/{name})" for name in meta["figures"]]
         lines.append("")
     return "\n".join(lines)

@@ -85,7 +85,7 @@ def test_check_conforming_diverging_and_unavailable(outside: Path, capsys: pytes
 
 
 def test_study_well_behaved_rules_learn_broken_ones_fail_alone(results: api.Results) -> None:
-    summary = results.summary.set_index(["label", "config"])
+    summary = results.summary.set_index(["label", "configuration"])
     for label in ("scaffolded", "perturb", "random_features"):
         run = summary.loc[(label, "")]
         assert run["status"] == "ok", run["error"]
@@ -111,7 +111,7 @@ def test_the_scaffolds_learner_takes_the_standard_optimizer_options(results: api
 
 def test_scores_of_a_study_with_plugin_learners(results: api.Results) -> None:
     """Time to target, profiles and ranks take plugin learners as they are (no change to the plugin)."""
-    summary = results.summary.set_index(["label", "config"])
+    summary = results.summary.set_index(["label", "configuration"])
     for label in ("perturb", "random_features"):
         assert summary.loc[(label, ""), "target"] == 0.5 and summary.loc[(label, ""), "reached"], label
         assert summary.loc[(label, ""), "ttt_epochs"] >= 1 and summary.loc[(label, ""), "ttt_flops"] > 0
@@ -125,7 +125,7 @@ def test_scores_of_a_study_with_plugin_learners(results: api.Results) -> None:
 
 
 def test_the_task_parameter_reaches_the_task(results: api.Results) -> None:
-    summary = results.summary.set_index(["label", "config"])
+    summary = results.summary.set_index(["label", "configuration"])
     clean, noisy = summary.loc[("backprop", "noise=0.0")], summary.loc[("backprop", "noise=8.0")]
     assert clean["status"] == noisy["status"] == "ok"
     assert clean["test_accuracy"] > noisy["test_accuracy"] + 0.1, (clean["test_accuracy"], noisy["test_accuracy"])

@@ -104,15 +104,17 @@ def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
 
     start = time.perf_counter()
     ran: list[Outcome] = []
+    planned = tuple(s.run_id for s in plan.runs)  # a tuned study: the runs its protocol asked for
     try:
         if plan.tuning is not None:  # the protocol draws its runs round by round (schedule/tuning.py)
             from bpbench.experiments.front.tuned_run import run_tuned_study  # optuna: only for tuned studies
 
-            ran.extend(run_tuned_study(plan, store, runner, on_event, progress))
+            outcomes, asked = run_tuned_study(plan, store, runner, on_event, progress)
+            ran.extend(outcomes)
+            planned = tuple(asked)
         else:
             ran.extend(runner.run(todo, store, on_event))
     finally:
         if show is not None:
             show.close()
-    return Results(root, tuple(ran), time.perf_counter() - start, study_references(plan.raw), elsewhere,
-                   tuple(s.run_id for s in plan.runs))
+    return Results(root, tuple(ran), time.perf_counter() - start, study_references(plan.raw), elsewhere, planned)

@@ -15,15 +15,19 @@ from bpbench.experiments.store.run_store import RunStore
 
 
 def run_tuned_study(plan: Study, store: RunStore, executor: Any, on_event: Callable[[Event], None],
-                    progress: bool) -> list[Outcome]:
-    """Run ``plan``'s tuning protocol through ``executor``; progress (stderr) shows each round's runs."""
+                    progress: bool) -> tuple[list[Outcome], list[str]]:
+    """Run ``plan``'s tuning protocol through ``executor``; progress (stderr) shows each round's runs.
+    Returns (the outcomes of the runs this driver ran, the run ids of every run the protocol asked
+    for: the study's runs, whichever driver ran them)."""
     assert plan.tuning is not None
     shown: list[Progress] = []
     rounds = 0
+    asked: list[str] = []
 
     def on_round(todo: list[RunSpec]) -> None:
         nonlocal rounds
         rounds += 1
+        asked.extend(s.run_id for s in todo)
         if shown:
             shown.pop().close()
         if progress and todo:
@@ -37,7 +41,8 @@ def run_tuned_study(plan: Study, store: RunStore, executor: Any, on_event: Calla
             shown[0](event)
 
     try:
-        return run_tuned(plan.runs, plan.tuning, learner_registry(), store, executor, events, on_round)
+        outcomes = run_tuned(plan.runs, plan.tuning, learner_registry(), store, executor, events, on_round)
+        return outcomes, list(dict.fromkeys(asked))
     finally:
         if shown:
             shown.pop().close()

@@ -15,6 +15,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from bpbench.learners.params import check_params
 
 
+
 class ConfigError(ValueError):
     """Bad study input; the message names the offending value and what is allowed."""
 

@@ -55,10 +55,14 @@ def _learner_order(data: pd.DataFrame) -> list[str]:
     return [label for _, label in sorted((learner_styles.rank(n), l) for l, n in pairs.itertuples(index=False))]
 
 
+def learner_markers(labels: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Label -> marker for (label, registered learner) pairs (``learner_styles.assign``)."""
+    return {label: marker for label, (_, marker) in learner_styles.assign(labels).items()}
+
+
 def _markers(data: pd.DataFrame) -> dict[str, str]:
-    """Label -> marker (``learner_styles.assign``), for the learners of ``data``."""
-    pairs = zip(data["learner"], data["learner_name"])
-    return {label: marker for label, (_, marker) in learner_styles.assign(pairs).items()}
+    """Label -> marker for the learners of ``data``."""
+    return learner_markers(zip(data["learner"], data["learner_name"]))
 
 
 def _colors(data: pd.DataFrame) -> dict[str, Color]:

@@ -22,7 +22,7 @@ from matplotlib.ticker import EngFormatter, NullFormatter
 
 from bpbench.experiments.plan.study import REFERENCE_LABEL
 from bpbench.experiments.report import ranking
-from bpbench.experiments.report.figures import MARKERS, PANEL, NoData, learner_colors
+from bpbench.experiments.report.figures import PANEL, NoData, learner_colors, learner_markers
 from bpbench.experiments.report.scoring import curves_from_tidy, first_reached, targets_for
 from bpbench.experiments.report.table import per_run
 
@@ -48,6 +48,7 @@ def target_curves(data: pd.DataFrame) -> Figure:
     runs, targets, curves = _runs_with_times(data)
     best = ranking.best_configs(runs)
     colors = _colors(runs)
+    markers = learner_markers(zip(runs["learner"], runs["learner_name"]))
     curves = curves[curves["run_id"].isin(best["run_id"]) & (curves["flops"] > 0)]
     if curves.empty:
         raise NoData("validation accuracy vs FLOPs: the results have no train_flops rows")
@@ -63,7 +64,7 @@ def target_curves(data: pd.DataFrame) -> Figure:
                 mean = line.groupby("epoch").agg(flops=("flops", "mean"), acc=("val_acc", "mean"))
                 config = line["config"].iloc[0]
                 label = f"{learner} ({config})" if several.get(learner, 1) > 1 and config else learner
-                ax.plot(mean["flops"], mean["acc"], color=colors[learner], marker=MARKERS.get(learner, "o"),
+                ax.plot(mean["flops"], mean["acc"], color=colors[learner], marker=markers[learner],
                         markersize=3, linewidth=1.2, label=label)
             if task in targets:
                 ax.axhline(targets[task], color="0.3", linestyle="--", linewidth=0.9)

@@ -106,7 +106,8 @@ def failed_row(meta: dict[str, Any]) -> dict[str, Any]:
             "learner_name": spec["learner"], "budget": budget_text(spec["budget"])}
 
 
-SEED_ONLY = ("seed_index", "label", "task_label", "varied", "study", "timeout")  # what may differ within one row
+SEED_ONLY = ("seed_index", "label", "task_label", "varied", "study", "timeout",  # what may differ within one row
+             "tuning")  # a tuned study's trial marks: its tables pick the final runs themselves (report/tuning.py)
 
 
 def setting(spec: dict[str, Any]) -> dict[str, str]:
