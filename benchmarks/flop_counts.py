@@ -9,9 +9,11 @@ takes). Prints, per learner: the step's FLOPs, F = one forward pass of the same 
 (backprop's ``predict``; the activation does not change a FLOP count), step / F, and step / backprop's
 step on the same net and batch.
 """
+
 from __future__ import annotations
 
 import torch
+
 from bpbench.experiments.plan.registry import learner_registry
 from bpbench.experiments.run.probes import count_flops
 from bpbench.learners.base import TaskInfo

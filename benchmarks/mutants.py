@@ -4,6 +4,7 @@ A mutant: the rule it breaks, what it breaks (one line), the file it patches and
 replacements (each old text must occur exactly once), and the pytest node ids that are the rule's
 tests. The issue-21 variants (pc, ff, dtp, fwd_grad) are marked "issue 21".
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,115 +23,325 @@ TESTS: dict[str, tuple[str, ...]] = {
     "ff": ("tests/test_fidelity_ff.py",),
     "dtp": ("tests/test_fidelity_dtp.py",),
     "fwd_grad": ("tests/test_fidelity_fwd_grad.py",),
-    "backprop": ("tests/test_fidelity_classic.py::test_backprop_is_the_exact_gradient_of_its_own_loss",
-                 "tests/test_fidelity_classic.py::test_backprop_loss_is_pcs_top_loss"),
+    "backprop": (
+        "tests/test_fidelity_classic.py::test_backprop_is_the_exact_gradient_of_its_own_loss",
+        "tests/test_fidelity_classic.py::test_backprop_loss_is_pcs_top_loss",
+    ),
     "fa": ("tests/test_fidelity_classic.py::test_feedback_rules_follow_their_feedback_with_the_output_layer_exact",),
     "dfa": ("tests/test_fidelity_classic.py::test_feedback_rules_follow_their_feedback_with_the_output_layer_exact",),
     "sign_symmetry": (
-        "tests/test_fidelity_classic.py::test_feedback_rules_follow_their_feedback_with_the_output_layer_exact",),
+        "tests/test_fidelity_classic.py::test_feedback_rules_follow_their_feedback_with_the_output_layer_exact",
+    ),
     "es": ("tests/test_fidelity_classic.py::test_es_estimate_is_the_antithetic_rank_shaped_one",),
     "ga": ("tests/test_fidelity_classic.py::test_ga_keeps_its_elite_selects_among_the_best_and_mutates_by_sigma",),
     "cmaes": ("tests/test_fidelity_classic.py::test_cmaes_descends_the_loss_and_its_model_is_the_centroid",),
-    "snn_bptt": ("tests/test_spiking.py::test_true_gradient_is_bptt_on_the_same_spikes_and_changes_nothing",
-                 "tests/test_spiking.py::test_time_loop_is_snntorchs_leaky_update_exactly"),
+    "snn_bptt": (
+        "tests/test_spiking.py::test_true_gradient_is_bptt_on_the_same_spikes_and_changes_nothing",
+        "tests/test_spiking.py::test_time_loop_is_snntorchs_leaky_update_exactly",
+    ),
     "snn_dfa": ("tests/test_spiking.py::test_eprop_with_feedback_set_to_w_out_transposed_is_bptt",),
 }
 
 MUTANTS: tuple[Mutant, ...] = (
     # ---- issue 21, Why point 8 -------------------------------------------------------------
-    Mutant("pc", "issue 21: inference capped at 2 steps whatever T is", "learners/pc.py",
-           (("for t in range(self.params.inference_steps):", "for t in range(min(2, self.params.inference_steps)):"),)),
-    Mutant("pc", "issue 21: fixed-prediction assumption (predictions never recomputed)", "learners/pc.py",
-           (("                if l > 0:\n                    mu[l]", "                if False:\n                    mu[l]"),)),
-    Mutant("pc", "issue 21: weights learn from the feedforward instead of the relaxed activities", "learners/pc.py",
-           (("        mu = list(v)  # predictions", "        a_ff = list(a)\n        mu = list(v)  # predictions"),
-            ("zip(self.layers, errors, a):", "zip(self.layers, errors, a_ff):"))),
-    Mutant("pc", "issue 21: hidden errors scaled x10", "learners/pc.py",
-           (("errors = [*eps, self._top_error(logits, target)]",
-             "errors = [*(10 * e for e in eps), self._top_error(logits, target)]"),)),
-    Mutant("ff", "issue 21: no length-normalization between layers", "learners/ff.py",
-           (("if i == 0 or self.params.normalize else inp", "if i == 0 else inp"),)),
-    Mutant("ff", "issue 21: prediction from the first layer's goodness only", "learners/ff.py",
-           (("detach=True)).sum(0)", "detach=True))[0]"),)),
-    Mutant("ff", "issue 21: negatives may carry the true label", "learners/ff.py",
-           (("shift = torch.randint(1, self.task.n_classes", "shift = torch.randint(0, self.task.n_classes"),)),
-    Mutant("dtp", "issue 21: no noise in inverse training", "learners/dtp.py",
-           (("noisy = h + self.params.noise * torch.randn", "noisy = h + 0.0 * torch.randn"),)),
-    Mutant("dtp", "issue 21: inverses reconstruct the clean instead of the noisy activity", "learners/dtp.py",
-           (("(inverse(f) - noisy).pow(2)", "(inverse(f) - h).pow(2)"),)),
-    Mutant("dtp", "issue 21: targets computed before the inverses are updated", "learners/dtp.py",
-           (("        self._train_inverses(inputs)\n        targets = self._targets(outputs, y)\n",
-             "        targets = self._targets(outputs, y)\n        self._train_inverses(inputs)\n"),)),
-    Mutant("fwd_grad", "issue 21: estimate scaled x2", "learners/fwd_grad.py",
-           (("scale = slope / self.params.tangents", "scale = 2 * slope / self.params.tangents"),)),
-    Mutant("fwd_grad", "issue 21: tangents with variance 1/12 instead of 1", "learners/fwd_grad.py",
-           (("return torch.randn(like.shape, generator=self.noise, device=like.device, dtype=like.dtype)",
-             "return torch.rand(like.shape, generator=self.noise, device=like.device, dtype=like.dtype) - 0.5"),)),
-    Mutant("fwd_grad", "issue 21: the activity variant misses the 1/B batch mean", "learners/fwd_grad.py",
-           (("            g /= x.shape[0]  # the loss is the batch mean", "            pass"),)),
-    Mutant("fwd_grad", "issue 21: biases never perturbed (so never trained)", "learners/fwd_grad.py",
-           (("v = {name: self._tangent(p) for name, p in primals.items()}",
-             "v = {name: self._tangent(p) if name.endswith('weight') else torch.zeros_like(p) "
-             "for name, p in primals.items()}"),)),
-    Mutant("fwd_grad", "issue 21: the activity variant's bias estimate is zero", "learners/fwd_grad.py",
-           (('estimate[f"{names[i]}.bias"] = g.sum(0)', 'estimate[f"{names[i]}.bias"] = torch.zeros_like(g.sum(0))'),)),
-    Mutant("fwd_grad", "activity estimate scaled x2", "learners/fwd_grad.py",
-           (("alpha=1.0 / self.params.tangents)", "alpha=2.0 / self.params.tangents)"),)),
+    Mutant(
+        "pc",
+        "issue 21: inference capped at 2 steps whatever T is",
+        "learners/pc.py",
+        (("for t in range(self.params.inference_steps):", "for t in range(min(2, self.params.inference_steps)):"),),
+    ),
+    Mutant(
+        "pc",
+        "issue 21: fixed-prediction assumption (predictions never recomputed)",
+        "learners/pc.py",
+        (
+            (
+                "                if l > 0:\n                    mu[l]",
+                "                if False:\n                    mu[l]",
+            ),
+        ),
+    ),
+    Mutant(
+        "pc",
+        "issue 21: weights learn from the feedforward instead of the relaxed activities",
+        "learners/pc.py",
+        (
+            ("        mu = list(v)  # predictions", "        a_ff = list(a)\n        mu = list(v)  # predictions"),
+            ("zip(self.layers, errors, a):", "zip(self.layers, errors, a_ff):"),
+        ),
+    ),
+    Mutant(
+        "pc",
+        "issue 21: hidden errors scaled x10",
+        "learners/pc.py",
+        (
+            (
+                "errors = [*eps, self._top_error(logits, target)]",
+                "errors = [*(10 * e for e in eps), self._top_error(logits, target)]",
+            ),
+        ),
+    ),
+    Mutant(
+        "ff",
+        "issue 21: no length-normalization between layers",
+        "learners/ff.py",
+        (("if i == 0 or self.params.normalize else inp", "if i == 0 else inp"),),
+    ),
+    Mutant(
+        "ff",
+        "issue 21: prediction from the first layer's goodness only",
+        "learners/ff.py",
+        (("detach=True)).sum(0)", "detach=True))[0]"),),
+    ),
+    Mutant(
+        "ff",
+        "issue 21: negatives may carry the true label",
+        "learners/ff.py",
+        (("shift = torch.randint(1, self.task.n_classes", "shift = torch.randint(0, self.task.n_classes"),),
+    ),
+    Mutant(
+        "dtp",
+        "issue 21: no noise in inverse training",
+        "learners/dtp.py",
+        (("noisy = h + self.params.noise * torch.randn", "noisy = h + 0.0 * torch.randn"),),
+    ),
+    Mutant(
+        "dtp",
+        "issue 21: inverses reconstruct the clean instead of the noisy activity",
+        "learners/dtp.py",
+        (("(inverse(f) - noisy).pow(2)", "(inverse(f) - h).pow(2)"),),
+    ),
+    Mutant(
+        "dtp",
+        "issue 21: targets computed before the inverses are updated",
+        "learners/dtp.py",
+        (
+            (
+                "        self._train_inverses(inputs)\n        targets = self._targets(outputs, y)\n",
+                "        targets = self._targets(outputs, y)\n        self._train_inverses(inputs)\n",
+            ),
+        ),
+    ),
+    Mutant(
+        "fwd_grad",
+        "issue 21: estimate scaled x2",
+        "learners/fwd_grad.py",
+        (("scale = slope / self.params.tangents", "scale = 2 * slope / self.params.tangents"),),
+    ),
+    Mutant(
+        "fwd_grad",
+        "issue 21: tangents with variance 1/12 instead of 1",
+        "learners/fwd_grad.py",
+        (
+            (
+                "return torch.randn(like.shape, generator=self.noise, device=like.device, dtype=like.dtype)",
+                "return torch.rand(like.shape, generator=self.noise, device=like.device, dtype=like.dtype) - 0.5",
+            ),
+        ),
+    ),
+    Mutant(
+        "fwd_grad",
+        "issue 21: the activity variant misses the 1/B batch mean",
+        "learners/fwd_grad.py",
+        (("            g /= x.shape[0]  # the loss is the batch mean", "            pass"),),
+    ),
+    Mutant(
+        "fwd_grad",
+        "issue 21: biases never perturbed (so never trained)",
+        "learners/fwd_grad.py",
+        (
+            (
+                "v = {name: self._tangent(p) for name, p in primals.items()}",
+                "v = {name: self._tangent(p) if name.endswith('weight') else torch.zeros_like(p) "
+                "for name, p in primals.items()}",
+            ),
+        ),
+    ),
+    Mutant(
+        "fwd_grad",
+        "issue 21: the activity variant's bias estimate is zero",
+        "learners/fwd_grad.py",
+        (('estimate[f"{names[i]}.bias"] = g.sum(0)', 'estimate[f"{names[i]}.bias"] = torch.zeros_like(g.sum(0))'),),
+    ),
+    Mutant(
+        "fwd_grad",
+        "activity estimate scaled x2",
+        "learners/fwd_grad.py",
+        (("alpha=1.0 / self.params.tangents)", "alpha=2.0 / self.params.tangents)"),),
+    ),
     # ---- backprop ----------------------------------------------------------------------------
-    Mutant("backprop", "squared error without the 1/2", "learners/losses.py",
-           (("return 0.5 * (logits - target).square().sum(1).mean()", "return (logits - target).square().sum(1).mean()"),)),
+    Mutant(
+        "backprop",
+        "squared error without the 1/2",
+        "learners/losses.py",
+        (("return 0.5 * (logits - target).square().sum(1).mean()", "return (logits - target).square().sum(1).mean()"),),
+    ),
     # ---- classic rules -----------------------------------------------------------------------
-    Mutant("fa", "weight transport: the error goes back through W, not B", "learners/fa.py",
-           (("routes = {name: through(layers[name], b) for name, b in self.feedback.items()}",
-             "routes = {name: through(layers[name], layers[name].weight.detach()) for name, b in self.feedback.items()}"),)),
-    Mutant("fa", "feedback redrawn at every step instead of fixed", "learners/fa.py",
-           (("        layers = dict(weight_layers(self._model))\n        routes",
-             "        for b in self.feedback.values():\n            b.uniform_(-0.2, 0.2)\n"
-             "        layers = dict(weight_layers(self._model))\n        routes"),)),
-    Mutant("fa", "feedback route scaled x2", "learners/feedback.py",
-           (("return lambda grad_out, x: grad_out @ matrix", "return lambda grad_out, x: 2 * (grad_out @ matrix)"),)),
-    Mutant("dfa", "projected output error halved", "learners/feedback.py",
-           (("return (tap.error @ matrix).view(x.shape)", "return (0.5 * tap.error @ matrix).view(x.shape)"),)),
-    Mutant("dfa", "projected output error with the wrong sign", "learners/feedback.py",
-           (("return (tap.error @ matrix).view(x.shape)", "return (-tap.error @ matrix).view(x.shape)"),)),
-    Mutant("sign_symmetry", "sign feedback not refreshed from the current weights", "learners/sign_symmetry.py",
-           (("            sign_feedback(layer, out=self._signs[name])", "            pass"),)),
-    Mutant("sign_symmetry", "magnitudes transported: B = W instead of sign(W)", "learners/sign_symmetry.py",
-           (("return torch.sign(w, out=out).mul_(scale) if out is not None else w.sign().mul_(scale)",
-             "return out.copy_(w) if out is not None else w.clone()"),)),
-    Mutant("sign_symmetry", "sign feedback without its scale", "learners/sign_symmetry.py",
-           (("    scale = math.sqrt(2.0 / (w.shape[1] * receptive + w.shape[0] * receptive))", "    scale = 1.0"),)),
-    Mutant("es", "no antithetic pairs (both halves mean + sigma*eps)", "learners/es.py",
-           (("torch.cat([self.mean + step, self.mean - step])", "torch.cat([self.mean + step, self.mean + step])"),)),
-    Mutant("es", "estimate not divided by sigma", "learners/es.py",
-           (("/ (len(population) * self.params.sigma)", "/ len(population)"),)),
-    Mutant("es", "estimate with the wrong sign (ascends the loss)", "learners/es.py",
-           (("self.gradient = -fitness_gradient +", "self.gradient = fitness_gradient +"),)),
-    Mutant("ga", "elite mutated instead of kept", "learners/ga.py",
-           (("elites = [self.toolbox.clone(ind) for ind in ranked[:p.elites]]",
-             "elites = [self.toolbox.mutate(self.toolbox.clone(ind))[0] for ind in ranked[:p.elites]]"),)),
-    Mutant("ga", "truncation picks parents among the worst", "learners/ga.py",
-           (("return tools.selRandom(tools.selBest(individuals, keep), k)",
-             "return tools.selRandom(tools.selWorst(individuals, keep), k)"),)),
-    Mutant("ga", "mutation of std 2 sigma", "learners/ga.py",
-           (("dtype=ind.dtype), alpha=sigma)", "dtype=ind.dtype), alpha=2 * sigma)"),)),
-    Mutant("cmaes", "fitness sign flipped (maximizes the loss)", "learners/cmaes.py",
-           (("return [(v,) for v in evaluate(matrix).tolist()]", "return [(-v,) for v in evaluate(matrix).tolist()]"),)),
-    Mutant("cmaes", "model keeps the old centroid", "learners/cmaes.py",
-           (("        self._signal = before - self.strategy.centroid\n"
-             "        self.forward.flat.load(self._model, torch.from_numpy(self.strategy.centroid).float())",
-             "        self._signal = before - self.strategy.centroid\n"
-             "        self.forward.flat.load(self._model, torch.from_numpy(before).float())"),)),
-    Mutant("snn_bptt", "loss doubled in the training step", "learners/snn_bptt.py",
-           (("loss = F.cross_entropy(self.net(inp), y)", "loss = 2 * F.cross_entropy(self.net(inp), y)"),)),
-    Mutant("snn_bptt", "membrane never reset after a spike", "learners/spiking.py",
-           (("mem = beta * mem + current - spk.detach() * neuron.threshold", "mem = beta * mem + current"),)),
-    Mutant("snn_dfa", "presynaptic trace without leak", "learners/snn_dfa.py",
-           (("    gain = torch.cumsum(decay, 0)", "    gain = torch.cumsum(torch.ones_like(decay), 0)"),
-            ("            eps = beta * eps + inputs[t]", "            eps = eps + inputs[t]"))),
-    Mutant("snn_dfa", "learning signal not filtered by the readout", "learners/snn_dfa.py",
-           (("        acc = kappa * acc + error[t]", "        acc = error[t]"),)),
-    Mutant("snn_dfa", "surrogate derivative left out of the hidden learning signal", "learners/snn_dfa.py",
-           (("delta = (filtered @ self.feedback[name].T).reshape(psi.shape) * psi",
-             "delta = (filtered @ self.feedback[name].T).reshape(psi.shape)"),)),
+    Mutant(
+        "fa",
+        "weight transport: the error goes back through W, not B",
+        "learners/fa.py",
+        (
+            (
+                "routes = {name: through(layers[name], b) for name, b in self.feedback.items()}",
+                "routes = {name: through(layers[name], layers[name].weight.detach()) for name, b in self.feedback.items()}",
+            ),
+        ),
+    ),
+    Mutant(
+        "fa",
+        "feedback redrawn at every step instead of fixed",
+        "learners/fa.py",
+        (
+            (
+                "        layers = dict(weight_layers(self._model))\n        routes",
+                "        for b in self.feedback.values():\n            b.uniform_(-0.2, 0.2)\n"
+                "        layers = dict(weight_layers(self._model))\n        routes",
+            ),
+        ),
+    ),
+    Mutant(
+        "fa",
+        "feedback route scaled x2",
+        "learners/feedback.py",
+        (("return lambda grad_out, x: grad_out @ matrix", "return lambda grad_out, x: 2 * (grad_out @ matrix)"),),
+    ),
+    Mutant(
+        "dfa",
+        "projected output error halved",
+        "learners/feedback.py",
+        (("return (tap.error @ matrix).view(x.shape)", "return (0.5 * tap.error @ matrix).view(x.shape)"),),
+    ),
+    Mutant(
+        "dfa",
+        "projected output error with the wrong sign",
+        "learners/feedback.py",
+        (("return (tap.error @ matrix).view(x.shape)", "return (-tap.error @ matrix).view(x.shape)"),),
+    ),
+    Mutant(
+        "sign_symmetry",
+        "sign feedback not refreshed from the current weights",
+        "learners/sign_symmetry.py",
+        (("            sign_feedback(layer, out=self._signs[name])", "            pass"),),
+    ),
+    Mutant(
+        "sign_symmetry",
+        "magnitudes transported: B = W instead of sign(W)",
+        "learners/sign_symmetry.py",
+        (
+            (
+                "return torch.sign(w, out=out).mul_(scale) if out is not None else w.sign().mul_(scale)",
+                "return out.copy_(w) if out is not None else w.clone()",
+            ),
+        ),
+    ),
+    Mutant(
+        "sign_symmetry",
+        "sign feedback without its scale",
+        "learners/sign_symmetry.py",
+        (("    scale = math.sqrt(2.0 / (w.shape[1] * receptive + w.shape[0] * receptive))", "    scale = 1.0"),),
+    ),
+    Mutant(
+        "es",
+        "no antithetic pairs (both halves mean + sigma*eps)",
+        "learners/es.py",
+        (("torch.cat([self.mean + step, self.mean - step])", "torch.cat([self.mean + step, self.mean + step])"),),
+    ),
+    Mutant(
+        "es",
+        "estimate not divided by sigma",
+        "learners/es.py",
+        (("/ (len(population) * self.params.sigma)", "/ len(population)"),),
+    ),
+    Mutant(
+        "es",
+        "estimate with the wrong sign (ascends the loss)",
+        "learners/es.py",
+        (("self.gradient = -fitness_gradient +", "self.gradient = fitness_gradient +"),),
+    ),
+    Mutant(
+        "ga",
+        "elite mutated instead of kept",
+        "learners/ga.py",
+        (
+            (
+                "elites = [self.toolbox.clone(ind) for ind in ranked[:p.elites]]",
+                "elites = [self.toolbox.mutate(self.toolbox.clone(ind))[0] for ind in ranked[:p.elites]]",
+            ),
+        ),
+    ),
+    Mutant(
+        "ga",
+        "truncation picks parents among the worst",
+        "learners/ga.py",
+        (
+            (
+                "return tools.selRandom(tools.selBest(individuals, keep), k)",
+                "return tools.selRandom(tools.selWorst(individuals, keep), k)",
+            ),
+        ),
+    ),
+    Mutant(
+        "ga",
+        "mutation of std 2 sigma",
+        "learners/ga.py",
+        (("dtype=ind.dtype), alpha=sigma)", "dtype=ind.dtype), alpha=2 * sigma)"),),
+    ),
+    Mutant(
+        "cmaes",
+        "fitness sign flipped (maximizes the loss)",
+        "learners/cmaes.py",
+        (("return [(v,) for v in evaluate(matrix).tolist()]", "return [(-v,) for v in evaluate(matrix).tolist()]"),),
+    ),
+    Mutant(
+        "cmaes",
+        "model keeps the old centroid",
+        "learners/cmaes.py",
+        (
+            (
+                "        self._signal = before - self.strategy.centroid\n"
+                "        self.forward.flat.load(self._model, torch.from_numpy(self.strategy.centroid).float())",
+                "        self._signal = before - self.strategy.centroid\n"
+                "        self.forward.flat.load(self._model, torch.from_numpy(before).float())",
+            ),
+        ),
+    ),
+    Mutant(
+        "snn_bptt",
+        "loss doubled in the training step",
+        "learners/snn_bptt.py",
+        (("loss = F.cross_entropy(self.net(inp), y)", "loss = 2 * F.cross_entropy(self.net(inp), y)"),),
+    ),
+    Mutant(
+        "snn_bptt",
+        "membrane never reset after a spike",
+        "learners/spiking.py",
+        (("mem = beta * mem + current - spk.detach() * neuron.threshold", "mem = beta * mem + current"),),
+    ),
+    Mutant(
+        "snn_dfa",
+        "presynaptic trace without leak",
+        "learners/snn_dfa.py",
+        (
+            ("    gain = torch.cumsum(decay, 0)", "    gain = torch.cumsum(torch.ones_like(decay), 0)"),
+            ("            eps = beta * eps + inputs[t]", "            eps = eps + inputs[t]"),
+        ),
+    ),
+    Mutant(
+        "snn_dfa",
+        "learning signal not filtered by the readout",
+        "learners/snn_dfa.py",
+        (("        acc = kappa * acc + error[t]", "        acc = error[t]"),),
+    ),
+    Mutant(
+        "snn_dfa",
+        "surrogate derivative left out of the hidden learning signal",
+        "learners/snn_dfa.py",
+        (
+            (
+                "delta = (filtered @ self.feedback[name].T).reshape(psi.shape) * psi",
+                "delta = (filtered @ self.feedback[name].T).reshape(psi.shape)",
+            ),
+        ),
+    ),
 )

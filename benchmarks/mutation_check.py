@@ -9,6 +9,7 @@ the mutant *killed* if pytest fails, *survived* if it passes. An edit whose old 
 occur exactly once is an error (exit 2), never a skipped mutant. Prints one line per mutant and the
 kill rate; exit 0 when every mutant is killed, 1 otherwise.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -45,6 +45,7 @@ In the repository these live in the top-level folders ``learners/``, ``tasks/`` 
 source checkout that is not installed (or installed but run from the checkout's root) the
 same folders are found through ``__path__`` below, so the checkout's code is what runs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path as _Path
@@ -56,19 +57,39 @@ if (_checkout / "learners" / "__init__.py").is_file() and (_checkout / "pyprojec
 # The public names load on first use (PEP 562), so ``import bpbench`` and the command line's
 # help stay fast: torch, pandas and friends are imported only by what needs them.
 _EXPORTS = {
-    "Learner": "bpbench.learners.base", "StepOutput": "bpbench.learners.base", "TaskInfo": "bpbench.learners.base",
-    "ModelSpec": "bpbench.learners.models", "build_model": "bpbench.learners.models",
-    "weight_layers": "bpbench.learners.models", "Task": "bpbench.tasks.base", "TaskParams": "bpbench.tasks.base",
-    "run": "bpbench.experiments.front.api", "load": "bpbench.experiments.front.results",
+    "Learner": "bpbench.learners.base",
+    "StepOutput": "bpbench.learners.base",
+    "TaskInfo": "bpbench.learners.base",
+    "ModelSpec": "bpbench.learners.models",
+    "build_model": "bpbench.learners.models",
+    "weight_layers": "bpbench.learners.models",
+    "Task": "bpbench.tasks.base",
+    "TaskParams": "bpbench.tasks.base",
+    "run": "bpbench.experiments.front.api",
+    "load": "bpbench.experiments.front.results",
     "Results": "bpbench.experiments.front.results",
     "ConfigError": "bpbench.experiments.plan.config",
-    "NotMeasurable": "bpbench.learners.base", "LayerOps": "bpbench.learners.base",
-    "Backprop": "bpbench.learners.backprop", "BackpropParams": "bpbench.learners.backprop",
+    "NotMeasurable": "bpbench.learners.base",
+    "LayerOps": "bpbench.learners.base",
+    "Backprop": "bpbench.learners.backprop",
+    "BackpropParams": "bpbench.learners.backprop",
     "make_optimizer": "bpbench.learners.backprop",
-    "param": "bpbench.learners.params", "check_params": "bpbench.learners.params",
-    **{name: "bpbench.learners.feedback" for name in (
-        "Route", "feedback_step", "feedback_forward", "through", "direct", "ErrorTap", "record_error",
-        "draw_feedback", "output_layer")},
+    "param": "bpbench.learners.params",
+    "check_params": "bpbench.learners.params",
+    **{
+        name: "bpbench.learners.feedback"
+        for name in (
+            "Route",
+            "feedback_step",
+            "feedback_forward",
+            "through",
+            "direct",
+            "ErrorTap",
+            "record_error",
+            "draw_feedback",
+            "output_layer",
+        )
+    },
 }
 __all__ = list(_EXPORTS)
 

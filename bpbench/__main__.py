@@ -1,4 +1,5 @@
 """``python -m bpbench``: the command line."""
+
 import sys
 
 from bpbench.experiments.front.cli import main

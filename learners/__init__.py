@@ -5,12 +5,19 @@ Learners are found through the ``bpbench.learners`` entry-point group
 (``experiments.plan.registry``), the built-ins included. The names below load on first use, so
 importing a light module of this package (``learners.params``) imports no torch.
 """
+
 from __future__ import annotations
 
 import importlib
 
-_EXPORTS = {"Learner": "base", "StepOutput": "base", "TaskInfo": "base",
-            "ModelSpec": "models", "build_model": "models", "weight_layers": "models"}
+_EXPORTS = {
+    "Learner": "base",
+    "StepOutput": "base",
+    "TaskInfo": "base",
+    "ModelSpec": "models",
+    "build_model": "models",
+    "weight_layers": "models",
+}
 __all__ = list(_EXPORTS)
 
 

@@ -6,6 +6,7 @@ partner), ``loss.backward()``, one optimizer step (SGD with momentum, or Adam). 
 learner NAME`` writes a plugin package whose learner is this one (a test checks they agree),
 ready to become a new rule.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -68,8 +69,9 @@ class Backprop(Learner):
 
     def setup(self) -> None:
         """The shared network (the run's first draws from the generator) and the optimizer."""
-        self.model = build_model(self.model_spec, self.task.input_shape, self.task.n_classes,
-                                 self.generator).to(self.device)
+        self.model = build_model(self.model_spec, self.task.input_shape, self.task.n_classes, self.generator).to(
+            self.device
+        )
         self.optimizer = make_optimizer(self.params, self.model.parameters())
 
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:

@@ -40,6 +40,7 @@ The contract of a ``Learner`` subclass:
 - A measurement hook that does not apply raises ``NotMeasurable("reason")``: the runner
   records n/a with that reason, never a made-up number.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -126,8 +127,10 @@ class Learner(ABC):
         more, e.g. batch norm for a rule with no update for its parameters.
         """
         if cls.archs is not None and spec.arch not in cls.archs:
-            raise ValueError(f"model.arch = {spec.arch!r}: {cls.__name__} trains only "
-                             f"arch = {' | '.join(repr(a) for a in sorted(cls.archs))}")
+            raise ValueError(
+                f"model.arch = {spec.arch!r}: {cls.__name__} trains only "
+                f"arch = {' | '.join(repr(a) for a in sorted(cls.archs))}"
+            )
 
     def __init__(
         self,

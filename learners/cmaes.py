@@ -16,6 +16,7 @@ batch; ``update_signal`` is minus the centroid's step in one generation, per wei
 That step starts from the centroid, which is where the runner's ``true_gradient`` (on
 ``self.model``, just before the step) is taken: alignment compares at the same point.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,8 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from threadpoolctl import ThreadpoolController
 from deap import algorithms, base, cma
+from threadpoolctl import ThreadpoolController
 from torch import Tensor
 
 from bpbench.learners.base import StepOutput
@@ -77,8 +78,10 @@ class CMAES(PopulationLearner):
     def check_model(cls, spec: ModelSpec, params: Any = None) -> None:
         super().check_model(spec, params)
         if spec.arch == "lenet":  # refused before any run: its size does not depend on the task
-            raise ValueError(f"model.arch = 'lenet': cmaes handles at most {cls.MAX_PARAMETERS} parameters and "
-                             "LeNet-5 has over 50,000 in its conv layers alone; use arch = 'mlp' with hidden = []")
+            raise ValueError(
+                f"model.arch = 'lenet': cmaes handles at most {cls.MAX_PARAMETERS} parameters and "
+                "LeNet-5 has over 50,000 in its conv layers alone; use arch = 'mlp' with hidden = []"
+            )
 
     def setup(self) -> None:
         super().setup()
@@ -127,8 +130,11 @@ class CMAES(PopulationLearner):
 
     def state_dict(self) -> dict[str, Any]:
         keep = ("centroid", "sigma", "pc", "ps", "C", "B", "diagD", "BD", "cond", "update_count")
-        return {"strategy": {k: np.copy(getattr(self.strategy, k)) for k in keep},
-                "rng": self.rng.state_dict(), "signal": self._signal}
+        return {
+            "strategy": {k: np.copy(getattr(self.strategy, k)) for k in keep},
+            "rng": self.rng.state_dict(),
+            "signal": self._signal,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state["strategy"].items():

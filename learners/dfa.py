@@ -10,6 +10,7 @@ norm to the layer below, whose weight gradient is the usual δ·xᵀ. The output
 update is therefore exactly backprop's. One step of the same optimizer as ``backprop``.
 ``true_gradient`` is the base class's (the model's own forward pass is plain autograd).
 """
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,18 @@ from torch import Tensor
 
 from bpbench.learners.backprop import Backprop
 from bpbench.learners.base import StepOutput
-from bpbench.learners.feedback import (ErrorTap, FeedbackParams, direct, draw_feedback, feedback_state, feedback_step,
-                               layer_input_shapes, load_feedback, output_layer, record_error)
+from bpbench.learners.feedback import (
+    ErrorTap,
+    FeedbackParams,
+    direct,
+    draw_feedback,
+    feedback_state,
+    feedback_step,
+    layer_input_shapes,
+    load_feedback,
+    output_layer,
+    record_error,
+)
 from bpbench.learners.models import weight_layers
 
 
@@ -34,9 +45,12 @@ class DirectFeedbackAlignment(Backprop):
         super().setup()  # the model draws first: same init as backprop
         shapes = layer_input_shapes(self.model, self.task.input_shape)
         hidden_to_out = [name for name, _ in weight_layers(self.model)[1:]]  # the first layer's input is data
-        self.feedback = {name: draw_feedback((self.task.n_classes, math.prod(shapes[name])), self.generator,
-                                             self.params.feedback_scale).to(self.device)
-                         for name in hidden_to_out}
+        self.feedback = {
+            name: draw_feedback(
+                (self.task.n_classes, math.prod(shapes[name])), self.generator, self.params.feedback_scale
+            ).to(self.device)
+            for name in hidden_to_out
+        }
         self._output_layer = weight_layers(self.model)[-1][0]
         self._tap = ErrorTap()
 

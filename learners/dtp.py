@@ -44,6 +44,7 @@ MLP only, without batch norm or dropout (a forward layer must be a pure function
 input for its inverse to be learnable and its target to be meaningful); Lee et al. and
 Bartunov et al. use tanh, and the study does too.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -185,8 +186,10 @@ class DifferenceTargetPropagation(Backprop):
         if self.params.freeze_propagated:  # the control: no local loss, so no update, for propagated layers
             targets = {n: t for n, t in targets.items() if n not in self.propagated_layers()}
         loss = F.cross_entropy(outputs["out"], y)
-        local = loss + sum(((outputs[n] - t).pow(2).sum(1).mean() / (2 * self.params.target_step)
-                            for n, t in targets.items()), torch.zeros((), device=self.device))
+        local = loss + sum(
+            ((outputs[n] - t).pow(2).sum(1).mean() / (2 * self.params.target_step) for n, t in targets.items()),
+            torch.zeros((), device=self.device),
+        )
         self.optimizer.zero_grad(set_to_none=True)
         local.backward()  # inputs are detached: each layer gets only its own local loss's gradient
         self.optimizer.step()
@@ -208,21 +211,29 @@ class DifferenceTargetPropagation(Backprop):
         batch, h = that layer's input when the network sees x (no noise, no state change)."""
         inputs, _ = self._forward(x)
         blocks = dict(self.blocks)
-        return {name: float((inverse(run_block(blocks[name], inputs[name])) - inputs[name]).pow(2).sum()
-                            / inputs[name].pow(2).sum())
-                for name, inverse in self.inverses.items()}
+        return {
+            name: float(
+                (inverse(run_block(blocks[name], inputs[name])) - inputs[name]).pow(2).sum() / inputs[name].pow(2).sum()
+            )
+            for name, inverse in self.inverses.items()
+        }
 
     def diagnostics(self) -> list[tuple[str, str, float]]:
         """Each inverse's relative reconstruction error on the last training batch."""
         if self._last_x is None:
             raise NotMeasurable("dtp: no training step taken yet, so no batch to reconstruct")
-        return [("inverse_reconstruction_error", name, value)
-                for name, value in self.reconstruction_errors(self._last_x).items()]
+        return [
+            ("inverse_reconstruction_error", name, value)
+            for name, value in self.reconstruction_errors(self._last_x).items()
+        ]
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "inverses": self.inverses.state_dict(),
-                "inverse_optimizer": None if self.inverse_optimizer is None else self.inverse_optimizer.state_dict(),
-                "noise": self.noise.get_state()}
+        return {
+            **super().state_dict(),
+            "inverses": self.inverses.state_dict(),
+            "inverse_optimizer": None if self.inverse_optimizer is None else self.inverse_optimizer.state_dict(),
+            "noise": self.noise.get_state(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)

@@ -11,6 +11,7 @@ every step (``constant``: direct current) or a (T, B, *shape) sequence.
   linear code over ``num_steps``; pixels under 1% intensity stay silent).
 - frames: speech, the MFCC frames as the time axis (T = the task's frame count).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,13 +67,16 @@ def frames(x: Tensor) -> SpikeInput:
     return SpikeInput(x.transpose(0, 1), x.shape[1], False)
 
 
-def encode(x: Tensor, modality: Literal["image", "speech"], encoding: Encoding, num_steps: int,
-           generator: torch.Generator) -> SpikeInput:
+def encode(
+    x: Tensor, modality: Literal["image", "speech"], encoding: Encoding, num_steps: int, generator: torch.Generator
+) -> SpikeInput:
     """Encode a minibatch for the task's modality; ``generator`` is used by rate coding only."""
     if modality == "speech":
         if encoding != "direct":
-            raise ValueError(f"encoding = {encoding!r} applies to image tasks; speech feeds its MFCC frames "
-                             "as time: use encoding = 'direct'")
+            raise ValueError(
+                f"encoding = {encoding!r} applies to image tasks; speech feeds its MFCC frames "
+                "as time: use encoding = 'direct'"
+            )
         return frames(x)
     if encoding == "direct":
         return direct(x, num_steps)

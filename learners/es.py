@@ -15,6 +15,7 @@ for one generation) on the step's minibatch:
 step starts from, which is where the runner's ``true_gradient`` (on ``self.model``, just
 before the step) is taken: alignment compares the two at the same point.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -121,9 +122,13 @@ class EvolutionStrategies(PopulationLearner):
         return self.forward.flat.layer_signal(self.strategy.gradient)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mean": self.strategy.mean.detach().clone(), "optimizer": self.strategy.optimizer.state_dict(),
-                "gradient": self.strategy.gradient.clone(), "rng": self.rng.state_dict(),
-                "noise": self.noise.get_state()}
+        return {
+            "mean": self.strategy.mean.detach().clone(),
+            "optimizer": self.strategy.optimizer.state_dict(),
+            "gradient": self.strategy.gradient.clone(),
+            "rng": self.rng.state_dict(),
+            "noise": self.noise.get_state(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         with torch.no_grad():

@@ -10,6 +10,7 @@ angle between each W and its B (``weight_feedback_angle_deg``); the runner adds 
 with the true gradient (``grad_alignment``) through the base class's ``true_gradient``,
 which differentiates the model's own (plain autograd) forward pass.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,8 +19,16 @@ from torch import Tensor
 
 from bpbench.learners.backprop import Backprop
 from bpbench.learners.base import StepOutput
-from bpbench.learners.feedback import (FeedbackParams, angle_deg, draw_feedback, feedback_state, feedback_step,
-                               load_feedback, output_layer, through)
+from bpbench.learners.feedback import (
+    FeedbackParams,
+    angle_deg,
+    draw_feedback,
+    feedback_state,
+    feedback_step,
+    load_feedback,
+    output_layer,
+    through,
+)
 from bpbench.learners.models import weight_layers
 
 
@@ -32,9 +41,10 @@ class FeedbackAlignment(Backprop):
     def setup(self) -> None:
         super().setup()  # the model draws first: same init as backprop
         hidden_to_out = weight_layers(self.model)[1:]  # the first layer's input is data: nothing to feed back to
-        self.feedback = {name: draw_feedback(tuple(layer.weight.shape), self.generator,
-                                             self.params.feedback_scale).to(self.device)
-                         for name, layer in hidden_to_out}
+        self.feedback = {
+            name: draw_feedback(tuple(layer.weight.shape), self.generator, self.params.feedback_scale).to(self.device)
+            for name, layer in hidden_to_out
+        }
 
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
         layers = dict(weight_layers(self.model))
@@ -46,8 +56,9 @@ class FeedbackAlignment(Backprop):
 
     def diagnostics(self) -> list[tuple[str, str, float]]:
         layers = dict(weight_layers(self.model))
-        return [("weight_feedback_angle_deg", name, angle_deg(layers[name].weight, b))
-                for name, b in self.feedback.items()]
+        return [
+            ("weight_feedback_angle_deg", name, angle_deg(layers[name].weight, b)) for name, b in self.feedback.items()
+        ]
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "feedback": feedback_state(self.feedback)}

@@ -22,6 +22,7 @@ Routes (``Route = (δ, x) -> error for x``, shaped like x):
 The model's own ``forward`` stays plain autograd, so ``Learner.true_gradient`` and
 ``predict`` need no change.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,8 +74,17 @@ class Conv2dFeedback(torch.autograd.Function):
     """F.conv2d(x, weight, bias, ...) whose backward sends the error to x along ``route``."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, route: Route,
-                stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], groups: int) -> Tensor:
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        route: Route,
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        dilation: tuple[int, int],
+        groups: int,
+    ) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.route, ctx.conv = route, (stride, padding, dilation, groups)
         ctx.bias_shape = None if bias is None else list(bias.shape)
@@ -87,15 +97,27 @@ class Conv2dFeedback(torch.autograd.Function):
         stride, padding, dilation, groups = ctx.conv
         # weight and bias gradients as autograd computes them (the weight's values are not used)
         _, grad_w, grad_b = torch.ops.aten.convolution_backward(
-            grad_out, x, weight, ctx.bias_shape, stride, padding, dilation, False, [0, 0], groups,
-            [False, ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
+            grad_out,
+            x,
+            weight,
+            ctx.bias_shape,
+            stride,
+            padding,
+            dilation,
+            False,
+            [0, 0],
+            groups,
+            [False, ctx.needs_input_grad[1], ctx.needs_input_grad[2]],
+        )
         return grad_x, grad_w, grad_b, None, None, None, None, None
 
 
 def _conv_options(layer: nn.Conv2d) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]:
     if isinstance(layer.padding, str) or layer.padding_mode != "zeros":
-        raise ValueError(f"Conv2d with padding={layer.padding!r}, padding_mode={layer.padding_mode!r}: "
-                         "feedback layers allow integer zero padding only")
+        raise ValueError(
+            f"Conv2d with padding={layer.padding!r}, padding_mode={layer.padding_mode!r}: "
+            "feedback layers allow integer zero padding only"
+        )
     return layer.stride, layer.padding, layer.dilation, layer.groups  # type: ignore[return-value]
 
 
@@ -140,18 +162,22 @@ class ErrorTap:
 
 def record_error(tap: ErrorTap, route: Route) -> Route:
     """The output layer's route: store its δ (the output error) in ``tap``, then follow ``route``."""
+
     def recording(grad_out: Tensor, x: Tensor) -> Tensor:
         tap.error = grad_out
         return route(grad_out, x)
+
     return recording
 
 
 def direct(tap: ErrorTap, matrix: Tensor) -> Route:
     """Route the output error in ``tap`` straight to the layer's input: e @ matrix, shaped like x."""
+
     def projected(grad_out: Tensor, x: Tensor) -> Tensor:
         if tap.error is None:
             raise RuntimeError("no output error recorded: the output layer's route must be record_error(tap, ...)")
         return (tap.error @ matrix).view(x.shape)
+
     return projected
 
 
@@ -209,8 +235,9 @@ def output_layer(model: nn.Module) -> frozenset[str]:
     return frozenset({weight_layers(model)[-1][0]})
 
 
-def feedback_step(model: nn.Sequential, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor,
-                  routes: dict[str, Route]) -> float:
+def feedback_step(
+    model: nn.Sequential, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, routes: dict[str, Route]
+) -> float:
     """One update of the feedback family: forward, cross-entropy, backward along ``routes``,
     optimizer step; returns the minibatch loss."""
     model.train()

@@ -31,6 +31,7 @@ the rule follows, so ``true_gradient`` raises ``NotMeasurable`` (the runner reco
 alignment as n/a). Scale and threshold must be chosen together: unit-length inputs with
 threshold = width leave every ReLU below threshold (accuracy .10), as does lr 1e-2 (dead ReLUs).
 """
+
 from __future__ import annotations
 
 import math
@@ -80,8 +81,10 @@ class ForwardForward(Learner):
         task, params, device = self.task, self.params, self.device
         n_inputs = math.prod(task.input_shape)
         if n_inputs <= task.n_classes:
-            raise ValueError(f"input width {n_inputs}: ff embeds the label in the first {task.n_classes} "
-                             "features, so the input needs more features than classes")
+            raise ValueError(
+                f"input width {n_inputs}: ff embeds the label in the first {task.n_classes} "
+                "features, so the input needs more features than classes"
+            )
         self.model = build_model(self.model_spec, task.input_shape, task.n_classes, self.generator).to(device)
         self.hidden = [m for _, m in weight_layers(self.model)][:-1]
         self.names = [n for n, _ in weight_layers(self.model)]
@@ -130,19 +133,25 @@ class ForwardForward(Learner):
     def predict(self, x: Tensor) -> Tensor:
         """Total goodness (B, n_classes) of x with each label embedded."""
         labels = torch.arange(self.task.n_classes, device=x.device)
-        scores = [torch.stack(self.layer_goodness(self.embed(x, labels[c].expand(x.shape[0])), detach=True)).sum(0)
-                  for c in range(self.task.n_classes)]
+        scores = [
+            torch.stack(self.layer_goodness(self.embed(x, labels[c].expand(x.shape[0])), detach=True)).sum(0)
+            for c in range(self.task.n_classes)
+        ]
         return torch.stack(scores, dim=1)
 
     def update_signal(self) -> dict[str, Tensor]:
         """Layer-local goodness-loss gradient of each hidden layer; zero for ``out`` (never trained)."""
-        signal = {n: m.weight.grad.detach().clone() for n, m in zip(self.names, self.hidden) if m.weight.grad is not None}
+        signal = {
+            n: m.weight.grad.detach().clone() for n, m in zip(self.names, self.hidden) if m.weight.grad is not None
+        }
         out = self._model.get_submodule(self.names[-1]).weight
         return {**signal, self.names[-1]: torch.zeros_like(out)}
 
     def true_gradient(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        raise NotMeasurable("forward-forward minimizes a goodness loss per layer, not a network loss: "
-                            "there is no backprop gradient it approximates")
+        raise NotMeasurable(
+            "forward-forward minimizes a goodness loss per layer, not a network loss: "
+            "there is no backprop gradient it approximates"
+        )
 
     def diagnostics(self) -> list[tuple[str, str, float]]:
         """Mean goodness of positive and negative data per hidden layer, on the last step's batch."""
@@ -152,8 +161,11 @@ class ForwardForward(Learner):
         return rows
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self._model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "label_scale": self.label_scale.clone()}
+        return {
+            "model": self._model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "label_scale": self.label_scale.clone(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._model.load_state_dict(state["model"])

@@ -37,6 +37,7 @@ needs; ``docs/flops.md`` has every learner's count):
 Model support: no batch norm (a jvp cannot update running statistics in place); the activity
 variant also needs an MLP without dropout (each per-layer pass must see the same network).
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -45,11 +46,12 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from bpbench.learners.backprop import Backprop, BackpropParams
 from bpbench.learners.base import StepOutput
 from bpbench.learners.models import ModelSpec
 from bpbench.learners.params import param
-from torch import Tensor, nn
 
 PERTURB = ("weight", "activity")
 
@@ -91,8 +93,10 @@ class ForwardGradient(Backprop):
         super().check_model(spec, params)
         perturb = (params or cls.Params()).perturb
         if spec.batchnorm:
-            raise ValueError("fwd_grad: model.batchnorm = true is not supported "
-                             "(a jvp cannot update running statistics); use batchnorm = false")
+            raise ValueError(
+                "fwd_grad: model.batchnorm = true is not supported "
+                "(a jvp cannot update running statistics); use batchnorm = false"
+            )
         if perturb == "activity" and spec.arch != "mlp":
             raise ValueError(f"fwd_grad: perturb = 'activity' with model.arch = {spec.arch!r}; allowed is 'mlp'")
         if perturb == "activity" and spec.dropout > 0:
@@ -115,7 +119,7 @@ class ForwardGradient(Backprop):
         first = next(i for i, (_, m) in enumerate(children) if isinstance(m, (nn.Linear, nn.Conv2d)))
         before = [m for _, m in children[:first]]
         name, layer = children[first]
-        return before, layer, name, nn.Sequential(OrderedDict(children[first + 1:]))
+        return before, layer, name, nn.Sequential(OrderedDict(children[first + 1 :]))
 
     def _weight_estimate(self, x: Tensor, y: Tensor) -> tuple[float, dict[str, Tensor]]:
         """(loss, (1/K) Σ_k (∇L·v_k) v_k over all parameters), K = tangents.
@@ -142,8 +146,9 @@ class ForwardGradient(Backprop):
             v = {name: self._tangent(p) for name, p in primals.items()}
             with torch.no_grad():  # the first layer's tangent: linear in its weights, x has none
                 s_dot = torch.func.functional_call(layer, {k_: v[name] for k_, name in own.items()}, (h,))
-            loss, slope = torch.func.jvp(loss_of, (s, {n: primals[n] for n in rest_names}),
-                                         (s_dot, {n: v[n] for n in rest_names}))
+            loss, slope = torch.func.jvp(
+                loss_of, (s, {n: primals[n] for n in rest_names}), (s_dot, {n: v[n] for n in rest_names})
+            )
             scale = slope / self.params.tangents
             for name, direction in v.items():  # the tangent's memory becomes the estimate
                 if k == 0:
@@ -173,7 +178,7 @@ class ForwardGradient(Backprop):
             g = torch.zeros_like(pre)  # estimate of ∂ℓ_b/∂s_b, one row per example
             for _ in range(self.params.tangents):
                 u = self._tangent(pre)
-                slopes = loss_slopes(children[i + 1:], inputs[i + 1:], logits, y, u)  # ∂ℓ_b/∂s_b · u_b
+                slopes = loss_slopes(children[i + 1 :], inputs[i + 1 :], logits, y, u)  # ∂ℓ_b/∂s_b · u_b
                 g.add_(slopes.unsqueeze(1) * u, alpha=1.0 / self.params.tangents)
             g /= x.shape[0]  # the loss is the batch mean
             estimate[f"{names[i]}.weight"] = g.t() @ inputs[i]

@@ -20,6 +20,7 @@ exact gradient at that same point, the mean of the population the next generatio
 from (not at ``self.model``, the best individual), so gradient alignment compares the
 mean's step with the gradient where the step starts.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,8 +33,14 @@ from torch import Tensor
 from bpbench.learners.base import StepOutput
 from bpbench.learners.models import build_model
 from bpbench.learners.params import check_params, param
-from bpbench.learners.population import (FitnessKind, Population, PopulationLearner, batched_map, device_generator,
-                                         individual)
+from bpbench.learners.population import (
+    FitnessKind,
+    Population,
+    PopulationLearner,
+    batched_map,
+    device_generator,
+    individual,
+)
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,7 @@ class GeneticAlgorithm(PopulationLearner):
             self.toolbox.register("clone", nursery.clone)
             ranked = tools.selBest(pop, len(pop))  # one sort: best, elites and truncation read it
             best = ranked[0]
-            elites = [self.toolbox.clone(ind) for ind in ranked[:p.elites]]
+            elites = [self.toolbox.clone(ind) for ind in ranked[: p.elites]]
             # truncation sorts again (selBest): on `ranked` that is the same order, and ~free
             parents = self.toolbox.select(ranked if p.selection == "truncation" else pop, len(pop) - p.elites)
             children = algorithms.varAnd(parents, self.toolbox, p.crossover, 1.0)
@@ -165,8 +172,13 @@ class GeneticAlgorithm(PopulationLearner):
         return self.forward.flat.layer_signal(self._signal)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "population": self.population.matrix.clone(),
-                "rng": self.rng.state_dict(), "noise": self.noise.get_state(), "signal": self._signal}
+        return {
+            "model": self.model.state_dict(),
+            "population": self.population.matrix.clone(),
+            "rng": self.rng.state_dict(),
+            "noise": self.noise.get_state(),
+            "signal": self._signal,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])

@@ -4,6 +4,7 @@
 per example, averaged over the batch (predictive coding's top energy, Whittington & Bogacz 2017).
 A learner declares the one it trains by ``Learner.objective``; ``true_gradient`` differentiates it.
 """
+
 from __future__ import annotations
 
 from typing import Literal

@@ -13,6 +13,7 @@ unpadded first conv; here the first conv zero-pads by 2 instead (LeCun et al. 19
 32x32 field), so a (1, 28, 28) image gives the same 28 -> 14 -> 10 -> 5 -> 1 maps without
 interpolating pixels. BioTorch uses ReLU, which is the default activation here.
 """
+
 from __future__ import annotations
 
 import math
@@ -72,7 +73,8 @@ class ModelSpec:
                 if getattr(self, key) != defaults[key]:
                     raise ValueError(
                         f"model.{key} = {list(getattr(self, key))} with arch = 'lenet': LeNet-5's layers are fixed "
-                        f"(conv 6, 16, 120; fc 84); {key} applies to arch = 'mlp' or 'cnn' only: leave it out")
+                        f"(conv 6, 16, 120; fc 84); {key} applies to arch = 'mlp' or 'cnn' only: leave it out"
+                    )
         check_params(self)  # arch and activation among their choices, dropout finite
 
 
@@ -87,8 +89,13 @@ def _init_layer(layer: nn.Linear | nn.Conv2d, generator: torch.Generator) -> Non
 
 
 def _hidden_block(
-    idx: int, layer: nn.Module, width: int, spec: ModelSpec, conv: bool,
-    activation: Callable[[], nn.Module], pool: bool = True,
+    idx: int,
+    layer: nn.Module,
+    width: int,
+    spec: ModelSpec,
+    conv: bool,
+    activation: Callable[[], nn.Module],
+    pool: bool = True,
 ) -> list[tuple[str, nn.Module]]:
     prefix = "conv" if conv else "fc"
     block: list[tuple[str, nn.Module]] = [(f"{prefix}{idx}", layer)]
@@ -119,8 +126,10 @@ def build_model(
     hidden = LENET_HIDDEN if spec.arch == "lenet" else spec.hidden
     if spec.arch in ("cnn", "lenet"):
         if len(input_shape) != 3:
-            raise ValueError(f"model.arch = {spec.arch!r} needs image input (C, H, W); got input shape "
-                             f"{input_shape}: use arch = 'mlp'")
+            raise ValueError(
+                f"model.arch = {spec.arch!r} needs image input (C, H, W); got input shape "
+                f"{input_shape}: use arch = 'mlp'"
+            )
         c, h, w = input_shape
         convs = LENET_CONVS if spec.arch == "lenet" else tuple((out_c, 3, 1, True) for out_c in spec.channels)
         for i, (out_c, kernel, pad, pool) in enumerate(convs, start=1):
@@ -128,8 +137,11 @@ def build_model(
             if pool:
                 h, w = h // 2, w // 2
             if h < 1 or w < 1:
-                what = ("LeNet-5 needs images of at least 28x28" if spec.arch == "lenet"
-                        else f"model.channels = {list(spec.channels)}: too many pooling stages")
+                what = (
+                    "LeNet-5 needs images of at least 28x28"
+                    if spec.arch == "lenet"
+                    else f"model.channels = {list(spec.channels)}: too many pooling stages"
+                )
                 raise ValueError(f"{what}; got input shape {input_shape}")
             layers += _hidden_block(i, nn.Conv2d(c, out_c, kernel, padding=pad), out_c, spec, True, act, pool)
             c = out_c

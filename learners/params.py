@@ -19,6 +19,7 @@ not finite (NaN, inf), or not one of the choices of its ``Literal[...]`` type. T
 config builder (``experiments.plan.config.build``) calls it on everything it builds, so a
 dataclass that does not call it itself is still checked when a study sets it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -77,8 +78,9 @@ class Range:
         return text + (f" (or leave it unset for {self.unset})" if self.unset else "")
 
 
-def param(default: Any, *, gt: Bound = None, ge: Bound = None, lt: Bound = None, le: Bound = None,
-          unset: str | None = None) -> Any:
+def param(
+    default: Any, *, gt: Bound = None, ge: Bound = None, lt: Bound = None, le: Bound = None, unset: str | None = None
+) -> Any:
     """A dataclass field with ``default`` whose values must lie in the ``Range`` the bounds give."""
     return dataclasses.field(default=default, metadata={RANGE: Range(gt, ge, lt, le, unset)})
 

@@ -39,6 +39,7 @@ cross-entropy backprop: the loss alone changes accuracy). ``objective`` declares
 Prediction is the feedforward pass (the energy minimum with the output left free).
 MLP only, without batch norm or dropout (each would change the energy between inference steps).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -86,8 +87,9 @@ class PredictiveCoding(Learner):
         require_plain_mlp(spec, "pc")
 
     def setup(self) -> None:
-        self.model = build_model(self.model_spec, self.task.input_shape, self.task.n_classes,
-                                 self.generator).to(self.device)
+        self.model = build_model(self.model_spec, self.task.input_shape, self.task.n_classes, self.generator).to(
+            self.device
+        )
         self.layers = [m for _, m in weight_layers(self.model)]  # fc1 … fcH, out
         self.optimizer = make_optimizer(self.params, self.model.parameters())
         self.f, self.df = ACTIVATION[self.model_spec.activation], DERIVATIVE[self.model_spec.activation]
@@ -99,8 +101,11 @@ class PredictiveCoding(Learner):
 
     def _energy(self, eps: list[Tensor], logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
         """Mean energy per sample: ½ Σ‖ε_l‖² + ℓ."""
-        top = (F.cross_entropy(logits, y, reduction="sum") if self.params.top_loss == "ce"
-               else 0.5 * (logits - target).square().sum())
+        top = (
+            F.cross_entropy(logits, y, reduction="sum")
+            if self.params.top_loss == "ce"
+            else 0.5 * (logits - target).square().sum()
+        )
         return (sum(0.5 * e.square().sum() for e in eps) + top) / y.shape[0]
 
     @torch.no_grad()

@@ -17,6 +17,7 @@
   ``with self.rng:``, which swaps in this learner's own RNG states and puts the caller's
   back afterwards: a seed alone fixes a run, and two runs in one process do not interfere.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,11 +40,15 @@ FitnessKind = Literal["loss", "accuracy"]
 def check_population_model(spec: ModelSpec, learner: str) -> None:
     """Refuse what a population forward cannot evaluate faithfully (batch-norm state, dropout noise)."""
     if spec.batchnorm:
-        raise ValueError(f"{learner}: model.batchnorm = true is not supported by population learners "
-                         "(running statistics are not evolved); use batchnorm = false")
+        raise ValueError(
+            f"{learner}: model.batchnorm = true is not supported by population learners "
+            "(running statistics are not evolved); use batchnorm = false"
+        )
     if spec.dropout > 0:
-        raise ValueError(f"{learner}: model.dropout = {spec.dropout} is not supported by population learners "
-                         "(it would make fitness random); use dropout = 0")
+        raise ValueError(
+            f"{learner}: model.dropout = {spec.dropout} is not supported by population learners "
+            "(it would make fitness random); use dropout = 0"
+        )
 
 
 class FlatWeights:
@@ -92,7 +97,9 @@ class PopulationForward:
         self.flat = FlatWeights(model)
         for name, module in model.named_children():
             if not isinstance(module, (nn.Linear, nn.Conv2d)) and any(True for _ in module.parameters()):
-                raise ValueError(f"layer {name} ({type(module).__name__}) has parameters a population forward cannot batch")
+                raise ValueError(
+                    f"layer {name} ({type(module).__name__}) has parameters a population forward cannot batch"
+                )
 
     @torch.no_grad()
     def logits(self, population: Tensor, x: Tensor) -> Tensor:
@@ -104,8 +111,15 @@ class PopulationForward:
         for name, module in self.model.named_children():
             if isinstance(module, nn.Conv2d):
                 w, b = params[f"{name}.weight"], params[f"{name}.bias"]
-                h = F.conv2d(h, w.flatten(0, 1), b.flatten(), module.stride, module.padding,
-                             module.dilation, groups=p if batched else 1)
+                h = F.conv2d(
+                    h,
+                    w.flatten(0, 1),
+                    b.flatten(),
+                    module.stride,
+                    module.padding,
+                    module.dilation,
+                    groups=p if batched else 1,
+                )
                 batched = True
             elif isinstance(module, nn.Flatten):
                 h = h.reshape(h.shape[0], p, -1).transpose(0, 1) if batched else h.flatten(1)
@@ -259,8 +273,9 @@ class PopulationLearner(Learner):
     model: nn.Sequential
 
     def setup(self) -> None:
-        self.model = build_model(self.model_spec, self.task.input_shape, self.task.n_classes,
-                                 self.generator).to(self.device)
+        self.model = build_model(self.model_spec, self.task.input_shape, self.task.n_classes, self.generator).to(
+            self.device
+        )
         self.forward = PopulationForward(self.model)
         self.rng = PrivateRandom(self.generator, numpy=self.numpy_random)
         self._losses: Tensor | None = None

@@ -10,6 +10,7 @@ their magnitudes. ``diagnostics`` reports the angle between W and sign(W)
 (``weight_feedback_angle_deg``); ``true_gradient`` is the base class's (the model's own
 forward pass is plain autograd).
 """
+
 from __future__ import annotations
 
 import math
@@ -56,5 +57,7 @@ class SignSymmetry(Backprop):
 
     def diagnostics(self) -> list[tuple[str, str, float]]:
         layers = dict(weight_layers(self.model))
-        return [("weight_feedback_angle_deg", name, angle_deg(layers[name].weight, b))
-                for name, b in self._feedback().items()]
+        return [
+            ("weight_feedback_angle_deg", name, angle_deg(layers[name].weight, b))
+            for name, b in self._feedback().items()
+        ]

@@ -5,6 +5,7 @@ The shared model with snntorch ``Leaky`` neurons (``learners.spiking``). One
 on the readout (output spike counts or mean membrane), ``loss.backward()`` through all
 T steps with the surrogate derivative in place of the spike's, one optimizer step.
 """
+
 from __future__ import annotations
 
 import torch.nn.functional as F

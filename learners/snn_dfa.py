@@ -32,6 +32,7 @@ output layer's update is its exact gradient. The optimizer (Adam by default) fol
 ``true_gradient`` is the BPTT surrogate gradient, so gradient alignment measures how
 far this rule is from snn_bptt's.
 """
+
 from __future__ import annotations
 
 import math
@@ -78,8 +79,9 @@ def readout_filtered(error: Tensor, kappa: float) -> Tensor:
     return out
 
 
-def local_gradient(layer: nn.Linear | nn.Conv2d, inputs: Tensor, constant: bool, delta: Tensor,
-                   beta: float) -> tuple[Tensor, Tensor]:
+def local_gradient(
+    layer: nn.Linear | nn.Conv2d, inputs: Tensor, constant: bool, delta: Tensor, beta: float
+) -> tuple[Tensor, Tensor]:
     """(weight, bias) update sum_t delta[t] x eps[t] of one layer.
 
     inputs: (B, ...) fed at every step if ``constant``, else (T, B, ...); delta: (T, B, ...)
@@ -100,8 +102,9 @@ def local_gradient(layer: nn.Linear | nn.Conv2d, inputs: Tensor, constant: bool,
     if isinstance(layer, nn.Linear):
         grad_w = d.reshape(-1, layer.out_features).T @ x.reshape(-1, layer.in_features)
     else:
-        grad_w = torch.nn.grad.conv2d_weight(x, layer.weight.shape, d, layer.stride, layer.padding,
-                                             layer.dilation, layer.groups)
+        grad_w = torch.nn.grad.conv2d_weight(
+            x, layer.weight.shape, d, layer.stride, layer.padding, layer.dilation, layer.groups
+        )
     grad_b = bias_delta.sum(0) if bias_delta.dim() == 2 else bias_delta.sum((0, 2, 3))
     return grad_w, grad_b
 
@@ -116,8 +119,9 @@ class SpikingDFA(SpikingLearner):
     def check_model(cls, spec: ModelSpec, params: Any = None) -> None:
         super().check_model(spec, params)
         if spec.batchnorm:
-            raise ValueError("model.batchnorm = true: snn_dfa's local rule has no batch-norm update; "
-                             "use batchnorm = false")
+            raise ValueError(
+                "model.batchnorm = true: snn_dfa's local rule has no batch-norm update; use batchnorm = false"
+            )
 
     def setup(self) -> None:
         super().setup()
@@ -126,7 +130,8 @@ class SpikingDFA(SpikingLearner):
         n = self.task.n_classes
         self.feedback = {
             name: (torch.randn(math.prod(s.shape[2:]), n, generator=self.generator) / math.sqrt(n)).to(self.device)
-            for name, s in trace.spikes.items() if name != "out"
+            for name, s in trace.spikes.items()
+            if name != "out"
         }
         self.layer_neurons = dict(self.net.neurons)
 
@@ -153,8 +158,9 @@ class SpikingDFA(SpikingLearner):
                 psi = surrogate_derivative(neuron, trace.membranes[name])
                 delta = (filtered @ self.feedback[name].T).reshape(psi.shape) * psi
             beta = float(neuron.beta.clamp(0, 1))
-            layer.weight.grad, layer.bias.grad = local_gradient(layer, trace.inputs[name], trace.constant[name],
-                                                                delta, beta)
+            layer.weight.grad, layer.bias.grad = local_gradient(
+                layer, trace.inputs[name], trace.constant[name], delta, beta
+            )
         self.optimizer.step()
         return StepOutput(loss=float(loss), forward_samples=x.shape[0])
 

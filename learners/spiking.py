@@ -19,6 +19,7 @@ buffers are never read or written, so nothing carries over between simulations o
 networks. The neurons are taken off snntorch's global ``SpikingNeuron.instances`` list, so
 finished networks are not kept alive (snntorch issue #438).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -29,8 +30,7 @@ from typing import Any, Literal
 import snntorch as snn
 import torch
 import torch.nn.functional as F
-from snntorch import surrogate
-from snntorch import SpikingNeuron
+from snntorch import SpikingNeuron, surrogate
 from torch import Tensor, nn
 
 from bpbench.learners.backprop import BackpropParams, make_optimizer
@@ -40,8 +40,11 @@ from bpbench.learners.models import ModelSpec, build_model, weight_layers
 from bpbench.learners.params import param
 from bpbench.learners.synops import count_synops
 
-SURROGATES = {"fast_sigmoid": (surrogate.fast_sigmoid, "slope"), "atan": (surrogate.atan, "alpha"),
-              "sigmoid": (surrogate.sigmoid, "slope")}
+SURROGATES = {
+    "fast_sigmoid": (surrogate.fast_sigmoid, "slope"),
+    "atan": (surrogate.atan, "alpha"),
+    "sigmoid": (surrogate.sigmoid, "slope"),
+}
 
 
 @dataclass(frozen=True)
@@ -69,9 +72,14 @@ def make_neuron(params: SpikingParams, integrator: bool = False) -> snn.Leaky:
     """One LIF layer (``integrator``: no reset, for a membrane readout), off snntorch's global list."""
     fn, slope_name = SURROGATES[params.surrogate]
     spike_grad = fn() if params.surrogate_slope is None else fn(**{slope_name: params.surrogate_slope})
-    neuron = snn.Leaky(beta=params.beta, threshold=params.threshold, spike_grad=spike_grad,
-                       learn_beta=params.learn_beta, init_hidden=True,
-                       reset_mechanism="none" if integrator else "subtract")
+    neuron = snn.Leaky(
+        beta=params.beta,
+        threshold=params.threshold,
+        spike_grad=spike_grad,
+        learn_beta=params.learn_beta,
+        init_hidden=True,
+        reset_mechanism="none" if integrator else "subtract",
+    )
     SpikingNeuron.instances.remove(neuron)  # no global handle: no cross-network reset, no leak
     return neuron
 
@@ -81,11 +89,11 @@ def step_input_shape(task: TaskInfo) -> tuple[int, ...]:
     return task.input_shape if task.modality == "image" else task.input_shape[1:]
 
 
-def build_spiking_model(spec: ModelSpec, task: TaskInfo, params: SpikingParams,
-                        generator: torch.Generator) -> nn.Sequential:
+def build_spiking_model(
+    spec: ModelSpec, task: TaskInfo, params: SpikingParams, generator: torch.Generator
+) -> nn.Sequential:
     """The shared model with LIF neurons as activations and an output neuron ``act_out``."""
-    model = build_model(spec, step_input_shape(task), task.n_classes, generator,
-                        activation=lambda: make_neuron(params))
+    model = build_model(spec, step_input_shape(task), task.n_classes, generator, activation=lambda: make_neuron(params))
     model.add_module("act_out", make_neuron(params, integrator=params.readout == "membrane"))
     return model
 
@@ -114,11 +122,19 @@ def leaky_kind(neuron: SpikingNeuron) -> bool:
     if not isinstance(neuron, snn.Leaky):
         raise ValueError(f"SpikingNet steps snntorch Leaky neurons, got {type(neuron).__name__}")
     mechanism = int(neuron.reset_mechanism_val)
-    plain = (neuron.reset_delay and not neuron.state_quant and not neuron.inhibition and not neuron.output
-             and float(neuron.graded_spikes_factor) == 1.0 and not neuron.graded_spikes_factor.requires_grad)
+    plain = (
+        neuron.reset_delay
+        and not neuron.state_quant
+        and not neuron.inhibition
+        and not neuron.output
+        and float(neuron.graded_spikes_factor) == 1.0
+        and not neuron.graded_spikes_factor.requires_grad
+    )
     if mechanism not in (0, 2) or not plain:
-        raise ValueError(f"SpikingNet steps Leaky neurons with reset 'subtract' or 'none', delayed reset, "
-                         f"graded spikes 1, no quantization or inhibition; got {neuron!r}")
+        raise ValueError(
+            f"SpikingNet steps Leaky neurons with reset 'subtract' or 'none', delayed reset, "
+            f"graded spikes 1, no quantization or inhibition; got {neuron!r}"
+        )
     return mechanism == 2
 
 
@@ -178,8 +194,9 @@ class SpikingNet(nn.Module):
             return self._run(current, currents, inp.steps)
         return self._run_traced(current, currents, inp.steps, trace)
 
-    def step(self, k: int, current: Tensor, state: list[tuple[Tensor, Tensor] | None],
-             betas: list[Tensor], fire: bool) -> Tensor:
+    def step(
+        self, k: int, current: Tensor, state: list[tuple[Tensor, Tensor] | None], betas: list[Tensor], fire: bool
+    ) -> Tensor:
         """One time step of neuron ``k`` on its input ``current``; ``state[k]`` = (membrane, spikes)
         of the step before (None before the first) is replaced by this step's. Returns the
         spikes; an integrator with ``fire`` false skips them (nobody reads them) and returns
@@ -290,8 +307,10 @@ class SpikingLearner(Learner):
     def setup(self) -> None:
         task, params, device = self.task, self.params, self.device
         if task.modality == "speech" and params.encoding != "direct":
-            raise ValueError(f"encoding = {params.encoding!r} applies to image tasks; on speech ({task.name}) "
-                             "the MFCC frames are the time axis: use encoding = 'direct'")
+            raise ValueError(
+                f"encoding = {params.encoding!r} applies to image tasks; on speech ({task.name}) "
+                "the MFCC frames are the time axis: use encoding = 'direct'"
+            )
         self.model = build_spiking_model(self.model_spec, task, params, self.generator).to(device)
         self.net = SpikingNet(self.model, params.readout)
         self.optimizer = make_optimizer(params, self.model.parameters())
@@ -346,12 +365,15 @@ class SpikingLearner(Learner):
         return rows
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "spike_generator": self.spike_generator.get_state(), "eval_seed": self.eval_seed}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "spike_generator": self.spike_generator.get_state(),
+            "eval_seed": self.eval_seed,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.spike_generator.set_state(state["spike_generator"])
         self.eval_seed = int(state["eval_seed"])
-

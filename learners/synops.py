@@ -11,6 +11,7 @@ otherwise. Bias, pooling and normalization are not counted.
 every learner with a model is counted by the same hooks. (Lives with the learners, not in
 ``experiments``: learners never import the experiment layer.)
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -34,8 +35,9 @@ def is_spike_tensor(x: Tensor, nonzero_x: Tensor | None = None) -> bool:
     return bool((x.abs() == nonzero_x).all())
 
 
-def layer_synops(layer: nn.Linear | nn.Conv2d, x: Tensor, nonzero_x: Tensor | None = None,
-                 weight_fan: Tensor | None = None) -> tuple[float, float]:
+def layer_synops(
+    layer: nn.Linear | nn.Conv2d, x: Tensor, nonzero_x: Tensor | None = None, weight_fan: Tensor | None = None
+) -> tuple[float, float]:
     """(dense, effective) synaptic operations of one call of ``layer`` on input ``x`` (whole batch).
 
     ``nonzero_x``: ``(x != 0)`` as x's dtype, if the caller has it. ``weight_fan`` (Linear):
@@ -53,11 +55,14 @@ def layer_synops(layer: nn.Linear | nn.Conv2d, x: Tensor, nonzero_x: Tensor | No
     nonzero_w = (layer.weight != 0).to(x.dtype)
     if isinstance(layer, nn.Conv2d):
         if isinstance(layer.padding, str) or layer.padding_mode != "zeros":
-            raise NotMeasurable(f"synaptic operations of a Conv2d with padding={layer.padding!r}, "
-                                f"padding_mode={layer.padding_mode!r} are not counted (integer zero padding only)")
+            raise NotMeasurable(
+                f"synaptic operations of a Conv2d with padding={layer.padding!r}, "
+                f"padding_mode={layer.padding_mode!r} are not counted (integer zero padding only)"
+            )
 
         def conv(inp: Tensor, w: Tensor) -> Tensor:
             return F.conv2d(inp, w, None, layer.stride, layer.padding, layer.dilation, layer.groups)
+
         dense = float(conv(torch.ones_like(x), torch.ones_like(nonzero_w)).sum())  # padding excluded
         effective = float(conv(nonzero_x, nonzero_w).sum())
         return dense, effective
@@ -86,6 +91,7 @@ def count_synops(model: nn.Module, forward: Callable[[], object], n_samples: int
             acc[0] += dense
             acc[1] += effective
             kinds.setdefault(name, set()).add(is_spike_tensor(x, nonzero_x))
+
         return count
 
     layers = weight_layers(model)

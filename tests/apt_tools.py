@@ -4,6 +4,7 @@
 process is root with apt-get, it installs Debian's ``package``; only where that cannot
 happen does it skip the calling test, saying why.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Helpers of the fidelity tests: scale and direction of an update against a reference."""
+
 from __future__ import annotations
 
 import torch

@@ -7,6 +7,7 @@ left them unchanged.
 on the same torch build and CPU instruction set; the file records both and the test skips,
 saying so, elsewhere.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,24 +21,44 @@ GOLDEN = Path(__file__).with_name("golden_results.json")
 TIMING = {"train_seconds"}  # wall-clock figures: never the same twice
 
 STUDY: dict[str, Any] = {
-    "seeds": 1, "tasks": ["digits", "fsdd"], "model": {"hidden": [16]}, "budget": {"epochs": 2},
+    "seeds": 1,
+    "tasks": ["digits", "fsdd"],
+    "model": {"hidden": [16]},
+    "budget": {"epochs": 2},
     "schedule": {"health_every": 7},
     "learners": {
         "backprop": {"lr": 0.003},
-        "backprop_sgd": {"learner": "backprop", "optimizer": "sgd", "lr": 0.05, "weight_decay": 0.001,
-                         "tasks": ["digits"]},
+        "backprop_sgd": {
+            "learner": "backprop",
+            "optimizer": "sgd",
+            "lr": 0.05,
+            "weight_decay": 0.001,
+            "tasks": ["digits"],
+        },
         "fa_wd": {"learner": "fa", "lr": 0.003, "weight_decay": 0.001, "tasks": ["digits"]},
         "fa": {"lr": 0.003},
         "dfa": {"lr": 0.003},
         "sign_symmetry": {"lr": 0.003},
         "snn_bptt": {"num_steps": 4, "lr": 0.003},
-        "snn_bptt_rate": {"learner": "snn_bptt", "num_steps": 4, "lr": 0.003, "encoding": "rate",
-                          "readout": "spikes", "tasks": ["digits"]},
+        "snn_bptt_rate": {
+            "learner": "snn_bptt",
+            "num_steps": 4,
+            "lr": 0.003,
+            "encoding": "rate",
+            "readout": "spikes",
+            "tasks": ["digits"],
+        },
         "snn_dfa": {"num_steps": 4, "lr": 0.003},
         "es": {"population": 16, "batch_size": 128},
         "ga": {"population": 16, "truncation": 4, "batch_size": 128},
-        "ga_cross": {"learner": "ga", "population": 16, "selection": "tournament", "crossover": 0.5,
-                     "batch_size": 128, "tasks": ["digits"]},
+        "ga_cross": {
+            "learner": "ga",
+            "population": 16,
+            "selection": "tournament",
+            "crossover": 0.5,
+            "batch_size": 128,
+            "tasks": ["digits"],
+        },
         "cmaes": {"population": 16, "batch_size": 256, "tasks": ["digits"], "model": {"hidden": []}},
     },
 }
@@ -58,15 +79,18 @@ def cpu_model() -> str:
 
 def environment() -> dict[str, str]:
     """What exact float results depend on: the torch build, the CPU's vector instruction set and model."""
-    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu_model": cpu_model()}
+    return {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_model": cpu_model(),
+    }
 
 
 def collect() -> dict[str, list[list[Any]]]:
     """Run the study inline, one thread: "label/task" -> rows [epoch, step, split, metric, layer, value]."""
     from bpbench.experiments.plan.registry import learner_registry, task_registry
-    from bpbench.experiments.run.runner import LoadedTasks, run
     from bpbench.experiments.plan.study import expand
+    from bpbench.experiments.run.runner import LoadedTasks, run
 
     torch.set_num_threads(1)
     learners, tasks, cache = learner_registry(), task_registry(), LoadedTasks()
@@ -75,7 +99,9 @@ def collect() -> dict[str, list[list[Any]]]:
         result = run(spec, learners, tasks, torch.device("cpu"), cache)
         out[f"{spec.label}/{spec.task_label}"] = [
             [r["epoch"], r["step"], r["split"], r["metric"], r["layer"], r["value"]]
-            for r in result.rows if r["metric"] not in TIMING]
+            for r in result.rows
+            if r["metric"] not in TIMING
+        ]
     return out
 
 

@@ -1,6 +1,7 @@
 """Learners of the shapes a new rule commonly takes, defined here (not registered) for the
 measurement tests: one that calls its model several times per step without autograd, one
 with frozen parameters, and one without a model."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,14 @@ class WeightPerturbation(Learner):
 
     Params = PerturbationParams
 
-    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: PerturbationParams,
-                 generator: torch.Generator, device: torch.device) -> None:
+    def __init__(
+        self,
+        model_spec: ModelSpec,
+        task: TaskInfo,
+        params: PerturbationParams,
+        generator: torch.Generator,
+        device: torch.device,
+    ) -> None:
         super().__init__(model_spec, task, params, generator, device)
         self._model = build_model(model_spec, task.input_shape, task.n_classes, generator).to(device)
         self._signal: dict[str, Tensor] = {}
@@ -75,8 +82,9 @@ class FrozenFeatures(Backprop):
     """Backprop that trains only the output layer: every other parameter is frozen
     (``requires_grad_(False)``), a random-features control."""
 
-    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: Any,
-                 generator: torch.Generator, device: torch.device) -> None:
+    def __init__(
+        self, model_spec: ModelSpec, task: TaskInfo, params: Any, generator: torch.Generator, device: torch.device
+    ) -> None:
         super().__init__(model_spec, task, params, generator, device)
         out = weight_layers(self._model)[-1][1]
         for p in self._model.parameters():
@@ -95,8 +103,14 @@ class NearestCentroid(Learner):
 
     Params = CentroidParams
 
-    def __init__(self, model_spec: ModelSpec, task: TaskInfo, params: CentroidParams,
-                 generator: torch.Generator, device: torch.device) -> None:
+    def __init__(
+        self,
+        model_spec: ModelSpec,
+        task: TaskInfo,
+        params: CentroidParams,
+        generator: torch.Generator,
+        device: torch.device,
+    ) -> None:
         super().__init__(model_spec, task, params, generator, device)
         features = int(torch.tensor(task.input_shape).prod())
         self.sums = torch.zeros(task.n_classes, features, device=device)

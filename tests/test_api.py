@@ -1,6 +1,7 @@
 """The Python API: bpbench.run / load / Results, the same validation as the CLI, and imports that
 stay light and work from a research repository with its own ``experiments`` and ``tasks``.
 (``Results.plot`` and ``Results.report`` are what ``bpbench plot|report`` call: test_plots, test_report.)"""
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import REPO
 import bpbench
 from bpbench.experiments.front.cli import main
+from helpers import REPO
 
 TINY = {
     "seeds": 2,
@@ -33,9 +34,21 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> bpbench.Results:
 
 def test_run_returns_results_one_summary_row_per_run(tiny: bpbench.Results) -> None:
     summary = tiny.summary
-    assert list(summary.columns[:13]) == ["run_id", "label", "configuration", "learner", "task", "task_label", "seed",
-                                          "status", "error", "test_accuracy", "train_seconds", "train_flops",
-                                          "stopped_by"]
+    assert list(summary.columns[:13]) == [
+        "run_id",
+        "label",
+        "configuration",
+        "learner",
+        "task",
+        "task_label",
+        "seed",
+        "status",
+        "error",
+        "test_accuracy",
+        "train_seconds",
+        "train_flops",
+        "stopped_by",
+    ]
     assert len(summary) == 4 and len(tiny.ran) == 4 and tiny.wall_seconds > 0
     assert set(summary["configuration"]) == {"lr=0.003", "lr=0.01"} and set(summary["seed"]) == {0, 1}
     assert (summary["status"] == "ok").all() and summary["error"].isna().all()
@@ -45,21 +58,35 @@ def test_run_returns_results_one_summary_row_per_run(tiny: bpbench.Results) -> N
         assert row.test_accuracy == metas[row.run_id]["summary"]["test_accuracy"]
     metrics = tiny.metrics
     assert set(metrics["run_id"]) == set(summary["run_id"])
-    assert {"epoch", "split", "metric", "layer", "value", "label", "learner", "configuration", "task", "task_label",
-            "seed"} <= set(metrics.columns)
+    assert {
+        "epoch",
+        "split",
+        "metric",
+        "layer",
+        "value",
+        "label",
+        "learner",
+        "configuration",
+        "task",
+        "task_label",
+        "seed",
+    } <= set(metrics.columns)
     one = metrics.iloc[0]  # the same names as the summary, for the same things
     assert (one["label"], one["learner"], one["task"]) == ("backprop", "backprop", "digits")
     assert set(metrics["configuration"]) == set(summary["configuration"])
 
 
-def test_table_is_the_cli_table_and_load_reads_the_folder(tiny: bpbench.Results,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_table_is_the_cli_table_and_load_reads_the_folder(
+    tiny: bpbench.Results, capsys: pytest.CaptureFixture[str]
+) -> None:
     for fmt in ("text", "csv"):
         assert main(["table", str(tiny.out), "--format", fmt]) == 0
         assert capsys.readouterr().out == tiny.table(fmt) + "\n"
     assert main(["table", str(tiny.out), "--reference", "backprop"]) == 0
     assert capsys.readouterr().out == tiny.table(reference="backprop") + "\n"
-    with pytest.raises(bpbench.ConfigError, match="--reference 'bp': no run in .* has that learner label; allowed: backprop"):
+    with pytest.raises(
+        bpbench.ConfigError, match="--reference 'bp': no run in .* has that learner label; allowed: backprop"
+    ):
         tiny.table(reference="bp")
     loaded = bpbench.load(tiny.out)
     assert loaded.ran == () and loaded.summary.equals(tiny.summary) and loaded.table() == tiny.table()
@@ -70,23 +97,34 @@ def test_table_is_the_cli_table_and_load_reads_the_folder(tiny: bpbench.Results,
 def test_rerun_skips_completed_runs_and_overrides_take_both_forms(tiny: bpbench.Results) -> None:
     again = bpbench.run(TINY, out=tiny.out, executor="inline", progress=False)
     assert again.ran == () and len(again.summary) == 4
-    as_strings = bpbench.run(TINY, out=tiny.out, overrides=["seeds=[2]", "learners.backprop.lr=0.01"],
-                             executor="inline", progress=False, extend=True)  # another definition: a new seed
-    as_dict = bpbench.run(TINY, out=tiny.out, overrides={"seeds": [2], "learners.backprop.lr": 0.01},
-                          executor="inline", progress=False)
+    as_strings = bpbench.run(
+        TINY,
+        out=tiny.out,
+        overrides=["seeds=[2]", "learners.backprop.lr=0.01"],
+        executor="inline",
+        progress=False,
+        extend=True,
+    )  # another definition: a new seed
+    as_dict = bpbench.run(
+        TINY, out=tiny.out, overrides={"seeds": [2], "learners.backprop.lr": 0.01}, executor="inline", progress=False
+    )
     assert len(as_strings.ran) == 1 and as_dict.ran == ()  # the same run: done by the first call
     assert len(as_dict.summary) == 5
 
 
-@pytest.mark.parametrize("kwargs, cli", [
-    ({"overrides": {"budget.epochs": 0}}, ["--set", "budget.epochs=0"]),
-    ({"overrides": ["learners.backprop.lr=-1"]}, ["--set", "learners.backprop.lr=-1"]),
-    ({"device": "tpu"}, ["--device", "tpu"]),
-    ({"executor": "nope"}, ["--executor", "nope"]),
-    ({"overrides": ["budget.epochs"]}, ["--set", "budget.epochs"]),
-])
-def test_errors_are_the_cli_line(kwargs: dict, cli: list[str], tmp_path: Path,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "kwargs, cli",
+    [
+        ({"overrides": {"budget.epochs": 0}}, ["--set", "budget.epochs=0"]),
+        ({"overrides": ["learners.backprop.lr=-1"]}, ["--set", "learners.backprop.lr=-1"]),
+        ({"device": "tpu"}, ["--device", "tpu"]),
+        ({"executor": "nope"}, ["--executor", "nope"]),
+        ({"overrides": ["budget.epochs"]}, ["--set", "budget.epochs"]),
+    ],
+)
+def test_errors_are_the_cli_line(
+    kwargs: dict, cli: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(bpbench.ConfigError) as info:
         bpbench.run("quick", out=tmp_path / "api", progress=False, **kwargs)
     assert main(["run", "quick", "--out", str(tmp_path / "cli"), *cli]) == 2
@@ -115,8 +153,10 @@ def test_failed_runs_are_in_the_summary_with_their_error(with_plugins: Path, tmp
 
 
 def test_import_and_help_load_no_torch_or_pandas() -> None:
-    code = ("import sys, bpbench; from bpbench.experiments.front.cli import parser; parser().format_help(); "
-            "bpbench.__all__; print(sorted(m for m in ('torch', 'pandas', 'numpy') if m in sys.modules))")
+    code = (
+        "import sys, bpbench; from bpbench.experiments.front.cli import parser; parser().format_help(); "
+        "bpbench.__all__; print(sorted(m for m in ('torch', 'pandas', 'numpy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.strip() == "[]"
     from bpbench.experiments.front.cli import TABLE_FORMATS
@@ -138,8 +178,9 @@ def test_runs_from_a_repository_with_its_own_experiments_and_tasks(tmp_path: Pat
         print(results.summary["status"].tolist(), results.summary["test_accuracy"].min())
     """)
     env = {**os.environ, "PYTHONPATH": ""}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     statuses, accuracy = proc.stdout.rsplit("] ", 1)
     assert statuses == "['ok', 'ok'" and float(accuracy) > 0.5
@@ -152,22 +193,31 @@ def test_a_script_without_a_main_guard_runs_in_worker_processes(tmp_path: Path) 
     processes, and its top-level code runs once (multiprocessing's spawn re-ran it per worker,
     and every run failed)."""
     script = tmp_path / "sweep.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import os, bpbench
         with open("top_level_ran", "a") as f:
             f.write(f"{{os.getpid()}}\\n")
         results = bpbench.run({TINY!r}, out="out", jobs=2, threads=1, progress=False)
         print(results.summary["status"].tolist())
-    """))
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    """)
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "['ok', 'ok', 'ok', 'ok']"
     assert len((tmp_path / "top_level_ran").read_text().split()) == 1
 
 
-def test_readme_duckdb_example_groups_the_compacted_metrics_by_configuration(tiny: bpbench.Results,
-                                                                              tmp_path: Path) -> None:
+def test_readme_duckdb_example_groups_the_compacted_metrics_by_configuration(
+    tiny: bpbench.Results, tmp_path: Path
+) -> None:
     import shutil
 
     import duckdb
@@ -187,4 +237,3 @@ def test_readme_duckdb_example_groups_the_compacted_metrics_by_configuration(tin
     by_config = summary.groupby("configuration")["test_accuracy"]
     assert final["seeds"].to_dict() == by_config.size().to_dict()
     assert final["test_accuracy"].to_dict() == pytest.approx(by_config.mean().to_dict(), rel=1e-12)
-

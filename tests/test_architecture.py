@@ -4,6 +4,7 @@ Rooms, left to right: front -> report -> schedule -> store -> run -> plan -> lea
 A module may import its own room or any room to its right; no module imports another
 module's private (underscored) name; learners and tasks never import the harness.
 """
+
 from __future__ import annotations
 
 import ast
@@ -59,16 +60,25 @@ def test_imports_run_one_way(room: str) -> None:
 
 
 def test_learners_and_tasks_know_nothing_of_experiments() -> None:
-    wrong = [f"{p.relative_to(ROOT)}:{line} {module}" for folder in ("learners", "tasks") for p in _files(folder)
-             for module, _, line in _imports(p) if module.startswith("bpbench.experiments")]
+    wrong = [
+        f"{p.relative_to(ROOT)}:{line} {module}"
+        for folder in ("learners", "tasks")
+        for p in _files(folder)
+        for module, _, line in _imports(p)
+        if module.startswith("bpbench.experiments")
+    ]
     assert wrong == []
 
 
 def test_no_module_imports_another_modules_private_names() -> None:
-    wrong = [f"{p.relative_to(ROOT)}:{line} {module}.{name}"
-             for folder in ("experiments", "learners", "tasks", "bpbench")
-             for p in _files(folder) for module, names, line in _imports(p)
-             for name in names if name.startswith("_")]
+    wrong = [
+        f"{p.relative_to(ROOT)}:{line} {module}.{name}"
+        for folder in ("experiments", "learners", "tasks", "bpbench")
+        for p in _files(folder)
+        for module, names, line in _imports(p)
+        for name in names
+        if name.startswith("_")
+    ]
     assert wrong == []
 
 

@@ -1,4 +1,5 @@
 """The `bartunov` study (Bartunov et al. 2018, MNIST fully connected) on fixture IDX files."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,9 +9,9 @@ import pytest
 from bpbench.experiments.front.cli import main
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.registry import learner_registry, task_registry
-from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.plan.study import load_study
 from bpbench.experiments.report.table import per_run, tidy
+from bpbench.experiments.store.run_store import RunStore
 from test_idx import fixture_set
 
 TINY = ["seeds=1", "budget.epochs=4", "model.hidden=[32]"]
@@ -26,7 +27,8 @@ def test_bartunov_study_runs_on_fixture_idx_files(tmp_path: Path) -> None:
     study = load_study("bartunov", [f"tasks.mnist.path={tmp_path / 'mnist'}"], learner_registry(), task_registry())
     assert {r.label for r in study.runs} >= {"backprop", "fa", "dfa"} and len({r.seed_index for r in study.runs}) == 3
     assert {(r.model["arch"], r.model["activation"], tuple(r.model["hidden"])) for r in study.runs} == {
-        ("mlp", "tanh", (256,) * 7)}
+        ("mlp", "tanh", (256,) * 7)
+    }
     sets = [arg for s in [f"tasks.mnist.path={tmp_path / 'mnist'}", *TINY] for arg in ("--set", s)]
     assert main(["run", "bartunov", "--out", str(tmp_path / "out"), "--executor", "inline", *sets]) == 0
     runs = per_run(tidy(RunStore(tmp_path / "out"))).set_index("learner")

@@ -1,6 +1,7 @@
 """The measurement catalog (run/catalog.py) and the learner display catalog (report/learner_styles.py):
 one record is all a measurement or a learner's look needs; the projection coefficient, the ratio
 over trained layers and the undefined p-value they carry."""
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,9 @@ def _rows(run_id: str, acc: float) -> list[dict]:
 
 
 def _runs(measures: pd.DataFrame, learner: str) -> pd.DataFrame:
-    return measures.reset_index().assign(learner=learner, learner_name=learner, config="", task="digits",
-                                         budget="1 ep", stopped_by="epochs")
+    return measures.reset_index().assign(
+        learner=learner, learner_name=learner, config="", task="digits", budget="1 ep", stopped_by="epochs"
+    )
 
 
 def test_every_table_measure_is_a_column_and_every_note_is_in_the_note() -> None:
@@ -40,9 +42,16 @@ def test_every_table_measure_is_a_column_and_every_note_is_in_the_note() -> None
 
 
 def test_a_new_catalog_record_reaches_the_records_the_table_and_its_note(monkeypatch: pytest.MonkeyPatch) -> None:
-    double = Measure("double_acc", "double_test_accuracy", "evaluation", ("accuracy",),
-                     lambda rows, last: 2 * last["test_accuracy"], "2x test acc", ".2f",
-                     note="2x test acc: twice the test accuracy, a test's measure.")
+    double = Measure(
+        "double_acc",
+        "double_test_accuracy",
+        "evaluation",
+        ("accuracy",),
+        lambda rows, last: 2 * last["test_accuracy"],
+        "2x test acc",
+        ".2f",
+        note="2x test acc: twice the test accuracy, a test's measure.",
+    )
     monkeypatch.setattr(catalog, "CATALOG", (*catalog.CATALOG, double))
     rows = pd.DataFrame(_rows("a", 0.25))
     assert records.measures(rows).loc["a", "double_acc"] == 0.5

@@ -1,4 +1,5 @@
 """Run claims: two drivers on one results folder split the runs; claims of dead drivers are taken over."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,9 @@ TINY = 'seeds = 2\ntasks = ["digits"]\n[model]\nhidden = [16]\n[budget]\nepochs 
 
 def dead_pid() -> int:
     """The pid of a process that has exited (and been reaped) on this host."""
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     return int(proc.stdout)
 
 
@@ -94,13 +97,21 @@ def test_stale_claim_of_dead_driver_is_taken_over_in_a_study(tmp_path: Path) -> 
 def test_two_drivers_on_one_folder_split_the_runs(tmp_path: Path) -> None:
     """The issue's case: a 2-learner x 4-seed study, two drivers on one --out; together they run it once."""
     study = tmp_path / "two.toml"
-    study.write_text('seeds = 4\ntasks = ["digits"]\n[model]\nhidden = [64]\n[budget]\nepochs = 6\n'
-                     "[learners.backprop]\n[learners.fa]\n")
+    study.write_text(
+        'seeds = 4\ntasks = ["digits"]\n[model]\nhidden = [64]\n[budget]\nepochs = 6\n'
+        "[learners.backprop]\n[learners.fa]\n"
+    )
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     drivers = [  # one with worker processes, one inline: claims are the same for every executor
-        subprocess.Popen([sys.executable, "-m", "bpbench", "run", str(study), "--out", str(out), *extra],
-                         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "bpbench", "run", str(study), "--out", str(out), *extra],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for extra in (["--executor", "process", "--jobs", "1", "--threads", "1"], ["--executor", "inline"])
     ]
     executed, accounted = [], []
@@ -140,11 +151,29 @@ def children(pid: int) -> list[int]:
 def test_process_workers_end_with_their_driver(tmp_path: Path) -> None:
     """A SIGKILLed driver's worker exits too, so the driver that takes over its claims runs alone."""
     study = tmp_path / "slow.toml"
-    study.write_text('seeds = 1\ntasks = ["digits"]\n[model]\nhidden = [64]\n[budget]\nepochs = 1000\n[learners.backprop]\n')
+    study.write_text(
+        'seeds = 1\ntasks = ["digits"]\n[model]\nhidden = [64]\n[budget]\nepochs = 1000\n[learners.backprop]\n'
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    driver = subprocess.Popen([sys.executable, "-m", "bpbench", "run", str(study), "--out", str(tmp_path / "out"),
-                               "--jobs", "1", "--threads", "1"], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bpbench",
+            "run",
+            str(study),
+            "--out",
+            str(tmp_path / "out"),
+            "--jobs",
+            "1",
+            "--threads",
+            "1",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not children(driver.pid) and time.time() < deadline:
         time.sleep(0.1)

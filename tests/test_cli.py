@@ -1,4 +1,5 @@
 """The CLI end to end in real processes: list, run quick (reduced), table formats, resume."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,19 @@ def test_list_shows_learners_tasks_studies_and_unavailable_reason(with_plugins) 
 @pytest.mark.slow  # 70-120 s under 4x load on 2 cores, 2026-12-03 (--durations)
 def test_quick_end_to_end_reduced(tmp_path: Path) -> None:
     out = tmp_path / "quick"
-    proc = bpbench("run", "quick", "--out", str(out), "--set", "seeds=1", "--set", "budget.epochs=3",
-                   "--set", "learners={backprop = {}}", check=True)
+    proc = bpbench(
+        "run",
+        "quick",
+        "--out",
+        str(out),
+        "--set",
+        "seeds=1",
+        "--set",
+        "budget.epochs=3",
+        "--set",
+        "learners={backprop = {}}",
+        check=True,
+    )
     assert "3 run(s)" in proc.stdout and "(0 failed)" in proc.stdout
     metas = [json.loads(p.read_text()) for p in out.glob("runs/*/meta.json")]
     assert len(metas) == 3 and all(m["status"] == "ok" for m in metas)
@@ -50,11 +62,31 @@ def test_quick_end_to_end_reduced(tmp_path: Path) -> None:
 @pytest.mark.slow  # 70-120 s under 4x load on 2 cores, 2026-12-03 (--durations)
 def test_resume_after_killed_study(tmp_path: Path) -> None:
     out = tmp_path / "resume"
-    args = ["run", "quick", "--out", str(out), "--set", "seeds=2", "--set", "budget.epochs=2",
-            "--set", "learners={backprop = {}}", "--jobs", "1", "--threads", "1"]
+    args = [
+        "run",
+        "quick",
+        "--out",
+        str(out),
+        "--set",
+        "seeds=2",
+        "--set",
+        "budget.epochs=2",
+        "--set",
+        "learners={backprop = {}}",
+        "--jobs",
+        "1",
+        "--threads",
+        "1",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "bpbench", *args], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bpbench", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     while len(list(out.glob("runs/*/meta.json"))) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -77,14 +109,17 @@ def test_a_warning_raised_during_a_command_is_shown_once_after_it() -> None:
     import subprocess
     import sys
 
-    code = ("import warnings, bpbench.experiments.front.cli as cli\n"
-            "cli.cmd_list = lambda args: (warnings.warn('noisy plugin', UserWarning), 0)[1]\n"
-            "raise SystemExit(cli.main(['list']))")
+    code = (
+        "import warnings, bpbench.experiments.front.cli as cli\n"
+        "cli.cmd_list = lambda args: (warnings.warn('noisy plugin', UserWarning), 0)[1]\n"
+        "raise SystemExit(cli.main(['list']))"
+    )
 
     def limit_memory() -> None:  # a runaway list dies here in seconds instead of taking the machine
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          preexec_fn=limit_memory)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, preexec_fn=limit_memory
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stderr.count("noisy plugin") == 1

@@ -1,5 +1,6 @@
 """Difference target propagation (dtp): inverses learn, no weight transport in the "target"
 variant, exact layers as documented, conformance, seeding, bad input, learning on digits."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -8,10 +9,10 @@ import torch
 
 from bpbench.experiments.front.conformance import check_learner
 from bpbench.experiments.plan.config import to_plain
-from bpbench.experiments.run.probes import gradient_alignment
 from bpbench.experiments.plan.registry import learner_registry, task_registry
-from bpbench.experiments.run.runner import run
 from bpbench.experiments.plan.spec import RunSpec
+from bpbench.experiments.run.probes import gradient_alignment
+from bpbench.experiments.run.runner import run
 from bpbench.learners.dtp import DifferenceTargetPropagation, DTPParams
 from bpbench.learners.models import ModelSpec, weight_layers
 
@@ -28,7 +29,7 @@ def train(learner: DifferenceTargetPropagation, data, steps: int) -> None:
     n = len(data.train)
     for i in range(steps):
         start = (i * 64) % (n - 64)
-        learner.train_step(data.train.x[start:start + 64], data.train.y[start:start + 64])
+        learner.train_step(data.train.x[start : start + 64], data.train.y[start : start + 64])
 
 
 def test_trained_inverse_reconstructs_better_than_untrained(digits) -> None:
@@ -36,23 +37,32 @@ def test_trained_inverse_reconstructs_better_than_untrained(digits) -> None:
     train(trained, digits, 200)
     untrained = make(DTPParams(penultimate="target"), digits.info)
     # same forward weights, the inverses (and their optimizer) as initialized
-    untrained.load_state_dict({**trained.state_dict(), "inverses": untrained.inverses.state_dict(),
-                               "inverse_optimizer": untrained.inverse_optimizer.state_dict()})
+    untrained.load_state_dict(
+        {
+            **trained.state_dict(),
+            "inverses": untrained.inverses.state_dict(),
+            "inverse_optimizer": untrained.inverse_optimizer.state_dict(),
+        }
+    )
     x = digits.test.x[:256]
     after, before = trained.reconstruction_errors(x), untrained.reconstruction_errors(x)
     assert list(after) == ["fc2", "out"] == list(before)
     for name in after:
         assert after[name] < 0.5 * before[name], (name, after[name], before[name])
     rows = trained.diagnostics()
-    assert [(m, layer) for m, layer, _ in rows] == [("inverse_reconstruction_error", "fc2"),
-                                                    ("inverse_reconstruction_error", "out")]
+    assert [(m, layer) for m, layer, _ in rows] == [
+        ("inverse_reconstruction_error", "fc2"),
+        ("inverse_reconstruction_error", "out"),
+    ]
 
 
 def layer_inputs(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each connection layer's input when ``model`` sees x (forward pre-hooks)."""
     seen: dict[str, torch.Tensor] = {}
-    hooks = [layer.register_forward_pre_hook(lambda _, args, name=name: seen.__setitem__(name, args[0].detach()))
-             for name, layer in weight_layers(model)]
+    hooks = [
+        layer.register_forward_pre_hook(lambda _, args, name=name: seen.__setitem__(name, args[0].detach()))
+        for name, layer in weight_layers(model)
+    ]
     with torch.no_grad():
         model(x)
     for hook in hooks:
@@ -77,7 +87,7 @@ def invisible_change(learner: DifferenceTargetPropagation, x: torch.Tensor, scal
 
 @pytest.mark.parametrize("penultimate", ["target", "gradient"])
 def test_target_variant_uses_no_weight_transport(penultimate: str, digits) -> None:
-    """"target": every update is unchanged when the weights change invisibly to the forward
+    """ "target": every update is unchanged when the weights change invisibly to the forward
     pass (noise 0, so the inverses see only the forward pass too). "gradient" is the control:
     its last hidden target uses W_outᵀ, so its hidden updates change (the test can fail)."""
     x, y = digits.train.x[:8], digits.train.y[:8]
@@ -120,31 +130,47 @@ def test_conformance(penultimate: str, digits) -> None:
 def test_params_and_models_are_checked(digits) -> None:
     with pytest.raises(ValueError, match="penultimate = 'sideways': allowed are 'gradient', 'target'"):
         DTPParams(penultimate="sideways")  # type: ignore[arg-type]
-    for bad, needle in [({"target_step": 0.0}, "target_step = 0.0: must be > 0"),
-                        ({"noise": -0.1}, "noise = -0.1: must be >= 0"),
-                        ({"inverse_lr": 0.0}, "inverse_lr = 0.0: must be > 0"), ({"lr": -1.0}, "lr = -1.0")]:
+    for bad, needle in [
+        ({"target_step": 0.0}, "target_step = 0.0: must be > 0"),
+        ({"noise": -0.1}, "noise = -0.1: must be >= 0"),
+        ({"inverse_lr": 0.0}, "inverse_lr = 0.0: must be > 0"),
+        ({"lr": -1.0}, "lr = -1.0"),
+    ]:
         with pytest.raises(ValueError, match=needle):
             DTPParams(**bad)
-    for spec, needle in [(ModelSpec(arch="cnn"), "model.arch = 'cnn': DifferenceTargetPropagation trains only arch = 'mlp'"),
-                         (ModelSpec(batchnorm=True), "batchnorm"), (ModelSpec(dropout=0.1), "dropout"),
-                         (ModelSpec(hidden=()), "at least one hidden layer")]:
+    for spec, needle in [
+        (ModelSpec(arch="cnn"), "model.arch = 'cnn': DifferenceTargetPropagation trains only arch = 'mlp'"),
+        (ModelSpec(batchnorm=True), "batchnorm"),
+        (ModelSpec(dropout=0.1), "dropout"),
+        (ModelSpec(hidden=()), "at least one hidden layer"),
+    ]:
         with pytest.raises(ValueError, match=needle):
             make(DTPParams(), digits.info, spec)
 
 
 def run_rows(penultimate: str, seed_index: int = 0, epochs: int = 1) -> pd.DataFrame:
     params = {"penultimate": penultimate, "lr": 3e-3, "inverse_lr": 3e-3}
-    spec = RunSpec(learner="dtp", label="dtp", params=params, task="digits",
-                   task_label="digits", task_params={}, model=to_plain(TANH), budget={"epochs": epochs},
-                   schedule={"eval_every": epochs, "health_every": 5}, seed_index=seed_index, study_seed=0)
+    spec = RunSpec(
+        learner="dtp",
+        label="dtp",
+        params=params,
+        task="digits",
+        task_label="digits",
+        task_params={},
+        model=to_plain(TANH),
+        budget={"epochs": epochs},
+        schedule={"eval_every": epochs, "health_every": 5},
+        seed_index=seed_index,
+        study_seed=0,
+    )
     return pd.DataFrame(run(spec, learner_registry(), task_registry(), CPU).rows)
 
 
 def test_same_seed_same_results_and_diagnostics_recorded() -> None:
     a, b, c = run_rows("target"), run_rows("target"), run_rows("target", seed_index=1)
-    untimed = lambda r: r[r["metric"] != "train_seconds"].reset_index(drop=True)  # noqa: E731
+    untimed = lambda r: r[r["metric"] != "train_seconds"].reset_index(drop=True)
     assert untimed(a).equals(untimed(b))
-    final = lambda r: r[(r["metric"] == "loss") & (r["split"] == "test")]["value"].iloc[-1]  # noqa: E731
+    final = lambda r: r[(r["metric"] == "loss") & (r["split"] == "test")]["value"].iloc[-1]
     assert final(a) != final(c)
     errors = a[a["metric"] == "inverse_reconstruction_error"]
     assert set(errors["layer"]) == {"fc2", "out"} and (errors["value"] > 0).all()

@@ -1,4 +1,5 @@
 """Evolutionary learners (ga, cmaes, es): vectorized evaluation, DEAP in charge, seeds, isolation, learning."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,8 +14,8 @@ from deap import algorithms, cma, creator, tools
 
 from bpbench.experiments.plan.config import build, to_plain
 from bpbench.experiments.plan.registry import learner_registry, task_registry
-from bpbench.experiments.run.runner import run
 from bpbench.experiments.plan.spec import RunSpec
+from bpbench.experiments.run.runner import run
 from bpbench.learners.base import TaskInfo
 from bpbench.learners.cmaes import CMAES, CMAESParams
 from bpbench.learners.es import ESParams, EvolutionStrategies, centered_ranks
@@ -39,8 +40,11 @@ class Small:
 
 @pytest.fixture(scope="module")
 def small(digits) -> Small:
-    return Small(dataclasses.replace(digits.info, input_shape=(1, 4, 4)),
-                 F.avg_pool2d(digits.train.x[:64], 2), digits.train.y[:64])
+    return Small(
+        dataclasses.replace(digits.info, input_shape=(1, 4, 4)),
+        F.avg_pool2d(digits.train.x[:64], 2),
+        digits.train.y[:64],
+    )
 
 
 def make(cls, data, params, model=SMALL, seed=0):
@@ -58,12 +62,15 @@ LEARNERS = [
 ]
 
 
-@pytest.mark.parametrize("spec, shape", [
-    (ModelSpec(hidden=(16, 8), activation="tanh"), (1, 8, 8)),
-    (ModelSpec(arch="cnn", channels=(3, 4), hidden=(8,)), (1, 8, 8)),
-    (ModelSpec(arch="lenet"), (1, 28, 28)),
-    (ModelSpec(hidden=(), activation="relu"), (20, 13)),
-])
+@pytest.mark.parametrize(
+    "spec, shape",
+    [
+        (ModelSpec(hidden=(16, 8), activation="tanh"), (1, 8, 8)),
+        (ModelSpec(arch="cnn", channels=(3, 4), hidden=(8,)), (1, 8, 8)),
+        (ModelSpec(arch="lenet"), (1, 28, 28)),
+        (ModelSpec(hidden=(), activation="relu"), (20, 13)),
+    ],
+)
 def test_vectorized_evaluation_equals_one_network_at_a_time(spec: ModelSpec, shape: tuple[int, ...]) -> None:
     gen = torch.Generator().manual_seed(0)
     nets = [build_model(spec, shape, 10, gen) for _ in range(5)]
@@ -166,6 +173,7 @@ def counting(calls: dict[str, int], name: str, fn):
     def wrapped(*args, **kwargs):
         calls[name] = calls.get(name, 0) + 1
         return fn(*args, **kwargs)
+
     return wrapped
 
 
@@ -176,8 +184,9 @@ def test_ga_selection_and_variation_go_through_deap(digits, monkeypatch: pytest.
         monkeypatch.setattr(tools, name, counting(calls, name, getattr(tools, name)))
     monkeypatch.setattr(algorithms, "varAnd", counting(calls, "varAnd", algorithms.varAnd))
     x, y = digits.train.x[:64], digits.train.y[:64]
-    tournament = make(GeneticAlgorithm, digits, GAParams(population=8, batch_size=64, selection="tournament",
-                                                          crossover=1.0))
+    tournament = make(
+        GeneticAlgorithm, digits, GAParams(population=8, batch_size=64, selection="tournament", crossover=1.0)
+    )
     for op in ("mate", "mutate"):  # the toolbox's operators, as varAnd calls them
         original = getattr(tournament.toolbox, op)
         tournament.toolbox.register(op, counting(calls, op, original))
@@ -203,6 +212,7 @@ def test_es_and_cmaes_run_deaps_generate_update_loop(small, monkeypatch: pytest.
         counted["cma_update"] += 1
         assert len(population) == 8 and all(ind.fitness.valid for ind in population)
         return cma_update(self, population)
+
     monkeypatch.setattr(algorithms, "eaGenerateUpdate", spy_loop)
     monkeypatch.setattr(cma.Strategy, "update", spy_update)
     x, y = small.x, small.y
@@ -231,13 +241,16 @@ def test_cmaes_refuses_large_models_with_a_clear_message(digits) -> None:
     assert make(CMAES, digits, CMAESParams(), LINEAR).forward.flat.size == 650  # accepted
 
 
-@pytest.mark.parametrize("bad, match", [
-    (lambda: ESParams(population=7), "population = 7: must be an even number"),
-    (lambda: GAParams(elites=64), r"elites = 64: allowed is 0 <= elites < population \(64\)"),
-    (lambda: GAParams(selection="roulette"), "selection = 'roulette'"),
-    (lambda: GAParams(fitness="f1"), "fitness = 'f1'"),
-    (lambda: CMAESParams(population=2), "population = 2: must be >= 4"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda: ESParams(population=7), "population = 7: must be an even number"),
+        (lambda: GAParams(elites=64), r"elites = 64: allowed is 0 <= elites < population \(64\)"),
+        (lambda: GAParams(selection="roulette"), "selection = 'roulette'"),
+        (lambda: GAParams(fitness="f1"), "fitness = 'f1'"),
+        (lambda: CMAESParams(population=2), "population = 2: must be >= 4"),
+    ],
+)
 def test_bad_params_name_the_value(bad, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         bad()
@@ -250,18 +263,32 @@ def test_population_learners_refuse_batchnorm(digits) -> None:
 
 def _spec(learner: str, params: dict, model: dict, epochs: int, seed: int) -> RunSpec:
     registry = learner_registry()
-    return RunSpec(learner=learner, label=learner, params=to_plain(build(registry.get(learner).Params, params, learner)),
-                   task="digits", task_label="digits", task_params={}, model=model, budget={"epochs": epochs},
-                   schedule={"eval_every": epochs, "health_every": 5}, seed_index=seed, study_seed=0)
+    return RunSpec(
+        learner=learner,
+        label=learner,
+        params=to_plain(build(registry.get(learner).Params, params, learner)),
+        task="digits",
+        task_label="digits",
+        task_params={},
+        model=model,
+        budget={"epochs": epochs},
+        schedule={"eval_every": epochs, "health_every": 5},
+        seed_index=seed,
+        study_seed=0,
+    )
 
 
-@pytest.mark.parametrize("learner, params, model, epochs, floor", [
-    ("es", {"population": 64, "batch_size": 256}, {"hidden": [32], "activation": "relu"}, 8, 0.75),
-    ("ga", {"population": 32, "batch_size": 256}, {"hidden": []}, 40, 0.75),
-    ("cmaes", {"population": 32, "batch_size": 256}, {"hidden": []}, 3, 0.5),
-])
-def test_learns_digits_through_the_runner_with_counted_compute(learner, params, model, epochs, floor,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "learner, params, model, epochs, floor",
+    [
+        ("es", {"population": 64, "batch_size": 256}, {"hidden": [32], "activation": "relu"}, 8, 0.75),
+        ("ga", {"population": 32, "batch_size": 256}, {"hidden": []}, 40, 0.75),
+        ("cmaes", {"population": 32, "batch_size": 256}, {"hidden": []}, 3, 0.5),
+    ],
+)
+def test_learns_digits_through_the_runner_with_counted_compute(
+    learner, params, model, epochs, floor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Count every single-sample forward the population forward really makes (P x B per call;
     # predict and the true gradient go through the plain model, not through it), per learner:
     # the runner's instruments step twin learners (one generation each, off the clock), so the
@@ -273,6 +300,7 @@ def test_learns_digits_through_the_runner_with_counted_compute(learner, params, 
     def counting_logits(self, population, x):
         by_learner[id(self)] = by_learner.get(id(self), 0) + population.shape[0] * x.shape[0]
         return logits(self, population, x)
+
     monkeypatch.setattr(PopulationForward, "logits", counting_logits)
     cls = learner_registry().get(learner)
     pairs: list[list[dict]] = []
@@ -287,6 +315,7 @@ def test_learns_digits_through_the_runner_with_counted_compute(learner, params, 
         if pairs and len(pairs[-1]) == 1:
             pairs[-1].append(signal)
         return signal
+
     monkeypatch.setattr(cls, "true_gradient", keep_reference)
     monkeypatch.setattr(cls, "update_signal", keep_signal)
 
@@ -318,6 +347,7 @@ def test_learns_digits_through_the_runner_with_counted_compute(learner, params, 
 def test_study_learner_tasks_key_restricts_tasks() -> None:
     from bpbench.experiments.plan.config import ConfigError
     from bpbench.experiments.plan.study import expand
+
     raw = {"tasks": ["digits", "fsdd"], "learners": {"es": {}, "cmaes": {"tasks": ["digits"], "model": {"hidden": []}}}}
     runs = expand("t", raw, learner_registry(), task_registry()).runs
     assert sorted((r.label, r.task_label) for r in runs) == [("cmaes", "digits"), ("es", "digits"), ("es", "fsdd")]
@@ -328,6 +358,7 @@ def test_study_learner_tasks_key_restricts_tasks() -> None:
 
 def test_quick_study_lists_the_evolution_learners() -> None:
     from bpbench.experiments.plan.study import load_study
+
     runs = load_study("quick", [], learner_registry(), task_registry()).runs
     by_label = {label: sorted({r.task_label for r in runs if r.label == label}) for label in ("es", "ga", "cmaes")}
     assert by_label == {"es": ["digits", "fsdd", "mnist5k"], "ga": ["digits", "fsdd", "mnist5k"], "cmaes": ["digits"]}
@@ -352,16 +383,19 @@ def deap_stock_generation(learner: GeneticAlgorithm, x: torch.Tensor, y: torch.T
     learner.population = Population(torch.stack(elites + children))
 
 
-@pytest.mark.parametrize("params", [
-    GAParams(population=12, truncation=4, elites=2, batch_size=64),
-    GAParams(population=12, selection="tournament", crossover=0.5, elites=1, batch_size=64),
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        GAParams(population=12, truncation=4, elites=2, batch_size=64),
+        GAParams(population=12, selection="tournament", crossover=0.5, elites=1, batch_size=64),
+    ],
+)
 def test_ga_generation_equals_deaps_stock_clone_and_stack(params, digits) -> None:
     """The in-place next generation (Nursery), the single ranking sort and the Python-only RNG swap
     (issue 14) give the very populations DEAP's stock clone-and-stack gave, generation by generation."""
     fast, stock = make(GeneticAlgorithm, digits, params), make(GeneticAlgorithm, digits, params)
     for g in range(6):
-        x, y = digits.train.x[64 * g:64 * (g + 1)], digits.train.y[64 * g:64 * (g + 1)]
+        x, y = digits.train.x[64 * g : 64 * (g + 1)], digits.train.y[64 * g : 64 * (g + 1)]
         fast.train_step(x, y)
         deap_stock_generation(stock, x, y)
         assert torch.equal(fast.population.matrix, stock.population.matrix)

@@ -1,5 +1,6 @@
 """The `fashion` study end to end on a 2,000-image, 1-epoch slice, and the script that puts
 its results beside BioTorch's published LeNet table."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -9,8 +10,8 @@ import pandas as pd
 import pytest
 
 from bpbench.experiments.front.cli import main
-from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.report.table import per_run, tidy
+from bpbench.experiments.store.run_store import RunStore
 from bpbench.tasks.idx import FashionMnist, IdxParams
 from helpers import REPO
 
@@ -20,15 +21,27 @@ _spec.loader.exec_module(fashion_table)  # a script in scripts/, not part of the
 _spec = importlib.util.spec_from_file_location("reference_results", REPO / "scripts" / "reference_results.py")
 reference_results = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(reference_results)
-errors, gaps, report, side_by_side, targets = (fashion_table.errors, fashion_table.gaps, fashion_table.report,
-                                               fashion_table.side_by_side, fashion_table.targets)
+errors, gaps, report, side_by_side, targets = (
+    fashion_table.errors,
+    fashion_table.gaps,
+    fashion_table.report,
+    fashion_table.side_by_side,
+    fashion_table.targets,
+)
 
-SLICE = ["seeds=1", "budget.epochs=1", "tasks.fashion_mnist.train_fraction=0.02977",
-         "tasks.fashion_mnist.val_fraction=0.02", "tasks.fashion_mnist.test_fraction=0.02"]
+SLICE = [
+    "seeds=1",
+    "budget.epochs=1",
+    "tasks.fashion_mnist.train_fraction=0.02977",
+    "tasks.fashion_mnist.val_fraction=0.02",
+    "tasks.fashion_mnist.test_fraction=0.02",
+]
 
 
-@pytest.mark.skipif(not Path(FashionMnist.default_path).is_dir(),
-                    reason=f"Fashion-MNIST files not in {FashionMnist.default_path} (Debian's dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not Path(FashionMnist.default_path).is_dir(),
+    reason=f"Fashion-MNIST files not in {FashionMnist.default_path} (Debian's dataset-fashion-mnist)",
+)
 def test_fashion_study_slice_runs_end_to_end(tmp_path: Path) -> None:
     FashionMnist().check(IdxParams())
     out = tmp_path / "fashion"
@@ -38,7 +51,8 @@ def test_fashion_study_slice_runs_end_to_end(tmp_path: Path) -> None:
     newer = ["pc", "ff", "backprop_tanh", "dtp", "dtp", "fwd_grad_weight", "fwd_grad_activity"]  # dtp: 2 variants
     assert sorted(zip(runs["learner"], runs["arch"])) == sorted(
         [(rule, arch) for rule in ("backprop", "fa", "dfa", "sign_symmetry") for arch in ("lenet", "mlp")]
-        + [(rule, "mlp") for rule in newer])
+        + [(rule, "mlp") for rule in newer]
+    )
     assert (runs["samples"] == 2000).all()  # one epoch of the 2,000-image slice
     assert runs["test_acc"].between(0, 1).all()
     # 16 steps: backprop and sign symmetry are well above chance (0.1) on both nets already
@@ -55,15 +69,23 @@ def test_fashion_study_slice_runs_end_to_end(tmp_path: Path) -> None:
 
 
 def fake_runs(accuracies: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
-    return pd.DataFrame([{"learner": rule, "arch": arch, "test_acc": a}
-                         for (rule, arch), values in accuracies.items() for a in values])
+    return pd.DataFrame(
+        [{"learner": rule, "arch": arch, "test_acc": a} for (rule, arch), values in accuracies.items() for a in values]
+    )
 
 
 def test_table_arithmetic_on_known_values() -> None:
-    err = errors(fake_runs({
-        ("backprop", "lenet"): [0.91, 0.90, 0.92], ("backprop", "mlp"): [0.89, 0.89, 0.89],
-        ("fa", "lenet"): [0.85, 0.86, 0.80], ("fa", "mlp"): [0.88, 0.88, 0.88],
-        ("sign_symmetry", "lenet"): [0.90, 0.90, 0.90]}))
+    err = errors(
+        fake_runs(
+            {
+                ("backprop", "lenet"): [0.91, 0.90, 0.92],
+                ("backprop", "mlp"): [0.89, 0.89, 0.89],
+                ("fa", "lenet"): [0.85, 0.86, 0.80],
+                ("fa", "mlp"): [0.88, 0.88, 0.88],
+                ("sign_symmetry", "lenet"): [0.90, 0.90, 0.90],
+            }
+        )
+    )
     fa_lenet = err[(err["learner"] == "fa") & (err["arch"] == "lenet")].iloc[0]
     assert fa_lenet["median"] == pytest.approx(15.0) and fa_lenet["low"] == pytest.approx(14.0)
     side = side_by_side(err).set_index("rule")
@@ -81,9 +103,13 @@ def test_table_arithmetic_on_known_values() -> None:
 
 
 def test_variants_of_one_learner_are_separate_rules() -> None:
-    runs = pd.DataFrame([{"learner": "dtp", "config": f"penultimate={variant}", "arch": "mlp", "test_acc": acc}
-                         for variant, acc in (("gradient", 0.80), ("gradient", 0.82), ("target", 0.70))]
-                        + [{"learner": "backprop", "config": "arch=mlp", "arch": "mlp", "test_acc": 0.9}])
+    runs = pd.DataFrame(
+        [
+            {"learner": "dtp", "config": f"penultimate={variant}", "arch": "mlp", "test_acc": acc}
+            for variant, acc in (("gradient", 0.80), ("gradient", 0.82), ("target", 0.70))
+        ]
+        + [{"learner": "backprop", "config": "arch=mlp", "arch": "mlp", "test_acc": 0.9}]
+    )
     err = errors(runs).set_index("learner")
     assert err.loc["dtp (penultimate=gradient)", "median"] == pytest.approx(19.0)
     assert err.loc["dtp (penultimate=target)", "seeds"] == 1 and err.loc["backprop", "median"] == pytest.approx(10.0)

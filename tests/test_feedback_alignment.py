@@ -1,6 +1,7 @@
 """Feedback alignment (fa), direct feedback alignment (dfa) and sign symmetry: the update
 rules against backprop's gradients, fixed feedback, seeding, conv layers, the runner's
 alignment diagnostics, and real learning on digits."""
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,8 @@ from torch import nn
 
 from bpbench.experiments.plan.config import to_plain
 from bpbench.experiments.plan.registry import learner_registry, task_registry
-from bpbench.experiments.run.runner import run
 from bpbench.experiments.plan.spec import RunSpec
+from bpbench.experiments.run.runner import run
 from bpbench.learners.backprop import Backprop, BackpropParams
 from bpbench.learners.base import Learner, TaskInfo
 from bpbench.learners.dfa import DirectFeedbackAlignment
@@ -41,12 +42,27 @@ def step_both(a: Learner, b: Learner, x: torch.Tensor, y: torch.Tensor) -> None:
     b.train_step(x, y)
 
 
-def run_spec(learner: str, epochs: int = 1, model: ModelSpec = ModelSpec(hidden=(64, 32)), seed_index: int = 0,
-             health_every: int = 5, params: dict | None = None) -> RunSpec:
-    return RunSpec(learner=learner, label=learner, params=params or {}, task="digits", task_label="digits",
-                   task_params={}, model=to_plain(model), budget={"epochs": epochs},
-                   schedule={"eval_every": epochs, "health_every": health_every},
-                   seed_index=seed_index, study_seed=0)
+def run_spec(
+    learner: str,
+    epochs: int = 1,
+    model: ModelSpec = ModelSpec(hidden=(64, 32)),
+    seed_index: int = 0,
+    health_every: int = 5,
+    params: dict | None = None,
+) -> RunSpec:
+    return RunSpec(
+        learner=learner,
+        label=learner,
+        params=params or {},
+        task="digits",
+        task_label="digits",
+        task_params={},
+        model=to_plain(model),
+        budget={"epochs": epochs},
+        schedule={"eval_every": epochs, "health_every": health_every},
+        seed_index=seed_index,
+        study_seed=0,
+    )
 
 
 def run_rows(spec: RunSpec) -> pd.DataFrame:
@@ -92,8 +108,11 @@ def test_route_through_matrix_sends_error_through_it(layer: nn.Module) -> None:
 def test_random_feedback_changes_hidden_updates_only(spec: ModelSpec, digits) -> None:
     """With random B (or DFA), the output layer's update is exactly backprop's; hidden ones differ."""
     x, y = digits.train.x[:32], digits.train.y[:32]
-    for cls, params in ((FeedbackAlignment, FeedbackParams()), (DirectFeedbackAlignment, FeedbackParams()),
-                        (SignSymmetry, BackpropParams())):
+    for cls, params in (
+        (FeedbackAlignment, FeedbackParams()),
+        (DirectFeedbackAlignment, FeedbackParams()),
+        (SignSymmetry, BackpropParams()),
+    ):
         other = make(cls, params, spec, digits.info)
         bp = make(Backprop, BackpropParams(), spec, digits.info)
         step_both(bp, other, x, y)
@@ -139,7 +158,7 @@ def test_feedback_is_fixed_saved_and_seeded(cls: type[Learner], digits) -> None:
     before = {n: b.clone() for n, b in learner.feedback.items()}
     weights = {n: m.weight.detach().clone() for n, m in weight_layers(learner.model)}
     for start in range(0, 640, 64):
-        learner.train_step(digits.train.x[start:start + 64], digits.train.y[start:start + 64])
+        learner.train_step(digits.train.x[start : start + 64], digits.train.y[start : start + 64])
     assert all(torch.equal(learner.feedback[n], b) for n, b in before.items())
     assert all(not torch.equal(m.weight, weights[n]) for n, m in weight_layers(learner.model))
     assert not any(b.requires_grad for b in learner.feedback.values())
@@ -171,7 +190,7 @@ def test_same_seed_same_results(learner: str) -> None:
     timed = ["train_seconds"]
     same = a[~a["metric"].isin(timed)].reset_index(drop=True)
     assert same.equals(b[~b["metric"].isin(timed)].reset_index(drop=True))
-    final = lambda r: r[(r["metric"] == "loss") & (r["split"] == "test")]["value"].iloc[-1]  # noqa: E731
+    final = lambda r: r[(r["metric"] == "loss") & (r["split"] == "test")]["value"].iloc[-1]
     assert final(a) != final(c)
 
 
@@ -197,8 +216,15 @@ def test_learners_learn_digits_with_alignment_diagnostics() -> None:
 @pytest.mark.parametrize("learner", ["fa", "dfa", "sign_symmetry"])
 def test_conv_layers_learn(learner: str) -> None:
     """6 epochs of a small CNN on digits: far above chance (0.1), conv updates within 90° of the gradient."""
-    rows = run_rows(run_spec(learner, epochs=6, model=ModelSpec(arch="cnn", channels=(8, 16), hidden=(32,)),
-                             health_every=10, params={"lr": 1e-2}))
+    rows = run_rows(
+        run_spec(
+            learner,
+            epochs=6,
+            model=ModelSpec(arch="cnn", channels=(8, 16), hidden=(32,)),
+            health_every=10,
+            params={"lr": 1e-2},
+        )
+    )
     acc = rows[(rows["metric"] == "accuracy") & (rows["split"] == "test")]["value"].iloc[-1]
     assert acc > 0.5, acc
     cos = rows[rows["metric"] == "grad_alignment"].groupby("layer")["value"].mean()
@@ -209,11 +235,27 @@ def test_conv_layers_learn(learner: str) -> None:
 def test_alignment_study_reports_mean_alignment_in_table(tmp_path) -> None:
     """The built-in alignment study, shrunk to one seed and epoch on digits, through the CLI."""
     from bpbench.experiments.front.cli import main
-    from bpbench.experiments.store.run_store import RunStore
     from bpbench.experiments.report.table import summarize
+    from bpbench.experiments.store.run_store import RunStore
 
-    code = main(["run", "alignment", "--out", str(tmp_path), "--executor", "inline", "--device", "cpu",
-                 "--set", "seeds=1", "--set", "budget.epochs=1", "--set", 'tasks=["digits"]'])
+    code = main(
+        [
+            "run",
+            "alignment",
+            "--out",
+            str(tmp_path),
+            "--executor",
+            "inline",
+            "--device",
+            "cpu",
+            "--set",
+            "seeds=1",
+            "--set",
+            "budget.epochs=1",
+            "--set",
+            'tasks=["digits"]',
+        ]
+    )
     assert code == 0
     table = summarize(RunStore(tmp_path)).set_index("learner")
     assert set(table.index) == {"backprop", "fa", "dfa"}

@@ -1,12 +1,13 @@
 """Forward-forward (learners/ff.py): positive goodness rises above negative, prediction uses every
 class, what is not measurable says so, bad settings are refused, same seed gives the same run."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.front.conformance import check_learner
+from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.plan.study import load_study
 from bpbench.learners.base import NotMeasurable
@@ -15,8 +16,13 @@ from bpbench.learners.models import ModelSpec
 
 
 def make(data, seed: int = 0, model: ModelSpec | None = None, **params) -> ForwardForward:
-    return ForwardForward(model or ModelSpec(hidden=(128, 128)), data.info, FFParams(**params),
-                          torch.Generator().manual_seed(seed), torch.device("cpu"))
+    return ForwardForward(
+        model or ModelSpec(hidden=(128, 128)),
+        data.info,
+        FFParams(**params),
+        torch.Generator().manual_seed(seed),
+        torch.device("cpu"),
+    )
 
 
 def goodness_gap(learner: ForwardForward) -> dict[str, float]:
@@ -96,30 +102,45 @@ def test_gradients_stay_within_their_layer(digits) -> None:
 def test_conformance_on_speech_and_image(digits) -> None:
     fsdd_cls = task_registry().get("fsdd")
     check_learner(ForwardForward, fsdd_cls().load(fsdd_cls.Params()))
-    check_learner(ForwardForward, digits, params=FFParams(threshold=2.0, norm_scale=1.5), model=ModelSpec(hidden=(16, 8)))
+    check_learner(
+        ForwardForward, digits, params=FFParams(threshold=2.0, norm_scale=1.5), model=ModelSpec(hidden=(16, 8))
+    )
 
 
-@pytest.mark.parametrize("params, needle", [
-    ({"threshold": 0.0}, "threshold = 0.0"), ({"norm_scale": -1.0}, "norm_scale = -1.0"),
-    ({"lr": -1.0}, "lr = -1.0"), ({"batch_size": 0}, "batch_size = 0"),
-])
+@pytest.mark.parametrize(
+    "params, needle",
+    [
+        ({"threshold": 0.0}, "threshold = 0.0"),
+        ({"norm_scale": -1.0}, "norm_scale = -1.0"),
+        ({"lr": -1.0}, "lr = -1.0"),
+        ({"batch_size": 0}, "batch_size = 0"),
+    ],
+)
 def test_bad_params_raise(params: dict, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         FFParams(**params)
 
 
-@pytest.mark.parametrize("model, needle", [
-    (ModelSpec(arch="cnn"), "model.arch = 'cnn': ff allows only 'mlp'"),
-    (ModelSpec(hidden=()), "model.hidden = \\[\\]"), (ModelSpec(batchnorm=True), "model.batchnorm"),
-])
+@pytest.mark.parametrize(
+    "model, needle",
+    [
+        (ModelSpec(arch="cnn"), "model.arch = 'cnn': ff allows only 'mlp'"),
+        (ModelSpec(hidden=()), "model.hidden = \\[\\]"),
+        (ModelSpec(batchnorm=True), "model.batchnorm"),
+    ],
+)
 def test_unsupported_models_are_refused(digits, model: ModelSpec, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         make(digits, model=model)
 
 
-@pytest.mark.parametrize("sets, needle", [
-    (["learners.ff.negatives='hard'"], "negatives"), (["learners.ff.norm_scale=0"], "norm_scale = 0"),
-])
+@pytest.mark.parametrize(
+    "sets, needle",
+    [
+        (["learners.ff.negatives='hard'"], "negatives"),
+        (["learners.ff.norm_scale=0"], "norm_scale = 0"),
+    ],
+)
 def test_study_validation_names_the_bad_value(sets: list[str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         load_study("modern", sets, learner_registry(), task_registry())

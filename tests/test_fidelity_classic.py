@@ -4,6 +4,7 @@ their feedback matrices, with the output layer exact (scale and direction); dfa 
 projects the output error to every hidden layer; ES (Salimans et al. 2017) is the antithetic
 rank-shaped estimate; the GA (Such et al. 2017) keeps its elite, picks parents among the best and
 mutates by N(0, σ²); CMA-ES (DEAP) descends the loss it is given; backprop is exact for both losses."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,6 +12,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+
 from bpbench.experiments.plan.registry import task_registry
 from bpbench.learners.backprop import Backprop, BackpropLossParams, BackpropParams
 from bpbench.learners.base import Learner
@@ -70,12 +72,15 @@ def manual_feedback_gradients(model, x, y, feedback, direct: bool) -> dict[str, 
 @pytest.mark.parametrize("rule", ["fa", "dfa", "sign_symmetry"])
 def test_feedback_rules_follow_their_feedback_with_the_output_layer_exact(digits, rule: str) -> None:
     x, y = digits.train.x[:64], digits.train.y[:64]
-    cls, params = {"fa": (FeedbackAlignment, FeedbackParams()), "dfa": (DirectFeedbackAlignment, FeedbackParams()),
-                   "sign_symmetry": (SignSymmetry, BackpropParams(lr=0.02))}[rule]
+    cls, params = {
+        "fa": (FeedbackAlignment, FeedbackParams()),
+        "dfa": (DirectFeedbackAlignment, FeedbackParams()),
+        "sign_symmetry": (SignSymmetry, BackpropParams(lr=0.02)),
+    }[rule]
     learner = make(cls, digits.info, params)
     start = {n: m.weight.detach().sign() for n, m in learner.model.named_children() if n in ("fc2", "out")}
     for i in range(1, 6):  # weights moved: sign(W) must follow them
-        learner.train_step(digits.train.x[64 * i:64 * i + 64], digits.train.y[64 * i:64 * i + 64])
+        learner.train_step(digits.train.x[64 * i : 64 * i + 64], digits.train.y[64 * i : 64 * i + 64])
     model = learner.model
     if rule == "sign_symmetry":  # some signs flipped, so stale feedback would differ
         assert any(not torch.equal(start[n], getattr(model, n).weight.sign()) for n in start)
@@ -141,8 +146,12 @@ def test_es_estimate_is_the_antithetic_rank_shaped_one(small) -> None:
 def test_ga_keeps_its_elite_selects_among_the_best_and_mutates_by_sigma(small) -> None:
     info, x, y = small
     sigma = 0.02
-    ga = make(GeneticAlgorithm, info, GAParams(population=32, truncation=4, elites=1, sigma=sigma, batch_size=64),
-              ModelSpec(hidden=()))
+    ga = make(
+        GeneticAlgorithm,
+        info,
+        GAParams(population=32, truncation=4, elites=1, sigma=sigma, batch_size=64),
+        ModelSpec(hidden=()),
+    )
     before = ga.population.matrix.clone()
     fitness, _ = ga.forward.evaluate(before, x, y, "loss")
     ga.train_step(x, y)

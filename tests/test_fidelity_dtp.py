@@ -2,6 +2,7 @@
 inverses learn to reconstruct *noise-corrupted* activity, and the targets go down through the
 inverses *after* their update, with the difference correction (references written from the
 papers' formulas, checked exactly)."""
+
 from __future__ import annotations
 
 import copy
@@ -9,6 +10,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+
 from bpbench.experiments.plan.registry import task_registry
 from bpbench.learners.dtp import DifferenceTargetPropagation, DTPParams
 from bpbench.learners.models import ModelSpec, weight_layers
@@ -23,8 +25,9 @@ def digits():
 
 
 def make(data, **params) -> DifferenceTargetPropagation:
-    return DifferenceTargetPropagation(SPEC, data.info, DTPParams(**params), torch.Generator().manual_seed(0),
-                                       torch.device("cpu"))
+    return DifferenceTargetPropagation(
+        SPEC, data.info, DTPParams(**params), torch.Generator().manual_seed(0), torch.device("cpu")
+    )
 
 
 def layer_io(model: torch.nn.Module, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

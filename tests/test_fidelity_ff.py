@@ -1,6 +1,7 @@
 """Forward-forward is Hinton's (2022) rule: each hidden layer's update is the gradient of its own
 logistic goodness loss on length-normalized input, negatives never carry the true label, and the
 prediction sums every layer's goodness (a reference written from the paper, checked exactly)."""
+
 from __future__ import annotations
 
 import math
@@ -8,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from bpbench.experiments.plan.registry import task_registry
 from bpbench.learners.ff import FFParams, ForwardForward
 from bpbench.learners.models import ModelSpec
@@ -20,8 +22,9 @@ def digits():
 
 
 def make(data, **params) -> ForwardForward:
-    return ForwardForward(ModelSpec(hidden=(32, 24)), data.info, FFParams(**params), torch.Generator().manual_seed(0),
-                          torch.device("cpu"))
+    return ForwardForward(
+        ModelSpec(hidden=(32, 24)), data.info, FFParams(**params), torch.Generator().manual_seed(0), torch.device("cpu")
+    )
 
 
 def recording_negatives(learner: ForwardForward, monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
@@ -32,12 +35,14 @@ def recording_negatives(learner: ForwardForward, monkeypatch: pytest.MonkeyPatch
     def embed(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         seen.append(labels.clone())
         return real(x, labels)
+
     monkeypatch.setattr(learner, "embed", embed)
     return seen
 
 
-def goodness(learner: ForwardForward, inp: torch.Tensor, weights: list[torch.Tensor],
-             biases: list[torch.Tensor]) -> list[torch.Tensor]:
+def goodness(
+    learner: ForwardForward, inp: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]
+) -> list[torch.Tensor]:
     """Σ_j h_j² per layer, each layer's input length-normalized to √(its width) and detached."""
     out = []
     for w, b in zip(weights, biases):
@@ -63,9 +68,13 @@ def test_update_is_the_gradient_of_each_layers_goodness_loss(digits, monkeypatch
         e = flat.clone()
         e[:, :10] = F.one_hot(lab, 10).float() * scale
         return e
+
     loss = 0
-    for g_pos, g_neg, width in zip(goodness(learner, embedded(y), weights, biases),
-                                   goodness(learner, embedded(labels[1]), weights, biases), (32, 24)):
+    for g_pos, g_neg, width in zip(
+        goodness(learner, embedded(y), weights, biases),
+        goodness(learner, embedded(labels[1]), weights, biases),
+        (32, 24),
+    ):
         loss = loss + F.softplus(width - g_pos).mean() + F.softplus(g_neg - width).mean()
     reference = torch.autograd.grad(loss, weights)
     signal = learner.update_signal()
@@ -91,8 +100,9 @@ def test_prediction_sums_every_layers_goodness(digits) -> None:
     x = digits.test.x[:32]
     weights = [m.weight.detach() for m in learner.hidden]
     biases = [m.bias.detach() for m in learner.hidden]
-    expected = torch.stack([sum(goodness(learner, learner.embed(x, torch.full((32,), c)), weights, biases))
-                            for c in range(10)], dim=1)
+    expected = torch.stack(
+        [sum(goodness(learner, learner.embed(x, torch.full((32,), c)), weights, biases)) for c in range(10)], dim=1
+    )
     assert torch.allclose(learner.predict(x), expected, rtol=1e-5)
 
 

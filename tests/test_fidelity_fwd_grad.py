@@ -1,6 +1,7 @@
 """Forward gradients are the estimators of Baydin et al. (2022) and Ren et al. (2023): unbiased,
 biases included, at the right scale (projection ⟨u, g⟩/‖g‖² of the mean of many single-tangent
 estimates on the true gradient is 1), and exact when the tangents span the space."""
+
 from __future__ import annotations
 
 import math
@@ -8,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from bpbench.experiments.plan.registry import task_registry
 from bpbench.learners.fwd_grad import ForwardGradient, ForwardGradientParams
 from bpbench.learners.models import ModelSpec
@@ -38,8 +40,7 @@ def flat(d: dict[str, torch.Tensor], keys: list[str]) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("perturb, tangents, tolerance", [("weight", 4000, 0.05), ("activity", 600, 0.05)])
-def test_mean_of_many_estimates_has_the_gradients_scale(digits, perturb: str, tangents: int,
-                                                        tolerance: float) -> None:
+def test_mean_of_many_estimates_has_the_gradients_scale(digits, perturb: str, tangents: int, tolerance: float) -> None:
     """Projection coefficient of the mean of many single-tangent estimates on the true gradient,
     over all parameters: 1 ± .05 (weight: 4,000 tangents, 2.2 standard errors, as a single estimate's
     projection has variance 2; measured 1.00-1.01 over 3 seeds; activity: 600 tangents). Biases

@@ -1,6 +1,7 @@
 """Predictive coding is the rule of Whittington & Bogacz (2017): its update equals ∂E/∂W at the
 state T steps of gradient descent on the energy reach (an autograd reference, written from the
 paper's energy); near equilibrium (γT >= 5) fc1's update has the true gradient's size too."""
+
 from __future__ import annotations
 
 import copy
@@ -8,6 +9,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+
 from bpbench.experiments.plan.registry import task_registry
 from bpbench.learners.losses import top_loss
 from bpbench.learners.models import ModelSpec, weight_layers
@@ -25,8 +27,9 @@ def make(data, spec: ModelSpec, **params) -> PredictiveCoding:
     return PredictiveCoding(spec, data.info, PCParams(**params), torch.Generator().manual_seed(0), torch.device("cpu"))
 
 
-def energy_reference(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, gamma: float,
-                     loss: str, act) -> dict[str, torch.Tensor]:
+def energy_reference(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, gamma: float, loss: str, act
+) -> dict[str, torch.Tensor]:
     """∂(mean E)/∂W per layer after ``steps`` simultaneous gradient steps of size γ on the value
     nodes, E = Σ_l ½‖v_l − W_l f(v_{l−1}) − b_l‖² + ℓ(W_out f(v_H) + b_out, y), v_0 = x clamped,
     starting from the feedforward state. Everything by autograd on E itself."""
@@ -57,15 +60,18 @@ def energy_reference(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, s
 
 
 @pytest.mark.parametrize("steps, gamma, loss, activation", [(8, 0.1, "ce", "relu"), (20, 0.2, "mse", "tanh")])
-def test_update_is_the_energy_gradient_after_inference(digits, steps: int, gamma: float, loss: str,
-                                                       activation: str) -> None:
+def test_update_is_the_energy_gradient_after_inference(
+    digits, steps: int, gamma: float, loss: str, activation: str
+) -> None:
     """Catches inference capped short of T, fixed (not recomputed) predictions, learning from the
     feedforward instead of the relaxed activity, and mis-scaled hidden errors."""
     x, y = digits.train.x[:32], digits.train.y[:32]
-    learner = make(digits, ModelSpec(hidden=(24, 16), activation=activation), inference_steps=steps, gamma=gamma,
-                   top_loss=loss)
-    reference = energy_reference(copy.deepcopy(learner.model), x, y, steps, gamma, loss,
-                                 {"relu": torch.relu, "tanh": torch.tanh}[activation])
+    learner = make(
+        digits, ModelSpec(hidden=(24, 16), activation=activation), inference_steps=steps, gamma=gamma, top_loss=loss
+    )
+    reference = energy_reference(
+        copy.deepcopy(learner.model), x, y, steps, gamma, loss, {"relu": torch.relu, "tanh": torch.tanh}[activation]
+    )
     learner.train_step(x, y)
     signal = learner.update_signal()
     for name, g in reference.items():

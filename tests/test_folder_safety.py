@@ -1,6 +1,7 @@
 """A received results folder is a boundary (issue 22, points 1, 2 and 4): hostile run ids, symlinks
 and malformed files are skipped with one warning naming them; nothing outside the folder is read,
 written or deleted; files are readable by the group under umask 022."""
+
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from bpbench.experiments.front.cli import main
 from bpbench.experiments.store.run_store import RunStore
 from folder_tools import edit_meta, fake_run, spec
@@ -31,8 +33,9 @@ def folder(tmp_path: Path) -> Path:
     return root
 
 
-def test_run_id_naming_a_path_is_skipped_and_nothing_outside_is_touched(folder: Path, victim: Path,
-                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_id_naming_a_path_is_skipped_and_nothing_outside_is_touched(
+    folder: Path, victim: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     hostile = {fake_run(folder, spec(seed=2)): str(victim), fake_run(folder, spec(seed=3)): "../../victim"}
     for run_id, name in hostile.items():
         edit_meta(folder, run_id, lambda m, name=name: m.update(run_id=name))
@@ -56,8 +59,9 @@ def test_run_id_of_another_spec_is_refused(folder: Path, capsys: pytest.CaptureF
     assert "differs from its folder's name" in capsys.readouterr().err
 
 
-def test_symlinked_report_and_figures_are_never_written_through(folder: Path, victim: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_symlinked_report_and_figures_are_never_written_through(
+    folder: Path, victim: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (folder / "report.html").symlink_to(victim / "precious.txt")
     assert main(["report", str(folder)]) == 0
     assert (victim / "precious.txt").read_text() == "keep me"
@@ -69,8 +73,9 @@ def test_symlinked_report_and_figures_are_never_written_through(folder: Path, vi
     assert sorted(p.name for p in victim.iterdir()) == ["precious.txt"]
 
 
-def test_symlinked_run_folder_is_skipped_and_never_written(tmp_path: Path, victim: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_symlinked_run_folder_is_skipped_and_never_written(
+    tmp_path: Path, victim: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     study = tmp_path / "s.toml"
     study.write_text('tasks = ["digits"]\n[model]\nhidden = [8]\n[budget]\nepochs = 1\n[learners.backprop]\n')
     from bpbench.experiments.front.api import plan_runs
@@ -98,8 +103,11 @@ def test_one_malformed_meta_is_one_warning(folder: Path, damage: str, capsys: py
     elif damage == "integer label":
         meta["spec"]["label"] = 7
     text = json.dumps(meta)
-    text = {"huge seed": text.replace('"seed_index": 7', '"seed_index": ' + "9" * 5000),
-            "not json": "\x00\xff", "a list": "[1, 2]"}.get(damage, text)
+    text = {
+        "huge seed": text.replace('"seed_index": 7', '"seed_index": ' + "9" * 5000),
+        "not json": "\x00\xff",
+        "a list": "[1, 2]",
+    }.get(damage, text)
     path.write_bytes(text.encode("utf-8", "surrogateescape") if damage != "not json" else b"\x00\xff")
     for command in (["table", str(folder)], ["compact", str(folder)], ["table", str(folder)]):
         assert main(command) == 0, command

@@ -1,5 +1,6 @@
 """Forward gradients (fwd_grad): unbiased estimates from torch.func.jvp and no backward pass,
 FLOPs counted as an efficient implementation needs them, conformance, seeding, bad input, learning on digits."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -8,10 +9,10 @@ import torch
 
 from bpbench.experiments.front.conformance import check_learner
 from bpbench.experiments.plan.config import to_plain
-from bpbench.experiments.run.probes import count_flops
 from bpbench.experiments.plan.registry import learner_registry, task_registry
-from bpbench.experiments.run.runner import run
 from bpbench.experiments.plan.spec import RunSpec
+from bpbench.experiments.run.probes import count_flops
+from bpbench.experiments.run.runner import run
 from bpbench.learners import fwd_grad as fwd_grad_module
 from bpbench.learners.backprop import Backprop, BackpropParams
 from bpbench.learners.fwd_grad import PERTURB, ForwardGradient, ForwardGradientParams
@@ -37,8 +38,9 @@ def cosine_of_estimate(learner: ForwardGradient, x: torch.Tensor, y: torch.Tenso
 
 
 @pytest.mark.parametrize("perturb, few, many, floor", [("weight", 10, 600, 0.8), ("activity", 3, 100, 0.95)])
-def test_mean_of_many_tangents_approaches_the_true_gradient(perturb: str, few: int, many: int, floor: float,
-                                                            digits) -> None:
+def test_mean_of_many_tangents_approaches_the_true_gradient(
+    perturb: str, few: int, many: int, floor: float, digits
+) -> None:
     """(∇L·v) v is unbiased: averaging more tangents drives the cosine with ∇L toward 1
     (a biased estimate, e.g. a wrong sign or a mismatched tangent, would level off or go negative)."""
     x, y = digits.train.x[:32], digits.train.y[:32]
@@ -69,6 +71,7 @@ def test_jvp_computes_the_estimate_without_backward(perturb: str, digits, monkey
             primal, tangent = real_jvp(*args, **kwargs)
             calls.append(1)
             return primal, 2 * tangent
+
         monkeypatch.setattr(torch.func, "jvp", doubling_jvp)
     else:
         real_slopes = fwd_grad_module.loss_slopes
@@ -76,6 +79,7 @@ def test_jvp_computes_the_estimate_without_backward(perturb: str, digits, monkey
         def doubling_slopes(*args, **kwargs):
             calls.append(1)
             return 2 * real_slopes(*args, **kwargs)
+
         monkeypatch.setattr(fwd_grad_module, "loss_slopes", doubling_slopes)
     monkeypatch.setattr(torch.Tensor, "backward", forbidden)
     monkeypatch.setattr(torch.autograd, "grad", forbidden)
@@ -108,10 +112,15 @@ def test_counted_flops_are_what_an_efficient_implementation_needs(spec: ModelSpe
     assert abs(ratios["weight"] - 1) <= 0.05 and abs(ratios["activity"] - 1) <= 0.10, ratios
 
 
-@pytest.mark.parametrize("perturb, spec", [("weight", ModelSpec(hidden=(32,), dropout=0.2)),
-                                           ("weight", ModelSpec(arch="cnn", channels=(4,), hidden=(16,))),
-                                           ("activity", ModelSpec(hidden=(32, 16)))],
-                         ids=["weight-mlp-dropout", "weight-cnn", "activity-mlp"])
+@pytest.mark.parametrize(
+    "perturb, spec",
+    [
+        ("weight", ModelSpec(hidden=(32,), dropout=0.2)),
+        ("weight", ModelSpec(arch="cnn", channels=(4,), hidden=(16,))),
+        ("activity", ModelSpec(hidden=(32, 16))),
+    ],
+    ids=["weight-mlp-dropout", "weight-cnn", "activity-mlp"],
+)
 def test_conformance(perturb: str, spec: ModelSpec, digits) -> None:
     check_learner(ForwardGradient, digits, ForwardGradientParams(perturb=perturb), spec)
 
@@ -121,27 +130,38 @@ def test_params_and_models_are_checked(digits) -> None:
         ForwardGradientParams(perturb="both")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="tangents = 0: must be an integer >= 1"):
         ForwardGradientParams(tangents=0)
-    for perturb, spec, needle in [("weight", ModelSpec(batchnorm=True), "batchnorm = true is not supported"),
-                                  ("activity", ModelSpec(arch="cnn"), "allowed is 'mlp'"),
-                                  ("activity", ModelSpec(dropout=0.1), "dropout = 0.1")]:
+    for perturb, spec, needle in [
+        ("weight", ModelSpec(batchnorm=True), "batchnorm = true is not supported"),
+        ("activity", ModelSpec(arch="cnn"), "allowed is 'mlp'"),
+        ("activity", ModelSpec(dropout=0.1), "dropout = 0.1"),
+    ]:
         with pytest.raises(ValueError, match=needle):
             make(ForwardGradientParams(perturb=perturb), digits.info, spec)
 
 
 def run_rows(perturb: str, seed_index: int = 0, epochs: int = 1, lr: float = 1e-3) -> pd.DataFrame:
-    spec = RunSpec(learner="fwd_grad", label="fwd_grad", params={"perturb": perturb, "lr": lr}, task="digits",
-                   task_label="digits", task_params={}, model=to_plain(ModelSpec(hidden=(32, 32))),
-                   budget={"epochs": epochs}, schedule={"eval_every": epochs, "health_every": 5},
-                   seed_index=seed_index, study_seed=0)
+    spec = RunSpec(
+        learner="fwd_grad",
+        label="fwd_grad",
+        params={"perturb": perturb, "lr": lr},
+        task="digits",
+        task_label="digits",
+        task_params={},
+        model=to_plain(ModelSpec(hidden=(32, 32))),
+        budget={"epochs": epochs},
+        schedule={"eval_every": epochs, "health_every": 5},
+        seed_index=seed_index,
+        study_seed=0,
+    )
     return pd.DataFrame(run(spec, learner_registry(), task_registry(), CPU).rows)
 
 
 @pytest.mark.parametrize("perturb", ["weight", "activity"])
 def test_same_seed_same_results(perturb: str) -> None:
     a, b, c = run_rows(perturb), run_rows(perturb), run_rows(perturb, seed_index=1)
-    untimed = lambda r: r[r["metric"] != "train_seconds"].reset_index(drop=True)  # noqa: E731
+    untimed = lambda r: r[r["metric"] != "train_seconds"].reset_index(drop=True)
     assert untimed(a).equals(untimed(b))
-    final = lambda r: r[(r["metric"] == "loss") & (r["split"] == "test")]["value"].iloc[-1]  # noqa: E731
+    final = lambda r: r[(r["metric"] == "loss") & (r["split"] == "test")]["value"].iloc[-1]
     assert final(a) != final(c)
 
 

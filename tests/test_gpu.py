@@ -1,4 +1,5 @@
 """The GPU path: which GPU each worker gets (checked anywhere), and real CUDA runs (only where CUDA is)."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bpbench.experiments.schedule.process_pool import worker_devices
 from bpbench.experiments.plan.registry import learner_registry
+from bpbench.experiments.schedule.process_pool import worker_devices
 from helpers import bpbench
 
 NO_CUDA = "needs a CUDA GPU: torch.cuda.is_available() is False on this machine"
@@ -39,13 +40,18 @@ def test_every_learner_trains_and_measures_on_cuda(tmp_path: Path) -> None:
     registry = learner_registry()
     builtin = [n for n in registry.names() if registry.entries[n].target.startswith("bpbench.")]
     study = tmp_path / "gpu.toml"
-    study.write_text('seeds = 1\ntasks = ["digits"]\n[model]\nhidden = [32]\n[budget]\nepochs = 2\n'
-                     + "".join(f"[learners.{name}]\n" for name in builtin)
-                     + "[learners.ga.model]\nhidden = []\n[learners.cmaes.model]\nhidden = []\n")
+    study.write_text(
+        'seeds = 1\ntasks = ["digits"]\n[model]\nhidden = [32]\n[budget]\nepochs = 2\n'
+        + "".join(f"[learners.{name}]\n" for name in builtin)
+        + "[learners.ga.model]\nhidden = []\n[learners.cmaes.model]\nhidden = []\n"
+    )
     runs = {}
     for device in ("cpu", "cuda"):
         bpbench("run", str(study), "--out", str(tmp_path / device), "--device", device, "--jobs", "1", check=True)
-        runs[device] = {m["spec"]["label"]: m for m in map(json.loads, map(Path.read_text, (tmp_path / device).glob("runs/*/meta.json")))}
+        runs[device] = {
+            m["spec"]["label"]: m
+            for m in map(json.loads, map(Path.read_text, (tmp_path / device).glob("runs/*/meta.json")))
+        }
     for name in builtin:
         cpu, gpu = runs["cpu"][name], runs["cuda"][name]
         assert gpu["status"] == "ok", gpu["error"]
@@ -60,7 +66,9 @@ def test_every_learner_trains_and_measures_on_cuda(tmp_path: Path) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
 def test_process_executor_spreads_workers_over_gpus(tmp_path: Path) -> None:
     study = tmp_path / "gpu.toml"
-    study.write_text('seeds = 4\ntasks = ["digits"]\n[model]\nhidden = [16]\n[budget]\nepochs = 1\n[learners.backprop]\n')
+    study.write_text(
+        'seeds = 4\ntasks = ["digits"]\n[model]\nhidden = [16]\n[budget]\nepochs = 1\n[learners.backprop]\n'
+    )
     jobs = max(2, torch.cuda.device_count())
     bpbench("run", str(study), "--out", str(tmp_path / "out"), "--device", "cuda", "--jobs", str(jobs), check=True)
     metas = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("runs/*/meta.json")]

@@ -1,4 +1,5 @@
 """IDX loaders (MNIST / Fashion-MNIST format) on small fixture files written here."""
+
 from __future__ import annotations
 
 import gzip
@@ -8,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import bpbench
 from bpbench.experiments.plan.config import build
 from bpbench.experiments.plan.registry import learner_registry, task_registry
-from bpbench.experiments.run.runner import run
 from bpbench.experiments.plan.study import expand
+from bpbench.experiments.run.runner import run
 from bpbench.tasks.idx import FILES, FashionMnist, IdxParams, read_idx
+from helpers import bpbench
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
@@ -34,7 +35,7 @@ def fixture_set(folder: Path, n_train: int, n_test: int, compress: bool) -> tupl
     x = rng.integers(0, 60, size=(n, 28, 28))
     for i, label in enumerate(y):
         r, c = divmod(int(label), 5)
-        x[i, 4 + 12 * r: 10 + 12 * r, 2 + 5 * c: 8 + 5 * c] += 180
+        x[i, 4 + 12 * r : 10 + 12 * r, 2 + 5 * c : 8 + 5 * c] += 180
     folder.mkdir(parents=True, exist_ok=True)
     for stem, array in zip(FILES, (x[:n_train], y[:n_train], x[n_train:], y[n_train:])):
         write_idx(folder / stem, array, compress)
@@ -69,8 +70,12 @@ def test_idx_task_splits_and_learns(tmp_path: Path) -> None:
     data = FashionMnist().load(build(IdxParams, {"path": str(tmp_path / "fashion")}, "tasks.fashion_mnist"))
     assert data.info.input_shape == (1, 28, 28) and data.info.n_classes == 10
     assert len(data.train) + len(data.val) + len(data.test) == 500
-    raw = {"tasks": {"fashion_mnist": {"path": str(tmp_path / "fashion")}}, "model": {"hidden": [32]},
-           "budget": {"epochs": 3}, "learners": {"backprop": {}}}
+    raw = {
+        "tasks": {"fashion_mnist": {"path": str(tmp_path / "fashion")}},
+        "model": {"hidden": [32]},
+        "budget": {"epochs": 3},
+        "learners": {"backprop": {}},
+    }
     spec = expand("t", raw, learner_registry(), task_registry()).runs[0]
     result = run(spec, learner_registry(), task_registry(), torch.device("cpu"))
     assert result.summary["test_accuracy"] > 0.8  # chance is 0.1

@@ -1,5 +1,6 @@
 """Japanese Vowels, the second speech task: sktime's .ts files read by path, the task's data and
 split, a learner learning it, and a clear error when the package is missing."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,9 +11,9 @@ import torch
 
 from bpbench.experiments.plan.config import ConfigError, to_plain
 from bpbench.experiments.plan.registry import learner_registry, task_registry
-from bpbench.experiments.run.runner import run
 from bpbench.experiments.plan.spec import RunSpec
 from bpbench.experiments.plan.study import expand
+from bpbench.experiments.run.runner import run
 from bpbench.learners.models import ModelSpec
 from bpbench.tasks import sequences
 from bpbench.tasks.japanese_vowels import JapaneseVowels, read_ts
@@ -50,14 +51,27 @@ def test_task_data_and_split(vowels) -> None:
     assert resampled.info.input_shape == (10, 12)
 
 
-@pytest.mark.parametrize("learner, model, floor", [
-    ("backprop", ModelSpec(hidden=(64,)), 0.9),
-    ("snn_bptt", ModelSpec(hidden=(64,)), 0.8),  # the 29 frames are its time steps
-])
+@pytest.mark.parametrize(
+    "learner, model, floor",
+    [
+        ("backprop", ModelSpec(hidden=(64,)), 0.9),
+        ("snn_bptt", ModelSpec(hidden=(64,)), 0.8),  # the 29 frames are its time steps
+    ],
+)
 def test_learners_learn_it(learner: str, model: ModelSpec, floor: float) -> None:
-    spec = RunSpec(learner=learner, label=learner, params={"lr": 0.003}, task="japanese_vowels",
-                   task_label="japanese_vowels", task_params={}, model=to_plain(model), budget={"epochs": 5},
-                   schedule={"eval_every": 5, "health_every": 50}, seed_index=0, study_seed=0)
+    spec = RunSpec(
+        learner=learner,
+        label=learner,
+        params={"lr": 0.003},
+        task="japanese_vowels",
+        task_label="japanese_vowels",
+        task_params={},
+        model=to_plain(model),
+        budget={"epochs": 5},
+        schedule={"eval_every": 5, "health_every": 50},
+        seed_index=0,
+        study_seed=0,
+    )
     result = run(spec, learner_registry(), task_registry(), torch.device("cpu"))
     assert result.summary["test_accuracy"] > floor  # chance is about 0.11
 

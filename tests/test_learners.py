@@ -1,5 +1,6 @@
 """Every built-in learner is installed, importable and passes the conformance checks; the
 shared model builder behaves."""
+
 from __future__ import annotations
 
 import tomllib
@@ -8,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REPO
 from bpbench.experiments.front.conformance import check_learner
 from bpbench.experiments.plan.registry import LEARNER_GROUP, learner_registry, task_registry
 from bpbench.learners.models import ModelSpec, build_model, weight_layers
+from conftest import REPO
 
 REGISTRY = learner_registry()
 # The built-ins are the entry points pyproject.toml declares (read from the source, not from

@@ -1,5 +1,6 @@
 """arch = "lenet": LeNet-5's exact layers, every conv-capable learner training it, and the
 learners that cannot refused before any run starts."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.front.conformance import check_learner
+from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.plan.study import expand
 from bpbench.learners.backprop import Backprop, BackpropParams
@@ -28,9 +29,14 @@ REGISTRY = learner_registry()
 # Built-in learners that train LeNet, with small settings for the slow ones (a population
 # forward of LeNet costs population x batch LeNet forwards).
 TRAINS = {
-    "backprop": None, "fa": None, "dfa": None, "sign_symmetry": None,
-    "snn_bptt": SpikingParams(num_steps=3, batch_size=16), "snn_dfa": None,
-    "ga": GAParams(population=4, truncation=2, batch_size=16), "es": ESParams(population=4, batch_size=16),
+    "backprop": None,
+    "fa": None,
+    "dfa": None,
+    "sign_symmetry": None,
+    "snn_bptt": SpikingParams(num_steps=3, batch_size=16),
+    "snn_dfa": None,
+    "ga": GAParams(population=4, truncation=2, batch_size=16),
+    "es": ESParams(population=4, batch_size=16),
     "fwd_grad": ForwardGradientParams(perturb="weight", batch_size=16),  # weight perturbation needs no MLP
 }
 BUILTIN = sorted(n for n in REGISTRY.names() if REGISTRY.entries[n].target.startswith("bpbench."))
@@ -46,8 +52,12 @@ def mnist5k():
 def test_lenet_has_lenet5_layers_for_28x28_input() -> None:
     model = build_model(LENET, (1, 28, 28), 10, torch.Generator().manual_seed(0))
     assert [(n, tuple(m.weight.shape)) for n, m in weight_layers(model)] == [
-        ("conv1", (6, 1, 5, 5)), ("conv2", (16, 6, 5, 5)), ("conv3", (120, 16, 5, 5)),
-        ("fc1", (84, 120)), ("out", (10, 84))]
+        ("conv1", (6, 1, 5, 5)),
+        ("conv2", (16, 6, 5, 5)),
+        ("conv3", (120, 16, 5, 5)),
+        ("fc1", (84, 120)),
+        ("out", (10, 84)),
+    ]
     assert model.conv1.padding == (2, 2) and model.conv2.padding == (0, 0) and model.conv3.padding == (0, 0)
     assert sum(p.numel() for p in model.parameters()) == 156 + 2416 + 48120 + 10164 + 850
     shapes: dict[str, tuple[int, ...]] = {}
@@ -55,10 +65,19 @@ def test_lenet_has_lenet5_layers_for_28x28_input() -> None:
         module.register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape[1:])))
     assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
     assert shapes == {
-        "conv1": (6, 28, 28), "act_conv1": (6, 28, 28), "pool1": (6, 14, 14),
-        "conv2": (16, 10, 10), "act_conv2": (16, 10, 10), "pool2": (16, 5, 5),
-        "conv3": (120, 1, 1), "act_conv3": (120, 1, 1), "flatten": (120,),
-        "fc1": (84,), "act_fc1": (84,), "out": (10,)}
+        "conv1": (6, 28, 28),
+        "act_conv1": (6, 28, 28),
+        "pool1": (6, 14, 14),
+        "conv2": (16, 10, 10),
+        "act_conv2": (16, 10, 10),
+        "pool2": (16, 5, 5),
+        "conv3": (120, 1, 1),
+        "act_conv3": (120, 1, 1),
+        "flatten": (120,),
+        "fc1": (84,),
+        "act_fc1": (84,),
+        "out": (10,),
+    }
     assert all(isinstance(model.get_submodule(a), nn.ReLU) for a in ("act_conv1", "act_conv2", "act_conv3", "act_fc1"))
 
 
@@ -131,8 +150,12 @@ def test_declared_archs_refuse_others_before_any_run() -> None:
 
 def test_lenet_on_speech_is_refused() -> None:
     with pytest.raises(ConfigError, match="arch = 'lenet' on task 'fsdd' \\(speech\\): allowed only on image tasks"):
-        expand("t", {"tasks": ["fsdd"], "model": {"arch": "lenet"}, "learners": {"backprop": {}}},
-               REGISTRY, task_registry())
+        expand(
+            "t",
+            {"tasks": ["fsdd"], "model": {"arch": "lenet"}, "learners": {"backprop": {}}},
+            REGISTRY,
+            task_registry(),
+        )
 
 
 def test_cli_refuses_cmaes_on_lenet_with_exit_2_and_runs_nothing(tmp_path: Path) -> None:
@@ -144,11 +167,14 @@ def test_cli_refuses_cmaes_on_lenet_with_exit_2_and_runs_nothing(tmp_path: Path)
     assert not (tmp_path / "out" / "runs").exists()
 
 
-@pytest.mark.parametrize("name, model, message", [
-    ("ga", {"batchnorm": True}, "ga: model.batchnorm = true is not supported by population learners"),
-    ("es", {"dropout": 0.2}, "es: model.dropout = 0.2 is not supported"),
-    ("snn_dfa", {"batchnorm": True}, "snn_dfa's local rule has no batch-norm update"),
-])
+@pytest.mark.parametrize(
+    "name, model, message",
+    [
+        ("ga", {"batchnorm": True}, "ga: model.batchnorm = true is not supported by population learners"),
+        ("es", {"dropout": 0.2}, "es: model.dropout = 0.2 is not supported"),
+        ("snn_dfa", {"batchnorm": True}, "snn_dfa's local rule has no batch-norm update"),
+    ],
+)
 def test_learner_model_checks_run_at_study_validation(name: str, model: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=f"learners.{name}: .*{message}"):
         expand("t", {"tasks": ["digits"], "model": model, "learners": {name: {}}}, REGISTRY, task_registry())
@@ -158,6 +184,8 @@ def test_a_refusal_that_depends_on_an_option_comes_before_any_run() -> None:
     """fwd_grad trains LeNet by weight perturbation but not by activity perturbation: the
     study is refused at validation for the activity variant only."""
     study = {**LENET_STUDY, "learners": {"fwd_grad": {"perturb": "activity"}}}
-    with pytest.raises(ConfigError, match="learners.fwd_grad: fwd_grad: perturb = 'activity' with model.arch = 'lenet'"):
+    with pytest.raises(
+        ConfigError, match="learners.fwd_grad: fwd_grad: perturb = 'activity' with model.arch = 'lenet'"
+    ):
         expand("t", study, REGISTRY, task_registry())
     assert expand("t", {**LENET_STUDY, "learners": {"fwd_grad": {"perturb": "weight"}}}, REGISTRY, task_registry()).runs

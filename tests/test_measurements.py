@@ -1,5 +1,6 @@
 """The runner's measurements work for any learner shape, stay off the training clock, record
 n/a with a reason instead of failing, and count every model's inference the NeuroBench way."""
+
 from __future__ import annotations
 
 import contextlib
@@ -12,13 +13,13 @@ import torch
 
 import bpbench.experiments.run.runner as runner_module
 from bpbench.experiments.front.conformance import ConformanceError, check_run
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.plan.spec import RunSpec
+from bpbench.experiments.report.table import per_run, render, summarize_runs
 from bpbench.experiments.run.energy import ENERGY_PER_MAC_J, cost_rows
 from bpbench.experiments.run.probes import forked_rng
-from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.run.runner import run
-from bpbench.experiments.plan.spec import RunSpec
 from bpbench.experiments.store.run_store import COLUMNS
-from bpbench.experiments.report.table import per_run, render, summarize_runs
 from bpbench.learners.backprop import Backprop, BackpropParams
 from bpbench.learners.base import NotMeasurable, TaskInfo
 from bpbench.learners.models import ModelSpec
@@ -31,13 +32,29 @@ def registry(**extra: type) -> Any:
     return learner_registry(extra=extra)
 
 
-def spec(learner: str, epochs: int = 1, health_every: int = 4, model: dict | None = None,
-         params: dict | None = None, **budget: Any) -> RunSpec:
+def spec(
+    learner: str,
+    epochs: int = 1,
+    health_every: int = 4,
+    model: dict | None = None,
+    params: dict | None = None,
+    **budget: Any,
+) -> RunSpec:
     cls = registry(**SHAPES).get(learner)
     full = {**cls.Params().__dict__, **(params or {})}
-    return RunSpec(learner=learner, label=learner, params=full, task="digits", task_label="digits", task_params={},
-                   model=model or {"hidden": [32]}, budget={"epochs": epochs, **budget},
-                   schedule={"eval_every": 1, "health_every": health_every}, seed_index=0, study_seed=0)
+    return RunSpec(
+        learner=learner,
+        label=learner,
+        params=full,
+        task="digits",
+        task_label="digits",
+        task_params={},
+        model=model or {"hidden": [32]},
+        budget={"epochs": epochs, **budget},
+        schedule={"eval_every": 1, "health_every": health_every},
+        seed_index=0,
+        study_seed=0,
+    )
 
 
 def run_rows(run_spec: RunSpec, **kwargs: Any) -> tuple[pd.DataFrame, Any]:
@@ -75,9 +92,14 @@ class RaisingEvaluation(Backprop):
         raise RuntimeError("evaluation_metrics is broken")
 
 
-SHAPES = {"perturbation": WeightPerturbation, "frozen": FrozenFeatures, "centroid": NearestCentroid,
-          "zero_true_gradient": ZeroTrueGradientOnce, "zero_last_signal": ZeroLastSignal,
-          "raising_evaluation": RaisingEvaluation}
+SHAPES = {
+    "perturbation": WeightPerturbation,
+    "frozen": FrozenFeatures,
+    "centroid": NearestCentroid,
+    "zero_true_gradient": ZeroTrueGradientOnce,
+    "zero_last_signal": ZeroLastSignal,
+    "raising_evaluation": RaisingEvaluation,
+}
 
 
 @pytest.mark.parametrize("name", ["perturbation", "frozen"])
@@ -91,8 +113,10 @@ def test_multi_forward_and_frozen_learners_run_with_a_peak_memory(name: str) -> 
     if name == "frozen":  # only the readout learns: no update signal for fc1, so no cosine and no ratio
         assert set(norms["layer"]) == {"out"} and "grad_norm_ratio" not in set(rows.metric)
         assert "not updated" in result.unmeasured["grad_alignment"]
-        assert "fewer than two layers with a finite, nonzero update-signal norm (absent, zero or not finite: fc1)" in \
-            result.unmeasured["grad_norm_ratio"]
+        assert (
+            "fewer than two layers with a finite, nonzero update-signal norm (absent, zero or not finite: fc1)"
+            in result.unmeasured["grad_norm_ratio"]
+        )
     else:
         assert set(norms["layer"]) == {"fc1", "out"} and (rows.metric == "grad_norm_ratio").any()
         assert (rows.metric == "grad_alignment_mean").any()  # nothing is exact by construction
@@ -161,6 +185,7 @@ def test_the_clock_times_only_uninstrumented_training_steps(monkeypatch: pytest.
                 return measure(fn, *args)
             finally:
                 state["instrumented"] = False
+
         return wrapper
 
     class Noting(Backprop):
@@ -192,7 +217,7 @@ def test_twin_steps_leave_training_unchanged() -> None:
     order = torch.Generator().manual_seed(run_spec.seed + 1)
     perm = torch.randperm(len(data.train), generator=order)
     for start in range(0, len(perm), learner.batch_size):
-        idx = perm[start:start + learner.batch_size]
+        idx = perm[start : start + learner.batch_size]
         learner.train_step(data.train.x[idx], data.train.y[idx])
     logits = learner.predict(data.test.x)
     assert int((logits.argmax(1) == data.test.y).sum()) / len(data.test) == result.summary["test_accuracy"]
@@ -215,7 +240,7 @@ def test_train_accuracy_and_loss_are_the_learners_on_the_fixed_training_subset()
         if epoch:
             perm = torch.randperm(len(data.train), generator=order)
             for start in range(0, len(perm), learner.batch_size):
-                idx = perm[start:start + learner.batch_size]
+                idx = perm[start : start + learner.batch_size]
                 learner.train_step(data.train.x[idx], data.train.y[idx])
         logits = learner.predict(subset.x)
         assert train[(epoch, "accuracy")] == int((logits.argmax(1) == subset.y).sum()) / len(subset)
@@ -280,8 +305,13 @@ def test_backprop_energy_is_the_neurobench_effective_count() -> None:
 
 def test_cnn_energy_excludes_zero_padding(digits) -> None:
     """A 3x3 conv with padding 1 on an 8x8 image: 36 interior taps x 9 + 24 edge x 6 + 4 corner x 4 (dense)."""
-    learner = Backprop(ModelSpec(arch="cnn", channels=(4,), hidden=()), digits.info, BackpropParams(),
-                       torch.Generator().manual_seed(0), CPU)
+    learner = Backprop(
+        ModelSpec(arch="cnn", channels=(4,), hidden=()),
+        digits.info,
+        BackpropParams(),
+        torch.Generator().manual_seed(0),
+        CPU,
+    )
     cost = {m: v for m, _, v in cost_rows(learner, digits.test.x[:16])}
     conv_dense = (36 * 9 + 24 * 6 + 4 * 4) * 4  # 4 output channels
     assert cost["synops_dense_per_sample"] == conv_dense + 4 * 4 * 4 * 10
@@ -295,8 +325,11 @@ def test_fa_alignment_summary_leaves_out_its_exact_output_layer() -> None:
     assert ((cos["out"] - 1.0).abs() < 1e-9).all()  # the per-layer row stays, for the figures
     mean = rows[rows.metric == "grad_alignment_mean"].set_index("step")["value"]
     pd.testing.assert_series_equal(mean, cos[["fc1", "fc2"]].mean(axis=1), check_names=False)
-    runs = per_run(rows.assign(learner="fa", learner_name="fa", config="", task="digits", seed=0, budget="1 ep",
-                               stopped_by="epochs"))
+    runs = per_run(
+        rows.assign(
+            learner="fa", learner_name="fa", config="", task="digits", seed=0, budget="1 ep", stopped_by="epochs"
+        )
+    )
     assert runs["alignment"].iloc[0] == pytest.approx(mean.mean()) and runs["alignment"].iloc[0] < 0.99
     # the projection coefficient beside the cosine: 1 on the exact output layer, its mean over the others
     proj = rows[rows.metric == "grad_projection"].pivot(index="step", columns="layer", values="value")
@@ -312,8 +345,17 @@ def test_backprop_alignment_is_na_in_the_table_not_a_free_one() -> None:
     assert result.summary["exact_layers"] == ["fc1", "out"]
     assert (rows.metric == "grad_alignment").any() and not (rows.metric == "grad_alignment_mean").any()
     assert "by construction" in result.unmeasured["grad_alignment_mean"]
-    runs = per_run(rows.assign(learner="backprop", learner_name="backprop", config="", task="digits", seed=0,
-                               budget="1 ep", stopped_by="epochs"))
+    runs = per_run(
+        rows.assign(
+            learner="backprop",
+            learner_name="backprop",
+            config="",
+            task="digits",
+            seed=0,
+            budget="1 ep",
+            stopped_by="epochs",
+        )
+    )
     assert math.isnan(runs["alignment"].iloc[0])
     proj = rows[rows.metric == "grad_projection"]["value"]
     assert len(proj) > 0 and ((proj - 1.0).abs() < 1e-6).all()  # the exact gradient: scale 1, every layer
@@ -322,8 +364,17 @@ def test_backprop_alignment_is_na_in_the_table_not_a_free_one() -> None:
 
 def test_the_table_marks_energy_counted_from_flops() -> None:
     rows, _ = run_rows(spec("centroid"))
-    runs = per_run(rows.assign(learner="centroid", learner_name="centroid", config="", task="digits", seed=0,
-                               budget="1 ep", stopped_by="epochs"))
+    runs = per_run(
+        rows.assign(
+            learner="centroid",
+            learner_name="centroid",
+            config="",
+            task="digits",
+            seed=0,
+            budget="1 ep",
+            stopped_by="epochs",
+        )
+    )
     assert runs["cost_from_flops"].iloc[0]
     text = render(summarize_runs(runs), "text")
     assert "‡" in text.splitlines()[2] and "FLOPs / 2 of predict" in text
@@ -358,7 +409,16 @@ def test_check_takes_learner_and_model_options() -> None:
     and its first/last gradient ratio (one layer: 1 by definition) is n/a, not '1 ± 0'."""
     from bpbench.experiments.front.conformance import check
 
-    meta = check("cmaes", "digits", learner_registry(), task_registry(), samples=128, params={"batch_size": 64},
-                 model={"hidden": []})
+    meta = check(
+        "cmaes",
+        "digits",
+        learner_registry(),
+        task_registry(),
+        samples=128,
+        params={"batch_size": 64},
+        model={"hidden": []},
+    )
     assert meta["summary"]["steps"] == 2
-    assert meta["unmeasured"]["grad_norm_ratio"].startswith("one connection layer: the first/last ratio is 1 by definition")
+    assert meta["unmeasured"]["grad_norm_ratio"].startswith(
+        "one connection layer: the first/last ratio is 1 by definition"
+    )

@@ -1,6 +1,7 @@
 """Option checks declared once (``learners/params.py``): every built-in learner's options refuse
 non-finite floats and values outside their choices when built directly or from a study, with one
 line naming the value and what is allowed; a study with ``lr = nan`` stops before any run."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +13,6 @@ from typing import Literal
 
 import pytest
 
-from conftest import bpbench
 from bpbench.experiments.plan.config import ConfigError, build
 from bpbench.experiments.plan.registry import learner_registry
 from bpbench.learners.ff import FFParams
@@ -20,6 +20,7 @@ from bpbench.learners.ga import GAParams
 from bpbench.learners.models import ModelSpec
 from bpbench.learners.params import check_params, param
 from bpbench.learners.pc import PCParams
+from conftest import bpbench
 
 REGISTRY = learner_registry()
 PARAMS = {name: REGISTRY.get(name).Params for name in REGISTRY.names() if REGISTRY.entries[name].available}
@@ -72,15 +73,18 @@ def test_choices_given_directly_are_checked() -> None:
         ModelSpec(arch="resnet")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: PCParams(lr=0.0), "lr = 0.0: must be > 0"),
-    (lambda: PCParams(lr=math.inf), "lr = inf: must be a finite number > 0"),
-    (lambda: PCParams(momentum=1.0), "momentum = 1.0: allowed is 0 <= momentum < 1"),
-    (lambda: PCParams(inference_steps=0), "inference_steps = 0: must be an integer >= 1"),
-    (lambda: GAParams(truncation=65), r"truncation = 65: allowed is 1 <= truncation <= population \(64\)"),
-    (lambda: FFParams(threshold=-1.0), r"threshold = -1.0: must be > 0 \(or leave it unset for the layer width\)"),
-    (lambda: PCParams(gamma="fast"), "gamma = 'fast': expected a number; must be > 0"),  # type: ignore[arg-type]
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: PCParams(lr=0.0), "lr = 0.0: must be > 0"),
+        (lambda: PCParams(lr=math.inf), "lr = inf: must be a finite number > 0"),
+        (lambda: PCParams(momentum=1.0), "momentum = 1.0: allowed is 0 <= momentum < 1"),
+        (lambda: PCParams(inference_steps=0), "inference_steps = 0: must be an integer >= 1"),
+        (lambda: GAParams(truncation=65), r"truncation = 65: allowed is 1 <= truncation <= population \(64\)"),
+        (lambda: FFParams(threshold=-1.0), r"threshold = -1.0: must be > 0 \(or leave it unset for the layer width\)"),
+        (lambda: PCParams(gamma="fast"), "gamma = 'fast': expected a number; must be > 0"),  # type: ignore[arg-type]
+    ],
+)
 def test_one_line_names_the_value_and_what_is_allowed(make: typing.Callable[[], object], message: str) -> None:
     with pytest.raises(ValueError, match=f"^{message}$"):
         make()
@@ -103,9 +107,11 @@ class UncheckedParams:
 
 def test_the_config_builder_checks_dataclasses_that_do_not_check_themselves() -> None:
     assert UncheckedParams(rate=2.0).rate == 2.0  # no __post_init__: built directly, unchecked
-    for raw, message in [({"rate": 2.0}, "rate = 2.0: allowed is 0 < rate <= 1"),
-                         ({"rate": math.nan}, "rate = nan: allowed is 0 < rate <= 1"),
-                         ({"batch_size": 4, "rate": 0.0}, "rate = 0.0: allowed is 0 < rate <= 1")]:
+    for raw, message in [
+        ({"rate": 2.0}, "rate = 2.0: allowed is 0 < rate <= 1"),
+        ({"rate": math.nan}, "rate = nan: allowed is 0 < rate <= 1"),
+        ({"batch_size": 4, "rate": 0.0}, "rate = 0.0: allowed is 0 < rate <= 1"),
+    ]:
         with pytest.raises(ConfigError, match=f"^learners.x: {message}$"):
             build(UncheckedParams, raw, "learners.x")
     with pytest.raises(ValueError, match="^rate = 2.0: allowed is 0 < rate <= 1$"):

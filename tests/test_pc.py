@@ -1,12 +1,13 @@
 """Predictive coding (learners/pc.py): its updates approximate backprop's, inference lowers the
 energy, bad settings are refused, same seed gives the same run."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.front.conformance import check_learner
+from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.plan.study import load_study
 from bpbench.learners.models import ModelSpec
@@ -14,8 +15,13 @@ from bpbench.learners.pc import PCParams, PredictiveCoding
 
 
 def make(data, seed: int = 0, model: ModelSpec | None = None, **params) -> PredictiveCoding:
-    return PredictiveCoding(model or ModelSpec(hidden=(64, 64)), data.info, PCParams(**params),
-                            torch.Generator().manual_seed(seed), torch.device("cpu"))
+    return PredictiveCoding(
+        model or ModelSpec(hidden=(64, 64)),
+        data.info,
+        PCParams(**params),
+        torch.Generator().manual_seed(seed),
+        torch.device("cpu"),
+    )
 
 
 def cosines(learner: PredictiveCoding, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -23,8 +29,10 @@ def cosines(learner: PredictiveCoding, x: torch.Tensor, y: torch.Tensor) -> dict
     reference = learner.true_gradient(x, y)
     learner.train_step(x, y)
     signal = learner.update_signal()
-    return {k: float(torch.nn.functional.cosine_similarity(signal[k].flatten(), reference[k].flatten(), dim=0))
-            for k in reference}
+    return {
+        k: float(torch.nn.functional.cosine_similarity(signal[k].flatten(), reference[k].flatten(), dim=0))
+        for k in reference
+    }
 
 
 @pytest.mark.parametrize("gamma, steps", [(0.01, 100), (0.1, 100)])
@@ -91,27 +99,40 @@ def test_mse_top_loss_and_conformance(digits) -> None:
     check_learner(PredictiveCoding, digits, model=ModelSpec(hidden=(16, 16, 16), activation="tanh"))
 
 
-@pytest.mark.parametrize("params, needle", [
-    ({"gamma": 0.0}, "gamma = 0.0"), ({"gamma": -1.0}, "gamma = -1.0"),
-    ({"inference_steps": 0}, "inference_steps = 0"), ({"lr": 0.0}, "lr = 0.0"),
-])
+@pytest.mark.parametrize(
+    "params, needle",
+    [
+        ({"gamma": 0.0}, "gamma = 0.0"),
+        ({"gamma": -1.0}, "gamma = -1.0"),
+        ({"inference_steps": 0}, "inference_steps = 0"),
+        ({"lr": 0.0}, "lr = 0.0"),
+    ],
+)
 def test_bad_params_raise(params: dict, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         PCParams(**params)
 
 
-@pytest.mark.parametrize("model, needle", [
-    (ModelSpec(arch="cnn"), "model.arch = 'cnn': pc allows only 'mlp'"),
-    (ModelSpec(batchnorm=True), "model.batchnorm"), (ModelSpec(dropout=0.2), "model.dropout = 0.2"),
-])
+@pytest.mark.parametrize(
+    "model, needle",
+    [
+        (ModelSpec(arch="cnn"), "model.arch = 'cnn': pc allows only 'mlp'"),
+        (ModelSpec(batchnorm=True), "model.batchnorm"),
+        (ModelSpec(dropout=0.2), "model.dropout = 0.2"),
+    ],
+)
 def test_unsupported_models_are_refused(digits, model: ModelSpec, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         make(digits, model=model)
 
 
-@pytest.mark.parametrize("sets, needle", [
-    (["learners.pc.inference_steps=0"], "inference_steps = 0"), (["learners.pc.top_loss='l1'"], "top_loss"),
-])
+@pytest.mark.parametrize(
+    "sets, needle",
+    [
+        (["learners.pc.inference_steps=0"], "inference_steps = 0"),
+        (["learners.pc.top_loss='l1'"], "top_loss"),
+    ],
+)
 def test_study_validation_names_the_bad_value(sets: list[str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         load_study("modern", sets, learner_registry(), task_registry())

@@ -1,5 +1,6 @@
 """Figures from a tiny real study (backprop on digits): written as non-empty PDF and PNG,
 one fixed color per learner, heatmap layers in forward order, missing data skipped with a reason."""
+
 from __future__ import annotations
 
 import struct
@@ -8,12 +9,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import run_tiny_study
 from bpbench.experiments.front.cli import main
-from bpbench.experiments.report.figures import (NoData, alignment_over_training, grad_norm_heatmap, learner_colors,
-                                               learning_curves, lr_sensitivity, pareto_front, standard_figures)
-from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.report.figures import (
+    NoData,
+    alignment_over_training,
+    grad_norm_heatmap,
+    learner_colors,
+    learning_curves,
+    lr_sensitivity,
+    pareto_front,
+    standard_figures,
+)
 from bpbench.experiments.report.table import tidy
+from bpbench.experiments.store.run_store import RunStore
+from conftest import run_tiny_study
 
 STUDY = """
 description = "tiny plot study: an lr grid and two depths for backprop, one sgd label"
@@ -32,9 +41,20 @@ learner = "backprop"
 optimizer = "sgd"
 lr = 0.05
 """
-EXPECTED = ("curves_epochs", "curves_seconds", "curves_flops", "accuracy_vs_flops", "lr_sensitivity",
-            "grad_ratio_vs_depth", "accuracy_vs_depth", "alignment_digits", "grad_norms_backprop", "grad_norms_bp_sgd",
-            "val_vs_flops_target", "performance_profile")
+EXPECTED = (
+    "curves_epochs",
+    "curves_seconds",
+    "curves_flops",
+    "accuracy_vs_flops",
+    "lr_sensitivity",
+    "grad_ratio_vs_depth",
+    "accuracy_vs_depth",
+    "alignment_digits",
+    "grad_norms_backprop",
+    "grad_norms_bp_sgd",
+    "val_vs_flops_target",
+    "performance_profile",
+)
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -54,8 +74,9 @@ def data(results: Path) -> pd.DataFrame:
     return tidy(RunStore(results))
 
 
-def test_plot_command_writes_every_supported_figure(results: Path, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_plot_command_writes_every_supported_figure(
+    results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     figs = tmp_path / "figs"
     assert main(["plot", str(results), "--out", str(figs)]) == 0
     out = capsys.readouterr().out
@@ -95,21 +116,55 @@ def _constructed_tidy() -> pd.DataFrame:
     """backprop at two learning rates, 2 seeds, 2 epochs: lr=0.1 is best on validation (.90 vs .80)
     and worst on test (.70 vs .95); alignment .30 at lr=0.1, .80 at lr=0.01."""
     rows = []
-    finals = {"lr=0.1": {"val": 0.90, "test": 0.70, "align": 0.30},
-              "lr=0.01": {"val": 0.80, "test": 0.95, "align": 0.80}}
+    finals = {
+        "lr=0.1": {"val": 0.90, "test": 0.70, "align": 0.30},
+        "lr=0.01": {"val": 0.80, "test": 0.95, "align": 0.80},
+    }
     for config, final in finals.items():
         for seed in (0, 1):
-            run = {"run_id": f"{config}-{seed}", "learner": "backprop", "learner_name": "backprop", "config": config,
-                   "task": "digits", "seed": seed, "arch": "mlp", "depth": 1, "activation": "relu",
-                   "batchnorm": False, "dropout": 0.0, "lr": float(config[3:]), "sigma": float("nan"),
-                   "train_fraction": float("nan"), "budget": "2 ep", "stopped_by": "epochs"}
+            run = {
+                "run_id": f"{config}-{seed}",
+                "learner": "backprop",
+                "learner_name": "backprop",
+                "config": config,
+                "task": "digits",
+                "seed": seed,
+                "arch": "mlp",
+                "depth": 1,
+                "activation": "relu",
+                "batchnorm": False,
+                "dropout": 0.0,
+                "lr": float(config[3:]),
+                "sigma": float("nan"),
+                "train_fraction": float("nan"),
+                "budget": "2 ep",
+                "stopped_by": "epochs",
+            }
             for epoch in (0, 1, 2):
                 for split in ("train", "val", "test"):
                     value = final[split] if split != "train" and epoch == 2 else 0.5
-                    rows.append({**run, "epoch": epoch, "step": 10 * epoch, "split": split, "metric": "accuracy",
-                                 "layer": "", "value": value + 0.001 * seed})
-            rows.append({**run, "epoch": 1, "step": 10, "split": "train", "metric": "grad_alignment",
-                         "layer": "fc1", "value": final["align"]})
+                    rows.append(
+                        {
+                            **run,
+                            "epoch": epoch,
+                            "step": 10 * epoch,
+                            "split": split,
+                            "metric": "accuracy",
+                            "layer": "",
+                            "value": value + 0.001 * seed,
+                        }
+                    )
+            rows.append(
+                {
+                    **run,
+                    "epoch": 1,
+                    "step": 10,
+                    "split": "train",
+                    "metric": "grad_alignment",
+                    "layer": "fc1",
+                    "value": final["align"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -153,9 +208,16 @@ def test_figure_data_draws_the_same_figures_from_fewer_rows(results: Path, tmp_p
 
 
 def test_pareto_front_is_chosen_on_validation_and_drawn_at_test_accuracy() -> None:
-    points = pd.DataFrame({"learner": ["a", "b", "c", "d"], "config": "", "task": "digits",
-                           "flops": [1.0, 2.0, 3.0, 3.0], "val": [0.90, 0.80, 0.95, 0.93],
-                           "acc": [(0.70,) * 3, (0.99,) * 3, (0.80,) * 3, (0.97,) * 3]})
+    points = pd.DataFrame(
+        {
+            "learner": ["a", "b", "c", "d"],
+            "config": "",
+            "task": "digits",
+            "flops": [1.0, 2.0, 3.0, 3.0],
+            "val": [0.90, 0.80, 0.95, 0.93],
+            "acc": [(0.70,) * 3, (0.99,) * 3, (0.80,) * 3, (0.97,) * 3],
+        }
+    )
     front = pareto_front(points)
     assert list(front["learner"]) == ["a", "c"]  # b and d have the best test accuracy, not a better validation one
     with pytest.raises(NoData, match="no validation accuracy"):
@@ -163,10 +225,25 @@ def test_pareto_front_is_chosen_on_validation_and_drawn_at_test_accuracy() -> No
 
 
 def _norm_rows(values: dict[str, list[float]]) -> pd.DataFrame:
-    run = {"run_id": "r", "learner": "ff", "learner_name": "ff", "config": "", "task": "digits", "seed": 0,
-           "depth": 2, "epoch": 1, "split": "train", "metric": "grad_norm"}
-    return pd.DataFrame([{**run, "step": 5 * (i + 1), "layer": layer, "value": v}
-                         for layer, vs in values.items() for i, v in enumerate(vs)])
+    run = {
+        "run_id": "r",
+        "learner": "ff",
+        "learner_name": "ff",
+        "config": "",
+        "task": "digits",
+        "seed": 0,
+        "depth": 2,
+        "epoch": 1,
+        "split": "train",
+        "metric": "grad_norm",
+    }
+    return pd.DataFrame(
+        [
+            {**run, "step": 5 * (i + 1), "layer": layer, "value": v}
+            for layer, vs in values.items()
+            for i, v in enumerate(vs)
+        ]
+    )
 
 
 def test_heatmap_leaves_out_an_untrained_layer_and_masks_zero_and_nonfinite_cells() -> None:
@@ -194,4 +271,3 @@ def test_alignment_figure_shows_the_projection_coefficient_beside_the_cosine() -
     assert labels == ["cosine with true gradient", "projection <u,g>/|g|^2"]
     drawn = [line.get_ydata()[0] for line in visible[1].lines if line.get_label() == "_child0"]
     assert drawn == [pytest.approx(0.17)]
-

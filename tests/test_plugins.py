@@ -7,6 +7,7 @@ random-features learner with frozen hidden layers, two rules built on the scaffo
 raises at step 5, one reports a NaN loss), one whose import fails, and a task with a parameter
 of its own.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import bpbench, installed
 import bpbench as api
 from bpbench.experiments.front.cli import main
 from bpbench.experiments.front.scaffold import new_package
+from helpers import bpbench, installed
 
 SOURCE = Path(__file__).resolve().parent / "outside_plugin"
 DIST, VERSION = "bpbench-outside-rules", "0.3.1"
@@ -67,15 +68,22 @@ def test_list_shows_each_entry_with_its_distribution(outside: Path) -> None:
     for name in (*PLUGIN_LEARNERS, "noisy_digits"):
         assert f"{DIST} {VERSION}" in lines[name] and lines[name].endswith("available"), lines[name]
     assert f"{DIST} {VERSION}" in lines["missing_dep"]
-    assert "unavailable: ModuleNotFoundError: No module named 'outside_rules_dependency_that_is_not_installed'" \
+    assert (
+        "unavailable: ModuleNotFoundError: No module named 'outside_rules_dependency_that_is_not_installed'"
         in lines["missing_dep"]
+    )
     assert " bpbench " in lines["backprop"] and " bpbench " in lines["digits"]
 
 
 def test_check_conforming_diverging_and_unavailable(outside: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # raises_at_step conforms: its 1-epoch check run on 256 samples ends before step 5
-    for args in (["scaffolded"], ["perturb"], ["random_features"], ["raises_at_step"],
-                 ["backprop", "--task", "noisy_digits"]):
+    for args in (
+        ["scaffolded"],
+        ["perturb"],
+        ["random_features"],
+        ["raises_at_step"],
+        ["backprop", "--task", "noisy_digits"],
+    ):
         assert main(["check", *args]) == 0, capsys.readouterr()
         assert "conforms" in capsys.readouterr().out
     assert main(["check", "nan_loss"]) == 1
@@ -104,8 +112,11 @@ def test_the_scaffolds_learner_takes_the_standard_optimizer_options(results: api
     params = next(m["spec"]["params"] for m in metas if m["spec"]["label"] == "scaffolded")
     assert {key: params[key] for key in SGD} == SGD
     with pytest.raises(api.ConfigError, match=r"^learners.scaffolded: momentum = 1.0: allowed is 0 <= momentum < 1$"):
-        api.run({"tasks": ["digits"], "learners": {"scaffolded": {"momentum": 1.0}}}, out=results.out.parent / "bad",
-                progress=False)
+        api.run(
+            {"tasks": ["digits"], "learners": {"scaffolded": {"momentum": 1.0}}},
+            out=results.out.parent / "bad",
+            progress=False,
+        )
     assert not (results.out.parent / "bad").exists()
 
 
@@ -132,18 +143,26 @@ def test_the_task_parameter_reaches_the_task(results: api.Results) -> None:
 
 
 def test_meta_names_the_providing_distributions(results: api.Results) -> None:
-    metas = {m["spec"]["label"] + m["spec"]["task_label"]: m for m in
-             (json.loads(p.read_text()) for p in results.out.glob("runs/*/meta.json"))}
+    metas = {
+        m["spec"]["label"] + m["spec"]["task_label"]: m
+        for m in (json.loads(p.read_text()) for p in results.out.glob("runs/*/meta.json"))
+    }
     perturb, backprop = metas["perturbdigits"]["providers"], metas["backpropnoisy_digits"]["providers"]
     assert (perturb["learner"]["distribution"], perturb["learner"]["version"]) == (DIST, VERSION)
     assert perturb["task"]["distribution"] == "bpbench" == backprop["learner"]["distribution"]
-    assert (backprop["task"]["distribution"], backprop["task"]["target"]) == (DIST, "outside_rules.noisy_digits:NoisyDigits")
+    assert (backprop["task"]["distribution"], backprop["task"]["target"]) == (
+        DIST,
+        "outside_rules.noisy_digits:NoisyDigits",
+    )
 
 
 def test_unavailable_learner_or_bad_task_option_stops_before_any_run(outside: Path, tmp_path: Path) -> None:
     with pytest.raises(api.ConfigError, match="learner 'missing_dep' is unavailable: ModuleNotFoundError"):
         api.run({"tasks": ["digits"], "learners": {"missing_dep": {}}}, out=tmp_path / "a", progress=False)
     with pytest.raises(api.ConfigError, match=r"tasks.noisy_digits: noise = -1.0: must be >= 0"):
-        api.run({"tasks": {"noisy_digits": {"noise": -1.0}}, "learners": {"backprop": {}}}, out=tmp_path / "b",
-                progress=False)
+        api.run(
+            {"tasks": {"noisy_digits": {"noise": -1.0}}, "learners": {"backprop": {}}},
+            out=tmp_path / "b",
+            progress=False,
+        )
     assert not any(tmp_path.iterdir())

@@ -1,4 +1,5 @@
 """The runner's instruments on their own: peak step memory against hand counts, for any step shape."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,9 +45,14 @@ def test_peak_memory_of_a_matmul_chain() -> None:
 
 
 def test_peak_live_bytes_pairs_frees_by_address() -> None:
-    events = [{"Device Type": 0, "Addr": 1, "Bytes": 100}, {"Device Type": 0, "Addr": 2, "Bytes": 50},
-              {"Device Type": 0, "Addr": 1, "Bytes": -100}, {"Device Type": 0, "Addr": 9, "Bytes": -1000},
-              {"Device Type": 1, "Addr": 3, "Bytes": 10_000}, {"Device Type": 0, "Addr": 1, "Bytes": 80}]
+    events = [
+        {"Device Type": 0, "Addr": 1, "Bytes": 100},
+        {"Device Type": 0, "Addr": 2, "Bytes": 50},
+        {"Device Type": 0, "Addr": 1, "Bytes": -100},
+        {"Device Type": 0, "Addr": 9, "Bytes": -1000},
+        {"Device Type": 1, "Addr": 3, "Bytes": 10_000},
+        {"Device Type": 0, "Addr": 1, "Bytes": 80},
+    ]
     assert peak_live_bytes(events) == 150  # the free of block 9 (not ours) and the CUDA block do not count
 
 

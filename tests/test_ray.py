@@ -6,6 +6,7 @@ it starts is stopped in teardown, even when a test fails. Ray replaces ``--node-
 127.0.0.1`` by the host's address unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (Ray's
 single-machine mode) is set, so the head and the drivers get that too.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,9 @@ from helpers import REPO, bpbench
 pytestmark = pytest.mark.ray  # every test here concerns the Ray executor; most start a local Ray cluster
 
 RAY_MISSING_REASON = 'Ray is not installed (it comes with the test extra: pip install -c constraints.txt ".[test]")'
-TINY = ('seeds = 2\ntasks = ["digits"]\n[model]\nhidden = [16]\n[budget]\nepochs = 1\n'
-        "[learners.backprop]\n[learners.fa]\n")
+TINY = (
+    'seeds = 2\ntasks = ["digits"]\n[model]\nhidden = [16]\n[budget]\nepochs = 1\n[learners.backprop]\n[learners.fa]\n'
+)
 
 
 def free_port() -> int:
@@ -77,15 +79,39 @@ def ray_head(plugin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     assert ray_cli, "the ray package is installed but its `ray` command is not on PATH"
     port = free_port()
     temp = Path(tempfile.mkdtemp(prefix="bpray", dir="/tmp"))  # short: Ray's socket paths must fit in 107 bytes
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0",
-           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "BPBENCH_TEST_MARKERS": str(tmp_path_factory.mktemp("markers")),
-           "PYTHONPATH": os.pathsep.join([str(plugin_dir), str(REPO), os.environ.get("PYTHONPATH", "")])}
-    head = subprocess.Popen([ray_cli, "start", "--head", "--port", str(port), "--num-cpus", "2",
-                             "--include-dashboard=false", "--node-ip-address", "127.0.0.1", "--temp-dir", str(temp),
-                             "--disable-usage-stats"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    env = {
+        **os.environ,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "BPBENCH_TEST_MARKERS": str(tmp_path_factory.mktemp("markers")),
+        "PYTHONPATH": os.pathsep.join([str(plugin_dir), str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    head = subprocess.Popen(
+        [
+            ray_cli,
+            "start",
+            "--head",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--include-dashboard=false",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--temp-dir",
+            str(temp),
+            "--disable-usage-stats",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         log, _ = head.communicate(timeout=120)
         assert head.returncode == 0, log
@@ -107,13 +133,26 @@ def test_ray_matches_the_process_executor(ray_head: dict[str, str], tmp_path: Pa
     study = tmp_path / "tiny.toml"
     study.write_text(TINY)
     ray_out, proc_out = tmp_path / "ray", tmp_path / "process"
-    ray_run = run_cli(ray_head, "run", str(study), "--out", str(ray_out), "--executor", "ray",
-                      "--address", ray_head["BPBENCH_RAY_ADDRESS"], "--threads", "1")
+    ray_run = run_cli(
+        ray_head,
+        "run",
+        str(study),
+        "--out",
+        str(ray_out),
+        "--executor",
+        "ray",
+        "--address",
+        ray_head["BPBENCH_RAY_ADDRESS"],
+        "--threads",
+        "1",
+    )
     assert ray_run.returncode == 0, ray_run.stderr
     assert "4 run(s)" in ray_run.stdout
     from bpbench.experiments.front.cli import main
 
-    assert main(["run", str(study), "--out", str(proc_out), "--executor", "process", "--jobs", "1", "--threads", "1"]) == 0
+    assert (
+        main(["run", str(study), "--out", str(proc_out), "--executor", "process", "--jobs", "1", "--threads", "1"]) == 0
+    )
     by_ray, by_process = metas(ray_out), metas(proc_out)
     assert set(by_ray) == set(by_process) and len(by_ray) == 4
     for run_id, meta in by_ray.items():
@@ -126,12 +165,23 @@ def test_ray_matches_the_process_executor(ray_head: dict[str, str], tmp_path: Pa
 
 def test_killed_ray_worker_is_retried_once_then_recorded(ray_head: dict[str, str], tmp_path: Path) -> None:
     study = tmp_path / "kill.toml"
-    study.write_text('seeds = 1\ntasks = ["digits", "fsdd"]\n[model]\nhidden = [16]\n[budget]\nepochs = 1\n'
-                     '[learners.backprop]\ntasks = ["digits"]\n[learners.killed_once]\ntasks = ["digits"]\n'
-                     '[learners.killing]\ntasks = ["fsdd"]\n')
+    study.write_text(
+        'seeds = 1\ntasks = ["digits", "fsdd"]\n[model]\nhidden = [16]\n[budget]\nepochs = 1\n'
+        '[learners.backprop]\ntasks = ["digits"]\n[learners.killed_once]\ntasks = ["digits"]\n'
+        '[learners.killing]\ntasks = ["fsdd"]\n'
+    )
     out = tmp_path / "out"
-    proc = run_cli(ray_head, "run", str(study), "--out", str(out), "--executor", "ray",
-                   "--address", ray_head["BPBENCH_RAY_ADDRESS"])
+    proc = run_cli(
+        ray_head,
+        "run",
+        str(study),
+        "--out",
+        str(out),
+        "--executor",
+        "ray",
+        "--address",
+        ray_head["BPBENCH_RAY_ADDRESS"],
+    )
     assert proc.returncode == 1, proc.stderr  # one run failed; the study completed
     by_label = {(m["spec"]["label"], m["spec"]["task"]): m for m in metas(out).values()}
     assert len(by_label) == 3
@@ -147,11 +197,22 @@ def test_killed_ray_worker_is_retried_once_then_recorded(ray_head: dict[str, str
 
 def test_a_hung_ray_run_is_cancelled_at_its_timeout(ray_head: dict[str, str], tmp_path: Path) -> None:
     study = tmp_path / "hang.toml"
-    study.write_text('seeds = 1\ntasks = ["digits"]\n[model]\nhidden = [16]\n[budget]\nepochs = 1\n'
-                     "[schedule]\ntimeout = 60\n[learners.sleeping]\n[learners.backprop]\n")
+    study.write_text(
+        'seeds = 1\ntasks = ["digits"]\n[model]\nhidden = [16]\n[budget]\nepochs = 1\n'
+        "[schedule]\ntimeout = 60\n[learners.sleeping]\n[learners.backprop]\n"
+    )
     out = tmp_path / "out"
-    proc = run_cli(ray_head, "run", str(study), "--out", str(out), "--executor", "ray",
-                   "--address", ray_head["BPBENCH_RAY_ADDRESS"])
+    proc = run_cli(
+        ray_head,
+        "run",
+        str(study),
+        "--out",
+        str(out),
+        "--executor",
+        "ray",
+        "--address",
+        ray_head["BPBENCH_RAY_ADDRESS"],
+    )
     assert proc.returncode == 1, proc.stderr
     by_label = {m["spec"]["label"]: m for m in metas(out).values()}
     assert by_label["backprop"]["status"] == "ok"
@@ -161,12 +222,30 @@ def test_a_hung_ray_run_is_cancelled_at_its_timeout(ray_head: dict[str, str], tm
 
 def test_killed_driver_resumes_without_repeating_a_run(ray_head: dict[str, str], tmp_path: Path) -> None:
     study = tmp_path / "resume.toml"
-    study.write_text('seeds = 4\ntasks = ["digits"]\n[model]\nhidden = [32]\n[budget]\nepochs = 2\n[learners.backprop]\n')
+    study.write_text(
+        'seeds = 4\ntasks = ["digits"]\n[model]\nhidden = [32]\n[budget]\nepochs = 2\n[learners.backprop]\n'
+    )
     out = tmp_path / "out"
-    args = ["run", str(study), "--out", str(out), "--executor", "ray", "--address", ray_head["BPBENCH_RAY_ADDRESS"],
-            "--jobs", "1"]
-    driver = subprocess.Popen([sys.executable, "-m", "bpbench", *args], cwd=REPO, env=ray_head,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    args = [
+        "run",
+        str(study),
+        "--out",
+        str(out),
+        "--executor",
+        "ray",
+        "--address",
+        ray_head["BPBENCH_RAY_ADDRESS"],
+        "--jobs",
+        "1",
+    ]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "bpbench", *args],
+        cwd=REPO,
+        env=ray_head,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 180
     while len(metas(out)) < 2 and time.time() < deadline and driver.poll() is None:
         time.sleep(0.05)
@@ -188,15 +267,27 @@ def test_killed_driver_resumes_without_repeating_a_run(ray_head: dict[str, str],
 def test_ray_runs_on_the_gpu(ray_head: dict[str, str], tmp_path: Path) -> None:
     study = tmp_path / "tiny.toml"
     study.write_text(TINY)
-    proc = run_cli(ray_head, "run", str(study), "--out", str(tmp_path / "out"), "--executor", "ray",
-                   "--address", ray_head["BPBENCH_RAY_ADDRESS"], "--device", "cuda")
+    proc = run_cli(
+        ray_head,
+        "run",
+        str(study),
+        "--out",
+        str(tmp_path / "out"),
+        "--executor",
+        "ray",
+        "--address",
+        ray_head["BPBENCH_RAY_ADDRESS"],
+        "--device",
+        "cuda",
+    )
     assert proc.returncode == 0, proc.stderr
     for meta in metas(tmp_path / "out").values():  # Ray gave each task a GPU: "cuda" inside it is that GPU
         assert meta["status"] == "ok" and meta["hardware"]["device"] == "cuda" and meta["hardware"]["gpu"]
 
 
-def test_without_ray_the_ray_executor_fails_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_ray_the_ray_executor_fails_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from bpbench.experiments.front.cli import main
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
@@ -207,14 +298,29 @@ def test_without_ray_the_ray_executor_fails_before_any_work(tmp_path: Path, monk
     assert not (tmp_path / "out").exists()
 
 
-def test_an_address_where_no_cluster_answers_is_refused_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_address_where_no_cluster_answers_is_refused_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     pytest.importorskip("ray", reason=RAY_MISSING_REASON)
     from bpbench.experiments.front.cli import main
 
     (tmp_path / "tiny.toml").write_text(TINY)
     port = free_port()  # nothing listens there
-    assert main(["run", str(tmp_path / "tiny.toml"), "--out", str(tmp_path / "out"), "--executor", "ray",
-                 "--address", f"127.0.0.1:{port}"]) == 2
+    assert (
+        main(
+            [
+                "run",
+                str(tmp_path / "tiny.toml"),
+                "--out",
+                str(tmp_path / "out"),
+                "--executor",
+                "ray",
+                "--address",
+                f"127.0.0.1:{port}",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"address = '127.0.0.1:{port}': no Ray cluster answers there" in err
     assert not (tmp_path / "out").exists()

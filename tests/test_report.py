@@ -1,5 +1,6 @@
 """The HTML report of a tiny real study: self-contained, and rendered by headless Chromium
 with its summary table and every figure decoded (natural width > 0)."""
+
 from __future__ import annotations
 
 import base64
@@ -13,10 +14,10 @@ import pytest
 from scipy import stats
 
 from apt_tools import require
-from helpers import run_tiny_study
 from bpbench.experiments.front.cli import main
-from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.report.table import per_run, tidy
+from bpbench.experiments.store.run_store import RunStore
+from helpers import run_tiny_study
 
 STUDY = """
 description = "tiny report study: backprop on digits at two learning rates"
@@ -37,9 +38,17 @@ PROBE = """<script>window.addEventListener("load", () => {
   const rows = document.querySelectorAll("table.results tbody tr").length;
   document.body.setAttribute("data-table-rows", rows);
 });</script>"""
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--virtual-time-budget=5000")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=5000",
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +74,12 @@ def test_report_renders_in_chromium(report: Path, tmp_path: Path) -> None:
     chromium = require("chromium", "chromium")
     probed = tmp_path / "probed.html"
     probed.write_text(report.read_text().replace("</body>", PROBE + "</body>"))
-    proc = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-                           probed.as_uri()], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", probed.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     dom = proc.stdout
     widths = [int(w) for w in re.findall(r'data-natural-width="(\d+)"', dom)]
@@ -82,8 +95,9 @@ def expected_accuracy_cell(results: Path, config: str) -> str:
     """The table's test-accuracy cell of backprop ``config``, recomputed from the stored runs with scipy."""
     runs = per_run(tidy(RunStore(results)))
     acc = runs.loc[(runs["learner"] == "backprop") & (runs["config"] == config), "test_acc"].to_numpy()
-    ci = stats.bootstrap((acc,), np.mean, method="percentile", n_resamples=9999,
-                         rng=np.random.default_rng(0)).confidence_interval  # within [0, 1]
+    ci = stats.bootstrap(
+        (acc,), np.mean, method="percentile", n_resamples=9999, rng=np.random.default_rng(0)
+    ).confidence_interval  # within [0, 1]
     return f"{acc.mean():.3f} [{ci.low:.3f}, {ci.high:.3f}]"
 
 

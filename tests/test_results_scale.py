@@ -2,6 +2,7 @@
 gives the same numbers from each run's stored measures, from its metric rows (folders written
 before meta.json held measures), from the compacted dataset and from a mix while runs are
 added; compaction never loses or duplicates a run; a corrupt run file is named and skipped."""
+
 from __future__ import annotations
 
 import json
@@ -13,16 +14,16 @@ import pandas as pd
 import pytest
 
 import bpbench
-from helpers import bpbench as bpbench_cli
-from helpers import run_tiny_study
+from bpbench.experiments.report.figures import FIGURE_METRICS
+from bpbench.experiments.report.scoring import curves_from_tidy, first_reached, targets_for
+from bpbench.experiments.report.table import per_run, reference_of, render, runs_of, summarize, summarize_runs, tidy
 from bpbench.experiments.store import records as run_measures
 from bpbench.experiments.store.claims import Claims
 from bpbench.experiments.store.compact import compact
 from bpbench.experiments.store.dataset import ResultsWarning
-from bpbench.experiments.report.figures import FIGURE_METRICS
-from bpbench.experiments.report.scoring import curves_from_tidy, first_reached, targets_for
 from bpbench.experiments.store.run_store import RunStore
-from bpbench.experiments.report.table import per_run, reference_of, render, runs_of, summarize, summarize_runs, tidy
+from helpers import bpbench as bpbench_cli
+from helpers import run_tiny_study
 
 STUDY = """
 description = "scale tests: backprop and fa on digits, 3 seeds"
@@ -112,13 +113,16 @@ def test_load_plot_data_and_resume_read_the_dataset(folder: Path, tmp_path: Path
     cols = ["run_id", "status", "test_accuracy", "train_flops"]
     pd.testing.assert_frame_equal(before.summary[cols], after.summary[cols])
     key = ["run_id", "epoch", "step", "split", "metric", "layer"]
-    pd.testing.assert_frame_equal(before.metrics.sort_values(key, ignore_index=True),
-                                  after.metrics.sort_values(key, ignore_index=True))
+    pd.testing.assert_frame_equal(
+        before.metrics.sort_values(key, ignore_index=True), after.metrics.sort_values(key, ignore_index=True)
+    )
     figures = tidy(RunStore(packed), FIGURE_METRICS)
     assert set(figures["metric"]) <= set(FIGURE_METRICS) and "loss" not in set(figures["metric"])
     measured = runs_of(RunStore(packed))[0].set_index("run_id")
     from_rows = per_run(figures).set_index("run_id")  # the figures' per-run numbers are the table's
-    pd.testing.assert_frame_equal(from_rows[list(run_measures.NAMES)], measured.loc[from_rows.index, list(run_measures.NAMES)])
+    pd.testing.assert_frame_equal(
+        from_rows[list(run_measures.NAMES)], measured.loc[from_rows.index, list(run_measures.NAMES)]
+    )
     again = bpbench.run(folder.parent / "tiny.toml", out=packed, executor="inline", progress=False)
     assert again.ran == ()  # compacted runs count as complete: a resumed study runs nothing again
 
@@ -166,8 +170,16 @@ def test_a_failed_run_re_run_after_compaction_supersedes_its_compacted_copy(fold
     run_id = sorted(p.name for p in (root / "runs").iterdir())[0]
     good = json.loads((root / "runs" / run_id / "meta.json").read_text())
     rows = pd.read_parquet(root / "runs" / run_id / "metrics.parquet").to_dict("records")
-    store.write(run_id, [], {**{k: v for k, v in good.items() if k not in ("summary", "measures")},
-                             "status": "failed", "error": "RuntimeError: first attempt", "end_time": "2000-01-01"})
+    store.write(
+        run_id,
+        [],
+        {
+            **{k: v for k, v in good.items() if k not in ("summary", "measures")},
+            "status": "failed",
+            "error": "RuntimeError: first attempt",
+            "end_time": "2000-01-01",
+        },
+    )
     compact(root)
     assert store.status(run_id) == "failed"
     assert "(1 failed)" in render(summarize(store), "text")

@@ -2,6 +2,7 @@
 timeout and the study goes on; a worker whose driver is gone stores nothing; a driver exits
 non-zero when a run of its study failed elsewhere; one thread per run; CPU time beside wall time
 and a contention mark; unavailable tasks; a non-float loss; failed runs keep their traceback."""
+
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from bpbench.experiments.front.availability import task_problem
 from bpbench.experiments.front.cli import main
 from bpbench.experiments.front.conformance import ConformanceError, check_learner
@@ -50,8 +52,12 @@ def test_a_hung_run_is_killed_at_its_timeout_and_the_study_goes_on(tmp_path: Pat
 def test_a_worker_whose_driver_is_gone_stores_nothing(tmp_path: Path) -> None:
     """The driver's end of the pipe closes (it died): the worker's next event breaks the pipe, and
     the run must not be stored as failed (it is missing; a resumed driver runs it)."""
-    run = expand("s", {"tasks": ["digits"], "model": {"hidden": [8]}, "budget": {"epochs": 3},
-                       "learners": {"backprop": {}}}, learner_registry(), task_registry()).runs[0]
+    run = expand(
+        "s",
+        {"tasks": ["digits"], "model": {"hidden": [8]}, "budget": {"epochs": 3}, "learners": {"backprop": {}}},
+        learner_registry(),
+        task_registry(),
+    ).runs[0]
     env_path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), env_path])
     try:
@@ -75,18 +81,36 @@ def test_driver_exits_non_zero_when_another_driver_failed_a_run(tmp_path: Path) 
     owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # a live "other driver"
     claim = out / "claims" / held.run_id / "0"
     claim.parent.mkdir(parents=True)
-    claim.write_text(json.dumps({"host": os.uname().nodename, "pid": owner.pid,
-                                 "pidns": os.readlink("/proc/self/ns/pid") if Path("/proc/self/ns/pid").exists() else ""}))
+    claim.write_text(
+        json.dumps(
+            {
+                "host": os.uname().nodename,
+                "pid": owner.pid,
+                "pidns": os.readlink("/proc/self/ns/pid") if Path("/proc/self/ns/pid").exists() else "",
+            }
+        )
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    survivor = subprocess.Popen([sys.executable, "-m", "bpbench", "run", str(study), "--out", str(out),
-                                 "--executor", "inline"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+    survivor = subprocess.Popen(
+        [sys.executable, "-m", "bpbench", "run", str(study), "--out", str(out), "--executor", "inline"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while RunStore(out).status(runs[0][0].run_id) is None and time.time() < deadline:
             time.sleep(0.5)
-        meta = {"run_id": held.run_id, "seed": held.seed, "spec": held.to_json(), "status": "failed",
-                "error": "RuntimeError: failed on the other driver", "end_time": "2026-01-01T00:00:00"}
+        meta = {
+            "run_id": held.run_id,
+            "seed": held.seed,
+            "spec": held.to_json(),
+            "status": "failed",
+            "error": "RuntimeError: failed on the other driver",
+            "end_time": "2026-01-01T00:00:00",
+        }
         RunStore(out).write(held.run_id, [], meta)  # the other driver stores its run as failed ...
         claim.unlink()  # ... and lets go of it
         stdout, stderr = survivor.communicate(timeout=120)
@@ -103,12 +127,17 @@ def test_one_thread_per_run_by_default() -> None:
 
 
 def test_runs_record_cpu_time_and_load_and_the_table_marks_contention(tmp_path: Path) -> None:
-    run = expand("s", {"tasks": ["digits"], "model": {"hidden": [8]}, "budget": {"epochs": 1},
-                       "learners": {"backprop": {}}}, learner_registry(), task_registry()).runs[0]
-    _, meta, outcome = execute_unstored(run, learner_registry(), task_registry(), torch.device("cpu"),
-                                        LoadedTasks(), lambda e: None)
+    run = expand(
+        "s",
+        {"tasks": ["digits"], "model": {"hidden": [8]}, "budget": {"epochs": 1}, "learners": {"backprop": {}}},
+        learner_registry(),
+        task_registry(),
+    ).runs[0]
+    _, meta, outcome = execute_unstored(
+        run, learner_registry(), task_registry(), torch.device("cpu"), LoadedTasks(), lambda e: None
+    )
     assert outcome.status == "ok"
-    assert 0 < meta["cpu_seconds"] and 0 < meta["wall_seconds"] < 600
+    assert meta["cpu_seconds"] > 0 and 0 < meta["wall_seconds"] < 600
     assert set(meta["load"]) == {"start", "end"} and all(isinstance(v, float) for v in meta["load"].values())
     for seed in range(2):
         fake_run(tmp_path / "busy", spec(seed=seed), wall_seconds=30.0, cpu_seconds=2.0)
@@ -136,15 +165,20 @@ class Boom(Backprop):
 
 def test_a_failed_run_keeps_its_traceback() -> None:
     learners = learner_registry(extra={"boom": Boom})
-    run = expand("s", {"tasks": ["digits"], "model": {"hidden": [8]}, "budget": {"epochs": 1},
-                       "learners": {"boom": {}}}, learners, task_registry()).runs[0]
+    run = expand(
+        "s",
+        {"tasks": ["digits"], "model": {"hidden": [8]}, "budget": {"epochs": 1}, "learners": {"boom": {}}},
+        learners,
+        task_registry(),
+    ).runs[0]
     _, meta, _ = execute_unstored(run, learners, task_registry(), torch.device("cpu"), LoadedTasks(), lambda e: None)
     assert meta["status"] == "failed" and "boom in train_step" in meta["error"]
     assert "Traceback" in meta["traceback"] and "train_step" in meta["traceback"]
 
 
-def test_a_task_missing_its_optional_package_is_unavailable(monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_task_missing_its_optional_package_is_unavailable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import importlib.util
 
     from bpbench.tasks.japanese_vowels import JapaneseVowels

@@ -1,4 +1,5 @@
 """The runner: tidy rows, exact FLOP counts, determinism, gradient health, failure isolation."""
+
 from __future__ import annotations
 
 import json
@@ -8,15 +9,19 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import bpbench
 from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.plan.study import expand
 from bpbench.experiments.run.runner import run
 from bpbench.experiments.store.run_store import COLUMNS
-from bpbench.experiments.plan.study import expand
+from helpers import bpbench
 
 STUDY = {
-    "seeds": 2, "tasks": ["digits"], "model": {"hidden": [32]}, "budget": {"epochs": 3},
-    "schedule": {"health_every": 5}, "learners": {"backprop": {"lr": 0.003}},
+    "seeds": 2,
+    "tasks": ["digits"],
+    "model": {"hidden": [32]},
+    "budget": {"epochs": 3},
+    "schedule": {"health_every": 5},
+    "learners": {"backprop": {"lr": 0.003}},
 }
 
 
@@ -75,14 +80,19 @@ def test_failures_are_isolated_and_recorded(with_plugins, tmp_path: Path) -> Non
     out = tmp_path / "out"
     proc = bpbench("run", str(study), "--out", str(out), "--jobs", "2", "--threads", "1")
     assert proc.returncode == 1, proc.stderr  # some runs failed; the study itself completed
-    metas = {(m["spec"]["label"], m["spec"]["task"]): m for m in map(json.loads, map(Path.read_text, out.glob("runs/*/meta.json")))}
+    metas = {
+        (m["spec"]["label"], m["spec"]["task"]): m
+        for m in map(json.loads, map(Path.read_text, out.glob("runs/*/meta.json")))
+    }
     assert len(metas) == 9
     failed = {k: m["error"] for k, m in metas.items() if m["status"] == "failed"}
     assert set(failed) == {("exploding", "fsdd"), ("crashing", "mnist5k"), ("killing", "fsdd")}
     assert "NonFiniteLoss" in failed[("exploding", "fsdd")] and "nan" in failed[("exploding", "fsdd")]
     assert "deliberate crash" in failed[("crashing", "mnist5k")]
     assert "worker process died (exit code -9)" in failed[("killing", "fsdd")]
-    assert all((out / "runs" / m["run_id"] / "metrics.parquet").is_file() for m in metas.values() if m["status"] == "ok")
+    assert all(
+        (out / "runs" / m["run_id"] / "metrics.parquet").is_file() for m in metas.values() if m["status"] == "ok"
+    )
     table = bpbench("table", str(out), check=True).stdout
     crashed = next(line for line in table.splitlines() if line.startswith("crashing") and "mnist5k" in line)
     assert "(1 failed)" in crashed and "n/a" in crashed  # a failed run shows as failed, never as a 0

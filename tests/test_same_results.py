@@ -5,6 +5,7 @@ The golden file was remade with commit 602ec0d (the code before the harness move
 processor its ``environment`` names; the one made with commit 126566f named only the torch build and
 instruction set, and differed in the last bits on another processor of the same instruction set
 (so every later value of the chaotic cmaes run differed too). Elsewhere the test skips, saying so."""
+
 from __future__ import annotations
 
 import json
@@ -13,12 +14,28 @@ from typing import Any
 import pytest
 import torch
 
-from golden import GOLDEN, collect, environment
 from bpbench.learners.backprop import BackpropParams, make_optimizer
+from golden import GOLDEN, collect, environment
 
-ALL = {"backprop", "backprop_sgd", "fa", "fa_wd", "dfa", "sign_symmetry", "snn_bptt", "snn_bptt_rate", "snn_dfa", "es", "ga", "ga_cross", "cmaes"}
-TRAIN_SUBSET = ("train accuracy and loss are measured on a fixed stratified subset of the training split as large "
-                "as the test split; tests/test_measurements.py checks them against that subset")
+ALL = {
+    "backprop",
+    "backprop_sgd",
+    "fa",
+    "fa_wd",
+    "dfa",
+    "sign_symmetry",
+    "snn_bptt",
+    "snn_bptt_rate",
+    "snn_dfa",
+    "es",
+    "ga",
+    "ga_cross",
+    "cmaes",
+}
+TRAIN_SUBSET = (
+    "train accuracy and loss are measured on a fixed stratified subset of the training split as large "
+    "as the test split; tests/test_measurements.py checks them against that subset"
+)
 # metrics added after the golden file was made (issue 21: the projection coefficient beside the cosine); the
 # rows it holds must stay identical, these come on top
 ADDED = {"grad_projection", "grad_projection_mean"}
@@ -29,7 +46,8 @@ CHANGED: dict[tuple[str, str], tuple[set[str], str]] = {
         "the step allocates differently: Adam updates all tensors at once (foreach: one temporary per "
         "parameter at once, instead of two for one parameter at a time; lower for most models, 0.4% higher "
         "for quick's fsdd MLP, whose layers are of equal size); the spiking time loop steps the LIF update "
-        "itself (fewer temporaries); ga writes its next generation into one matrix (no clones, no stacking)"),
+        "itself (fewer temporaries); ga writes its next generation into one matrix (no clones, no stacking)",
+    ),
     ("train", "accuracy"): (ALL, TRAIN_SUBSET),
     ("train", "loss"): (ALL, TRAIN_SUBSET),
 }
@@ -38,8 +56,10 @@ CHANGED: dict[tuple[str, str], tuple[set[str], str]] = {
 def test_tiny_study_gives_the_golden_results() -> None:
     golden = json.loads(GOLDEN.read_text())
     if golden["environment"] != environment():
-        pytest.skip(f"golden results were made on {golden['environment']}, this is {environment()}: "
-                    "float results differ between torch builds and CPU instruction sets")
+        pytest.skip(
+            f"golden results were made on {golden['environment']}, this is {environment()}: "
+            "float results differ between torch builds and CPU instruction sets"
+        )
     now = collect()
     assert sorted(now) == sorted(golden["runs"])
     for run, rows in golden["runs"].items():
@@ -47,6 +67,7 @@ def test_tiny_study_gives_the_golden_results() -> None:
 
         def keyed(table: list[list[Any]]) -> dict[tuple[Any, ...], float]:
             return {tuple(r[:5]): r[5] for r in table if label not in CHANGED.get((r[2], r[3]), (set(), ""))[0]}
+
         expected, got = keyed(rows), keyed([r for r in now[run] if r[3] not in ADDED])
         assert got.keys() == expected.keys(), f"{run}: rows differ: {sorted(set(got) ^ set(expected))[:5]}"
         diff = [(k, expected[k], got[k]) for k in expected if got[k] != expected[k]]
@@ -61,8 +82,10 @@ def test_adam_updating_all_tensors_at_once_gives_the_same_weights(weight_decay: 
     start = [torch.randn(s, generator=gen) for s in shapes]
     grads = [[torch.randn(s, generator=gen) for s in shapes] for _ in range(5)]
     tensors = {name: [t.clone().requires_grad_(True) for t in start] for name in ("ours", "default")}
-    optimizers = {"ours": make_optimizer(BackpropParams(lr=0.01, weight_decay=weight_decay), tensors["ours"]),
-                  "default": torch.optim.Adam(tensors["default"], lr=0.01, weight_decay=weight_decay, foreach=False)}
+    optimizers = {
+        "ours": make_optimizer(BackpropParams(lr=0.01, weight_decay=weight_decay), tensors["ours"]),
+        "default": torch.optim.Adam(tensors["default"], lr=0.01, weight_decay=weight_decay, foreach=False),
+    }
     for step in grads:
         for name, optimizer in optimizers.items():
             for t, g in zip(tensors[name], step):

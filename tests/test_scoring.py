@@ -1,6 +1,7 @@
 """Comparisons a reviewer accepts (issue 24): time to target, performance profiles, ranks and the
 Friedman test, Holm-adjusted p, the difference to the reference with its Welch interval, accuracy
 intervals within [0, 1], and the scoring of a real (tiny) results folder through DuckDB."""
+
 from __future__ import annotations
 
 import io
@@ -16,36 +17,51 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower
 
-from conftest import run_tiny_study
 from bpbench.experiments.front.cli import main
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.report import ranking
 from bpbench.experiments.report.score_table import score, score_runs
 from bpbench.experiments.report.scoring import curves_from_tidy, first_reached, store_curves
-from bpbench.experiments.report.stats import (bounded_interval, holm, min_detectable_difference, t_interval,
-                                              welch_diff)
+from bpbench.experiments.report.stats import bounded_interval, holm, min_detectable_difference, t_interval, welch_diff
 from bpbench.experiments.report.table import render, summarize, summarize_runs, tidy
 from bpbench.experiments.store.compact import compact
 from bpbench.experiments.store.run_store import RunStore
+from conftest import run_tiny_study
 
 INF = math.inf
 
 
 def _curve(run_id: str, accs: list[float], task: str = "digits") -> pd.DataFrame:
     epochs = np.arange(len(accs))
-    return pd.DataFrame({"run_id": run_id, "task": task, "epoch": epochs, "val_acc": accs,
-                         "flops": epochs * 1e6, "seconds": epochs * 0.5, "samples": epochs * 100.0})
+    return pd.DataFrame(
+        {
+            "run_id": run_id,
+            "task": task,
+            "epoch": epochs,
+            "val_acc": accs,
+            "flops": epochs * 1e6,
+            "seconds": epochs * 0.5,
+            "samples": epochs * 100.0,
+        }
+    )
 
 
 def test_time_to_target_first_crossing_never_and_lost() -> None:
-    curves = pd.concat([_curve("exact", [0.1, 0.5, 0.89, 0.90, 0.95]),  # 0.90 >= 0.90 at epoch 3
-                        _curve("never", [0.1, 0.5, 0.89, 0.899, 0.85]),
-                        _curve("lost", [0.1, 0.92, 0.5, 0.3, 0.2]),  # reached at 1, then lost: 1 counts
-                        _curve("other", [0.1, 0.2, 0.3], task="fsdd")])
+    curves = pd.concat(
+        [
+            _curve("exact", [0.1, 0.5, 0.89, 0.90, 0.95]),  # 0.90 >= 0.90 at epoch 3
+            _curve("never", [0.1, 0.5, 0.89, 0.899, 0.85]),
+            _curve("lost", [0.1, 0.92, 0.5, 0.3, 0.2]),  # reached at 1, then lost: 1 counts
+            _curve("other", [0.1, 0.2, 0.3], task="fsdd"),
+        ]
+    )
     ttt = first_reached(curves, {"digits": 0.90}).set_index("run_id")
     assert ttt.loc["exact", "reached"] and ttt.loc["exact", "ttt_epochs"] == 3
     assert (ttt.loc["exact", "ttt_flops"], ttt.loc["exact", "ttt_seconds"], ttt.loc["exact", "ttt_samples"]) == (
-        3e6, 1.5, 300.0)
+        3e6,
+        1.5,
+        300.0,
+    )
     assert not ttt.loc["never", "reached"] and math.isnan(ttt.loc["never", "ttt_flops"])
     assert ttt.loc["lost", "reached"] and ttt.loc["lost", "ttt_epochs"] == 1 and ttt.loc["lost", "ttt_flops"] == 1e6
     assert math.isnan(ttt.loc["other", "target"]) and not ttt.loc["other", "reached"]  # no target for fsdd
@@ -67,8 +83,10 @@ def test_performance_profile_and_area_on_a_hand_made_table() -> None:
 
 
 def test_ranks_friedman_and_nemenyi_equal_the_libraries() -> None:
-    acc = pd.DataFrame({"a": [0.9, 0.8, 0.95, 0.7], "b": [0.85, 0.82, 0.9, 0.6], "c": [0.5, 0.6, 0.7, 0.65]},
-                       index=["t1", "t2", "t3", "t4"])
+    acc = pd.DataFrame(
+        {"a": [0.9, 0.8, 0.95, 0.7], "b": [0.85, 0.82, 0.9, 0.6], "c": [0.5, 0.6, 0.7, 0.65]},
+        index=["t1", "t2", "t3", "t4"],
+    )
     ranks = ranking.average_ranks(acc, higher_is_better=True)
     assert ranks.to_dict() == {"a": 1.25, "b": 2.0, "c": 2.75}  # t1 1,2,3; t2 2,1,3; t3 1,2,3; t4 1,3,2
     stat, p = ranking.friedman(acc)
@@ -80,11 +98,30 @@ def test_ranks_friedman_and_nemenyi_equal_the_libraries() -> None:
 
 
 def _runs(learner: str, accs: list[float], task: str = "digits") -> pd.DataFrame:
-    return pd.DataFrame({"learner": learner, "learner_name": learner, "config": "", "task": task,
-                         "seed": range(len(accs)), "test_acc": accs, "val_acc": accs, "gap": 0.0, "train_s": 1.0,
-                         "flops": 1e9, "samples": 1e3, "synops": math.nan, "energy": math.nan, "peak_mem": 1.0,
-                         "grad_ratio": 1.0, "alignment": 1.0, "budget": "5 ep", "stopped_by": "epochs",
-                         "chance": 0.1, "run_id": [f"{learner}-{task}-{i}" for i in range(len(accs))]})
+    return pd.DataFrame(
+        {
+            "learner": learner,
+            "learner_name": learner,
+            "config": "",
+            "task": task,
+            "seed": range(len(accs)),
+            "test_acc": accs,
+            "val_acc": accs,
+            "gap": 0.0,
+            "train_s": 1.0,
+            "flops": 1e9,
+            "samples": 1e3,
+            "synops": math.nan,
+            "energy": math.nan,
+            "peak_mem": 1.0,
+            "grad_ratio": 1.0,
+            "alignment": 1.0,
+            "budget": "5 ep",
+            "stopped_by": "epochs",
+            "chance": 0.1,
+            "run_id": [f"{learner}-{task}-{i}" for i in range(len(accs))],
+        }
+    )
 
 
 BP, FA, DFA, SS = [0.95, 0.96, 0.97], [0.93, 0.95, 0.96], [0.80, 0.83, 0.79], [0.94, 0.90, 0.97]
@@ -121,7 +158,10 @@ def test_difference_interval_equals_a_direct_welch_computation() -> None:
     assert welch_diff(DFA, BP)[1:] == (pytest.approx(ci.low), pytest.approx(ci.high))
     row = summarize_runs(pd.concat([_runs("backprop", BP), _runs("dfa", DFA)])).set_index("learner").loc["dfa"]
     assert (row["diff_mean"], row["diff_low"], row["diff_high"]) == (
-        pytest.approx(diff), pytest.approx(diff - half), pytest.approx(diff + half))
+        pytest.approx(diff),
+        pytest.approx(diff - half),
+        pytest.approx(diff + half),
+    )
 
 
 def test_accuracy_intervals_never_leave_zero_one() -> None:
@@ -146,8 +186,13 @@ def test_minimum_detectable_difference_is_statsmodels_power() -> None:
 
 
 def test_iqm_and_score_table_on_hand_made_runs() -> None:
-    runs = pd.concat([_runs(name, accs, task) for task in ("t1", "t2")
-                      for name, accs in (("backprop", BP), ("fa", [0.85, 0.95, 0.96]), ("dfa", DFA))])
+    runs = pd.concat(
+        [
+            _runs(name, accs, task)
+            for task in ("t1", "t2")
+            for name, accs in (("backprop", BP), ("fa", [0.85, 0.95, 0.96]), ("dfa", DFA))
+        ]
+    )
     runs["target"] = 0.9
     for measure, scale in (("epochs", 1.0), ("flops", 1e6), ("seconds", 0.5), ("samples", 100.0)):
         runs[f"ttt_{measure}"] = np.where(runs["test_acc"] >= 0.9, runs["seed"] + 1.0, np.nan) * scale
@@ -169,8 +214,10 @@ def test_study_targets_and_seed_splits_are_validated(tmp_path: Path) -> None:
     from bpbench.experiments.plan.study import load_study
 
     base = {"seeds": 2, "tasks": ["digits"], "budget": {"epochs": 1}, "learners": {"backprop": {}}}
-    for bad, message in (({"digits": 1.5}, r"targets.digits = 1.5: expected a validation accuracy in \(0, 1\]"),
-                         ({"fsdd": 0.9}, "targets.fsdd: not a task label of this study; allowed: digits")):
+    for bad, message in (
+        ({"digits": 1.5}, r"targets.digits = 1.5: expected a validation accuracy in \(0, 1\]"),
+        ({"fsdd": 0.9}, "targets.fsdd: not a task label of this study; allowed: digits"),
+    ):
         with pytest.raises(ConfigError, match=message):
             load_study({**base, "targets": bad}, None, learner_registry(), task_registry())
     with pytest.raises(ConfigError, match="seeds_resample_split = 'yes'"):
@@ -179,8 +226,10 @@ def test_study_targets_and_seed_splits_are_validated(tmp_path: Path) -> None:
     own = load_study({**base, "seeds_resample_split": True}, None, learner_registry(), task_registry()).runs
     assert [r.task_params["split_seed"] for r in shared] == [0, 0]
     assert [r.task_params["split_seed"] for r in own] == [0, 1]
-    assert [r.run_id for r in load_study({**base, "targets": {"digits": 0.9}}, None, learner_registry(),
-                                         task_registry()).runs] == [r.run_id for r in shared]  # ids unchanged
+    assert [
+        r.run_id
+        for r in load_study({**base, "targets": {"digits": 0.9}}, None, learner_registry(), task_registry()).runs
+    ] == [r.run_id for r in shared]  # ids unchanged
 
 
 STUDY = """
@@ -230,8 +279,19 @@ def test_table_and_score_of_a_results_folder(folder: Path, capsys: pytest.Captur
     capsys.readouterr()
     assert main(["table", str(folder), "--columns", "learner,test_acc,p,ttt_epochs,reached"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["learner", "test", "acc", "p", "vs", "backprop", "(Holm-adjusted)", "epochs", "to",
-                                "target", "reached"]
+    assert lines[0].split() == [
+        "learner",
+        "test",
+        "acc",
+        "p",
+        "vs",
+        "backprop",
+        "(Holm-adjusted)",
+        "epochs",
+        "to",
+        "target",
+        "reached",
+    ]
     assert "not reached" in next(line for line in lines if line.startswith("dfa"))
     assert "digits 0.500 (the study's)" in "\n".join(lines)
     assert main(["table", str(folder), "--columns", "learner,nope"]) == 2

@@ -1,4 +1,5 @@
 """Spiking learners (snn_bptt, snn_dfa), their encoders, synaptic operations and energy."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,17 +7,17 @@ import snntorch as snn
 import torch
 from torch import nn
 
-from bpbench.experiments.run.energy import ENERGY_PER_AC_J, ENERGY_PER_MAC_J, cost_rows, energy_joules
-from bpbench.learners.synops import count_synops
 from bpbench.experiments.plan.registry import learner_registry, task_registry
-from bpbench.experiments.run.runner import run
 from bpbench.experiments.plan.spec import RunSpec
+from bpbench.experiments.run.energy import ENERGY_PER_AC_J, ENERGY_PER_MAC_J, cost_rows, energy_joules
+from bpbench.experiments.run.runner import run
 from bpbench.learners.backprop import Backprop, BackpropParams
 from bpbench.learners.encoders import latency, rate
 from bpbench.learners.models import ModelSpec, weight_layers
 from bpbench.learners.snn_bptt import SpikingBPTT
 from bpbench.learners.snn_dfa import SpikingDFA, SpikingDFAParams, surrogate_derivative
 from bpbench.learners.spiking import SpikingParams, Trace
+from bpbench.learners.synops import count_synops
 from bpbench.tasks.fsdd import Fsdd
 
 CPU = torch.device("cpu")
@@ -30,7 +31,7 @@ def make(cls, data, seed=0, spec=SMALL, **params):
 
 
 def batch(data, n=64, start=0):
-    return data.train.x[start:start + n], data.train.y[start:start + n]
+    return data.train.x[start : start + n], data.train.y[start : start + n]
 
 
 def test_rate_code_is_seeded_and_latency_fires_once() -> None:
@@ -99,12 +100,13 @@ def test_learner_synops_match_its_spikes(digits) -> None:
 
 
 def test_energy_uses_the_stated_constants(digits) -> None:
-    assert ENERGY_PER_MAC_J == pytest.approx(4.6e-12) and ENERGY_PER_AC_J == pytest.approx(0.9e-12)
+    assert pytest.approx(4.6e-12) == ENERGY_PER_MAC_J and pytest.approx(0.9e-12) == ENERGY_PER_AC_J
     assert energy_joules(1000, 2000) == pytest.approx(1000 * 4.6e-12 + 2000 * 0.9e-12)
     spiking = dict((m, v) for m, _, v in cost_rows(make(SpikingBPTT, digits), digits.test.x[:16]))
     assert spiking["acs_per_sample"] > 0 and spiking["macs_per_sample"] == 64 * 32
     assert spiking["energy_per_sample_j"] == pytest.approx(
-        spiking["macs_per_sample"] * 4.6e-12 + spiking["acs_per_sample"] * 0.9e-12)
+        spiking["macs_per_sample"] * 4.6e-12 + spiking["acs_per_sample"] * 0.9e-12
+    )
     bp = Backprop(ModelSpec(hidden=(32,)), digits.info, BackpropParams(), torch.Generator().manual_seed(0), CPU)
     x = digits.test.x[:16]
     counted = dict((m, v) for m, _, v in cost_rows(bp, x))
@@ -134,12 +136,15 @@ def snntorch_loop(net, inp, readout):
     return total if readout == "spikes" else total / inp.steps
 
 
-@pytest.mark.parametrize("task, options", [
-    ("digits", {"encoding": "direct", "readout": "membrane"}),
-    ("digits", {"encoding": "rate", "readout": "spikes"}),
-    ("digits", {"encoding": "direct", "readout": "spikes", "learn_beta": True, "surrogate": "atan"}),
-    ("fsdd", {"encoding": "direct", "readout": "membrane", "learn_beta": True}),
-])
+@pytest.mark.parametrize(
+    "task, options",
+    [
+        ("digits", {"encoding": "direct", "readout": "membrane"}),
+        ("digits", {"encoding": "rate", "readout": "spikes"}),
+        ("digits", {"encoding": "direct", "readout": "spikes", "learn_beta": True, "surrogate": "atan"}),
+        ("fsdd", {"encoding": "direct", "readout": "membrane", "learn_beta": True}),
+    ],
+)
 def test_time_loop_is_snntorchs_leaky_update_exactly(task, options, digits) -> None:
     """SpikingNet steps the neurons itself (issue 14): the same scores and the same gradients,
     bit for bit, as calling each snntorch Leaky neuron as a module."""
@@ -195,13 +200,16 @@ def test_true_gradient_is_bptt_on_the_same_spikes_and_changes_nothing(cls, digit
         assert not torch.allclose(signal["fc1"], reference["fc1"], atol=1e-5)
 
 
-@pytest.mark.parametrize("task, options", [
-    ("digits", {"encoding": "direct", "readout": "membrane"}),
-    ("digits", {"encoding": "rate", "readout": "membrane"}),
-    ("digits", {"encoding": "latency", "readout": "membrane"}),
-    ("digits", {"encoding": "direct", "readout": "spikes"}),
-    ("fsdd", {"encoding": "direct", "readout": "membrane"}),
-])
+@pytest.mark.parametrize(
+    "task, options",
+    [
+        ("digits", {"encoding": "direct", "readout": "membrane"}),
+        ("digits", {"encoding": "rate", "readout": "membrane"}),
+        ("digits", {"encoding": "latency", "readout": "membrane"}),
+        ("digits", {"encoding": "direct", "readout": "spikes"}),
+        ("fsdd", {"encoding": "direct", "readout": "membrane"}),
+    ],
+)
 def test_eprop_with_feedback_set_to_w_out_transposed_is_bptt(task, options, digits) -> None:
     """Bellec et al. (2020): with one hidden layer and B = W_out^T, e-prop's update (filtered
     eligibility trace, 1/T of the mean-membrane readout) is the BPTT gradient, to float round-off."""
@@ -227,16 +235,32 @@ def test_eprop_with_feedback_set_to_w_out_transposed_is_bptt(task, options, digi
 
 @pytest.mark.parametrize("name", ["snn_bptt", "snn_dfa"])
 def test_learns_digits_through_the_runner_and_records_spiking_metrics(name) -> None:
-    spec = RunSpec(learner=name, label=name, params={"lr": 0.002, "readout": "membrane"}, task="digits",
-                   task_label="digits", task_params={}, model={"hidden": [128]}, budget={"epochs": 3},
-                   schedule={"eval_every": 3, "health_every": 10}, seed_index=0, study_seed=0)
+    spec = RunSpec(
+        learner=name,
+        label=name,
+        params={"lr": 0.002, "readout": "membrane"},
+        task="digits",
+        task_label="digits",
+        task_params={},
+        model={"hidden": [128]},
+        budget={"epochs": 3},
+        schedule={"eval_every": 3, "health_every": 10},
+        seed_index=0,
+        study_seed=0,
+    )
     result = run(spec, learner_registry(), task_registry(), CPU)
     assert result.summary["test_accuracy"] > 0.85  # chance is 0.1
     final = {(r["metric"], r["layer"]) for r in result.rows if r["epoch"] == 3 and r["split"] == "test"}
     for metric in ("firing_rate", "silent_fraction", "synops_dense", "synops_effective"):
         assert (metric, "fc1") in final
-    for metric in ("activation_sparsity", "synops_per_sample", "synops_dense_per_sample", "macs_per_sample",
-                   "acs_per_sample", "energy_per_sample_j"):
+    for metric in (
+        "activation_sparsity",
+        "synops_per_sample",
+        "synops_dense_per_sample",
+        "macs_per_sample",
+        "acs_per_sample",
+        "energy_per_sample_j",
+    ):
         assert (metric, "") in final
     assert any(r["metric"] == "grad_alignment" for r in result.rows)
 
@@ -266,10 +290,13 @@ def test_bad_options_name_the_value() -> None:
         make(SpikingBPTT, speech, encoding="rate")
 
 
-@pytest.mark.parametrize("options", [
-    {"learn_beta": True, "surrogate": "atan", "surrogate_slope": 3.0, "readout": "spikes"},
-    {"encoding": "latency", "num_steps": 12, "surrogate": "sigmoid", "threshold": 0.5},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"learn_beta": True, "surrogate": "atan", "surrogate_slope": 3.0, "readout": "spikes"},
+        {"encoding": "latency", "num_steps": 12, "surrogate": "sigmoid", "threshold": 0.5},
+    ],
+)
 def test_neuron_and_coding_options_train(options, digits) -> None:
     learner = make(SpikingBPTT, digits, **options)
     beta_before = learner.model.act_fc1.beta.detach().clone()

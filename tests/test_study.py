@@ -1,14 +1,15 @@
 """Study files: grid expansion, run ids, seeds, and validation errors before any run starts."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from helpers import bpbench
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.plan.study import apply_sets, expand, load_study
+from helpers import bpbench
 
 L, T = learner_registry(), task_registry()
 
@@ -30,8 +31,12 @@ def test_grid_expands_learners_tasks_params_seeds() -> None:
 
 
 def test_list_of_lists_is_a_grid_for_list_fields() -> None:
-    raw = {**BASE, "model": {"hidden": [[32], [32, 32]], "activation": ["relu", "sigmoid"]}, "seeds": 1,
-           "learners": {"backprop": {}}}
+    raw = {
+        **BASE,
+        "model": {"hidden": [[32], [32, 32]], "activation": ["relu", "sigmoid"]},
+        "seeds": 1,
+        "learners": {"backprop": {}},
+    }
     runs = expand("s", raw, L, T).runs
     assert sorted({tuple(r.model["hidden"]) for r in runs}) == [(32,), (32, 32)]
     assert len(runs) == 2 * 2 * 2 and set(runs[0].varied) == {"model.hidden", "model.activation"}
@@ -47,7 +52,9 @@ def test_run_id_is_stable_and_seed_is_shared_across_learners() -> None:
 
 
 def test_sets_override_nested_values() -> None:
-    raw = apply_sets(BASE, ["budget.epochs=3", "learners.backprop.optimizer=sgd", "tasks.fsdd.frames=30", "seeds=[0, 5]"])
+    raw = apply_sets(
+        BASE, ["budget.epochs=3", "learners.backprop.optimizer=sgd", "tasks.fsdd.frames=30", "seeds=[0, 5]"]
+    )
     runs = expand("s", raw, L, T).runs
     assert {r.budget["epochs"] for r in runs} == {3}
     assert {r.params["optimizer"] for r in runs} == {"sgd"}
@@ -55,21 +62,27 @@ def test_sets_override_nested_values() -> None:
     assert {r.seed_index for r in runs} == {0, 5}
 
 
-@pytest.mark.parametrize("sets, message", [
-    (["learners.backprp.lr=0.1"], "unknown learner 'backprp'; allowed: .*backprop"),
-    (["tasks=['digitz']"], "unknown task 'digitz'; allowed: .*digits"),
-    (["learners.backprop.lr='fast'"], r"learners.backprop.lr = 'fast': expected float"),
-    (["learners.backprop.lr=-1"], "lr = -1.0: must be > 0"),
-    (["learners.backprop.optimiser=sgd"], "unknown key 'optimiser' in learners.backprop; allowed: batch_size, loss, lr"),
-    (["budget.epochs=-2"], "epochs = -2: must be a positive integer"),
-    (["budget.epoch=2"], "unknown key 'epoch' in learners.backprop.budget; allowed: "),
-    (["seeds=0"], "seeds = 0"),
-    (["model.activation=swish"], "'relu' | 'tanh' | 'sigmoid'"),
-    (["model.arch=cnn"], "arch = 'cnn' on task 'fsdd'"),
-    (["colour=1"], "unknown key 'colour' in study s"),
-    (["reference=backprp"], "reference = 'backprp': not a learner label of this study; allowed: backprop"),
-    (["reference=1"], "reference = 1: not a learner label"),
-])
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["learners.backprp.lr=0.1"], "unknown learner 'backprp'; allowed: .*backprop"),
+        (["tasks=['digitz']"], "unknown task 'digitz'; allowed: .*digits"),
+        (["learners.backprop.lr='fast'"], r"learners.backprop.lr = 'fast': expected float"),
+        (["learners.backprop.lr=-1"], "lr = -1.0: must be > 0"),
+        (
+            ["learners.backprop.optimiser=sgd"],
+            "unknown key 'optimiser' in learners.backprop; allowed: batch_size, loss, lr",
+        ),
+        (["budget.epochs=-2"], "epochs = -2: must be a positive integer"),
+        (["budget.epoch=2"], "unknown key 'epoch' in learners.backprop.budget; allowed: "),
+        (["seeds=0"], "seeds = 0"),
+        (["model.activation=swish"], "'relu' | 'tanh' | 'sigmoid'"),
+        (["model.arch=cnn"], "arch = 'cnn' on task 'fsdd'"),
+        (["colour=1"], "unknown key 'colour' in study s"),
+        (["reference=backprp"], "reference = 'backprp': not a learner label of this study; allowed: backprop"),
+        (["reference=1"], "reference = 1: not a learner label"),
+    ],
+)
 def test_validation_errors_name_value_and_allowed(sets: list[str], message: str) -> None:
     raw = dict(BASE)
     if sets[0].startswith("learners.backprp"):

@@ -1,12 +1,14 @@
 """A study folder remembers its definition (issue 22, points 1-2, 5, 7): any TOML label works in
 every command; a changed study into a finished folder stops (or --extend adds runs only); runs
 that differ beyond the seed are never pooled; bad budgets and deep nesting are one line, exit 2."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
+
 from bpbench.experiments.front.cli import main
 from bpbench.experiments.report.table import summarize
 from bpbench.experiments.store.run_store import RunStore
@@ -16,13 +18,16 @@ TINY = 'tasks = ["digits"]\nseeds = 1\n[model]\nhidden = [8]\n[budget]\nepochs =
 CJK = "漢字" * 20  # 40 CJK characters: 120 bytes of UTF-8, 360 percent-encoded
 
 
-def test_any_toml_label_runs_tables_plots_reports_and_compacts(tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_any_toml_label_runs_tables_plots_reports_and_compacts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     hostile = "x/../../../../victim3/pwn"
     labels = ["fa lr/2", hostile, CJK]
     study = tmp_path / "labels.toml"
-    study.write_text(TINY.replace("[learners.backprop]\n", "") + "".join(
-        f'[learners.{json.dumps(label, ensure_ascii=False)}]\nlearner = "backprop"\n' for label in labels))
+    study.write_text(
+        TINY.replace("[learners.backprop]\n", "")
+        + "".join(f'[learners.{json.dumps(label, ensure_ascii=False)}]\nlearner = "backprop"\n' for label in labels)
+    )
     out = tmp_path / "out"
     before = set(tmp_path.rglob("*"))
     assert main(["run", str(study), "--out", str(out), "--executor", "inline"]) == 0
@@ -46,8 +51,9 @@ def _run(study: Path, out: Path, *sets: str, extend: bool = False) -> int:
     return main(args + [f"--set={s}" for s in sets] + (["--extend"] if extend else []))
 
 
-def test_changed_study_into_a_finished_folder_stops_or_extends(tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_changed_study_into_a_finished_folder_stops_or_extends(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     study, out = tmp_path / "s.toml", tmp_path / "out"
     study.write_text(TINY)
     assert _run(study, out) == 0
@@ -73,7 +79,8 @@ def test_runs_that_differ_beyond_the_seed_are_separate_rows(tmp_path: Path) -> N
     rows = dict(zip(summary["config"], summary["seeds"]))
     assert rows == {"budget.epochs=20": 3, "budget.epochs=5": 1}
     assert dict(zip(summary["config"], summary["test_acc_mean"])) == pytest.approx(
-        {"budget.epochs=20": 0.9, "budget.epochs=5": 0.5})
+        {"budget.epochs=20": 0.9, "budget.epochs=5": 0.5}
+    )
 
 
 def test_dry_run_prints_the_runs_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -85,8 +92,17 @@ def test_dry_run_prints_the_runs_and_writes_nothing(tmp_path: Path, capsys: pyte
     assert not out.exists()
 
 
-@pytest.mark.parametrize("setting", ["budget.max_seconds=nan", "budget.flops=nan", "budget.samples=inf",
-                                     "budget.max_seconds=inf", "schedule.timeout=nan", "schedule.timeout=-1"])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "budget.max_seconds=nan",
+        "budget.flops=nan",
+        "budget.samples=inf",
+        "budget.max_seconds=inf",
+        "schedule.timeout=nan",
+        "schedule.timeout=-1",
+    ],
+)
 def test_non_finite_budgets_are_refused(tmp_path: Path, setting: str, capsys: pytest.CaptureFixture[str]) -> None:
     study = tmp_path / "s.toml"
     study.write_text(TINY)

@@ -1,5 +1,6 @@
 """Statistics and tables: t-intervals and Welch's test on known samples, equal-compute budgets,
 unequal budgets labelled, and the LaTeX table compiled by pdflatex (booktabs)."""
+
 from __future__ import annotations
 
 import io
@@ -15,16 +16,16 @@ import torch
 from scipy import stats
 
 from apt_tools import require
-from conftest import run_tiny_study
 from bpbench.experiments.front.cli import main
 from bpbench.experiments.plan.config import ConfigError, build
 from bpbench.experiments.plan.registry import learner_registry, task_registry
-from bpbench.experiments.run.runner import run
 from bpbench.experiments.plan.spec import Budget
-from bpbench.experiments.report.stats import stars, t_interval, welch_p
-from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.plan.study import expand, load_study, study_references
+from bpbench.experiments.report.stats import stars, t_interval, welch_p
 from bpbench.experiments.report.table import MEASURES, per_run, reference_of, render, summarize, summarize_runs, tidy
+from bpbench.experiments.run.runner import run
+from bpbench.experiments.store.run_store import RunStore
+from conftest import run_tiny_study
 
 TINY_STUDY = """
 description = "two backprop labels on digits, the second with a longer budget"
@@ -68,12 +69,30 @@ def test_welch_on_known_sample() -> None:
     assert stars(math.nan) == ""
 
 
-def _runs(learner: str, name: str, accs: list[float], budget: str = "5 ep", stopped: str = "epochs",
-          config: str = "") -> pd.DataFrame:
-    return pd.DataFrame({"learner": learner, "learner_name": name, "config": config, "task": "digits",
-                         "seed": range(len(accs)), "test_acc": accs, "gap": 0.01, "train_s": 1.0, "flops": 1e9,
-                         "samples": 1000.0, "synops": math.nan, "energy": math.nan, "peak_mem": 2.0**20,
-                         "grad_ratio": 1.0, "alignment": 1.0, "budget": budget, "stopped_by": stopped})
+def _runs(
+    learner: str, name: str, accs: list[float], budget: str = "5 ep", stopped: str = "epochs", config: str = ""
+) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "learner": learner,
+            "learner_name": name,
+            "config": config,
+            "task": "digits",
+            "seed": range(len(accs)),
+            "test_acc": accs,
+            "gap": 0.01,
+            "train_s": 1.0,
+            "flops": 1e9,
+            "samples": 1000.0,
+            "synops": math.nan,
+            "energy": math.nan,
+            "peak_mem": 2.0**20,
+            "grad_ratio": 1.0,
+            "alignment": 1.0,
+            "budget": budget,
+            "stopped_by": stopped,
+        }
+    )
 
 
 def test_welch_marks_and_missing_metrics_show_as_na() -> None:
@@ -81,7 +100,8 @@ def test_welch_marks_and_missing_metrics_show_as_na() -> None:
     summary = summarize_runs(runs)
     dfa = summary[summary["learner"] == "dfa"].iloc[0]
     assert dfa["p_vs_reference"] == pytest.approx(
-        stats.ttest_ind([0.80, 0.81, 0.79], [0.95, 0.96, 0.97], equal_var=False).pvalue, rel=1e-9)
+        stats.ttest_ind([0.80, 0.81, 0.79], [0.95, 0.96, 0.97], equal_var=False).pvalue, rel=1e-9
+    )
     assert dfa["p_vs_reference"] < 0.001 and dfa["reference"] == "backprop"
     text = render(summary, "text")
     dfa_line = next(line for line in text.splitlines() if line.startswith("dfa"))
@@ -98,8 +118,9 @@ LONG, BP, DFA = [0.96, 0.97, 0.98], [0.90, 0.91, 0.92], [0.80, 0.83, 0.79]
 
 
 def test_reference_is_one_label_never_pooled_with_another_label_of_the_same_learner() -> None:
-    runs = pd.concat([_runs("backprop", "backprop", BP), _runs("backprop_long", "backprop", LONG),
-                      _runs("dfa", "dfa", DFA)])
+    runs = pd.concat(
+        [_runs("backprop", "backprop", BP), _runs("backprop_long", "backprop", LONG), _runs("dfa", "dfa", DFA)]
+    )
     p = summarize_runs(runs).set_index("learner")["p_raw"]
     assert p["backprop_long"] == pytest.approx(_welch(LONG, BP), rel=1e-9)  # 0.0018, not the pooled 0.090
     assert p["backprop_long"] == pytest.approx(0.0018, abs=5e-5)
@@ -115,9 +136,13 @@ def test_reference_is_one_label_never_pooled_with_another_label_of_the_same_lear
 def test_reference_configuration_is_the_one_whose_grid_values_the_row_shares() -> None:
     ref = {"lr=0.01": [0.90, 0.91, 0.93], "lr=0.1": [0.70, 0.74, 0.71]}
     fa = {"lr=0.01": [0.85, 0.86, 0.84], "lr=0.1": [0.80, 0.78, 0.83]}
-    runs = pd.concat([*(_runs("backprop", "backprop", a, config=c) for c, a in ref.items()),
-                      *(_runs("fa", "fa", a, config=c) for c, a in fa.items()),
-                      _runs("dfa", "dfa", DFA, config="hidden=64")])
+    runs = pd.concat(
+        [
+            *(_runs("backprop", "backprop", a, config=c) for c, a in ref.items()),
+            *(_runs("fa", "fa", a, config=c) for c, a in fa.items()),
+            _runs("dfa", "dfa", DFA, config="hidden=64"),
+        ]
+    )
     summary = summarize_runs(runs).set_index(["learner", "config"])
     for config in ref:
         assert summary.loc[("fa", config), "p_raw"] == pytest.approx(_welch(fa[config], ref[config]))
@@ -125,7 +150,8 @@ def test_reference_configuration_is_the_one_whose_grid_values_the_row_shares() -
     assert math.isnan(summary.loc[("dfa", "hidden=64"), "p_raw"])  # no backprop config matches
     one = pd.concat([_runs("backprop", "backprop", BP), _runs("fa", "fa", fa["lr=0.1"], config="lr=0.1")])
     assert summarize_runs(one).set_index("learner").loc["fa", "p_raw"] == pytest.approx(
-        _welch(fa["lr=0.1"], BP))  # a reference that varies nothing matches every row
+        _welch(fa["lr=0.1"], BP)
+    )  # a reference that varies nothing matches every row
 
 
 def test_rows_compare_by_their_own_option_values_and_per_learner_references() -> None:
@@ -134,13 +160,20 @@ def test_rows_compare_by_their_own_option_values_and_per_learner_references() ->
     reference is compared with that partner, the others with backprop."""
     arch = {"arch=lenet": [0.90, 0.91, 0.89], "arch=mlp": [0.88, 0.87, 0.88]}
     pc, dtp, tanh = [0.86, 0.87, 0.85], [0.84, 0.85, 0.83], [0.87, 0.86, 0.88]
-    runs = pd.concat([*(_runs("backprop", "backprop", a, config=c).assign(values=json.dumps({"arch": c[5:]}))
-                        for c, a in arch.items()),
-                      _runs("pc", "pc", pc).assign(values=json.dumps({"arch": "mlp"})),
-                      _runs("backprop_tanh", "backprop", tanh).assign(values=json.dumps({"arch": "mlp"})),
-                      _runs("dtp", "dtp", dtp).assign(values=json.dumps({"arch": "mlp"}))])
-    summary = summarize_runs(runs, reference={"pc": "backprop", "dtp": "backprop_tanh",
-                                              "backprop_tanh": "backprop"}).set_index("learner")
+    runs = pd.concat(
+        [
+            *(
+                _runs("backprop", "backprop", a, config=c).assign(values=json.dumps({"arch": c[5:]}))
+                for c, a in arch.items()
+            ),
+            _runs("pc", "pc", pc).assign(values=json.dumps({"arch": "mlp"})),
+            _runs("backprop_tanh", "backprop", tanh).assign(values=json.dumps({"arch": "mlp"})),
+            _runs("dtp", "dtp", dtp).assign(values=json.dumps({"arch": "mlp"})),
+        ]
+    )
+    summary = summarize_runs(
+        runs, reference={"pc": "backprop", "dtp": "backprop_tanh", "backprop_tanh": "backprop"}
+    ).set_index("learner")
     assert summary.loc["pc", "p_raw"] == pytest.approx(_welch(pc, arch["arch=mlp"]))
     assert summary.loc["pc", "reference"] == "backprop (arch=mlp)"
     assert summary.loc["dtp", "p_raw"] == pytest.approx(_welch(dtp, tanh))
@@ -150,8 +183,10 @@ def test_rows_compare_by_their_own_option_values_and_per_learner_references() ->
 
 
 def test_per_learner_reference_key_is_validated_before_any_run() -> None:
-    raw = {"tasks": ["digits"], "learners": {"backprop": {}, "backprop_tanh": {"learner": "backprop"},
-                                             "fa": {"reference": "backprop_tanh"}}}
+    raw = {
+        "tasks": ["digits"],
+        "learners": {"backprop": {}, "backprop_tanh": {"learner": "backprop"}, "fa": {"reference": "backprop_tanh"}},
+    }
     assert study_references(raw) == {"backprop": "backprop", "backprop_tanh": "backprop", "fa": "backprop_tanh"}
     assert expand("ok", raw, learner_registry(), task_registry()).runs
     for bad in ("backprop_tnh", "fa"):
@@ -161,7 +196,9 @@ def test_per_learner_reference_key_is_validated_before_any_run() -> None:
 
 
 def test_a_configuration_whose_runs_all_failed_still_gets_a_row() -> None:
-    failed = pd.DataFrame([{"learner": "dfa", "config": "", "task": "digits", "learner_name": "dfa", "budget": "5 ep"}] * 2)
+    failed = pd.DataFrame(
+        [{"learner": "dfa", "config": "", "task": "digits", "learner_name": "dfa", "budget": "5 ep"}] * 2
+    )
     summary = summarize_runs(_runs("backprop", "backprop", [0.95, 0.96]), failed)
     line = next(line for line in render(summary, "text").splitlines() if line.startswith("dfa"))
     # n/a: every measure, p, diff, 4 times to target and reached
@@ -169,8 +206,12 @@ def test_a_configuration_whose_runs_all_failed_still_gets_a_row() -> None:
 
 
 def test_runs_stopped_by_different_limits_are_flagged() -> None:
-    runs = pd.concat([_runs("backprop", "backprop", [0.9, 0.91], "1e+10 FLOPs / 100 ep", "flops"),
-                      _runs("es", "es", [0.5, 0.52], "1e+10 FLOPs / 100 ep", "epochs")])
+    runs = pd.concat(
+        [
+            _runs("backprop", "backprop", [0.9, 0.91], "1e+10 FLOPs / 100 ep", "flops"),
+            _runs("es", "es", [0.5, 0.52], "1e+10 FLOPs / 100 ep", "epochs"),
+        ]
+    )
     text = render(summarize_runs(runs), "markdown")
     assert "digits†" in text and "stopped by different limits (epochs, flops)" in text
 
@@ -184,8 +225,13 @@ def test_budget_rejects_bad_limits() -> None:
 
 @pytest.mark.parametrize("limit, value", [("flops", 6e7), ("samples", 3000)])
 def test_compute_budget_ends_the_run_at_the_limit(limit: str, value: float) -> None:
-    raw = {"tasks": ["digits"], "model": {"hidden": [32]}, "budget": {"epochs": 100, limit: value},
-           "schedule": {"health_every": 10}, "learners": {"backprop": {"lr": 0.003}}}
+    raw = {
+        "tasks": ["digits"],
+        "model": {"hidden": [32]},
+        "budget": {"epochs": 100, limit: value},
+        "schedule": {"health_every": 10},
+        "learners": {"backprop": {"lr": 0.003}},
+    }
     spec = expand("budget", raw, learner_registry(), task_registry()).runs[0]
     result = run(spec, learner_registry(), task_registry(), torch.device("cpu"))
     rows = pd.DataFrame(result.rows)
@@ -216,16 +262,18 @@ def test_table_states_budgets_and_labels_unequal_study(unequal_study: Path, caps
     acc = {label: runs.loc[runs["learner"] == label, "test_acc"].tolist() for label in ("backprop", "backprop_long")}
     for row in csv.itertuples():  # 95% t-intervals and Welch's p recomputed with scipy from the runs
         values = acc[row.learner]
-        boot = stats.bootstrap((values,), np.mean, method="percentile", n_resamples=9999,
-                               rng=np.random.default_rng(0)).confidence_interval  # bounded: within [0, 1]
+        boot = stats.bootstrap(
+            (values,), np.mean, method="percentile", n_resamples=9999, rng=np.random.default_rng(0)
+        ).confidence_interval  # bounded: within [0, 1]
         assert (row.test_acc_low, row.test_acc_high) == (pytest.approx(boot.low), pytest.approx(boot.high))
     p = csv.set_index("learner")["p_vs_reference"]
     assert p["backprop_long"] == pytest.approx(_welch(acc["backprop_long"], acc["backprop"]), rel=1e-9)
     assert math.isnan(p["backprop"])
 
 
-def test_table_reference_option_and_study_reference_key(unequal_study: Path, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_table_reference_option_and_study_reference_key(
+    unequal_study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     runs = per_run(tidy(RunStore(unequal_study)))
     acc = {label: runs.loc[runs["learner"] == label, "test_acc"].tolist() for label in ("backprop", "backprop_long")}
     summary = summarize(RunStore(unequal_study), "backprop_long").set_index("learner")
@@ -239,7 +287,11 @@ def test_table_reference_option_and_study_reference_key(unequal_study: Path, tmp
     err = capsys.readouterr().err
     assert "reference = 'backprop_lng': not a learner label of this study; allowed: backprop, backprop_long" in err
     assert not (tmp_path / "out" / "runs").exists()
-    raw = {"reference": "backprop_long", "tasks": ["digits"], "learners": {"backprop": {}, "backprop_long": {"learner": "backprop"}}}
+    raw = {
+        "reference": "backprop_long",
+        "tasks": ["digits"],
+        "learners": {"backprop": {}, "backprop_long": {"learner": "backprop"}},
+    }
     assert expand("ok", raw, learner_registry(), task_registry()).runs
 
 
@@ -255,9 +307,15 @@ def test_latex_table_compiles_with_booktabs(unequal_study: Path, tmp_path: Path)
     (tmp_path / "table.tex").write_text(latex)
     (tmp_path / "doc.tex").write_text(
         "\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n\\begin{document}\n"
-        "\\resizebox{\\linewidth}{!}{\\input{table.tex}}\n\\end{document}\n")
-    proc = subprocess.run([pdflatex, "-halt-on-error", "-interaction=nonstopmode", "doc.tex"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+        "\\resizebox{\\linewidth}{!}{\\input{table.tex}}\n\\end{document}\n"
+    )
+    proc = subprocess.run(
+        [pdflatex, "-halt-on-error", "-interaction=nonstopmode", "doc.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
 
@@ -272,10 +330,16 @@ def test_builtin_study_states_its_claim_and_validates(study: str) -> None:
 
 
 def test_shrunken_vanishing_study_shows_the_vanishing_gradient(tmp_path: Path) -> None:
-    sets = ["seeds=1", "budget.epochs=1", "schedule.health_every=4", "model.hidden=[[32, 32], [32, 32, 32, 32, 32, 32]]",
-            'model.activation=["sigmoid", "relu"]']
-    assert main(["run", "vanishing", "--out", str(tmp_path), "--executor", "inline",
-                 *[f"--set={s}" for s in sets]]) == 0
+    sets = [
+        "seeds=1",
+        "budget.epochs=1",
+        "schedule.health_every=4",
+        "model.hidden=[[32, 32], [32, 32, 32, 32, 32, 32]]",
+        'model.activation=["sigmoid", "relu"]',
+    ]
+    assert (
+        main(["run", "vanishing", "--out", str(tmp_path), "--executor", "inline", *[f"--set={s}" for s in sets]]) == 0
+    )
     runs = per_run(tidy(RunStore(tmp_path))).set_index(["learner", "activation", "batchnorm", "depth"])
     ratio = runs["grad_ratio"]
     # backprop through sigmoid layers: the first layer's gradient shrinks by orders of magnitude with depth

@@ -1,4 +1,5 @@
 """The machine-wide task cache: used on the second load, rebuilt after corruption or a changed source."""
+
 from __future__ import annotations
 
 import subprocess
@@ -9,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from test_idx import fixture_set
 from bpbench.tasks import cache
+from bpbench.tasks.base import TaskParams
 from bpbench.tasks.digits import Digits
 from bpbench.tasks.idx import FashionMnist, IdxParams
-from bpbench.tasks.base import TaskParams
+from test_idx import fixture_set
 
 
 class CountingDigits(Digits):
@@ -27,8 +28,10 @@ class CountingDigits(Digits):
 
 
 def same(a, b) -> bool:  # type: ignore[no-untyped-def]
-    return a.info == b.info and all(torch.equal(getattr(a, s).x, getattr(b, s).x) and
-                                    torch.equal(getattr(a, s).y, getattr(b, s).y) for s in ("train", "val", "test"))
+    return a.info == b.info and all(
+        torch.equal(getattr(a, s).x, getattr(b, s).x) and torch.equal(getattr(a, s).y, getattr(b, s).y)
+        for s in ("train", "val", "test")
+    )
 
 
 @pytest.fixture
@@ -51,9 +54,11 @@ def test_second_load_reads_the_cache_and_equals_a_fresh_load(cache_root: Path) -
 
 def test_another_process_uses_the_entry(cache_root: Path) -> None:
     cache.load_cached(Digits(), TaskParams())
-    code = ("import bpbench.tasks.cache as c, bpbench.tasks.base as b; from bpbench.tasks.digits import Digits\n"
-            "Digits.raw = lambda self, p: exit('parsed again')\n"
-            "print(c.load_cached(Digits(), b.TaskParams()).train.x.shape)")
+    code = (
+        "import bpbench.tasks.cache as c, bpbench.tasks.base as b; from bpbench.tasks.digits import Digits\n"
+        "Digits.raw = lambda self, p: exit('parsed again')\n"
+        "print(c.load_cached(Digits(), b.TaskParams()).train.x.shape)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "torch.Size([1257, 1, 8, 8])" in out.stdout

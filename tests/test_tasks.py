@@ -1,4 +1,5 @@
 """Tasks: conformance, deterministic stratified disjoint splits, train-only normalization."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -94,13 +95,16 @@ def test_fsdd_length_fixing() -> None:
     assert resampled.shape == (9, 2) and resampled[0, 0] == 0 and resampled[-1, 0] == 8 and resampled[1, 0] == 1
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"test_fraction": 1.5}, "test_fraction = 1.5"),
-    ({"val_fraction": 0.5, "test_fraction": 0.5}, "val_fraction + test_fraction"),
-    ({"frames": 0}, "frames = 0"),
-    ({"length": "stretch"}, "'pad_trim' | 'resample'"),
-    ({"normalise": "unit"}, "unknown key 'normalise'"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"test_fraction": 1.5}, "test_fraction = 1.5"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, "val_fraction + test_fraction"),
+        ({"frames": 0}, "frames = 0"),
+        ({"length": "stretch"}, "'pad_trim' | 'resample'"),
+        ({"normalise": "unit"}, "unknown key 'normalise'"),
+    ],
+)
 def test_bad_task_params(raw: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("+", r"\+").replace("|", r"\|")):
         build(FsddParams, raw, "tasks.fsdd")

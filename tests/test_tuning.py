@@ -1,5 +1,6 @@
 """Tuned studies (issue 23): the protocol's run counts and seeds, selection on validation only, resume
 after a kill, two drivers on one folder, bad search spaces refused before any run, and EVP."""
+
 from __future__ import annotations
 
 import json
@@ -14,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+
+import bpbench
 from bpbench.experiments.front.cli import main
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.registry import learner_registry, task_registry
@@ -23,16 +26,17 @@ from bpbench.experiments.report.tuning import expected_max
 from bpbench.experiments.schedule.tuning import Group, distributions
 from bpbench.experiments.store.run_store import RunStore
 
-import bpbench
-
 REPO = Path(__file__).resolve().parent.parent
 LR = "{ low = 1e-4, high = 3e-2, log = true }"
 
 
-def tuned_toml(trials: int = 4, final_seeds: int = 2, learners: tuple[str, ...] = ("backprop", "fa"),
-               epochs: int = 1) -> str:
-    head = (f'tasks = ["digits"]\n[model]\nhidden = [16]\n[budget]\nepochs = {epochs}\n'
-            f'[tuning]\ntrials = {trials}\nsampler = "qmc"\nfinal_seeds = {final_seeds}\n')
+def tuned_toml(
+    trials: int = 4, final_seeds: int = 2, learners: tuple[str, ...] = ("backprop", "fa"), epochs: int = 1
+) -> str:
+    head = (
+        f'tasks = ["digits"]\n[model]\nhidden = [16]\n[budget]\nepochs = {epochs}\n'
+        f'[tuning]\ntrials = {trials}\nsampler = "qmc"\nfinal_seeds = {final_seeds}\n'
+    )
     return head + "".join(f"[learners.{name}]\n[learners.{name}.search]\nlr = {LR}\n" for name in learners)
 
 
@@ -46,8 +50,10 @@ def planned_trials(toml: Path, label: str) -> list[dict]:
     base = next(s for s in plan.runs if s.label == label)
     group = Group(base, plan.tuning.spaces[label], plan.tuning, learner_registry(), optuna.storages.InMemoryStorage())
     optuna.create_study(study_name=group.name, storage=group.storage, direction="maximize")
-    return [group.trial_spec(group.study(n).ask(fixed_distributions=distributions(group.space)))
-            for n in range(plan.tuning.trials)]
+    return [
+        group.trial_spec(group.study(n).ask(fixed_distributions=distributions(group.space)))
+        for n in range(plan.tuning.trials)
+    ]
 
 
 def test_protocol_runs_trials_then_final_seeds(tmp_path: Path) -> None:
@@ -83,10 +89,26 @@ def test_protocol_runs_trials_then_final_seeds(tmp_path: Path) -> None:
 
 
 def _fake_run(store: RunStore, spec, val: float, test: float) -> None:
-    rows = [{"run_id": spec.run_id, "epoch": 1, "step": 10, "split": split, "metric": "accuracy", "layer": "",
-             "value": value} for split, value in (("val", val), ("test", test), ("train", 0.5))]
-    meta = {"run_id": spec.run_id, "seed": spec.seed, "spec": spec.to_json(), "status": "ok", "error": None,
-            "summary": {"test_accuracy": test, "stopped_by": "epochs"}}
+    rows = [
+        {
+            "run_id": spec.run_id,
+            "epoch": 1,
+            "step": 10,
+            "split": split,
+            "metric": "accuracy",
+            "layer": "",
+            "value": value,
+        }
+        for split, value in (("val", val), ("test", test), ("train", 0.5))
+    ]
+    meta = {
+        "run_id": spec.run_id,
+        "seed": spec.seed,
+        "spec": spec.to_json(),
+        "status": "ok",
+        "error": None,
+        "summary": {"test_accuracy": test, "stopped_by": "epochs"},
+    }
     store.write(spec.run_id, rows, meta)
 
 
@@ -109,9 +131,15 @@ def test_selection_reads_validation_never_test(tmp_path: Path) -> None:
 
 def _driver(study: Path, out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "bpbench", "run", str(study), "--out", str(out), *extra],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bpbench", "run", str(study), "--out", str(out), *extra],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def test_killed_driver_resumes_without_repeating_trials(tmp_path: Path) -> None:
@@ -161,8 +189,9 @@ def test_trial_of_a_driver_killed_inside_its_ask_is_discarded(tmp_path: Path) ->
     optuna.create_study(study_name=group.name, storage=group.storage, direction="maximize").ask()  # no params
     results = bpbench.run(study, out=out, executor="inline", progress=False)
     assert len(results.ran) == 5 and len(results.tuning) == 4
-    states = [(t.state.name, bool(t.params)) for t in optuna.load_study(study_name=group.name,
-                                                                          storage=_storage(out)).trials]
+    states = [
+        (t.state.name, bool(t.params)) for t in optuna.load_study(study_name=group.name, storage=_storage(out)).trials
+    ]
     assert states == [("FAIL", False)] + [("COMPLETE", True)] * 4
 
 
@@ -176,8 +205,10 @@ def test_two_drivers_share_one_tuning_folder(tmp_path: Path) -> None:
     """Two drivers on one folder: every trial asked once and run once, the work split between them."""
     study, out = tmp_path / "t.toml", tmp_path / "out"
     study.write_text(tuned_toml(learners=("backprop", "fa"), final_seeds=1))
-    drivers = [_driver(study, out, "--executor", "inline"),
-               _driver(study, out, "--executor", "process", "--jobs", "1", "--threads", "1")]
+    drivers = [
+        _driver(study, out, "--executor", "inline"),
+        _driver(study, out, "--executor", "process", "--jobs", "1", "--threads", "1"),
+    ]
     executed = []
     for proc in drivers:
         stdout, stderr = proc.communicate(timeout=400)
@@ -193,28 +224,36 @@ def test_two_drivers_share_one_tuning_folder(tmp_path: Path) -> None:
 BAD = {
     "unknown option": ("[learners.fa.search]\nnot_an_option = [1, 2]\n", "has no option 'not_an_option'"),
     "empty range": ("[learners.fa.search]\nlr = { low = 0.01, high = 0.01 }\n", "empty or inverted range"),
-    "inverted range": ("[learners.fa.search]\nlr = { low = 0.1, high = 0.01, log = true }\n",
-                       "empty or inverted range"),
-    "option of another learner": ("[learners.fa.search]\ngamma = { low = 0.01, high = 0.5 }\n",
-                                  "learner 'fa' has no option 'gamma'"),
+    "inverted range": (
+        "[learners.fa.search]\nlr = { low = 0.1, high = 0.01, log = true }\n",
+        "empty or inverted range",
+    ),
+    "option of another learner": (
+        "[learners.fa.search]\ngamma = { low = 0.01, high = 0.5 }\n",
+        "learner 'fa' has no option 'gamma'",
+    ),
     "model option unknown": ("[learners.fa.search.model]\nwidth = [16, 32]\n", "the model has no option 'width'"),
     "empty choice": ("[learners.fa.search]\nbatch_size = []\n", "an empty choice"),
     "wrong type": ("[learners.fa.search]\nbatch_size = [16, 'big']\n", "batch_size[1] = 'big'"),
-    "grid larger than trials": ("[learners.fa.search]\nbatch_size = [16, 32, 64, 128, 256]\n",
-                                "a grid of 5 points is more than tuning.trials = 4"),
+    "grid larger than trials": (
+        "[learners.fa.search]\nbatch_size = [16, 32, 64, 128, 256]\n",
+        "a grid of 5 points is more than tuning.trials = 4",
+    ),
     "unknown tuning key": ("", "unknown key 'budget' in tuning"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_search_space_is_one_line_exit_2_before_any_run(case: str, tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_search_space_is_one_line_exit_2_before_any_run(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     snippet, expected = BAD[case]
     sampler = "grid" if case == "grid larger than trials" else "qmc"
     extra = "budget = 3\n" if case == "unknown tuning key" else ""
     study = tmp_path / "bad.toml"
-    study.write_text(f'tasks = ["digits"]\n[tuning]\ntrials = 4\nsampler = "{sampler}"\n{extra}'
-                     f"[learners.fa]\n{snippet}")
+    study.write_text(
+        f'tasks = ["digits"]\n[tuning]\ntrials = 4\nsampler = "{sampler}"\n{extra}[learners.fa]\n{snippet}'
+    )
     code = main(["run", str(study), "--out", str(tmp_path / "out"), "--executor", "inline"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and expected in err, err
@@ -246,10 +285,19 @@ def test_selection_scores_final_or_best_epoch(tmp_path: Path) -> None:
     study.write_text(tuned_toml(learners=("backprop",)))
     spec = planned_trials(study, "backprop")[0]
     store = RunStore(tmp_path / "out")
-    rows = [{"run_id": spec.run_id, "epoch": epoch, "step": 10 * epoch, "split": split, "metric": "accuracy",
-             "layer": "", "value": value}
-            for epoch, val, test in ((1, 0.70, 0.50), (2, 0.60, 0.80))
-            for split, value in (("val", val), ("test", test))]
+    rows = [
+        {
+            "run_id": spec.run_id,
+            "epoch": epoch,
+            "step": 10 * epoch,
+            "split": split,
+            "metric": "accuracy",
+            "layer": "",
+            "value": value,
+        }
+        for epoch, val, test in ((1, 0.70, 0.50), (2, 0.60, 0.80))
+        for split, value in (("val", val), ("test", test))
+    ]
     store.write(spec.run_id, rows, {"run_id": spec.run_id, "spec": spec.to_json(), "status": "ok"})
     assert val_score(store, spec.run_id, "val_accuracy") == 0.60
     assert val_score(store, spec.run_id, "best_val_accuracy") == 0.70

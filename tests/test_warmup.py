@@ -1,4 +1,5 @@
 """Worker warm-up (issue 14, goal 4): one-time imports happen before the first run, and change nothing."""
+
 from __future__ import annotations
 
 import os
@@ -10,10 +11,10 @@ import textwrap
 import numpy as np
 import torch
 
-from helpers import REPO
 from bpbench.experiments.run.warmup import warm_up
+from helpers import REPO
 
-FIRST_RUN = textwrap.dedent('''
+FIRST_RUN = textwrap.dedent("""
     import sys
     import torch
     from bpbench.experiments.plan.registry import learner_registry, task_registry
@@ -36,13 +37,14 @@ FIRST_RUN = textwrap.dedent('''
         new = sorted(m for m in set(sys.modules) - before if not m.startswith("encodings."))
         assert not new, f"{spec.learner}'s first run imported {new[:10]}"
     print("ok")
-''')
+""")
 
 
 def test_first_runs_import_nothing_after_the_warm_up() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", FIRST_RUN], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", FIRST_RUN], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
 
 

@@ -7,6 +7,7 @@
 
 The command line's ``run`` is this function plus printing.
 """
+
 from __future__ import annotations
 
 import time
@@ -14,16 +15,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bpbench.experiments.front.results import Results
 from bpbench.experiments.plan.config import ConfigError
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.plan.spec import RunSpec
+from bpbench.experiments.plan.study import Overrides, expand, load_study, study_references
 from bpbench.experiments.schedule.execute import Event, Outcome
 from bpbench.experiments.schedule.process_pool import make_executor
 from bpbench.experiments.schedule.progress import Progress
-from bpbench.experiments.plan.registry import learner_registry, task_registry
-from bpbench.experiments.front.results import Results
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.study_record import admit
-from bpbench.experiments.plan.spec import RunSpec
-from bpbench.experiments.plan.study import Overrides, expand, load_study, study_references
 
 
 def _count(name: str, value: Any) -> int:
@@ -32,8 +33,9 @@ def _count(name: str, value: Any) -> int:
     return value
 
 
-def trial_plan_of(study: str | Path | Mapping[str, Any], overrides: Overrides | None = None,
-                  name: str | None = None) -> str | None:
+def trial_plan_of(
+    study: str | Path | Mapping[str, Any], overrides: Overrides | None = None, name: str | None = None
+) -> str | None:
     """A tuned study's trial plan (validated as ``run`` validates it), without running anything;
     None for a study without tuning (``plan_runs`` lists its runs)."""
     plan = load_study(study, overrides, learner_registry(), task_registry(), name=name)
@@ -44,22 +46,36 @@ def trial_plan_of(study: str | Path | Mapping[str, Any], overrides: Overrides | 
     return "\n".join(trial_plan(plan.runs, plan.tuning, learner_registry()))
 
 
-def plan_runs(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
-              overrides: Overrides | None = None, name: str | None = None) -> tuple[Path, list[tuple[RunSpec, str]]]:
+def plan_runs(
+    study: str | Path | Mapping[str, Any],
+    *,
+    out: str | Path | None = None,
+    overrides: Overrides | None = None,
+    name: str | None = None,
+) -> tuple[Path, list[tuple[RunSpec, str]]]:
     """What ``run`` would do, without running or writing anything: (its results folder, each
     expanded run with its state there: "done", "failed" (would run again) or "to run")."""
     plan = load_study(study, overrides, learner_registry(), task_registry(), name=name)
     root = Path(out) if out is not None else Path("bpbench-out") / plan.name
     store = RunStore(root)
     states = {"ok": "done", "failed": "failed", None: "to run"}
-    return root, [(spec, states[store.status(spec.run_id) if store.runs_dir.is_dir() else None])
-                  for spec in plan.runs]
+    return root, [(spec, states[store.status(spec.run_id) if store.runs_dir.is_dir() else None]) for spec in plan.runs]
 
 
-def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None, overrides: Overrides | None = None,
-        jobs: int = 0, threads: int = 0, device: str = "auto", executor: str = "process",
-        address: str | None = None, progress: bool = True, name: str | None = None,
-        extend: bool = False) -> Results:
+def run(
+    study: str | Path | Mapping[str, Any],
+    *,
+    out: str | Path | None = None,
+    overrides: Overrides | None = None,
+    jobs: int = 0,
+    threads: int = 0,
+    device: str = "auto",
+    executor: str = "process",
+    address: str | None = None,
+    progress: bool = True,
+    name: str | None = None,
+    extend: bool = False,
+) -> Results:
     """Run a study and return its ``Results``; runs already complete in ``out`` are skipped.
 
     study: a built-in study name (``bpbench list``), a path to a TOML study file, or a dict
@@ -88,10 +104,18 @@ def run(study: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
     store = RunStore(root)
     linked = [str(store.run_dir(s.run_id)) for s in plan.runs if store.linked(s.run_id)]
     if linked or (root / "claims").is_symlink():
-        raise ConfigError(f"{(linked or [str(root / 'claims')])[0]} is a symbolic link: bpbench writes only inside "
-                          f"{str(root)!r}; remove it and run again")
-    admit(store, plan.name, plan.raw, plan.runs, extend,
-          lambda recorded: expand(plan.name, recorded, learner_registry(), task_registry()).runs)
+        raise ConfigError(
+            f"{(linked or [str(root / 'claims')])[0]} is a symbolic link: bpbench writes only inside "
+            f"{str(root)!r}; remove it and run again"
+        )
+    admit(
+        store,
+        plan.name,
+        plan.raw,
+        plan.runs,
+        extend,
+        lambda recorded: expand(plan.name, recorded, learner_registry(), task_registry()).runs,
+    )
     todo = [s for s in plan.runs if store.status(s.run_id) != "ok"]
     show = Progress(todo, skipped=len(plan.runs) - len(todo)) if progress and plan.tuning is None else None
     elsewhere = 0

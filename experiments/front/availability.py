@@ -19,6 +19,7 @@ The file is ``CACHE/plugins-<hash of interpreter and sys.path>.json`` (CACHE: ``
 ``$XDG_CACHE_HOME/bpbench``, else ``~/.cache/bpbench``, as for the task cache);
 ``BPBENCH_CACHE=off`` turns it off. An unreadable or unwritable file only means importing again.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -67,8 +68,9 @@ def _entry_points(groups: tuple[str, ...]) -> list[list[Any]]:
     for group in groups:
         for ep in entry_points(group=group):
             dist = ep.dist
-            out.append([group, ep.name, ep.value, dist.metadata["Name"] if dist else None,
-                        dist.version if dist else None])
+            out.append(
+                [group, ep.name, ep.value, dist.metadata["Name"] if dist else None, dist.version if dist else None]
+            )
     return sorted(out, key=lambda e: (e[0], e[1], e[2]))
 
 
@@ -78,8 +80,14 @@ SHELL_BOOKKEEPING = ("_", "OLDPWD", "PWD", "SHLVL")  # set by the shell for ever
 def _key(groups: tuple[str, ...]) -> dict[str, Any]:
     env = sorted((k, v) for k, v in os.environ.items() if k not in SHELL_BOOKKEEPING)
     path = [p or os.getcwd() for p in sys.path]  # "" (python -c, the REPL): the current folder
-    return {"format": FORMAT, "executable": sys.executable, "version": sys.version, "path": path,
-            "environment": hashlib.sha256(json.dumps(env).encode()).hexdigest(), "entry_points": _entry_points(groups)}
+    return {
+        "format": FORMAT,
+        "executable": sys.executable,
+        "version": sys.version,
+        "path": path,
+        "environment": hashlib.sha256(json.dumps(env).encode()).hexdigest(),
+        "entry_points": _entry_points(groups),
+    }
 
 
 def _stat(path: str) -> list[int] | None:
@@ -114,8 +122,9 @@ def _package_folders(module: object) -> list[str]:
 
 
 def _unchanged(cached: dict[str, Any]) -> bool:
-    return (all(_stat(path) == stat for path, stat in cached["files"].items())
-            and all(((s := _stat(path)) and s[0]) == mtime for path, mtime in cached["folders"].items()))
+    return all(_stat(path) == stat for path, stat in cached["files"].items()) and all(
+        ((s := _stat(path)) and s[0]) == mtime for path, mtime in cached["folders"].items()
+    )
 
 
 def _discover(groups: tuple[str, ...]) -> dict[str, list[Status]]:
@@ -124,9 +133,16 @@ def _discover(groups: tuple[str, ...]) -> dict[str, list[Status]]:
     out = {}
     for group in groups:
         registry = Registry.discover(group, group)
-        out[group] = [Status(e.name, e.target, e.distribution, e.version,
-                             e.error or (task_problem(e.obj) if group == TASK_GROUP else None))
-                      for _, e in sorted(registry.entries.items())]
+        out[group] = [
+            Status(
+                e.name,
+                e.target,
+                e.distribution,
+                e.version,
+                e.error or (task_problem(e.obj) if group == TASK_GROUP else None),
+            )
+            for _, e in sorted(registry.entries.items())
+        ]
     return out
 
 
@@ -157,8 +173,12 @@ def plugin_status(groups: tuple[str, ...]) -> dict[str, list[Status]]:
     status = _discover(groups)
     if path is not None:
         files, folders = _watched()
-        record = {"key": key, "files": files, "folders": folders,
-                  "status": {g: [asdict(s) for s in entries] for g, entries in status.items()}}
+        record = {
+            "key": key,
+            "files": files,
+            "folders": folders,
+            "status": {g: [asdict(s) for s in entries] for g, entries in status.items()},
+        }
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

@@ -5,6 +5,7 @@ A thin layer over the Python API (``bpbench.run``, ``bpbench.load``, ``Results``
 what is allowed, and exits with code 2 before any run starts. Heavy modules (torch, pandas)
 are imported by the commands that need them, so ``bpbench --help`` stays fast.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,8 @@ TABLE_FORMATS = ("text", "markdown", "latex", "html", "csv")  # = experiments.ta
 
 def cmd_list(args: argparse.Namespace) -> int:
     from bpbench.experiments.front.availability import plugin_status
-    from bpbench.experiments.plan.registry import LEARNER_GROUP, TASK_GROUP
     from bpbench.experiments.plan.builtin import builtin_studies, read_toml
+    from bpbench.experiments.plan.registry import LEARNER_GROUP, TASK_GROUP
 
     status = plugin_status((LEARNER_GROUP, TASK_GROUP))
     width = max((len(e.target) for entries in status.values() for e in entries), default=0)
@@ -53,19 +54,33 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(trials)
             return 0
         return _dry_run(plan_runs(args.study, out=args.out, overrides=args.set or []))
-    results = run(args.study, out=args.out, overrides=args.set or [], jobs=args.jobs, threads=args.threads,
-                  device=args.device, executor=args.executor, address=args.address, progress=True,
-                  extend=args.extend)
+    results = run(
+        args.study,
+        out=args.out,
+        overrides=args.set or [],
+        jobs=args.jobs,
+        threads=args.threads,
+        device=args.device,
+        executor=args.executor,
+        address=args.address,
+        progress=True,
+        extend=args.extend,
+    )
     failed = sum(outcome.status != "ok" for outcome in results.ran)
     print(results.table("text"))
     elsewhere = f"; {results.elsewhere} finished by another driver" if results.elsewhere else ""
-    print(f"\n{len(results.ran)} run(s) in {results.wall_seconds:.1f} s wall ({failed} failed){elsewhere}; "
-          f"results in {results.out}")
+    print(
+        f"\n{len(results.ran)} run(s) in {results.wall_seconds:.1f} s wall ({failed} failed){elsewhere}; "
+        f"results in {results.out}"
+    )
     standing = results.standing()
     if standing["failed"] or standing["missing"]:  # whoever ran them: this driver, another, or none yet
-        print(f"study incomplete: {len(standing['ok'])} of {len(results.planned)} run(s) ok, "
-              f"{len(standing['failed'])} failed, {len(standing['missing'])} missing (not stored; "
-              "run the study again to run them)", file=sys.stderr)
+        print(
+            f"study incomplete: {len(standing['ok'])} of {len(results.planned)} run(s) ok, "
+            f"{len(standing['failed'])} failed, {len(standing['missing'])} missing (not stored; "
+            "run the study again to run them)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -77,8 +92,10 @@ def _dry_run(planned: tuple[Path, list[tuple[Any, str]]]) -> int:
     print(f"{len(runs)} run(s) into {root}: {todo} to run, {len(runs) - todo} done (dry run: nothing runs)")
     for spec, state in runs:
         config = varied_text(spec)
-        print(f"  {spec.run_id}  {state:<7} {spec.label}{f' ({config})' if config else ''} on {spec.task_label}, "
-              f"seed {spec.seed_index}, timeout {spec.timeout:g} s")
+        print(
+            f"  {spec.run_id}  {state:<7} {spec.label}{f' ({config})' if config else ''} on {spec.task_label}, "
+            f"seed {spec.seed_index}, timeout {spec.timeout:g} s"
+        )
     return 0
 
 
@@ -101,18 +118,28 @@ def cmd_check(args: argparse.Namespace) -> int:
         elif len(path) == 1:
             params[path[0]] = value
         else:
-            raise ConfigError(f"--set {assignment!r}: expected a learner option (lr=0.01) or a model option "
-                              "(model.hidden=[])")
+            raise ConfigError(
+                f"--set {assignment!r}: expected a learner option (lr=0.01) or a model option (model.hidden=[])"
+            )
     model = params.pop("model", None)
     try:
-        meta = check(args.learner, args.task, learner_registry(), task_registry(), samples=args.samples,
-                     params=params, model=model)
+        meta = check(
+            args.learner,
+            args.task,
+            learner_registry(),
+            task_registry(),
+            samples=args.samples,
+            params=params,
+            model=model,
+        )
     except ConformanceError as exc:
         print(f"bpbench: {args.learner} does not conform: {exc}", file=sys.stderr)
         return 1
     summary = meta["summary"]
-    print(f"{args.learner}: conforms to the Learner interface on {args.task}; a 1-epoch run on {args.samples} "
-          f"samples through the runner took {summary['steps']} step(s), test accuracy {summary['test_accuracy']:.3f}")
+    print(
+        f"{args.learner}: conforms to the Learner interface on {args.task}; a 1-epoch run on {args.samples} "
+        f"samples through the runner took {summary['steps']} step(s), test accuracy {summary['test_accuracy']:.3f}"
+    )
     for metric, reason in sorted(meta.get("unmeasured", {}).items()):
         print(f"  n/a {metric}: {reason}")
     return 0
@@ -150,13 +177,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from bpbench.experiments.store.compact import compact
     from bpbench.experiments.front.results import results_folder
+    from bpbench.experiments.store.compact import compact
 
     done = compact(results_folder(args.dir))
-    print(f"compacted {args.dir}: {done.moved} run(s) moved into {Path(args.dir) / 'dataset'}"
-          + (f", {done.already} folder(s) already there removed" if done.already else "")
-          + (f"; {len(done.left)} left in runs/" if done.left else ""))
+    print(
+        f"compacted {args.dir}: {done.moved} run(s) moved into {Path(args.dir) / 'dataset'}"
+        + (f", {done.already} folder(s) already there removed" if done.already else "")
+        + (f"; {len(done.left)} left in runs/" if done.left else "")
+    )
     for run_id, reason in sorted(done.left.items()):
         print(f"  left {run_id}: {reason}")
     return 0
@@ -166,7 +195,7 @@ def cmd_new(args: argparse.Namespace) -> int:
     from bpbench.experiments.front.scaffold import new_package
 
     folder = new_package(args.kind, args.name, Path(args.dir) if args.dir else None)
-    print(f"wrote a {args.kind} plugin package in {folder}; next: pip install -e \"{folder}[test]\" && pytest {folder}")
+    print(f'wrote a {args.kind} plugin package in {folder}; next: pip install -e "{folder}[test]" && pytest {folder}')
     return 0
 
 
@@ -191,43 +220,82 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default: bpbench-out/STUDY)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a study value, e.g. budget.epochs=2")
     r.add_argument("--jobs", type=_positive, default=0, help="worker processes (default: one per core)")
-    r.add_argument("--threads", type=_positive, default=0,
-                   help="torch threads per run (default 1: timings measure the learner, not thread contention)")
-    r.add_argument("--extend", action="store_true",
-                   help="the --out folder holds this study with another definition: add its new grid points or "
-                        "seeds (never a changed budget or option of a recorded run)")
-    r.add_argument("--dry-run", action="store_true",
-                   help="print the expanded runs and their state (a tuned study: its trial plan); run nothing")
+    r.add_argument(
+        "--threads",
+        type=_positive,
+        default=0,
+        help="torch threads per run (default 1: timings measure the learner, not thread contention)",
+    )
+    r.add_argument(
+        "--extend",
+        action="store_true",
+        help="the --out folder holds this study with another definition: add its new grid points or "
+        "seeds (never a changed budget or option of a recorded run)",
+    )
+    r.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the expanded runs and their state (a tuned study: its trial plan); run nothing",
+    )
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    r.add_argument("--executor", default="process",
-                   help="process (default): local worker processes; inline: in this process; ray: Ray tasks")
+    r.add_argument(
+        "--executor",
+        default="process",
+        help="process (default): local worker processes; inline: in this process; ray: Ray tasks",
+    )
     r.add_argument("--address", help="ray executor: the Ray cluster to join (HOST:PORT or auto; default: a local Ray)")
     r.set_defaults(fn=cmd_run)
-    c = sub.add_parser("check", help="check a learner against the interface contract, then run it for 1 epoch "
-                                     "on a slice of the task through the runner")
+    c = sub.add_parser(
+        "check",
+        help="check a learner against the interface contract, then run it for 1 epoch "
+        "on a slice of the task through the runner",
+    )
     c.add_argument("learner")
     c.add_argument("--task", default="digits")
     c.add_argument("--samples", type=_positive, default=256, help="training samples of the check run (default 256)")
-    c.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="a learner option (lr=0.01) or model option (model.hidden=[]); default model: hidden = [32]")
+    c.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a learner option (lr=0.01) or model option (model.hidden=[]); default model: hidden = [32]",
+    )
     c.set_defaults(fn=cmd_check)
     t = sub.add_parser("table", help="summary table of a results folder")
     t.add_argument("dir")
     t.add_argument("--format", choices=TABLE_FORMATS, default="text")
-    t.add_argument("--reference", metavar="LABEL",
-                   help="learner label the p-values compare against (default: the one the study names, else backprop)")
-    t.add_argument("--tuning", action="store_true", help="a tuned study: every trial (configuration, validation "
-                                                         "accuracy, rank) instead of the final runs")
-    t.add_argument("--p", choices=("holm", "raw"), default="holm",
-                   help="p-values Holm-adjusted over the table's comparisons (default) or raw")
-    t.add_argument("--columns", metavar="KEY,...",
-                   help="columns to print, e.g. learner,task,test_acc,diff,p,flops,ttt_flops,reached "
-                        "(default: all; LaTeX: a page-wide set)")
-    t.add_argument("--score", action="store_true",
-                   help="one row per learner: performance-profile area, average ranks, Friedman test, "
-                        "IQM of normalized accuracy")
-    t.add_argument("--measure", choices=("flops", "seconds", "epochs", "samples"), default="flops",
-                   help="--score: the time-to-target measure of the performance profile (default flops)")
+    t.add_argument(
+        "--reference",
+        metavar="LABEL",
+        help="learner label the p-values compare against (default: the one the study names, else backprop)",
+    )
+    t.add_argument(
+        "--tuning",
+        action="store_true",
+        help="a tuned study: every trial (configuration, validation accuracy, rank) instead of the final runs",
+    )
+    t.add_argument(
+        "--p",
+        choices=("holm", "raw"),
+        default="holm",
+        help="p-values Holm-adjusted over the table's comparisons (default) or raw",
+    )
+    t.add_argument(
+        "--columns",
+        metavar="KEY,...",
+        help="columns to print, e.g. learner,task,test_acc,diff,p,flops,ttt_flops,reached "
+        "(default: all; LaTeX: a page-wide set)",
+    )
+    t.add_argument(
+        "--score",
+        action="store_true",
+        help="one row per learner: performance-profile area, average ranks, Friedman test, IQM of normalized accuracy",
+    )
+    t.add_argument(
+        "--measure",
+        choices=("flops", "seconds", "epochs", "samples"),
+        default="flops",
+        help="--score: the time-to-target measure of the performance profile (default flops)",
+    )
     t.set_defaults(fn=cmd_table)
     f = sub.add_parser("plot", help="paper figures (PDF and PNG) of a results folder")
     f.add_argument("dir")
@@ -237,8 +305,11 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("dir")
     h.add_argument("--out", help="HTML file (default: DIR/report.html)")
     h.set_defaults(fn=cmd_report)
-    k = sub.add_parser("compact", help="merge the run folders of a results folder into one partitioned parquet "
-                                       "dataset (safe while a study writes to it)")
+    k = sub.add_parser(
+        "compact",
+        help="merge the run folders of a results folder into one partitioned parquet "
+        "dataset (safe while a study writes to it)",
+    )
     k.add_argument("dir")
     k.set_defaults(fn=cmd_compact)
     n = sub.add_parser("new", help="write a ready plugin package (learner or task) with its tests")
@@ -264,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"bpbench: error: {exc}", file=sys.stderr)
                 return 2
             except OSError as exc:  # read-only folder, disk full, permission, a refused symlink, Ray unreachable
-                where = f" ({exc.filename})" if getattr(exc, "filename", None) and str(exc.filename) not in str(exc) \
-                    else ""
+                where = (
+                    f" ({exc.filename})" if getattr(exc, "filename", None) and str(exc.filename) not in str(exc) else ""
+                )
                 print(f"bpbench: error: {exc}{where}", file=sys.stderr)
                 return 2
     finally:  # after the recording context has ended, so a warning shown here is not recorded again

@@ -4,6 +4,7 @@
 Everything is read from the folder when asked for, so a folder that another process is
 still filling shows the runs finished so far; the folder itself stays the record.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,15 +16,28 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from bpbench.experiments.plan.config import ConfigError
+from bpbench.experiments.report.table import check_columns, reference_of, render, summarize, tidy
 from bpbench.experiments.store.describe import public, varied_label
 from bpbench.experiments.store.run_store import RunStore
-from bpbench.experiments.report.table import check_columns, reference_of, render, summarize, tidy
 
 if TYPE_CHECKING:
     from bpbench.experiments.schedule.execute import Outcome  # torch: only for the annotation
 
-SUMMARY_COLUMNS = ["run_id", "label", "configuration", "learner", "task", "task_label", "seed", "status", "error",
-                   "test_accuracy", "train_seconds", "train_flops", "stopped_by"]
+SUMMARY_COLUMNS = [
+    "run_id",
+    "label",
+    "configuration",
+    "learner",
+    "task",
+    "task_label",
+    "seed",
+    "status",
+    "error",
+    "test_accuracy",
+    "train_seconds",
+    "train_flops",
+    "stopped_by",
+]
 
 
 def results_folder(out: str | Path) -> Path:
@@ -86,9 +100,15 @@ class Results:
         for meta in self.store.iter_metas():
             spec, summary = meta["spec"], meta.get("summary", {})
             row: dict[str, Any] = {
-                "run_id": meta["run_id"], "label": spec["label"], "configuration": varied_label(spec),
-                "learner": spec["learner"], "task": spec["task"], "task_label": spec["task_label"],
-                "seed": spec["seed_index"], "status": meta["status"], "error": meta.get("error"),
+                "run_id": meta["run_id"],
+                "label": spec["label"],
+                "configuration": varied_label(spec),
+                "learner": spec["learner"],
+                "task": spec["task"],
+                "task_label": spec["task_label"],
+                "seed": spec["seed_index"],
+                "status": meta["status"],
+                "error": meta.get("error"),
             }
             row.update({k: summary.get(k, math.nan) for k in SUMMARY_COLUMNS[9:]})
             row.update({k: v for k, v in sorted(summary.items()) if k not in row})
@@ -118,8 +138,14 @@ class Results:
 
         return trials(self.store)
 
-    def table(self, format: str = "text", reference: str | None = None, p: str = "holm",
-              columns: list[str] | None = None, tuning: bool = False) -> str:
+    def table(
+        self,
+        format: str = "text",
+        reference: str | None = None,
+        p: str = "holm",
+        columns: list[str] | None = None,
+        tuning: bool = False,
+    ) -> str:
         """The summary table, exactly as ``bpbench table OUT --format FORMAT [--reference LABEL]
         [--p holm|raw] [--columns KEY,...] [--tuning]`` prints it: text | markdown | latex | html | csv;
         p-values against the learner label ``reference`` (default: ``self.reference``),
@@ -148,8 +174,10 @@ class Results:
         if reference is not None:
             labels = sorted({m["spec"]["label"] for m in self.store.iter_metas()})
             if reference not in labels:
-                raise ConfigError(f"--reference {reference!r}: no run in {str(self.out)!r} has that learner label; "
-                                  f"allowed: {', '.join(labels)}")
+                raise ConfigError(
+                    f"--reference {reference!r}: no run in {str(self.out)!r} has that learner label; "
+                    f"allowed: {', '.join(labels)}"
+                )
 
     def plot(self, out: str | Path | None = None) -> tuple[list[Path], dict[str, str]]:
         """Draw every figure the results support as PDF and PNG into ``out`` (default

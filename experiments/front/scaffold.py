@@ -13,6 +13,7 @@ The package (default folder ./NAME)::
 with ``learners/backprop.py`` (same weights step by step) and stubs every optional hook of
 ``learners/base.py``.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,17 +27,21 @@ from bpbench.experiments.plan.registry import LEARNER_GROUP, TASK_GROUP, find_pr
 KINDS = {"learner": LEARNER_GROUP, "task": TASK_GROUP}
 USAGE = {
     "learner": "    [learners.${name}]\n"
-               "    optimizer = \"sgd\"   # or \"adam\"; with lr, momentum, weight_decay, batch_size\n"
-               "    lr = 0.05",
+    '    optimizer = "sgd"   # or "adam"; with lr, momentum, weight_decay, batch_size\n'
+    "    lr = 0.05",
     "task": "    [tasks.${name}]\n    noise = 1.0",
 }
 
 
 def _files(kind: str) -> dict[str, str]:
     """Output path (a Template) -> template file name."""
-    return {"pyproject.toml": "pyproject.toml.tmpl", "README.md": "README.md.tmpl",
-            "${package}/__init__.py": "init.py.tmpl", "${package}/${name}.py": f"{kind}.py.tmpl",
-            "tests/test_${name}.py": f"test_{kind}.py.tmpl"}
+    return {
+        "pyproject.toml": "pyproject.toml.tmpl",
+        "README.md": "README.md.tmpl",
+        "${package}/__init__.py": "init.py.tmpl",
+        "${package}/${name}.py": f"{kind}.py.tmpl",
+        "tests/test_${name}.py": f"test_{kind}.py.tmpl",
+    }
 
 
 def template_values(kind: str, name: str) -> dict[str, str]:
@@ -44,16 +49,25 @@ def template_values(kind: str, name: str) -> dict[str, str]:
     if kind not in KINDS:
         raise ConfigError(f"kind = {kind!r}: allowed: {', '.join(KINDS)}")
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-        raise ConfigError(f"name = {name!r}: expected a lowercase Python identifier such as my_rule "
-                          "(letters, digits, underscores; starting with a letter)")
+        raise ConfigError(
+            f"name = {name!r}: expected a lowercase Python identifier such as my_rule "
+            "(letters, digits, underscores; starting with a letter)"
+        )
     taken = find_provider(KINDS[kind], name)
     if taken["target"] is not None:
-        raise ConfigError(f"{kind} {name!r} is already registered (by {taken['distribution']}: {taken['target']}); "
-                          "choose another name")
-    values = {"kind": kind, "name": name, "group": KINDS[kind], "package": f"bpbench_{name}",
-              "distribution": "bpbench-" + name.replace("_", "-"),
-              "class_name": "".join(part.capitalize() for part in name.split("_") if part),
-              "description": f"The {name} {kind} for bpbench."}
+        raise ConfigError(
+            f"{kind} {name!r} is already registered (by {taken['distribution']}: {taken['target']}); "
+            "choose another name"
+        )
+    values = {
+        "kind": kind,
+        "name": name,
+        "group": KINDS[kind],
+        "package": f"bpbench_{name}",
+        "distribution": "bpbench-" + name.replace("_", "-"),
+        "class_name": "".join(part.capitalize() for part in name.split("_") if part),
+        "description": f"The {name} {kind} for bpbench.",
+    }
     values["usage"] = Template(USAGE[kind]).substitute(values)
     return values
 

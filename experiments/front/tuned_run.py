@@ -1,4 +1,5 @@
 """A tuned study's runs with progress per round (``bpbench run`` and ``bpbench.run`` of a study with [tuning])."""
+
 from __future__ import annotations
 
 import sys
@@ -14,8 +15,9 @@ from bpbench.experiments.schedule.tuning import run_tuned
 from bpbench.experiments.store.run_store import RunStore
 
 
-def run_tuned_study(plan: Study, store: RunStore, executor: Any, on_event: Callable[[Event], None],
-                    progress: bool) -> tuple[list[Outcome], list[str]]:
+def run_tuned_study(
+    plan: Study, store: RunStore, executor: Any, on_event: Callable[[Event], None], progress: bool
+) -> tuple[list[Outcome], list[str]]:
     """Run ``plan``'s tuning protocol through ``executor``; progress (stderr) shows each round's runs.
     Returns (the outcomes of the runs this driver ran, the run ids of every run the protocol asked
     for: the study's runs, whichever driver ran them)."""

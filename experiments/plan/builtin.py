@@ -1,4 +1,5 @@
 """Where study files are and how they are read: no torch, so ``bpbench list`` stays fast."""
+
 from __future__ import annotations
 
 import tomllib
@@ -21,7 +22,9 @@ def read_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"study file {path}: invalid TOML: {exc}") from exc
     except RecursionError as exc:
-        raise ConfigError(f"study file {path}: nested too deeply to read (tables or arrays within each other "
-                          "thousands of levels deep)") from exc
+        raise ConfigError(
+            f"study file {path}: nested too deeply to read (tables or arrays within each other "
+            "thousands of levels deep)"
+        ) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"study file {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc

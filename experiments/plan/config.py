@@ -5,6 +5,7 @@ Every configurable thing is a frozen dataclass with type hints and defaults (a l
 keys and types before any run starts, then the values' declared checks (``learners.params``:
 ranges, finite floats, choices); ``grid`` expands lists into a Cartesian product.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +14,6 @@ import types
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from bpbench.learners.params import check_params
-
 
 
 class ConfigError(ValueError):

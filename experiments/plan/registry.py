@@ -5,6 +5,7 @@ one that fails to import (a missing optional dependency, say) gives an entry mar
 unavailable with the reason, instead of a crash; asking to *use* it raises that reason.
 Each entry names the distribution (installed package) that provides it, with its version.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

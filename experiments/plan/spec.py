@@ -6,6 +6,7 @@ derived from the study seed, the task (with its options) and the seed index: eve
 learner on a task with seed index k sees the same data order and, where the model
 matches, the same initial weights (paired comparisons).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,8 +43,11 @@ class Budget:
 
     def reached(self, seconds: float, samples: int, flops: int) -> str | None:
         """The first limit that ``seconds``/``samples``/``flops`` of training reach, else None."""
-        for name, limit, used in (("max_seconds", self.max_seconds, seconds), ("samples", self.samples, samples),
-                                  ("flops", self.flops, flops)):
+        for name, limit, used in (
+            ("max_seconds", self.max_seconds, seconds),
+            ("samples", self.samples, samples),
+            ("flops", self.flops, flops),
+        ):
             if limit is not None and used >= limit:
                 return name
         return None
@@ -108,14 +112,23 @@ class RunSpec:
     study: str = field(default="", compare=False)  # the study that planned it, for compacted results (not hashed)
     # a tuned study's run: {"phase": "tuning" | "final", "trial": N, "sampler": ...} (hashed when set)
     tuning: dict[str, Any] | None = None
-    timeout: float = field(default=DEFAULT_TIMEOUT_S, compare=False)  # wall-clock seconds before it is killed (not hashed)
+    timeout: float = field(
+        default=DEFAULT_TIMEOUT_S, compare=False
+    )  # wall-clock seconds before it is killed (not hashed)
 
     def canonical(self) -> dict[str, Any]:
         out = {
-            "learner": self.learner, "label": self.label, "params": self.params,
-            "task": self.task, "task_label": self.task_label, "task_params": self.task_params,
-            "model": self.model, "budget": self.budget, "schedule": self.schedule,
-            "seed_index": self.seed_index, "study_seed": self.study_seed,
+            "learner": self.learner,
+            "label": self.label,
+            "params": self.params,
+            "task": self.task,
+            "task_label": self.task_label,
+            "task_params": self.task_params,
+            "model": self.model,
+            "budget": self.budget,
+            "schedule": self.schedule,
+            "seed_index": self.seed_index,
+            "study_seed": self.study_seed,
         }
         if self.tuning is not None:  # plain runs keep the ids they always had
             out["tuning"] = self.tuning
@@ -128,8 +141,12 @@ class RunSpec:
     @property
     def seed(self) -> int:
         """63-bit seed from (study seed, task, task options, seed index)."""
-        key = {"study_seed": self.study_seed, "task": self.task, "task_params": self.task_params,
-               "seed_index": self.seed_index}
+        key = {
+            "study_seed": self.study_seed,
+            "task": self.task,
+            "task_params": self.task_params,
+            "seed_index": self.seed_index,
+        }
         return int(digest(key)[:15], 16)
 
     def describe(self) -> str:
@@ -142,5 +159,11 @@ class RunSpec:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunSpec:
-        return cls(**{**data, "varied": tuple(data.get("varied", ())), "study": data.get("study", ""),
-                      "timeout": data.get("timeout", DEFAULT_TIMEOUT_S)})
+        return cls(
+            **{
+                **data,
+                "varied": tuple(data.get("varied", ())),
+                "study": data.get("study", ""),
+                "timeout": data.get("timeout", DEFAULT_TIMEOUT_S),
+            }
+        )

@@ -22,23 +22,36 @@ starts. Layout (every table optional except ``tasks`` and ``learners``)::
 
 Built-in studies live in ``experiments/studies/NAME.toml`` and run by name.
 """
+
 from __future__ import annotations
 
 import copy
 import tomllib
-from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bpbench.experiments.plan.builtin import builtin_studies, read_toml
 from bpbench.experiments.plan.config import ConfigError, build, grid, to_plain
 from bpbench.experiments.plan.registry import Registry, UnknownNameError
 from bpbench.experiments.plan.spec import Budget, RunSpec, Schedule, run_timeout
-from bpbench.experiments.plan.builtin import builtin_studies, read_toml
 from bpbench.experiments.plan.tuning import TuningPlan, tuning_plan
 
-TOP_KEYS = ("description", "seeds", "study_seed", "reference", "seeds_resample_split", "targets", "tasks", "model",
-            "budget", "schedule", "learners", "tuning")
+TOP_KEYS = (
+    "description",
+    "seeds",
+    "study_seed",
+    "reference",
+    "seeds_resample_split",
+    "targets",
+    "tasks",
+    "model",
+    "budget",
+    "schedule",
+    "learners",
+    "tuning",
+)
 REFERENCE_LABEL = "backprop"  # the learner label Welch's test compares against unless `reference` names another
 LEARNER_SECTION_KEYS = ("learner", "model", "budget", "tasks", "reference", "search")
 
@@ -61,7 +74,9 @@ def locate(name_or_path: str) -> tuple[str, Path]:
         if not path.is_file():
             raise ConfigError(f"study file {name_or_path!r} does not exist")
         return path.stem, path
-    raise ConfigError(f"unknown study {name_or_path!r}; built-in studies: {', '.join(sorted(builtins))}, or a path to a .toml file")
+    raise ConfigError(
+        f"unknown study {name_or_path!r}; built-in studies: {', '.join(sorted(builtins))}, or a path to a .toml file"
+    )
 
 
 def parse_set(assignment: str) -> tuple[list[str], Any]:
@@ -98,8 +113,9 @@ def parse_overrides(overrides: Overrides | None) -> list[tuple[str, list[str], A
             out.append((f"override {key!r}", path, value))
         return out
     if isinstance(overrides, str) or not all(isinstance(a, str) for a in overrides):
-        raise ConfigError(f"overrides = {overrides!r}: expected a dict {{'budget.epochs': 2}} "
-                          "or a list of 'KEY=VALUE' strings")
+        raise ConfigError(
+            f"overrides = {overrides!r}: expected a dict {{'budget.epochs': 2}} or a list of 'KEY=VALUE' strings"
+        )
     return [(f"--set {a!r}", *parse_set(a)) for a in overrides]
 
 
@@ -123,7 +139,11 @@ def _seed_indices(value: Any) -> list[int]:
         if value <= 0:
             raise ConfigError(f"seeds = {value}: must be a positive count or a list of seed indices")
         return list(range(value))
-    if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+    ):
         return list(value)
     raise ConfigError(f"seeds = {value!r}: expected a positive count or a non-empty list of non-negative integers")
 
@@ -160,12 +180,15 @@ def study_references(raw: dict[str, Any]) -> dict[str, str]:
     """
     default, tables = study_reference(raw), raw.get("learners", {})
     out = {}
-    for label, table in (tables.items() if isinstance(tables, dict) else ()):
+    for label, table in tables.items() if isinstance(tables, dict) else ():
         ref = table.get("reference", default) if isinstance(table, dict) else default
         if "reference" in (table if isinstance(table, dict) else {}) and (
-                not isinstance(ref, str) or ref not in tables or ref == label):
-            raise ConfigError(f"learners.{label}.reference = {ref!r}: must be another learner label of this study; "
-                              f"allowed: {', '.join(sorted(set(tables) - {label}))}")
+            not isinstance(ref, str) or ref not in tables or ref == label
+        ):
+            raise ConfigError(
+                f"learners.{label}.reference = {ref!r}: must be another learner label of this study; "
+                f"allowed: {', '.join(sorted(set(tables) - {label}))}"
+            )
         out[label] = ref
     return out
 
@@ -173,6 +196,7 @@ def study_references(raw: dict[str, Any]) -> dict[str, str]:
 def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) -> Study:
     """Validate a study table and expand it into runs; raises ConfigError on any bad value."""
     from bpbench.learners.models import ModelSpec  # torch: here, so reading results (tables) never loads it
+
     unknown = sorted(set(raw) - set(TOP_KEYS))
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in study {name}; allowed: {', '.join(TOP_KEYS)}")
@@ -214,7 +238,11 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
             task_points.append((label, task_name, params, axes, task_cls))
 
     learner_tables = raw["learners"]
-    if not isinstance(learner_tables, dict) or not learner_tables or not all(isinstance(v, dict) for v in learner_tables.values()):
+    if (
+        not isinstance(learner_tables, dict)
+        or not learner_tables
+        or not all(isinstance(v, dict) for v in learner_tables.values())
+    ):
         raise ConfigError(f"learners = {learner_tables!r}: expected tables, e.g. [learners.backprop]")
     study_references(raw)  # every reference names a label of this study
     runs: list[RunSpec] = []
@@ -230,8 +258,10 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
         only = table.pop("tasks", None)  # optional: run this learner only on these study task labels
         known = {t[0] for t in task_points} | set(tasks.names())  # (a --set of the study's tasks may drop some)
         if only is not None and (not isinstance(only, list) or not only or any(t not in known for t in only)):
-            raise ConfigError(f"learners.{label}.tasks = {only!r}: expected a non-empty list of task labels; "
-                              f"allowed: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"learners.{label}.tasks = {only!r}: expected a non-empty list of task labels; "
+                f"allowed: {', '.join(sorted(known))}"
+            )
         model_raw = {**raw.get("model", {}), **table.pop("model", {})}
         budget_raw = {**raw.get("budget", {}), **table.pop("budget", {})}
         budget = to_plain(build(Budget, budget_raw, f"learners.{label}.budget"))
@@ -245,8 +275,10 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
         varied += [f"params.{k}" for k in table if len({repr(p[k]) for p in param_points}) > 1]
         grids = varied + [axis for point in task_points for axis in point[3]]
         if tuned and grids:
-            raise ConfigError(f"learners.{label}: a tuned study has no grids ({grids[0]} "
-                              "is a list); give choices in [learners.{label}.search] instead")
+            raise ConfigError(
+                f"learners.{label}: a tuned study has no grids ({grids[0]} "
+                "is a list); give choices in [learners.{label}.search] instead"
+            )
         if tuned:
             varied = [k if k.startswith("model.") else f"params.{k}" for k in tuned.spaces[label]]
         for model_point in model_points:
@@ -267,14 +299,26 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
                             f"({task_cls.modality}): allowed only on image tasks; use arch = 'mlp'"
                         )
                     for seed_index in seeds:
-                        runs.append(RunSpec(
-                            learner=learner_name, label=label, params=params, task=task_name, task_label=task_label,
-                            task_params=_seed_split(task_params, seed_index, task_label) if resample else task_params,
-                            model=to_plain(model),
-                            budget=budget, schedule=schedule, seed_index=seed_index,
-                            study_seed=study_seed, varied=tuple(varied + task_axes), study=name,
-                            timeout=limit,
-                        ))
+                        runs.append(
+                            RunSpec(
+                                learner=learner_name,
+                                label=label,
+                                params=params,
+                                task=task_name,
+                                task_label=task_label,
+                                task_params=_seed_split(task_params, seed_index, task_label)
+                                if resample
+                                else task_params,
+                                model=to_plain(model),
+                                budget=budget,
+                                schedule=schedule,
+                                seed_index=seed_index,
+                                study_seed=study_seed,
+                                varied=tuple(varied + task_axes),
+                                study=name,
+                                timeout=limit,
+                            )
+                        )
     if len({s.run_id for s in runs}) != len(runs):
         raise ConfigError(f"study {name} expands to duplicate runs; make each learner/task entry distinct")
     return Study(name, raw, runs, tuned)
@@ -283,8 +327,10 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
 def _seed_split(task_params: dict[str, Any], seed_index: int, task_label: str) -> dict[str, Any]:
     """``task_params`` with its own split for this seed: split_seed + seed index."""
     if "split_seed" not in task_params:
-        raise ConfigError(f"seeds_resample_split = true: task {task_label!r} has no split_seed option to vary; "
-                          "allowed only for tasks whose parameters have split_seed")
+        raise ConfigError(
+            f"seeds_resample_split = true: task {task_label!r} has no split_seed option to vary; "
+            "allowed only for tasks whose parameters have split_seed"
+        )
     return {**task_params, "split_seed": task_params["split_seed"] + seed_index}
 
 
@@ -292,8 +338,9 @@ def _check_targets(targets: Any, tasks: Any) -> None:
     """A ConfigError unless ``targets`` maps the study's task labels to accuracies in (0, 1]."""
     labels = sorted(_task_tables(tasks))
     if not isinstance(targets, dict):
-        raise ConfigError(f"targets = {targets!r}: expected a table of task label = accuracy, "
-                          "e.g. [targets] digits = 0.95")
+        raise ConfigError(
+            f"targets = {targets!r}: expected a table of task label = accuracy, e.g. [targets] digits = 0.95"
+        )
     for task, value in targets.items():
         if task not in labels:
             raise ConfigError(f"targets.{task}: not a task label of this study; allowed: {', '.join(map(str, labels))}")
@@ -301,8 +348,13 @@ def _check_targets(targets: Any, tasks: Any) -> None:
             raise ConfigError(f"targets.{task} = {value!r}: expected a validation accuracy in (0, 1]")
 
 
-def load_study(source: str | Path | Mapping[str, Any], sets: Overrides | None, learners: Registry, tasks: Registry,
-               name: str | None = None) -> Study:
+def load_study(
+    source: str | Path | Mapping[str, Any],
+    sets: Overrides | None,
+    learners: Registry,
+    tasks: Registry,
+    name: str | None = None,
+) -> Study:
     """Locate, read, override and expand a study (all validation happens here).
 
     ``source``: a built-in study name, a path to a TOML file, or a dict with the TOML

@@ -18,6 +18,7 @@
 indices ``TUNING_SEED_BASE + trial`` (trial k of every learner sees the same data order); final
 runs take 0..final_seeds-1, so the two never overlap and the finals pair with the reference's.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -120,8 +121,12 @@ def _range(value: dict[str, Any], tp: Any, where: str) -> Range:
     if log and low <= 0:
         raise ConfigError(f"{where}: a log range needs low > 0 (got low = {low!r})")
     if step is not None:
-        if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0 or (tp is int and
-                                                                                          not isinstance(step, int)):
+        if (
+            isinstance(step, bool)
+            or not isinstance(step, (int, float))
+            or step <= 0
+            or (tp is int and not isinstance(step, int))
+        ):
             raise ConfigError(f"{where}.step = {step!r}: expected a positive {tp.__name__}")
         if log:
             raise ConfigError(f"{where}: step and log = true cannot be combined; allowed: one of them")
@@ -138,8 +143,9 @@ def _dimension(value: Any, tp: Any, where: str) -> Dimension:
         for i, v in enumerate(value):
             coerce(v, tp, f"{where}[{i}]")
         return Choice(tuple(value))
-    raise ConfigError(f"{where} = {value!r}: expected a range {{ low = .., high = .., log = true }} or a list of "
-                      "choices")
+    raise ConfigError(
+        f"{where} = {value!r}: expected a range {{ low = .., high = .., log = true }} or a list of choices"
+    )
 
 
 def parse_space(label: str, table: Any, params_cls: type, model_cls: type) -> Space:
@@ -153,12 +159,15 @@ def parse_space(label: str, table: Any, params_cls: type, model_cls: type) -> Sp
         if key == "model" and isinstance(value, dict):
             for name, sub in value.items():
                 if name not in model:
-                    raise ConfigError(f"{where}.model.{name}: the model has no option {name!r}; "
-                                      f"allowed: {', '.join(sorted(model))}")
+                    raise ConfigError(
+                        f"{where}.model.{name}: the model has no option {name!r}; allowed: {', '.join(sorted(model))}"
+                    )
                 space[f"model.{name}"] = _dimension(sub, model[name], f"{where}.model.{name}")
         elif key not in params:
-            raise ConfigError(f"{where}.{key}: learner {label!r} has no option {key!r}; "
-                              f"allowed: {', '.join(sorted(params))} (and model.*)")
+            raise ConfigError(
+                f"{where}.{key}: learner {label!r} has no option {key!r}; "
+                f"allowed: {', '.join(sorted(params))} (and model.*)"
+            )
         else:
             space[key] = _dimension(value, params[key], f"{where}.{key}")
     return space
@@ -170,8 +179,10 @@ def grid_points(space: Space, where: str) -> int:
     for name, dim in space.items():
         n = len(dim.values) if isinstance(dim, Choice) else dim.points()
         if n is None:
-            raise ConfigError(f"{where}.{name}: a grid sampler needs a list or a range with step; "
-                              "allowed: sampler = qmc | random | tpe for a continuous range")
+            raise ConfigError(
+                f"{where}.{name}: a grid sampler needs a list or a range with step; "
+                "allowed: sampler = qmc | random | tpe for a continuous range"
+            )
         total *= n
     return total
 
@@ -186,8 +197,10 @@ def tuning_plan(raw: dict[str, Any], learners: Registry) -> TuningPlan | None:
     searched = [label for label, t in tables.items() if isinstance(t, dict) and "search" in t]
     if "tuning" not in raw:
         if searched:
-            raise ConfigError(f"learners.{searched[0]}.search: a search space needs a [tuning] table "
-                              "(trials, sampler, seed, select, final_seeds)")
+            raise ConfigError(
+                f"learners.{searched[0]}.search: a search space needs a [tuning] table "
+                "(trials, sampler, seed, select, final_seeds)"
+            )
         return None
     block = raw["tuning"]
     if not isinstance(block, dict):
@@ -196,8 +209,9 @@ def tuning_plan(raw: dict[str, Any], learners: Registry) -> TuningPlan | None:
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in tuning; allowed: {', '.join(TUNING_KEYS)}")
     if "seeds" in raw:
-        raise ConfigError(f"seeds = {raw['seeds']!r}: a tuned study sets its seeds with tuning.final_seeds; "
-                          "remove seeds")
+        raise ConfigError(
+            f"seeds = {raw['seeds']!r}: a tuned study sets its seeds with tuning.final_seeds; remove seeds"
+        )
     trials = _int(block.get("trials", 16), "tuning.trials", 1, MAX_TRIALS)
     sampler = block.get("sampler", "qmc")
     if sampler not in SAMPLERS:
@@ -219,8 +233,10 @@ def tuning_plan(raw: dict[str, Any], learners: Registry) -> TuningPlan | None:
         if sampler == "grid" and spaces[label]:
             points = grid_points(spaces[label], f"learners.{label}.search")
             if points > trials:
-                raise ConfigError(f"learners.{label}.search: a grid of {points} points is more than "
-                                  f"tuning.trials = {trials}; allowed: at most {trials} points")
+                raise ConfigError(
+                    f"learners.{label}.search: a grid of {points} points is more than "
+                    f"tuning.trials = {trials}; allowed: at most {trials} points"
+                )
     return TuningPlan(trials, sampler, seed, select, final_seeds, spaces)
 
 
@@ -229,8 +245,9 @@ def rounded(value: Any) -> Any:
     return float(f"{value:.3g}") if isinstance(value, float) else value
 
 
-def configure(base: RunSpec, values: dict[str, Any], learners: Registry, seed_index: int,
-              tuning: dict[str, Any]) -> RunSpec:
+def configure(
+    base: RunSpec, values: dict[str, Any], learners: Registry, seed_index: int, tuning: dict[str, Any]
+) -> RunSpec:
     """``base`` with the drawn ``values`` ("lr", "model.hidden", ...), rebuilt and checked like a study's runs.
 
     Raises ConfigError when the combination is refused (by the learner's Params or check_model).
@@ -247,8 +264,9 @@ def configure(base: RunSpec, values: dict[str, Any], learners: Registry, seed_in
         cls.check_model(built_model, built)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
-    return dataclasses.replace(base, params=to_plain(built), model=to_plain(built_model), seed_index=seed_index,
-                               tuning=tuning)
+    return dataclasses.replace(
+        base, params=to_plain(built), model=to_plain(built_model), seed_index=seed_index, tuning=tuning
+    )
 
 
 __all__ = [

@@ -9,6 +9,7 @@ per learner (learning curves, alignment) picks it by final *validation* accuracy
 accuracy is only reported. A figure whose data the table does not hold raises ``NoData``
 saying what is missing. ``save_all`` writes PDF and PNG.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,6 +34,7 @@ FIGURE_METRICS = (*run_measures.METRICS, *STEP_METRICS)
 PANEL = (3.2, 2.6)  # inches per panel: a paper column holds one or two
 ACCURACY_LABEL = "test accuracy (fraction)"
 Color = tuple[float, float, float]
+
 
 class NoData(ValueError):
     """The tidy table lacks what a figure needs (the message says what)."""
@@ -154,20 +156,32 @@ def _best_config(data: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
     blind = means[(counts > 1) & means["val_acc"].isna()]
     if not blind.empty:
         row = blind.iloc[0]
-        raise NoData(f"best configuration: {row['learner']} ({row['config']}) on {row['task']} has no validation "
-                     "accuracy to choose by")
+        raise NoData(
+            f"best configuration: {row['learner']} ({row['config']}) on {row['task']} has no validation "
+            "accuracy to choose by"
+        )
     best = means.loc[means.fillna({"val_acc": -math.inf}).groupby(["learner", "task"])["val_acc"].idxmax()]
     keep = data.merge(best[["learner", "task", "config"]], on=["learner", "task", "config"])
     return keep, len(means) > len(best)
 
 
-def _legend(fig: Figure, colors: dict[str, Color], labels: Iterable[str], title: str = "learner",
-            markers: dict[str, str] | None = None, texts: dict[str, str] | None = None) -> None:
+def _legend(
+    fig: Figure,
+    colors: dict[str, Color],
+    labels: Iterable[str],
+    title: str = "learner",
+    markers: dict[str, str] | None = None,
+    texts: dict[str, str] | None = None,
+) -> None:
     from matplotlib.lines import Line2D
 
     shown = [label for label in colors if label in set(labels)]
-    handles = [Line2D([], [], color=colors[label], marker=(markers or {}).get(label, "o"),
-                      label=(texts or {}).get(label, label)) for label in shown]
+    handles = [
+        Line2D(
+            [], [], color=colors[label], marker=(markers or {}).get(label, "o"), label=(texts or {}).get(label, label)
+        )
+        for label in shown
+    ]
     fig.legend(handles=handles, loc="outside right upper", title=title, frameon=False)
 
 
@@ -205,16 +219,23 @@ def learning_curves(data: pd.DataFrame, x: str = "epoch") -> Figure:
         for ax, task in zip(axes, tasks):
             for learner, line in curves[curves["task"] == task].groupby("learner", sort=False):
                 stats = np.array([bounded_interval(v) for v in line["values"]])
-                ax.plot(line["x"], stats[:, 0], color=colors[learner], marker=markers[learner], markersize=3,
-                        linewidth=1.2)
+                ax.plot(
+                    line["x"], stats[:, 0], color=colors[learner], marker=markers[learner], markersize=3, linewidth=1.2
+                )
                 ax.fill_between(line["x"], stats[:, 1], stats[:, 2], color=colors[learner], alpha=0.2, linewidth=0)
             ax.set(title=task, ylabel=ACCURACY_LABEL)
             if log:
                 _x_scale(ax, curves.loc[curves["task"] == task, "x"], xlabel, engineering=metric == "train_flops")
             else:
                 ax.set_xlabel(xlabel)
-        _legend(fig, colors, curves["learner"], "learner\n(best val. config)" if picked else "learner", markers,
-                _chosen_labels(chosen, data))
+        _legend(
+            fig,
+            colors,
+            curves["learner"],
+            "learner\n(best val. config)" if picked else "learner",
+            markers,
+            _chosen_labels(chosen, data),
+        )
     return fig
 
 
@@ -226,8 +247,9 @@ def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
     blind = points[points["val"].isna()]
     if not blind.empty:
         row = blind.iloc[0]
-        raise NoData(f"Pareto front: {row['learner']} ({row['config']}) on {row['task']} has no validation "
-                     "accuracy to choose by")
+        raise NoData(
+            f"Pareto front: {row['learner']} ({row['config']}) on {row['task']} has no validation accuracy to choose by"
+        )
     ordered = points.sort_values(["flops", "val"], ascending=[True, False], kind="stable")
     return ordered[ordered["val"] > ordered["val"].cummax().shift(fill_value=-math.inf)]
 
@@ -242,8 +264,19 @@ def accuracy_vs_compute(data: pd.DataFrame) -> Figure:
     _require(data, "train_flops", "accuracy vs compute")
     runs = per_run(data)
     groups = runs.groupby(["learner", "config", "task"], sort=False)
-    points = pd.DataFrame([{"learner": k[0], "config": k[1], "task": k[2], "flops": g["flops"].mean(),
-                            "val": g["val_acc"].mean(), "acc": bounded_interval(g["test_acc"])} for k, g in groups])
+    points = pd.DataFrame(
+        [
+            {
+                "learner": k[0],
+                "config": k[1],
+                "task": k[2],
+                "flops": g["flops"].mean(),
+                "val": g["val_acc"].mean(),
+                "acc": bounded_interval(g["test_acc"]),
+            }
+            for k, g in groups
+        ]
+    )
     tasks = sorted(points["task"].unique())
     with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
         fig, axes = _figure(len(tasks))
@@ -252,13 +285,27 @@ def accuracy_vs_compute(data: pd.DataFrame) -> Figure:
             for row in mine.itertuples():
                 mean, low, high = row.acc
                 err = None if math.isnan(low) else [[mean - low], [high - mean]]
-                ax.errorbar(row.flops, mean, yerr=err, color=colors[row.learner], marker=markers[row.learner],
-                            markersize=5, capsize=2)
+                ax.errorbar(
+                    row.flops,
+                    mean,
+                    yerr=err,
+                    color=colors[row.learner],
+                    marker=markers[row.learner],
+                    markersize=5,
+                    capsize=2,
+                )
             _label_configs(ax, mine)
             front = pareto_front(mine.dropna(subset=["flops"]))
             if not front.empty:
-                ax.step(front["flops"], [acc[0] for acc in front["acc"]], where="post", color="0.5", linewidth=0.8,
-                        zorder=0, label="_front")
+                ax.step(
+                    front["flops"],
+                    [acc[0] for acc in front["acc"]],
+                    where="post",
+                    color="0.5",
+                    linewidth=0.8,
+                    zorder=0,
+                    label="_front",
+                )
             ax.set(title=task, ylabel=ACCURACY_LABEL)
             _x_scale(ax, mine["flops"], "training FLOPs", engineering=True)
         _legend(fig, colors, points["learner"], markers=markers)
@@ -274,12 +321,23 @@ def _label_configs(ax: object, points: pd.DataFrame) -> None:
     for _, mine in points.groupby("learner", sort=False):
         if 2 <= len(mine) <= LABELLED_CONFIGS:
             for row, text in zip(mine.itertuples(), _distinguishing(list(mine["config"]))):
-                ax.annotate(text, (row.flops, row.acc[0]),  # type: ignore[attr-defined]
-                            textcoords="offset points", xytext=(4, 3), fontsize="xx-small", color="0.25")
+                ax.annotate(
+                    text,
+                    (row.flops, row.acc[0]),  # type: ignore[attr-defined]
+                    textcoords="offset points",
+                    xytext=(4, 3),
+                    fontsize="xx-small",
+                    color="0.25",
+                )
 
 
-def grad_norm_heatmap(data: pd.DataFrame, learner: str, task: str | None = None,
-                      configs: list[str] | None = None, run_id: str | None = None) -> Figure:
+def grad_norm_heatmap(
+    data: pd.DataFrame,
+    learner: str,
+    task: str | None = None,
+    configs: list[str] | None = None,
+    run_id: str | None = None,
+) -> Figure:
     """Per-layer update-signal norm over training (log10, mean over seeds), one panel per config.
 
     ``run_id`` picks one run instead; otherwise all seeds of ``learner`` on ``task`` (default:
@@ -309,13 +367,24 @@ def grad_norm_heatmap(data: pd.DataFrame, learner: str, task: str | None = None,
             untrained = sorted(set(rows.loc[rows["untrained"], "layer"]))
             rows = rows[~rows["untrained"]]
             layers = list(dict.fromkeys(rows["layer"]))  # recorded in forward order
-            grid = rows.pivot_table(index="layer", columns="step", values="log_norm", aggfunc="mean",
-                                    dropna=False).reindex(layers)
-            sns.heatmap(grid, ax=ax, cmap="viridis", cbar_kws={"label": "log10 update-signal norm"},
-                        xticklabels=max(1, grid.shape[1] // 6), mask=grid.isna(), **scale)
+            grid = rows.pivot_table(
+                index="layer", columns="step", values="log_norm", aggfunc="mean", dropna=False
+            ).reindex(layers)
+            sns.heatmap(
+                grid,
+                ax=ax,
+                cmap="viridis",
+                cbar_kws={"label": "log10 update-signal norm"},
+                xticklabels=max(1, grid.shape[1] // 6),
+                mask=grid.isna(),
+                **scale,
+            )
             left_out = f"\nnot trained (norm 0), left out: {', '.join(untrained)}" if untrained else ""
-            ax.set(title=f"{learner} on {task}" + (f"\n{title}" if title else "") + left_out,
-                   xlabel="training step", ylabel="layer (input to output)")
+            ax.set(
+                title=f"{learner} on {task}" + (f"\n{title}" if title else "") + left_out,
+                xlabel="training step",
+                ylabel="layer (input to output)",
+            )
     return fig
 
 
@@ -378,9 +447,16 @@ def alignment_over_training(data: pd.DataFrame, task: str | None = None) -> Figu
                     ax.set(title=f"{titles.get(learner, learner)} on {task}", ylabel=ylabel)
                     ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", va="center")
                     continue
-                sns.lineplot(mine, x="step", y="value", hue="layer",
-                             palette=sns.color_palette("viridis", mine["layer"].nunique()),
-                             errorbar=_ci, ax=ax, linewidth=1)
+                sns.lineplot(
+                    mine,
+                    x="step",
+                    y="value",
+                    hue="layer",
+                    palette=sns.color_palette("viridis", mine["layer"].nunique()),
+                    errorbar=_ci,
+                    ax=ax,
+                    linewidth=1,
+                )
                 for y in guides:
                     ax.axhline(y, color="0.5", linewidth=0.6)
                 ax.set(title=f"{titles.get(learner, learner)} on {task}", xlabel="training step", ylabel=ylabel)
@@ -412,9 +488,21 @@ def lr_sensitivity(data: pd.DataFrame, param: str = "lr") -> Figure:
     with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
         fig, axes = _figure(len(tasks))
         for ax, task in zip(axes, tasks):
-            sns.lineplot(runs[runs["task"] == task], x=param, y="test_acc", hue="learner", palette=colors,
-                         hue_order=[l for l in colors if l in set(runs["learner"])], errorbar=_ci_bounded,
-                         err_style="bars", style="learner", markers=markers, dashes=False, ax=ax, legend=False)
+            sns.lineplot(
+                runs[runs["task"] == task],
+                x=param,
+                y="test_acc",
+                hue="learner",
+                palette=colors,
+                hue_order=[l for l in colors if l in set(runs["learner"])],
+                errorbar=_ci_bounded,
+                err_style="bars",
+                style="learner",
+                markers=markers,
+                dashes=False,
+                ax=ax,
+                legend=False,
+            )
             ax.set(title=task, ylabel=ACCURACY_LABEL)
             _x_scale(ax, runs.loc[runs["task"] == task, param], PARAM_LABELS[param])
         _legend(fig, colors, runs["learner"], markers=markers)
@@ -440,16 +528,34 @@ def against_depth(data: pd.DataFrame, measure: str = "grad_ratio") -> Figure:
     depths = runs.groupby("learner")["depth"].nunique()
     runs = runs[runs["learner"].isin(depths[depths > 1].index)]
     panels = list(runs.groupby(["task", "batchnorm"]).groups)
-    styles = {"hue_order": [l for l in colors if l in set(runs["learner"])],
-              "style_order": sorted(runs["activation"].unique())}  # the same marks in every panel
+    styles = {
+        "hue_order": [l for l in colors if l in set(runs["learner"])],
+        "style_order": sorted(runs["activation"].unique()),
+    }  # the same marks in every panel
     with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
         fig, axes = _figure(len(panels), ncols=min(2, len(panels)))
         for i, (ax, (task, bn)) in enumerate(zip(axes, panels)):
             mine = runs[(runs["task"] == task) & (runs["batchnorm"] == bn)]
-            sns.lineplot(mine, x="depth", y=measure, hue="learner", style="activation", palette=colors,
-                         errorbar=_ci, err_style="bars", markers=True, ax=ax, legend=i == 0, **styles)
-            ax.set(title=f"{task}, batch norm {'on' if bn else 'off'}", xlabel="hidden layers",
-                   ylabel=ylabel, yscale="log" if log else "linear")
+            sns.lineplot(
+                mine,
+                x="depth",
+                y=measure,
+                hue="learner",
+                style="activation",
+                palette=colors,
+                errorbar=_ci,
+                err_style="bars",
+                markers=True,
+                ax=ax,
+                legend=i == 0,
+                **styles,
+            )
+            ax.set(
+                title=f"{task}, batch norm {'on' if bn else 'off'}",
+                xlabel="hidden layers",
+                ylabel=ylabel,
+                yscale="log" if log else "linear",
+            )
             _quiet_minor_ticks(ax)
         handles, labels = axes[0].get_legend_handles_labels()
         axes[0].get_legend().remove()
@@ -467,16 +573,27 @@ def generalization_gap(data: pd.DataFrame) -> Figure:
     with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
         fig, axes = _figure(len(tasks))
         for ax, task in zip(axes, tasks):
-            sns.barplot(runs[runs["task"] == task], x="dropout", y="gap", hue="learner", palette=colors,
-                        hue_order=[l for l in colors if l in set(runs["learner"])], errorbar=_ci, ax=ax, legend=False)
+            sns.barplot(
+                runs[runs["task"] == task],
+                x="dropout",
+                y="gap",
+                hue="learner",
+                palette=colors,
+                hue_order=[l for l in colors if l in set(runs["learner"])],
+                errorbar=_ci,
+                ax=ax,
+                legend=False,
+            )
             ax.set(title=task, xlabel="dropout probability", ylabel="train - test accuracy (fraction)")
         _legend(fig, colors, runs["learner"], markers=markers)
     return fig
 
 
 Builder = tuple[str, Callable[[], Figure]]  # (caption, function drawing the figure)
-BEST = (" A learner with several configurations is shown at the one with the highest mean final validation "
-        "accuracy; test accuracy plays no part in the choice.")
+BEST = (
+    " A learner with several configurations is shown at the one with the highest mean final validation "
+    "accuracy; test accuracy plays no part in the choice."
+)
 
 
 def standard_figures(data: pd.DataFrame) -> dict[str, Builder]:
@@ -486,44 +603,59 @@ def standard_figures(data: pd.DataFrame) -> dict[str, Builder]:
         return {}
     figures: dict[str, Builder] = {
         "curves_epochs": (f"Test accuracy against training epochs.{BEST}", lambda: learning_curves(data, "epoch")),
-        "curves_seconds": (f"Test accuracy against training wall time.{BEST}",
-                           lambda: learning_curves(data, "seconds")),
+        "curves_seconds": (
+            f"Test accuracy against training wall time.{BEST}",
+            lambda: learning_curves(data, "seconds"),
+        ),
         "curves_flops": (f"Test accuracy against training FLOPs.{BEST}", lambda: learning_curves(data, "flops")),
-        "accuracy_vs_flops": ("Final test accuracy against training FLOPs; gray: the Pareto front chosen on "
-                              "validation accuracy (no cheaper configuration has a higher mean validation "
-                              "accuracy), drawn at the chosen configurations' test accuracy.",
-                              lambda: accuracy_vs_compute(data)),
+        "accuracy_vs_flops": (
+            "Final test accuracy against training FLOPs; gray: the Pareto front chosen on "
+            "validation accuracy (no cheaper configuration has a higher mean validation "
+            "accuracy), drawn at the chosen configurations' test accuracy.",
+            lambda: accuracy_vs_compute(data),
+        ),
         "lr_sensitivity": ("Final test accuracy against the learning rate.", lambda: lr_sensitivity(data, "lr")),
         "sigma_sensitivity": ("Final test accuracy against the ES noise sigma.", lambda: lr_sensitivity(data, "sigma")),
-        "grad_ratio_vs_depth": ("First/last-layer gradient-norm ratio against depth.",
-                                lambda: against_depth(data, "grad_ratio")),
+        "grad_ratio_vs_depth": (
+            "First/last-layer gradient-norm ratio against depth.",
+            lambda: against_depth(data, "grad_ratio"),
+        ),
         "accuracy_vs_depth": ("Final test accuracy against depth.", lambda: against_depth(data, "test_acc")),
         "generalization_gap": ("Train-test accuracy gap with and without dropout.", lambda: generalization_gap(data)),
     }
     from bpbench.experiments.report import score_figures  # it draws with this module's colors
 
     figures |= {
-        "val_vs_flops_target": ("Validation accuracy against training FLOPs; dashed: each task's target (time to "
-                                f"target).{BEST}", lambda: score_figures.target_curves(data)),
-        "performance_profile": ("Performance profiles (Dolan & More 2002): the fraction of tasks on which a "
-                                "learner's median FLOPs to target is within tau x the fastest learner's; legend: "
-                                f"area over tau in [1, 4], divided by 3.{BEST}",
-                                lambda: score_figures.performance_profile_figure(data)),
-        "critical_difference": ("Average rank by final test accuracy over tasks with the Nemenyi post-hoc test "
-                                f"after Friedman's: learners joined by a bar do not differ significantly.{BEST}",
-                                lambda: score_figures.critical_difference(data)),
+        "val_vs_flops_target": (
+            f"Validation accuracy against training FLOPs; dashed: each task's target (time to target).{BEST}",
+            lambda: score_figures.target_curves(data),
+        ),
+        "performance_profile": (
+            "Performance profiles (Dolan & More 2002): the fraction of tasks on which a "
+            "learner's median FLOPs to target is within tau x the fastest learner's; legend: "
+            f"area over tau in [1, 4], divided by 3.{BEST}",
+            lambda: score_figures.performance_profile_figure(data),
+        ),
+        "critical_difference": (
+            "Average rank by final test accuracy over tasks with the Nemenyi post-hoc test "
+            f"after Friedman's: learners joined by a bar do not differ significantly.{BEST}",
+            lambda: score_figures.critical_difference(data),
+        ),
     }
     for task in sorted(data["task"].unique()):
-        figures[f"alignment_{task}"] = (f"Cosine (direction) and projection coefficient <u,g>/|g|^2 (scale: 1 = the "
-                                        f"true gradient) of the update signal per layer over training on {task}.{BEST}",
-                                        lambda task=task: alignment_over_training(data, task))
+        figures[f"alignment_{task}"] = (
+            f"Cosine (direction) and projection coefficient <u,g>/|g|^2 (scale: 1 = the "
+            f"true gradient) of the update signal per layer over training on {task}.{BEST}",
+            lambda task=task: alignment_over_training(data, task),
+        )
     for learner in _learner_order(data):
         configs = _heatmap_configs(data, learner)
         figures[f"grad_norms_{learner}"] = (
             f"Per-layer update-signal norm of {learner} over training (its deepest configurations); a layer "
             "whose update signal is 0 at every step (not trained) is left out and named, a cell whose norm is "
             "0 or not finite is left blank (masked), so it cannot flatten the colour scale.",
-            lambda learner=learner, configs=configs: grad_norm_heatmap(data, learner, configs=configs))
+            lambda learner=learner, configs=configs: grad_norm_heatmap(data, learner, configs=configs),
+        )
     return figures
 
 
@@ -566,8 +698,9 @@ def score_attrs(store: RunStore) -> dict[str, object]:
     return {"targets": study_targets(store), "reference": main_reference(reference_of(store))}
 
 
-def save_all(data: pd.DataFrame, out: Path, dpi: int = 200,
-             extra: dict[str, Builder] | None = None) -> tuple[list[Path], dict[str, str]]:
+def save_all(
+    data: pd.DataFrame, out: Path, dpi: int = 200, extra: dict[str, Builder] | None = None
+) -> tuple[list[Path], dict[str, str]]:
     """Write every standard figure the data supports (and the ``extra`` ones, e.g. a tuned study's)
     as NAME.pdf and NAME.png under ``out``.
 

@@ -6,23 +6,24 @@ figure of ``experiments.plots`` that the results support as an embedded PNG (a d
 and where the runs ran (git commit, package versions, hardware). No external file, script
 or stylesheet is referenced, so the file can be opened anywhere or mailed as is.
 """
+
 from __future__ import annotations
 
 import base64
 import io
 import json
-from datetime import datetime, timezone
-from html import escape
 from collections.abc import Iterable
+from datetime import UTC, datetime
+from html import escape
 from pathlib import Path
 from typing import Any
 
 from bpbench.experiments.report.figures import NoData, figure_data, standard_figures
-from bpbench.experiments.store.run_store import RunStore, atomic_write
 from bpbench.experiments.report.score_table import render_score, score
 from bpbench.experiments.report.table import reference_of, render, summarize
 from bpbench.experiments.report.tuning import render_trials, tags, trials, tuned_summary
 from bpbench.experiments.report.tuning_figures import tuning_figures
+from bpbench.experiments.store.run_store import RunStore, atomic_write
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
@@ -53,8 +54,7 @@ def _metadata(metas: Iterable[dict[str, Any]]) -> str:
             first, last = min(first or start, start), max(last or start, start)
         for key, seen in distinct.items():
             seen.setdefault(json.dumps(meta.get(key), sort_keys=True))
-    items = [("runs", f"{ok} completed, {failed} failed"),
-             ("run times", f"{first} to {last}" if first else "n/a")]
+    items = [("runs", f"{ok} completed, {failed} failed"), ("run times", f"{first} to {last}" if first else "n/a")]
     for key, seen in distinct.items():
         items += [(key, value) for value in seen]
     return '<dl class="meta">' + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in items) + "</dl>"
@@ -76,13 +76,19 @@ def build_report(root: Path) -> str:
     parts = [f"<h1>{escape(title)}</h1>"]
     parts += [f"<p><b>{escape(s['name'])}</b>: {escape(str(s['study'].get('description', '')))}</p>" for s in studies]
     if tags(store):  # a tuned study: its final runs, then every trial
-        parts += ["<h2>Summary (tuned: final runs)</h2>",
-                  f'<div class="scroll">{render(tuned_summary(store, reference_of(store)), "html")}</div>',
-                  "<h2>Tuning trials</h2>", f'<div class="scroll">{render_trials(trials(store), "html")}</div>']
+        parts += [
+            "<h2>Summary (tuned: final runs)</h2>",
+            f'<div class="scroll">{render(tuned_summary(store, reference_of(store)), "html")}</div>',
+            "<h2>Tuning trials</h2>",
+            f'<div class="scroll">{render_trials(trials(store), "html")}</div>',
+        ]
     else:
         parts += ["<h2>Summary</h2>", f'<div class="scroll">{render(summarize(store), "html")}</div>']
-    parts += ["<h2>Scores across tasks</h2>", f'<div class="scroll">{render_score(score(store), "html")}</div>',
-              "<h2>Figures</h2>"]
+    parts += [
+        "<h2>Scores across tasks</h2>",
+        f'<div class="scroll">{render_score(score(store), "html")}</div>',
+        "<h2>Figures</h2>",
+    ]
     data = figure_data(store)
     skipped = []
     for name, (caption, build) in {**standard_figures(data), **tuning_figures(store)}.items():
@@ -91,16 +97,19 @@ def build_report(root: Path) -> str:
         except NoData as exc:
             skipped.append(f"{name}: {exc}")
             continue
-        parts.append(f'<figure id="{escape(name)}"><img alt="{escape(name)}" src="{_png_uri(fig)}">'
-                     f"<figcaption>{escape(caption)}</figcaption></figure>")
+        parts.append(
+            f'<figure id="{escape(name)}"><img alt="{escape(name)}" src="{_png_uri(fig)}">'
+            f"<figcaption>{escape(caption)}</figcaption></figure>"
+        )
     if skipped:
-        parts.append("<p class=\"note\">Not drawn (the results lack their data): " + escape("; ".join(skipped)) + "</p>")
+        parts.append('<p class="note">Not drawn (the results lack their data): ' + escape("; ".join(skipped)) + "</p>")
     parts += ["<h2>Where the runs ran</h2>", _metadata(store.iter_metas())]
-    made = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    made = datetime.now(UTC).isoformat(timespec="seconds")
     parts.append(f'<p class="note">Generated {made} by bpbench report from {escape(str(root))}.</p>')
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>\n"
-            + "\n".join(parts) + "\n</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )
 
 
 def write_report(root: Path, out: Path) -> Path:

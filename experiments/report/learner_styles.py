@@ -6,6 +6,7 @@ Colours are named by seaborn palette slot (``"colorblind"`` or ``"dark"``) so th
 which the table reads, imports no plotting library; ``report/figures.py`` resolves them.
 Adding a built-in learner: one ``STYLES`` record.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -45,8 +46,9 @@ STYLES: dict[str, Style] = {
 ORDER = tuple(STYLES)
 SLOTS = 10  # colours per seaborn palette
 # colours and markers no built-in uses, for other learners
-SPARE_COLOURS = tuple((p, i) for p in PALETTES for i in range(SLOTS)
-                      if (p, i) not in {s.colour for s in STYLES.values()})
+SPARE_COLOURS = tuple(
+    (p, i) for p in PALETTES for i in range(SLOTS) if (p, i) not in {s.colour for s in STYLES.values()}
+)
 SPARE_MARKERS = ("8", "H", "+", "x", "1", "2", "3", "4")
 
 

@@ -7,6 +7,7 @@ keeps the raw p (``"raw"``). ``detectable_note(runs)`` says per task the smalles
 the study could detect at 80% power; ``time_columns(group)`` the median time to target and
 "reached k/n" of one group of runs.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,16 +20,21 @@ from bpbench.experiments.report.scoring import TTT_MEASURES, median_time
 from bpbench.experiments.report.stats import ALPHA, POWER, holm, min_detectable_difference, welch_diff, welch_p
 
 P_MODES = ("holm", "raw")
-NOTE_HOLM = ("p is Holm-adjusted over the {n} comparisons of this table (statsmodels multipletests; raw p with "
-             "--p raw).")
+NOTE_HOLM = "p is Holm-adjusted over the {n} comparisons of this table (statsmodels multipletests; raw p with --p raw)."
 NOTE_RAW = "p is raw, not adjusted for the {n} comparisons of this table (Holm-adjusted p is the default)."
-NOTE_DIFF = ("Diff: mean test accuracy minus the reference's, with the 95% Welch interval of the difference. "
-             "Test acc: mean [95% percentile bootstrap interval over seeds] (it stays within the accuracies seen, "
-             "so within [0, 1]).")
-NOTE_SPLIT_SHARED = ("Splits: every seed of a task shares one stratified train/val/test split, so the intervals "
-                     "cover training randomness, not data-split variance.")
-NOTE_SPLIT_OWN = ("Splits: each seed draws its own stratified train/val/test split (seeds_resample_split = true), so "
-                  "the intervals cover data-split variance too.")
+NOTE_DIFF = (
+    "Diff: mean test accuracy minus the reference's, with the 95% Welch interval of the difference. "
+    "Test acc: mean [95% percentile bootstrap interval over seeds] (it stays within the accuracies seen, "
+    "so within [0, 1])."
+)
+NOTE_SPLIT_SHARED = (
+    "Splits: every seed of a task shares one stratified train/val/test split, so the intervals "
+    "cover training randomness, not data-split variance."
+)
+NOTE_SPLIT_OWN = (
+    "Splits: each seed draws its own stratified train/val/test split (seeds_resample_split = true), so "
+    "the intervals cover data-split variance too."
+)
 
 
 def compare(acc: Sequence[float], ref_acc: Sequence[float] | None) -> dict[str, float]:
@@ -69,9 +75,11 @@ def detectable_note(runs: pd.DataFrame) -> str:
         sd = math.sqrt(float(((counts[usable] - 1) * variances[usable]).sum()) / dof)
         n = int(np.median(counts[usable]))
         parts.append(f"{task} {min_detectable_difference(sd, n):.3f} (n = {n}, sd {sd:.3f})")
-    return (f"Minimum detectable difference in test accuracy ({POWER:.0%} power, two-sided alpha {ALPHA:g} "
-            f"unadjusted, pooled seed spread; statsmodels TTestIndPower): {'; '.join(parts)}. "
-            "A smaller true difference is likely to read as not significant.")
+    return (
+        f"Minimum detectable difference in test accuracy ({POWER:.0%} power, two-sided alpha {ALPHA:g} "
+        f"unadjusted, pooled seed spread; statsmodels TTestIndPower): {'; '.join(parts)}. "
+        "A smaller true difference is likely to read as not significant."
+    )
 
 
 def split_note(resampled: bool) -> str:
@@ -84,5 +92,8 @@ def time_columns(group: pd.DataFrame) -> dict[str, float | int]:
     if "reached" not in group or group["target"].isna().all():
         return {**{f"ttt_{m}_median": math.nan for m in TTT_MEASURES}, "reached": 0, "ttt_n": 0}
     measured = group[group["target"].notna()]
-    return {**{f"ttt_{m}_median": median_time(measured[f"ttt_{m}"]) for m in TTT_MEASURES},
-            "reached": int(measured["reached"].fillna(False).astype(bool).sum()), "ttt_n": len(measured)}
+    return {
+        **{f"ttt_{m}_median": median_time(measured[f"ttt_{m}"]) for m in TTT_MEASURES},
+        "reached": int(measured["reached"].fillna(False).astype(bool).sum()),
+        "ttt_n": len(measured),
+    }

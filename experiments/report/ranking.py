@@ -19,6 +19,7 @@ rows of ``table.runs_of`` with the time-to-target columns of ``scoring.with_time
   majority-class share (the run summary's ``chance_accuracy``), with a 95% percentile interval
   from a stratified bootstrap (seeds resampled within each task).
 """
+
 from __future__ import annotations
 
 import math
@@ -78,8 +79,10 @@ def performance_profile(times: pd.DataFrame, taus: Sequence[float]) -> pd.DataFr
     """tau x learner: the fraction of tasks (with a target) on which the learner's time is at
     most tau x the best learner's on that task."""
     ratios = _ratios(times)
-    return pd.DataFrame({learner: [(ratios[learner] <= tau).mean() for tau in taus] for learner in ratios},
-                        index=pd.Index(list(taus), name="tau"))
+    return pd.DataFrame(
+        {learner: [(ratios[learner] <= tau).mean() for tau in taus] for learner in ratios},
+        index=pd.Index(list(taus), name="tau"),
+    )
 
 
 def profile_area(times: pd.DataFrame, cap: float = PROFILE_CAP) -> pd.Series:
@@ -113,8 +116,11 @@ def friedman(matrix: pd.DataFrame) -> tuple[float, float]:
 
 def nemenyi(matrix: pd.DataFrame) -> pd.DataFrame:
     """Learner x learner p-values of the Nemenyi post-hoc test after Friedman (scikit-posthocs)."""
-    return sp.posthoc_nemenyi_friedman(matrix.to_numpy(float)).set_axis(matrix.columns, axis=0).set_axis(
-        matrix.columns, axis=1)
+    return (
+        sp.posthoc_nemenyi_friedman(matrix.to_numpy(float))
+        .set_axis(matrix.columns, axis=0)
+        .set_axis(matrix.columns, axis=1)
+    )
 
 
 def accuracy_matrix(runs: pd.DataFrame) -> pd.DataFrame:
@@ -132,24 +138,29 @@ def iqm_scores(runs: pd.DataFrame, reference: str) -> tuple[pd.DataFrame, str]:
     best = best_configs(runs)
     if "chance" not in best or best["chance"].isna().any():
         return pd.DataFrame(columns=["iqm", "low", "high", "tasks"]), (
-            "normalized accuracy n/a: some runs do not record chance_accuracy (stored before it existed)")
+            "normalized accuracy n/a: some runs do not record chance_accuracy (stored before it existed)"
+        )
     ref = best[best["learner"] == reference].groupby("task")["test_acc"].mean()
     chance = best.groupby("task")["chance"].first()
-    scale = (ref - chance.reindex(ref.index))
+    scale = ref - chance.reindex(ref.index)
     scale = scale[scale > 0]
     if scale.empty:
         return pd.DataFrame(columns=["iqm", "low", "high", "tasks"]), (
-            f"normalized accuracy n/a: {reference} is not above chance on any task")
+            f"normalized accuracy n/a: {reference} is not above chance on any task"
+        )
     best = best[best["task"].isin(scale.index)]
     best = best.assign(score=(best["test_acc"] - best["task"].map(chance)) / best["task"].map(scale))
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     rows = {}
     for learner, group in best.groupby("learner", sort=True):
         strata = [g["score"].to_numpy(float) for _, g in group.groupby("task", sort=True)]
-        draws = np.concatenate([s[rng.integers(0, s.size, size=(BOOTSTRAP_RESAMPLES, s.size))] for s in strata],
-                               axis=1)
+        draws = np.concatenate([s[rng.integers(0, s.size, size=(BOOTSTRAP_RESAMPLES, s.size))] for s in strata], axis=1)
         boot = stats.trim_mean(draws, IQM_TRIM, axis=1)
         low, high = np.percentile(boot, [2.5, 97.5])
-        rows[learner] = {"iqm": iqm(np.concatenate(strata)), "low": float(low), "high": float(high),
-                         "tasks": len(strata)}
+        rows[learner] = {
+            "iqm": iqm(np.concatenate(strata)),
+            "low": float(low),
+            "high": float(high),
+            "tasks": len(strata),
+        }
     return pd.DataFrame.from_dict(rows, orient="index"), ""

@@ -10,6 +10,7 @@
 Targets: ``data.attrs["targets"]`` (the studies' ``[targets]``) and ``data.attrs["reference"]``
 (the label whose validation accuracy sets the other tasks' targets), as ``scoring.targets_for``.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,22 +65,35 @@ def target_curves(data: pd.DataFrame) -> Figure:
                 mean = line.groupby("epoch").agg(flops=("flops", "mean"), acc=("val_acc", "mean"))
                 config = line["config"].iloc[0]
                 label = f"{learner} ({config})" if several.get(learner, 1) > 1 and config else learner
-                ax.plot(mean["flops"], mean["acc"], color=colors[learner], marker=markers[learner],
-                        markersize=3, linewidth=1.2, label=label)
+                ax.plot(
+                    mean["flops"],
+                    mean["acc"],
+                    color=colors[learner],
+                    marker=markers[learner],
+                    markersize=3,
+                    linewidth=1.2,
+                    label=label,
+                )
             if task in targets:
                 ax.axhline(targets[task], color="0.3", linestyle="--", linewidth=0.9)
-                ax.annotate(f"target {targets[task]:.3f}", (0.02, targets[task]), xycoords=("axes fraction", "data"),
-                            va="bottom", fontsize="x-small", color="0.3")
-            ax.set(title=task, xlabel="training FLOPs (log scale)", ylabel="validation accuracy (fraction)",
-                   xscale="log")
+                ax.annotate(
+                    f"target {targets[task]:.3f}",
+                    (0.02, targets[task]),
+                    xycoords=("axes fraction", "data"),
+                    va="bottom",
+                    fontsize="x-small",
+                    color="0.3",
+                )
+            ax.set(
+                title=task, xlabel="training FLOPs (log scale)", ylabel="validation accuracy (fraction)", xscale="log"
+            )
             ax.xaxis.set_major_formatter(EngFormatter(sep=""))
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.legend(fontsize="x-small", frameon=False)
     return fig
 
 
-def performance_profile_figure(data: pd.DataFrame, measure: str = "flops",
-                               cap: float = ranking.PROFILE_CAP) -> Figure:
+def performance_profile_figure(data: pd.DataFrame, measure: str = "flops", cap: float = ranking.PROFILE_CAP) -> Figure:
     """Each learner's fraction of tasks within tau x the fastest time to target, tau in [1, cap]."""
     runs, _, _ = _runs_with_times(data)
     elapsed = ranking.times(runs, measure).dropna(how="all")
@@ -93,10 +107,20 @@ def performance_profile_figure(data: pd.DataFrame, measure: str = "flops",
         fig = Figure(figsize=(PANEL[0] + 1.6, PANEL[1]), layout="constrained")
         ax = fig.subplots()
         for learner in sorted(profile.columns, key=lambda c: (-area[c], c)):
-            ax.step(taus, profile[learner], where="post", color=colors[learner], linewidth=1.3,
-                    label=f"{learner} ({area[learner]:.2f})")
-        ax.set(xlabel=f"tau: time to target / fastest learner's ({measure})",
-               ylabel=f"fraction of {len(elapsed)} task(s)", ylim=(-0.03, 1.03), xlim=(1.0, cap))
+            ax.step(
+                taus,
+                profile[learner],
+                where="post",
+                color=colors[learner],
+                linewidth=1.3,
+                label=f"{learner} ({area[learner]:.2f})",
+            )
+        ax.set(
+            xlabel=f"tau: time to target / fastest learner's ({measure})",
+            ylabel=f"fraction of {len(elapsed)} task(s)",
+            ylim=(-0.03, 1.03),
+            xlim=(1.0, cap),
+        )
         fig.legend(loc="outside right upper", title="learner (area)", frameon=False, fontsize="x-small")
     return fig
 
@@ -108,8 +132,10 @@ def critical_difference(data: pd.DataFrame) -> Figure:
         raise NoData("critical difference: the results have no runs")
     matrix = ranking.complete(ranking.accuracy_matrix(runs))
     if matrix.shape[1] < 3 or matrix.shape[0] < 2:
-        raise NoData(f"critical difference: {matrix.shape[1]} learner(s) on {matrix.shape[0]} common task(s); "
-                     "needs at least 3 learners run on the same 2 or more tasks")
+        raise NoData(
+            f"critical difference: {matrix.shape[1]} learner(s) on {matrix.shape[0]} common task(s); "
+            "needs at least 3 learners run on the same 2 or more tasks"
+        )
     import scikit_posthocs as sp
 
     ranks = ranking.average_ranks(matrix, higher_is_better=True)
@@ -117,8 +143,10 @@ def critical_difference(data: pd.DataFrame) -> Figure:
     with sns.axes_style("white"), sns.plotting_context("paper"):
         fig = Figure(figsize=(PANEL[0] * 2, 0.4 + 0.25 * len(ranks)), layout="constrained")
         ax = fig.subplots()
-        sp.critical_difference_diagram(ranks, ranking.nemenyi(matrix), ax=ax,
-                                       color_palette=dict(_colors(runs)))
-        ax.set_title(f"average rank by test accuracy over {matrix.shape[0]} tasks (1 = best); Friedman "
-                     f"p = {p:.2g}" + ("" if math.isnan(stat) else f", chi2 = {stat:.3g}"), fontsize="small")
+        sp.critical_difference_diagram(ranks, ranking.nemenyi(matrix), ax=ax, color_palette=dict(_colors(runs)))
+        ax.set_title(
+            f"average rank by test accuracy over {matrix.shape[0]} tasks (1 = best); Friedman "
+            f"p = {p:.2g}" + ("" if math.isnan(stat) else f", chi2 = {stat:.3g}"),
+            fontsize="small",
+        )
     return fig

@@ -6,6 +6,7 @@ average rank by final test accuracy and by time to target (over the tasks every 
 ran), and the interquartile mean of normalized accuracy with its stratified bootstrap 95%
 interval. The notes give the Friedman tests, the targets and every definition.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,23 +29,33 @@ NOTE_SCORE = (
     "over the tasks every ranked learner ran. IQM norm. acc: interquartile mean over tasks and seeds of (test "
     "acc - chance) / ({reference}'s mean test acc - chance), chance = the test split's majority-class share; "
     "[95% percentile interval of a stratified bootstrap, seeds resampled within each task, "
-    f"{ranking.BOOTSTRAP_RESAMPLES} resamples].")
-MEASURE_WORDS = {"flops": "training FLOPs", "seconds": "training seconds", "epochs": "epochs",
-                 "samples": "training samples"}
+    f"{ranking.BOOTSTRAP_RESAMPLES} resamples]."
+)
+MEASURE_WORDS = {
+    "flops": "training FLOPs",
+    "seconds": "training seconds",
+    "epochs": "epochs",
+    "samples": "training samples",
+}
 
 
 def _friedman_note(name: str, matrix: pd.DataFrame) -> str:
     stat, p = ranking.friedman(matrix)
     if math.isnan(stat):
-        return (f"Friedman test ({name}): n/a ({matrix.shape[1]} learner(s) on {matrix.shape[0]} common task(s); "
-                "needs at least 3 learners and 2 tasks).")
-    return (f"Friedman test ({name}; scipy friedmanchisquare over {matrix.shape[0]} tasks, "
-            f"{matrix.shape[1]} learners): chi2 = {stat:.3g}, p = {p:.2g}; pairwise: Nemenyi post-hoc "
-            "(critical-difference diagram of bpbench plot).")
+        return (
+            f"Friedman test ({name}): n/a ({matrix.shape[1]} learner(s) on {matrix.shape[0]} common task(s); "
+            "needs at least 3 learners and 2 tasks)."
+        )
+    return (
+        f"Friedman test ({name}; scipy friedmanchisquare over {matrix.shape[0]} tasks, "
+        f"{matrix.shape[1]} learners): chi2 = {stat:.3g}, p = {p:.2g}; pairwise: Nemenyi post-hoc "
+        "(critical-difference diagram of bpbench plot)."
+    )
 
 
-def score_runs(runs: pd.DataFrame, reference: str, measure: str = "flops", target_note: str = "",
-               cap: float = ranking.PROFILE_CAP) -> pd.DataFrame:
+def score_runs(
+    runs: pd.DataFrame, reference: str, measure: str = "flops", target_note: str = "", cap: float = ranking.PROFILE_CAP
+) -> pd.DataFrame:
     """The score table of ``runs`` (rows of ``runs_of`` with time-to-target columns)."""
     if runs.empty:
         return pd.DataFrame()
@@ -59,21 +70,25 @@ def score_runs(runs: pd.DataFrame, reference: str, measure: str = "flops", targe
     rank_acc = ranking.average_ranks(ranked_acc, higher_is_better=True)
     rank_time = ranking.average_ranks(ranked_time, higher_is_better=False) if not ranked_time.empty else pd.Series()
     learners = list(accuracy.columns)
-    out = pd.DataFrame({
-        "learner": learners,
-        "tasks": [int(accuracy[c].notna().sum()) for c in learners],
-        "profile_area": [float(area.get(c, math.nan)) for c in learners],
-        "reached": [int(np.isfinite(elapsed[c]).sum()) if c in elapsed else 0 for c in learners],
-        "targets": [int(elapsed[c].notna().sum()) if c in elapsed else 0 for c in learners],
-        "rank_acc": [float(rank_acc.get(c, math.nan)) for c in learners],
-        "rank_time": [float(rank_time.get(c, math.nan)) for c in learners],
-        "iqm": [float(scores["iqm"].get(c, math.nan)) for c in learners],
-        "iqm_low": [float(scores["low"].get(c, math.nan)) for c in learners],
-        "iqm_high": [float(scores["high"].get(c, math.nan)) for c in learners],
-    }).sort_values(["rank_acc", "learner"], kind="stable", ignore_index=True)
-    notes = [NOTE_SCORE.format(measure=MEASURE_WORDS[measure], cap=cap, cap_1=cap - 1, reference=reference),
-             _friedman_note("test accuracy", ranked_acc),
-             _friedman_note(f"{MEASURE_WORDS[measure]} to target", ranked_time)]
+    out = pd.DataFrame(
+        {
+            "learner": learners,
+            "tasks": [int(accuracy[c].notna().sum()) for c in learners],
+            "profile_area": [float(area.get(c, math.nan)) for c in learners],
+            "reached": [int(np.isfinite(elapsed[c]).sum()) if c in elapsed else 0 for c in learners],
+            "targets": [int(elapsed[c].notna().sum()) if c in elapsed else 0 for c in learners],
+            "rank_acc": [float(rank_acc.get(c, math.nan)) for c in learners],
+            "rank_time": [float(rank_time.get(c, math.nan)) for c in learners],
+            "iqm": [float(scores["iqm"].get(c, math.nan)) for c in learners],
+            "iqm_low": [float(scores["low"].get(c, math.nan)) for c in learners],
+            "iqm_high": [float(scores["high"].get(c, math.nan)) for c in learners],
+        }
+    ).sort_values(["rank_acc", "learner"], kind="stable", ignore_index=True)
+    notes = [
+        NOTE_SCORE.format(measure=MEASURE_WORDS[measure], cap=cap, cap_1=cap - 1, reference=reference),
+        _friedman_note("test accuracy", ranked_acc),
+        _friedman_note(f"{MEASURE_WORDS[measure]} to target", ranked_time),
+    ]
     notes += [why] if why else []
     notes += [target_note] if target_note else []
     out.attrs["notes"] = notes
@@ -108,15 +123,20 @@ def _num(value: float, fmt: str) -> str:
 def display_score(frame: pd.DataFrame) -> pd.DataFrame:
     """The score table as strings."""
     measure = frame.attrs.get("measure", "flops")
-    return pd.DataFrame({
-        "learner": frame["learner"], "tasks": frame["tasks"].astype(str),
-        f"profile area ({measure})": [_num(v, ".3f") for v in frame["profile_area"]],
-        "reached": [f"{r}/{t}" if t else "n/a" for r, t in zip(frame["reached"], frame["targets"])],
-        "rank acc": [_num(v, ".2f") for v in frame["rank_acc"]],
-        f"rank time ({measure})": [_num(v, ".2f") for v in frame["rank_time"]],
-        "IQM norm. acc [95% CI]": ["n/a" if math.isnan(m) else f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
-                                   for m, lo, hi in zip(frame["iqm"], frame["iqm_low"], frame["iqm_high"])],
-    })
+    return pd.DataFrame(
+        {
+            "learner": frame["learner"],
+            "tasks": frame["tasks"].astype(str),
+            f"profile area ({measure})": [_num(v, ".3f") for v in frame["profile_area"]],
+            "reached": [f"{r}/{t}" if t else "n/a" for r, t in zip(frame["reached"], frame["targets"])],
+            "rank acc": [_num(v, ".2f") for v in frame["rank_acc"]],
+            f"rank time ({measure})": [_num(v, ".2f") for v in frame["rank_time"]],
+            "IQM norm. acc [95% CI]": [
+                "n/a" if math.isnan(m) else f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
+                for m, lo, hi in zip(frame["iqm"], frame["iqm_low"], frame["iqm_high"])
+            ],
+        }
+    )
 
 
 def render_score(frame: pd.DataFrame, fmt: str) -> str:
@@ -136,5 +156,6 @@ def render_score(frame: pd.DataFrame, fmt: str) -> str:
         from html import escape
 
         return table.to_html(index=False, classes="scores", border=0) + "".join(
-            f'\n<p class="note">{escape(note)}</p>' for note in notes)
+            f'\n<p class="note">{escape(note)}</p>' for note in notes
+        )
     return table.to_markdown(index=False, tablefmt="simple") + "\n\n" + "\n".join(notes)

@@ -16,6 +16,7 @@ of its configuration with the highest median (``default_targets``).
 compacted dataset (only the rows needed: validation accuracy and the three costs), in bounded
 memory: a sweep of 20,000 runs is ~420,000 small rows.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,10 +37,12 @@ TARGET_FRACTION = 0.98
 TTT_MEASURES: dict[str, str] = {"epochs": "epoch", "flops": "flops", "seconds": "seconds", "samples": "samples"}
 CURVE_COLUMNS = ["run_id", "epoch", "val_acc", "flops", "seconds", "samples"]
 DUCKDB_MEMORY = "512MB"
-NOTE_TTT = ("Time to target: the first evaluation (resolution: the evaluation schedule, every eval_every epochs) "
-            "at which a run's validation accuracy reached its task's target; median over seeds, a seed that never "
-            "reached it counting as infinite (\"not reached\" when at most half did); reached k/n: seeds that "
-            "reached it. Targets: {targets}.")
+NOTE_TTT = (
+    "Time to target: the first evaluation (resolution: the evaluation schedule, every eval_every epochs) "
+    "at which a run's validation accuracy reached its task's target; median over seeds, a seed that never "
+    'reached it counting as infinite ("not reached" when at most half did); reached k/n: seeds that '
+    "reached it. Targets: {targets}."
+)
 
 
 def study_targets(store: RunStore) -> dict[str, float]:
@@ -50,8 +53,10 @@ def study_targets(store: RunStore) -> dict[str, float]:
         for task, value in (study["study"].get("targets") or {}).items():
             check_target(task, value)
             if merged.setdefault(task, float(value)) != float(value):
-                raise ConfigError(f"results folder {str(store.root)!r}: studies set different targets for {task!r} "
-                                  f"({merged[task]}, {value})")
+                raise ConfigError(
+                    f"results folder {str(store.root)!r}: studies set different targets for {task!r} "
+                    f"({merged[task]}, {value})"
+                )
     return merged
 
 
@@ -83,8 +88,10 @@ def targets_for(runs: pd.DataFrame, given: Mapping[str, float], reference: str) 
             parts.append(f"{task} {targets[task]:.3f} (the study's)")
         elif task in fallback:
             targets[task] = fallback[task]
-            parts.append(f"{task} {targets[task]:.3f} ({TARGET_FRACTION:g} x {reference}'s median final validation "
-                         "accuracy, best configuration)")
+            parts.append(
+                f"{task} {targets[task]:.3f} ({TARGET_FRACTION:g} x {reference}'s median final validation "
+                "accuracy, best configuration)"
+            )
         else:
             parts.append(f"{task} none (no study target and no {reference} runs: time to target n/a)")
     return targets, "; ".join(parts)
@@ -108,11 +115,17 @@ def first_reached(curves: pd.DataFrame, targets: Mapping[str, float]) -> pd.Data
 
 def curves_from_tidy(data: pd.DataFrame) -> pd.DataFrame:
     """``curves`` (plus task) from tidy metric rows: one row per run and evaluation."""
-    rows = data[(data["layer"] == "") & (((data["split"] == "val") & (data["metric"] == "accuracy"))
-                                         | data["metric"].isin(["train_flops", "train_seconds", "train_samples"]))]
+    rows = data[
+        (data["layer"] == "")
+        & (
+            ((data["split"] == "val") & (data["metric"] == "accuracy"))
+            | data["metric"].isin(["train_flops", "train_seconds", "train_samples"])
+        )
+    ]
     wide = rows.pivot_table(index=["run_id", "epoch"], columns="metric", values="value", aggfunc="last")
-    wide = wide.rename(columns={"accuracy": "val_acc", "train_flops": "flops", "train_seconds": "seconds",
-                                "train_samples": "samples"}).reset_index()
+    wide = wide.rename(
+        columns={"accuracy": "val_acc", "train_flops": "flops", "train_seconds": "seconds", "train_samples": "samples"}
+    ).reset_index()
     wide.columns.name = None
     for column in CURVE_COLUMNS:
         if column not in wide:
@@ -165,8 +178,10 @@ def store_curves(store: RunStore, run_ids: pd.Series) -> pd.DataFrame:
             frames.append(con.execute(_SELECT.format(source=source), {"files": files}).df())
         if parts:
             con.register("keep", keep)
-            source = ("(SELECT m.* FROM read_parquet($files, union_by_name = true) m "
-                      "JOIN keep k ON m.run_id = k.run_id AND m.batch = k.batch)")
+            source = (
+                "(SELECT m.* FROM read_parquet($files, union_by_name = true) m "
+                "JOIN keep k ON m.run_id = k.run_id AND m.batch = k.batch)"
+            )
             frames.append(con.execute(_SELECT.format(source=source), {"files": parts}).df())
     finally:
         con.close()

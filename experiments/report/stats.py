@@ -12,6 +12,7 @@ never leaves the range of the values (an accuracy interval stays in [0, 1]);
 Holm-adjusted p-values (statsmodels); ``min_detectable_difference(sd, n)`` -> the smallest
 difference a two-sample t-test of n seeds each detects at 80% power (statsmodels).
 """
+
 from __future__ import annotations
 
 import math
@@ -72,8 +73,9 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
     x, y = _clean(a), _clean(b)
     # from summary statistics, with an exact 0 spread for a sample of identical values
     sx, sy = (0.0 if np.ptp(v) == 0.0 else float(v.std(ddof=1)) for v in (x, y))
-    return float(stats.ttest_ind_from_stats(float(x.mean()), sx, x.size, float(y.mean()), sy, y.size,
-                                            equal_var=False).pvalue)
+    return float(
+        stats.ttest_ind_from_stats(float(x.mean()), sx, x.size, float(y.mean()), sy, y.size, equal_var=False).pvalue
+    )
 
 
 def stars(p: float) -> str:
@@ -100,8 +102,14 @@ def bounded_interval(values: Sequence[float], confidence: float = CONFIDENCE) ->
         return mean, math.nan, math.nan
     if np.ptp(arr) == 0.0:
         return mean, mean, mean
-    res = stats.bootstrap((arr,), np.mean, confidence_level=confidence, n_resamples=BOOTSTRAP_RESAMPLES,
-                          method="percentile", rng=np.random.default_rng(BOOTSTRAP_SEED))
+    res = stats.bootstrap(
+        (arr,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        method="percentile",
+        rng=np.random.default_rng(BOOTSTRAP_SEED),
+    )
     low, high = (float(np.clip(b, arr.min(), arr.max())) for b in res.confidence_interval)  # float round-off
     return mean, low, high
 
@@ -141,6 +149,7 @@ def min_detectable_difference(sd: float, n: int, alpha: float = ALPHA, power: fl
     (statsmodels ``TTestIndPower``); NaN for n < 2 or an unknown sd."""
     if n < 2 or math.isnan(sd):
         return math.nan
-    effect = TTestIndPower().solve_power(effect_size=None, nobs1=n, alpha=alpha, power=power, ratio=1.0,
-                                         alternative="two-sided")
+    effect = TTestIndPower().solve_power(
+        effect_size=None, nobs1=n, alpha=alpha, power=power, ratio=1.0, alternative="two-sided"
+    )
     return float(effect) * sd

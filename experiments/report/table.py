@@ -10,6 +10,7 @@ check that the runs compared on a task had equal budgets; ``render`` prints it a
 text, markdown, LaTeX (booktabs), HTML or csv. A metric a run does not record is NaN and
 shows as n/a, never as 0.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,22 +21,27 @@ from typing import Any
 
 import pandas as pd
 
-from bpbench.experiments.report import learner_styles
-from bpbench.experiments.run import catalog
-from bpbench.experiments.store import records as run_measures
 from bpbench.experiments.plan.config import ConfigError
-from bpbench.experiments.store.dataset import warn
-from bpbench.experiments.report import pairwise
+from bpbench.experiments.plan.study import REFERENCE_LABEL, study_references
+from bpbench.experiments.report import learner_styles, pairwise
 from bpbench.experiments.report.scoring import with_time_to_target
 from bpbench.experiments.report.stats import NO_SPREAD, bounded_interval, stars, t_interval, welch_undefined
-from bpbench.experiments.store.describe import (budget_text, failed_row, run_row, separate_configs, setting,
-                                                varied_label, wall_per_cpu)
+from bpbench.experiments.run import catalog
+from bpbench.experiments.store import records as run_measures
+from bpbench.experiments.store.dataset import warn
+from bpbench.experiments.store.describe import (
+    failed_row,
+    run_row,
+    separate_configs,
+    setting,
+    wall_per_cpu,
+)
 from bpbench.experiments.store.run_store import RunStore
-from bpbench.experiments.plan.study import REFERENCE_LABEL, study_references
 
 FORMATS = ("text", "markdown", "latex", "html", "csv")
 LEARNER_ORDER = learner_styles.ORDER  # the learner display catalog's (report/learner_styles.py)
 RUN_KEYS = ["learner", "config", "task"]
+
 
 # per-run measure -> (rendered header, number format, divisor applied before formatting): the
 # measurement catalog's table columns (run/catalog.py), in table order
@@ -45,8 +51,10 @@ def measures_shown() -> dict[str, tuple[str, str, float]]:
 
 
 MEASURES = measures_shown()  # the built-in catalog's
-NOTE_HEAD = ("Cells: mean ± half-width of the 95% t-interval over seeds; n/a: not measured for this learner "
-             "(each run's meta.json says why, under 'unmeasured'). {p_note}")
+NOTE_HEAD = (
+    "Cells: mean ± half-width of the 95% t-interval over seeds; n/a: not measured for this learner "
+    "(each run's meta.json says why, under 'unmeasured'). {p_note}"
+)
 
 
 def cells_note() -> str:
@@ -58,20 +66,26 @@ def cells_note() -> str:
 
 
 NOTE_CELLS = cells_note()
-NOTE_P = ("p: Welch's t-test of test accuracy against the runs of the one learner label {reference!r} on "
-          "the same task (never other labels of the same learner): its configuration whose grid values "
-          "the row shares (the same lr, say), or its only configuration; n/a where none matches "
-          "(* p<.05, ** p<.01, *** p<.001; ref: the reference itself).")
+NOTE_P = (
+    "p: Welch's t-test of test accuracy against the runs of the one learner label {reference!r} on "
+    "the same task (never other labels of the same learner): its configuration whose grid values "
+    "the row shares (the same lr, say), or its only configuration; n/a where none matches "
+    "(* p<.05, ** p<.01, *** p<.001; ref: the reference itself)."
+)
 UNEQUAL_MARK = "†"
 FROM_FLOPS_MARK = "‡"
 CONTENTION_MARK = "§"
 CONTENTION_FACTOR = 2.0  # median wall/CPU seconds of a row's runs above this: they waited for the CPU
-NOTE_CONTENTION = (f"{CONTENTION_MARK} contention: these runs' wall time was more than {CONTENTION_FACTOR:g}x "
-                   "their CPU time (median), so they waited for the CPU (other work on the machine, or more "
-                   "threads than cores): their train s measures the machine, not the learner; each run's "
-                   "meta.json holds wall_seconds, cpu_seconds and the load at its start and end.")
-NOTE_FROM_FLOPS = (f"{FROM_FLOPS_MARK} no model to hook: synaptic operations and energy are FLOPs / 2 of predict "
-                   "(dense MACs, nothing skipped), not NeuroBench's effective count of the other rows.")
+NOTE_CONTENTION = (
+    f"{CONTENTION_MARK} contention: these runs' wall time was more than {CONTENTION_FACTOR:g}x "
+    "their CPU time (median), so they waited for the CPU (other work on the machine, or more "
+    "threads than cores): their train s measures the machine, not the learner; each run's "
+    "meta.json holds wall_seconds, cpu_seconds and the load at its start and end."
+)
+NOTE_FROM_FLOPS = (
+    f"{FROM_FLOPS_MARK} no model to hook: synaptic operations and energy are FLOPs / 2 of predict "
+    "(dense MACs, nothing skipped), not NeuroBench's effective count of the other rows."
+)
 
 
 def run_info(store: RunStore) -> pd.DataFrame:
@@ -162,7 +176,7 @@ def _fill_measures(store: RunStore, rows: list[dict[str, Any]]) -> set[str]:
         elif data is not None and not data.empty:
             row.update(run_measures.measures(data).iloc[0].to_dict())
     for start in range(0, len(compacted), FALLBACK_CHUNK):
-        chunk = {row["run_id"]: row for row in compacted[start:start + FALLBACK_CHUNK]}
+        chunk = {row["run_id"]: row for row in compacted[start : start + FALLBACK_CHUNK]}
         data = store.dataset.metrics(list(chunk))
         if not data.empty:
             for run_id, values in run_measures.measures(data).to_dict("index").items():
@@ -182,8 +196,10 @@ def _budget_notes(runs: pd.DataFrame) -> dict[str, str]:
         if len(budgets) > 1:
             notes[task] = f"unequal budget on {task}: runs had different budgets ({'; '.join(budgets)})"
         elif len(stopped) > 1:
-            notes[task] = (f"unequal budget on {task}: runs were stopped by different limits "
-                           f"({', '.join(stopped)}), so they did not get equal compute")
+            notes[task] = (
+                f"unequal budget on {task}: runs were stopped by different limits "
+                f"({', '.join(stopped)}), so they did not get equal compute"
+            )
     return notes
 
 
@@ -199,9 +215,13 @@ def _reference_for(reference: References, learner: str) -> str:
     return reference if isinstance(reference, str) else reference.get(learner, REFERENCE_LABEL)
 
 
-def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
-                   reference: References = REFERENCE_LABEL, p_adjust: str = "holm",
-                   extra_notes: tuple[str, ...] = ()) -> pd.DataFrame:
+def summarize_runs(
+    runs: pd.DataFrame,
+    failed: pd.DataFrame | None = None,
+    reference: References = REFERENCE_LABEL,
+    p_adjust: str = "holm",
+    extra_notes: tuple[str, ...] = (),
+) -> pd.DataFrame:
     """Per (learner, config, task): seeds, mean/low/high of each measure, p vs ``reference``, budget.
 
     ``reference``: the learner label every p-value compares against (``_reference_runs``),
@@ -221,9 +241,15 @@ def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
     grouped = runs.groupby(RUN_KEYS, sort=False)
     rows = []
     for (learner, config, task), group in grouped:
-        row: dict[str, Any] = {"learner": learner, "config": config, "task": task,
-                               "learner_name": group["learner_name"].iloc[0], "seeds": len(group),
-                               "budget": group["budget"].iloc[0], "stopped_by": _stopped_text(group["stopped_by"])}
+        row: dict[str, Any] = {
+            "learner": learner,
+            "config": config,
+            "task": task,
+            "learner_name": group["learner_name"].iloc[0],
+            "seeds": len(group),
+            "budget": group["budget"].iloc[0],
+            "stopped_by": _stopped_text(group["stopped_by"]),
+        }
         for name in measures_shown():  # a measure the runs' records lack (an older source) is n/a
             values = group[name] if name in group else pd.Series(math.nan, index=group.index)
             interval = bounded_interval if name == "test_acc" else t_interval
@@ -240,11 +266,23 @@ def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
         present = {(r["learner"], r["config"], r["task"]) for r in rows}
         for key, group in failed.groupby(RUN_KEYS, sort=False):
             if key not in present:
-                rows.append({**dict(zip(RUN_KEYS, key)), "learner_name": group["learner_name"].iloc[0], "seeds": 0,
-                             "budget": group["budget"].iloc[0], "stopped_by": "failed", "p_raw": math.nan,
-                             "reference": "", "p_undefined": None, "cost_from_flops": False, "contended": False,
-                             **pairwise.compare([], None), **pairwise.time_columns(group),
-                             **{f"{m}_{s}": math.nan for m in measures_shown() for s in ("mean", "low", "high")}})
+                rows.append(
+                    {
+                        **dict(zip(RUN_KEYS, key)),
+                        "learner_name": group["learner_name"].iloc[0],
+                        "seeds": 0,
+                        "budget": group["budget"].iloc[0],
+                        "stopped_by": "failed",
+                        "p_raw": math.nan,
+                        "reference": "",
+                        "p_undefined": None,
+                        "cost_from_flops": False,
+                        "contended": False,
+                        **pairwise.compare([], None),
+                        **pairwise.time_columns(group),
+                        **{f"{m}_{s}": math.nan for m in measures_shown() for s in ("mean", "low", "high")},
+                    }
+                )
     out = pd.DataFrame(rows)
     out["_rank"] = out["learner_name"].map(learner_styles.rank)
     out["_config"] = out["config"].map(_natural)
@@ -259,8 +297,10 @@ def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
     used = {label: _reference_for(reference, label) for label in out["learner"].unique()}
     main_ref = max(sorted(set(used.values())), key=list(used.values()).count) if used else REFERENCE_LABEL
     p_note = NOTE_P.format(reference=main_ref)
-    others = {ref: sorted(label for label, r in used.items() if r == ref and label != ref)
-              for ref in sorted(set(used.values()) - {main_ref})}
+    others = {
+        ref: sorted(label for label, r in used.items() if r == ref and label != ref)
+        for ref in sorted(set(used.values()) - {main_ref})
+    }
     p_note += "".join(f" {', '.join(labels)} against {ref!r} instead." for ref, labels in others.items() if labels)
     p_note += " " + pairwise.adjust(out, p_adjust)
     extra = [pairwise.NOTE_DIFF, pairwise.detectable_note(runs), *extra_notes]
@@ -268,7 +308,8 @@ def summarize_runs(runs: pd.DataFrame, failed: pd.DataFrame | None = None,
     out.attrs["p_adjust"] = p_adjust
     out.attrs["reference"] = main_ref if not others else "reference"
     out.attrs["marked_notes"] = ([NOTE_FROM_FLOPS] if out["cost_from_flops"].any() else []) + (
-        [NOTE_CONTENTION] if out["contended"].any() else [])
+        [NOTE_CONTENTION] if out["contended"].any() else []
+    )
     flat = out[out["p_undefined"] == NO_SPREAD]
     if not flat.empty:
         names = ", ".join(f"{r.learner}{f' ({r.config})' if r.config else ''} on {r.task}" for r in flat.itertuples())
@@ -294,8 +335,9 @@ def _parts(config: str) -> set[str]:
     return set(config.split(", ")) if config else set()
 
 
-def _reference_runs(runs: pd.DataFrame, learner: str, config: str, task: str,
-                    reference: str) -> tuple[pd.Series | None, str]:
+def _reference_runs(
+    runs: pd.DataFrame, learner: str, config: str, task: str, reference: str
+) -> tuple[pd.Series | None, str]:
     """(reference test accuracies, reference used) this group's test accuracy is compared with.
 
     The reference is one learner *label* on the same task, never pooled with other labels.
@@ -330,9 +372,11 @@ def reference_of(store: RunStore) -> dict[str, str]:
     for study in store.studies():
         for label, ref in study_references(study["study"]).items():
             if merged.setdefault(label, ref) != ref:
-                raise ConfigError(f"results folder {str(store.root)!r} holds studies with different references "
-                                  f"for {label!r} ({', '.join(sorted({merged[label], ref}))}): "
-                                  "pass one with bpbench table --reference LABEL")
+                raise ConfigError(
+                    f"results folder {str(store.root)!r} holds studies with different references "
+                    f"for {label!r} ({', '.join(sorted({merged[label], ref}))}): "
+                    "pass one with bpbench table --reference LABEL"
+                )
     return merged
 
 
@@ -377,30 +421,39 @@ def _p_cell(p: float, reference: str) -> str:
 
 def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary as the printed table: strings, one column per measure."""
-    table = pd.DataFrame({
-        "learner": summary["learner"] + summary["config"].map(lambda c: f" ({c})" if c else ""),
-        "task": summary["task"] + summary["unequal_budget"].map(lambda u: UNEQUAL_MARK if u else ""),
-        "budget": summary["budget"],
-        "stopped by": summary["stopped_by"],
-        "seeds": summary["seeds"].astype(str) + summary["failed"].map(lambda f: f" ({f} failed)" if f else ""),
-    })
+    table = pd.DataFrame(
+        {
+            "learner": summary["learner"] + summary["config"].map(lambda c: f" ({c})" if c else ""),
+            "task": summary["task"] + summary["unequal_budget"].map(lambda u: UNEQUAL_MARK if u else ""),
+            "budget": summary["budget"],
+            "stopped by": summary["stopped_by"],
+            "seeds": summary["seeds"].astype(str) + summary["failed"].map(lambda f: f" ({f} failed)" if f else ""),
+        }
+    )
     if "trials" in summary:  # a tuned study's final runs (experiments/report/tuning.py)
         table["trials"] = summary["trials"].astype(str)
         table["sampler"] = summary["sampler"]
         table["robust"] = summary["robustness"].map(lambda r: "n/a" if math.isnan(r) else f"{r:.2f}")
     from_flops = summary["cost_from_flops"] if "cost_from_flops" in summary else pd.Series(False, index=summary.index)
     for name, (header, fmt, scale) in measures_shown().items():
-        table[header] = [_cell(m, lo, hi, fmt, scale) for m, lo, hi in
-                         zip(summary[f"{name}_mean"], summary[f"{name}_low"], summary[f"{name}_high"])]
+        table[header] = [
+            _cell(m, lo, hi, fmt, scale)
+            for m, lo, hi in zip(summary[f"{name}_mean"], summary[f"{name}_low"], summary[f"{name}_high"])
+        ]
         if name == "train_s" and "contended" in summary:
-            table[header] = [f"{cell}{CONTENTION_MARK}" if mark else cell
-                             for cell, mark in zip(table[header], summary["contended"])]
+            table[header] = [
+                f"{cell}{CONTENTION_MARK}" if mark else cell for cell, mark in zip(table[header], summary["contended"])
+            ]
         if name in ("synops", "energy"):
-            table[header] = [f"{cell}{FROM_FLOPS_MARK}" if mark and cell != "n/a" else cell
-                             for cell, mark in zip(table[header], from_flops)]
+            table[header] = [
+                f"{cell}{FROM_FLOPS_MARK}" if mark and cell != "n/a" else cell
+                for cell, mark in zip(table[header], from_flops)
+            ]
         if name == "test_acc":
-            table[header] = [_bounded_cell(m, lo, hi) for m, lo, hi in
-                             zip(summary["test_acc_mean"], summary["test_acc_low"], summary["test_acc_high"])]
+            table[header] = [
+                _bounded_cell(m, lo, hi)
+                for m, lo, hi in zip(summary["test_acc_mean"], summary["test_acc_low"], summary["test_acc_high"])
+            ]
             for column, cells in _pairwise_cells(summary).items():
                 table[column] = cells
     for column, cells in _time_cells(summary).items():
@@ -422,16 +475,26 @@ def _p_header(summary: pd.DataFrame) -> str:
 
 def _pairwise_cells(summary: pd.DataFrame) -> dict[str, list[str]]:
     """The difference to the reference with its Welch interval, and the p column."""
-    diff = ["ref" if r == "ref" else "n/a" if math.isnan(m) else
-            f"{m:+.3f}" if math.isnan(hi) else f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-            for m, lo, hi, r in zip(summary["diff_mean"], summary["diff_low"], summary["diff_high"],
-                                    summary["reference"])]
+    diff = [
+        "ref"
+        if r == "ref"
+        else "n/a"
+        if math.isnan(m)
+        else f"{m:+.3f}"
+        if math.isnan(hi)
+        else f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+        for m, lo, hi, r in zip(summary["diff_mean"], summary["diff_low"], summary["diff_high"], summary["reference"])
+    ]
     p = [_p_cell(p, r) for p, r in zip(summary["p_vs_reference"], summary["reference"])]
     return {"diff vs ref": diff, _p_header(summary): p}
 
 
-TIME_HEADERS = {"epochs": ("epochs to target", ".3g", 1.0), "flops": ("GFLOPs to target", ".3g", 1e9),
-                "seconds": ("s to target", ".3g", 1.0), "samples": ("samples to target", ".3g", 1.0)}
+TIME_HEADERS = {
+    "epochs": ("epochs to target", ".3g", 1.0),
+    "flops": ("GFLOPs to target", ".3g", 1e9),
+    "seconds": ("s to target", ".3g", 1.0),
+    "samples": ("samples to target", ".3g", 1.0),
+}
 
 
 def _time_cells(summary: pd.DataFrame) -> dict[str, list[str]]:
@@ -440,8 +503,10 @@ def _time_cells(summary: pd.DataFrame) -> dict[str, list[str]]:
         return {}
     cells: dict[str, list[str]] = {}
     for measure, (header, fmt, scale) in TIME_HEADERS.items():
-        cells[header] = ["n/a" if n == 0 or math.isnan(v) else "not reached" if math.isinf(v) else f"{v / scale:{fmt}}"
-                         for v, n in zip(summary[f"ttt_{measure}_median"], summary["ttt_n"])]
+        cells[header] = [
+            "n/a" if n == 0 or math.isnan(v) else "not reached" if math.isinf(v) else f"{v / scale:{fmt}}"
+            for v, n in zip(summary[f"ttt_{measure}_median"], summary["ttt_n"])
+        ]
     cells["reached"] = ["n/a" if n == 0 else f"{k}/{n}" for k, n in zip(summary["reached"], summary["ttt_n"])]
     return cells
 
@@ -453,9 +518,14 @@ LATEX_P_HEADER = {"holm": "p (Holm)", "raw": "p (raw)"}
 
 def column_headers(summary: pd.DataFrame) -> dict[str, str]:
     """Column key (what --columns takes) -> its header in ``display_frame``."""
-    return {**BASE_COLUMNS, **{name: header for name, (header, _, _) in measures_shown().items()},
-            "diff": "diff vs ref", "p": _p_header(summary),
-            **{f"ttt_{m}": header for m, (header, _, _) in TIME_HEADERS.items()}, "reached": "reached"}
+    return {
+        **BASE_COLUMNS,
+        **{name: header for name, (header, _, _) in measures_shown().items()},
+        "diff": "diff vs ref",
+        "p": _p_header(summary),
+        **{f"ttt_{m}": header for m, (header, _, _) in TIME_HEADERS.items()},
+        "reached": "reached",
+    }
 
 
 def check_columns(keys: list[str]) -> None:
@@ -473,10 +543,25 @@ def select_columns(table: pd.DataFrame, summary: pd.DataFrame, keys: list[str]) 
     return table[[headers[key] for key in keys if headers[key] in table]]
 
 
-LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-LATEX_SYMBOLS = {"±": r"$\pm$", UNEQUAL_MARK: r"$^\dagger$", FROM_FLOPS_MARK: r"$^\ddagger$",
-                 CONTENTION_MARK: r"$^\S$", "−": "-"}
+LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+LATEX_SYMBOLS = {
+    "±": r"$\pm$",
+    UNEQUAL_MARK: r"$^\dagger$",
+    FROM_FLOPS_MARK: r"$^\ddagger$",
+    CONTENTION_MARK: r"$^\S$",
+    "−": "-",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -493,11 +578,17 @@ def to_latex(table: pd.DataFrame, notes: list[str]) -> str:
     """A booktabs ``tabular`` (ready to ``\\input``), notes as full-width rows below the rule."""
     n = len(table.columns)
     spec = "l" * min(n, 5) + "r" * max(0, n - 5)
-    lines = [f"\\begin{{tabular}}{{@{{}}{spec}@{{}}}}", r"\toprule",
-             " & ".join(latex_escape(str(c)) for c in table.columns) + r" \\", r"\midrule"]
+    lines = [
+        f"\\begin{{tabular}}{{@{{}}{spec}@{{}}}}",
+        r"\toprule",
+        " & ".join(latex_escape(str(c)) for c in table.columns) + r" \\",
+        r"\midrule",
+    ]
     lines += [" & ".join(latex_escape(str(v)) for v in row) + r" \\" for row in table.itertuples(index=False)]
     lines.append(r"\bottomrule")
-    lines += [f"\\multicolumn{{{n}}}{{p{{0.95\\linewidth}}}}{{\\footnotesize {latex_escape(note)}}} \\\\" for note in notes]
+    lines += [
+        f"\\multicolumn{{{n}}}{{p{{0.95\\linewidth}}}}{{\\footnotesize {latex_escape(note)}}} \\\\" for note in notes
+    ]
     lines.append(r"\end{tabular}")
     return "\n".join(lines) + "\n"
 
@@ -533,5 +624,6 @@ def render(summary: pd.DataFrame, fmt: str, columns: list[str] | None = None) ->
         from html import escape
 
         return table.to_html(index=False, classes="results", border=0) + "".join(
-            f'\n<p class="note">{escape(note)}</p>' for note in notes)
+            f'\n<p class="note">{escape(note)}</p>' for note in notes
+        )
     return table.to_markdown(index=False, tablefmt="simple") + "\n\n" + "\n".join(notes)

@@ -10,6 +10,7 @@
   of its best validation score.
 - ``expected_max(scores, n)``: expected validation performance (Dodge et al. 2019) and its variance.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,14 +19,26 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from bpbench.experiments.report.table import References, runs_of, summarize_runs
 from bpbench.experiments.store.describe import varied_label
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.selection import test_at_best_val, val_score
 
 ROBUST_WITHIN = 0.01  # one point of accuracy
-TRIAL_COLUMNS = ["learner", "task", "trial", "run_id", "status", "config", "options", "val_score", "test_acc",
-                 "rank", "chosen"]
+TRIAL_COLUMNS = [
+    "learner",
+    "task",
+    "trial",
+    "run_id",
+    "status",
+    "config",
+    "options",
+    "val_score",
+    "test_acc",
+    "rank",
+    "chosen",
+]
 
 
 def tags(store: RunStore) -> dict[str, dict[str, Any]]:
@@ -72,15 +85,27 @@ def trials(store: RunStore) -> pd.DataFrame:
             finals[(spec["label"], spec["task_label"])] = tag["trial"]
         if tag.get("phase") != "tuning":
             continue
-        options = {key.split(".", 1)[1] if key.startswith("params.") else key:
-                   (spec["params"] if key.startswith("params.") else spec["model"])[key.split(".", 1)[1]]
-                   for key in spec.get("varied", [])}
+        options = {
+            key.split(".", 1)[1] if key.startswith("params.") else key: (
+                spec["params"] if key.startswith("params.") else spec["model"]
+            )[key.split(".", 1)[1]]
+            for key in spec.get("varied", [])
+        }
         ok = meta["status"] == "ok"
         score = val_score(store, meta["run_id"], select) if ok else None
-        rows.append({"learner": spec["label"], "task": spec["task_label"], "trial": tag["trial"],
-                     "run_id": meta["run_id"], "status": meta["status"], "config": varied_label(spec),
-                     "options": options, "val_score": math.nan if score is None else score,
-                     "test_acc": meta.get("summary", {}).get("test_accuracy", math.nan) if ok else math.nan})
+        rows.append(
+            {
+                "learner": spec["label"],
+                "task": spec["task_label"],
+                "trial": tag["trial"],
+                "run_id": meta["run_id"],
+                "status": meta["status"],
+                "config": varied_label(spec),
+                "options": options,
+                "val_score": math.nan if score is None else score,
+                "test_acc": meta.get("summary", {}).get("test_accuracy", math.nan) if ok else math.nan,
+            }
+        )
     if not rows:
         return pd.DataFrame(columns=TRIAL_COLUMNS)
     out = pd.DataFrame(rows).sort_values(["task", "learner", "trial"], ignore_index=True)
@@ -91,9 +116,11 @@ def trials(store: RunStore) -> pd.DataFrame:
 
 def robustness(table: pd.DataFrame) -> pd.Series:
     """(learner, task) -> fraction of its trials (failed ones count) within one point of its best."""
+
     def fraction(group: pd.DataFrame) -> float:
         best = group["val_score"].max()
         return math.nan if math.isnan(best) else float((group["val_score"] >= best - ROBUST_WITHIN).sum() / len(group))
+
     if table.empty:
         return pd.Series(dtype=float)
     return table.groupby(["learner", "task"])[["val_score"]].apply(fraction)
@@ -116,8 +143,11 @@ def tuned_summary(store: RunStore, reference: References, p_adjust: str = "holm"
     table = trials(store)
     counts = table.groupby(["learner", "task"]).size() if not table.empty else pd.Series(dtype=int)
     robust = robustness(table)
-    samplers = {(m["spec"]["label"], m["spec"]["task_label"]): m["spec"]["tuning"]["sampler"]
-                for m in store.iter_metas() if (m["spec"].get("tuning") or {}).get("phase") == "final"}
+    samplers = {
+        (m["spec"]["label"], m["spec"]["task_label"]): m["spec"]["tuning"]["sampler"]
+        for m in store.iter_metas()
+        if (m["spec"].get("tuning") or {}).get("phase") == "final"
+    }
     keys = list(zip(summary["learner"], summary["task"]))
     summary["trials"] = [int(counts.get(k, 0)) for k in keys]
     summary["sampler"] = [samplers.get(k, "?") for k in keys]
@@ -127,10 +157,12 @@ def tuned_summary(store: RunStore, reference: References, p_adjust: str = "holm"
     return summary
 
 
-NOTE_TUNED = ("Tuned: each row is the configuration with the best validation accuracy among its learner's trials "
-              "(the test split plays no part), retrained on fresh seeds; trials: configurations tried per learner "
-              "x task (sampler none: no search space, its one configuration); robust: fraction of trials within one "
-              "point of the best validation accuracy.")
+NOTE_TUNED = (
+    "Tuned: each row is the configuration with the best validation accuracy among its learner's trials "
+    "(the test split plays no part), retrained on fresh seeds; trials: configurations tried per learner "
+    "x task (sampler none: no search space, its one configuration); robust: fraction of trials within one "
+    "point of the best validation accuracy."
+)
 
 
 def render_trials(table: pd.DataFrame, fmt: str) -> str:

@@ -8,16 +8,18 @@
 ``tuning_figures(store)``: name -> (caption, builder) for ``bpbench plot`` and the HTML report;
 empty for a folder without tuning runs.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
 from bpbench.experiments.report.figures import PANEL, Builder, NoData, learner_colors
 from bpbench.experiments.report.tuning import evp_curve, trials
 from bpbench.experiments.store.describe import compact_value
 from bpbench.experiments.store.run_store import RunStore
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 VAL_LABEL = "validation accuracy (fraction)"
 
@@ -83,12 +85,16 @@ def tuning_figures(store: RunStore) -> dict[str, Builder]:
     figures: dict[str, Builder] = {}
     for task in sorted(table["task"].unique()):
         figures[f"evp_{task}"] = (
-            (f"Expected validation performance on {task} (Dodge et al. 2019): the expected best validation accuracy "
-            "after n trials drawn from each learner's own trials; band: ± one standard deviation."),
-            lambda task=task: evp_figure(table, task))
+            (
+                f"Expected validation performance on {task} (Dodge et al. 2019): the expected best validation accuracy "
+                "after n trials drawn from each learner's own trials; band: ± one standard deviation."
+            ),
+            lambda task=task: evp_figure(table, task),
+        )
     options = sorted({name for options in table["options"] for name in options})
     for option in options:
         figures[f"sensitivity_{option.replace('.', '_')}"] = (
             f"Validation accuracy of every tuning trial against {option}, by learner.",
-            lambda option=option: sensitivity_figure(table, option))
+            lambda option=option: sensitivity_figure(table, option),
+        )
     return figures

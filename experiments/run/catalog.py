@@ -12,6 +12,7 @@ each with the metric of its mean over the layers that are not exact by construct
 Adding a measurement: one record here, plus the code that takes it (a probe, a runner row).
 This module imports no torch (the table reads it).
 """
+
 from __future__ import annotations
 
 import math
@@ -101,43 +102,92 @@ LAYER_COMPARISONS = (("grad_alignment", "grad_alignment_mean"), ("grad_projectio
 EXACT_NOTE = "the layers whose update is exact by construction (Learner.exact_layers: {exact}) are left out"
 
 CATALOG: tuple[Measure, ...] = (
-    Measure("test_acc", "test_accuracy", "evaluation", ("accuracy",), final("test", "accuracy"),
-            "test acc", ".3f"),
-    Measure("gap", "train_test_gap", "evaluation", ("accuracy",),
-            difference(final("train", "accuracy"), final("test", "accuracy")), "train-test gap", ".3f",
-            note="Train-test gap: train accuracy on a fixed stratified subset of the training split as large as "
-                 "the test split (meta.json: train_eval_samples)."),
+    Measure("test_acc", "test_accuracy", "evaluation", ("accuracy",), final("test", "accuracy"), "test acc", ".3f"),
+    Measure(
+        "gap",
+        "train_test_gap",
+        "evaluation",
+        ("accuracy",),
+        difference(final("train", "accuracy"), final("test", "accuracy")),
+        "train-test gap",
+        ".3f",
+        note="Train-test gap: train accuracy on a fixed stratified subset of the training split as large as "
+        "the test split (meta.json: train_eval_samples).",
+    ),
     Measure("val_acc", "val_accuracy", "evaluation", ("accuracy",), final("val", "accuracy")),
-    Measure("train_s", "train_seconds", "evaluation", ("train_seconds",), final("train", "train_seconds"),
-            "train s"),
-    Measure("flops", "train_flops", "evaluation", ("train_flops",), final("train", "train_flops"),
-            "GFLOPs", scale=1e9),
+    Measure("train_s", "train_seconds", "evaluation", ("train_seconds",), final("train", "train_seconds"), "train s"),
+    Measure("flops", "train_flops", "evaluation", ("train_flops",), final("train", "train_flops"), "GFLOPs", scale=1e9),
     Measure("samples", "train_samples", "evaluation", ("train_samples",), final("train", "train_samples")),
-    Measure("synops", "synops_per_sample", "evaluation", ("synops_per_sample",),
-            final("test", "synops_per_sample"), "synops/sample"),
-    Measure("energy", "energy_per_sample_j", "evaluation", ("energy_per_sample_j",),
-            final("test", "energy_per_sample_j"), "energy/sample uJ", scale=1e-6),
-    Measure("peak_mem", "peak_memory_bytes", "end", ("peak_memory_bytes",), final("train", "peak_memory_bytes"),
-            "peak MiB", scale=2.0**20,
-            note="Peak MiB: the first training step's own peak (what it allocates: activations, gradients, new "
-                 "optimizer state), not the learner's stored state (metric state_bytes) nor the data."),
-    Measure("grad_ratio", "grad_norm_ratio", "health", ("grad_norm_ratio",), geometric_mean_of("grad_norm_ratio"),
-            "grad ratio first/last",
-            note="Grad ratio: geometric mean over sampled steps of the update-signal norm of the first layer the "
-                 "rule trains over that of the last (a layer whose update signal is absent or exactly 0 at the "
-                 "step, such as an unused readout, is left out; n/a with fewer than two such layers)."),
-    Measure("alignment", "grad_alignment_mean", "health", ("grad_alignment_mean",), mean_of("grad_alignment_mean"),
-            "alignment cos", ".3f",
-            note="Alignment: mean cosine of the update signal with the true gradient over sampled steps; "
-                 f"{EXACT_NOTE} (n/a where every layer is exact, as for {{all_exact}})."),
-    Measure("projection", "grad_projection_mean", "health", ("grad_projection_mean",),
-            mean_of("grad_projection_mean"), "projection on grad",
-            note="Projection: mean over sampled steps and the same layers of the update signal u's projection "
-                 "coefficient on the true gradient g, (u.g)/(g.g): 1 for the exact gradient; unlike the cosine it "
-                 "shows scale (predictive coding's partial inference, a biased estimator's scale, feedback "
-                 "alignment's magnitude)."),
-    Measure("cost_from_flops", "cost_from_flops", "evaluation", ("synops_from_flops",),
-            flag("test", "synops_from_flops"), flag=True),
+    Measure(
+        "synops",
+        "synops_per_sample",
+        "evaluation",
+        ("synops_per_sample",),
+        final("test", "synops_per_sample"),
+        "synops/sample",
+    ),
+    Measure(
+        "energy",
+        "energy_per_sample_j",
+        "evaluation",
+        ("energy_per_sample_j",),
+        final("test", "energy_per_sample_j"),
+        "energy/sample uJ",
+        scale=1e-6,
+    ),
+    Measure(
+        "peak_mem",
+        "peak_memory_bytes",
+        "end",
+        ("peak_memory_bytes",),
+        final("train", "peak_memory_bytes"),
+        "peak MiB",
+        scale=2.0**20,
+        note="Peak MiB: the first training step's own peak (what it allocates: activations, gradients, new "
+        "optimizer state), not the learner's stored state (metric state_bytes) nor the data.",
+    ),
+    Measure(
+        "grad_ratio",
+        "grad_norm_ratio",
+        "health",
+        ("grad_norm_ratio",),
+        geometric_mean_of("grad_norm_ratio"),
+        "grad ratio first/last",
+        note="Grad ratio: geometric mean over sampled steps of the update-signal norm of the first layer the "
+        "rule trains over that of the last (a layer whose update signal is absent or exactly 0 at the "
+        "step, such as an unused readout, is left out; n/a with fewer than two such layers).",
+    ),
+    Measure(
+        "alignment",
+        "grad_alignment_mean",
+        "health",
+        ("grad_alignment_mean",),
+        mean_of("grad_alignment_mean"),
+        "alignment cos",
+        ".3f",
+        note="Alignment: mean cosine of the update signal with the true gradient over sampled steps; "
+        f"{EXACT_NOTE} (n/a where every layer is exact, as for {{all_exact}}).",
+    ),
+    Measure(
+        "projection",
+        "grad_projection_mean",
+        "health",
+        ("grad_projection_mean",),
+        mean_of("grad_projection_mean"),
+        "projection on grad",
+        note="Projection: mean over sampled steps and the same layers of the update signal u's projection "
+        "coefficient on the true gradient g, (u.g)/(g.g): 1 for the exact gradient; unlike the cosine it "
+        "shows scale (predictive coding's partial inference, a biased estimator's scale, feedback "
+        "alignment's magnitude).",
+    ),
+    Measure(
+        "cost_from_flops",
+        "cost_from_flops",
+        "evaluation",
+        ("synops_from_flops",),
+        flag("test", "synops_from_flops"),
+        flag=True,
+    ),
 )
 
 

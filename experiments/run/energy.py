@@ -13,6 +13,7 @@ figures of Horowitz, "Computing's energy problem", ISSCC 2014 (as tabulated by H
 al. 2015): 32-bit float multiply 3.7 pJ + 32-bit float add 0.9 pJ = 4.6 pJ per MAC;
 32-bit float add 0.9 pJ per AC. Memory access energy is not included.
 """
+
 from __future__ import annotations
 
 from torch import Tensor
@@ -26,8 +27,13 @@ FLOAT32_ADD_J = 0.9e-12  # Horowitz ISSCC 2014, 45 nm, 32-bit float add
 ENERGY_PER_MAC_J = FLOAT32_MULT_J + FLOAT32_ADD_J  # 4.6 pJ
 ENERGY_PER_AC_J = FLOAT32_ADD_J  # 0.9 pJ
 
-COST_METRICS = ("synops_per_sample", "synops_dense_per_sample", "macs_per_sample", "acs_per_sample",
-                "energy_per_sample_j")
+COST_METRICS = (
+    "synops_per_sample",
+    "synops_dense_per_sample",
+    "macs_per_sample",
+    "acs_per_sample",
+    "energy_per_sample_j",
+)
 FROM_FLOPS = "synops_from_flops"  # 1 on the cost rows of a learner without a model (FLOPs / 2 of predict)
 
 
@@ -52,8 +58,9 @@ def cost_rows(learner: Learner, x: Tensor) -> list[tuple[str, str, float]]:
     if layers is None:
         _, flops = count_flops(lambda: learner.predict(x))
         if flops <= 0:
-            raise NotMeasurable(f"{type(learner).__name__} has no model and the FLOP counter saw no operation "
-                                "in its predict")
+            raise NotMeasurable(
+                f"{type(learner).__name__} has no model and the FLOP counter saw no operation in its predict"
+            )
         macs = flops / 2 / n
         dense = effective = macs
         acs = 0.0
@@ -65,6 +72,11 @@ def cost_rows(learner: Learner, x: Tensor) -> list[tuple[str, str, float]]:
         effective = sum(op.effective for op in layers.values())
         macs = sum(op.effective for op in layers.values() if not op.accumulate)
         acs = sum(op.effective for op in layers.values() if op.accumulate)
-    return [("synops_per_sample", "", effective), ("synops_dense_per_sample", "", dense),
-            ("macs_per_sample", "", macs), ("acs_per_sample", "", acs),
-            ("energy_per_sample_j", "", energy_joules(macs, acs)), *marks]
+    return [
+        ("synops_per_sample", "", effective),
+        ("synops_dense_per_sample", "", dense),
+        ("macs_per_sample", "", macs),
+        ("acs_per_sample", "", acs),
+        ("energy_per_sample_j", "", energy_joules(macs, acs)),
+        *marks,
+    ]

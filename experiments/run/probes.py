@@ -17,6 +17,7 @@
 A measurement that cannot be taken raises ``NotMeasurable`` (or, per layer, is returned as
 a reason); the runner records it as n/a with the reason (``Unmeasured``), never as a number.
 """
+
 from __future__ import annotations
 
 import json
@@ -176,16 +177,19 @@ def norm_ratio(norms: dict[str, float], order: list[str]) -> float:
     trained = [name for name in order if norms.get(name, 0.0) > 0.0]
     if len(trained) < 2:
         left = ", ".join(name for name in order if name not in trained)
-        raise NotMeasurable(f"fewer than two layers with a finite, nonzero update-signal norm (absent, zero or not "
-                            f"finite: {left}): the first/last ratio is undefined")
+        raise NotMeasurable(
+            f"fewer than two layers with a finite, nonzero update-signal norm (absent, zero or not "
+            f"finite: {left}): the first/last ratio is undefined"
+        )
     return norms[trained[0]] / norms[trained[-1]]
 
 
 Pair = tuple[Tensor, Tensor, float, float]  # (update signal, true gradient) flattened in float64, their norms
 
 
-def layer_pairs(signal: dict[str, Tensor], reference: dict[str, Tensor],
-                what: str) -> tuple[dict[str, Pair], dict[str, str]]:
+def layer_pairs(
+    signal: dict[str, Tensor], reference: dict[str, Tensor], what: str
+) -> tuple[dict[str, Pair], dict[str, str]]:
     """(layer -> its update signal and true gradient as float64 vectors with their norms, layer -> why
     the layer cannot be compared at this step: a layer one side lacks, e.g. a frozen layer that has
     no update, a non-finite norm, or a true gradient of exactly 0; ``what`` names the comparison
@@ -277,5 +281,7 @@ class Unmeasured:
 
     def to_json(self) -> dict[str, str]:
         """metric -> its reasons, each with how often it applied, e.g. ``"... (3 times)"``."""
-        return {metric: "; ".join(r if n == 1 else f"{r} ({n} times)" for r, n in counts.items())
-                for metric, counts in self.reasons.items()}
+        return {
+            metric: "; ".join(r if n == 1 else f"{r} ({n} times)" for r, n in counts.items())
+            for metric, counts in self.reasons.items()
+        }

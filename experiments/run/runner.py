@@ -32,6 +32,7 @@ the training split as large as the test split (``train_eval_split``; the summary
 ``evaluation_metrics`` and the inference cost on the first ``DIAGNOSTIC_BATCH`` test samples.
 Where each run's wall time went is in its ``phase_seconds`` (``Phases``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -39,8 +40,8 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import torch
@@ -48,13 +49,22 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bpbench.experiments.plan.config import build
-from bpbench.experiments.run.energy import COST_METRICS, cost_rows
-from bpbench.experiments.run.catalog import LAYER_COMPARISONS, health_metrics
-from bpbench.experiments.run.probes import (COMPARISONS, MetricError, Unmeasured, count_flops, forked_rng,
-                                            gradient_norms, mean_outside_exact, norm_ratio, peak_step_memory,
-                                            state_bytes)
 from bpbench.experiments.plan.registry import Registry
 from bpbench.experiments.plan.spec import Budget, RunSpec, Schedule, canonical_json
+from bpbench.experiments.run.catalog import LAYER_COMPARISONS, health_metrics
+from bpbench.experiments.run.energy import COST_METRICS, cost_rows
+from bpbench.experiments.run.probes import (
+    COMPARISONS,
+    MetricError,
+    Unmeasured,
+    count_flops,
+    forked_rng,
+    gradient_norms,
+    mean_outside_exact,
+    norm_ratio,
+    peak_step_memory,
+    state_bytes,
+)
 from bpbench.learners.base import Learner, NotMeasurable
 from bpbench.learners.models import ModelSpec, weight_layers
 from bpbench.tasks.base import Split, TaskData, stratified_subset
@@ -133,11 +143,13 @@ def evaluate(learner: Learner, split: Split, device: torch.device) -> tuple[floa
     correct = torch.zeros((), dtype=torch.int64, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     for start in range(0, len(split), EVAL_CHUNK):
-        x = split.x[start:start + EVAL_CHUNK].to(device)
-        y = split.y[start:start + EVAL_CHUNK].to(device)
+        x = split.x[start : start + EVAL_CHUNK].to(device)
+        y = split.y[start : start + EVAL_CHUNK].to(device)
         logits = learner.predict(x)
         if logits.shape != (x.shape[0], learner.task.n_classes):
-            raise ValueError(f"predict returned shape {tuple(logits.shape)}, expected ({x.shape[0]}, {learner.task.n_classes})")
+            raise ValueError(
+                f"predict returned shape {tuple(logits.shape)}, expected ({x.shape[0]}, {learner.task.n_classes})"
+            )
         loss_sum = loss_sum + F.cross_entropy(logits.float(), y, reduction="sum").double()
         correct = correct + (logits.argmax(dim=1) == y).sum()
     return int(correct) / len(split), float(loss_sum) / len(split)
@@ -159,17 +171,19 @@ def train_eval_split(data: TaskData) -> Split:
     return train if len(index) == len(train) else Split(train.x[index], train.y[index])
 
 
-def minibatches(x: Tensor, y: Tensor, order: Tensor, batch: int, block: int = GATHER_BLOCK) -> Iterator[tuple[Tensor, Tensor]]:
+def minibatches(
+    x: Tensor, y: Tensor, order: Tensor, batch: int, block: int = GATHER_BLOCK
+) -> Iterator[tuple[Tensor, Tensor]]:
     """Minibatches ``(x[i], y[i])`` for consecutive ``batch``-sized slices ``i`` of ``order``.
 
     The samples of ``block`` minibatches are gathered at once and each minibatch is a view of
     that block: one memory-bound gather per block instead of one per step (the same values).
     """
     for start in range(0, len(order), batch * block):
-        index = order[start:start + batch * block]
+        index = order[start : start + batch * block]
         xs, ys = x.index_select(0, index), y.index_select(0, index)
         for i in range(0, len(index), batch):
-            yield xs[i:i + batch], ys[i:i + batch]
+            yield xs[i : i + batch], ys[i : i + batch]
 
 
 def _sync(device: torch.device) -> None:
@@ -197,8 +211,16 @@ def attempt(unmeasured: Unmeasured, metrics: tuple[str, ...], fn: Callable[[], T
         return None
 
 
-def on_twin(spec: RunSpec, data: TaskData, learners: Registry, device: torch.device, learner: Learner,
-            x: Tensor, y: Tensor, instrument: Callable[[Callable[[], object]], tuple[object, T]]) -> T:
+def on_twin(
+    spec: RunSpec,
+    data: TaskData,
+    learners: Registry,
+    device: torch.device,
+    learner: Learner,
+    x: Tensor,
+    y: Tensor,
+    instrument: Callable[[Callable[[], object]], tuple[object, T]],
+) -> T:
     """The figure ``instrument`` takes of one ``train_step(x, y)`` of a copy of ``learner``.
 
     The copy is built from ``spec`` and loaded with a deep copy of the learner's state, with
@@ -212,8 +234,9 @@ def on_twin(spec: RunSpec, data: TaskData, learners: Registry, device: torch.dev
     return figure
 
 
-def health_rows(learner: Learner, reference: dict[str, Tensor] | None, exact: frozenset[str],
-                unmeasured: Unmeasured) -> list[tuple[str, str, float]]:
+def health_rows(
+    learner: Learner, reference: dict[str, Tensor] | None, exact: frozenset[str], unmeasured: Unmeasured
+) -> list[tuple[str, str, float]]:
     """Gradient health and the comparisons with the true gradient of the step just taken: (metric, layer, value) rows.
 
     ``reference``: the true gradient taken before the step, or None when it is n/a (noted).
@@ -268,8 +291,10 @@ def run(
         exact = frozenset(learner.exact_layers())
         train_x, train_y = data.train.x.to(device), data.train.y.to(device)
         probe = data.test.x[:DIAGNOSTIC_BATCH].to(device)
-        eval_splits = [(name, on_device(split, device))
-                       for name, split in (("train", train_eval_split(data)), ("val", data.val), ("test", data.test))]
+        eval_splits = [
+            (name, on_device(split, device))
+            for name, split in (("train", train_eval_split(data)), ("val", data.val), ("test", data.test))
+        ]
     order = torch.Generator(device="cpu").manual_seed(spec.seed + 1)  # minibatch order
     n, batch = len(data.train), learner.batch_size
     rows: list[dict[str, Any]] = []
@@ -277,8 +302,17 @@ def run(
     run_id = spec.run_id
 
     def record(epoch: int, step: int, split: str, metric: str, value: float, layer: str = "") -> None:
-        rows.append({"run_id": run_id, "epoch": epoch, "step": step, "split": split,
-                     "metric": metric, "layer": layer, "value": float(value)})
+        rows.append(
+            {
+                "run_id": run_id,
+                "epoch": epoch,
+                "step": step,
+                "split": split,
+                "metric": metric,
+                "layer": layer,
+                "value": float(value),
+            }
+        )
 
     clock, flops, samples, forward_samples, step = 0.0, 0, 0, 0, 0
     flops_by_shape: dict[tuple[int, ...], int] = {}
@@ -290,8 +324,12 @@ def run(
             acc, loss = evaluate(learner, split, device)
             record(epoch, step, name, "accuracy", acc)
             record(epoch, step, name, "loss", loss)
-        counts = [("train_seconds", clock), ("train_flops", flops), ("train_samples", samples),
-                  ("forward_samples", forward_samples)]
+        counts = [
+            ("train_seconds", clock),
+            ("train_flops", flops),
+            ("train_samples", samples),
+            ("forward_samples", forward_samples),
+        ]
         for metric, value in counts:
             if metric not in unmeasured.reasons:
                 record(epoch, step, "train", metric, value)
@@ -322,8 +360,9 @@ def run(
                     unmeasured.note("train_flops", reason)
             if peak_memory is None:
                 with phases("twins"):
-                    peak_memory = on_twin(spec, data, learners, device, learner, x, y,
-                                          lambda fn: peak_step_memory(fn, device))
+                    peak_memory = on_twin(
+                        spec, data, learners, device, learner, x, y, lambda fn: peak_step_memory(fn, device)
+                    )
             p0 = time.perf_counter()  # the train phase (Phases), inlined: it runs every step
             _sync(device)
             t0 = clock_fn()
@@ -364,11 +403,20 @@ def run(
     record(epochs_done, step, "train", "state_bytes", stored)
     final = {r["split"]: r["value"] for r in rows if r["metric"] == "accuracy" and r["epoch"] == epochs_done}
     counted = "train_flops" not in unmeasured.reasons
-    summary = {"epochs_completed": epochs_done, "steps": step, "stopped_by": stopped_by, "train_seconds": clock,
-               "train_flops": flops if counted else None, "peak_memory_bytes": peak_memory,
-               "state_bytes": stored, "test_accuracy": final.get("test"), "exact_layers": sorted(exact),
-               "train_eval_samples": len(eval_splits[0][1]), "n_classes": data.info.n_classes,
-               # a constant guess of the test split's most frequent class: chance for the scores' normalization
-               "chance_accuracy": float(torch.bincount(data.test.y).max()) / len(data.test.y)}
+    summary = {
+        "epochs_completed": epochs_done,
+        "steps": step,
+        "stopped_by": stopped_by,
+        "train_seconds": clock,
+        "train_flops": flops if counted else None,
+        "peak_memory_bytes": peak_memory,
+        "state_bytes": stored,
+        "test_accuracy": final.get("test"),
+        "exact_layers": sorted(exact),
+        "train_eval_samples": len(eval_splits[0][1]),
+        "n_classes": data.info.n_classes,
+        # a constant guess of the test split's most frequent class: chance for the scores' normalization
+        "chance_accuracy": float(torch.bincount(data.test.y).max()) / len(data.test.y),
+    }
     phases.seconds["other"] = max(0.0, time.perf_counter() - started - sum(phases.seconds.values()))
     return RunResult(rows, summary, unmeasured.to_json(), phases.seconds)

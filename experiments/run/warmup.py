@@ -8,6 +8,7 @@ twin steps, or, for the optimizer of a learner built lazily, on its training clo
 that run look slower than the others. ``warm_up(device)`` pays them all at worker start-up,
 before any run and off every clock; it changes no random stream and no result.
 """
+
 from __future__ import annotations
 
 import torch

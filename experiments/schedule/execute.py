@@ -6,6 +6,7 @@ run, and ``load`` (the 1-minute load average, ``os.getloadavg``) at its start an
 whose wall time is many times its CPU time waited for the CPU (other work on the machine):
 its timings measure contention, and the table marks it. A failed run keeps its traceback.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,15 +14,15 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import torch
 
-from bpbench.experiments.run.provenance import git_commit, hardware, package_versions, providers
 from bpbench.experiments.plan.registry import Registry
-from bpbench.experiments.run.runner import LoadedTasks, run
 from bpbench.experiments.plan.spec import RunSpec
+from bpbench.experiments.run.provenance import git_commit, hardware, package_versions, providers
+from bpbench.experiments.run.runner import LoadedTasks, run
 from bpbench.experiments.store.run_store import RunStore
 
 Event = tuple[Any, ...]  # ("epoch", run_id, epoch, epochs) | ("done", run_id, outcome) | ("elsewhere", run_id, status)
@@ -38,42 +39,70 @@ class Outcome:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def base_meta(spec: RunSpec, device: torch.device) -> dict[str, Any]:
-    return {"run_id": spec.run_id, "seed": spec.seed, "spec": spec.to_json(), "git": git_commit(),
-            "versions": package_versions(), "providers": providers(spec), "hardware": hardware(device),
-            "start_time": now()}
+    return {
+        "run_id": spec.run_id,
+        "seed": spec.seed,
+        "spec": spec.to_json(),
+        "git": git_commit(),
+        "versions": package_versions(),
+        "providers": providers(spec),
+        "hardware": hardware(device),
+        "start_time": now(),
+    }
 
 
-def execute(spec: RunSpec, store: RunStore, learners: Registry, tasks: Registry, device: torch.device,
-            cache: LoadedTasks, emit: Callable[[Event], None]) -> Outcome:
+def execute(
+    spec: RunSpec,
+    store: RunStore,
+    learners: Registry,
+    tasks: Registry,
+    device: torch.device,
+    cache: LoadedTasks,
+    emit: Callable[[Event], None],
+) -> Outcome:
     """Run ``spec`` and store its rows and meta; an exception fails this run only."""
     rows, meta, outcome = execute_unstored(spec, learners, tasks, device, cache, emit)
     store.write(spec.run_id, rows, meta)
     return outcome
 
 
-def execute_unstored(spec: RunSpec, learners: Registry, tasks: Registry, device: torch.device, cache: LoadedTasks,
-                     emit: Callable[[Event], None]) -> tuple[list[dict[str, Any]], dict[str, Any], Outcome]:
+def execute_unstored(
+    spec: RunSpec,
+    learners: Registry,
+    tasks: Registry,
+    device: torch.device,
+    cache: LoadedTasks,
+    emit: Callable[[Event], None],
+) -> tuple[list[dict[str, Any]], dict[str, Any], Outcome]:
     """Run ``spec``; its (rows, meta, outcome) for whoever stores them (an exception fails this run only)."""
     meta = base_meta(spec, device)
     rows: list[dict[str, Any]] = []
     load_start, wall0, cpu0 = load_average(), time.perf_counter(), time.process_time()
     try:
-        result = run(spec, learners, tasks, device, cache,
-                     on_epoch=lambda e, n: emit(("epoch", spec.run_id, e, n)))
+        result = run(spec, learners, tasks, device, cache, on_epoch=lambda e, n: emit(("epoch", spec.run_id, e, n)))
     except Exception as exc:  # isolation boundary: any failure of this run is recorded, the study goes on
         outcome = Outcome(spec.run_id, "failed", {}, f"{type(exc).__name__}: {exc}")
         meta.update(status="failed", error=outcome.error, traceback=traceback.format_exc())
     else:
         rows = result.rows
         outcome = Outcome(spec.run_id, "ok", result.summary, None)
-        meta.update(status="ok", error=None, summary=result.summary, unmeasured=result.unmeasured,
-                    phase_seconds=result.phase_seconds)
-    meta.update(wall_seconds=time.perf_counter() - wall0, cpu_seconds=time.process_time() - cpu0,
-                load={"start": load_start, "end": load_average()}, end_time=now())
+        meta.update(
+            status="ok",
+            error=None,
+            summary=result.summary,
+            unmeasured=result.unmeasured,
+            phase_seconds=result.phase_seconds,
+        )
+    meta.update(
+        wall_seconds=time.perf_counter() - wall0,
+        cpu_seconds=time.process_time() - cpu0,
+        load={"start": load_start, "end": load_average()},
+        end_time=now(),
+    )
     return rows, meta, outcome
 
 

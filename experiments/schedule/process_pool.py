@@ -24,6 +24,7 @@ left to it (``RunQueue``), reported as ``("elsewhere", run_id, status)`` events.
 ``make_executor(name, ...)`` builds one by name (the CLI's and the Python
 API's ``executor``).
 """
+
 from __future__ import annotations
 
 import json
@@ -42,13 +43,13 @@ from typing import Protocol
 
 import torch
 
-from bpbench.experiments.schedule.execute import Event, Outcome, execute, execute_unstored, record_lost
 from bpbench.experiments.plan.registry import learner_registry, task_registry
-from bpbench.experiments.schedule.queue import RunQueue
-from bpbench.experiments.run.runner import LoadedTasks
 from bpbench.experiments.plan.spec import RunSpec
-from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.run.runner import LoadedTasks
 from bpbench.experiments.run.warmup import warm_up
+from bpbench.experiments.schedule.execute import Event, Outcome, execute, execute_unstored, record_lost
+from bpbench.experiments.schedule.queue import RunQueue
+from bpbench.experiments.store.run_store import RunStore
 
 
 class Executor(Protocol):
@@ -59,7 +60,7 @@ class Executor(Protocol):
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda when present, else cpu; "cpu" | "cuda" | "cuda:N" as given."""
+    """ "auto" -> cuda when present, else cpu; "cpu" | "cuda" | "cuda:N" as given."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -149,8 +150,10 @@ def worker_main(args: dict) -> None:
 
 # The worker interpreter's command: the driver's import path, then worker_main. (``-c``, so the
 # caller's __main__ script is never imported in a worker.)
-_BOOT = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
-         "from bpbench.experiments.schedule.process_pool import worker_main; worker_main(json.loads(sys.argv[2]))")
+_BOOT = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+    "from bpbench.experiments.schedule.process_pool import worker_main; worker_main(json.loads(sys.argv[2]))"
+)
 
 
 def _start_worker(root: str, device: str, threads: int) -> tuple[subprocess.Popen, Connection]:
@@ -158,8 +161,11 @@ def _start_worker(root: str, device: str, threads: int) -> tuple[subprocess.Pope
     ours, theirs = mp.Pipe()
     args = {"fd": theirs.fileno(), "root": root, "device": device, "threads": threads, "driver": os.getpid()}
     try:
-        proc = subprocess.Popen([sys.executable, "-c", _BOOT, json.dumps(sys.path), json.dumps(args)],
-                                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _BOOT, json.dumps(sys.path), json.dumps(args)],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+        )
     finally:
         theirs.close()  # the worker holds its own copy: its end closes (EOF here) when it exits
     return proc, ours
@@ -240,8 +246,12 @@ class ProcessExecutor:
                     wait([w.conn for w in busy], timeout=None if math.isinf(limit) else limit + 0.05)
                     for worker in busy:
                         finished, closed = self._drain(worker, on_event)
-                        if finished is None and not closed and worker.spec is not None and \
-                                time.monotonic() - worker.started > worker.spec.timeout:
+                        if (
+                            finished is None
+                            and not closed
+                            and worker.spec is not None
+                            and time.monotonic() - worker.started > worker.spec.timeout
+                        ):
                             lost = self._time_out(worker, store)
                             queue.finish(lost.run_id)
                             on_event(("done", lost.run_id, lost))
@@ -329,8 +339,9 @@ EXECUTORS = ("process", "inline", "ray")
 RAY_MISSING = 'executor = "ray" needs Ray, which is not installed here: pip install "bpbench[ray]"'
 
 
-def make_executor(name: str, *, jobs: int = 0, threads: int = 0, device: str = "auto",
-                  address: str | None = None) -> Executor:
+def make_executor(
+    name: str, *, jobs: int = 0, threads: int = 0, device: str = "auto", address: str | None = None
+) -> Executor:
     """The executor called ``name`` (one of ``EXECUTORS``); a clear ValueError otherwise.
 
     ``address`` (ray only): a Ray cluster to join ("HOST:PORT", "auto"); None starts a local Ray.

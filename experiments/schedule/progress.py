@@ -1,4 +1,5 @@
 """Progress over runs and epochs: tqdm bars on a terminal, one line per finished run otherwise."""
+
 from __future__ import annotations
 
 import sys
@@ -6,8 +7,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bpbench.experiments.schedule.execute import Event, Outcome
 from bpbench.experiments.plan.spec import RunSpec
+from bpbench.experiments.schedule.execute import Event, Outcome
 
 
 class Progress:

@@ -8,6 +8,7 @@ dropped; their owner died -> taken over. ``waiting`` stays true until every run 
 handed out here or finished elsewhere, so two drivers on one folder both end when the
 study is complete, and the work is split between them.
 """
+
 from __future__ import annotations
 
 import time
@@ -15,9 +16,9 @@ from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 
-from bpbench.experiments.store.claims import Claims
-from bpbench.experiments.schedule.execute import Event
 from bpbench.experiments.plan.spec import RunSpec
+from bpbench.experiments.schedule.execute import Event
+from bpbench.experiments.store.claims import Claims
 from bpbench.experiments.store.run_store import RunStore
 
 POLL_S = 2.0
@@ -26,8 +27,14 @@ POLL_S = 2.0
 class RunQueue:
     """Hands out the runs of ``specs`` this driver may execute; use as a context manager."""
 
-    def __init__(self, specs: list[RunSpec], store: RunStore, on_event: Callable[[Event], None],
-                 claims: Claims | None = None, poll: float = POLL_S) -> None:
+    def __init__(
+        self,
+        specs: list[RunSpec],
+        store: RunStore,
+        on_event: Callable[[Event], None],
+        claims: Claims | None = None,
+        poll: float = POLL_S,
+    ) -> None:
         self.store, self.on_event, self.poll = store, on_event, poll
         self.claims = claims or Claims(store.root / "claims")
         self.pending = deque(specs)

@@ -22,6 +22,7 @@
 
 Every node needs the same bpbench (and plugin packages) installed: tasks import it there.
 """
+
 from __future__ import annotations
 
 import functools
@@ -36,14 +37,14 @@ from typing import Any
 import ray
 import torch
 
+from bpbench.experiments.plan.registry import Registry, learner_registry, task_registry
+from bpbench.experiments.plan.spec import RunSpec
+from bpbench.experiments.run.runner import LoadedTasks
+from bpbench.experiments.run.warmup import warm_up
 from bpbench.experiments.schedule.execute import Event, Outcome, execute_unstored, record_lost
 from bpbench.experiments.schedule.process_pool import resolve_device
-from bpbench.experiments.plan.registry import Registry, learner_registry, task_registry
 from bpbench.experiments.schedule.queue import RunQueue
-from bpbench.experiments.run.runner import LoadedTasks
-from bpbench.experiments.plan.spec import RunSpec
 from bpbench.experiments.store.run_store import RunStore
-from bpbench.experiments.run.warmup import warm_up
 
 RETRIES = 1  # times Ray re-runs a task whose worker process or node died
 RESIZE_S = 10.0  # how often the number of concurrent runs follows the cluster's size (jobs = 0)
@@ -62,13 +63,16 @@ def _warmed(device: str) -> None:
     warm_up(resolve_device(device))
 
 
-def run_on_worker(spec_json: dict[str, Any], device: str, threads: int) -> tuple[list[dict[str, Any]], dict[str, Any], Outcome]:
+def run_on_worker(
+    spec_json: dict[str, Any], device: str, threads: int
+) -> tuple[list[dict[str, Any]], dict[str, Any], Outcome]:
     """Body of a Ray task: one run's (rows, meta, outcome); the driver stores them."""
     torch.set_num_threads(threads)
     learners, tasks, cache = _worker_context()
     _warmed(device)
-    return execute_unstored(RunSpec.from_json(spec_json), learners, tasks, resolve_device(device), cache,
-                            lambda event: None)
+    return execute_unstored(
+        RunSpec.from_json(spec_json), learners, tasks, resolve_device(device), cache, lambda event: None
+    )
 
 
 _remote_run = ray.remote(run_on_worker)
@@ -83,8 +87,10 @@ def reachable(address: str, timeout: float = 10.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise ValueError(f"address = {address!r}: no Ray cluster answers there ({exc}); start one with "
-                         "`ray start --head` or leave out --address for a local Ray") from exc
+        raise ValueError(
+            f"address = {address!r}: no Ray cluster answers there ({exc}); start one with "
+            "`ray start --head` or leave out --address for a local Ray"
+        ) from exc
 
 
 def gpu_share(jobs: int, gpus: float) -> float:
@@ -108,8 +114,10 @@ class RayExecutor:
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
-            raise ValueError(f"device = {self.device!r}: allowed with the ray executor: {', '.join(DEVICES)} "
-                             "(Ray gives each run its GPU)")
+            raise ValueError(
+                f"device = {self.device!r}: allowed with the ray executor: {', '.join(DEVICES)} "
+                "(Ray gives each run its GPU)"
+            )
         if self.address is not None and not ray.is_initialized():
             reachable(self.address)  # before any work
 
@@ -142,8 +150,10 @@ class RayExecutor:
         threads = self.threads or 1
         nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
         if not any(r.get("CPU", 0) >= threads for r in nodes):
-            raise ValueError(f"threads = {threads}: no node of the Ray cluster has that many CPUs "
-                             f"(largest: {max((r.get('CPU', 0) for r in nodes), default=0):g})")
+            raise ValueError(
+                f"threads = {threads}: no node of the Ray cluster has that many CPUs "
+                f"(largest: {max((r.get('CPU', 0) for r in nodes), default=0):g})"
+            )
         gpus = ray.cluster_resources().get("GPU", 0)
         if self.device == "cuda" and gpus == 0:
             raise ValueError("device = 'cuda': the Ray cluster has no GPUs; allowed: auto, cpu")
@@ -162,8 +172,9 @@ class RayExecutor:
 
     def _run(self, specs: list[RunSpec], store: RunStore, on_event: Callable[[Event], None]) -> Iterator[Outcome]:
         plan = self.plan()
-        task = _remote_run.options(num_cpus=plan.threads, num_gpus=plan.gpus_per_run,
-                                   max_retries=RETRIES, retry_exceptions=False)
+        task = _remote_run.options(
+            num_cpus=plan.threads, num_gpus=plan.gpus_per_run, max_retries=RETRIES, retry_exceptions=False
+        )
         in_flight: dict[ray.ObjectRef, RunSpec] = {}
         submitted: dict[ray.ObjectRef, float] = {}
         slots, sized = self.slots(plan), time.monotonic()
@@ -181,9 +192,11 @@ class RayExecutor:
                         time.sleep(queue.poll)  # the rest is held by another driver
                         continue
                     deadline = min(submitted[r] + in_flight[r].timeout for r in in_flight)
-                    ready, _ = ray.wait(list(in_flight), num_returns=1,
-                                        timeout=max(0.0, min(queue.poll if queue.waiting else RESIZE_S,
-                                                             deadline - time.monotonic())))
+                    ready, _ = ray.wait(
+                        list(in_flight),
+                        num_returns=1,
+                        timeout=max(0.0, min(queue.poll if queue.waiting else RESIZE_S, deadline - time.monotonic())),
+                    )
                     now = time.monotonic()
                     expired = [r for r in in_flight if r not in ready and now - submitted[r] > in_flight[r].timeout]
                     for ref in [*ready, *expired]:
@@ -193,8 +206,12 @@ class RayExecutor:
                             outcome = self._store(ref, spec, store, plan)
                         else:
                             ray.cancel(ref, force=True)
-                            outcome = record_lost(spec, store, torch.device("cpu"), f"timed out after "
-                                                  f"{spec.timeout:g} s (schedule.timeout): its Ray task was cancelled")
+                            outcome = record_lost(
+                                spec,
+                                store,
+                                torch.device("cpu"),
+                                f"timed out after {spec.timeout:g} s (schedule.timeout): its Ray task was cancelled",
+                            )
                         queue.finish(spec.run_id)
                         on_event(("done", spec.run_id, outcome))
                         yield outcome

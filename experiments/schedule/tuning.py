@@ -15,6 +15,7 @@ storage): a killed driver resumes with the trials already asked (their runs are 
 stored, run when not) and never repeats a told one; two drivers on one folder ask under a file
 lock (``OUT/tuning/ask.lock``) and split the runs through the run claims.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -29,6 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import FrozenTrial, TrialState
+
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.registry import Registry
 from bpbench.experiments.plan.spec import RunSpec, digest
@@ -44,13 +53,6 @@ from bpbench.experiments.schedule.execute import Event, Outcome
 from bpbench.experiments.schedule.process_pool import InlineExecutor, ProcessExecutor
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.selection import val_score
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
-from optuna.trial import FrozenTrial, TrialState
 
 TUNING_DIR = "tuning"
 SCALAR = (type(None), bool, int, float, str)
@@ -103,8 +105,12 @@ def distributions(space: Space) -> dict[str, BaseDistribution]:
 
 def grid_space(space: Space) -> dict[str, list[Any]]:
     """The GridSampler's points per dimension (as ``distributions`` encodes them)."""
-    return {name: ([json.dumps(v) for v in dim.values] if _encoded(dim) else list(dim.values))
-            if isinstance(dim, Choice) else dim.grid_values() for name, dim in space.items()}
+    return {
+        name: ([json.dumps(v) for v in dim.values] if _encoded(dim) else list(dim.values))
+        if isinstance(dim, Choice)
+        else dim.grid_values()
+        for name, dim in space.items()
+    }
 
 
 def decode(space: Space, params: dict[str, Any]) -> dict[str, Any]:
@@ -123,8 +129,12 @@ def sampler(plan: TuningPlan, space: Space, key: str, number: int) -> optuna.sam
     if plan.sampler == "qmc":  # one Sobol sequence per seed; categorical dimensions drawn at random
         with warnings.catch_warnings():  # "QMCSampler is experimental": known, and pinned in constraints.txt
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=plan.seed,
-                                              independent_sampler=optuna.samplers.RandomSampler(seed=seed))
+            return optuna.samplers.QMCSampler(
+                qmc_type="sobol",
+                scramble=True,
+                seed=plan.seed,
+                independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+            )
     if plan.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if plan.sampler == "tpe":
@@ -145,13 +155,18 @@ class Group:
     attempted: set[str] = field(default_factory=set)  # run ids this driver executed (not retried here)
 
     def __post_init__(self) -> None:
-        protocol = {"base": self.base.canonical(), "space": {k: repr(v) for k, v in self.space.items()},
-                    "sampler": self.plan.sampler, "seed": self.plan.seed}
+        protocol = {
+            "base": self.base.canonical(),
+            "space": {k: repr(v) for k, v in self.space.items()},
+            "sampler": self.plan.sampler,
+            "seed": self.plan.seed,
+        }
         self.name = f"{self.base.label}@{self.base.task_label}#{digest(protocol)[:10]}"
 
     def study(self, number: int = 0) -> optuna.Study:
-        return optuna.load_study(study_name=self.name, storage=self.storage,
-                                 sampler=sampler(self.plan, self.space, self.name, number))
+        return optuna.load_study(
+            study_name=self.name, storage=self.storage, sampler=sampler(self.plan, self.space, self.name, number)
+        )
 
     def trials(self) -> list[FrozenTrial]:
         if not self.space:
@@ -166,8 +181,9 @@ class Group:
 
     def trial_spec(self, trial: FrozenTrial | optuna.Trial) -> RunSpec:
         tag = {"phase": "tuning", "trial": trial.number, "sampler": self.plan.sampler}
-        return configure(self.base, decode(self.space, trial.params), self.learners,
-                         TUNING_SEED_BASE + trial.number, tag)
+        return configure(
+            self.base, decode(self.space, trial.params), self.learners, TUNING_SEED_BASE + trial.number, tag
+        )
 
     def best(self, trials: list[FrozenTrial]) -> FrozenTrial | None:
         done = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -244,9 +260,15 @@ def groups_of(study_runs: list[RunSpec], plan: TuningPlan, learners: Registry, r
     return [Group(base, plan.spaces[base.label], plan, learners, storage) for base in study_runs]
 
 
-def run_tuned(study_runs: list[RunSpec], plan: TuningPlan, learners: Registry, store: RunStore, executor: Any,
-              on_event: Callable[[Event], None], on_round: Callable[[list[RunSpec]], None] | None = None
-              ) -> list[Outcome]:
+def run_tuned(
+    study_runs: list[RunSpec],
+    plan: TuningPlan,
+    learners: Registry,
+    store: RunStore,
+    executor: Any,
+    on_event: Callable[[Event], None],
+    on_round: Callable[[list[RunSpec]], None] | None = None,
+) -> list[Outcome]:
     """Run the tuning protocol for the base runs of a tuned study; the outcomes of the runs executed here."""
     optuna.logging.set_verbosity(logging.ERROR)  # QMC's note that categorical dimensions are drawn at random
     groups = groups_of(study_runs, plan, learners, store.root)
@@ -276,17 +298,25 @@ def trial_plan(study_runs: list[RunSpec], plan: TuningPlan, learners: Registry) 
     optuna.logging.set_verbosity(logging.ERROR)
     final = f"then the best on validation with final seeds 0..{plan.final_seeds - 1}"
     last = TUNING_SEED_BASE + plan.trials - 1
-    lines = [(f"tuned study: {plan.trials} trial(s) per learner x task, sampler {plan.sampler} (seed {plan.seed}), "
-              f"selected by {plan.select}; tuning seed indices {TUNING_SEED_BASE}..{last}")]
+    lines = [
+        (
+            f"tuned study: {plan.trials} trial(s) per learner x task, sampler {plan.sampler} (seed {plan.seed}), "
+            f"selected by {plan.select}; tuning seed indices {TUNING_SEED_BASE}..{last}"
+        )
+    ]
     for base in study_runs:
         space = plan.spaces[base.label]
         if not space:
-            lines.append(f"{base.label} on {base.task_label}: no search space: its one configuration, "
-                         f"final seeds 0..{plan.final_seeds - 1} ({plan.final_seeds} run(s))")
+            lines.append(
+                f"{base.label} on {base.task_label}: no search space: its one configuration, "
+                f"final seeds 0..{plan.final_seeds - 1} ({plan.final_seeds} run(s))"
+            )
             continue
         dims = ", ".join(f"{k} {v}" for k, v in space.items())
-        lines.append(f"{base.label} on {base.task_label}: {plan.trials} trial(s) over {dims}; {final} "
-                     f"({plan.trials + plan.final_seeds} run(s))")
+        lines.append(
+            f"{base.label} on {base.task_label}: {plan.trials} trial(s) over {dims}; {final} "
+            f"({plan.trials + plan.final_seeds} run(s))"
+        )
         if plan.sampler == "tpe":
             lines.append("  configurations drawn adaptively from the trials told so far")
             continue

@@ -16,6 +16,7 @@ claim. Claims hold no results: deleting ``claims/`` while no driver runs is alwa
 A released run's folder is removed once empty. A claim file that is not a JSON table is
 named in a warning and judged by its age alone; files get the user's umask.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ import socket
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,10 @@ class Claims:
             raise ValueError(f"claim refresh = {refresh} s, timeout = {timeout} s: need 0 < refresh < timeout")
         self.root = Path(root)
         if self.root.is_symlink():
-            raise UnsafePathError(f"{self.root} is a symbolic link: claims are written only inside the results "
-                                  "folder; remove it and run again")
+            raise UnsafePathError(
+                f"{self.root} is a symbolic link: claims are written only inside the results "
+                "folder; remove it and run again"
+            )
         self.timeout, self.refresh = timeout, refresh
         self.me = {**host_identity(), "pid": os.getpid()}
         self.held: dict[str, Path] = {}
@@ -129,8 +132,12 @@ class Claims:
                 return False
             generation = int(top.name) + 1
         path = self.root / run_id / str(generation)
-        content = {**self.me, "run_id": run_id, "token": uuid.uuid4().hex,
-                   "start_time": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
+        content = {
+            **self.me,
+            "run_id": run_id,
+            "token": uuid.uuid4().hex,
+            "start_time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        }
         for _ in range(3):  # another driver may remove the (empty) folder between mkdir and open
             path.parent.mkdir(parents=True, exist_ok=True)
             try:

@@ -20,6 +20,7 @@ Safe while a study is still writing to ``DIR``, and it never loses or duplicates
 
 Compactions of one folder take turns (a lock file, ``dataset/.compact.lock``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,7 +29,7 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -41,8 +42,8 @@ from filelock import FileLock
 from bpbench.experiments.store import records as run_measures
 from bpbench.experiments.store.claims import Claims
 from bpbench.experiments.store.dataset import METRIC_COLUMNS, PARTITIONS, Dataset
-from bpbench.experiments.store.run_store import RunStore, atomic_write
 from bpbench.experiments.store.describe import public_names, run_row, varied_label
+from bpbench.experiments.store.run_store import RunStore, atomic_write
 from bpbench.experiments.store.safe_paths import check_writable, file_mode
 
 BATCH_RUNS = 2000  # runs read into memory and written per compaction step
@@ -73,7 +74,7 @@ def study_of(spec: dict[str, Any], studies: list[dict[str, Any]]) -> str:
 
 def _batch_name() -> str:
     """Sorts by time, so of two copies with equal end times the later compaction's counts."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f") + "-" + uuid.uuid4().hex[:8]
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f") + "-" + uuid.uuid4().hex[:8]
 
 
 PARTITION_MAX = 120  # bytes of an encoded partition value (a folder name may hold 255)
@@ -106,9 +107,16 @@ def _run_row(meta: dict[str, Any], batch: str) -> dict[str, Any]:
     in_path = {k for k, v in names.items() if v in PARTITIONS} | {"run_id"}  # the partitions hold those
     info = {names.get(k, k): v for k, v in run_row(meta).items() if k not in in_path}
     values = run_measures.from_record(meta) or dict.fromkeys(run_measures.names())
-    return {"run_id": meta["run_id"], "status": meta["status"], "end_time": str(meta.get("end_time")),
-            "batch": batch, "error": meta.get("error"), **info, **{names.get(k, k): v for k, v in values.items()},
-            "meta": json.dumps(meta, sort_keys=True, default=str)}
+    return {
+        "run_id": meta["run_id"],
+        "status": meta["status"],
+        "end_time": str(meta.get("end_time")),
+        "batch": batch,
+        "error": meta.get("error"),
+        **info,
+        **{names.get(k, k): v for k, v in values.items()},
+        "meta": json.dumps(meta, sort_keys=True, default=str),
+    }
 
 
 def _write_parts(dataset: Dataset, batch: str, runs: list[tuple[tuple[str, ...], dict[str, Any], pd.DataFrame]]) -> int:
@@ -121,9 +129,11 @@ def _write_parts(dataset: Dataset, batch: str, runs: list[tuple[tuple[str, ...],
     try:
         for n, (key, members) in enumerate(sorted(groups.items())):
             table = pd.DataFrame([_run_row(meta, batch) for meta, _ in members])
-            rows = pd.concat([r.assign(configuration=varied_label(meta["spec"])) for meta, r in members if not r.empty]
-                             or [pd.DataFrame(columns=[*METRIC_COLUMNS, "configuration"])],
-                             ignore_index=True)[[*METRIC_COLUMNS, "configuration"]].assign(batch=batch)
+            rows = pd.concat(
+                [r.assign(configuration=varied_label(meta["spec"])) for meta, r in members if not r.empty]
+                or [pd.DataFrame(columns=[*METRIC_COLUMNS, "configuration"])],
+                ignore_index=True,
+            )[[*METRIC_COLUMNS, "configuration"]].assign(batch=batch)
             for half, frame in (("metrics", rows), ("runs", table)):
                 tmp = staging / f"{half}-{n}.parquet"
                 tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -150,8 +160,9 @@ def drop_shadowed(dataset: Dataset) -> int:
     copies = dataset.copies()
     counting = dataset.index()
     counted = set(zip(counting.index, counting["batch"]))
-    mask = pd.Series([(r, b) not in counted for r, b in zip(copies["run_id"], copies["batch"])], dtype=bool,
-                     index=copies.index)
+    mask = pd.Series(
+        [(r, b) not in counted for r, b in zip(copies["run_id"], copies["batch"])], dtype=bool, index=copies.index
+    )
     shadowed = copies[mask]
     for part, group in shadowed.groupby("part"):
         runs_part = Path(part)
@@ -185,14 +196,15 @@ def compact(root: str | Path, batch_runs: int = BATCH_RUNS) -> Compaction:
         claims = Claims(store.root / "claims")
         try:
             for start in range(0, len(ids), batch_runs):
-                _compact_batch(store, claims, studies, ids[start:start + batch_runs], result)
+                _compact_batch(store, claims, studies, ids[start : start + batch_runs], result)
         finally:
             claims.close()
     return result
 
 
-def _compact_batch(store: RunStore, claims: Claims, studies: list[dict[str, Any]], ids: list[str],
-                   result: Compaction) -> None:
+def _compact_batch(
+    store: RunStore, claims: Claims, studies: list[dict[str, Any]], ids: list[str], result: Compaction
+) -> None:
     dataset, batch = store.dataset, _batch_name()
     index = dataset.index()
     taken: list[tuple[tuple[str, ...], dict[str, Any], pd.DataFrame]] = []
@@ -209,7 +221,9 @@ def _compact_batch(store: RunStore, claims: Claims, studies: list[dict[str, Any]
                 claims.release(run_id)
                 continue
             if run_id in index.index and tuple(index.loc[run_id, ["status", "end_time"]]) == (
-                    meta["status"], str(meta.get("end_time"))):
+                meta["status"],
+                str(meta.get("end_time")),
+            ):
                 done.append(run_id)  # already in the dataset as it is here
                 continue
             if run_measures.from_record(meta) is None and (measures := run_measures.record(rows)):

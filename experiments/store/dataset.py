@@ -20,6 +20,7 @@ a reader that may run during a compaction keeps, per run_id, the row with the la
 
 A part file that cannot be read is named in a ``ResultsWarning`` and skipped.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,7 +67,9 @@ class Dataset:
         base = self.dir / half
         if not base.is_dir():
             return []
-        return sorted(p for p in base.glob("*/*/*/*.parquet") if not p.name.startswith((".", "_")) and not p.is_symlink())
+        return sorted(
+            p for p in base.glob("*/*/*/*.parquet") if not p.name.startswith((".", "_")) and not p.is_symlink()
+        )
 
     def _read(self, path: Path, columns: list[str] | None = None, filters: Any = None) -> pa.Table | None:
         try:

@@ -16,6 +16,7 @@ them, through ``PUBLIC_NAMES`` and the measurement catalog, and is the one place
 one (learner, config, task) label covers runs of different settings (a study re-run into a
 folder with another budget, say), it appends the differing values to their config labels.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,13 @@ import pandas as pd
 from bpbench.experiments.run import catalog
 
 # run_row's internal column -> its public name (measures: the catalog's name -> column)
-PUBLIC_NAMES = {"learner": "label", "learner_name": "learner", "config": "configuration", "task": "task_label",
-                "task_name": "task"}
+PUBLIC_NAMES = {
+    "learner": "label",
+    "learner_name": "learner",
+    "config": "configuration",
+    "task": "task_label",
+    "task_name": "task",
+}
 
 
 def public_names() -> dict[str, str]:
@@ -77,8 +83,11 @@ def compact_value(value: Any) -> str:
 
 def option_values(spec: dict[str, Any]) -> str:
     """Every option of a run as the config labels write them ({"lr": "0.001", "arch": "mlp", ...}), as JSON."""
-    values = {name: compact_value(value) for section in ("task_params", "model", "params")
-              for name, value in spec[section].items()}
+    values = {
+        name: compact_value(value)
+        for section in ("task_params", "model", "params")
+        for name, value in spec[section].items()
+    }
     return json.dumps(values, sort_keys=True)
 
 
@@ -87,13 +96,23 @@ def run_row(meta: dict[str, Any]) -> dict[str, Any]:
     spec = meta["spec"]
     model, params = spec["model"], spec["params"]
     return {
-        "run_id": meta["run_id"], "learner": spec["label"], "learner_name": spec["learner"],
-        "config": varied_label(spec), "task": spec["task_label"], "task_name": spec["task"], "seed": spec["seed_index"],
-        "arch": model["arch"], "depth": len(model["hidden"]), "activation": model["activation"],
-        "batchnorm": model["batchnorm"], "dropout": model["dropout"],
-        "lr": params.get("lr", math.nan), "sigma": params.get("sigma", math.nan),
+        "run_id": meta["run_id"],
+        "learner": spec["label"],
+        "learner_name": spec["learner"],
+        "config": varied_label(spec),
+        "task": spec["task_label"],
+        "task_name": spec["task"],
+        "seed": spec["seed_index"],
+        "arch": model["arch"],
+        "depth": len(model["hidden"]),
+        "activation": model["activation"],
+        "batchnorm": model["batchnorm"],
+        "dropout": model["dropout"],
+        "lr": params.get("lr", math.nan),
+        "sigma": params.get("sigma", math.nan),
         "train_fraction": spec["task_params"].get("train_fraction", math.nan),
-        "budget": budget_text(spec["budget"]), "stopped_by": meta.get("summary", {}).get("stopped_by", "?"),
+        "budget": budget_text(spec["budget"]),
+        "stopped_by": meta.get("summary", {}).get("stopped_by", "?"),
         "values": option_values(spec),
         "chance": meta.get("summary", {}).get("chance_accuracy", math.nan),  # the test split's majority share
     }
@@ -102,12 +121,24 @@ def run_row(meta: dict[str, Any]) -> dict[str, Any]:
 def failed_row(meta: dict[str, Any]) -> dict[str, Any]:
     """The labels of a failed run (it has no measures), from its meta."""
     spec = meta["spec"]
-    return {"learner": spec["label"], "config": varied_label(spec), "task": spec["task_label"],
-            "learner_name": spec["learner"], "budget": budget_text(spec["budget"])}
+    return {
+        "learner": spec["label"],
+        "config": varied_label(spec),
+        "task": spec["task_label"],
+        "learner_name": spec["learner"],
+        "budget": budget_text(spec["budget"]),
+    }
 
 
-SEED_ONLY = ("seed_index", "label", "task_label", "varied", "study", "timeout",  # what may differ within one row
-             "tuning")  # a tuned study's trial marks: its tables pick the final runs themselves (report/tuning.py)
+SEED_ONLY = (
+    "seed_index",
+    "label",
+    "task_label",
+    "varied",
+    "study",
+    "timeout",  # what may differ within one row
+    "tuning",
+)  # a tuned study's trial marks: its tables pick the final runs themselves (report/tuning.py)
 
 
 def setting(spec: dict[str, Any]) -> dict[str, str]:

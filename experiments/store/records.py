@@ -15,6 +15,7 @@ The store computes it when it writes a run and keeps it in the run's ``meta.json
 version (or none, in folders written before it existed) is recomputed from the run's metric
 rows, never used.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,6 +40,8 @@ NAMES = names()  # the built-in catalog's
 def columns() -> tuple[str, ...]:
     """The keys of a stored record: each measure's public column name, in catalog order."""
     return tuple(m.column for m in catalog.CATALOG)
+
+
 # the metrics the reduction reads (figures read grad_norm, grad_alignment and grad_projection besides)
 METRICS = catalog.stored_metrics()
 
@@ -75,5 +78,9 @@ def from_record(meta: dict[str, Any]) -> dict[str, Any] | None:
     values = stored["values"]
     if not isinstance(values, dict) or any(m.column not in values for m in catalog.CATALOG):
         return None  # recomputed from the rows, like a record of another version
-    return {m.name: (bool(values[m.column]) if m.flag else
-                     math.nan if values[m.column] is None else float(values[m.column])) for m in catalog.CATALOG}
+    return {
+        m.name: (
+            bool(values[m.column]) if m.flag else math.nan if values[m.column] is None else float(values[m.column])
+        )
+        for m in catalog.CATALOG
+    }

@@ -25,6 +25,7 @@ unreadable counts as incomplete (the table leaves it out, resume runs it again).
 written through a symlink: writes go to a temporary file in the target folder, renamed into
 place, after checking that no folder on the way is a link. Files get the user's umask.
 """
+
 from __future__ import annotations
 
 import json
@@ -144,7 +145,7 @@ class RunStore:
         return None
 
     def status(self, run_id: str) -> str | None:
-        """"ok", "failed", or None when the run has not finished (or its meta is unreadable)."""
+        """ "ok", "failed", or None when the run has not finished (or its meta is unreadable)."""
         stamp = self.stamp(run_id)
         return None if stamp is None else stamp[0]
 
@@ -154,8 +155,9 @@ class RunStore:
         frame = pd.DataFrame(rows, columns=COLUMNS)
         atomic_write(folder / "metrics.parquet", lambda p: frame.to_parquet(p, index=False), self.root)
         measures = run_measures.record(frame)
-        text = json.dumps({**meta, **({"measures": measures} if measures else {})}, indent=2, sort_keys=True,
-                          default=str)
+        text = json.dumps(
+            {**meta, **({"measures": measures} if measures else {})}, indent=2, sort_keys=True, default=str
+        )
         atomic_write(folder / "meta.json", lambda p: p.write_text(text), self.root)
 
     def study_path(self, name: str) -> Path:
@@ -177,10 +179,15 @@ class RunStore:
             except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
                 warn(f"skipped {path}: unreadable ({type(exc).__name__}: {str(exc)[:200]})")
                 continue
-            if not (isinstance(record, dict) and isinstance(record.get("name"), str)
-                    and isinstance(record.get("study"), dict)):
-                warn(f"skipped {path}: not a study record (a table with a name and a study table)"
-                     + (", or a symbolic link" if path.is_symlink() else ""))
+            if not (
+                isinstance(record, dict)
+                and isinstance(record.get("name"), str)
+                and isinstance(record.get("study"), dict)
+            ):
+                warn(
+                    f"skipped {path}: not a study record (a table with a name and a study table)"
+                    + (", or a symbolic link" if path.is_symlink() else "")
+                )
                 continue
             out.append(record)
         return out
@@ -236,8 +243,9 @@ class RunStore:
     def metrics(self, run_ids: list[str] | None = None, metrics: tuple[str, ...] | None = None) -> pd.DataFrame:
         """Tidy rows of the completed runs (or of ``run_ids``), concatenated in run id order;
         ``metrics``: only the metrics named. A run whose rows cannot be read is warned about and left out."""
-        ids = sorted(run_ids if run_ids is not None else
-                     [m["run_id"] for m in self.iter_metas() if m["status"] == "ok"])
+        ids = sorted(
+            run_ids if run_ids is not None else [m["run_id"] for m in self.iter_metas() if m["status"] == "ok"]
+        )
         frames, compacted = [], []
         for run_id in ids:
             frame = self.run_metrics(run_id, metrics)

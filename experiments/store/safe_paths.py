@@ -14,6 +14,7 @@ from a file, a label or a user:
   at most ``NAME_MAX`` characters, with a short hash whenever it had to change (two labels
   never share a file name).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,8 +63,9 @@ def check_writable(root: Path, path: Path) -> None:
     (the file itself may be a symlink: ``atomic_write`` replaces the link, never its target)."""
     link = unsafe_link(root, Path(path).parent)
     if link is not None:
-        raise UnsafePathError(f"refusing to write {path}: {link} is a symbolic link (or outside {root}); "
-                              "remove it and run again")
+        raise UnsafePathError(
+            f"refusing to write {path}: {link} is a symbolic link (or outside {root}); remove it and run again"
+        )
 
 
 def file_mode() -> int:
@@ -85,4 +87,4 @@ def safe_name(text: str) -> str:
     if cleaned == text and len(text) <= NAME_MAX:
         return text
     tag = hashlib.sha256(text.encode()).hexdigest()[:8]
-    return f"{cleaned[:NAME_MAX - 9]}-{tag}"
+    return f"{cleaned[: NAME_MAX - 9]}-{tag}"

@@ -5,11 +5,13 @@ accuracy; "best_val_accuracy" the best over evaluated epochs. None when the run 
 validation rows, or diverged (NaN). ``at_best_val(rows)``: the test accuracy at the epoch of the best
 validation accuracy (what a final run reports under "best_val_accuracy": that epoch's weights).
 """
+
 from __future__ import annotations
 
 import math
 
 import pandas as pd
+
 from bpbench.experiments.store.run_store import RunStore
 
 

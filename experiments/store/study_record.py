@@ -11,6 +11,7 @@
   a changed budget, schedule or fixed option of an existing label is refused), in which case
   the record becomes the new definition (its run ids: the union).
 """
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,14 @@ def _axis_key(varied: str) -> str:
     return f"{'task_params' if section == 'task' else section}.{name}"
 
 
-def admit(store: RunStore, name: str, raw: dict[str, Any], runs: list[RunSpec], extend: bool,
-          expand_recorded: Callable[[dict[str, Any]], list[RunSpec]]) -> None:
+def admit(
+    store: RunStore,
+    name: str,
+    raw: dict[str, Any],
+    runs: list[RunSpec],
+    extend: bool,
+    expand_recorded: Callable[[dict[str, Any]], list[RunSpec]],
+) -> None:
     """Record the study ``name`` (its table ``raw`` and ``runs``) in ``store``'s folder, or check it
     against the record (module doc). ``expand_recorded``: the runs of a recorded study table."""
     raw = json.loads(json.dumps(raw, sort_keys=True, default=str))  # as the record holds it (tuples as lists)
@@ -82,19 +89,24 @@ def admit(store: RunStore, name: str, raw: dict[str, Any], runs: list[RunSpec], 
         return
     where = str(store.root)
     if not extend:
-        raise ConfigError(f"{where} holds study {name} with another definition ({diff}); use another --out, "
-                          "or --extend to add grid points or seeds to it")
+        raise ConfigError(
+            f"{where} holds study {name} with another definition ({diff}); use another --out, "
+            "or --extend to add grid points or seeds to it"
+        )
     try:
         old_runs = expand_recorded(recorded["study"])
     except ConfigError as exc:
-        raise ConfigError(f"--extend: the recorded definition of study {name} in {where} no longer expands "
-                          f"({exc}); use another --out") from exc
+        raise ConfigError(
+            f"--extend: the recorded definition of study {name} in {where} no longer expands ({exc}); use another --out"
+        ) from exc
     by_label: dict[str, list[RunSpec]] = {}
     for old in old_runs:
         by_label.setdefault(old.label, []).append(old)
     for new in runs:
         if new.label in by_label and not _grid_only(new, by_label[new.label]):
-            raise ConfigError(f"--extend may only add grid points or seeds, but {new.label} changes more than a "
-                              f"grid value ({diff}): a changed budget or option of an existing label is a new "
-                              "study; use another --out")
+            raise ConfigError(
+                f"--extend may only add grid points or seeds, but {new.label} changes more than a "
+                f"grid value ({diff}): a changed budget or option of an existing label is a new "
+                "study; use another --out"
+            )
     store.write_study(name, raw, sorted(set(old_ids) | set(run_ids) | {o.run_id for o in old_runs}))

@@ -6,6 +6,7 @@ a status ("ok" | "failed") and a spec whose fields have the types bpbench writes
 its run id is the hash of that spec (``RunSpec.run_id``): a run id that is a path (``/srv``,
 ``../x``) or belongs to another spec is refused.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,17 @@ from bpbench.experiments.store.safe_paths import valid_run_id
 
 STATUSES = ("ok", "failed")
 SPEC_TYPES: dict[str, type | tuple[type, ...]] = {
-    "learner": str, "label": str, "params": dict, "task": str, "task_label": str, "task_params": dict,
-    "model": dict, "budget": dict, "schedule": dict, "seed_index": int, "study_seed": int,
+    "learner": str,
+    "label": str,
+    "params": dict,
+    "task": str,
+    "task_label": str,
+    "task_params": dict,
+    "model": dict,
+    "budget": dict,
+    "schedule": dict,
+    "seed_index": int,
+    "study_seed": int,
 }
 MODEL_KEYS = {"arch": str, "hidden": list, "activation": str, "batchnorm": bool, "dropout": (int, float)}
 BUDGET_LIMITS = ("max_seconds", "samples", "flops")
@@ -28,8 +38,9 @@ MAX_INT = 2**63  # seed indices and counts beyond this are not ones bpbench wrot
 def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
     if isinstance(value, bool) and kind in (int, (int, float)):
         return False
-    return isinstance(value, kind) and not (isinstance(value, int) and not isinstance(value, bool)
-                                            and abs(value) >= MAX_INT)
+    return isinstance(value, kind) and not (
+        isinstance(value, int) and not isinstance(value, bool) and abs(value) >= MAX_INT
+    )
 
 
 def spec_problem(spec: Any) -> str | None:

@@ -1,5 +1,6 @@
 """Two broken rules built on the scaffold's learner: one raises at step N, one reports a NaN loss.
 Each must fail alone."""
+
 from __future__ import annotations
 
 import math

@@ -4,6 +4,7 @@ The control a learning-rule paper compares with: how far do fixed random hidden 
 when only the last layer learns (by backprop, which is exact there)? Built on bpbench's exported
 ``Backprop`` through the ``setup`` hook.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,8 +23,10 @@ class RandomFeatures(Backprop):
 
     def update_signal(self) -> dict[str, Tensor]:
         """The readout's gradient; zero for the frozen layers (their update is zero)."""
-        return {n: m.weight.grad.clone() if m.weight.grad is not None else torch.zeros_like(m.weight)
-                for n, m in weight_layers(self.model)}
+        return {
+            n: m.weight.grad.clone() if m.weight.grad is not None else torch.zeros_like(m.weight)
+            for n, m in weight_layers(self.model)
+        }
 
     def exact_layers(self) -> frozenset[str]:
         return frozenset({"out"})

@@ -1,4 +1,5 @@
 """scikit-learn's digits with Gaussian pixel noise: a task with a parameter of its own (``noise``)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,6 +5,7 @@ loss at w + sigma*u and w - sigma*u (antithetic pairs): 2*directions+1 forward p
 autograd. The estimate g = mean((L+ - L-) / (2 sigma) * u) feeds Adam. The same shape as
 predictive coding's inference loop or forward-forward's positive and negative passes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,8 +39,9 @@ class WeightPerturbation(Learner):
     model: nn.Sequential
 
     def setup(self) -> None:
-        self.model = build_model(self.model_spec, self.task.input_shape, self.task.n_classes,
-                                 self.generator).to(self.device)
+        self.model = build_model(self.model_spec, self.task.input_shape, self.task.n_classes, self.generator).to(
+            self.device
+        )
         self.tensors = list(self.model.parameters())
         self.optimizer = torch.optim.Adam(self.tensors, lr=self.params.lr)
         self.estimate: list[Tensor] = [torch.zeros_like(t) for t in self.tensors]
