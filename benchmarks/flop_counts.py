@@ -57,8 +57,8 @@ def main() -> None:
         x = x_of[id(info)]
         key = (spec.arch, spec.hidden, id(info))  # backprop rows come first for each key
         if name == "backprop":
-            _, forwards[key] = count_flops(lambda: learner.predict(x))
-        _, step = count_flops(lambda: learner.train_step(x, y))
+            _, forwards[key] = count_flops(lambda learner=learner, x=x: learner.predict(x))
+        _, step = count_flops(lambda learner=learner, x=x: learner.train_step(x, y))
         forward = forwards[key]
         if name == "backprop":
             reference[key] = step

@@ -184,7 +184,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             (
                 "routes = {name: through(layers[name], b) for name, b in self.feedback.items()}",
-                "routes = {name: through(layers[name], layers[name].weight.detach()) for name, b in self.feedback.items()}",
+                "routes = {name: through(layers[name], layers[name].weight.detach())"
+                " for name, b in self.feedback.items()}",
             ),
         ),
     ),

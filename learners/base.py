@@ -153,7 +153,7 @@ class Learner(ABC):
         self.device = device
         self.setup()
 
-    def setup(self) -> None:
+    def setup(self) -> None:  # noqa: B027 -- an optional hook with a no-op default, not abstract
         """Build the network (into ``self.model``, on ``self.device``) and the rule's own state.
 
         Called once by ``__init__`` after the five arguments are stored as ``self.model_spec``,

@@ -50,7 +50,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -122,13 +122,14 @@ class DifferenceTargetPropagation(Backprop):
         inverted = self.blocks[1:] if params.penultimate == "target" else self.blocks[1:-1]
         self.inverses = nn.ModuleDict()
         for name, modules in inverted:
-            layer = modules[0]
+            layer = cast(nn.Linear, modules[0])  # layer_blocks: each block starts at its Linear
             inverse = nn.Linear(layer.out_features, layer.in_features)
             nn.init.kaiming_uniform_(inverse.weight, a=math.sqrt(5), generator=generator)
             nn.init.zeros_(inverse.bias)
             self.inverses[name] = nn.Sequential(inverse, ACTIVATIONS[self.model_spec.activation]())
         self.inverses.to(device)
-        inverse_params = dataclasses.replace(params, lr=params.inverse_lr, weight_decay=0.0)
+        # mypy sees BackpropParams (imported as bpbench.*) as Any, so not its lr and weight_decay fields
+        inverse_params = dataclasses.replace(params, lr=params.inverse_lr, weight_decay=0.0)  # type: ignore[call-arg]
         # none with one hidden layer and penultimate = "gradient": then there is nothing to invert
         self.inverse_optimizer = make_optimizer(inverse_params, self.inverses.parameters()) if self.inverses else None
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))

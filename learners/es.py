@@ -80,7 +80,11 @@ class OpenAIStrategy:
         """Rank-shaped gradient estimate from the evaluated population, then one Adam step."""
         if self._eps is None:
             raise RuntimeError("OpenAIStrategy.update() before generate()")
-        fitness = torch.tensor([ind.fitness.values[0] for ind in population], device=self.mean.device)
+        # individuals carry a DEAP fitness attribute (population.individual), which Tensor does not declare
+        fitness = torch.tensor(
+            [ind.fitness.values[0] for ind in population],  # type: ignore[attr-defined]
+            device=self.mean.device,
+        )
         shaped = centered_ranks(fitness)
         half = len(population) // 2
         fitness_gradient = (shaped[:half] - shaped[half:]) @ self._eps / (len(population) * self.params.sigma)

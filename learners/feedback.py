@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.nn.grad
 from torch import Tensor, nn
 
 from bpbench.learners.backprop import BackpropParams
@@ -143,7 +144,7 @@ def feedback_forward(model: nn.Sequential, x: Tensor, routes: dict[str, Route]) 
     return x
 
 
-def through(layer: nn.Module, matrix: Tensor) -> Route:
+def through(layer: nn.Linear | nn.Conv2d, matrix: Tensor) -> Route:
     """Route δ to the layer's input through ``matrix`` (shaped like the layer's weight) instead of W."""
     if tuple(matrix.shape) != tuple(layer.weight.shape):
         raise ValueError(f"feedback matrix shape {tuple(matrix.shape)} != weight shape {tuple(layer.weight.shape)}")

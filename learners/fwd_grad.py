@@ -41,6 +41,7 @@ variant also needs an MLP without dropout (each per-layer pass must see the same
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -56,6 +57,12 @@ from bpbench.learners.params import param
 PERTURB = ("weight", "activity")
 
 
+def jvp(func: Callable[..., Any], primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
+    """``torch.func.jvp(func, primals, tangents)``: (output, its jvp). torch annotates the result
+    as either that pair or the has_aux triple, so unpacking it as a pair needs this narrowing."""
+    return torch.func.jvp(func, primals, tangents)  # type: ignore[return-value]
+
+
 def loss_slopes(above: list[nn.Module], inputs: list[Tensor], logits: Tensor, y: Tensor, u: Tensor) -> Tensor:
     """(B,) directional derivatives ∂ℓ_b/∂s_b · u_b of each example's cross-entropy ℓ_b.
 
@@ -68,8 +75,8 @@ def loss_slopes(above: list[nn.Module], inputs: list[Tensor], logits: Tensor, y:
         if isinstance(module, nn.Linear):
             t = t @ module.weight.t()
         else:
-            _, t = torch.func.jvp(module, (inp,), (t,))
-    _, slopes = torch.func.jvp(lambda z: F.cross_entropy(z, y, reduction="none"), (logits,), (t,))
+            _, t = jvp(module, (inp,), (t,))
+    _, slopes = jvp(lambda z: F.cross_entropy(z, y, reduction="none"), (logits,), (t,))
     return slopes
 
 
@@ -146,9 +153,7 @@ class ForwardGradient(Backprop):
             v = {name: self._tangent(p) for name, p in primals.items()}
             with torch.no_grad():  # the first layer's tangent: linear in its weights, x has none
                 s_dot = torch.func.functional_call(layer, {k_: v[name] for k_, name in own.items()}, (h,))
-            loss, slope = torch.func.jvp(
-                loss_of, (s, {n: primals[n] for n in rest_names}), (s_dot, {n: v[n] for n in rest_names})
-            )
+            loss, slope = jvp(loss_of, (s, {n: primals[n] for n in rest_names}), (s_dot, {n: v[n] for n in rest_names}))
             scale = slope / self.params.tangents
             for name, direction in v.items():  # the tangent's memory becomes the estimate
                 if k == 0:

@@ -128,17 +128,17 @@ class PredictiveCoding(Learner):
         top = len(hidden) - 1
         for t in range(self.params.inference_steps):  # 2. inference on the hidden value nodes
             above = self._top_error(logits, target)
-            for l in reversed(range(len(hidden))):
-                if t == 0 and l < top:
+            for k in reversed(range(len(hidden))):
+                if t == 0 and k < top:
                     break  # hidden errors start at 0: the first step moves only the top hidden layer
-                grad_v = torch.addcmul(eps[l], self.df(v[l], a[l + 1]), above @ self.layers[l + 1].weight, value=-1)
-                above = eps[l]
-                v[l].sub_(grad_v, alpha=gamma)
-            for l, layer in enumerate(hidden):
-                a[l + 1] = self.f(v[l])
-                if l > 0:
-                    mu[l] = F.linear(a[l], layer.weight, layer.bias)
-                eps[l] = v[l] - mu[l]
+                grad_v = torch.addcmul(eps[k], self.df(v[k], a[k + 1]), above @ self.layers[k + 1].weight, value=-1)
+                above = eps[k]
+                v[k].sub_(grad_v, alpha=gamma)
+            for k, layer in enumerate(hidden):
+                a[k + 1] = self.f(v[k])
+                if k > 0:
+                    mu[k] = F.linear(a[k], layer.weight, layer.bias)
+                eps[k] = v[k] - mu[k]
             logits = F.linear(a[-1], out.weight, out.bias)
         self.energy = (first, self._energy(eps, logits, y, target))
         errors = [*eps, self._top_error(logits, target)]

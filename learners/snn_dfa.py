@@ -39,8 +39,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import snntorch as snn
 import torch
 import torch.nn.functional as F
+import torch.nn.grad
 from torch import Tensor, nn
 
 from bpbench.learners.base import StepOutput
@@ -58,7 +60,7 @@ class SpikingDFAParams(SpikingParams):
             raise ValueError("learn_beta = true: snn_dfa has no learning rule for beta; use learn_beta = false")
 
 
-def surrogate_derivative(neuron: nn.Module, membrane: Tensor) -> Tensor:
+def surrogate_derivative(neuron: snn.SpikingNeuron, membrane: Tensor) -> Tensor:
     """d spike / d membrane of ``neuron``'s own surrogate at each recorded membrane value."""
     with torch.enable_grad():
         v = (membrane - neuron.threshold).detach().requires_grad_(True)

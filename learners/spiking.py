@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import snntorch as snn
 import torch
@@ -224,7 +224,7 @@ class SpikingNet(nn.Module):
         spikes, last = self.readout == "spikes", len(self.neurons) - 1
         total: Tensor | float = 0.0
         for t in range(steps):
-            h = current if currents is None else currents[t]
+            h = cast(Tensor, current) if currents is None else currents[t]  # forward gives one of the two
             for _, m in self.body:
                 k = self.slot.get(id(m))
                 h = m(h) if k is None else self.step(k, h, state, betas, fire=k != last or spikes)
@@ -238,7 +238,7 @@ class SpikingNet(nn.Module):
         spks: dict[str, list[Tensor]] = {}
         total: Tensor | float = 0.0
         for t in range(steps):
-            h = current if currents is None else currents[t]
+            h = cast(Tensor, current) if currents is None else currents[t]  # forward gives one of the two
             for name, m in self.body:
                 k = self.slot.get(id(m))
                 if k is None:

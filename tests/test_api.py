@@ -85,7 +85,7 @@ def test_table_is_the_cli_table_and_load_reads_the_folder(
     assert main(["table", str(tiny.out), "--reference", "backprop"]) == 0
     assert capsys.readouterr().out == tiny.table(reference="backprop") + "\n"
     with pytest.raises(
-        bpbench.ConfigError, match="--reference 'bp': no run in .* has that learner label; allowed: backprop"
+        bpbench.ConfigError, match=r"--reference 'bp': no run in .* has that learner label; allowed: backprop"
     ):
         tiny.table(reference="bp")
     loaded = bpbench.load(tiny.out)

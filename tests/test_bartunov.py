@@ -18,7 +18,7 @@ TINY = ["seeds=1", "budget.epochs=4", "model.hidden=[32]"]
 
 
 def test_bartunov_needs_the_mnist_folder_before_any_run() -> None:
-    with pytest.raises(ConfigError, match="tasks.mnist: task mnist: path = '' is not a folder"):
+    with pytest.raises(ConfigError, match=r"tasks\.mnist: task mnist: path = '' is not a folder"):
         load_study("bartunov", [], learner_registry(), task_registry())
 
 

@@ -85,7 +85,7 @@ def test_norm_ratio_is_over_the_layers_the_rule_trains() -> None:
     assert norm_ratio({"fc1": 6.0, "fc2": 1.0, "out": 0.0}, order) == 6.0  # an unused readout left out
     assert norm_ratio({"fc1": 6.0, "fc2": 1.0, "out": 2.0}, order) == 3.0
     assert norm_ratio({"fc2": 1.0, "out": 4.0}, order) == 0.25  # a frozen first layer left out
-    with pytest.raises(NotMeasurable, match="fewer than two layers .* fc1, out"):
+    with pytest.raises(NotMeasurable, match=r"fewer than two layers .* fc1, out"):
         norm_ratio({"fc1": 0.0, "fc2": 1.0}, order)
     with pytest.raises(NotMeasurable, match="1 by definition"):
         norm_ratio({"out": 1.0}, ["out"])

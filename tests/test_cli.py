@@ -20,7 +20,7 @@ def test_list_shows_learners_tasks_studies_and_unavailable_reason(with_plugins) 
     out = bpbench("list", check=True).stdout
     for name in ("backprop", "digits", "mnist5k", "fsdd", "quick"):
         assert name in out
-    line = next(l for l in out.splitlines() if "needs_missing_dep" in l)
+    line = next(ln for ln in out.splitlines() if "needs_missing_dep" in ln)
     assert "unavailable: ModuleNotFoundError" in line
     assert "conforms" in bpbench("check", "backprop", "--task", "fsdd", check=True).stdout
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 import statistics
 
@@ -82,11 +83,11 @@ def test_vectorized_evaluation_equals_one_network_at_a_time(spec: ModelSpec, sha
         one_by_one = torch.stack([n(x) for n in nets])
     torch.testing.assert_close(logits, one_by_one, rtol=1e-5, atol=1e-5)
     fitness, losses = forward.evaluate(population, x, y, "loss")
-    expected = torch.stack([F.cross_entropy(l, y) for l in one_by_one])
+    expected = torch.stack([F.cross_entropy(logits, y) for logits in one_by_one])
     torch.testing.assert_close(losses, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fitness, -expected)
     accuracy, _ = forward.evaluate(population, x, y, "accuracy")
-    torch.testing.assert_close(accuracy, torch.stack([(l.argmax(1) == y).float().mean() for l in one_by_one]))
+    torch.testing.assert_close(accuracy, torch.stack([(logits.argmax(1) == y).float().mean() for logits in one_by_one]))
     torch.testing.assert_close(cross_entropies(logits, y), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -144,9 +145,9 @@ def test_runs_in_one_process_are_independent(cls, params, model, small) -> None:
 
 
 START = {  # the weights each learner's next update starts from (its signal is about that point)
-    GeneticAlgorithm: lambda l: l.population.matrix.mean(dim=0),
-    EvolutionStrategies: lambda l: l.strategy.mean.detach(),
-    CMAES: lambda l: torch.from_numpy(l.strategy.centroid).float(),
+    GeneticAlgorithm: lambda learner: learner.population.matrix.mean(dim=0),
+    EvolutionStrategies: lambda learner: learner.strategy.mean.detach(),
+    CMAES: lambda learner: torch.from_numpy(learner.strategy.centroid).float(),
 }
 
 
@@ -330,7 +331,7 @@ def test_learns_digits_through_the_runner_with_counted_compute(
     assert len(twins) == 3 and set(twins) <= {params["population"] * b for b in batches}  # one generation each
     samples = [r["value"] for r in rows if r["metric"] == "train_samples"][-1]
     widths = [64, *model["hidden"], 10]
-    macs = sum(a * b for a, b in zip(widths, widths[1:]))
+    macs = sum(a * b for a, b in itertools.pairwise(widths))
     assert summary["train_flops"] >= 2 * macs * forward and forward == params["population"] * samples
     recorded = [r for r in rows if r["metric"] == "grad_alignment"]
     assert recorded and len({r["step"] for r in recorded}) == len(pairs)

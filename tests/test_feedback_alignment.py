@@ -42,10 +42,13 @@ def step_both(a: Learner, b: Learner, x: torch.Tensor, y: torch.Tensor) -> None:
     b.train_step(x, y)
 
 
+SMALL_MODEL = ModelSpec(hidden=(64, 32))  # run_spec's default model (frozen: safe to share)
+
+
 def run_spec(
     learner: str,
     epochs: int = 1,
-    model: ModelSpec = ModelSpec(hidden=(64, 32)),
+    model: ModelSpec = SMALL_MODEL,
     seed_index: int = 0,
     health_every: int = 5,
     params: dict | None = None,

@@ -32,7 +32,7 @@ def test_read_ts_parses_cases_and_names_bad_lines(tmp_path: Path) -> None:
     assert np.array_equal(cases[0], np.array([[1, 4], [2, 5], [3, 6]], dtype=np.float32))
     bad = tmp_path / "bad.ts"
     bad.write_text("@data\n1,2,3:4,5:a\n")
-    with pytest.raises(ValueError, match="bad.ts:2: dimensions of unequal length \\[3, 2\\]"):
+    with pytest.raises(ValueError, match=r"bad\.ts:2: dimensions of unequal length \[3, 2\]"):
         read_ts(bad)
     bad.write_text("1,2:3,4:a\n")
     with pytest.raises(ValueError, match="no @data line"):
@@ -79,5 +79,5 @@ def test_learners_learn_it(learner: str, model: ModelSpec, floor: float) -> None
 def test_missing_package_is_a_bad_input_error(monkeypatch: pytest.MonkeyPatch) -> None:
     real = sequences.importlib.util.find_spec
     monkeypatch.setattr(sequences.importlib.util, "find_spec", lambda name: None if name == "sktime" else real(name))
-    with pytest.raises(ConfigError, match="tasks.japanese_vowels: task japanese_vowels needs the 'sktime' package"):
+    with pytest.raises(ConfigError, match=r"tasks\.japanese_vowels: task japanese_vowels needs the 'sktime' package"):
         expand("t", {"tasks": ["japanese_vowels"], "learners": {"backprop": {}}}, learner_registry(), task_registry())

@@ -140,7 +140,9 @@ def test_declared_archs_refuse_others_before_any_run() -> None:
         archs = frozenset({"mlp"})
 
     registry = learner_registry({"mlp_only": MlpOnly})
-    with pytest.raises(ConfigError, match="learners.mlp_only: model.arch = 'lenet': MlpOnly trains only arch = 'mlp'"):
+    with pytest.raises(
+        ConfigError, match=r"learners\.mlp_only: model\.arch = 'lenet': MlpOnly trains only arch = 'mlp'"
+    ):
         expand("t", {**LENET_STUDY, "learners": {"mlp_only": {}}}, registry, task_registry())
     info = TaskInfo("mnist5k", "image", (1, 28, 28), 10)
     with pytest.raises(ValueError, match="trains only"):  # and when built directly
@@ -185,7 +187,7 @@ def test_a_refusal_that_depends_on_an_option_comes_before_any_run() -> None:
     study is refused at validation for the activity variant only."""
     study = {**LENET_STUDY, "learners": {"fwd_grad": {"perturb": "activity"}}}
     with pytest.raises(
-        ConfigError, match="learners.fwd_grad: fwd_grad: perturb = 'activity' with model.arch = 'lenet'"
+        ConfigError, match=r"learners\.fwd_grad: fwd_grad: perturb = 'activity' with model\.arch = 'lenet'"
     ):
         expand("t", study, REGISTRY, task_registry())
     assert expand("t", {**LENET_STUDY, "learners": {"fwd_grad": {"perturb": "weight"}}}, REGISTRY, task_registry()).runs

@@ -65,11 +65,11 @@ def test_every_choice_option_of_every_learner_refuses_other_values() -> None:
 
 
 def test_choices_given_directly_are_checked() -> None:
-    with pytest.raises(ValueError, match="^top_loss = 'l1': allowed are 'ce', 'mse'$"):
+    with pytest.raises(ValueError, match=r"^top_loss = 'l1': allowed are 'ce', 'mse'$"):
         PCParams(top_loss="l1")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="^negatives = 'hard': allowed are 'random_label'$"):
+    with pytest.raises(ValueError, match=r"^negatives = 'hard': allowed are 'random_label'$"):
         FFParams(negatives="hard")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="^arch = 'resnet': allowed are 'mlp', 'cnn', 'lenet'$"):
+    with pytest.raises(ValueError, match=r"^arch = 'resnet': allowed are 'mlp', 'cnn', 'lenet'$"):
         ModelSpec(arch="resnet")  # type: ignore[arg-type]
 
 
@@ -114,7 +114,7 @@ def test_the_config_builder_checks_dataclasses_that_do_not_check_themselves() ->
     ]:
         with pytest.raises(ConfigError, match=f"^learners.x: {message}$"):
             build(UncheckedParams, raw, "learners.x")
-    with pytest.raises(ValueError, match="^rate = 2.0: allowed is 0 < rate <= 1$"):
+    with pytest.raises(ValueError, match=r"^rate = 2\.0: allowed is 0 < rate <= 1$"):
         check_params(UncheckedParams(rate=2.0))
     assert build(UncheckedParams, {"rate": 1, "mode": "b"}, "learners.x") == UncheckedParams(1.0, "b")
 

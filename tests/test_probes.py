@@ -22,7 +22,7 @@ def test_peak_memory_of_known_allocations() -> None:
         a = torch.empty(1000)  # 4,000 B
         b = torch.empty(2000)  # 8,000 B: 12,000 B live, the peak
         del a
-        c = torch.empty(500)  # 2,000 B: 10,000 B live
+        _c = torch.empty(500)  # 2,000 B: 10,000 B live (kept alive to the return)
         before = None  # frees 200,000 B the step did not allocate
         return b
 

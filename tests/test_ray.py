@@ -9,6 +9,7 @@ single-machine mode) is set, so the head and the drivers get that too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -58,10 +59,8 @@ def stop_session(sid: int) -> None:
     """Stop exactly the Ray processes this test started (``ray stop`` would stop every Ray on the host)."""
     for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
         for pid in session_pids(sid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.time() + grace
         while session_pids(sid) and time.time() < deadline:
             time.sleep(0.1)

@@ -224,16 +224,16 @@ def test_corrupt_or_half_written_run_files_are_named_and_skipped(folder: Path, t
 
 def test_list_answers_from_its_cache_only_while_nothing_changed(with_plugins: Path) -> None:
     first = bpbench_cli("list", check=True).stdout
-    line = next(l for l in first.splitlines() if "needs_missing_dep" in l)
+    line = next(ln for ln in first.splitlines() if "needs_missing_dep" in ln)
     assert "unavailable: ModuleNotFoundError" in line
     assert bpbench_cli("list", check=True).stdout == first  # from the cache
     module = with_plugins / "bpbench_missing_dependency_xyz.py"
     module.write_text("from bpbench.learners.backprop import Backprop as Learner\n")
     try:  # the missing module appears on the path: the cached answer is stale and not used
-        line = next(l for l in bpbench_cli("list", check=True).stdout.splitlines() if "needs_missing_dep" in l)
+        line = next(ln for ln in bpbench_cli("list", check=True).stdout.splitlines() if "needs_missing_dep" in ln)
         assert line.rstrip().endswith("available") and "unavailable" not in line
         module.write_text("import bpbench_another_missing_module_xyz\n")  # edited: broken again
-        line = next(l for l in bpbench_cli("list", check=True).stdout.splitlines() if "needs_missing_dep" in l)
+        line = next(ln for ln in bpbench_cli("list", check=True).stdout.splitlines() if "needs_missing_dep" in ln)
         assert "unavailable: ModuleNotFoundError: No module named 'bpbench_another_missing_module_xyz'" in line
     finally:
         module.unlink()

@@ -154,7 +154,7 @@ class TensorLoss(Backprop):
 
 
 def test_check_refuses_a_loss_that_is_not_a_float() -> None:
-    with pytest.raises(ConformanceError, match="StepOutput.loss is a Tensor"):
+    with pytest.raises(ConformanceError, match=r"StepOutput\.loss is a Tensor"):
         check_learner(TensorLoss, Digits().load(Digits.Params()))
 
 

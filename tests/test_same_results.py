@@ -65,7 +65,7 @@ def test_tiny_study_gives_the_golden_results() -> None:
     for run, rows in golden["runs"].items():
         label = run.split("/")[0]
 
-        def keyed(table: list[list[Any]]) -> dict[tuple[Any, ...], float]:
+        def keyed(table: list[list[Any]], label: str = label) -> dict[tuple[Any, ...], float]:
             return {tuple(r[:5]): r[5] for r in table if label not in CHANGED.get((r[2], r[3]), (set(), ""))[0]}
 
         expected, got = keyed(rows), keyed([r for r in now[run] if r[3] not in ADDED])

@@ -57,7 +57,7 @@ def test_same_seed_gives_identical_spikes_and_results(cls, digits) -> None:
         trace = Trace()
         learner.simulate_eval(digits.test.x[:32], trace)
         runs.append((learner.predict(digits.test.x[:32]), trace.spikes["fc1"], learner.model.fc1.weight.detach()))
-    (p0, s0, w0), (p1, s1, w1), (p2, s2, w2) = runs
+    (p0, s0, w0), (p1, s1, w1), (_p2, s2, w2) = runs
     assert torch.equal(p0, p1) and torch.equal(s0, s1) and torch.equal(w0, w1)
     assert not torch.equal(w0, w2) and not torch.equal(s0, s2)
     assert s0.sum() > 0  # there are spikes to compare
@@ -279,7 +279,7 @@ def test_cnn_and_speech(cls, digits) -> None:
 
 
 def test_bad_options_name_the_value() -> None:
-    with pytest.raises(ValueError, match="beta = 1.5"):
+    with pytest.raises(ValueError, match=r"beta = 1\.5"):
         SpikingParams(beta=1.5)
     with pytest.raises(ValueError, match="num_steps = 0"):
         SpikingParams(num_steps=0)

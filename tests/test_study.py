@@ -93,7 +93,7 @@ def test_validation_errors_name_value_and_allowed(sets: list[str], message: str)
 
 
 def test_unknown_study_name() -> None:
-    with pytest.raises(ConfigError, match="unknown study 'quik'; built-in studies: .*quick"):
+    with pytest.raises(ConfigError, match=r"unknown study 'quik'; built-in studies: .*quick"):
         load_study("quik", [], L, T)
 
 

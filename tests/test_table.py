@@ -55,7 +55,7 @@ def test_t_interval_on_known_sample() -> None:
     assert t_interval([0.5, math.nan, 0.7])[0] == pytest.approx(0.6)  # a missing value is dropped, not a 0
     one = t_interval([0.8])
     assert one[0] == 0.8 and math.isnan(one[1]) and math.isnan(one[2])
-    with pytest.raises(ValueError, match="confidence = 1.5"):
+    with pytest.raises(ValueError, match=r"confidence = 1\.5"):
         t_interval([1.0, 2.0], confidence=1.5)
 
 

@@ -12,13 +12,17 @@ saying what is missing. ``save_all`` writes PDF and PNG.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from bpbench.experiments.report import learner_styles
@@ -54,7 +58,7 @@ def learner_colors(labels: Iterable[tuple[str, str]]) -> dict[str, Color]:
 def _learner_order(data: pd.DataFrame) -> list[str]:
     """Learner labels of ``data``: built-in learners in the display catalog's order, then by label."""
     pairs = data[["learner", "learner_name"]].drop_duplicates()
-    return [label for _, label in sorted((learner_styles.rank(n), l) for l, n in pairs.itertuples(index=False))]
+    return [label for _, label in sorted((learner_styles.rank(n), lab) for lab, n in pairs.itertuples(index=False))]
 
 
 def learner_markers(labels: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -131,8 +135,9 @@ def _chosen_labels(rows: pd.DataFrame, data: pd.DataFrame) -> dict[str, str]:
     """Learner -> legend label naming the configuration shown, for learners with several
     ('fa' over '(lr=0.003)'; per task when the choice differs: '(digits: lr=0.003)' over '(fsdd: lr=0.01)')."""
     several = data.groupby("learner")["config"].nunique()
-    labels = {}
-    for learner, mine in rows[["learner", "task", "config"]].drop_duplicates().groupby("learner", sort=False):
+    labels: dict[str, str] = {}
+    for key, mine in rows[["learner", "task", "config"]].drop_duplicates().groupby("learner", sort=False):
+        learner = cast(str, key)  # pandas-stubs types group keys as any Scalar; learner labels are str
         if several.get(learner, 1) < 2:
             labels[learner] = learner
         elif mine["config"].nunique() == 1:
@@ -315,7 +320,7 @@ def accuracy_vs_compute(data: pd.DataFrame) -> Figure:
 LABELLED_CONFIGS = 4  # a learner with 2 to this many configurations in a panel gets each point labelled
 
 
-def _label_configs(ax: object, points: pd.DataFrame) -> None:
+def _label_configs(ax: Axes, points: pd.DataFrame) -> None:
     """Name each configuration of a learner with several in the panel next to its point, so
     they are told apart by label, not only by position."""
     for _, mine in points.groupby("learner", sort=False):
@@ -323,7 +328,7 @@ def _label_configs(ax: object, points: pd.DataFrame) -> None:
             for row, text in zip(mine.itertuples(), _distinguishing(list(mine["config"]))):
                 ax.annotate(
                     text,
-                    (row.flops, row.acc[0]),  # type: ignore[attr-defined]
+                    (row.flops, row.acc[0]),  # type: ignore[index]  # acc holds (mean, low, high); stubs say Scalar
                     textcoords="offset points",
                     xytext=(4, 3),
                     fontsize="xx-small",
@@ -494,7 +499,7 @@ def lr_sensitivity(data: pd.DataFrame, param: str = "lr") -> Figure:
                 y="test_acc",
                 hue="learner",
                 palette=colors,
-                hue_order=[l for l in colors if l in set(runs["learner"])],
+                hue_order=[lab for lab in colors if lab in set(runs["learner"])],
                 errorbar=_ci_bounded,
                 err_style="bars",
                 style="learner",
@@ -529,7 +534,7 @@ def against_depth(data: pd.DataFrame, measure: str = "grad_ratio") -> Figure:
     runs = runs[runs["learner"].isin(depths[depths > 1].index)]
     panels = list(runs.groupby(["task", "batchnorm"]).groups)
     styles = {
-        "hue_order": [l for l in colors if l in set(runs["learner"])],
+        "hue_order": [lab for lab in colors if lab in set(runs["learner"])],
         "style_order": sorted(runs["activation"].unique()),
     }  # the same marks in every panel
     with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
@@ -579,7 +584,7 @@ def generalization_gap(data: pd.DataFrame) -> Figure:
                 y="gap",
                 hue="learner",
                 palette=colors,
-                hue_order=[l for l in colors if l in set(runs["learner"])],
+                hue_order=[lab for lab in colors if lab in set(runs["learner"])],
                 errorbar=_ci,
                 ax=ax,
                 legend=False,
@@ -646,7 +651,7 @@ def standard_figures(data: pd.DataFrame) -> dict[str, Builder]:
         figures[f"alignment_{task}"] = (
             f"Cosine (direction) and projection coefficient <u,g>/|g|^2 (scale: 1 = the "
             f"true gradient) of the update signal per layer over training on {task}.{BEST}",
-            lambda task=task: alignment_over_training(data, task),
+            functools.partial(alignment_over_training, data, task),
         )
     for learner in _learner_order(data):
         configs = _heatmap_configs(data, learner)
@@ -654,7 +659,7 @@ def standard_figures(data: pd.DataFrame) -> dict[str, Builder]:
             f"Per-layer update-signal norm of {learner} over training (its deepest configurations); a layer "
             "whose update signal is 0 at every step (not trained) is left out and named, a cell whose norm is "
             "0 or not finite is left blank (masked), so it cannot flatten the colour scale.",
-            lambda learner=learner, configs=configs: grad_norm_heatmap(data, learner, configs=configs),
+            functools.partial(grad_norm_heatmap, data, learner, configs=configs),
         )
     return figures
 
@@ -680,10 +685,8 @@ def figure_data(store: RunStore) -> pd.DataFrame:
     for learner in data["learner"].unique():
         mine = data[(data["learner"] == learner) & data["config"].isin(_heatmap_configs(data, learner))]
         shown |= set(mine["run_id"])
-    try:
+    with contextlib.suppress(NoData):  # no configuration to choose by: the alignment figure is skipped with this reason
         shown |= set(_best_config(data)[0]["run_id"])
-    except NoData:  # no configuration to choose by: the alignment figure is skipped with this reason
-        pass
     steps = tidy(store, STEP_METRICS, info[info["run_id"].isin(shown)])
     out = pd.concat([data, steps], ignore_index=True) if not steps.empty else data
     out.attrs.update(score_attrs(store))

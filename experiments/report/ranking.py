@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -42,7 +43,8 @@ IQM_TRIM = 0.25
 def best_configs(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs of each learner x task's configuration with the highest median final validation
     accuracy (ties and missing validation accuracy: the first configuration in label order)."""
-    medians = runs.groupby(["learner", "task", "config"], as_index=False)["val_acc"].median()
+    # as_index=False: a DataFrame (pandas-stubs types it as a Series)
+    medians = cast(pd.DataFrame, runs.groupby(["learner", "task", "config"], as_index=False)["val_acc"].median())
     medians = medians.sort_values(["learner", "task", "config"], kind="stable")
     best = medians.loc[medians.fillna({"val_acc": -math.inf}).groupby(["learner", "task"])["val_acc"].idxmax()]
     return runs.merge(best[["learner", "task", "config"]], on=["learner", "task", "config"])

@@ -17,7 +17,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -189,8 +189,9 @@ def _fill_measures(store: RunStore, rows: list[dict[str, Any]]) -> set[str]:
 
 def _budget_notes(runs: pd.DataFrame) -> dict[str, str]:
     """Task -> why its runs did not have equal compute (tasks with equal budgets are absent)."""
-    notes = {}
-    for task, group in runs.groupby("task", sort=False):
+    notes: dict[str, str] = {}
+    for key, group in runs.groupby("task", sort=False):
+        task = cast(str, key)  # pandas-stubs types group keys as any Scalar; task labels are str
         budgets = sorted(group["budget"].unique())
         stopped = sorted(group["stopped_by"].unique())
         if len(budgets) > 1:
@@ -221,8 +222,12 @@ def summarize_runs(
     reference: References = REFERENCE_LABEL,
     p_adjust: str = "holm",
     extra_notes: tuple[str, ...] = (),
+    tuned: bool = False,
 ) -> pd.DataFrame:
     """Per (learner, config, task): seeds, mean/low/high of each measure, p vs ``reference``, budget.
+
+    ``tuned``: the runs are a tuned study's final runs, one chosen configuration per label and task;
+    each compares with its reference label's chosen configuration, whatever its values.
 
     ``reference``: the learner label every p-value compares against (``_reference_runs``),
     or a mapping learner label -> its reference label (a study's per-learner ``reference``).
@@ -240,7 +245,8 @@ def summarize_runs(
         return pd.DataFrame()
     grouped = runs.groupby(RUN_KEYS, sort=False)
     rows = []
-    for (learner, config, task), group in grouped:
+    for keys, group in grouped:
+        learner, config, task = cast(tuple[str, str, str], keys)  # group keys: the runs' str labels
         row: dict[str, Any] = {
             "learner": learner,
             "config": config,
@@ -254,7 +260,9 @@ def summarize_runs(
             values = group[name] if name in group else pd.Series(math.nan, index=group.index)
             interval = bounded_interval if name == "test_acc" else t_interval
             row[f"{name}_mean"], row[f"{name}_low"], row[f"{name}_high"] = interval(values)
-        ref_acc, row["reference"] = _reference_runs(runs, learner, config, task, _reference_for(reference, learner))
+        ref_acc, row["reference"] = _reference_runs(
+            runs, learner, config, task, _reference_for(reference, learner), any_config=tuned
+        )
         row.update(pairwise.compare(group["test_acc"], ref_acc))
         row["p_undefined"] = None if ref_acc is None else welch_undefined(group["test_acc"], ref_acc)
         row.update(pairwise.time_columns(group))
@@ -336,14 +344,15 @@ def _parts(config: str) -> set[str]:
 
 
 def _reference_runs(
-    runs: pd.DataFrame, learner: str, config: str, task: str, reference: str
+    runs: pd.DataFrame, learner: str, config: str, task: str, reference: str, any_config: bool = False
 ) -> tuple[pd.Series | None, str]:
     """(reference test accuracies, reference used) this group's test accuracy is compared with.
 
     The reference is one learner *label* on the same task, never pooled with other labels.
     Within it, the configuration whose ``key=value`` parts this group's runs share, judged by
     the runs' own option values (the same lr for an lr grid; arch=mlp for an MLP-only rule
-    against a backprop arch grid; its only configuration when it varies nothing). The second
+    against a backprop arch grid; its only configuration when it varies nothing, or with
+    ``any_config``, whatever its values). The second
     value is "ref" for a reference group itself, else "LABEL" or "LABEL (its config)", or ""
     with None when the label has no runs on the task or no configuration matches.
     """
@@ -354,7 +363,7 @@ def _reference_runs(
     mine = _parts(config)
     if "values" in group and len(group):
         mine |= {f"{k}={v}" for k, v in json.loads(group["values"].iloc[0]).items()}
-    matches = [c for c in on_task["config"].unique() if _parts(c) <= mine]
+    matches = [c for c in on_task["config"].unique() if any_config or _parts(c) <= mine]
     if len(matches) != 1:  # none, or (only with configs of unequal keys) ambiguous
         return None, ""
     (ref_config,) = matches
@@ -610,7 +619,7 @@ def render(summary: pd.DataFrame, fmt: str, columns: list[str] | None = None) ->
     if keys:
         table = select_columns(table, summary, keys)
     if fmt == "latex":  # short headers, and fractions without their leading 0: the default columns fit a page
-        table = table.rename(columns={_p_header(summary): LATEX_P_HEADER.get(summary.attrs.get("p_adjust"), "p")})
+        table = table.rename(columns={_p_header(summary): LATEX_P_HEADER.get(summary.attrs.get("p_adjust", ""), "p")})
         for column in ("test acc", "diff vs ref"):
             if column in table:
                 table[column] = table[column].str.replace(r"(?<![\d.])0\.(?=\d)", ".", regex=True)

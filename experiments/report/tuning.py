@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -110,7 +110,7 @@ def trials(store: RunStore) -> pd.DataFrame:
         return pd.DataFrame(columns=TRIAL_COLUMNS)
     out = pd.DataFrame(rows).sort_values(["task", "learner", "trial"], ignore_index=True)
     out["rank"] = out.groupby(["learner", "task"])["val_score"].rank(ascending=False, method="min")
-    out["chosen"] = [finals.get((r.learner, r.task)) == r.trial for r in out.itertuples()]
+    out["chosen"] = [finals.get(cast(tuple[str, str], (r.learner, r.task))) == r.trial for r in out.itertuples()]
     return out[TRIAL_COLUMNS]
 
 
@@ -137,7 +137,7 @@ def tuned_summary(store: RunStore, reference: References, p_adjust: str = "holm"
         runs["test_acc"] = [test_at_best_val(store, r) for r in runs["run_id"]]
     if not failed.empty:  # failed tuning trials are counted in the trial table, not here
         failed = failed.iloc[0:0]
-    summary = summarize_runs(runs, failed, reference, p_adjust)
+    summary = summarize_runs(runs, failed, reference, p_adjust, tuned=True)
     if summary.empty:
         return summary
     table = trials(store)

@@ -11,6 +11,8 @@ empty for a folder without tuning runs.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -36,7 +38,8 @@ def evp_figure(table: pd.DataFrame, task: str) -> Figure:
     fig = Figure(figsize=(PANEL[0] * 1.4, PANEL[1] * 1.2), layout="constrained")
     ax = fig.subplots()
     colors = _colors(table)
-    for learner, group in mine.groupby("learner", sort=True):
+    for key, group in mine.groupby("learner", sort=True):
+        learner = cast(str, key)  # pandas-stubs types group keys as any Scalar; learner labels are str
         curve = evp_curve(list(group["val_score"]))
         low = np.maximum(curve["evp"] - curve["sd"], group["val_score"].min())
         high = np.minimum(curve["evp"] + curve["sd"], group["val_score"].max())

@@ -3,11 +3,12 @@
 - FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` around a real ``train_step``.
 - Peak memory: the step's own peak, i.e. the most bytes held at once by tensors the step
   allocated (activations, gradients, optimizer state it creates); the learner's stored state
-  (weights, optimizer state, feedback, a population) is measured apart, ``state_bytes``. CUDA: the allocator's peak during the step minus what was allocated just
-  before it (so the training set and the model the runner already moved to the device do
-  not count). CPU: ``torch.profiler`` with ``profile_memory=True`` records every allocation
-  and free (size and address) made while the step runs; the peak of the running sum of the
-  step's own allocations is the figure. Both work for any step: one that never calls
+  (weights, optimizer state, feedback, a population) is measured apart, ``state_bytes``.
+  CUDA: the allocator's peak during the step minus what was allocated just before it (so
+  the training set and the model the runner already moved to the device do not count).
+  CPU: ``torch.profiler`` with ``profile_memory=True`` records every allocation and free
+  (size and address) made while the step runs; the peak of the running sum of the step's
+  own allocations is the figure. Both work for any step: one that never calls
   autograd, calls its model many times, or has frozen parameters.
 - Gradient health: per-layer norms of the learner's update signal and their first/last ratio
   over the layers it trains; comparisons with the true gradient (``COMPARISONS``): per-layer

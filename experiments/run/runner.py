@@ -349,7 +349,7 @@ def run(
             sampled = (step + 1) % schedule.health_every == 0
             if sampled:  # the true gradient before the update, on the same batch and random draws
                 with phases("health"), forked_rng(device):
-                    reference = attempt(unmeasured, COMPARED, lambda: learner.true_gradient(x, y))
+                    reference = attempt(unmeasured, COMPARED, partial(learner.true_gradient, x, y))
             if shape not in flops_by_shape:
                 with phases("twins"):
                     flops_by_shape[shape] = on_twin(spec, data, learners, device, learner, x, y, count_flops)

@@ -27,6 +27,7 @@ API's ``executor``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -187,7 +188,8 @@ def worker_devices(name: str, jobs: int) -> list[str]:
     device = resolve_device(name)
     if device.type != "cuda" or device.index is not None:
         return [str(device)] * jobs
-    gpus = torch.cuda.device_count()
+    # torch's stub types device.index as int, but it is None for a bare "cuda": this line is reached
+    gpus = torch.cuda.device_count()  # type: ignore[unreachable]
     return [f"cuda:{k % gpus}" for k in range(jobs)]
 
 
@@ -277,10 +279,8 @@ class ProcessExecutor:
                         self._stop(worker)
                 for worker in workers:
                     if worker.stopping:
-                        try:
+                        with contextlib.suppress(subprocess.TimeoutExpired):
                             worker.process.wait(timeout=5)
-                        except subprocess.TimeoutExpired:
-                            pass
                     if worker.process.poll() is None:
                         worker.process.terminate()
                         worker.process.wait()
@@ -300,10 +300,8 @@ class ProcessExecutor:
     def _stop(worker: _Worker) -> None:
         """Tell an idle worker to exit (once)."""
         if not worker.stopping:
-            try:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # it has exited already
                 worker.conn.send(None)
-            except (BrokenPipeError, ConnectionResetError):  # it has exited already
-                pass
             worker.stopping = True
 
     @staticmethod

@@ -19,6 +19,7 @@ named in a warning and judged by its age alone; files get the user's umask.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -166,10 +167,9 @@ class Claims:
             path = self.held.pop(run_id, None)
         if path is not None:
             path.unlink(missing_ok=True)
-            try:
-                path.parent.rmdir()  # the run's folder, once no claim is left in it
-            except OSError:  # not empty (a newer claim) or gone already
-                pass
+            # the run's folder, once no claim is left in it; OSError: not empty (a newer claim) or gone already
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
 
     def release_all(self) -> None:
         for run_id in list(self.held):

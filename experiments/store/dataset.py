@@ -27,7 +27,7 @@ import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import pyarrow as pa
@@ -102,7 +102,7 @@ class Dataset:
         """The meta of every compacted run not in ``exclude``, one part file at a time."""
         index = self.index()
         for part, rows in index[~index.index.isin(exclude)].groupby("part", sort=True):
-            path = Path(part)
+            path = Path(cast(str, part))  # the part column holds file paths (str)
             table = self._read(path, ["run_id", "batch", "meta"])
             if table is None:
                 continue

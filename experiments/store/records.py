@@ -19,7 +19,7 @@ rows, never used.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -51,7 +51,7 @@ def measures(data: pd.DataFrame) -> pd.DataFrame:
     last_epoch = data.groupby("run_id")["epoch"].transform("max")
     final = data[(data["epoch"] == last_epoch) & (data["layer"] == "")]
     wide = final.pivot_table(index="run_id", columns=["split", "metric"], values="value", aggfunc="last")
-    wide.columns = [f"{s}_{m}" for s, m in wide.columns]
+    wide.columns = [f"{s}_{m}" for s, m in cast(pd.MultiIndex, wide.columns)]  # (split, metric) pairs
     return pd.DataFrame({m.name: m.reduce(data, wide) for m in catalog.CATALOG}, index=wide.index)
 
 

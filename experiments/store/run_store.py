@@ -46,7 +46,7 @@ from bpbench.experiments.store.safe_paths import check_writable, file_mode, safe
 from bpbench.experiments.store.validate import meta_problem
 
 
-def atomic_write(path: Path, write: Callable[[Path], None], root: Path | None = None) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object], root: Path | None = None) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place (a
     symlink at ``path`` is replaced, its target untouched). ``root``: refuse (``UnsafePathError``)
     when a folder between ``root`` and ``path`` is a symlink. The file gets the user's umask."""

@@ -45,4 +45,5 @@ def test_at_best_val(store: RunStore, run_id: str) -> float:
     wide = rows.pivot_table(index="epoch", columns="split", values="value", aggfunc="last")
     if "val" not in wide or "test" not in wide or wide["val"].dropna().empty:
         return math.nan
-    return float(wide.loc[wide["val"].idxmax(), "test"])
+    # one cell of a unique (epoch) index; pandas-stubs types .loc[label, column] as a Series
+    return float(wide.loc[wide["val"].idxmax(), "test"])  # type: ignore[arg-type,index]

@@ -30,7 +30,13 @@ SPEC_TYPES: dict[str, type | tuple[type, ...]] = {
     "seed_index": int,
     "study_seed": int,
 }
-MODEL_KEYS = {"arch": str, "hidden": list, "activation": str, "batchnorm": bool, "dropout": (int, float)}
+MODEL_KEYS: dict[str, type | tuple[type, ...]] = {
+    "arch": str,
+    "hidden": list,
+    "activation": str,
+    "batchnorm": bool,
+    "dropout": (int, float),
+}
 BUDGET_LIMITS = ("max_seconds", "samples", "flops")
 MAX_INT = 2**63  # seed indices and counts beyond this are not ones bpbench wrote
 
