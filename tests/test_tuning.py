@@ -86,6 +86,22 @@ def test_protocol_runs_trials_then_final_seeds(tmp_path: Path) -> None:
         assert f"({chosen})" in line and re.search(r"\s2\s+4\s+qmc\s", line), line
     assert len([r for r in text.splitlines() if r.startswith(("backprop (", "fa ("))]) == 2  # finals only
     assert "trial" in results.table(tuning=True) and len(results.table(tuning=True).splitlines()) == 2 + 8
+    # fa is compared with backprop's final runs, whatever lr each chose (never "n/a: no matching configuration")
+    from bpbench.experiments.report.tuning import tuned_summary
+
+    summary = tuned_summary(results.store, "backprop", "raw").set_index("learner")
+    fa_final = [
+        m["summary"]["test_accuracy"]
+        for m in results.store.iter_metas()
+        if m["spec"]["label"] == "fa" and m["spec"]["tuning"]["phase"] == "final"
+    ]
+    bp_final = [
+        m["summary"]["test_accuracy"]
+        for m in results.store.iter_metas()
+        if m["spec"]["label"] == "backprop" and m["spec"]["tuning"]["phase"] == "final"
+    ]
+    assert summary.loc["fa", "diff_mean"] == pytest.approx(np.mean(fa_final) - np.mean(bp_final))
+    assert summary.loc["fa", "reference"].startswith("backprop")
 
 
 def _fake_run(store: RunStore, spec, val: float, test: float) -> None:
