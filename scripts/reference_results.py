@@ -144,7 +144,8 @@ def readme(entries: list[dict[str, Any]], out: Path) -> str:
             f"{meta['runs_ok']} runs ok, {meta['runs_failed']} failed; {meta['wall_seconds']} s wall for the "
             f"last invocation on {hardware.get('cpu_count', '?')} cores ({hardware.get('device', '?')}); "
             f"`{meta['command']}`.{resumed(meta)}"
-            + (f" Made before {meta['made_before']}." if meta.get("made_before") else ""),
+            + (f" Made before {meta['made_before']}." if meta.get("made_before") else "")
+            + (f" Conditions: {meta['conditions']}." if meta.get("conditions") else ""),
             "",
             (out / study / "table.md").read_text(),
             "",

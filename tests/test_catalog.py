@@ -127,3 +127,15 @@ def test_a_plugin_gets_a_stable_look_never_a_builtins() -> None:
     assert learner_styles.assign([("bp_sgd", "backprop")])["bp_sgd"] == (("colorblind", 0), "o")
     shared = learner_styles.assign([("backprop", "backprop"), ("bp_sgd", "backprop")])
     assert shared["bp_sgd"][0] in learner_styles.SPARE_COLOURS
+
+
+def test_spare_markers_are_filled_like_the_built_ins() -> None:
+    """seaborn refuses a legend mixing filled and line-art markers (a plugin label beside built-ins
+    crashed the sensitivity figure of the tuned study): every marker handed out is filled."""
+    from matplotlib.markers import MarkerStyle
+
+    from bpbench.experiments.report import learner_styles
+
+    markers = [s.marker for s in learner_styles.STYLES.values()] + list(learner_styles.SPARE_MARKERS)
+    assert all(MarkerStyle(m).is_filled() for m in markers)
+    assert len({str(m) for m in markers}) == len(markers)

@@ -49,7 +49,9 @@ SLOTS = 10  # colours per seaborn palette
 SPARE_COLOURS = tuple(
     (p, i) for p in PALETTES for i in range(SLOTS) if (p, i) not in {s.colour for s in STYLES.values()}
 )
-SPARE_MARKERS = ("8", "H", "+", "x", "1", "2", "3", "4")
+# filled only: seaborn refuses to mix filled and line-art markers in one legend (a plugin beside
+# built-ins); (sides, 0, angle) is matplotlib's regular polygon, none of them a built-in's shape
+SPARE_MARKERS = ("8", "H", (7, 0, 0), (5, 0, 180), (4, 0, 22.5), (7, 0, 180), (8, 0, 22.5), (9, 0, 0))
 
 
 def rank(name: str) -> int:
