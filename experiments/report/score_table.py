@@ -16,7 +16,7 @@ import pandas as pd
 
 from bpbench.experiments.report import ranking
 from bpbench.experiments.report.scoring import TTT_MEASURES, with_time_to_target
-from bpbench.experiments.report.table import FORMATS, References, main_reference, reference_of, runs_of, to_latex
+from bpbench.experiments.report.table import FORMATS, References, format_table, main_reference, reference_of, runs_of
 from bpbench.experiments.store.run_store import RunStore
 
 NOTE_SCORE = (
@@ -147,15 +147,4 @@ def render_score(frame: pd.DataFrame, fmt: str) -> str:
         return "no completed runs"
     if fmt == "csv":
         return frame.to_csv(index=False)
-    table, notes = display_score(frame), frame.attrs.get("notes", [])
-    if fmt == "markdown":
-        return table.to_markdown(index=False) + "\n\n" + "\n\n".join(notes) + "\n"
-    if fmt == "latex":
-        return to_latex(table, notes)
-    if fmt == "html":
-        from html import escape
-
-        return table.to_html(index=False, classes="scores", border=0) + "".join(
-            f'\n<p class="note">{escape(note)}</p>' for note in notes
-        )
-    return table.to_markdown(index=False, tablefmt="simple") + "\n\n" + "\n".join(notes)
+    return format_table(display_score(frame), list(frame.attrs.get("notes", [])), fmt, "scores")

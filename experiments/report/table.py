@@ -625,6 +625,11 @@ def render(summary: pd.DataFrame, fmt: str, columns: list[str] | None = None) ->
                 table[column] = table[column].str.replace(r"(?<![\d.])0\.(?=\d)", ".", regex=True)
     unequal = [f"{UNEQUAL_MARK} {note}" for note in notes[1:]]
     notes = [notes[0], *unequal, *summary.attrs.get("marked_notes", [])] if notes else []
+    return format_table(table, notes, fmt, "results")
+
+
+def format_table(table: pd.DataFrame, notes: list[str], fmt: str, css_class: str) -> str:
+    """A display frame and its notes as markdown | latex | html (class ``css_class``) | text."""
     if fmt == "markdown":
         return table.to_markdown(index=False) + "\n\n" + "\n\n".join(notes) + "\n"
     if fmt == "latex":
@@ -632,7 +637,7 @@ def render(summary: pd.DataFrame, fmt: str, columns: list[str] | None = None) ->
     if fmt == "html":
         from html import escape
 
-        return table.to_html(index=False, classes="results", border=0) + "".join(
+        return table.to_html(index=False, classes=css_class, border=0) + "".join(
             f'\n<p class="note">{escape(note)}</p>' for note in notes
         )
     return table.to_markdown(index=False, tablefmt="simple") + "\n\n" + "\n".join(notes)
