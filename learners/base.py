@@ -34,6 +34,8 @@ The contract of a ``Learner`` subclass:
   ``true_gradient`` (the exact gradient of ``objective`` that alignment compares with; default: autograd
   on ``self.model``);
   ``exact_layers`` (layers whose update is the true gradient by construction; default none);
+  ``check_norm_ratio`` (raise ``NotMeasurable`` where the first/last norm ratio is the estimator's, not
+  the gradient's; default: it is meaningful);
   ``diagnostics`` (extra rows at gradient-health steps; default none);
   ``evaluation_metrics`` (extra rows at each evaluation; default none);
   ``inference_cost`` (synaptic operations of ``predict``; default: counted on ``self.model``).
@@ -249,6 +251,12 @@ class Learner(ABC):
         are still recorded. Backprop returns every layer. Default: none.
         """
         return frozenset()
+
+    def check_norm_ratio(self) -> None:  # noqa: B027 (an optional hook: doing nothing is its default)
+        """Raise ``NotMeasurable("why")`` when the first/last update-signal norm ratio (gradient
+        health's grad_norm_ratio) describes the rule's estimator, not the gradient it follows (then
+        it is recorded as n/a with that reason). Default: it is meaningful; return nothing.
+        """
 
     def diagnostics(self) -> list[tuple[str, str, float]]:
         """Extra learner-specific measurements at gradient-health steps: (metric, layer, value).

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bpbench.learners.backprop import Backprop, BackpropParams
-from bpbench.learners.base import StepOutput
+from bpbench.learners.base import NotMeasurable, StepOutput
 from bpbench.learners.models import ModelSpec
 from bpbench.learners.params import param
 
@@ -211,6 +211,17 @@ class ForwardGradient(Backprop):
     def exact_layers(self) -> frozenset[str]:
         """None: every layer's update is an estimate (overrides backprop's "all layers")."""
         return frozenset()
+
+    def check_norm_ratio(self) -> None:
+        """Weight perturbation: layer l's estimate is <g, v> v_l with one tangent v over all weights,
+        so its norm is |<g, v>| ||v_l||, and ||v_l|| ~ sqrt(layer l's parameter count) whatever the
+        gradient: the first/last ratio is sqrt(first / last parameter counts), n/a here."""
+        if self.params.perturb == "weight":
+            raise NotMeasurable(
+                "weight perturbation: each layer's estimate is <g, v> v_l (averaged over tangents), so the "
+                "first/last norm ratio is about sqrt(first / last layer's parameter count), a property of the "
+                "estimator, not of the gradient"
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "noise": self.noise.get_state()}

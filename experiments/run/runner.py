@@ -234,6 +234,12 @@ def on_twin(
     return figure
 
 
+def _checked_ratio(learner: Learner, norms: dict[str, float], order: list[str]) -> float:
+    """The first/last norm ratio, unless the learner says it describes its estimator (NotMeasurable)."""
+    learner.check_norm_ratio()
+    return norm_ratio(norms, order)
+
+
 def health_rows(
     learner: Learner, reference: dict[str, Tensor] | None, exact: frozenset[str], unmeasured: Unmeasured
 ) -> list[tuple[str, str, float]]:
@@ -255,7 +261,7 @@ def health_rows(
     rows += [("grad_norm", layer, value) for layer, value in norms.items()]
     model = learner.model
     order = ([n for n, _ in weight_layers(model)] if model is not None else []) or list(signal)
-    ratio = attempt(unmeasured, ("grad_norm_ratio",), lambda: norm_ratio(norms, order))
+    ratio = attempt(unmeasured, ("grad_norm_ratio",), lambda: _checked_ratio(learner, norms, order))
     if ratio is not None:
         rows.append(("grad_norm_ratio", "", ratio))
     if reference is None:
