@@ -56,8 +56,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "learners/pc.py",
         (
             (
-                "                if l > 0:\n                    mu[l]",
-                "                if False:\n                    mu[l]",
+                "                if k > 0:\n                    mu[k]",
+                "                if False:\n                    mu[k]",
             ),
         ),
     ),
@@ -195,9 +195,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "learners/fa.py",
         (
             (
-                "        layers = dict(weight_layers(self._model))\n        routes",
+                "        layers = dict(weight_layers(self.model))\n        routes",
                 "        for b in self.feedback.values():\n            b.uniform_(-0.2, 0.2)\n"
-                "        layers = dict(weight_layers(self._model))\n        routes",
+                "        layers = dict(weight_layers(self.model))\n        routes",
             ),
         ),
     ),
@@ -266,8 +266,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "learners/ga.py",
         (
             (
-                "elites = [self.toolbox.clone(ind) for ind in ranked[:p.elites]]",
-                "elites = [self.toolbox.mutate(self.toolbox.clone(ind))[0] for ind in ranked[:p.elites]]",
+                "elites = [self.toolbox.clone(ind) for ind in ranked[: p.elites]]",
+                "elites = [self.toolbox.mutate(self.toolbox.clone(ind))[0] for ind in ranked[: p.elites]]",
             ),
         ),
     ),
@@ -301,9 +301,9 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             (
                 "        self._signal = before - self.strategy.centroid\n"
-                "        self.forward.flat.load(self._model, torch.from_numpy(self.strategy.centroid).float())",
+                "        self.forward.flat.load(self.model, torch.from_numpy(self.strategy.centroid).float())",
                 "        self._signal = before - self.strategy.centroid\n"
-                "        self.forward.flat.load(self._model, torch.from_numpy(before).float())",
+                "        self.forward.flat.load(self.model, torch.from_numpy(before).float())",
             ),
         ),
     ),
