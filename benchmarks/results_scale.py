@@ -19,9 +19,12 @@ their memory grows with the number of runs: this measures by how much).
 
 Sweep shape: 10 learner labels x 4 tasks x 10 learning rates x N/400 seeds.
 
-Scores at 20,000 runs (2026-12-03, 2 cores shared with other jobs, load average 5-7):
-``bpbench table --score`` from the compacted dataset 17.7 s, peak 500 MiB; from the 20,000 run
-folders 79.6 s, peak 928 MiB (DuckDB opens 20,000 small parquet files: compact first).
+Measured 2026-12-03 on 2 cores (load average ~1-2 from one other job), 20,000 runs:
+``bpbench table --score`` from the run folders 16.6 s, peak 934 MiB; from the compacted dataset
+7.9 s, 577 MiB. ``bpbench table`` 25.8 s / 894 MiB and 19.1 s / 532 MiB. ``bpbench plot`` from the
+compacted dataset 226 s, peak 721 MiB (44 files); ``bpbench report`` 224 s, 675 MiB (2,000 runs:
+plot 557 MiB). Before figures read their rows per figure (``report/figure_data.py``), plot
+needed 5.9 GiB at 20,000 runs and 977 MiB at 2,000.
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bpbench.experiments.plan.spec import RunSpec
 from bpbench.experiments.store import records as run_measures
+from bpbench.experiments.store.validate import meta_problem
 
 LABELS = ("backprop", "fa", "dfa", "sign_symmetry", "ga", "es", "snn_bptt", "snn_dfa", "pc", "ff")
 TASKS = ("digits", "mnist5k", "fsdd", "fashion_mnist")
@@ -94,7 +99,8 @@ def template_rows(rng: np.random.Generator) -> dict[str, list]:
     return cols
 
 
-def meta_of(run_id: str, label: str, task: str, lr: float, seed: int, measures: dict) -> dict:
+def meta_of(label: str, task: str, lr: float, seed: int, measures: dict) -> dict:
+    """A synthetic run's meta.json; its run id is its spec's hash, as a real run's (folders are validated)."""
     spec = {
         "learner": label,
         "label": label,
@@ -111,7 +117,7 @@ def meta_of(run_id: str, label: str, task: str, lr: float, seed: int, measures: 
         "study": "synthetic-scale",
     }
     return {
-        "run_id": run_id,
+        "run_id": RunSpec.from_json(spec).run_id,
         "synthetic": SYNTHETIC,
         "seed": seed,
         "spec": spec,
@@ -156,8 +162,15 @@ def write_synthetic(root: Path, n: int) -> None:
                 for lr in LRS:
                     if count == n:
                         return
-                    run_id = f"{count:016x}"
                     factor = 1.0 + rng.normal(0, 0.01)  # every value scaled: the measures scale with them
+                    measures = {
+                        "version": run_measures.VERSION,
+                        "values": {
+                            k: (v if isinstance(v, bool) or v is None else v * factor) for k, v in base_measures.items()
+                        },
+                    }
+                    meta = meta_of(label, task, lr, seed, measures)
+                    run_id = meta["run_id"]
                     table = pa.table(
                         {
                             "run_id": pa.array([run_id] * base_table.num_rows),
@@ -165,18 +178,20 @@ def write_synthetic(root: Path, n: int) -> None:
                             "value": pa.array(np.asarray(base["value"]) * factor),
                         }
                     )
-                    measures = {
-                        "version": run_measures.VERSION,
-                        "values": {
-                            k: (v if isinstance(v, bool) or v is None else v * factor) for k, v in base_measures.items()
-                        },
-                    }
                     folder = root / "runs" / run_id
                     folder.mkdir(parents=True)
                     pq.write_table(table, folder / "metrics.parquet")
-                    meta = meta_of(run_id, label, task, lr, seed, measures)
                     (folder / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
                     count += 1
+
+
+def check_readable(root: Path) -> None:
+    """Exit unless the first synthetic run passes the checks every results folder gets (a run the
+    tools skip would make every timing meaningless)."""
+    first = next((root / "runs").iterdir())
+    problem = meta_problem(json.loads((first / "meta.json").read_text()), first.name)
+    if problem is not None:
+        raise SystemExit(f"synthetic run {first.name} would be skipped by every command: {problem}")
 
 
 def timed_cli(*args: str) -> tuple[float, float, str]:
@@ -200,7 +215,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, nargs="+", default=[2000, 20000])
     parser.add_argument("--dir", help="where to write the synthetic folders (must not exist; default: a temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the synthetic folders")
-    parser.add_argument("--plot", action="store_true", help="also time bpbench plot after compact")
+    parser.add_argument("--plot", action="store_true", help="also time bpbench plot and report after compact")
     args = parser.parse_args()
     parent = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bpbench-scale-"))
     if args.dir:
@@ -214,6 +229,7 @@ def main() -> None:
             start = time.perf_counter()
             write_synthetic(root, n)
             print(f"N = {n}: wrote {n} synthetic runs in {time.perf_counter() - start:.1f} s")
+            check_readable(root)
             wall, peak, before = timed_cli("table", str(root), "--format", "csv")
             print(f"  table from run folders:      {wall:6.1f} s, peak {peak:6.0f} MiB")
             wall, peak, score_before = timed_cli("table", str(root), "--score", "--format", "csv")
@@ -230,6 +246,8 @@ def main() -> None:
                 wall, peak, _ = timed_cli("plot", str(root), "--out", str(root / "figures"))
                 figures = len(list((root / "figures").glob("*.png")))
                 print(f"  plot from compacted dataset:  {wall:5.1f} s, peak {peak:6.0f} MiB ({figures} figures)")
+                wall, peak, _ = timed_cli("report", str(root), "--out", str(root / "report.html"))
+                print(f"  report from compacted dataset: {wall:4.1f} s, peak {peak:6.0f} MiB")
             shutil.rmtree(root) if not args.keep else None
     finally:
         if not args.keep and not args.dir:

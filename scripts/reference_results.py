@@ -12,6 +12,9 @@ run counts, git commit, package versions, hardware); and ``results/README.md`` s
     python -m scripts.reference_results --studies fashion       # one study; results/README.md lists all
     python -m scripts.reference_results --studies quick --set seeds=1 --set budget.epochs=1 \\
         --out /tmp/results-try --work /tmp/work-try                # a quick try of the pipeline
+    python -m scripts.reference_results --studies fashion --work DIR --publish-only
+        # redraw the tables, figures and report from DIR's runs, running nothing: the metadata keeps
+        # the run's command, wall time and conditions, and adds the commit that drew them ("rendered")
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -102,6 +106,31 @@ def publish(study: str, work: Path, out: Path, sets: list[str], wall: float, exi
     return meta
 
 
+KEPT = ("command", "overrides", "wall_seconds", "bpbench_exit_code", "generated", "conditions")
+
+
+def republish(study: str, work: Path, out: Path) -> dict[str, Any]:
+    """``publish`` the runs already in ``work`` again (running nothing) with the code checked out
+    now: the metadata keeps what the run said (``KEPT``) and adds ``rendered`` (commit and time)."""
+    before = json.loads((out / "metadata.json").read_text())
+    runs_before = before["runs_ok"]
+    meta = publish(study, work, out, before["overrides"], before["wall_seconds"], before["bpbench_exit_code"])
+    if meta["runs_ok"] != runs_before:
+        raise SystemExit(f"{work}: {meta['runs_ok']} runs, the published {study} has {runs_before}: run it instead")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True)
+    meta |= {key: before[key] for key in KEPT if key in before}
+    meta["rendered"] = {
+        "commit": head.stdout.strip(),
+        "dirty": bool(dirty.stdout.strip()),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "note": "tables, figures and report redrawn from the same runs (--publish-only); nothing was run again",
+    }
+    (out / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    print(f"{study}: redrew {out} from {meta['runs_ok']} runs in {work}")
+    return meta
+
+
 def published(out: Path, order: list[str]) -> list[dict[str, Any]]:
     """The metadata of every study published under ``out`` (this call's and earlier ones'), ``order`` first."""
     metas = {p.parent.name: json.loads(p.read_text()) for p in sorted(out.glob("*/metadata.json"))}
@@ -145,7 +174,12 @@ def readme(entries: list[dict[str, Any]], out: Path) -> str:
             f"last invocation on {hardware.get('cpu_count', '?')} cores ({hardware.get('device', '?')}); "
             f"`{meta['command']}`.{resumed(meta)}"
             + (f" Made before {meta['made_before']}." if meta.get("made_before") else "")
-            + (f" Conditions: {meta['conditions']}." if meta.get("conditions") else ""),
+            + (f" Conditions: {meta['conditions']}." if meta.get("conditions") else "")
+            + (
+                f" Tables and figures redrawn from the same runs at {meta['rendered']['commit'][:7]}."
+                if meta.get("rendered")
+                else ""
+            ),
             "",
             (out / study / "table.md").read_text(),
             "",
@@ -164,10 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default=str(REPO / "bpbench-out" / "reference"), help="bpbench run output folders")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to bpbench run")
     p.add_argument("--jobs", default="0", help="worker processes for bpbench run (default: one per core)")
+    p.add_argument(
+        "--publish-only", action="store_true", help="run nothing: redraw OUT/STUDY from the runs in WORK/STUDY"
+    )
     args = p.parse_args(argv)
     out, entries = Path(args.out), []
     for study in args.studies:
         work = Path(args.work) / study
+        if args.publish_only:
+            entries.append(republish(study, work, out / study))
+            continue
         start = time.perf_counter()
         code = bpbench(["run", study, "--out", str(work), "--jobs", args.jobs, *[f"--set={s}" for s in args.set]])
         wall = time.perf_counter() - start

@@ -3,7 +3,9 @@ one fixed color per learner, heatmap layers in forward order, missing data skipp
 
 from __future__ import annotations
 
+import dataclasses
 import struct
+from collections.abc import Collection
 from pathlib import Path
 
 import pandas as pd
@@ -188,23 +190,31 @@ def test_best_configuration_needs_validation_accuracy_to_choose() -> None:
         learning_curves(data, "epoch")
 
 
-def test_figure_data_draws_the_same_figures_from_fewer_rows(results: Path, tmp_path: Path) -> None:
-    """figure_data loads per-step gradient rows only of the runs a figure shows; every figure
-    comes out byte for byte as from the whole table."""
+def test_figure_data_reads_only_what_each_figure_draws(results: Path, tmp_path: Path) -> None:
+    """figure_data holds one record per run and reads a figure's metric rows when the figure is
+    drawn, only of the runs it shows; every figure comes out byte for byte as from the whole
+    tidy table in memory."""
     from bpbench.experiments.report.figures import FIGURE_METRICS, STEP_METRICS, figure_data, save_all
 
     store = RunStore(results)
     full, lean = tidy(store, FIGURE_METRICS), figure_data(store)
-    steps = lean[lean["metric"].isin(STEP_METRICS)]
-    assert 0 < steps["run_id"].nunique() < full["run_id"].nunique()  # some runs' step rows are left out
-    assert len(lean) < len(full)
+    assert len(lean.runs) == full["run_id"].nunique()
+    read: list[tuple[tuple[str, ...], set[str]]] = []
+
+    def counted(metrics: tuple[str, ...], run_ids: Collection[str]) -> pd.DataFrame:
+        read.append((metrics, set(run_ids)))
+        return lean.read_rows(metrics, run_ids)
+
     written_full, skipped_full = save_all(full, tmp_path / "full")
-    written_lean, skipped_lean = save_all(lean, tmp_path / "lean")
+    written_lean, skipped_lean = save_all(dataclasses.replace(lean, read_rows=counted), tmp_path / "lean")
     assert skipped_full == skipped_lean
     pngs = sorted(p.name for p in written_full if p.suffix == ".png")
     assert pngs == sorted(p.name for p in written_lean if p.suffix == ".png") and len(pngs) == len(EXPECTED)
     for name in pngs:
         assert (tmp_path / "full" / name).read_bytes() == (tmp_path / "lean" / name).read_bytes(), name
+    step_runs = set().union(*(ids for metrics, ids in read if set(metrics) & set(STEP_METRICS)))
+    assert 0 < len(step_runs) < full["run_id"].nunique()  # per-step rows: only of the runs a figure shows
+    assert all(len(ids) < full["run_id"].nunique() for _, ids in read)  # no figure reads every run's rows
 
 
 def test_pareto_front_is_chosen_on_validation_and_drawn_at_test_accuracy() -> None:

@@ -1,4 +1,6 @@
 """Reporting: tables, statistics, figures and the HTML report, read from a results folder.
 
-``table``, ``stats``, ``figures``, ``html``. Imports ``store`` and ``plan``.
+``table``, ``stats``, ``pairwise``, ``scoring``, ``ranking``, ``score_table``, ``figure_data``
+(what the figures read, when they draw), ``figures``, ``score_figures``, ``learner_styles``,
+``tuning``, ``tuning_figures``, ``html``. Imports ``store`` and ``plan``.
 """

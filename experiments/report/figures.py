@@ -1,18 +1,19 @@
-"""Paper figures from the tidy results table (``experiments.table.tidy``), one function each.
+"""Paper figures of a results folder, one function each.
 
-Every function takes the tidy table (one row per measurement, with its run's learner,
-config, task, seed, model and budget) and returns a ``matplotlib.figure.Figure`` drawn
-with seaborn; nothing touches pyplot's global state. Each learner label keeps one color and
-marker in every figure (``learner_colors``, from the display catalog ``report/learner_styles.py``). Spread over
-seeds is the 95% t-interval of ``experiments.stats``. A figure that shows one configuration
-per learner (learning curves, alignment) picks it by final *validation* accuracy; test
-accuracy is only reported. A figure whose data the table does not hold raises ``NoData``
-saying what is missing. ``save_all`` writes PDF and PNG.
+Every function takes ``FigureData`` (``report/figure_data.py``: one row per run, and the metric
+rows a figure draws, read when it draws them) or a tidy table in memory (``table.tidy``: one
+row per measurement, with its run's learner, config, task, seed, model and budget), and returns a
+``matplotlib.figure.Figure`` drawn with seaborn; nothing touches pyplot's global state. Each
+learner label keeps one color and marker in every figure (``learner_colors``, from the display
+catalog ``report/learner_styles.py``). Spread over seeds is the 95% t-interval of
+``report.stats``. A figure that shows one configuration per learner (learning curves,
+alignment) picks it by final *validation* accuracy; test accuracy is only reported. A figure
+whose data the results do not hold raises ``NoData`` saying what is missing. ``save_all``
+writes PDF and PNG.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from collections.abc import Callable, Iterable
@@ -26,8 +27,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from bpbench.experiments.report import learner_styles
+from bpbench.experiments.report.figure_data import FigureData, figure_input
 from bpbench.experiments.report.stats import bounded_interval, t_interval
-from bpbench.experiments.report.table import per_run, run_info, tidy
 from bpbench.experiments.store import records as run_measures
 from bpbench.experiments.store.run_store import RunStore, atomic_write
 from bpbench.experiments.store.safe_paths import UnsafePathError, safe_name
@@ -147,15 +148,14 @@ def _chosen_labels(rows: pd.DataFrame, data: pd.DataFrame) -> dict[str, str]:
     return labels
 
 
-def _best_config(data: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
-    """Rows of each learner x task's best configuration: the highest mean final *validation*
-    accuracy over seeds (ties: the first in config order). Test accuracy never chooses; it is
-    only reported for the configuration validation chose.
+def _best_config(runs: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
+    """The runs (rows of ``FigureData.runs``) of each learner x task's best configuration: the
+    highest mean final *validation* accuracy over seeds (ties: the first in config order). Test
+    accuracy never chooses; it is only reported for the configuration validation chose.
 
-    Returns (rows, whether any learner had more than one configuration to choose from).
+    Returns (runs, whether any learner had more than one configuration to choose from).
     Raises NoData when a choice is needed and a configuration has no validation accuracy.
     """
-    runs = per_run(data)
     means = runs.groupby(["learner", "task", "config"], as_index=False)["val_acc"].mean()
     counts = means.groupby(["learner", "task"])["config"].transform("size")
     blind = means[(counts > 1) & means["val_acc"].isna()]
@@ -166,7 +166,7 @@ def _best_config(data: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
             "accuracy to choose by"
         )
     best = means.loc[means.fillna({"val_acc": -math.inf}).groupby(["learner", "task"])["val_acc"].idxmax()]
-    keep = data.merge(best[["learner", "task", "config"]], on=["learner", "task", "config"])
+    keep = runs.merge(best[["learner", "task", "config"]], on=["learner", "task", "config"])
     return keep, len(means) > len(best)
 
 
@@ -198,7 +198,7 @@ X_AXES = {
 }
 
 
-def learning_curves(data: pd.DataFrame, x: str = "epoch") -> Figure:
+def learning_curves(data: FigureData | pd.DataFrame, x: str = "epoch") -> Figure:
     """Test accuracy against epochs, training seconds or training FLOPs; one panel per task.
 
     Each learner at its best configuration by validation accuracy (``_best_config``).
@@ -207,14 +207,18 @@ def learning_curves(data: pd.DataFrame, x: str = "epoch") -> Figure:
     if x not in X_AXES:
         raise ValueError(f"x = {x!r}: allowed: {', '.join(X_AXES)}")
     metric, xlabel, log = X_AXES[x]
-    colors, markers = _colors(data), _markers(data)
-    acc = _require(data, "accuracy", "learning curves")
+    data = figure_input(data)
+    if data.runs.empty:
+        raise NoData("learning curves: the results have no runs")
+    colors, markers = _colors(data.runs), _markers(data.runs)
+    chosen, picked = _best_config(data.runs)
+    shown = chosen[["run_id"]].drop_duplicates()
+    acc = _require(data.rows(("accuracy",), shown["run_id"]), "accuracy", "learning curves")
     acc = acc[acc["split"] == "test"]
-    chosen, picked = _best_config(data)
-    acc = acc.merge(chosen[["run_id"]].drop_duplicates(), on="run_id")
+    acc = acc.merge(shown, on="run_id")
     if x != "epoch":
-        xs = _require(data, metric, "learning curves")[["run_id", "epoch", "value"]].rename(columns={"value": metric})
-        acc = acc.merge(xs, on=["run_id", "epoch"])
+        xs = _require(data.rows((metric,), shown["run_id"]), metric, "learning curves")
+        acc = acc.merge(xs[["run_id", "epoch", "value"]].rename(columns={"value": metric}), on=["run_id", "epoch"])
     if log:
         acc = acc[acc[metric] > 0]
     curves = acc.groupby(["learner", "task", "epoch"]).agg(x=(metric, "mean"), values=("value", list)).reset_index()
@@ -239,7 +243,7 @@ def learning_curves(data: pd.DataFrame, x: str = "epoch") -> Figure:
             curves["learner"],
             "learner\n(best val. config)" if picked else "learner",
             markers,
-            _chosen_labels(chosen, data),
+            _chosen_labels(chosen, data.runs),
         )
     return fig
 
@@ -259,15 +263,16 @@ def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
     return ordered[ordered["val"] > ordered["val"].cummax().shift(fill_value=-math.inf)]
 
 
-def accuracy_vs_compute(data: pd.DataFrame) -> Figure:
+def accuracy_vs_compute(data: FigureData | pd.DataFrame) -> Figure:
     """Final test accuracy against training FLOPs per learner configuration, one panel per task.
 
     Points: means over seeds with 95% t-intervals; the gray step line is the Pareto front chosen
     on *validation* accuracy (``pareto_front``), drawn through the chosen configurations' test accuracy.
     """
-    colors, markers = _colors(data), _markers(data)
-    _require(data, "train_flops", "accuracy vs compute")
-    runs = per_run(data)
+    runs = figure_input(data).runs
+    if runs.empty or runs["flops"].isna().all():
+        raise NoData("accuracy vs compute: the results have no 'train_flops' rows")
+    colors, markers = _colors(runs), _markers(runs)
     groups = runs.groupby(["learner", "config", "task"], sort=False)
     points = pd.DataFrame(
         [
@@ -337,7 +342,7 @@ def _label_configs(ax: Axes, points: pd.DataFrame) -> None:
 
 
 def grad_norm_heatmap(
-    data: pd.DataFrame,
+    data: FigureData | pd.DataFrame,
     learner: str,
     task: str | None = None,
     configs: list[str] | None = None,
@@ -346,19 +351,29 @@ def grad_norm_heatmap(
     """Per-layer update-signal norm over training (log10, mean over seeds), one panel per config.
 
     ``run_id`` picks one run instead; otherwise all seeds of ``learner`` on ``task`` (default:
-    its first task) for each of ``configs`` (default: every configuration, at most 6).
+    its first task with gradient norms) for each of ``configs`` (default: every configuration, at
+    most 6). Reads the gradient-norm rows of those runs only.
     """
-    norms = _require(data, "grad_norm", "gradient-norm heatmap")
+    data = figure_input(data)
+    runs = data.runs
     if run_id is not None:
-        norms = norms[norms["run_id"] == run_id]
-        if norms.empty:
+        runs = runs[runs["run_id"] == run_id] if not runs.empty else runs
+        if runs.empty:
             raise NoData(f"gradient-norm heatmap: run {run_id!r} has no grad_norm rows")
-        learner, task, configs = norms["learner"].iloc[0], norms["task"].iloc[0], [norms["config"].iloc[0]]
-    norms = norms[norms["learner"] == learner]
+        learner, task, configs = runs["learner"].iloc[0], runs["task"].iloc[0], [runs["config"].iloc[0]]
+    mine = runs[runs["learner"] == learner] if not runs.empty else runs
+    if configs:
+        mine = mine[mine["config"].isin(configs)]
+    norms = pd.DataFrame()
+    for candidate in [task] if task else sorted(mine["task"].unique()) if not mine.empty else []:
+        norms = data.rows(("grad_norm",), mine.loc[mine["task"] == candidate, "run_id"])
+        if not norms.empty:
+            task = candidate
+            break
     if norms.empty:
-        raise NoData(f"gradient-norm heatmap: learner {learner!r} has no grad_norm rows")
-    task = task or sorted(norms["task"].unique())[0]
-    norms = norms[norms["task"] == task]
+        raise NoData(
+            f"gradient-norm heatmap: learner {learner!r} has no grad_norm rows" + (f" on {task}" if task else "")
+        )
     configs = configs or sorted(dict.fromkeys(norms["config"]))[:6]
     norms = masked_log_norms(norms[norms["config"].isin(configs)])
     if norms["log_norm"].isna().all():
@@ -421,7 +436,7 @@ COMPARISON_PANELS = {
 }
 
 
-def alignment_over_training(data: pd.DataFrame, task: str | None = None) -> Figure:
+def alignment_over_training(data: FigureData | pd.DataFrame, task: str | None = None) -> Figure:
     """Cosine (direction) and projection coefficient (scale; 1 = the exact gradient) of each learner's
     update signal on the true gradient over training, per layer.
 
@@ -429,16 +444,19 @@ def alignment_over_training(data: pd.DataFrame, task: str | None = None) -> Figu
     the first task), side by side: cosine, then projection (left out when the results have none,
     e.g. folders written before it was recorded); lines: mean over seeds per layer, bands: 95% t-interval.
     """
-    rows = _require(data, "grad_alignment", "alignment over training")
-    task = task or sorted(rows["task"].unique())[0]
-    chosen, _ = _best_config(data[data["task"] == task])
+    data = figure_input(data)
+    if data.runs.empty:
+        raise NoData("alignment over training: the results have no runs")
+    task = task or sorted(data.runs["task"].unique())[0]
+    on_task = data.runs[data.runs["task"] == task]
+    chosen, _ = _best_config(on_task)
     keep = chosen[["run_id"]].drop_duplicates()
-    shown = {metric: data[data["metric"] == metric].merge(keep, on="run_id") for metric in COMPARISON_PANELS}
+    shown = {metric: data.rows((metric,), keep["run_id"]).merge(keep, on="run_id") for metric in COMPARISON_PANELS}
     shown = {metric: frame for metric, frame in shown.items() if not frame.empty}
     if "grad_alignment" not in shown:
         raise NoData(f"alignment over training: the best configurations on {task} have no 'grad_alignment' rows")
     learners = _learner_order(shown["grad_alignment"])
-    titles = _chosen_labels(chosen[chosen["learner"].isin(learners)], data[data["task"] == task])
+    titles = _chosen_labels(chosen[chosen["learner"].isin(learners)], on_task)
     per_learner = len(shown)
     per_row = min(3 if per_learner == 1 else 2, len(learners))  # learners per row of panels
     with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
@@ -474,17 +492,17 @@ def alignment_over_training(data: pd.DataFrame, task: str | None = None) -> Figu
 PARAM_LABELS = {"lr": "learning rate", "sigma": "noise std sigma"}
 
 
-def lr_sensitivity(data: pd.DataFrame, param: str = "lr") -> Figure:
+def lr_sensitivity(data: FigureData | pd.DataFrame, param: str = "lr") -> Figure:
     """Final test accuracy against ``param`` (lr, or sigma for ES) for each learner that varies it.
 
     One panel per task; points: mean over seeds (and over any other grid axes), bars: 95% t-interval.
     """
     if param not in PARAM_LABELS:
         raise ValueError(f"param = {param!r}: allowed: {', '.join(PARAM_LABELS)}")
-    colors, markers = _colors(data), _markers(data)
-    runs = per_run(data) if not data.empty else pd.DataFrame()
+    runs = figure_input(data).runs
     if runs.empty:
         raise NoData("sensitivity: the results have no runs")
+    colors, markers = _colors(runs), _markers(runs)
     varied = runs.groupby("learner")[param].nunique()
     runs = runs[runs["learner"].isin(varied[varied > 1].index)]
     if runs.empty:
@@ -520,16 +538,16 @@ DEPTH_MEASURES = {
 }
 
 
-def against_depth(data: pd.DataFrame, measure: str = "grad_ratio") -> Figure:
+def against_depth(data: FigureData | pd.DataFrame, measure: str = "grad_ratio") -> Figure:
     """A per-run measure against the number of hidden layers: hue learner, line style activation,
     one panel per (task, batch norm off/on); points: mean over seeds, bars: 95% t-interval."""
     if measure not in DEPTH_MEASURES:
         raise ValueError(f"measure = {measure!r}: allowed: {', '.join(DEPTH_MEASURES)}")
     ylabel, log = DEPTH_MEASURES[measure]
-    colors = _colors(data)
-    runs = per_run(data) if not data.empty else pd.DataFrame()
+    runs = figure_input(data).runs
     if runs.empty or runs.groupby("learner")["depth"].nunique().max() < 2:
         raise NoData("against depth: no learner has runs at more than one number of hidden layers")
+    colors = _colors(runs)
     depths = runs.groupby("learner")["depth"].nunique()
     runs = runs[runs["learner"].isin(depths[depths > 1].index)]
     panels = list(runs.groupby(["task", "batchnorm"]).groups)
@@ -568,12 +586,12 @@ def against_depth(data: pd.DataFrame, measure: str = "grad_ratio") -> Figure:
     return fig
 
 
-def generalization_gap(data: pd.DataFrame) -> Figure:
+def generalization_gap(data: FigureData | pd.DataFrame) -> Figure:
     """Train-minus-test accuracy at the end of training against dropout, per learner and task."""
-    colors, markers = _colors(data), _markers(data)
-    runs = per_run(data) if not data.empty else pd.DataFrame()
+    runs = figure_input(data).runs
     if runs.empty or runs.groupby("learner")["dropout"].nunique().max() < 2:
         raise NoData("generalization gap: no learner has runs at more than one dropout value")
+    colors, markers = _colors(runs), _markers(runs)
     tasks = sorted(runs["task"].unique())
     with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
         fig, axes = _figure(len(tasks))
@@ -601,10 +619,11 @@ BEST = (
 )
 
 
-def standard_figures(data: pd.DataFrame) -> dict[str, Builder]:
-    """Name -> (caption, builder) of every figure ``bpbench plot`` tries for a results table
-    (none for an empty table: no run completed)."""
-    if data.empty:
+def standard_figures(data: FigureData | pd.DataFrame) -> dict[str, Builder]:
+    """Name -> (caption, builder) of every figure ``bpbench plot`` tries for a results folder's
+    figure data or a tidy table (none when no run completed)."""
+    data = figure_input(data)
+    if data.runs.empty:
         return {}
     figures: dict[str, Builder] = {
         "curves_epochs": (f"Test accuracy against training epochs.{BEST}", lambda: learning_curves(data, "epoch")),
@@ -647,14 +666,14 @@ def standard_figures(data: pd.DataFrame) -> dict[str, Builder]:
             lambda: score_figures.critical_difference(data),
         ),
     }
-    for task in sorted(data["task"].unique()):
+    for task in sorted(data.runs["task"].unique()):
         figures[f"alignment_{task}"] = (
             f"Cosine (direction) and projection coefficient <u,g>/|g|^2 (scale: 1 = the "
             f"true gradient) of the update signal per layer over training on {task}.{BEST}",
             functools.partial(alignment_over_training, data, task),
         )
-    for learner in _learner_order(data):
-        configs = _heatmap_configs(data, learner)
+    for learner in _learner_order(data.runs):
+        configs = _heatmap_configs(data.runs, learner)
         figures[f"grad_norms_{learner}"] = (
             f"Per-layer update-signal norm of {learner} over training (its deepest configurations); a layer "
             "whose update signal is 0 at every step (not trained) is left out and named, a cell whose norm is "
@@ -664,45 +683,21 @@ def standard_figures(data: pd.DataFrame) -> dict[str, Builder]:
     return figures
 
 
-def _heatmap_configs(data: pd.DataFrame, learner: str) -> list[str]:
+def _heatmap_configs(runs: pd.DataFrame, learner: str) -> list[str]:
     """The configurations ``standard_figures`` draws a learner's gradient-norm heatmap for: its
     deepest ones, the first six in label order."""
-    mine = data[data["learner"] == learner]
+    mine = runs[runs["learner"] == learner]
     return sorted(mine.loc[mine["depth"] == mine["depth"].max(), "config"].unique())[:6]
 
 
-def figure_data(store: RunStore) -> pd.DataFrame:
-    """The tidy rows ``standard_figures`` draws from a results folder: the per-run measures'
-    metrics of every run, and the per-layer, per-step gradient rows (``STEP_METRICS``, most of
-    a run's rows) only of the runs a figure shows them for: each learner and task's best
-    configuration (alignment) and each learner's heatmap configurations. The figures are the
-    ones ``tidy(store, FIGURE_METRICS)`` gives; memory grows with the runs' epochs, not their steps."""
-    info = run_info(store)
-    data = tidy(store, run_measures.METRICS, info)
-    if data.empty:
-        return data
-    shown: set[str] = set()
-    for learner in data["learner"].unique():
-        mine = data[(data["learner"] == learner) & data["config"].isin(_heatmap_configs(data, learner))]
-        shown |= set(mine["run_id"])
-    with contextlib.suppress(NoData):  # no configuration to choose by: the alignment figure is skipped with this reason
-        shown |= set(_best_config(data)[0]["run_id"])
-    steps = tidy(store, STEP_METRICS, info[info["run_id"].isin(shown)])
-    out = pd.concat([data, steps], ignore_index=True) if not steps.empty else data
-    out.attrs.update(score_attrs(store))
-    return out
-
-
-def score_attrs(store: RunStore) -> dict[str, object]:
-    """What the score figures need beside the rows: the studies' targets and the reference label."""
-    from bpbench.experiments.report.scoring import study_targets
-    from bpbench.experiments.report.table import main_reference, reference_of
-
-    return {"targets": study_targets(store), "reference": main_reference(reference_of(store))}
+def figure_data(store: RunStore) -> FigureData:
+    """The figure data of a results folder (``FigureData.from_store``): one record per run now,
+    the metric rows each figure draws when it draws it."""
+    return FigureData.from_store(store)
 
 
 def save_all(
-    data: pd.DataFrame, out: Path, dpi: int = 200, extra: dict[str, Builder] | None = None
+    data: FigureData | pd.DataFrame, out: Path, dpi: int = 200, extra: dict[str, Builder] | None = None
 ) -> tuple[list[Path], dict[str, str]]:
     """Write every standard figure the data supports (and the ``extra`` ones, e.g. a tuned study's)
     as NAME.pdf and NAME.png under ``out``.
@@ -713,7 +708,7 @@ def save_all(
         raise UnsafePathError(f"refusing to write figures into {out}: it is a symbolic link; remove it or pass --out")
     out.mkdir(parents=True, exist_ok=True)
     written, skipped = [], {}
-    for name, (_, build) in {**standard_figures(data), **(extra or {})}.items():
+    for name, (_, build) in {**standard_figures(figure_input(data)), **(extra or {})}.items():
         try:
             fig = build()
         except NoData as exc:

@@ -1,4 +1,4 @@
-"""Figures of the across-task scores, from the tidy table ``figures.figure_data`` gives.
+"""Figures of the across-task scores, from ``FigureData`` (``report/figure_data.py``) or a tidy table.
 
 - ``target_curves``: validation accuracy against training FLOPs, one panel per task, each learner
   at its best configuration by validation accuracy, the task's target drawn as a dashed line.
@@ -7,8 +7,9 @@
   (scikit-posthocs' ``critical_difference_diagram``): learners joined by a bar do not differ
   significantly.
 
-Targets: ``data.attrs["targets"]`` (the studies' ``[targets]``) and ``data.attrs["reference"]``
-(the label whose validation accuracy sets the other tasks' targets), as ``scoring.targets_for``.
+Targets: ``FigureData.targets`` (the studies' ``[targets]``) and ``FigureData.reference`` (the
+label whose validation accuracy sets the other tasks' targets), as ``scoring.targets_for``; the
+time-to-target curves are ``FigureData.curves``, the ones the score table reads.
 """
 
 from __future__ import annotations
@@ -21,20 +22,20 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, NullFormatter
 
-from bpbench.experiments.plan.study import REFERENCE_LABEL
 from bpbench.experiments.report import ranking
+from bpbench.experiments.report.figure_data import FigureData, figure_input
 from bpbench.experiments.report.figures import PANEL, NoData, learner_colors, learner_markers
-from bpbench.experiments.report.scoring import curves_from_tidy, first_reached, targets_for
-from bpbench.experiments.report.table import per_run
+from bpbench.experiments.report.scoring import first_reached, targets_for
 
 
-def _runs_with_times(data: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float], pd.DataFrame]:
-    """(per-run rows with time to target, task -> target, per-evaluation curves) of the tidy ``data``."""
-    if data.empty:
+def _runs_with_times(data: FigureData | pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float], pd.DataFrame]:
+    """(per-run rows with time to target, task -> target, per-evaluation curves) of ``data``."""
+    data = figure_input(data)
+    runs = data.runs
+    if runs.empty:
         raise NoData("scores: the results have no runs")
-    runs = per_run(data)
-    targets, _ = targets_for(runs, data.attrs.get("targets", {}), data.attrs.get("reference", REFERENCE_LABEL))
-    curves = curves_from_tidy(data)
+    targets, _ = targets_for(runs, data.targets, data.reference)
+    curves = data.curves
     if curves["val_acc"].isna().all():
         raise NoData("scores: the results have no validation accuracy rows")
     return runs.merge(first_reached(curves, targets), on="run_id", how="left"), targets, curves
@@ -44,7 +45,7 @@ def _colors(runs: pd.DataFrame) -> dict[str, tuple[float, float, float]]:
     return learner_colors(zip(runs["learner"], runs["learner_name"]))
 
 
-def target_curves(data: pd.DataFrame) -> Figure:
+def target_curves(data: FigureData | pd.DataFrame) -> Figure:
     """Validation accuracy against training FLOPs with each task's target (dashed)."""
     runs, targets, curves = _runs_with_times(data)
     best = ranking.best_configs(runs)
@@ -93,7 +94,9 @@ def target_curves(data: pd.DataFrame) -> Figure:
     return fig
 
 
-def performance_profile_figure(data: pd.DataFrame, measure: str = "flops", cap: float = ranking.PROFILE_CAP) -> Figure:
+def performance_profile_figure(
+    data: FigureData | pd.DataFrame, measure: str = "flops", cap: float = ranking.PROFILE_CAP
+) -> Figure:
     """Each learner's fraction of tasks within tau x the fastest time to target, tau in [1, cap]."""
     runs, _, _ = _runs_with_times(data)
     elapsed = ranking.times(runs, measure).dropna(how="all")
@@ -125,9 +128,9 @@ def performance_profile_figure(data: pd.DataFrame, measure: str = "flops", cap: 
     return fig
 
 
-def critical_difference(data: pd.DataFrame) -> Figure:
+def critical_difference(data: FigureData | pd.DataFrame) -> Figure:
     """Average ranks by final test accuracy, Nemenyi post-hoc bars (scikit-posthocs)."""
-    runs = per_run(data) if not data.empty else pd.DataFrame()
+    runs = figure_input(data).runs
     if runs.empty:
         raise NoData("critical difference: the results have no runs")
     matrix = ranking.complete(ranking.accuracy_matrix(runs))
@@ -143,7 +146,11 @@ def critical_difference(data: pd.DataFrame) -> Figure:
     with sns.axes_style("white"), sns.plotting_context("paper"):
         fig = Figure(figsize=(PANEL[0] * 2, 0.4 + 0.25 * len(ranks)), layout="constrained")
         ax = fig.subplots()
-        sp.critical_difference_diagram(ranks, ranking.nemenyi(matrix), ax=ax, color_palette=dict(_colors(runs)))
+        drawn = sp.critical_difference_diagram(ranks, ranking.nemenyi(matrix), ax=ax, color_palette=dict(_colors(runs)))
+        for lines in drawn["crossbars"]:  # a bar's points come from a set: in string-hash order, which
+            for line in lines:  # changes between processes; sorted, the figure is the same every time
+                xs, ys = line.get_data()
+                line.set_data(sorted(xs), ys)
         ax.set_title(
             f"average rank by test accuracy over {matrix.shape[0]} tasks (1 = best); Friedman "
             f"p = {p:.2g}" + ("" if math.isnan(stat) else f", chi2 = {stat:.3g}"),

@@ -521,7 +521,10 @@ def _time_cells(summary: pd.DataFrame) -> dict[str, list[str]]:
 
 
 BASE_COLUMNS = {"learner": "learner", "task": "task", "budget": "budget", "stopped": "stopped by", "seeds": "seeds"}
-LATEX_COLUMNS = ("learner", "task", "test_acc", "diff", "p")  # 15 columns overflowed a page by 736 pt
+# the LaTeX default: rows grouped under a line per task (no task column), the learner column wrapping
+# (tabularx): fits an article's single-column page (checked by pdflatex in tests/test_table.py)
+LATEX_COLUMNS = ("learner", "test_acc", "diff", "p")
+LATEX_TEXT = ("task", "budget", "stopped by")  # left-aligned in LaTeX; the other columns are numbers (right)
 LATEX_P_HEADER = {"holm": "p (Holm)", "raw": "p (raw)"}
 
 
@@ -583,22 +586,33 @@ def latex_escape(text: str) -> str:
     return out
 
 
-def to_latex(table: pd.DataFrame, notes: list[str]) -> str:
-    """A booktabs ``tabular`` (ready to ``\\input``), notes as full-width rows below the rule."""
+def to_latex(table: pd.DataFrame, notes: list[str], groups: pd.Series | None = None) -> str:
+    """A booktabs ``tabularx`` a line wide (``\\usepackage{booktabs,tabularx}``; ready to ``\\input``):
+    the first column wraps (ragged right) in the width the others leave; notes as full-width rows
+    below the rule. ``groups`` (one label per row, e.g. the task): rows under an italic line per
+    label, in order of first appearance."""
     n = len(table.columns)
-    spec = "l" * min(n, 5) + "r" * max(0, n - 5)
+    spec = ">{\\raggedright\\arraybackslash}X" + "".join("l" if c in LATEX_TEXT else "r" for c in table.columns[1:])
     lines = [
-        f"\\begin{{tabular}}{{@{{}}{spec}@{{}}}}",
+        f"\\begin{{tabularx}}{{\\linewidth}}{{@{{}}{spec}@{{}}}}",
         r"\toprule",
         " & ".join(latex_escape(str(c)) for c in table.columns) + r" \\",
         r"\midrule",
     ]
-    lines += [" & ".join(latex_escape(str(v)) for v in row) + r" \\" for row in table.itertuples(index=False)]
+    rows = [" & ".join(latex_escape(str(v)) for v in row) + r" \\" for row in table.itertuples(index=False)]
+    if groups is None:
+        lines += rows
+    else:
+        labels = list(groups)
+        for k, label in enumerate(dict.fromkeys(labels)):
+            lines += [r"\addlinespace"] if k else []
+            lines.append(f"\\multicolumn{{{n}}}{{@{{}}l}}{{\\textit{{{latex_escape(str(label))}}}}} \\\\")
+            lines += [row for row, mine in zip(rows, labels) if mine == label]
     lines.append(r"\bottomrule")
     lines += [
         f"\\multicolumn{{{n}}}{{p{{0.95\\linewidth}}}}{{\\footnotesize {latex_escape(note)}}} \\\\" for note in notes
     ]
-    lines.append(r"\end{tabular}")
+    lines.append(r"\end{tabularx}")
     return "\n".join(lines) + "\n"
 
 
@@ -616,6 +630,7 @@ def render(summary: pd.DataFrame, fmt: str, columns: list[str] | None = None) ->
         return summary.to_csv(index=False)
     table, notes = display_frame(summary), summary.attrs.get("notes", [])
     keys = columns or (list(LATEX_COLUMNS) if fmt == "latex" else None)
+    groups = table["task"] if fmt == "latex" and not columns else None
     if keys:
         table = select_columns(table, summary, keys)
     if fmt == "latex":  # short headers, and fractions without their leading 0: the default columns fit a page
@@ -625,15 +640,18 @@ def render(summary: pd.DataFrame, fmt: str, columns: list[str] | None = None) ->
                 table[column] = table[column].str.replace(r"(?<![\d.])0\.(?=\d)", ".", regex=True)
     unequal = [f"{UNEQUAL_MARK} {note}" for note in notes[1:]]
     notes = [notes[0], *unequal, *summary.attrs.get("marked_notes", [])] if notes else []
-    return format_table(table, notes, fmt, "results")
+    return format_table(table, notes, fmt, "results", groups)
 
 
-def format_table(table: pd.DataFrame, notes: list[str], fmt: str, css_class: str) -> str:
-    """A display frame and its notes as markdown | latex | html (class ``css_class``) | text."""
+def format_table(
+    table: pd.DataFrame, notes: list[str], fmt: str, css_class: str, groups: pd.Series | None = None
+) -> str:
+    """A display frame and its notes as markdown | latex | html (class ``css_class``) | text;
+    ``groups``: LaTeX's row groups (``to_latex``)."""
     if fmt == "markdown":
         return table.to_markdown(index=False) + "\n\n" + "\n\n".join(notes) + "\n"
     if fmt == "latex":
-        return to_latex(table, notes)
+        return to_latex(table, notes, groups)
     if fmt == "html":
         from html import escape
 
