@@ -118,7 +118,13 @@ def republish(study: str, work: Path, out: Path) -> dict[str, Any]:
     if meta["runs_ok"] != runs_before:
         raise SystemExit(f"{work}: {meta['runs_ok']} runs, the published {study} has {runs_before}: run it instead")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True)
+    dirty = subprocess.run(  # tracked code only, results/ not counted: as a run's provenance counts it
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     meta |= {key: before[key] for key in KEPT if key in before}
     meta["rendered"] = {
         "commit": head.stdout.strip(),
