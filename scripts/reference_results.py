@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ import pandas as pd
 from bpbench.experiments.front.cli import main as bpbench
 from bpbench.experiments.front.results import load
 from bpbench.experiments.report.table import runs_of
+from bpbench.experiments.run.provenance import git_commit
 from bpbench.experiments.store.run_store import RunStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -117,18 +117,11 @@ def republish(study: str, work: Path, out: Path) -> dict[str, Any]:
     meta = publish(study, work, out, before["overrides"], before["wall_seconds"], before["bpbench_exit_code"])
     if meta["runs_ok"] != runs_before:
         raise SystemExit(f"{work}: {meta['runs_ok']} runs, the published {study} has {runs_before}: run it instead")
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-    dirty = subprocess.run(  # tracked code only, results/ not counted: as a run's provenance counts it
-        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    code = git_commit()  # the run's own provenance: dirty counts tracked code, not results/
     meta |= {key: before[key] for key in KEPT if key in before}
     meta["rendered"] = {
-        "commit": head.stdout.strip(),
-        "dirty": bool(dirty.stdout.strip()),
+        "commit": code["commit"],
+        "dirty": code["dirty"],
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "note": "tables, figures and report redrawn from the same runs (--publish-only); nothing was run again",
     }
