@@ -19,6 +19,7 @@ starts. Layout (every table optional except ``tasks`` and ``learners``)::
     [learners.backprop.model]      # per-learner overrides of [model] and [budget]
     # in a learner table, tasks = ["digits"] restricts it to some of the study's task labels
     [targets]    digits = 0.95     # validation-accuracy target per task label (time to target)
+    [verdict]    margin = 0.01     # equivalence margin on test accuracy (default 0.01; plan/verdict.py)
 
 Built-in studies live in ``experiments/studies/NAME.toml`` and run by name.
 """
@@ -37,6 +38,7 @@ from bpbench.experiments.plan.config import ConfigError, build, grid, to_plain
 from bpbench.experiments.plan.registry import Registry, UnknownNameError
 from bpbench.experiments.plan.spec import Budget, RunSpec, Schedule, run_timeout
 from bpbench.experiments.plan.tuning import TuningPlan, tuning_plan
+from bpbench.experiments.plan.verdict import study_margin
 
 TOP_KEYS = (
     "description",
@@ -51,6 +53,7 @@ TOP_KEYS = (
     "schedule",
     "learners",
     "tuning",
+    "verdict",
 )
 REFERENCE_LABEL = "backprop"  # the learner label Welch's test compares against unless `reference` names another
 LEARNER_SECTION_KEYS = ("learner", "model", "budget", "tasks", "reference", "search")
@@ -217,6 +220,7 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
     if not isinstance(resample, bool):
         raise ConfigError(f"seeds_resample_split = {resample!r}: expected true or false")
     _check_targets(raw.get("targets", {}), raw["tasks"])
+    study_margin(raw)  # [verdict] margin: a number in (0, 1)
 
     task_points: list[tuple[str, str, dict[str, Any], list[str], Any]] = []
     for label, table in _task_tables(raw["tasks"]).items():
