@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from bpbench.experiments.report.scoring import TTT_MEASURES, median_time
 from bpbench.experiments.plan.verdict import DEFAULT_MARGIN
+from bpbench.experiments.report.scoring import TTT_MEASURES, median_time
 from bpbench.experiments.report.stats import tost_p, welch_diff, welch_p, welch_se_df
 
 P_MODES = ("holm", "raw")

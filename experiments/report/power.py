@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 import pandas as pd
-from statsmodels.stats.power import TTestIndPower
+from statsmodels.stats.power import NormalIndPower, TTestIndPower
 
 from bpbench.experiments.report.stats import ALPHA, POWER
 
@@ -41,18 +41,25 @@ def mdd(sd: float, n: int, alpha: float) -> float:
 
 
 def _seeds_for(effect: float, alpha: float, power: float, alternative: str) -> int | None:
+    """The smallest n >= 2 a side whose statsmodels power reaches ``power`` (bisection over n:
+    power rises with n; statsmodels' own solver fails to converge near n = 2), None past MAX_SEEDS."""
     if not effect > 0 or not math.isfinite(effect):
         return None
-    try:
-        n = TTestIndPower().solve_power(
-            effect_size=effect, nobs1=None, alpha=alpha, power=power, ratio=1.0, alternative=alternative
-        )
-    except (ValueError, RuntimeError, ArithmeticError):
+
+    def reaches(n: int) -> bool:
+        kwargs = {"effect_size": effect, "nobs1": n, "alpha": alpha, "ratio": 1.0, "alternative": alternative}
+        got = TTestIndPower().power(**kwargs)
+        if math.isnan(got):  # scipy's noncentral t fails far in its tail (power near 1): the normal approximation
+            got = NormalIndPower().power(**kwargs)
+        return bool(got >= power)
+
+    if not reaches(MAX_SEEDS):
         return None
-    n = float(np.asarray(n).item())
-    if not math.isfinite(n) or n > MAX_SEEDS:
-        return None
-    return max(2, math.ceil(n))
+    low, high = 1, MAX_SEEDS  # reaches(high) holds; the answer is in (low, high]
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if mid >= 2 and reaches(mid) else (mid, high)
+    return high
 
 
 def seeds_to_decide(diff: float, sd: float, margin: float, alpha: float) -> int | None:

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.weightstats import ttost_ind
 from statsmodels.stats.power import TTestIndPower
+from statsmodels.stats.weightstats import ttost_ind
 
 CONFIDENCE = 0.95
 STAR_LEVELS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
@@ -138,7 +138,7 @@ def welch_diff(a: Sequence[float], b: Sequence[float], confidence: float = CONFI
     if x.size == 0 or y.size == 0:
         return math.nan, math.nan, math.nan
     diff = float(x.mean() - y.mean())
-    return (diff, *diff_interval(diff, *welch_se_df(x, y), confidence))
+    return (diff, *diff_interval(diff, *welch_se_df(a, b), confidence))
 
 
 def tost_p(a: Sequence[float], b: Sequence[float], margin: float) -> float:

@@ -60,7 +60,8 @@ def apply(summary: pd.DataFrame, p_adjust: str, margin: float) -> str:
     alpha_k = family_alpha(k) if holm_mode else ALPHA
     level = 1.0 - alpha_k if holm_mode else 1.0 - ALPHA
     bounds = [
-        diff_interval(d, se, df, level) for d, se, df in zip(summary["diff_mean"], summary["diff_se"], summary["diff_df"])
+        diff_interval(d, se, df, level)
+        for d, se, df in zip(summary["diff_mean"], summary["diff_se"], summary["diff_df"])
     ]
     summary["diff_low"] = [b[0] for b in bounds]
     summary["diff_high"] = [b[1] for b in bounds]
