@@ -448,9 +448,7 @@ class Training:
         stored = state_bytes(self.learner.state_dict())
         self.record(epochs_done, "train", "peak_memory_bytes", self.peak_memory)
         self.record(epochs_done, "train", "state_bytes", stored)
-        final = {
-            r["split"]: r["value"] for r in self.rows if r["metric"] == "accuracy" and r["epoch"] == epochs_done
-        }
+        final = {r["split"]: r["value"] for r in self.rows if r["metric"] == "accuracy" and r["epoch"] == epochs_done}
         counted = "train_flops" not in self.unmeasured.reasons
         test_y = self.data.test.y
         summary = {
