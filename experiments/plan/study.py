@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -239,6 +239,14 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
     return Study(name, raw, runs, common.tuned)
 
 
+def _registered(registry: Registry, name: str) -> Any:
+    """The class registered as ``name``; a ConfigError naming the registered ones otherwise."""
+    try:
+        return registry.get(name)
+    except UnknownNameError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def _check_top_keys(name: str, raw: dict[str, Any]) -> None:
     """A ConfigError for an unknown top-level key or a missing ``tasks`` or ``learners``."""
     unknown = sorted(set(raw) - set(TOP_KEYS))
@@ -274,10 +282,7 @@ def task_points(raw_tasks: Any, tasks: Registry) -> list[TaskPoint]:
     for label, table in _task_tables(raw_tasks).items():
         table = dict(table)
         task_name = table.pop("task", label)
-        try:
-            task_cls = tasks.get(task_name)
-        except UnknownNameError as exc:
-            raise ConfigError(str(exc)) from exc
+        task_cls = _registered(tasks, task_name)
         points = grid(task_cls.Params, table, f"tasks.{label}")
         axes = [f"task.{k}" for k, v in table.items() if len({repr(p[k]) for p in points}) > 1]
         for point in points:
@@ -308,22 +313,44 @@ def learner_runs(
     learner_name = table.pop("learner", label)
     table.pop("reference", None)  # checked by study_references
     table.pop("search", None)  # checked by tuning_plan
-    try:
-        learner_cls = learners.get(learner_name)
-    except UnknownNameError as exc:
-        raise ConfigError(str(exc)) from exc
+    learner_cls = _registered(learners, learner_name)
     only = _learner_tasks(label, table.pop("tasks", None), points, tasks)
     model_raw = {**raw.get("model", {}), **table.pop("model", {})}
-    budget_raw = {**raw.get("budget", {}), **table.pop("budget", {})}
-    budget = to_plain(build(Budget, budget_raw, f"learners.{label}.budget"))
-    try:
-        limit = run_timeout(common.timeout, budget["max_seconds"])
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    budget, limit = _budget(label, {**raw.get("budget", {}), **table.pop("budget", {})}, common.timeout)
     model_points = grid(ModelSpec, model_raw, f"learners.{label}.model")
     param_points = grid(learner_cls.Params, table, f"learners.{label}")
     varied = _varied(label, model_raw, model_points, table, param_points, points, common.tuned)
     runs: list[RunSpec] = []
+    for model, params in _configurations(label, learner_cls, model_points, param_points):
+        for point in points:
+            if only is None or point.label in only:
+                _check_arch(label, model, point)
+                spec = RunSpec(
+                    learner_name,
+                    label,
+                    params,
+                    point.name,
+                    point.label,
+                    point.params,
+                    to_plain(model),
+                    budget,
+                    common.schedule,
+                    0,
+                    common.study_seed,
+                    varied=tuple(varied + point.axes),
+                    study=common.name,
+                    timeout=limit,
+                )
+                runs += [_seed_run(spec, seed_index, common.resample) for seed_index in common.seeds]
+    return runs
+
+
+def _configurations(
+    label: str, learner_cls: Any, model_points: list[dict[str, Any]], param_points: list[dict[str, Any]]
+) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """(model spec, plain learner options) for each model x option grid point, checked by the learner."""
+    from bpbench.learners.models import ModelSpec
+
     for model_point in model_points:
         model = build(ModelSpec, model_point, f"learners.{label}.model")
         for param_point in param_points:
@@ -332,34 +359,22 @@ def learner_runs(
                 learner_cls.check_model(model, built)
             except ValueError as exc:
                 raise ConfigError(f"learners.{label}: {exc}") from exc
-            params = to_plain(built)
-            for point in points:
-                if only is None or point.label in only:
-                    _check_arch(label, model, point)
-                    spec = RunSpec(
-                        learner_name,
-                        label,
-                        params,
-                        point.name,
-                        point.label,
-                        point.params,
-                        to_plain(model),
-                        budget,
-                        common.schedule,
-                        0,
-                        common.study_seed,
-                        varied=tuple(varied + point.axes),
-                        study=common.name,
-                        timeout=limit,
-                    )
-                    runs += [_seed_run(spec, seed_index, common.resample) for seed_index in common.seeds]
-    return runs
+            yield model, to_plain(built)
 
 
 def _seed_run(spec: RunSpec, seed_index: int, resample: bool) -> RunSpec:
     """``spec`` for one seed index (with its own split when each seed resamples it)."""
     task_params = _seed_split(spec.task_params, seed_index, spec.task_label) if resample else spec.task_params
     return dataclasses.replace(spec, task_params=task_params, seed_index=seed_index)
+
+
+def _budget(label: str, budget_raw: dict[str, Any], timeout: Any) -> tuple[dict[str, Any], float]:
+    """A learner's checked budget and its runs' timeout (``spec.run_timeout``)."""
+    budget = to_plain(build(Budget, budget_raw, f"learners.{label}.budget"))
+    try:
+        return budget, run_timeout(timeout, budget["max_seconds"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _learner_tasks(label: str, only: Any, points: list[TaskPoint], tasks: Registry) -> list[str] | None:
