@@ -20,7 +20,7 @@ starts. Layout (every table optional except ``tasks`` and ``learners``)::
     # in a learner table, tasks = ["digits"] restricts it to some of the study's task labels
     [targets]    digits = 0.95     # validation-accuracy target per task label (time to target)
 
-Built-in studies live in ``experiments/studies/NAME.toml`` and run by name.
+Built-in studies live in ``experiments/plan/studies/NAME.toml`` and run by name.
 """
 
 from __future__ import annotations
