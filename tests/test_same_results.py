@@ -41,8 +41,8 @@ TRAIN_SUBSET = (
 # |got - expected| <= RTOL * |expected| + ATOL. Measured with commit 0ad190e on an AMD EPYC (AVX512) against
 # the file's Intel Xeon (AVX512): every deterministic learner's value within 5.0e-7 absolute and 1.3e-6
 # relative (the largest relative ones are cosines near 0, e.g. -0.0027427428 vs -0.0027427403; values away
-# from 0 within 4e-7 relative: a few float32 ulps, eps = 1.19e-7, accumulated over ~60 steps). RTOL is 25x
-# the worst relative difference away from 0, ATOL 2x the worst absolute one; an accuracy step (1/360 on
+# of magnitude >= 0.01 within 4.2e-7 relative: a few float32 ulps, eps = 1.19e-7, over ~60 steps). RTOL is
+# 24x the worst relative difference of those, ATOL 2x the worst absolute one; an accuracy step (1/360 on
 # digits' test split) or a changed learning rate, initialization or minibatch order is far larger.
 RTOL, ATOL = 1e-5, 1e-6
 # learner labels whose results are discontinuous in the last bits -> the last step compared, and why
