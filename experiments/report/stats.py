@@ -92,7 +92,7 @@ def bounded_interval(values: Sequence[float], confidence: float = CONFIDENCE) ->
     """(mean, low, high): the t-interval of the mean of accuracies ``values`` (``t_interval``),
     clipped to [0, 1] (clipping only drops impossible accuracies, so coverage stays nominal).
 
-    Exact for normal seed spread at any n >= 2 (tests/test_coverage.py simulates n = 3, 5, 10);
+    Exact for normal seed spread at any n >= 2 (tests/test_verdicts.py simulates n = 3, 5, 10);
     a percentile bootstrap at 3 seeds returns [min, max] and covers about 76%, not 95%.
     One value: NaN bounds (``too_few_seeds`` says so); identical values: the value itself.
     """
