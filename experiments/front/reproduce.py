@@ -45,7 +45,9 @@ def recorded(folder: Path) -> tuple[str, dict[str, Any], pd.DataFrame, str | Non
     meta = json.loads(meta_path.read_text())
     if not isinstance(meta, dict) or not isinstance(meta.get("study_table"), dict):
         raise ConfigError(f"{str(meta_path)!r} holds no study_table: cannot tell what to re-run")
-    runs = pd.read_csv(runs_path, keep_default_na=False, na_values=[""], dtype={"config": str}).fillna({"config": ""})
+    runs = pd.read_csv(  # round_trip: the digits written, bit for bit (pandas' default parser is not exact)
+        runs_path, keep_default_na=False, na_values=[""], dtype={"config": str}, float_precision="round_trip"
+    ).fillna({"config": ""})
     git = meta.get("git") or [{}]
     commit = git[0].get("commit") if isinstance(git, list) and git and isinstance(git[0], dict) else None
     return str(meta.get("study", folder.name)), meta["study_table"], runs, commit
