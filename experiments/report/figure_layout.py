@@ -4,13 +4,15 @@
 axis label or tick label whose box leaves the canvas, two of the legends / titles / axis labels
 overlapping each other, or a legend over another axes' tick labels. ``folder_problems(root)``
 draws every figure ``bpbench plot`` would draw for the results folder ``root`` (``save_all``'s
-builders, the tuned study's included) and returns figure name -> its problems (figures the data
-do not support are left out). ``python -m scripts.check_figures DIR ...`` prints them.
+builders, the tuned study's included) and returns figure name -> its problems, each warning
+raised while drawing included (figures the data do not support are left out).
+``python -m scripts.check_figures DIR ...`` prints them.
 """
 
 from __future__ import annotations
 
 import itertools
+import warnings
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -25,7 +27,7 @@ def _texts(fig: Figure) -> list[tuple[str, Text]]:
     out: list[tuple[str, Text]] = []
     for k, ax in enumerate(fig.axes):
         for kind in ("title", "left title", "right title"):
-            text = {"title": ax.title, "left title": ax._left_title, "right title": ax._right_title}[kind]  # noqa: SLF001
+            text = {"title": ax.title, "left title": ax._left_title, "right title": ax._right_title}[kind]
             out.append((f"axes {k} {kind}", text))
         out.append((f"axes {k} x label", ax.xaxis.label))
         out.append((f"axes {k} y label", ax.yaxis.label))
@@ -52,9 +54,7 @@ def _ticks(fig: Figure) -> list[tuple[str, Text]]:
 
 
 def _overlap(a: Bbox, b: Bbox) -> bool:
-    return (
-        min(a.x1, b.x1) - max(a.x0, b.x0) > TOLERANCE and min(a.y1, b.y1) - max(a.y0, b.y0) > TOLERANCE
-    )
+    return min(a.x1, b.x1) - max(a.x0, b.x0) > TOLERANCE and min(a.y1, b.y1) - max(a.y0, b.y0) > TOLERANCE
 
 
 def layout_problems(fig: Figure) -> list[str]:
@@ -63,7 +63,7 @@ def layout_problems(fig: Figure) -> list[str]:
     canvas.draw()
     renderer = canvas.get_renderer()
     page = fig.bbox
-    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
+    legends = [*fig.legends, *(legend for ax in fig.axes if (legend := ax.get_legend()) is not None)]
     boxes = [(f"legend {k}", legend.get_window_extent(renderer)) for k, legend in enumerate(legends)]
     boxes += [(name, t.get_window_extent(renderer)) for name, t in _texts(fig)]
     ticks = [(name, t.get_window_extent(renderer)) for name, t in _ticks(fig)]
@@ -94,9 +94,12 @@ def folder_problems(root: Path) -> dict[str, list[str]]:
     store = RunStore(root)
     out = {}
     for name, (_, build) in {**standard_figures(figure_data(store)), **tuning_figures(store)}.items():
-        try:
-            fig = build()
-        except NoData:
-            continue
-        out[name] = layout_problems(fig)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                fig = build()
+            except NoData:
+                continue
+            problems = layout_problems(fig)
+        out[name] = [f"warning: {w.message}" for w in caught] + problems
     return out

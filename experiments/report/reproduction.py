@@ -14,7 +14,7 @@ record equal, NaN equal to NaN; not the clock's ``CLOCKED`` ones), and the verdi
 from __future__ import annotations
 
 import math
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -66,19 +66,18 @@ def compare_runs(recorded: pd.DataFrame, rerun: pd.DataFrame, margin: float) -> 
         return out
     out["diff"] = out["rerun_acc"] - out["recorded_acc"]
     out["tost_p"] = holm(out["tost_p_raw"])
-    out["verdict"] = [_verdict(r, margin) for r in out.itertuples()]
+    out["verdict"] = [_verdict(r, margin) for r in out.to_dict("records")]
     return out
 
 
-def _verdict(row: object, margin: float) -> str:
-    seeds, identical, p = row.seeds_rerun, row.identical, row.tost_p
-    if row.seeds_recorded == 0:
+def _verdict(row: dict[str, Any], margin: float) -> str:
+    if row["seeds_recorded"] == 0:
         return "n/a: no recorded runs"
-    if identical == seeds:
+    if row["identical"] == row["seeds_rerun"]:
         return "identical"
-    if math.isnan(p):
+    if math.isnan(row["tost_p"]):
         return "n/a: fewer than 2 seeds a side (or no spread)"
-    return f"equivalent ±{margin:g}" if p < ALPHA else "not shown equivalent"
+    return f"equivalent ±{margin:g}" if row["tost_p"] < ALPHA else "not shown equivalent"
 
 
 def render(frame: pd.DataFrame, margin: float) -> str:

@@ -142,7 +142,14 @@ def critical_difference(data: FigureData | pd.DataFrame) -> Figure:
     with sns.axes_style("white"), sns.plotting_context("paper"):
         fig = Figure(figsize=(PANEL[0] * 2, 0.4 + 0.25 * len(ranks)), layout="constrained")
         ax = fig.subplots()
-        drawn = sp.critical_difference_diagram(ranks, ranking.nemenyi(matrix), ax=ax, color_palette=dict(_colors(runs)))
+        drawn = sp.critical_difference_diagram(
+            ranks,
+            ranking.nemenyi(matrix),
+            ax=ax,
+            color_palette=dict(_colors(runs)),
+            label_fmt_left="{label} ({rank:.1f})",  # the default .2g prints 11.5 as "12"
+            label_fmt_right="({rank:.1f}) {label}",
+        )
         for lines in drawn["crossbars"]:  # a bar's points come from a set: in string-hash order, which
             for line in lines:  # changes between processes; sorted, the figure is the same every time
                 xs, ys = line.get_data()
