@@ -26,9 +26,7 @@ TOLERANCE = 1.0  # pixels: antialiasing may spill a pixel past an edge
 def _texts(fig: Figure) -> list[tuple[str, Text]]:
     out: list[tuple[str, Text]] = []
     for k, ax in enumerate(fig.axes):
-        for kind in ("title", "left title", "right title"):
-            text = {"title": ax.title, "left title": ax._left_title, "right title": ax._right_title}[kind]
-            out.append((f"axes {k} {kind}", text))
+        out.append((f"axes {k} title", ax.title))
         out.append((f"axes {k} x label", ax.xaxis.label))
         out.append((f"axes {k} y label", ax.yaxis.label))
     out += [(f"figure text {k}", t) for k, t in enumerate(fig.texts)]

@@ -14,6 +14,7 @@ record equal, NaN equal to NaN; not the clock's ``CLOCKED`` ones), and the verdi
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from typing import Any, cast
 
 import numpy as np
@@ -70,7 +71,7 @@ def compare_runs(recorded: pd.DataFrame, rerun: pd.DataFrame, margin: float) -> 
     return out
 
 
-def _verdict(row: dict[str, Any], margin: float) -> str:
+def _verdict(row: dict[Hashable, Any], margin: float) -> str:
     if row["seeds_recorded"] == 0:
         return "n/a: no recorded runs"
     if row["identical"] == row["seeds_rerun"]:
