@@ -1,7 +1,8 @@
 """Reporting: tables, statistics, figures and the HTML report, read from a results folder.
 
 ``table``, ``stats``, ``pairwise``, ``verdicts`` (better / worse / equivalent / inconclusive),
-``power``, ``reproduction`` (a re-run against its record), ``figure_layout`` (fit to print), ``scoring``, ``ranking``, ``score_table``, ``figure_data``
+``power``, ``reproduction`` (a re-run against its record), ``figure_layout`` (fit to print),
+``scoring``, ``ranking``, ``score_table``, ``figure_data``
 (what the figures read, when they draw), ``figures``, ``score_figures``, ``learner_styles``,
 ``tuning``, ``tuning_figures``, ``html``. Imports ``store`` and ``plan``.
 """
