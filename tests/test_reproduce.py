@@ -101,3 +101,12 @@ def test_equivalent_and_not_shown_equivalent_rows() -> None:
     out = compare_runs(rec, rerun, 0.05).set_index("learner")
     assert out.loc["x", "verdict"] == "equivalent ±0.05" and out.loc["x", "identical"] == 0
     assert out.loc["y", "verdict"] == "not shown equivalent"
+
+
+def test_the_python_api_returns_each_rows_verdict(recorded: Path) -> None:
+    import bpbench
+
+    rows = bpbench.load(recorded).comparisons().set_index("learner")
+    assert rows.loc["backprop", "verdict"] == "ref"
+    assert rows.loc["fa", "verdict"].split(":")[0] in ("better", "worse", "equivalent ±0.05", "inconclusive")
+    assert {"tost_p", "p_vs_reference", "diff_low", "diff_high", "seeds_to_decide"} <= set(rows.columns)
