@@ -277,6 +277,11 @@ def health_rows(
     return rows
 
 
+def _accuracies(rows: list[dict[str, Any]], epoch: int) -> dict[str, float]:
+    """Split -> accuracy evaluated at ``epoch``."""
+    return {r["split"]: r["value"] for r in rows if r["metric"] == "accuracy" and r["epoch"] == epoch}
+
+
 def run(
     spec: RunSpec,
     learners: Registry,
@@ -285,9 +290,12 @@ def run(
     cache: LoadedTasks | None = None,
     on_epoch: Callable[[int, int], None] | None = None,
     clock_fn: Callable[[], float] = time.perf_counter,
+    on_evaluated: Callable[[int, dict[str, float]], bool] | None = None,
 ) -> RunResult:
     """Train and measure one run. ``on_epoch(epoch, epochs)`` reports progress; ``clock_fn``
-    is the training clock's time source (seconds)."""
+    is the training clock's time source (seconds); ``on_evaluated(epoch, split -> accuracy)``,
+    called after each evaluated epoch before the last, may stop the run (True: a tuning pruner's
+    verdict; the run ends with ``stopped_by = "pruned"`` at that epoch)."""
     phases, started = Phases(), time.perf_counter()
     budget = build(Budget, spec.budget, "budget")
     schedule = build(Schedule, spec.schedule, "schedule")
@@ -398,6 +406,8 @@ def run(
         if last or epoch % schedule.eval_every == 0:
             with phases("evaluation"):
                 evaluate_all(epoch)
+            if not last and on_evaluated is not None and on_evaluated(epoch, _accuracies(rows, epoch)):
+                stopped_by = "pruned"
         if on_epoch is not None:
             on_epoch(epoch, budget.epochs)
         if stopped_by != "epochs":
