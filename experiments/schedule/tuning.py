@@ -276,16 +276,21 @@ class Group:
         out: list[tuple[int | None, RunSpec]] = [
             (t.number, s) for t in running for s in self.pending(self.trial_specs(t), store)
         ]
-        for _ in range(max(0, limit - len(running))):
-            if not self.space or not self.budget_left(trials, store):
-                break
+        handed = 0
+        while self.space and handed < limit - len(running) and self.budget_left(trials, store):
             study = self.study(len(trials))
             new = study.ask(fixed_distributions=distributions(self.space))
             try:
-                out += [(new.number, s) for s in self.pending(self.trial_specs(new), store)]
+                specs = self.trial_specs(new)
             except ConfigError as exc:  # a drawn combination the learner refuses: a failed trial
                 new.set_user_attr("error", str(exc))
                 study.tell(new.number, state=TrialState.FAIL)
+            else:
+                todo = self.pending(specs, store)
+                out += [(new.number, s) for s in todo]
+                handed += 1 if todo else 0
+                if not todo:  # its runs are stored already (say, by an earlier driver): told now
+                    self.tell(new.number, specs, store)
             trials = [t for t in study.get_trials(deepcopy=False) if self.drawn(t)]
         if not out and not running and not (self.space and self.budget_left(trials, store)):
             out = [(None, spec) for spec in self.finals(trials)]
@@ -299,6 +304,9 @@ class Group:
         study = self.study()
         if self.plan.pruner != "none" and stopped_by(store, specs[0].run_id) == "pruned":
             study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
+            return
+        if self.plan.pruner != "none" and status[0] == "failed":  # its other seeds never run
+            study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
             return
         if None in status:
             return  # not all run (interrupted, or seeds to come): stays RUNNING
