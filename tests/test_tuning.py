@@ -94,7 +94,9 @@ def test_protocol_runs_trials_then_final_seeds(tmp_path: Path) -> None:
     for label in ("backprop", "fa"):
         chosen = trials[(trials["learner"] == label) & trials["chosen"]]["config"].iloc[0]
         line = next(row for row in text.splitlines() if row.startswith(f"{label} ("))
-        assert f"({chosen})" in line and re.search(r"\s2\s+[\d.]+\s+4×1, [\d.]+ GFLOPs, [\d.]+ s, 0% pruned\s+qmc\s", line)
+        assert f"({chosen})" in line and re.search(
+            r"\s2\s+[\d.]+\s+4×1, [\d.]+ GFLOPs, [\d.]+ s, 0% pruned\s+qmc\s", line
+        )
     assert len([r for r in text.splitlines() if r.startswith(("backprop (", "fa ("))]) == 2  # finals only
     assert "trial" in results.table(tuning=True) and len(results.table(tuning=True).splitlines()) == 2 + 8
     # fa is compared with backprop's final runs, whatever lr each chose (never "n/a: no matching configuration")
@@ -296,9 +298,7 @@ def test_bad_search_space_is_one_line_exit_2_before_any_run(
     extra = EXTRA.get(case, "")
     trials = "" if case == "negative flops" else "trials = 4\n"
     study = tmp_path / "bad.toml"
-    study.write_text(
-        f'tasks = ["digits"]\n[tuning]\n{trials}sampler = "{sampler}"\n{extra}[learners.fa]\n{snippet}'
-    )
+    study.write_text(f'tasks = ["digits"]\n[tuning]\n{trials}sampler = "{sampler}"\n{extra}[learners.fa]\n{snippet}')
     code = main(["run", str(study), "--out", str(tmp_path / "out"), "--executor", "inline"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and expected in err, err
