@@ -230,10 +230,8 @@ def _storage(out: Path) -> optuna.storages.JournalStorage:
     return optuna.storages.JournalStorage(JournalFileBackend(str(out / "tuning" / "journal.log")))
 
 
-def test_two_drivers_share_one_tuning_folder(tmp_path: Path) -> None:
-    """Two drivers on one folder: every trial asked once and run once, the work split between them."""
-    study, out = tmp_path / "t.toml", tmp_path / "out"
-    study.write_text(tuned_toml(learners=("backprop", "fa"), final_seeds=1))
+def two_drivers(study: Path, out: Path) -> list[int]:
+    """Run ``study`` into ``out`` with two drivers at once (inline, process); the runs each executed."""
     drivers = [
         _driver(study, out, "--executor", "inline"),
         _driver(study, out, "--executor", "process", "--jobs", "1", "--threads", "1"),
@@ -243,6 +241,14 @@ def test_two_drivers_share_one_tuning_folder(tmp_path: Path) -> None:
         stdout, stderr = proc.communicate(timeout=400)
         assert proc.returncode == 0, stderr
         executed.append(int(re.search(r"^(\d+) run\(s\) in", stdout, re.MULTILINE).group(1)))
+    return executed
+
+
+def test_two_drivers_share_one_tuning_folder(tmp_path: Path) -> None:
+    """Two drivers on one folder: every trial asked once and run once, the work split between them."""
+    study, out = tmp_path / "t.toml", tmp_path / "out"
+    study.write_text(tuned_toml(learners=("backprop", "fa"), final_seeds=1))
+    executed = two_drivers(study, out)
     assert sum(executed) == 10, executed  # 2 x (4 trials + 1 final): none twice
     found = metas(out)
     assert len(found) == 10 and all(m["status"] == "ok" for m in found)

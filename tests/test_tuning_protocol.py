@@ -27,7 +27,7 @@ from bpbench.experiments.run.runner import run
 from bpbench.experiments.schedule.tuning import Group, distributions
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.selection import val_score
-from test_tuning import _claimed_unstored, _driver, _storage, metas, tuned_toml
+from test_tuning import _claimed_unstored, _driver, _storage, metas, tuned_toml, two_drivers
 
 PROTOCOL = 'seeds_per_trial = 2\nrepeats = 2\npruner = "successive_halving"\ncompare_default = true\n'
 LR = Range(1e-4, 3e-2, log=True)
@@ -280,15 +280,7 @@ def test_two_drivers_share_a_pruned_repeated_study(tmp_path: Path) -> None:
     """Two drivers on one folder with seeds_per_trial, repeats and a pruner: every run once, every trial once."""
     study, out = tmp_path / "t.toml", tmp_path / "out"
     study.write_text(tuned_toml(learners=("backprop",), final_seeds=1, epochs=2, extra=PROTOCOL))
-    drivers = [
-        _driver(study, out, "--executor", "inline"),
-        _driver(study, out, "--executor", "process", "--jobs", "1", "--threads", "1"),
-    ]
-    executed = []
-    for proc in drivers:
-        stdout, stderr = proc.communicate(timeout=400)
-        assert proc.returncode == 0, stderr
-        executed.append(int(re.search(r"^(\d+) run\(s\) in", stdout, re.MULTILINE).group(1)))
+    executed = two_drivers(study, out)
     found = metas(out)
     assert sum(executed) == len(found) and all(m["status"] == "ok" for m in found), executed
     check_exact(out, bpbench.load(out), trials=4, seeds=2)
