@@ -44,9 +44,9 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from bpbench.experiments.plan.config import ConfigError
+from bpbench.experiments.plan.config import ConfigError, build
 from bpbench.experiments.plan.registry import Registry
-from bpbench.experiments.plan.spec import RunSpec, digest
+from bpbench.experiments.plan.spec import Budget, RunSpec, digest
 from bpbench.experiments.plan.tuning import (
     Choice,
     Space,
@@ -191,7 +191,7 @@ class Group:
             study_name=self.name,
             storage=self.storage,
             sampler=sampler(self.plan, self.space, self.name, number, self.repeat),
-            pruner=make_pruner(self.plan.pruner, int(self.base.budget.get("epochs", 1))),
+            pruner=make_pruner(self.plan.pruner, build(Budget, self.base.budget, "budget").epochs),
         )
 
     def trials(self) -> list[FrozenTrial]:
