@@ -285,3 +285,24 @@ def test_two_drivers_share_a_pruned_repeated_study(tmp_path: Path) -> None:
     assert sum(executed) == len(found) and all(m["status"] == "ok" for m in found), executed
     check_exact(out, bpbench.load(out), trials=4, seeds=2)
     assert not math.isnan(bpbench.load(out).tuning["val_score"].max())
+
+
+@pytest.mark.parametrize("pruner", ["median", "hyperband", "successive_halving"])
+def test_every_pruner_hears_each_evaluated_epoch(tmp_path: Path, pruner: str) -> None:
+    """Each trial's probe reports its validation accuracy at every evaluated epoch before the last to
+    its Optuna trial (the values stored in its run); a pruned trial is one run stopped there."""
+    study, out = tmp_path / "t.toml", tmp_path / "out"
+    extra = f'pruner = "{pruner}"\n'
+    study.write_text(tuned_toml(trials=3, learners=("backprop",), final_seeds=1, epochs=3, extra=extra))
+    bpbench.run(study, out=out, executor="inline", progress=False)
+    store = RunStore(out)
+    probes = {m["spec"]["tuning"]["trial"]: m for m in metas(out) if m["spec"]["tuning"]["phase"] == "tuning"}
+    trials = optuna.load_study(study_name=optuna.get_all_study_names(_storage(out))[0], storage=_storage(out)).trials
+    assert len(trials) == 3 == len(probes)
+    for t in trials:
+        meta = probes[t.number]
+        rows = store.run_metrics(meta["run_id"], ("accuracy",))
+        val = rows[(rows["split"] == "val") & (rows["epoch"] >= 1)].set_index("epoch")["value"]
+        last = meta["summary"]["epochs_completed"]
+        assert t.intermediate_values == {e: val[e] for e in range(1, min(last, 2) + 1)}
+        assert (t.state.name == "PRUNED") == (meta["summary"]["stopped_by"] == "pruned")
