@@ -306,3 +306,26 @@ def test_every_pruner_hears_each_evaluated_epoch(tmp_path: Path, pruner: str) ->
         last = meta["summary"]["epochs_completed"]
         assert t.intermediate_values == {e: val[e] for e in range(1, min(last, 2) + 1)}
         assert (t.state.name == "PRUNED") == (meta["summary"]["stopped_by"] == "pruned")
+
+
+def test_a_pruned_trial_is_never_chosen_whatever_its_value(tmp_path: Path) -> None:
+    """A pruned trial carries its probe's last reported value (Optuna's tell): above every completed
+    trial's here, and still not the choice; a failed trial neither."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    study = tmp_path / "t.toml"
+    study.write_text(tuned_toml(learners=("backprop",), extra=PROTOCOL))
+    plan = load_study(study, None, learner_registry(), task_registry())
+    group = Group(plan.runs[0], plan.tuning.spaces["backprop"], plan.tuning, learner_registry(), None)
+    dist = {"lr": FloatDistribution(1e-4, 3e-2, log=True)}
+    made = [
+        create_trial(params={"lr": 1e-3}, distributions=dist, state=TrialState.PRUNED, value=0.99),
+        create_trial(params={"lr": 2e-3}, distributions=dist, state=TrialState.COMPLETE, value=0.70),
+        create_trial(params={"lr": 3e-3}, distributions=dist, state=TrialState.FAIL),
+        create_trial(params={"lr": 4e-3}, distributions=dist, state=TrialState.COMPLETE, value=0.71),
+    ]
+    for number, trial in enumerate(made):
+        trial.number = number
+    assert group.best(made).number == 3
+    assert group.best(made[:1]) is None
