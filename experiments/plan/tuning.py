@@ -283,7 +283,7 @@ def tuning_plan(raw: dict[str, Any], learners: Registry) -> TuningPlan | None:
         return None
     block = raw["tuning"]
     if not isinstance(block, dict):
-        raise ConfigError(f"tuning = {block!r}: expected a table, e.g. [tuning] trials = 16")
+        raise ConfigError(f"tuning = {block!r}: expected a table, e.g. [tuning] trials = 8")
     unknown = sorted(set(block) - set(TUNING_KEYS))
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in tuning; allowed: {', '.join(TUNING_KEYS)}")
