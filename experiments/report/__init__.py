@@ -4,5 +4,6 @@
 ``power``, ``reproduction`` (a re-run against its record), ``figure_layout`` (fit to print),
 ``scoring``, ``ranking``, ``score_table``, ``figure_data``
 (what the figures read, when they draw), ``figures``, ``score_figures``, ``learner_styles``,
-``tuning``, ``tuning_figures``, ``html``. Imports ``store`` and ``plan``.
+``tuning``, ``tuning_cost`` (tuning cost and edge flags), ``tuning_arms`` (the hand-picked
+arm against the tuned rows), ``tuning_figures``, ``html``. Imports ``store`` and ``plan``.
 """
