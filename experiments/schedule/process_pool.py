@@ -50,6 +50,7 @@ from bpbench.experiments.run.runner import LoadedTasks
 from bpbench.experiments.run.warmup import warm_up
 from bpbench.experiments.schedule.execute import Event, Outcome, execute, execute_unstored, record_lost
 from bpbench.experiments.schedule.queue import RunQueue
+from bpbench.experiments.schedule.slurm_options import SlurmOptions
 from bpbench.experiments.store.run_store import RunStore
 
 
@@ -333,16 +334,24 @@ def _exit_code(process: subprocess.Popen) -> int:
 
 
 STARTUP_S = 300.0  # a new worker's start-up (importing torch, warming up) is not counted in its run's timeout
-EXECUTORS = ("process", "inline", "ray")
+EXECUTORS = ("process", "inline", "ray", "slurm")
 RAY_MISSING = 'executor = "ray" needs Ray, which is not installed here: pip install "bpbench[ray]"'
+SLURM_MISSING = 'executor = "slurm" needs submitit, which is not installed here: pip install "bpbench[slurm]"'
 
 
 def make_executor(
-    name: str, *, jobs: int = 0, threads: int = 0, device: str = "auto", address: str | None = None
+    name: str,
+    *,
+    jobs: int = 0,
+    threads: int = 0,
+    device: str = "auto",
+    address: str | None = None,
+    slurm: SlurmOptions | None = None,
 ) -> Executor:
     """The executor called ``name`` (one of ``EXECUTORS``); a clear ValueError otherwise.
 
     ``address`` (ray only): a Ray cluster to join ("HOST:PORT", "auto"); None starts a local Ray.
+    ``slurm`` (slurm only): what each run's array task asks for.
     """
     if name not in EXECUTORS:
         raise ValueError(f"executor = {name!r}: allowed: {', '.join(EXECUTORS)}")
@@ -352,6 +361,10 @@ def make_executor(
         return InlineExecutor(device)
     if name == "process":
         return ProcessExecutor(jobs=jobs, threads=threads, device=device)
+    if slurm is not None and name != "slurm":
+        raise ValueError(f"slurm options are for the slurm executor only (executor = {name!r})")
+    if name == "slurm":
+        return _slurm_executor(jobs, threads, device, slurm or SlurmOptions())
     try:
         import ray  # noqa: F401  (the optional extra)
     except ImportError as exc:
@@ -359,3 +372,18 @@ def make_executor(
     from bpbench.experiments.schedule.ray_pool import RayExecutor
 
     return RayExecutor(address=address, jobs=jobs, threads=threads, device=device)
+
+
+def _slurm_executor(jobs: int, threads: int, device: str, options: SlurmOptions) -> Executor:
+    """The Slurm executor (submitit); its runs use "cuda" when ``options.gpus`` asks for GPUs."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device = {device!r}: allowed with the slurm executor: auto, cpu, cuda (slurm gpus=N)")
+    if device == "cuda" and not options.gpus:
+        raise ValueError("device = 'cuda' with the slurm executor needs GPUs per run: --slurm gpus=1")
+    try:
+        import submitit  # noqa: F401  (the optional extra)
+    except ImportError as exc:
+        raise ValueError(f"{SLURM_MISSING} ({exc})") from exc
+    from bpbench.experiments.schedule.slurm_pool import SlurmExecutor
+
+    return SlurmExecutor(options=options, jobs=jobs, threads=threads)
