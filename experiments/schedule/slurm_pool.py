@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -47,7 +48,10 @@ ACTIVE |= {"RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "
 
 
 def run_on_slurm(spec_json: dict[str, Any], device: str, threads: int) -> tuple[list[dict], dict, Outcome]:
-    """Body of an array task: one run's (rows, meta, outcome); the driver stores them."""
+    """Body of an array task: one run's (rows, meta, outcome); the driver stores them. Ignores
+    SIGUSR2, submitit's early warning of a time limit or preemption (it would end a run that cannot
+    checkpoint itself early, in submitit's name): Slurm then ends the job, and its state says why."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     torch.set_num_threads(threads)
     spec = RunSpec.from_json(spec_json)
     return execute_unstored(spec, learner_registry(), task_registry(), torch.device(device), LoadedTasks(), print)
