@@ -42,6 +42,10 @@ from bpbench.experiments.store.run_store import RunStore, atomic_write
 from bpbench.experiments.store.safe_paths import check_writable
 
 POLL_S = 2.0
+# submitit asks Slurm for SIGUSR2 this long before the time limit (its checkpointing cue, unused
+# here: runs ignore it). Short, so it never reaches a task still starting Python, whose default
+# action on SIGUSR2 would be to die.
+SIGNAL_S = 5
 JOB_ID = re.compile(r"^\d{1,12}(_\d{1,9})?$")
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD"}
 ACTIVE |= {"RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
@@ -128,6 +132,7 @@ class SlurmExecutor:
         executor = submitit.AutoExecutor(folder=store.root / "slurm" / "%j", cluster="slurm")
         params: dict[str, Any] = {"timeout_min": minutes, "cpus_per_task": cpus, "name": f"bpbench-{store.root.name}"}
         params["slurm_array_parallelism"] = self.jobs or len(specs)
+        params["slurm_signal_delay_s"] = SIGNAL_S
         if opts.partition:
             params["slurm_partition"] = opts.partition
         if opts.mem_gb:
