@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
 from apt_tools import require
 
 CONF = """\
@@ -107,9 +108,15 @@ def slurm_cluster(folder: Path) -> Iterator[dict[str, str]]:
     try:
         procs.append(
             subprocess.Popen(
-                [binaries["munged"], "-F", f"--socket={socket_path}", f"--key-file={private / 'munge.key'}"]
-                + [f"--pid-file={private / 'munged.pid'}", f"--log-file={private / 'munged.log'}"]
-                + [f"--seed-file={private / 'seed'}"],
+                [
+                    binaries["munged"],
+                    "-F",
+                    f"--socket={socket_path}",
+                    f"--key-file={private / 'munge.key'}",
+                    f"--pid-file={private / 'munged.pid'}",
+                    f"--log-file={private / 'munged.log'}",
+                    f"--seed-file={private / 'seed'}",
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -117,7 +124,8 @@ def slurm_cluster(folder: Path) -> Iterator[dict[str, str]]:
         deadline = time.monotonic() + 20
         while not socket_path.exists() and time.monotonic() < deadline and procs[0].poll() is None:
             time.sleep(0.1)
-        for cmd in ([binaries["slurmctld"], "-D", "-f", str(conf)], [binaries["slurmd"], "-D", "-f", str(conf), "-N", "localhost"]):
+        daemons = ([binaries["slurmctld"], "-D", "-f", str(conf)], [binaries["slurmd"], "-D", "-f", str(conf)])
+        for cmd in (daemons[0], [*daemons[1], "-N", "localhost"]):
             procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
             time.sleep(0.5)
         _wait_idle(env, procs, folder)

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from helpers import REPO
 from slurm_tools import slurm_cluster
 
@@ -53,7 +54,8 @@ def test_slurm_study_survives_its_driver_and_records_slurm_kills(cluster: dict[s
     hung = driver(cluster, hang, tmp_path / "hang")
     study = tmp_path / "slow.toml"  # 3 runs of ~20 steps at 0.2 s each
     study.write_text(
-        'seeds = 3\ntasks = ["digits"]\n[model]\nhidden = [16]\n[budget]\nepochs = 1\n[learners.slow]\nbatch_size = 128\n'
+        'seeds = 3\ntasks = ["digits"]\n[model]\nhidden = [16]\n[budget]\nepochs = 1\n'
+        "[learners.slow]\nbatch_size = 128\n"
     )
     out = tmp_path / "slow"
     first = driver(cluster, study, out, "--slurm", "time=10", "--jobs", "1")
@@ -71,7 +73,7 @@ def test_slurm_study_survives_its_driver_and_records_slurm_kills(cluster: dict[s
     assert second.returncode == 0, stderr
     after = metas(out)
     assert len(after) == 3 and all(m["status"] == "ok" for m in after.values())
-    (run_id, meta), = before.items()
+    ((run_id, meta),) = before.items()
     assert after[run_id]["end_time"] == meta["end_time"]  # the completed run was not run again
     arrays = {m["slurm_job"].split("_")[0] for m in after.values()}
     assert len(arrays) == 1  # every run came from the first driver's array: re-attached, not resubmitted

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from helpers import REPO, bpbench
 
 mlflow = pytest.importorskip("mlflow", reason='tracking tests need the extra: pip install "bpbench[mlflow]"')
@@ -18,8 +19,7 @@ pytest.importorskip("tensorboard", reason='tracking tests need the extra: pip in
 pytest.importorskip("wandb", reason='tracking tests need the extra: pip install "bpbench[wandb]"')
 
 STUDY = (
-    'seeds = 1\ntasks = ["digits"]\n[model]\nhidden = [16]\n[budget]\nepochs = 2\n'
-    "[learners.backprop]\n[learners.fa]\n"
+    'seeds = 1\ntasks = ["digits"]\n[model]\nhidden = [16]\n[budget]\nepochs = 2\n[learners.backprop]\n[learners.fa]\n'
 )
 
 
@@ -116,6 +116,7 @@ def test_a_missing_extra_is_one_line_exit_2_before_any_run(tmp_path: Path, monke
     assert cli.main(["run", str(study), "--out", str(tmp_path / "out"), "--track", "neptune"]) == 2
 
 
+@pytest.mark.slow
 def test_track_mirrors_a_committed_folder(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = bpbench("track", "results/quick", "--to", f"mlflow:{uri}", check=True)
@@ -132,6 +133,7 @@ def test_a_tuned_journal_opens_with_optunas_reader(tmp_path: Path) -> None:
     from optuna.storages.journal import JournalFileBackend
 
     import bpbench as api
+    from bpbench.experiments.plan.tuning import rounded
 
     study = tmp_path / "tuned.toml"
     study.write_text(
@@ -150,5 +152,5 @@ def test_a_tuned_journal_opens_with_optunas_reader(tmp_path: Path) -> None:
     for trial in trials:
         meta = tuning[trial.number]
         assert trial.state == optuna.trial.TrialState.COMPLETE
-        assert trial.params["lr"] == pytest.approx(meta["spec"]["params"]["lr"], rel=1e-9)
+        assert rounded(trial.params["lr"]) == meta["spec"]["params"]["lr"]  # the run trains at 3 digits
         assert trial.value == meta["measures"]["values"]["val_accuracy"]

@@ -10,7 +10,6 @@ The command line's ``run`` is this function plus printing.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,8 +24,8 @@ from bpbench.experiments.plan.spec import RunSpec
 from bpbench.experiments.plan.study import Overrides, Study, expand, load_study, study_references
 from bpbench.experiments.schedule.execute import Event, Outcome
 from bpbench.experiments.schedule.process_pool import make_executor
-from bpbench.experiments.schedule.slurm_options import slurm_options
 from bpbench.experiments.schedule.progress import Progress
+from bpbench.experiments.schedule.slurm_options import slurm_options
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.study_record import admit
 
@@ -118,8 +117,7 @@ def run(
     start = time.perf_counter()
     ran, planned, elsewhere = _execute(plan, store, runner, progress, mirror)
     if mirror is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            mirror.finish(study_artifacts(root, Path(tmp)))
+        mirror.finish(lambda folder: study_artifacts(root, folder))
     return Results(root, tuple(ran), time.perf_counter() - start, study_references(plan.raw), elsewhere, planned)
 
 

@@ -79,12 +79,12 @@ def parse_targets(items: Sequence[str] | str | None, table: Any = None) -> list[
     for text in texts:
         backend, _, value = str(text).partition(":")
         if backend not in BACKENDS:
-            raise ConfigError(
-                f"track = {text!r}: allowed: mlflow[:URI], tensorboard[:DIR], wandb[:PROJECT]"
-            )
+            raise ConfigError(f"track = {text!r}: allowed: mlflow[:URI], tensorboard[:DIR], wandb[:PROJECT]")
         module, extra = BACKENDS[backend]
         if importlib.util.find_spec(module) is None:
-            raise ConfigError(f'track = {text!r} needs {module}, which is not installed: pip install "bpbench[{extra}]"')
+            raise ConfigError(
+                f'track = {text!r} needs {module}, which is not installed: pip install "bpbench[{extra}]"'
+            )
         targets.append(Target(backend, value or None))
     return targets
 

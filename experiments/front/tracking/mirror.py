@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -33,7 +32,7 @@ class Mirror:
         commit = str((git_commit() or {}).get("commit") or "")
         tags = {"study": study, "results": str(Path(root).resolve()), **({"commit": commit} if commit else {})}
         for guarded in self.trackers:
-            guarded.call("study", lambda g=guarded: g.tracker.start_study(study, tags))  # type: ignore[misc]
+            guarded.call("study", lambda g=guarded: g.tracker.start_study(study, tags))
 
     def run(self, run_id: str) -> None:
         """Mirror the stored run ``run_id`` (one warning per tracker when it cannot be)."""
@@ -45,11 +44,18 @@ class Mirror:
 
     def log(self, record: TrackedRun) -> None:
         for guarded in self.trackers:
-            guarded.call(f"run {record.run_id}", lambda g=guarded: g.tracker.log_run(record))  # type: ignore[misc]
+            guarded.call(f"run {record.run_id}", lambda g=guarded: g.tracker.log_run(record))
 
-    def finish(self, artifacts: Sequence[Path]) -> None:
-        for guarded in self.trackers:
-            guarded.call("study artifacts", lambda g=guarded: g.tracker.finish_study(artifacts))  # type: ignore[misc]
+    def finish(self, artifacts: Callable[[Path], list[Path]]) -> None:
+        """Log the study's tables and figures, ``artifacts(folder)`` writing them into a temporary
+        folder (made only when some tracker is still working)."""
+        alive = [g for g in self.trackers if not g.broken]
+        if not alive:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            files = artifacts(Path(tmp))
+            for guarded in alive:
+                guarded.call("study artifacts", lambda g=guarded: g.tracker.finish_study(files))
 
 
 def study_artifacts(root: Path, folder: Path) -> list[Path]:
@@ -86,14 +92,14 @@ def export(root: Path, targets: Sequence[Target], study: str | None = None) -> i
     if metas:
         for meta in metas:
             mirror.log(from_store(store, meta, name))
-        with tempfile.TemporaryDirectory() as tmp:
-            mirror.finish(study_artifacts(root, Path(tmp)) if not published_artifacts(root) else published_artifacts(root))
+        own = published_artifacts(root)
+        mirror.finish(lambda tmp: own or study_artifacts(root, tmp))
         return len(metas)
     published = root / "runs.csv"
     if not published.is_file() or published.is_symlink():
         raise ValueError(f"{root}: no runs to mirror (neither run folders nor a published runs.csv)")
-    rows: list[dict[str, Any]] = pd.read_csv(published).to_dict("records")
+    rows = [{str(k): v for k, v in row.items()} for row in pd.read_csv(published).to_dict("records")]
     for row in rows:
         mirror.log(from_published(row, name))
-    mirror.finish(published_artifacts(root))
+    mirror.finish(lambda tmp: published_artifacts(root))
     return len(rows)

@@ -56,5 +56,3 @@ class MlflowTracker:
         for path in artifacts:
             self.client.log_artifact(self.parent, str(path))
         self.client.set_terminated(self.parent, "FINISHED")
-
-
