@@ -64,7 +64,7 @@ def test_a_study_is_mirrored_to_mlflow_tensorboard_and_wandb(tmp_path: Path) -> 
         assert run.data.params["config.lr"] == str(meta["spec"]["params"]["lr"])
         assert run.data.metrics["val_accuracy"] == meta["measures"]["values"]["val_accuracy"]
         history = client.get_metric_history(run.info.run_id, "train_loss")
-        assert [m.step for m in history] == [1, 2]  # the evaluation schedule: every epoch
+        assert [m.step for m in history] == [0, 1, 2]  # the evaluation schedule: before training, every epoch
         assert [m.step for m in client.get_metric_history(run.info.run_id, "train_flops")][-1] == 2
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"table.md", "table.csv", "curves_epochs.png"} <= artifacts
@@ -83,9 +83,10 @@ def test_a_study_is_mirrored_to_mlflow_tensorboard_and_wandb(tmp_path: Path) -> 
     offline = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*"))
     assert len(offline) == len(stored) + 1  # one W&B run per run, and the study's
     assert all(len(list(folder.glob("run-*.wandb"))) == 1 for folder in offline)
-    configs = [(folder / "files" / "config.yaml").read_text() for folder in offline]
-    for run_id in stored:
-        assert sum(run_id in text for text in configs) == 1
+    records = [next(folder.glob("run-*.wandb")).read_bytes() for folder in offline]  # W&B's record log
+    for run_id in stored:  # each run's config (tag.run_id) and curves went into exactly one W&B run
+        assert sum(run_id.encode() in data for data in records) == 1
+    assert sum(b"test_accuracy" in data for data in records) == len(stored)
 
 
 def test_a_dead_tracking_server_is_one_warning_per_run(tmp_path: Path) -> None:
