@@ -25,7 +25,6 @@ from helpers import REPO
 from slurm_tools import slurm_cluster
 
 pytest.importorskip("submitit", reason='the Slurm executor needs submitit: pip install "bpbench[slurm]"')
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +44,7 @@ def metas(out: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in (out / "runs").glob("*/meta.json")}
 
 
+@pytest.mark.slow
 def test_slurm_study_survives_its_driver_and_records_slurm_kills(cluster: dict[str, str], tmp_path: Path) -> None:
     hang = tmp_path / "hang.toml"  # the sleeping learner's third step never returns
     hang.write_text(
@@ -86,3 +86,17 @@ def test_slurm_study_survives_its_driver_and_records_slurm_kills(cluster: dict[s
     (failed,) = metas(tmp_path / "hang").values()
     assert failed["status"] == "failed"
     assert failed["error"].startswith("killed by Slurm: TIMEOUT (TimeLimit)"), failed["error"]
+
+
+def test_bad_slurm_options_are_one_line_exit_2_before_any_run(tmp_path: Path) -> None:
+    from bpbench.experiments.front.cli import main
+    from bpbench.experiments.schedule.slurm_options import SlurmOptions, slurm_options
+
+    expected = SlurmOptions(partition="gpu", time=5, gpus=1)  # flags over the table
+    assert slurm_options({"partition": "gpu", "time": 30}, ["time=5", "gpus=1"]) == expected
+    study = tmp_path / "s.toml"
+    study.write_text('seeds = 1\ntasks = ["digits"]\n[budget]\nepochs = 1\n[learners.backprop]\n')
+    for bad in (["--slurm", "time=soon"], ["--slurm", "nodes=2"], ["--slurm", "gpus=-1"], ["--slurm", "time"]):
+        assert main(["run", str(study), "--out", str(tmp_path / "out"), "--executor", "slurm", *bad]) == 2
+    assert main(["run", str(study), "--out", str(tmp_path / "out"), "--slurm", "time=5"]) == 2  # process executor
+    assert not (tmp_path / "out").exists()

@@ -387,12 +387,12 @@ def make_executor(
         raise ValueError(f"executor = {name!r}: allowed: {', '.join(EXECUTORS)}")
     if address is not None and name != "ray":
         raise ValueError(f"address = {address!r} is for the ray executor only (executor = {name!r})")
+    if slurm is not None and name != "slurm":
+        raise ValueError(f"slurm options are for the slurm executor only (executor = {name!r})")
     if name == "inline":
         return InlineExecutor(device)
     if name == "process":
         return ProcessExecutor(jobs=jobs, threads=threads, device=device)
-    if slurm is not None and name != "slurm":
-        raise ValueError(f"slurm options are for the slurm executor only (executor = {name!r})")
     if name == "slurm":
         return _slurm_executor(jobs, threads, device, slurm or SlurmOptions())
     try:

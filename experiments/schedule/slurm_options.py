@@ -25,6 +25,7 @@ class SlurmOptions:
 
 
 KINDS: dict[str, type] = {"partition": str, "time": int, "cpus": int, "mem_gb": float, "gpus": int}
+WORDS = {str: "non-empty string", int: "whole number", float: "number"}
 
 
 def _value(key: str, value: Any) -> Any:
@@ -33,13 +34,13 @@ def _value(key: str, value: Any) -> Any:
         try:
             value = kind(value)
         except ValueError:
-            raise ValueError(f"slurm.{key} = {value!r}: expected a {kind.__name__}") from None
+            raise ValueError(f"slurm.{key} = {value!r}: expected a {WORDS[kind]}") from None
     if kind is str:
         if not isinstance(value, str) or not value:
             raise ValueError(f"slurm.{key} = {value!r}: expected a non-empty string")
         return value
     if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and not isinstance(value, int)):
-        raise ValueError(f"slurm.{key} = {value!r}: expected a {kind.__name__}")
+        raise ValueError(f"slurm.{key} = {value!r}: expected a {WORDS[kind]}")
     if value < (0 if key == "gpus" else 1) or (key == "mem_gb" and value <= 0):
         raise ValueError(f"slurm.{key} = {value!r}: must be {'>= 0' if key == 'gpus' else '> 0'}")
     return kind(value)
