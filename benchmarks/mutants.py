@@ -265,7 +265,12 @@ MUTANTS: tuple[Mutant, ...] = (
         "brsf",
         "issue 32: magnitude not made positive (random signs, not sign-concordant)",
         "learners/sign_concordant.py",
-        (("return draw_feedback(shape, self.generator).abs_().to(self.device)", "return draw_feedback(shape, self.generator).to(self.device)"),),
+        (
+            (
+                "return draw_feedback(shape, self.generator).abs_().to(self.device)",
+                "return draw_feedback(shape, self.generator).to(self.device)",
+            ),
+        ),
     ),
     Mutant(
         "frsf",
@@ -282,7 +287,12 @@ MUTANTS: tuple[Mutant, ...] = (
         "frsf",
         "issue 32: magnitude twice the weights' init scale",
         "learners/sign_concordant.py",
-        (("return draw_feedback(shape, self.generator).abs_()", "return draw_feedback(shape, self.generator, 2.0).abs_()"),),
+        (
+            (
+                "return draw_feedback(shape, self.generator).abs_()",
+                "return draw_feedback(shape, self.generator, 2.0).abs_()",
+            ),
+        ),
     ),
     Mutant(
         "brsf",

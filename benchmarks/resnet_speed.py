@@ -43,8 +43,19 @@ OPTIMIZER = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-
 def fetch_biotorch(into: Path) -> Path:
     """Download BioTorch's sdist into ``into`` and unpack it; returns the unpacked folder."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", f"biotorch=={VERSION}", "--no-deps", "--no-binary", ":all:",
-         "-q", "-d", str(into)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            f"biotorch=={VERSION}",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "-q",
+            "-d",
+            str(into),
+        ],
         check=True,
     )
     (archive,) = into.glob(f"biotorch-{VERSION}.tar.gz")

@@ -3,8 +3,8 @@
 ``build_model(spec, input_shape, n_classes, generator)`` returns an ``nn.Sequential``
 whose connection layers are named ``fc1, fc2, ..., out`` (MLP) or
 ``conv1, conv2, ..., fc1, ..., out`` (CNN, LeNet), or ``conv1, stage1.0.conv1, ..., out``
-(ResNet: nested in its residual blocks), in forward order; ``weight_layers`` lists them. Initialization draws only from the given generator, so a run is reproducible
-from its seed alone.
+(ResNet: nested in its residual blocks), in forward order; ``weight_layers`` lists them.
+Initialization draws only from the given generator, so a run is reproducible from its seed alone.
 
 LeNet-5 (``arch = "lenet"``) is BioTorch's ``LeNetMNIST`` (biotorch/models/le_net.py):
 conv 5x5 -> 6, act, max-pool 2; conv 5x5 -> 16, act, max-pool 2; conv 5x5 -> 120, act;
@@ -101,7 +101,9 @@ class ModelSpec:
                         f"(16, 32, 64 channels, batch norm in every block); leave {key} out"
                     )
         elif self.depth != defaults["depth"]:
-            raise ValueError(f"model.depth = {self.depth} with arch = {self.arch!r}: depth applies to arch = 'resnet' only")
+            raise ValueError(
+                f"model.depth = {self.depth} with arch = {self.arch!r}: depth applies to arch = 'resnet' only"
+            )
         check_params(self)  # arch and activation among their choices, dropout finite
 
 

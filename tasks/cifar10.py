@@ -59,7 +59,7 @@ class Cifar10(Task):
         return self.files(params)
 
     def check(self, params: Cifar10Params) -> None:
-        """Every file present, a whole number of records, labels 0–9 (reads only the label bytes' file sizes and labels)."""
+        """Every file present, a whole number of records, labels 0–9 (reads the sizes and the label bytes only)."""
         for path in self.files(params):
             size = path.stat().st_size
             if size == 0 or size % RECORD:

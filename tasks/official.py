@@ -44,7 +44,9 @@ def folder_of(task: str, params: UserDataParams, files: tuple[str, ...]) -> Path
         raise DataNotGiven(f"task {task} needs its data: set [tasks.{task}] path to the folder with {', '.join(files)}")
     folder = Path(params.path)
     if not folder.is_dir():
-        raise FileNotFoundError(f"task {task}: path = {params.path!r} is not a folder (it must hold {', '.join(files)})")
+        raise FileNotFoundError(
+            f"task {task}: path = {params.path!r} is not a folder (it must hold {', '.join(files)})"
+        )
     missing = [f for f in files if not (folder / f).is_file()]
     if missing:
         raise FileNotFoundError(f"task {task}: {folder} has no {', '.join(missing)}")

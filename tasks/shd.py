@@ -103,7 +103,9 @@ class Shd(Task):
                 with h5py.File(path, "r") as f:
                     missing = [d for d in DATASETS if d not in f]
                     if missing:
-                        raise ValueError(f"{path}: no dataset {', '.join(missing)} (SHD files have {', '.join(DATASETS)})")
+                        raise ValueError(
+                            f"{path}: no dataset {', '.join(missing)} (SHD files have {', '.join(DATASETS)})"
+                        )
                     sizes = {d: len(f[d]) for d in DATASETS}
             except OSError as exc:
                 raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from exc

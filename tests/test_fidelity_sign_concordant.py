@@ -28,7 +28,7 @@ def digits():
 
 
 def reference_gradients(model, x, y, feedback) -> dict[str, torch.Tensor]:
-    """δ_out = (softmax − onehot)/B; δ_l = (δ_{l+1} B_{l+1}) ⊙ relu'(s_l); ∂W_l = δ_lᵀ h_{l−1} (written from the paper)."""
+    """δ_out = (softmax − onehot)/B; δ_l = (δ_{l+1} B_{l+1}) ⊙ relu'(s_l); ∂W_l = δ_lᵀ h_{l−1} (from the paper)."""
     names = ["fc1", "fc2", "out"]
     hs, ss, h = [], [], x.flatten(1)
     for name in names:

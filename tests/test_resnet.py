@@ -32,7 +32,9 @@ def test_resnet_has_6n_plus_2_weight_layers_and_he_et_als_size(depth: int, param
     layers = weight_layers(model)
     assert len(layers) == depth  # 1 stem conv + 6n block convs + the output layer
     assert layers[0][0] == "conv1" and layers[-1][0] == "out" and layers[1][0] == "stage1.0.conv1"
-    assert sum(p.numel() for p in model.parameters()) == params  # as BioTorch's small_resnet (ResNet-20: 0.27M, He et al.)
+    assert (
+        sum(p.numel() for p in model.parameters()) == params
+    )  # as BioTorch's small_resnet (ResNet-20: 0.27M, He et al.)
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
@@ -86,7 +88,9 @@ def test_dfa_projects_the_output_error_to_a_blocks_inner_conv() -> None:
     layer = learner.model.get_submodule(name)
     with torch.no_grad():  # the output error of the step's forward (train mode, same weights, statistics kept)
         buffers = {k: v.clone() for k, v in learner.model.named_buffers()}
-        logits = torch.func.functional_call(learner.model.train(), {**dict(learner.model.named_parameters()), **buffers}, (x,))
+        logits = torch.func.functional_call(
+            learner.model.train(), {**dict(learner.model.named_parameters()), **buffers}, (x,)
+        )
     error = (logits.softmax(1) - F.one_hot(y, 10).float()) / len(y)
 
     def keep_input_grad(_, args, out) -> None:
@@ -103,8 +107,11 @@ def test_dfa_projects_the_output_error_to_a_blocks_inner_conv() -> None:
 @pytest.mark.parametrize("rule", ["pc", "ff", "dtp", "fwd_grad", "ga", "es", "cmaes", "snn_bptt", "snn_dfa"])
 def test_rules_that_cannot_route_feedback_refuse_a_resnet_naming_their_archs(rule: str) -> None:
     cls = learner_registry().get(rule)
-    with pytest.raises(ValueError, match=r"model.arch = 'resnet': \w+ trains only arch = 'cnn' \| 'lenet' \| 'mlp'|"
-                       r"model.arch = 'resnet': \w+ trains only arch = 'mlp'"):
+    with pytest.raises(
+        ValueError,
+        match=r"model.arch = 'resnet': \w+ trains only arch = 'cnn' \| 'lenet' \| 'mlp'|"
+        r"model.arch = 'resnet': \w+ trains only arch = 'mlp'",
+    ):
         cls.check_model(ModelSpec(arch="resnet", depth=8))
 
 

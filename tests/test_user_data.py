@@ -156,8 +156,14 @@ def test_cifar10_and_shd_studies_run_end_to_end_on_the_written_files(tmp_path: P
     runs = per_run(tidy(RunStore(tmp_path / "c_out")))
     assert sorted(runs["learner"]) == sorted(["backprop", "fa", "dfa", "sign_symmetry", "brsf", "frsf"])
     assert (runs["samples"] == 90).all() and runs["test_acc"].between(0, 1).all()  # 90 of 100 train, 10 val
-    assert run_study("shd", [*tiny, f"tasks.shd.path={shd}", "tasks.shd.frames=10", "tasks.shd.val_fraction=0.34"],
-                     tmp_path / "s_out") == 0
+    assert (
+        run_study(
+            "shd",
+            [*tiny, f"tasks.shd.path={shd}", "tasks.shd.frames=10", "tasks.shd.val_fraction=0.34"],
+            tmp_path / "s_out",
+        )
+        == 0
+    )
     runs = per_run(tidy(RunStore(tmp_path / "s_out")))
     assert sorted(runs["learner"]) == ["backprop", "snn_bptt", "snn_dfa"]
     assert runs["test_acc"].between(0, 1).all()
