@@ -146,7 +146,7 @@ def feedback_forward(model: nn.Module, x: Tensor, routes: dict[str, Route]) -> T
     try:
         for name, route in routes.items():
             layer = layers[name]
-            layer.forward = lambda x, layer=layer, route=route: connect(layer, x, route)  # type: ignore[method-assign]
+            layer.forward = lambda x, layer=layer, route=route: connect(layer, x, route)
         return model(x)
     finally:
         for name in routes:
