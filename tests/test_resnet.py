@@ -8,7 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bpbench.experiments.plan.registry import learner_registry
+from bpbench.experiments.plan.config import ConfigError
+from bpbench.experiments.plan.registry import learner_registry, task_registry
+from bpbench.experiments.plan.study import expand
 from bpbench.learners.base import TaskInfo
 from bpbench.learners.models import ModelSpec, build_model, weight_layers
 
@@ -113,6 +115,9 @@ def test_rules_that_cannot_route_feedback_refuse_a_resnet_naming_their_archs(rul
         r"model.arch = 'resnet': \w+ trains only arch = 'mlp'",
     ):
         cls.check_model(ModelSpec(arch="resnet", depth=8))
+    study = {"tasks": ["digits"], "model": {"arch": "resnet", "depth": 8}, "learners": {rule: {}}}
+    with pytest.raises(ConfigError, match=f"learners.{rule}: model.arch = 'resnet': .* trains only arch = "):
+        expand("t", study, learner_registry(), task_registry())  # before any run
 
 
 @pytest.mark.parametrize("rule", ["backprop", "fa", "dfa", "sign_symmetry", "brsf", "frsf"])
