@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bpbench.tasks.base import Task, TaskData
-from bpbench.tasks.official import UserDataParams, folder_of, load_official
+from bpbench.tasks.official import OfficialSplitTask, Parts, UserDataParams, folder_of
 
 TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 TEST_FILE = "test_batch.bin"
@@ -46,7 +45,7 @@ class Cifar10Params(UserDataParams):
     """path: folder with data_batch_1.bin … data_batch_5.bin and test_batch.bin; split (tasks.official)."""
 
 
-class Cifar10(Task):
+class Cifar10(OfficialSplitTask):
     name = "cifar10"
     modality = "image"
     Params = Cifar10Params
@@ -71,20 +70,10 @@ class Cifar10(Task):
             if labels.max() > 9:
                 raise ValueError(f"{path}: a record has label {int(labels.max())}; CIFAR-10 labels are 0-9")
 
-    def parts(self, params: Cifar10Params) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    def parts(self, params: Cifar10Params) -> Parts:
         """(train images, labels), (test images, labels) as float32 / int64."""
         files = self.files(params)
         train = [read_cifar_bin(p) for p in files[:-1]]
         x_test, y_test = read_cifar_bin(files[-1])
         x = np.concatenate([t[0] for t in train]).astype(np.float32)
         return (x, np.concatenate([t[1] for t in train])), (x_test.astype(np.float32), y_test)
-
-    def raw(self, params: Cifar10Params) -> tuple[np.ndarray, np.ndarray]:
-        (x, y), (x_test, y_test) = self.parts(params)
-        return np.concatenate([x, x_test]), np.concatenate([y, y_test])
-
-    def load(self, params: Cifar10Params) -> TaskData:
-        if params.split == "pooled":
-            return super().load(params)
-        train, test = self.parts(params)
-        return load_official(self, train, test, params)

@@ -8,11 +8,13 @@ splits them like every other task (``val_fraction``, ``test_fraction`` of the wh
 ``test_fraction`` applies to "pooled" only.
 
 ``load_official(task, train, test, params)`` splits and normalizes (training statistics only)
-the two parts the task read.
+the two parts the task read; ``OfficialSplitTask`` is the base of such tasks: a subclass reads
+its files in ``parts(params)`` and gets ``raw`` (both parts pooled) and ``load`` (by ``split``).
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -77,3 +79,24 @@ def load_official(
     n_classes = int(max(y_all.max(), test[1].max())) + 1
     info = TaskInfo(task.name, task.modality, tuple(int(s) for s in x_all.shape[1:]), n_classes)
     return TaskData(info, part(x_all[fit], y_all[fit]), part(x_all[val], y_all[val]), part(*test))
+
+
+Parts = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+class OfficialSplitTask(Task):
+    """A task whose data set has its own training and test files (``parts``); split by ``params.split``."""
+
+    @abstractmethod
+    def parts(self, params: UserDataParams) -> Parts:
+        """((training x, y), (test x, y)) as read from the task's files."""
+
+    def raw(self, params: UserDataParams) -> tuple[np.ndarray, np.ndarray]:
+        (x, y), (x_test, y_test) = self.parts(params)
+        return np.concatenate([x, x_test]), np.concatenate([y, y_test])
+
+    def load(self, params: UserDataParams) -> TaskData:
+        if params.split == "pooled":
+            return super().load(params)
+        train, test = self.parts(params)
+        return load_official(self, train, test, params)

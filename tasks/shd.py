@@ -24,8 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from bpbench.learners.params import check_params, param
-from bpbench.tasks.base import Task, TaskData
-from bpbench.tasks.official import UserDataParams, folder_of, load_official
+from bpbench.tasks.official import OfficialSplitTask, Parts, UserDataParams, folder_of
 
 FILES = ("shd_train.h5", "shd_test.h5")
 CHANNELS = 700
@@ -82,7 +81,7 @@ def read_shd(path: Path, frames: int, max_time: float) -> tuple[np.ndarray, np.n
     return x, np.asarray(labels, dtype=np.int64)
 
 
-class Shd(Task):
+class Shd(OfficialSplitTask):
     name = "shd"
     modality = "speech"  # (frames, channels): the frame axis first, as spiking learners take time
     Params = ShdParams
@@ -112,16 +111,6 @@ class Shd(Task):
             if len(set(sizes.values())) != 1 or not sizes["labels"]:
                 raise ValueError(f"{path}: datasets differ in length or are empty ({sizes})")
 
-    def parts(self, params: ShdParams) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    def parts(self, params: ShdParams) -> Parts:
         train, test = (read_shd(p, params.frames, params.max_time) for p in self.files(params))
         return train, test
-
-    def raw(self, params: ShdParams) -> tuple[np.ndarray, np.ndarray]:
-        (x, y), (x_test, y_test) = self.parts(params)
-        return np.concatenate([x, x_test]), np.concatenate([y, y_test])
-
-    def load(self, params: ShdParams) -> TaskData:
-        if params.split == "pooled":
-            return super().load(params)
-        train, test = self.parts(params)
-        return load_official(self, train, test, params)
