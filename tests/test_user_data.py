@@ -9,6 +9,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -149,13 +150,18 @@ def test_a_broken_shd_file_stops_the_study_with_one_line(tmp_path: Path, capsys,
     assert {"truncated": "not a readable HDF5 file", "no_labels": "no dataset labels"}[broken] in err
 
 
+@pytest.mark.slow  # ~30 s on a loaded 2-core machine: 6 ResNet-8 runs and 3 SHD runs
 def test_cifar10_and_shd_studies_run_end_to_end_on_the_written_files(tmp_path: Path) -> None:
     cifar, shd = write_cifar(tmp_path / "c"), write_shd(tmp_path / "s")
-    tiny = ["seeds=1", "budget.epochs=1", "schedule.health_every=2"]
+    tiny = ["seeds=1", "budget.epochs=2", "schedule.health_every=1"]
     assert run_study("cifar10", [*tiny, f"tasks.cifar10.path={cifar}", "model.depth=8"], tmp_path / "c_out") == 0
     runs = per_run(tidy(RunStore(tmp_path / "c_out")))
     assert sorted(runs["learner"]) == sorted(["backprop", "fa", "dfa", "sign_symmetry", "brsf", "frsf"])
-    assert (runs["samples"] == 90).all() and runs["test_acc"].between(0, 1).all()  # 90 of 100 train, 10 val
+    assert (runs["samples"] == 180).all() and runs["test_acc"].between(0, 1).all()  # 2 x 90 of 100 train, 10 val
+    metrics = pd.concat(pd.read_parquet(f) for f in (tmp_path / "c_out" / "runs").glob("*/metrics.parquet"))
+    health = metrics[metrics["metric"].isin(["grad_norm", "grad_alignment"])]
+    assert (health.groupby(["run_id", "metric"])["layer"].nunique() == 8).all()  # every ResNet-8 weight layer
+    assert health["metric"].eq("grad_alignment").any()
     assert (
         run_study(
             "shd",
