@@ -32,6 +32,12 @@ TESTS: dict[str, tuple[str, ...]] = {
     "sign_symmetry": (
         "tests/test_fidelity_classic.py::test_feedback_rules_follow_their_feedback_with_the_output_layer_exact",
     ),
+    "brsf": (
+        "tests/test_fidelity_sign_concordant.py::test_sign_concordant_feedback_follows_current_signs_and_its_magnitude_rule",
+    ),
+    "frsf": (
+        "tests/test_fidelity_sign_concordant.py::test_sign_concordant_feedback_follows_current_signs_and_its_magnitude_rule",
+    ),
     "es": ("tests/test_fidelity_classic.py::test_es_estimate_is_the_antithetic_rank_shaped_one",),
     "ga": ("tests/test_fidelity_classic.py::test_ga_keeps_its_elite_selects_among_the_best_and_mutates_by_sigma",),
     "cmaes": ("tests/test_fidelity_classic.py::test_cmaes_descends_the_loss_and_its_model_is_the_centroid",),
@@ -241,6 +247,66 @@ MUTANTS: tuple[Mutant, ...] = (
         "sign feedback without its scale",
         "learners/sign_symmetry.py",
         (("    scale = math.sqrt(2.0 / (w.shape[1] * receptive + w.shape[0] * receptive))", "    scale = 1.0"),),
+    ),
+    # ---- issue 32: sign-concordant feedback with random magnitudes --------------------------
+    Mutant(
+        "brsf",
+        "issue 32: magnitude drawn once (frSF), not redrawn every minibatch",
+        "learners/sign_concordant.py",
+        (("            if self.redraw:\n", "            if False:\n"),),
+    ),
+    Mutant(
+        "frsf",
+        "issue 32: magnitude redrawn every minibatch (brSF), not fixed",
+        "learners/sign_concordant.py",
+        (("    redraw = False\n", "    redraw = True\n"),),
+    ),
+    Mutant(
+        "brsf",
+        "issue 32: magnitude not made positive (random signs, not sign-concordant)",
+        "learners/sign_concordant.py",
+        (
+            (
+                "return draw_feedback(shape, self.generator).abs_().to(self.device)",
+                "return draw_feedback(shape, self.generator).to(self.device)",
+            ),
+        ),
+    ),
+    Mutant(
+        "frsf",
+        "issue 32: weight magnitudes transported (B = W ∘ |M|, not sign(W) ∘ |M|)",
+        "learners/sign_concordant.py",
+        (
+            (
+                "torch.sign(layer.weight.detach(), out=self.feedback[name]).mul_(self.magnitude[name])",
+                "self.feedback[name].copy_(layer.weight.detach()).mul_(self.magnitude[name])",
+            ),
+        ),
+    ),
+    Mutant(
+        "frsf",
+        "issue 32: magnitude twice the weights' init scale",
+        "learners/sign_concordant.py",
+        (
+            (
+                "return draw_feedback(shape, self.generator).abs_()",
+                "return draw_feedback(shape, self.generator, 2.0).abs_()",
+            ),
+        ),
+    ),
+    Mutant(
+        "brsf",
+        "issue 32: signs of the initial weights, never refreshed",
+        "learners/sign_concordant.py",
+        (
+            (
+                "            torch.sign(layer.weight.detach(), out=self.feedback[name]).mul_(self.magnitude[name])",
+                "            if not self.feedback[name].any():\n"
+                "                self.start = getattr(self, 'start', {})\n"
+                "                self.start[name] = layer.weight.detach().sign()\n"
+                "            self.feedback[name].copy_(self.start[name] * self.magnitude[name])",
+            ),
+        ),
     ),
     Mutant(
         "es",

@@ -5,5 +5,6 @@
 ``slurm_pool`` (the Slurm executor: a job array through submitit), ``slurm_options`` (what
 each array task asks Slurm for),
 ``progress`` (the progress bar), ``tuning`` (a tuned study's protocol: draw, train, select,
-retrain on fresh seeds). Imports ``store``, ``run`` and ``plan``.
+retrain on fresh seeds), ``pruning`` (Optuna's pruners: a trial's probe run reports each
+evaluated epoch). Imports ``store``, ``run`` and ``plan``.
 """
