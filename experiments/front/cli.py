@@ -65,6 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         address=args.address,
         progress=True,
         extend=args.extend,
+        track=args.track,
+        slurm=args.slurm,
     )
     failed = sum(outcome.status != "ok" for outcome in results.ran)
     print(results.table("text"))
@@ -103,6 +105,21 @@ def varied_text(spec: Any) -> str:
     from bpbench.experiments.store.describe import varied_label
 
     return varied_label(spec.to_json())
+
+
+TRACKING_FLAGS = (
+    ("--track", "TARGET", "mirror every run to mlflow[:URI], tensorboard[:DIR] or wandb[:PROJECT] (repeatable)"),
+    ("--slurm", "KEY=VALUE", "slurm executor: partition=, time= (minutes), cpus=, mem_gb=, gpus= per run"),
+)
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from bpbench.experiments.front.tracking.base import parse_targets
+    from bpbench.experiments.front.tracking.mirror import export
+
+    targets = parse_targets(args.to)
+    print(f"mirrored {export(Path(args.dir), targets)} run(s) of {args.dir} to {', '.join(args.to)}")
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -241,10 +258,17 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--executor",
         default="process",
-        help="process (default): local worker processes; inline: in this process; ray: Ray tasks",
+        help="process (default): local worker processes; inline: in this process; ray: Ray tasks; "
+        "slurm: a Slurm job array (submitit)",
     )
     r.add_argument("--address", help="ray executor: the Ray cluster to join (HOST:PORT or auto; default: a local Ray)")
+    for flag, meta, text in TRACKING_FLAGS:
+        r.add_argument(flag, action="append", metavar=meta, help=text)
     r.set_defaults(fn=cmd_run)
+    m = sub.add_parser("track", help="mirror a results folder to MLflow, TensorBoard or W&B")
+    m.add_argument("dir")
+    m.add_argument("--to", action="append", required=True, metavar="TARGET", help=TRACKING_FLAGS[0][2])
+    m.set_defaults(fn=cmd_track)
     c = sub.add_parser(
         "check",
         help="check a learner against the interface contract, then run it for 1 epoch "
@@ -348,7 +372,7 @@ def _show(recorded: list[warnings.WarningMessage]) -> None:
     """A skipped run file: one line each (once); anything else as Python shows it."""
     shown = set()
     for w in recorded:
-        if w.category.__name__ == "ResultsWarning":
+        if w.category.__name__ in ("ResultsWarning", "TrackingWarning"):
             if str(w.message) not in shown:
                 print(f"bpbench: warning: {w.message}", file=sys.stderr)
             shown.add(str(w.message))

@@ -52,6 +52,8 @@ TOP_KEYS = (
     "schedule",
     "learners",
     "tuning",
+    "tracking",  # where runs are mirrored (front/tracking), not what runs: never in a run id
+    "slurm",  # how runs are submitted (schedule/slurm_pool.py), not what runs
 )
 REFERENCE_LABEL = "backprop"  # the learner label Welch's test compares against unless `reference` names another
 LEARNER_SECTION_KEYS = ("learner", "model", "budget", "tasks", "reference", "search")
