@@ -429,9 +429,9 @@ def learn_beta(cls: type[Learner]) -> None:
             with_(cls, learn_beta=True)
         return
     learner: Any = make(cls, with_(cls, learn_beta=True))
-    before = [float(n.beta) for _, n in learner.net.neurons]
+    before = [float(n.beta.detach()) for _, n in learner.net.neurons]
     learner.train_step(LOUD, Y)
-    moved = [abs(float(n.beta) - b) for (_, n), b in zip(learner.net.neurons, before)]
+    moved = [abs(float(n.beta.detach()) - b) for (_, n), b in zip(learner.net.neurons, before)]
     fits_only(lambda lr: all(abs(m - lr) < 0.1 * lr for m in moved), learner.params.lr, 0.0)
 
 
