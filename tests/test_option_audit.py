@@ -57,11 +57,11 @@ def fits_only(value: Callable[[Any], bool], chosen: Any, default: Any) -> None:
 
 # ---- the optimizer options of every BackpropParams subclass ------------------------------------
 
-OPTIMIZER_VALUES = {
-    "optimizer": {"optimizer": "sgd"},
-    "lr": {"lr": 0.05},
-    "momentum": {"optimizer": "sgd", "momentum": 0.5},
-    "weight_decay": {"weight_decay": 0.1},
+OPTIMIZER_VALUES = {  # each setting is checked; weight decay and lr under both optimizers
+    "optimizer": [{"optimizer": "sgd"}],
+    "lr": [{"lr": 0.05}, {"optimizer": "sgd", "momentum": 0.0, "lr": 0.05}],
+    "momentum": [{"optimizer": "sgd", "momentum": 0.5}],
+    "weight_decay": [{"weight_decay": 0.1}, {"optimizer": "sgd", "weight_decay": 0.1}],
 }
 
 
@@ -69,7 +69,11 @@ def optimizer_check(option: str) -> Check:
     """Three steps on one batch follow SGD's / Adam's formula with the chosen option, not the default."""
 
     def check(cls: type[Learner]) -> None:
-        default, chosen = cls.Params(), dataclasses.replace(cls.Params(), **OPTIMIZER_VALUES[option])
+        for setting in OPTIMIZER_VALUES[option]:
+            check_setting(cls, setting)
+
+    def check_setting(cls: type[Learner], setting: dict[str, Any]) -> None:
+        default, chosen = cls.Params(), dataclasses.replace(cls.Params(), **setting)
         spec = DEEP if cls.__name__ in {"DifferenceTargetPropagation"} else MLP
         learner = make(cls, chosen, spec)
         log = record(learner.optimizer)
