@@ -25,17 +25,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bpbench.experiments.front.conformance import check_learns, check_options, options_report
 from bpbench.experiments.plan.registry import learner_registry
+from bpbench.learners.backprop import Backprop, BackpropLossParams
 from bpbench.learners.base import Learner
 from bpbench.learners.cmaes import array_individual
 from bpbench.learners.encoders import unit_scale
 from bpbench.learners.models import ModelSpec, weight_layers
+from bpbench.learners.params import param
 from bpbench.learners.spiking import Trace
+from bpbench.tasks.base import Split, TaskData
 from fidelity_tools import all_gradients
-from option_audit_tools import DEEP, LINEAR, MLP, StepLog, batch, make, matches_formula, record, with_
+from option_audit_tools import DEEP, INFO, LINEAR, MLP, StepLog, batch, make, matches_formula, record, with_
 
 Check = Callable[[type[Learner]], None]
-RUNNER = "batch_size: the minibatch size the runner draws for each train_step (the rule updates on whatever batch it gets)"
+RUNNER = (
+    "batch_size: the minibatch size the runner draws for each train_step (the rule updates on whatever batch it gets)"
+)
 X, Y = batch()
 
 
@@ -208,7 +214,9 @@ def es_option(option: str, value: Any) -> Check:
         with torch.no_grad():
             learner.forward.flat.load(learner.model, mean)  # the formula's forward at the step's start
         default = getattr(cls.Params(), option)
-        fits_only(lambda v: close(learner.strategy.gradient, es_estimate(learner, mean, eps, **{option: v})), value, default)
+        fits_only(
+            lambda v: close(learner.strategy.gradient, es_estimate(learner, mean, eps, **{option: v})), value, default
+        )
 
     return check
 
@@ -878,3 +886,70 @@ def test_spiking_rules_refuse_speech_encodings_and_read_frames():
     speech = dataclasses.replace(make(cls, cls.Params()).task, modality="speech", input_shape=(5, 16))
     with pytest.raises(ValueError, match="encoding"):
         cls(ModelSpec(hidden=(8,)), speech, with_(cls, encoding="rate"), torch.Generator().manual_seed(0), X.device)
+
+
+# ---- the plugin audit: bpbench check --options, and the learning probe ---------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SmoothedParams(BackpropLossParams):
+    """Backprop's options plus a label smoothing the (broken) rule below reads nowhere."""
+
+    smoothing: float = param(0.1, ge=0, lt=1)
+
+
+class IgnoresSmoothing(Backprop):
+    """A plugin with a declared option it never uses."""
+
+    Params = SmoothedParams
+
+
+class Ascends(Backprop):
+    """A plugin whose update climbs its loss (a sign error)."""
+
+    def objective(self, logits: Tensor, y: Tensor) -> Tensor:
+        return -F.cross_entropy(logits, y)
+
+
+def separable(n: int, seed: int) -> Split:
+    """Four classes of 1x4x4 images: a class-specific pattern plus noise (easy to learn)."""
+    g = torch.Generator().manual_seed(seed)
+    patterns = torch.randn(4, *INFO.input_shape, generator=torch.Generator().manual_seed(99))
+    y = torch.arange(n) % 4
+    return Split(patterns[y] + 0.5 * torch.randn(n, *INFO.input_shape, generator=g), y)
+
+
+DATA = TaskData(INFO, separable(128, 1), separable(64, 2), separable(64, 3))
+
+
+def test_check_options_reports_each_option_and_warns_on_an_ignored_one():
+    effects = {e.option: e for e in check_options(IgnoresSmoothing, DATA)}
+    assert list(effects) == [f.name for f in dataclasses.fields(SmoothedParams)]
+    assert effects["smoothing"].change == 0.0
+    assert effects["smoothing"].warning == "option smoothing = 0.2 changed nothing in 3 updates"
+    for name in ("optimizer", "lr", "weight_decay", "loss"):
+        assert effects[name].change and effects[name].change > 0.01 and effects[name].warning is None, effects[name]
+    assert effects["momentum"].with_ == "optimizer = 'sgd'" and effects["momentum"].warning is None
+    assert effects["batch_size"].change is None and effects["batch_size"].warning is None
+    lines = options_report("ignores_smoothing", list(effects.values()), (16, 16))
+    assert lines[-1] == "warning: option smoothing = 0.2 changed nothing in 3 updates"
+    assert sum(line.startswith("warning") for line in lines) == 1
+
+
+def test_check_options_finds_no_silent_option_in_backprop():
+    """The reference rule: every option changes the updates (momentum with optimizer = 'sgd')."""
+    effects = check_options(REGISTRY.get("backprop"), DATA)
+    assert [e.warning for e in effects] == [None] * len(effects)
+
+
+def test_the_learning_probe_warns_for_a_rule_that_does_not_learn():
+    """A sign error stays at or below chance and is named with its figure and chance; backprop is not."""
+    good = check_learns(REGISTRY.get("backprop"), DATA, BackpropLossParams(lr=0.01), MLP, samples=128)
+    bad = check_learns(Ascends, DATA, BackpropLossParams(lr=0.01), MLP, samples=128)
+    assert good.chance == bad.chance == 0.25
+    assert good.accuracy > 0.8 and good.warning is None
+    assert bad.accuracy <= 0.25
+    assert bad.warning == (
+        f"test accuracy {bad.accuracy:.3f} after 50 updates on the check's training samples is at or below chance "
+        "(0.250, the most common class's share of the test samples): the rule does not learn here"
+    )
