@@ -17,7 +17,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import sys
+import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bpbench.experiments.front.conformance import check_learns, check_options, options_report
-from bpbench.experiments.plan.registry import learner_registry
+from bpbench.experiments.front.conformance import check_learner, check_learns, check_options, options_report
+from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.learners.backprop import Backprop, BackpropLossParams
 from bpbench.learners.base import Learner
 from bpbench.learners.cmaes import array_individual
@@ -953,3 +956,39 @@ def test_the_learning_probe_warns_for_a_rule_that_does_not_learn():
         f"test accuracy {bad.accuracy:.3f} after 50 updates on the check's training samples is at or below chance "
         "(0.250, the most common class's share of the test samples): the rule does not learn here"
     )
+
+
+def docs_example(marker: str) -> dict[str, Any]:
+    """Run the python block after ``marker`` in docs/plugins.md; its namespace."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
+    block = text.split(marker, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    module = types.ModuleType("kolen_pollack_example")  # a real module: dataclasses look their module up
+    sys.modules[module.__name__] = module
+    exec(compile(block, "docs/plugins.md", "exec"), module.__dict__)
+    return module.__dict__
+
+
+def test_the_kolen_pollack_example_of_the_plugin_docs_conforms_learns_and_aligns():
+    """docs/plugins.md's worked example of the feedback routes: the contract, learning above chance,
+    no silent option, and B converging to W (their angle shrinks) as Kolen–Pollack promises."""
+    kp = docs_example("<!-- kolen-pollack:")["KolenPollack"]
+    digits_cls = task_registry().get("digits")
+    digits = digits_cls().load(digits_cls.Params())
+    spec = ModelSpec(hidden=(32,))
+    check_learner(kp, digits, model=spec)
+    learning = check_learns(kp, digits, kp.Params(), spec, samples=256)
+    assert learning.warning is None and learning.accuracy > 2 * learning.chance, learning
+    assert [e.warning for e in check_options(kp, digits)] == [None] * len(dataclasses.fields(kp.Params))
+    learner: Any = kp(
+        spec, digits.info, kp.Params(weight_decay=1e-3, lr=0.01), torch.Generator().manual_seed(0), X.device
+    )
+    x, y = digits.train.x[:64], digits.train.y[:64]
+
+    def angle() -> float:
+        w, b = learner.model.out.weight.detach().flatten(), learner.feedback["out"].flatten()
+        return math.degrees(math.acos(float(w @ b / (w.norm() * b.norm()))))
+
+    start = angle()
+    for _ in range(40):
+        learner.train_step(x, y)
+    assert angle() < start - 10, (start, angle())
