@@ -380,6 +380,14 @@ def _updates(cls: type[Learner], data: TaskData, params: Any, spec: ModelSpec) -
     return {k: (end[k] - start[k]).double() for k in end if end[k].is_floating_point()}
 
 
+def _built_updates(cls: type[Learner], data: TaskData, params: Any, spec: ModelSpec) -> dict[str, torch.Tensor] | None:
+    """``_updates``, or None when the rule refuses these options on this task in ``setup`` (ValueError)."""
+    try:
+        return _updates(cls, data, params, spec)
+    except ValueError:
+        return None
+
+
 def _change(updates: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
     """‖u − r‖ / ‖r‖ over every tensor; inf when the tensors differ in name or shape."""
     if updates.keys() != reference.keys() or any(updates[k].shape != reference[k].shape for k in updates):
@@ -437,24 +445,26 @@ def _option_effect(
     name = field.name
     if name in RUNNER_OPTIONS:
         return OptionEffect(name, getattr(base, name), None, note=RUNNER_OPTIONS[name])
-    tried = [
-        (v, p)
-        for v in candidate_values(field, hint, getattr(base, name))
-        if (p := _option_params(cls, base, spec, {name: v}))
-    ]
-    if not tried:
-        return OptionEffect(name, None, None, note="the rule refused every candidate value")
-    value, params = tried[0]
-    change = _change(_updates(cls, data, params, spec), reference)
+    refused = "the rule refused every candidate value"
+    for value in candidate_values(field, hint, getattr(base, name)):
+        params = _option_params(cls, base, spec, {name: value})
+        updates = _built_updates(cls, data, params, spec) if params is not None else None
+        if updates is not None:
+            break
+    else:
+        return OptionEffect(name, None, None, note=refused)
+    change = _change(updates, reference)
     if change:
         return OptionEffect(name, value, change)
     for other, values in partners.items():
         for v in values if other != name else []:
             pair = _option_params(cls, base, spec, {other: v, name: value})
             alone = _option_params(cls, base, spec, {other: v})
-            if pair is None or alone is None:
+            with_pair = _built_updates(cls, data, pair, spec) if pair is not None else None
+            without = _built_updates(cls, data, alone, spec) if alone is not None else None
+            if with_pair is None or without is None:
                 continue
-            paired = _change(_updates(cls, data, pair, spec), _updates(cls, data, alone, spec))
+            paired = _change(with_pair, without)
             if paired:
                 return OptionEffect(name, value, paired, with_=f"{other} = {v!r}")
     return OptionEffect(name, value, 0.0)
