@@ -303,6 +303,7 @@ def check(
 RUNNER_OPTIONS = {"batch_size": "the runner's minibatch size (train_step updates on the batch it is given)"}
 OPTION_STEPS = 3
 OPTIONS_MODEL = {"hidden": [16, 16]}  # two hidden layers: options acting between hidden layers show
+NEGLIGIBLE = 1e-3  # a relative change below this is no effect (e.g. a uniform gradient scale under Adam)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,13 +325,16 @@ class OptionEffect:
 
     @property
     def warning(self) -> str | None:
-        """A line naming an option that changed nothing (or could not be tried), else None."""
-        if self.option in RUNNER_OPTIONS:
-            return None
-        if self.value is None:
-            return f"option {self.option} could not be tried at any non-default value: {self.note}"
+        """A line naming an option that changed nothing, or next to nothing, else None."""
+        if self.option in RUNNER_OPTIONS or self.value is None or self.change is None:
+            return None  # not an update option, or not tried (the note says why)
         if not self.change:
             return f"option {self.option} = {self.value!r} changed nothing in {OPTION_STEPS} updates"
+        if self.change < NEGLIGIBLE:
+            return (
+                f"option {self.option} = {self.value!r} changed the updates by only {self.change:.2g} "
+                f"(under {NEGLIGIBLE:g}) in {OPTION_STEPS} updates"
+            )
         return None
 
 
@@ -356,13 +360,14 @@ def candidate_values(field: dataclasses.Field[Any], hint: Any, default: Any) -> 
 
 
 def _option_params(cls: type[Learner], base: Any, spec: ModelSpec, changes: dict[str, Any]) -> Any:
-    """``base`` with ``changes`` if the rule accepts them (Params checks, check_model), else None."""
+    """``base`` with ``changes`` if the rule accepts them (Params checks, check_model), else the
+    ValueError or TypeError that refused them."""
     try:
         params = dataclasses.replace(base, **changes)
         check_params(params)
         cls.check_model(spec, params)
-    except (ValueError, TypeError):
-        return None
+    except (ValueError, TypeError) as exc:
+        return exc
     return params
 
 
@@ -380,12 +385,17 @@ def _updates(cls: type[Learner], data: TaskData, params: Any, spec: ModelSpec) -
     return {k: (end[k] - start[k]).double() for k in end if end[k].is_floating_point()}
 
 
-def _built_updates(cls: type[Learner], data: TaskData, params: Any, spec: ModelSpec) -> dict[str, torch.Tensor] | None:
-    """``_updates``, or None when the rule refuses these options on this task in ``setup`` (ValueError)."""
+def _built_updates(
+    cls: type[Learner], data: TaskData, params: Any, spec: ModelSpec
+) -> dict[str, torch.Tensor] | Exception:
+    """``_updates``, or the refusal: the ValueError or TypeError of ``_option_params`` (passed in
+    as ``params``) or of the rule's ``setup`` on this task."""
+    if isinstance(params, Exception):
+        return params
     try:
         return _updates(cls, data, params, spec)
-    except ValueError:
-        return None
+    except ValueError as exc:
+        return exc
 
 
 def _change(updates: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
@@ -397,15 +407,15 @@ def _change(updates: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]
     return diff / size if size else (math.inf if diff else 0.0)
 
 
-def _options_model(cls: type[Learner], model: ModelSpec | None) -> ModelSpec:
+def _options_model(cls: type[Learner], data: TaskData, model: ModelSpec | None) -> ModelSpec:
     """The model the options are tried on: the caller's, else two hidden layers, else the check's model,
-    else a linear model (the first the rule accepts with its defaults)."""
+    else a linear model (the first the rule builds on ``data`` with its defaults)."""
     if model is not None:
         return model
-    for hidden in (OPTIONS_MODEL["hidden"], CHECK_MODEL["hidden"], []):
+    for hidden in (OPTIONS_MODEL["hidden"], CHECK_MODEL["hidden"]):
         spec = ModelSpec(hidden=tuple(hidden))
         try:
-            cls.check_model(spec, cls.Params())
+            _make(cls, data, cls.Params(), 0, spec)
             return spec
         except ValueError:
             continue
@@ -420,7 +430,7 @@ def check_options(
     updates changed. An option that changes nothing alone is retried with each other choice-type
     option flipped (momentum needs optimizer = 'sgd'), and reported with it."""
     base = params if params is not None else cls.Params()
-    spec = _options_model(cls, model)
+    spec = _options_model(cls, data, model)
     hints = get_type_hints(cls.Params)
     fields = dataclasses.fields(cls.Params)
     reference = _updates(cls, data, base, spec)
@@ -445,29 +455,29 @@ def _option_effect(
     name = field.name
     if name in RUNNER_OPTIONS:
         return OptionEffect(name, getattr(base, name), None, note=RUNNER_OPTIONS[name])
-    refused = "the rule refused every candidate value"
-    for value in candidate_values(field, hint, getattr(base, name)):
-        params = _option_params(cls, base, spec, {name: value})
-        updates = _built_updates(cls, data, params, spec) if params is not None else None
-        if updates is not None:
+    values = candidate_values(field, hint, getattr(base, name))
+    if not values:
+        return OptionEffect(name, None, None, note=f"no other value is allowed ({getattr(base, name)!r} only)")
+    refusals = []
+    for value in values:
+        updates = _built_updates(cls, data, _option_params(cls, base, spec, {name: value}), spec)
+        if not isinstance(updates, Exception):
             break
+        refusals.append(str(updates))
     else:
-        return OptionEffect(name, None, None, note=refused)
+        return OptionEffect(name, None, None, note=f"every other value is refused: {refusals[0]}")
     change = _change(updates, reference)
-    if change:
+    if change >= NEGLIGIBLE:
         return OptionEffect(name, value, change)
-    for other, values in partners.items():
-        for v in values if other != name else []:
-            pair = _option_params(cls, base, spec, {other: v, name: value})
-            alone = _option_params(cls, base, spec, {other: v})
-            with_pair = _built_updates(cls, data, pair, spec) if pair is not None else None
-            without = _built_updates(cls, data, alone, spec) if alone is not None else None
-            if with_pair is None or without is None:
+    for other, choices in partners.items():
+        for v in choices if other != name else []:
+            paired = _built_updates(cls, data, _option_params(cls, base, spec, {other: v, name: value}), spec)
+            alone = _built_updates(cls, data, _option_params(cls, base, spec, {other: v}), spec)
+            if isinstance(paired, Exception) or isinstance(alone, Exception):
                 continue
-            paired = _change(with_pair, without)
-            if paired:
-                return OptionEffect(name, value, paired, with_=f"{other} = {v!r}")
-    return OptionEffect(name, value, 0.0)
+            if (with_other := _change(paired, alone)) >= NEGLIGIBLE:
+                return OptionEffect(name, value, with_other, with_=f"{other} = {v!r}")
+    return OptionEffect(name, value, change)
 
 
 def options_report(learner: str, effects: list[OptionEffect], spec_hidden: tuple[int, ...]) -> list[str]:
@@ -484,6 +494,7 @@ def options_report(learner: str, effects: list[OptionEffect], spec_hidden: tuple
             lines.append(f"  {e.option:{width}s}  not tried: {e.note}")
         else:
             what = "changed nothing" if not e.change else f"changed the updates by {e.change:.3g}"
+            what += "" if e.change is None or e.change >= NEGLIGIBLE else f" (under {NEGLIGIBLE:g}: no effect)"
             lines.append(f"  {e.option:{width}s}  = {e.value!r}: {what}" + (f" (with {e.with_})" if e.with_ else ""))
     lines += [f"warning: {e.warning}" for e in effects if e.warning]
     return lines
@@ -502,6 +513,7 @@ def check_option_lines(
     ``_options_model``'s choice)."""
     cls, task_cls = learners.get(learner), tasks.get(task)
     base = build(cls.Params, params or {}, f"learners.{learner}")
-    spec = _options_model(cls, build(ModelSpec, {**CHECK_MODEL, **model}, "model") if model else None)
-    effects = check_options(cls, task_cls().load(task_cls.Params()), base, spec)
+    data = task_cls().load(task_cls.Params())
+    spec = _options_model(cls, data, build(ModelSpec, {**CHECK_MODEL, **model}, "model") if model else None)
+    effects = check_options(cls, data, base, spec)
     return options_report(learner, effects, spec.hidden)
