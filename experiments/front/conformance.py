@@ -236,16 +236,19 @@ def chance_accuracy(labels: torch.Tensor, n_classes: int) -> float:
 class Learning:
     """Whether a rule learns at all: test accuracy after ``steps`` updates on the check's training
     samples (batches cycled in order, seed 0) against ``chance``, the most common class's share of
-    the same test samples."""
+    the same test samples. ``error``: why the probe stopped early (accuracy is then NaN)."""
 
     accuracy: float
     chance: float
     steps: int
+    error: str | None = None
 
     @property
     def warning(self) -> str | None:
         """A line naming the figure and chance when the accuracy is at or below chance."""
-        if math.isfinite(self.accuracy) and self.accuracy > self.chance:
+        if self.error is not None:
+            return f"the learning probe stopped: {self.error}"
+        if self.accuracy > self.chance:
             return None
         return (
             f"test accuracy {self.accuracy:.3f} after {self.steps} updates on the check's training samples is at or "
@@ -257,16 +260,23 @@ class Learning:
 def check_learns(
     cls: type[Learner], data: TaskData, params: Any, model: ModelSpec, samples: int, steps: int = LEARN_STEPS
 ) -> Learning:
-    """``Learning`` of ``cls`` trained for ``steps`` updates on the first ``samples`` training samples."""
+    """``Learning`` of ``cls`` trained for ``steps`` updates on the first ``samples`` training samples.
+
+    A rule that raises during the probe (after passing the contract and the check run) is reported
+    in ``Learning.error``, not raised: the probe is a diagnostic beyond the contract."""
     learner = _make(cls, data, params, 0, model)
     x, y = data.train.x[:samples], data.train.y[:samples]
+    test_x, test_y = data.test.x[:samples], data.test.y[:samples]
+    chance = chance_accuracy(test_y, data.info.n_classes)
     size = min(learner.batch_size, len(x))
     for step in range(steps):
         at = (step * size) % max(len(x) - size + 1, 1)
-        learner.train_step(x[at : at + size], y[at : at + size])
-    test_x, test_y = data.test.x[:samples], data.test.y[:samples]
+        try:
+            learner.train_step(x[at : at + size], y[at : at + size])
+        except Exception as exc:  # any failure of the plugin's own code: reported, as the runner does
+            return Learning(math.nan, chance, step, f"update {step + 1} raised {type(exc).__name__}: {exc}")
     accuracy = float((learner.predict(test_x).argmax(1) == test_y).float().mean())
-    return Learning(accuracy, chance_accuracy(test_y, data.info.n_classes), steps)
+    return Learning(accuracy, chance, steps)
 
 
 def check(
