@@ -367,33 +367,21 @@ BACKPROP = "learners/backprop.py"
 SGD = "return torch.optim.SGD(tensors, lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay)"
 ADAM = "return torch.optim.Adam(tensors, lr=params.lr, weight_decay=params.weight_decay, foreach=True)"
 
+
+def optimizer_mutant(what: str, call: str, old: str, new: str) -> Mutant:
+    """A variant of ``make_optimizer``'s ``call`` (SGD or ADAM) with ``old`` replaced by ``new``."""
+    return option_mutant("optimizer", what, BACKPROP, call, call.replace(old, new))
+
+
 OPTION_MUTANTS: tuple[Mutant, ...] = (
-    option_mutant(
-        "optimizer", "SGD momentum ignored", BACKPROP, SGD, SGD.replace("momentum=params.momentum", "momentum=0.9")
+    optimizer_mutant("SGD momentum ignored", SGD, "momentum=params.momentum", "momentum=0.9"),
+    optimizer_mutant("SGD weight decay ignored", SGD, "weight_decay=params.weight_decay", "weight_decay=0.0"),
+    optimizer_mutant("SGD lr halved", SGD, "lr=params.lr", "lr=params.lr / 2"),
+    optimizer_mutant("Adam weight decay ignored", ADAM, "weight_decay=params.weight_decay", "weight_decay=0.0"),
+    optimizer_mutant(
+        "Adam weight decay doubled", ADAM, "weight_decay=params.weight_decay", "weight_decay=2 * params.weight_decay"
     ),
-    option_mutant(
-        "optimizer",
-        "SGD weight decay ignored",
-        BACKPROP,
-        SGD,
-        SGD.replace("weight_decay=params.weight_decay", "weight_decay=0.0"),
-    ),
-    option_mutant("optimizer", "SGD lr halved", BACKPROP, SGD, SGD.replace("lr=params.lr", "lr=params.lr / 2")),
-    option_mutant(
-        "optimizer",
-        "Adam weight decay ignored",
-        BACKPROP,
-        ADAM,
-        ADAM.replace("weight_decay=params.weight_decay", "weight_decay=0.0"),
-    ),
-    option_mutant(
-        "optimizer",
-        "Adam weight decay doubled",
-        BACKPROP,
-        ADAM,
-        ADAM.replace("weight_decay=params.weight_decay", "weight_decay=2 * params.weight_decay"),
-    ),
-    option_mutant("optimizer", "Adam lr x10", BACKPROP, ADAM, ADAM.replace("lr=params.lr", "lr=10 * params.lr")),
+    optimizer_mutant("Adam lr x10", ADAM, "lr=params.lr", "lr=10 * params.lr"),
     option_mutant(
         "optimizer", "optimizer choice ignored (always Adam)", BACKPROP, 'if params.optimizer == "sgd":', "if False:"
     ),

@@ -4,8 +4,8 @@
 
 For every mutant of ``benchmarks.mutants`` (in the chosen rules): copy the repository (without
 .git and results/) to a temporary folder, apply the mutant's text edits there (the working tree
-is never touched), run only that mutant's tests (``Mutant.tests``, else its rule's ``TESTS[rule]``) with pytest in the copy, and call
-the mutant *killed* if pytest fails, *survived* if it passes. An edit whose old text does not
+is never touched), run only that mutant's tests (``Mutant.tests``, else its rule's ``TESTS[rule]``)
+with pytest in the copy, and call the mutant *killed* if pytest fails, *survived* if it passes. An edit whose old text does not
 occur exactly once is an error (exit 2), never a skipped mutant. Prints one line per mutant and the
 kill rate; exit 0 when every mutant is killed, 1 otherwise.
 """
@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         killed += outcome == "killed"
         print(f"{outcome:9s} {m.rule:14s} {m.what}  ({seconds:.0f} s)", flush=True)
     rules = sorted({m.rule for m in chosen})
-    print(f"kill rate: {killed}/{len(chosen)} = {killed / len(chosen):.1%} over {len(rules)} rules ({', '.join(rules)})")
+    rate = f"{killed}/{len(chosen)} = {killed / len(chosen):.1%}"
+    print(f"kill rate: {rate} over {len(rules)} rules ({', '.join(rules)})")
     print(f"seconds: {time.monotonic() - start:.0f} (copies and test runs, one mutant at a time)")
     return 0 if killed == len(chosen) else 1
 
