@@ -157,8 +157,21 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{args.learner}: conforms to the Learner interface on {args.task}; a 1-epoch run on {args.samples} "
         f"samples through the runner took {summary['steps']} step(s), test accuracy {summary['test_accuracy']:.3f}"
     )
+    learning = meta["learning"]
+    print(
+        f"  learning: test accuracy {learning.accuracy:.3f} after {learning.steps} updates on those samples "
+        f"(chance {learning.chance:.3f})"
+    )
     for metric, reason in sorted(meta.get("unmeasured", {}).items()):
         print(f"  n/a {metric}: {reason}")
+    if learning.warning:
+        print(f"warning: {learning.warning}")
+    if args.options:
+        from bpbench.experiments.front.conformance import check_option_lines
+
+        print(
+            "\n".join(check_option_lines(args.learner, args.task, learner_registry(), task_registry(), params, model))
+        )
     return 0
 
 
@@ -282,6 +295,12 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         metavar="KEY=VALUE",
         help="a learner option (lr=0.01) or model option (model.hidden=[]); default model: hidden = [32]",
+    )
+    c.add_argument(
+        "--options",
+        action="store_true",
+        help="also try each declared option at a non-default value for a few updates and report how much "
+        "it changed them; an option that changes nothing is a warning",
     )
     c.set_defaults(fn=cmd_check)
     t = sub.add_parser("table", help="summary table of a results folder")
