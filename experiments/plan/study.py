@@ -54,7 +54,9 @@ TOP_KEYS = (
     "schedule",
     "learners",
     "tuning",
-    "verdict",
+    "verdict",  # how comparisons are judged (plan/verdict.py), not what runs
+    "tracking",  # where runs are mirrored (front/tracking), not what runs: never in a run id
+    "slurm",  # how runs are submitted (schedule/slurm_pool.py), not what runs
 )
 REFERENCE_LABEL = "backprop"  # the learner label Welch's test compares against unless `reference` names another
 LEARNER_SECTION_KEYS = ("learner", "model", "budget", "tasks", "reference", "search")
