@@ -487,6 +487,8 @@ def _bounded_cell(mean: float, low: float, high: float, seeds: int = 2) -> str:
     """An accuracy and its (clipped) interval: '0.953 [0.941, 0.962]'; one seed: '0.953 (1 seed: ...)'."""
     if not math.isnan(mean) and too_few_seeds(seeds):
         return f"{mean:.3f} ({too_few_seeds(seeds)})"
+    if not math.isnan(mean) and low == high == mean:  # every seed the same: a zero-width interval is no interval
+        return f"{mean:.3f} (all {seeds} seeds equal: no spread)"
     if math.isnan(mean) or math.isnan(high):
         return _cell(mean, low, high, ".3f", 1.0)
     return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
