@@ -221,8 +221,9 @@ def test_impossible_claims_are_taken_over_with_a_message(
     run_id = spec().run_id
     (tmp_path / "claims" / run_id).mkdir(parents=True)
     path = tmp_path / "claims" / run_id / "0"
-    if kind == "empty":
+    if kind == "empty":  # left by a full disk or a killed driver, 10 s ago
         path.write_bytes(b"")
+        os.utime(path, (time.time() - 10, time.time() - 10))
     else:
         path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "pidns": "x"}))
         future = time.time() + 10 * 24 * 3600
