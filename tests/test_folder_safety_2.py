@@ -267,14 +267,14 @@ def test_extend_never_drops_what_the_record_holds(tmp_path: Path, capsys: pytest
     from bpbench.experiments.plan.study import expand, load_study
     from bpbench.experiments.store.study_record import admit
 
-    head = 'tasks = ["digits"]\n[model]\nhidden = [8]\n[budget]\nepochs = 1\n'
+    tail = '[model]\nhidden = [8]\n[budget]\nepochs = 1\n[learners.backprop]\n'
     study, out = tmp_path / "s.toml", tmp_path / "out"
-    study.write_text(head + "seeds = 1\n[learners.backprop]\n[learners.fa]\n")
+    study.write_text('tasks = ["digits"]\nseeds = 1\n' + tail + "[learners.fa]\n")
     plan = load_study(str(study), [], learner_registry(), task_registry())
     recorded = lambda raw: expand(plan.name, raw, learner_registry(), task_registry()).runs  # noqa: E731
     admit(RunStore(out), plan.name, plan.raw, plan.runs, False, recorded)  # what `run` records first
     record = (out / f"study-{plan.name}.json").read_text()
-    study.write_text(head + "seeds = 2\n[learners.backprop]\n")
+    study.write_text('tasks = ["digits"]\nseeds = 2\n' + tail)
     code = main(["run", str(study), "--out", str(out), "--extend", "--executor", "inline"])
     err = capsys.readouterr().err
     assert code == 2 and "fa" in err and "--extend" in err
