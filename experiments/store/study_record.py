@@ -101,13 +101,6 @@ def admit(
         raise ConfigError(
             f"--extend: the recorded definition of study {name} in {where} no longer expands ({exc}); use another --out"
         ) from exc
-    dropped = [o for o in old_runs if o.run_id not in set(run_ids)]
-    if dropped:
-        raise ConfigError(
-            f"--extend only adds to study {name} in {where}, but this definition drops {len(dropped)} recorded "
-            f"run(s) (e.g. {dropped[0].label} on {dropped[0].task_label}, seed {dropped[0].seed_index}); "
-            "keep every recorded learner, task, grid point and seed, or use another --out"
-        )
     by_label: dict[str, list[RunSpec]] = {}
     for old in old_runs:
         by_label.setdefault(old.label, []).append(old)
@@ -118,4 +111,11 @@ def admit(
                 f"grid value ({diff}): a changed budget or option of an existing label is a new "
                 "study; use another --out"
             )
+    dropped = [o for o in old_runs if o.run_id not in set(run_ids)]
+    if dropped:
+        raise ConfigError(
+            f"--extend only adds to study {name} in {where}, but this definition drops {len(dropped)} recorded "
+            f"run(s) (e.g. {dropped[0].label} on {dropped[0].task_label}, seed {dropped[0].seed_index}); "
+            "keep every recorded learner, task, grid point and seed, or use another --out"
+        )
     store.write_study(name, raw, sorted(set(old_ids) | set(run_ids) | {o.run_id for o in old_runs}))
