@@ -20,6 +20,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from bpbench.experiments.report import escape
 from bpbench.experiments.report.table import References, runs_of, summarize_runs
 from bpbench.experiments.store.describe import varied_label
 from bpbench.experiments.store.run_store import RunStore
@@ -174,7 +175,7 @@ def render_trials(table: pd.DataFrame, fmt: str) -> str:
     shown["rank"] = shown["rank"].map(lambda v: "n/a" if math.isnan(v) else str(int(v)))
     shown["chosen"] = shown["chosen"].map(lambda c: "*" if c else "")
     if fmt == "csv":
-        return table.assign(options=table["options"].map(json.dumps)).to_csv(index=False)
+        return escape.csv_safe(table.assign(options=table["options"].map(json.dumps))).to_csv(index=False)
     if fmt == "markdown":
         return shown.to_markdown(index=False)
     if fmt == "html":
