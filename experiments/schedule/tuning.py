@@ -49,6 +49,7 @@ from bpbench.experiments.plan.tuning import (
     configure,
     rounded,
 )
+from bpbench.experiments.schedule import journal_check
 from bpbench.experiments.schedule.execute import Event, Outcome
 from bpbench.experiments.schedule.process_pool import InlineExecutor, ProcessExecutor
 from bpbench.experiments.store.run_store import RunStore
@@ -72,13 +73,15 @@ def journal(root: Path) -> optuna.storages.JournalStorage:
     """The Optuna journal file storage of the results folder ``root``."""
     from optuna.storages.journal import JournalFileBackend
 
-    return optuna.storages.JournalStorage(JournalFileBackend(str(tuning_folder(root) / "journal.log")))
+    path = journal_check.state_file(tuning_folder(root), "journal.log")  # never a symlink; repaired if cut short
+    journal_check.repair(path)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
 @contextmanager
 def ask_lock(root: Path) -> Iterator[None]:
     """Hold ``OUT/tuning/ask.lock`` exclusively: counting and asking trials is one step across drivers."""
-    with open(tuning_folder(root) / "ask.lock", "a") as handle:
+    with journal_check.open_lock(journal_check.state_file(tuning_folder(root), "ask.lock")) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -153,6 +156,7 @@ class Group:
     storage: optuna.storages.BaseStorage
     name: str = ""
     attempted: set[str] = field(default_factory=set)  # run ids this driver executed (not retried here)
+    retried: set[str] = field(default_factory=set)  # trial runs retried once after their worker was killed
 
     def __post_init__(self) -> None:
         protocol = {
@@ -177,7 +181,7 @@ class Group:
     def drawn(self, trial: FrozenTrial) -> bool:
         """Whether the trial's configuration was drawn in full (a driver killed inside ``ask`` leaves
         a trial without; it is discarded: it never ran and does not count as a trial)."""
-        return set(self.space) <= set(trial.params)
+        return journal_check.in_space(self, trial, distributions(self.space))  # refused out of the space
 
     def trial_spec(self, trial: FrozenTrial | optuna.Trial) -> RunSpec:
         tag = {"phase": "tuning", "trial": trial.number, "sampler": self.plan.sampler}
@@ -216,6 +220,7 @@ class Group:
             else:  # its driver died inside the ask (asks hold ask_lock, so not a live one): never ran
                 self.study().tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         trials = [t for t in self.study().get_trials(deepcopy=False) if self.drawn(t)]
+        trials = journal_check.checked(self, trials, store)  # scores from the run folders; missing runs again
         running = [t for t in trials if t.state == TrialState.RUNNING]
         asked = len(trials)
         out: list[tuple[int | None, RunSpec]] = []
@@ -231,13 +236,15 @@ class Group:
                 study.tell(new.number, state=TrialState.FAIL)
             trials = [t for t in study.get_trials(deepcopy=False) if self.drawn(t)]
         if not out and len(trials) >= self.plan.trials:
-            out = [(None, spec) for spec in self.finals(trials)]
+            out = [(None, spec) for spec in self.finals(journal_check.checked(self, trials, store))]
         return [(n, s) for n, s in out if s.run_id not in self.attempted]
 
     def tell(self, number: int, spec: RunSpec, store: RunStore) -> None:
         """Report a trial's run to its study (a finished trial is left as it is)."""
         if store.status(spec.run_id) is None:
             return  # not run (interrupted): stays RUNNING, run on resume
+        if journal_check.retry_killed(self, spec, store):
+            return  # its worker was killed: stays RUNNING, run once more
         value = val_score(store, spec.run_id, self.plan.select)
         study = self.study()
         if value is None:
