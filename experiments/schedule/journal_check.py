@@ -169,9 +169,11 @@ def _as(trial: FrozenTrial, state: TrialState, value: float | None) -> FrozenTri
 def retry_killed(group: Group, spec: RunSpec, store: RunStore) -> bool:
     """Whether the trial run ``spec``, stored as failed because its worker was killed, is to run once
     more (it is then left untold and handed out again); a second kill is a failed trial."""
+    if spec.run_id in group.retried:  # its retry is pending until this driver has handed it out again
+        return spec.run_id not in group.attempted
     meta = store.read_meta(store.meta_path(spec.run_id))
     error = str(meta.get("error") or "") if meta is not None and meta["status"] == "failed" else ""
-    if not error.startswith(KILLED) or spec.run_id in group.retried:
+    if not error.startswith(KILLED):
         return False
     group.retried.add(spec.run_id)
     group.attempted.discard(spec.run_id)
