@@ -44,7 +44,7 @@ from bpbench.experiments.store.claims import Claims
 from bpbench.experiments.store.dataset import METRIC_COLUMNS, PARTITIONS, Dataset, warn
 from bpbench.experiments.store.describe import public_names, run_row, varied_label
 from bpbench.experiments.store.run_store import RunStore, atomic_write
-from bpbench.experiments.store.safe_paths import check_writable, file_mode
+from bpbench.experiments.store.safe_paths import UnsafePathError, check_writable, file_mode
 
 BATCH_RUNS = 2000  # runs read into memory and written per compaction step
 UNKNOWN_STUDY = "unknown"
@@ -193,7 +193,10 @@ def compact(root: str | Path, batch_runs: int = BATCH_RUNS) -> Compaction:
     check_writable(store.root, dataset.dir / "STAMP")
     dataset.dir.mkdir(parents=True, exist_ok=True)
     result = Compaction()
-    with FileLock(dataset.dir / ".compact.lock"):
+    lock = dataset.dir / ".compact.lock"
+    if lock.is_symlink():  # FileLock would open (and truncate) its target
+        raise UnsafePathError(f"refusing to use {lock}: it is a symbolic link; remove it and run again")
+    with FileLock(lock):
         drop_shadowed(dataset)  # what an interrupted compaction may have left
         studies = store.studies()
         ids = [p.parent.name for p in store.run_folders() if p.exists()]  # run ids only; symlinks skipped

@@ -60,8 +60,11 @@ class Dataset:
 
     def stamp(self) -> str | None:
         """The current compaction stamp (None: never compacted)."""
+        path = self.dir / "STAMP"
+        if unsafe_link(self.dir.parent, path) is not None:  # never read out of the folder: no stamp, no cache
+            return None
         try:
-            return (self.dir / "STAMP").read_text()
+            return path.read_text()
         except FileNotFoundError:
             return None
 

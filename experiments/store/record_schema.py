@@ -154,3 +154,18 @@ def row_limit(meta: dict[str, Any]) -> int:
     every = spec["schedule"].get("health_every", 1)
     every = every if isinstance(every, int) and not isinstance(every, bool) and every > 0 else 1
     return ROWS_PER_EVALUATION * (epochs + 2) + ROWS_PER_HEALTH_SAMPLE * (steps // every + epochs + 2)
+
+
+STUDY_TABLES = ("learners", "model", "budget", "schedule", "tuning", "targets", "task_params")
+
+
+def study_problem(record: dict[str, Any]) -> str | None:
+    """What is wrong with a study record (``study-<name>.json``) beyond its name and table (None: nothing)."""
+    runs = record.get("runs", [])
+    if not isinstance(runs, list) or not all(isinstance(r, str) and len(r) == 16 for r in runs):
+        return "runs is not a list of run ids"
+    study = record["study"]
+    for key in STUDY_TABLES:
+        if key in study and not isinstance(study[key], dict):
+            return f"study.{key} = {str(study[key])[:40]!r} is not a table"
+    return None

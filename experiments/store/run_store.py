@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from bpbench.experiments.store import records as run_measures
 from bpbench.experiments.store.dataset import METRIC_COLUMNS as COLUMNS
 from bpbench.experiments.store.dataset import Dataset, warn
+from bpbench.experiments.store.record_schema import study_problem
 from bpbench.experiments.store.safe_paths import check_writable, file_mode, safe_name, valid_run_id
 from bpbench.experiments.store.validate import columns_problem, meta_problem, rows_problem
 
@@ -179,6 +180,14 @@ class RunStore:
                 record = json.loads(path.read_text()) if not path.is_symlink() else None
             except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
                 warn(f"skipped {path}: unreadable ({type(exc).__name__}: {str(exc)[:200]})")
+                continue
+            if (
+                isinstance(record, dict)
+                and isinstance(record.get("name"), str)
+                and isinstance(record.get("study"), dict)
+                and (problem := study_problem(record))
+            ):
+                warn(f"skipped {path}: {problem}")
                 continue
             if not (
                 isinstance(record, dict)
