@@ -279,3 +279,110 @@ def test_extend_never_drops_what_the_record_holds(tmp_path: Path, capsys: pytest
     err = capsys.readouterr().err
     assert code == 2 and "fa" in err and "--extend" in err
     assert (out / f"study-{plan.name}.json").read_text() == record
+
+
+# -- every path the store opens, as a symlink to a sentinel: nothing outside changes ------------------
+def _first(root: Path, pattern: str) -> Path:
+    return next(iter(sorted(root.glob(pattern))))
+
+
+LINKS = {  # where the link is placed -> what of the sentinel it points to
+    "runs": "runs",
+    "runs/<id>": "precious-dir",
+    "runs/<id>/meta.json": "precious.txt",
+    "runs/<id>/metrics.parquet": "parquet",
+    "study-s.json": "precious.txt",
+    "dataset": "dataset",
+    "dataset/STAMP": "precious.txt",
+    "dataset/.compact.lock": "precious.txt",
+    "dataset/runs/<partition>": "partition",
+    "dataset/metrics/<part>": "parquet",
+    "claims": "precious-dir",
+    "claims/<id>": "precious-dir",
+    "claims/<id>/0": "precious.txt",
+    "figures": "precious-dir",
+    "report.html": "precious.txt",
+}
+
+
+def place_link(root: Path, sentinel: Path, where: str) -> None:
+    run_id = sorted(p.name for p in (root / "runs").iterdir())[0]
+    target = {
+        "runs": sentinel / "runs",
+        "precious-dir": sentinel / "precious",
+        "precious.txt": sentinel / "precious.txt",
+        "parquet": _first(sentinel, "dataset/metrics/*/*/*/*.parquet"),
+        "dataset": sentinel / "dataset",
+        "partition": _first(sentinel, "dataset/runs/*"),
+    }[LINKS[where]]
+    if where == "dataset/metrics/<part>":
+        path = _first(root, "dataset/metrics/*/*/*/*.parquet")
+    else:
+        path = root / where.replace("<id>", run_id).replace("<partition>", "study=evil")
+    if path.exists() or path.is_symlink():
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(target, target_is_directory=target.is_dir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", sorted(LINKS))
+def test_no_command_changes_anything_through_a_symlink(
+    tmp_path: Path, sentinel: Path, where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (sentinel / "precious").mkdir()
+    (sentinel / "precious" / "keep.txt").write_text("keep me")
+    root = tmp_path / "received"
+    for seed in (0, 1):
+        fake_run(root, spec(seed=seed))
+    assert main(["compact", str(root)]) == 0  # a dataset with parts
+    for seed in (2, 3):
+        fake_run(root, spec(seed=seed))
+    RunStore(root).write_study("s", {"tasks": ["digits"]}, [])
+    place_link(root, sentinel, where)
+    before = checksums(sentinel)
+    for command in (["table"], ["table", "--score"], ["plot"], ["report"], ["compact"], ["table"]):
+        code = main([*command, str(root)])
+        err = capsys.readouterr().err
+        assert code in (0, 2) and "Traceback" not in err, (command, err)
+        assert checksums(sentinel) == before, command
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["claims", "tuning/journal.log", "tuning/ask.lock", "study", "meta", "lock"])
+def test_run_extend_and_tuned_run_change_nothing_through_a_symlink(
+    tmp_path: Path, sentinel: Path, where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    head = 'tasks = ["digits"]\n[model]\nhidden = [8]\n[budget]\nepochs = 1\n'
+    plain, tuned = tmp_path / "plain.toml", tmp_path / "tuned.toml"
+    plain.write_text('tasks = ["digits"]\nseeds = 1\n' + head.split("\n", 1)[1] + "[learners.backprop]\n")
+    tuned.write_text(
+        head + '[tuning]\ntrials = 2\nsampler = "qmc"\nfinal_seeds = 1\n'
+        "[learners.backprop]\n[learners.backprop.search]\nlr = { low = 1e-3, high = 3e-2, log = true }\n"
+    )
+    out = tmp_path / "out"
+    assert main(["run", str(plain), "--out", str(out), "--executor", "inline"]) == 0
+    run_id = next((out / "runs").iterdir()).name
+    link = {
+        "claims": out / "claims",
+        "tuning/journal.log": out / "tuning" / "journal.log",
+        "tuning/ask.lock": out / "tuning" / "ask.lock",
+        "study": out / "study-plain.json",
+        "meta": out / "runs" / run_id / "meta.json",
+        "lock": out / "dataset" / ".compact.lock",
+    }[where]
+    shutil.rmtree(link) if link.is_dir() else link.unlink(missing_ok=True)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(sentinel / ("precious.txt" if where != "claims" else "runs"))
+    before = checksums(sentinel)
+    plain.write_text(plain.read_text().replace("seeds = 1", "seeds = 2"))
+    commands = (
+        ["run", str(plain), "--out", str(out), "--executor", "inline", "--extend"],
+        ["run", str(tuned), "--out", str(out), "--executor", "inline"],
+        ["compact", str(out)],
+    )
+    for command in commands:
+        code = main(command)
+        err = capsys.readouterr().err
+        assert code in (0, 1, 2) and "Traceback" not in err, (command, err)
+        assert checksums(sentinel) == before, command
