@@ -108,7 +108,7 @@ def test_dataset_linked_out_of_the_folder_is_warned_and_not_read(
     (root / "dataset").symlink_to(sentinel / "dataset", target_is_directory=True)
     before = checksums(sentinel)
     assert main(["table", str(root)]) == 0
-    out, err = capsys.readouterr()
+    _out, err = capsys.readouterr()
     assert f"{root / 'dataset'}" in err and "symbolic link" in err
     assert len(RunStore(root).metas()) == 1  # the sentinel's two runs are not read
     assert main(["compact", str(root)]) == 2  # refused: never written through
@@ -181,7 +181,7 @@ def test_crafted_record_is_one_warning_naming_file_and_field(
 
 
 def test_string_value_column_is_one_warning(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run_id, path = crafted(folder, lambda m: m.pop("measures"))
+    _run_id, path = crafted(folder, lambda m: m.pop("measures"))
     metrics = path.parent / "metrics.parquet"
     table = pq.read_table(metrics)
     table = table.set_column(6, "value", pa.array([str(v) for v in table.column("value").to_pylist()]))
@@ -267,11 +267,11 @@ def test_extend_never_drops_what_the_record_holds(tmp_path: Path, capsys: pytest
     from bpbench.experiments.plan.study import expand, load_study
     from bpbench.experiments.store.study_record import admit
 
-    tail = '[model]\nhidden = [8]\n[budget]\nepochs = 1\n[learners.backprop]\n'
+    tail = "[model]\nhidden = [8]\n[budget]\nepochs = 1\n[learners.backprop]\n"
     study, out = tmp_path / "s.toml", tmp_path / "out"
     study.write_text('tasks = ["digits"]\nseeds = 1\n' + tail + "[learners.fa]\n")
     plan = load_study(str(study), [], learner_registry(), task_registry())
-    recorded = lambda raw: expand(plan.name, raw, learner_registry(), task_registry()).runs  # noqa: E731
+    recorded = lambda raw: expand(plan.name, raw, learner_registry(), task_registry()).runs
     admit(RunStore(out), plan.name, plan.raw, plan.runs, False, recorded)  # what `run` records first
     record = (out / f"study-{plan.name}.json").read_text()
     study.write_text('tasks = ["digits"]\nseeds = 2\n' + tail)

@@ -42,7 +42,15 @@ class FakeExecutor:
             killed = self.kill.get(spec.run_id, 0) >= self.executed.count(spec.run_id)
             val = min(1.0, 10 * spec.params["lr"])
             rows = [
-                {"run_id": spec.run_id, "epoch": 1, "step": 5, "split": s, "metric": "accuracy", "layer": "", "value": v}
+                {
+                    "run_id": spec.run_id,
+                    "epoch": 1,
+                    "step": 5,
+                    "split": s,
+                    "metric": "accuracy",
+                    "layer": "",
+                    "value": v,
+                }
                 for s, v in (("val", val), ("test", val), ("train", val))
             ]
             meta = {

@@ -128,9 +128,7 @@ def measures_problem(values: dict[str, Any]) -> str | None:
             if not isinstance(value, bool):
                 return f"measures.values.{measure.column} = {str(value)[:20]!r} is not true or false"
             continue
-        problem = number_problem(
-            f"measures.values.{measure.column}", value, MEASURE_RANGES.get(measure.column, ANY)
-        )
+        problem = number_problem(f"measures.values.{measure.column}", value, MEASURE_RANGES.get(measure.column, ANY))
         if problem:
             return problem
     return None
