@@ -192,7 +192,7 @@ def test_string_value_column_is_one_warning(folder: Path, capsys: pytest.Capture
 
 # -- minor: row counts bounded by the budget ----------------------------------------------------------
 def test_rows_beyond_what_the_budget_allows_are_refused(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run_id = fake_run(folder, spec(seed=6))
+    run_id = fake_run(folder, spec(seed=6), summary={"stopped_by": "epochs", "test_accuracy": 0.9, "steps": 10})
     metrics = folder / "runs" / run_id / "metrics.parquet"
     rows = 3_000_000
     table = pa.table(
