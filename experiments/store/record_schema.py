@@ -3,7 +3,7 @@
 ``validate.meta_problem`` calls ``record_problem(meta)`` after the spec's fields and the run id:
 the model's widths, the learner's and task's options (scalars, or flat lists of scalars), the
 tuning tag, the summary's fields and the stored measures (types and ranges: an accuracy in
-[0, 1], a count >= 0, a flag true or false, every number finite). ``row_limit(meta)`` bounds
+[0, 1], a count >= 0, a flag true or false, no NaN, infinity only where the range is unbounded). ``row_limit(meta)`` bounds
 the tidy rows a run can have written under its budget, so a part file claiming more (an 816 KB
 parquet holding 30 M rows) is refused before it is read. Each problem names the field
 (``summary.stopped_by``, ``spec.params.lr``, ``measures.values.test_accuracy``).
@@ -21,7 +21,7 @@ UNIT = (0.0, 1.0)
 NONNEGATIVE = (0.0, math.inf)
 SIGNED_UNIT = (-1.0, 1.0)
 ANY = (-math.inf, math.inf)
-# measure column -> allowed closed range (columns not named: any finite number)
+# measure column -> allowed closed range (columns not named: any number but NaN)
 MEASURE_RANGES: dict[str, tuple[float, float]] = {
     "test_accuracy": UNIT,
     "val_accuracy": UNIT,
@@ -57,13 +57,13 @@ STEPS_PER_EPOCH = 100_000  # when the summary does not say how many steps ran (b
 
 
 def number_problem(where: str, value: Any, bounds: tuple[float, float], integer: bool = False) -> str | None:
-    """Why ``value`` is not a finite number (an integer when ``integer``) within ``bounds`` (None: it is)."""
+    """Why ``value`` is not a number (an integer when ``integer``) within ``bounds`` (None: it is)."""
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind):
         return f"{where} = {str(value)[:40]!r} is not {'an integer' if integer else 'a number'}"
     low, high = bounds
-    if not (math.isfinite(value) and low <= value <= high):
-        allowed = "finite" if bounds == ANY else f"in [{low:g}, {high:g}]"
+    if math.isnan(value) or not low <= value <= high:  # infinity only where the range is unbounded
+        allowed = "a number" if bounds == ANY else f"in [{low:g}, {high:g}]"
         return f"{where} = {value!r} is out of range ({allowed})"
     return None
 
