@@ -429,6 +429,9 @@ def _p_cell(p: float, reference: str) -> str:
     return f"{p:.2g}{stars(p)}"
 
 
+SHOWN = "shown:"  # a summary column "shown:HEADER" of text cells is printed as column HEADER
+
+
 def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary as the printed table: strings, one column per measure."""
     table = pd.DataFrame(
@@ -440,10 +443,8 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
             "seeds": summary["seeds"].astype(str) + summary["failed"].map(lambda f: f" ({f} failed)" if f else ""),
         }
     )
-    if "trials" in summary:  # a tuned study's final runs (experiments/report/tuning.py)
-        table["trials"] = summary["trials"].astype(str)
-        table["sampler"] = summary["sampler"]
-        table["robust"] = summary["robustness"].map(lambda r: "n/a" if math.isnan(r) else f"{r:.2f}")
+    for column in [c for c in summary.columns if str(c).startswith(SHOWN)]:  # a tuned study's (report/tuning.py)
+        table[column[len(SHOWN) :]] = summary[column].astype(str)
     from_flops = summary["cost_from_flops"] if "cost_from_flops" in summary else pd.Series(False, index=summary.index)
     for name, (header, fmt, scale) in measures_shown().items():
         table[header] = [

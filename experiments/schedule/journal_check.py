@@ -129,33 +129,50 @@ def in_space(group: Group, trial: FrozenTrial, expected: dict[str, Any]) -> bool
     return True
 
 
+def _stored_score(group: Group, specs: list[RunSpec], store: RunStore) -> tuple[bool, float | None]:
+    """(every run stored, the trial's score from its run folders: the mean validation score over its
+    seeds, None when one failed)."""
+    if any(store.status(s.run_id) is None for s in specs):
+        return False, None
+    values = [val_score(store, s.run_id, group.plan.select) for s in specs]
+    return True, None if any(v is None for v in values) else sum(v for v in values if v is not None) / len(values)
+
+
 def checked(group: Group, trials: list[FrozenTrial], store: RunStore) -> list[FrozenTrial]:
-    """``trials`` with each told trial's score read from its run folder (module doc); a told trial
-    whose run is not stored comes back RUNNING, so the protocol runs it again."""
+    """``trials`` with each told trial's score read from its run folders (module doc); a told trial
+    whose runs are not all stored comes back RUNNING, so the protocol runs the missing ones again."""
     journal = store.root / "tuning" / "journal.log"
     out = []
     for trial in trials:
         if trial.state not in (TrialState.COMPLETE, TrialState.FAIL) or trial.user_attrs.get("error"):
-            out.append(trial)  # running, or refused by the learner when drawn (never a run)
+            out.append(trial)  # running or pruned, or refused by the learner when drawn (never a run)
             continue
-        spec = group.trial_spec(trial)
-        stored = store.status(spec.run_id)
-        if stored is None:
-            warn(f"tuning trial {trial.number} of {group.name}: its run runs/{spec.run_id} is missing; run again")
+        specs = group.trial_specs(trial)
+        if group.plan.pruner != "none":
+            specs = specs[:1] if store.status(specs[0].run_id) != "ok" else specs  # a failed probe ends it
+        stored, value = _stored_score(group, specs, store)
+        if not stored:
+            missing = next(s.run_id for s in specs if store.status(s.run_id) is None)
+            warn(f"tuning trial {trial.number} of {group.name}: its run runs/{missing} is missing; run again")
             trial = _as(trial, TrialState.RUNNING, None)
-        elif stored is not None:
-            value = val_score(store, spec.run_id, group.plan.select)
+        else:
             told = trial.value if trial.state == TrialState.COMPLETE else None
             if (value is None) != (told is None) or (
                 value is not None and told is not None and not math.isclose(value, told, rel_tol=1e-9)
             ):
                 warn(
-                    f"{journal}: trial {trial.number} of {group.name} records {told}, its run folder "
-                    f"runs/{spec.run_id} holds {value}; the run folder's value is used"
+                    f"{journal}: trial {trial.number} of {group.name} records {told}, its run folders "
+                    f"({', '.join(s.run_id for s in specs)}) hold {value}; the run folders' value is used"
                 )
                 trial = _as(trial, TrialState.FAIL if value is None else TrialState.COMPLETE, value)
         out.append(trial)
     return out
+
+
+def pending(group: Group, specs: list[RunSpec], store: RunStore) -> list[RunSpec]:
+    """``group.pending``, and a run whose worker was killed while its one retry is due."""
+    due = [s for s in specs if s.run_id in group.retried and s.run_id not in group.attempted]
+    return [*group.pending(specs, store), *(s for s in due if store.status(s.run_id) == "failed")]
 
 
 def _as(trial: FrozenTrial, state: TrialState, value: float | None) -> FrozenTrial:
@@ -166,16 +183,19 @@ def _as(trial: FrozenTrial, state: TrialState, value: float | None) -> FrozenTri
     return out
 
 
-def retry_killed(group: Group, spec: RunSpec, store: RunStore) -> bool:
-    """Whether the trial run ``spec``, stored as failed because its worker was killed, is to run once
-    more (it is then left untold and handed out again); a second kill is a failed trial."""
-    if spec.run_id in group.retried:  # its retry is pending until this driver has handed it out again
-        return spec.run_id not in group.attempted
-    meta = store.read_meta(store.meta_path(spec.run_id))
-    error = str(meta.get("error") or "") if meta is not None and meta["status"] == "failed" else ""
-    if not error.startswith(KILLED):
-        return False
-    group.retried.add(spec.run_id)
-    group.attempted.discard(spec.run_id)
-    warn(f"tuning trial run {spec.run_id} ({group.name}): its worker was killed ({error[:80]}); retried once")
-    return True
+def retry_killed(group: Group, specs: list[RunSpec], store: RunStore) -> bool:
+    """Whether a run of a trial, stored as failed because its worker was killed, is to run once more
+    (the trial is then left untold and the run handed out again); a second kill is a failed run."""
+    due = False
+    for spec in specs:
+        if spec.run_id in group.retried:  # its retry is pending until this driver has handed it out again
+            due |= spec.run_id not in group.attempted
+            continue
+        meta = store.read_meta(store.meta_path(spec.run_id)) if store.status(spec.run_id) == "failed" else None
+        error = str(meta.get("error") or "") if meta is not None else ""
+        if error.startswith(KILLED):
+            group.retried.add(spec.run_id)
+            group.attempted.discard(spec.run_id)
+            warn(f"tuning trial run {spec.run_id} ({group.name}): its worker was killed ({error[:80]}); retried once")
+            due = True
+    return due
