@@ -106,7 +106,7 @@ def test_journal_value_disagreeing_with_its_run_folder_loses(tmp_path: Path) -> 
         import shutil
 
         shutil.rmtree(out / "runs" / RunSpec.from_json(spec).run_id)
-    with pytest.warns(UserWarning, match=rf"journal.log: trial {worst} .* the run folder's value is used"):
+    with pytest.warns(UserWarning, match=rf"journal.log: trial {worst} .* the run folders' value is used"):
         tune(out)
     assert [s["tuning"]["trial"] for s in specs(out, "final")] == [best]
 
