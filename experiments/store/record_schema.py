@@ -49,7 +49,7 @@ SUMMARY_FIELDS: dict[str, tuple[str, tuple[float, float]]] = {
     "train_eval_samples": ("int", NONNEGATIVE),
     "n_classes": ("int", NONNEGATIVE),
 }
-TUNING_PHASES = ("tuning", "final")
+TUNING_PHASES = ("tuning", "final", "default")
 MAX_STEPS = 10**9  # a run's steps beyond this are not ones bpbench wrote
 ROWS_PER_EVALUATION = 2_000  # splits x metrics x layers of one evaluation, generously
 ROWS_PER_HEALTH_SAMPLE = 4_000  # layers x gradient-health metrics of one sample, generously
@@ -91,7 +91,7 @@ def spec_values_problem(spec: dict[str, Any]) -> str | None:
     tag = spec.get("tuning")
     if tag is not None:
         if not isinstance(tag, dict) or tag.get("phase") not in TUNING_PHASES:
-            return f"spec.tuning = {str(tag)[:40]!r} is not a tuning tag (a table with phase tuning or final)"
+            return f"spec.tuning = {str(tag)[:40]!r} is not a tuning tag (a table with phase tuning, final or default)"
         trial = tag.get("trial")
         if trial is not None and (isinstance(trial, bool) or not isinstance(trial, int) or trial < 0):
             return f"spec.tuning.trial = {str(trial)[:20]!r} is not a trial number"
