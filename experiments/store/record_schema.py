@@ -4,9 +4,8 @@
 the model's widths, the learner's and task's options (scalars, or flat lists of scalars), the
 tuning tag, the summary's fields and the stored measures (types and ranges: an accuracy in
 [0, 1], a count >= 0, a flag true or false, no NaN, infinity only where the range is unbounded).
-``row_limit(meta)`` bounds the tidy rows a run can have written under its budget, so a file claiming more
-(an 816 KB
-parquet holding 30 M rows) is refused before it is read. Each problem names the field
+``row_limit(meta)`` bounds the tidy rows a run can have written under its budget, so a file
+claiming more (an 816 KB parquet holding 30 M rows) is refused before it is read. Each problem names the field
 (``summary.stopped_by``, ``spec.params.lr``, ``measures.values.test_accuracy``).
 """
 
