@@ -791,6 +791,9 @@ AUDIT: dict[str, dict[str, Check | str]] = {
     "fa": FEEDBACK,
     "dfa": FEEDBACK,
     "sign_symmetry": {**OPTIMIZER, "batch_size": RUNNER, "(per-step sign refresh)": sign_refresh},
+    # the magnitude rules (redrawn every batch / drawn once) are checked in test_fidelity_sign_concordant.py
+    "brsf": {**OPTIMIZER, "batch_size": RUNNER},
+    "frsf": {**OPTIMIZER, "batch_size": RUNNER},
     "es": {
         **EVOLUTION_COMMON,
         "population": es_population,

@@ -178,12 +178,18 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from bpbench.experiments.front.results import load
 
+    table_only = {"--columns": args.columns, "--tuning": args.tuning, "--p": args.p}
+    given = [name for name, value in table_only.items() if value] if args.score else []
+    if given or (args.measure and not args.score):
+        wrong = f"{', '.join(given)} (options of the summary table)" if given else "--measure (an option of --score)"
+        raise ConfigError(f"table: {wrong} cannot be combined with {'--score' if given else 'the summary table'}")
     results = load(args.dir)
     if args.score:
-        print(results.score(args.format, reference=args.reference, measure=args.measure))
+        print(results.score(args.format, reference=args.reference, measure=args.measure or "flops"))
         return 0
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
-    print(results.table(args.format, reference=args.reference, p=args.p, columns=columns, tuning=args.tuning))
+    p = args.p or "holm"
+    print(results.table(args.format, reference=args.reference, p=p, columns=columns, tuning=args.tuning))
     return 0
 
 
@@ -326,7 +332,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--p",
         choices=("holm", "raw"),
-        default="holm",
+        default=None,
         help="p-values Holm-adjusted over the table's comparisons (default) or raw",
     )
     t.add_argument(
@@ -343,7 +349,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--measure",
         choices=("flops", "seconds", "epochs", "samples"),
-        default="flops",
+        default=None,
         help="--score: the time-to-target measure of the performance profile (default flops)",
     )
     t.set_defaults(fn=cmd_table)

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from bpbench.experiments.report import ranking
+from bpbench.experiments.report import escape, ranking
 from bpbench.experiments.report.scoring import TTT_MEASURES, with_time_to_target
 from bpbench.experiments.report.table import FORMATS, References, format_table, main_reference, reference_of, runs_of
 from bpbench.experiments.store.run_store import RunStore
@@ -153,5 +153,5 @@ def render_score(frame: pd.DataFrame, fmt: str) -> str:
     if frame.empty:
         return "no completed runs"
     if fmt == "csv":
-        return frame.to_csv(index=False)
+        return escape.csv_safe(frame).to_csv(index=False)
     return format_table(display_score(frame), list(frame.attrs.get("notes", [])), fmt, "scores")

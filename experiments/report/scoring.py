@@ -30,6 +30,7 @@ import pandas as pd
 
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.store.dataset import warn
+from bpbench.experiments.store.parquet_query import query_files
 from bpbench.experiments.store.run_store import RunStore
 
 TARGET_FRACTION = 0.98
@@ -175,14 +176,14 @@ def store_curves(store: RunStore, run_ids: pd.Series) -> pd.DataFrame:
         frames = []
         if files:
             source = "read_parquet($files, union_by_name = true)"
-            frames.append(con.execute(_SELECT.format(source=source), {"files": files}).df())
+            frames.append(query_files(con, _SELECT.format(source=source), files))
         if parts:
             con.register("keep", keep)
             source = (
                 "(SELECT m.* FROM read_parquet($files, union_by_name = true) m "
                 "JOIN keep k ON m.run_id = k.run_id AND m.batch = k.batch)"
             )
-            frames.append(con.execute(_SELECT.format(source=source), {"files": parts}).df())
+            frames.append(query_files(con, _SELECT.format(source=source), parts))
     finally:
         con.close()
     frames = [f for f in frames if not f.empty]

@@ -25,6 +25,7 @@ from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.study import REFERENCE_LABEL, study_references
 from bpbench.experiments.plan.verdict import DEFAULT_MARGIN, study_margin
 from bpbench.experiments.report import learner_styles, pairwise, power, verdicts
+from bpbench.experiments.report.escape import csv_safe, latex_text, terminal
 from bpbench.experiments.report.scoring import with_time_to_target
 from bpbench.experiments.report.stats import (
     NO_SPREAD,
@@ -600,9 +601,7 @@ def latex_escape(text: str) -> str:
     out = "".join(LATEX_SPECIAL.get(ch, ch) for ch in text)
     for symbol, latex in LATEX_SYMBOLS.items():
         out = out.replace(symbol, latex)
-    if not out.isascii():
-        raise ValueError(f"cannot write {text!r} in LaTeX: non-ASCII character left after escaping")
-    return out
+    return latex_text(out)  # control and non-ASCII characters made printable
 
 
 def to_latex(table: pd.DataFrame, notes: list[str], groups: pd.Series | None = None) -> str:
@@ -646,7 +645,7 @@ def render(summary: pd.DataFrame, fmt: str, columns: list[str] | None = None) ->
     if summary.empty:
         return "no completed runs"
     if fmt == "csv":
-        return summary.to_csv(index=False)
+        return csv_safe(summary).to_csv(index=False)
     table, notes = display_frame(summary), summary.attrs.get("notes", [])
     keys = columns or (list(LATEX_COLUMNS) if fmt == "latex" else None)
     groups = table["task"] if fmt == "latex" and not columns else None
@@ -669,7 +668,7 @@ def format_table(
     """A display frame and its notes as markdown | latex | html (class ``css_class``) | text;
     ``groups``: LaTeX's row groups (``to_latex``)."""
     if fmt == "markdown":
-        return table.to_markdown(index=False) + "\n\n" + "\n\n".join(notes) + "\n"
+        return terminal(table.to_markdown(index=False) + "\n\n" + "\n\n".join(notes) + "\n")
     if fmt == "latex":
         return to_latex(table, notes, groups)
     if fmt == "html":
@@ -678,4 +677,4 @@ def format_table(
         return table.to_html(index=False, classes=css_class, border=0) + "".join(
             f'\n<p class="note">{escape(note)}</p>' for note in notes
         )
-    return table.to_markdown(index=False, tablefmt="simple") + "\n\n" + "\n".join(notes)
+    return terminal(table.to_markdown(index=False, tablefmt="simple") + "\n\n" + "\n".join(notes))

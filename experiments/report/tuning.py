@@ -20,6 +20,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from bpbench.experiments.report import escape
 from bpbench.experiments.report.table import SHOWN, References, runs_of, summarize_runs
 from bpbench.experiments.report.tuning_arms import HAND_PICKED, NOTE_ARMS, default_summary, gain_cells
 from bpbench.experiments.report.tuning_cost import EDGE_MARK, cost_cell, cost_note, edge_flags, tuning_cost
@@ -297,9 +298,8 @@ def render_trials(table: pd.DataFrame, fmt: str) -> str:
     shown["rank"] = shown["rank"].map(lambda v: "n/a" if math.isnan(v) else str(int(v)))
     shown["chosen"] = shown["chosen"].map(lambda c: "*" if c else "")
     if fmt == "csv":
-        return table.assign(options=table["options"].map(json.dumps), run_ids=table["run_ids"].map(json.dumps)).to_csv(
-            index=False
-        )
+        csv = table.assign(options=table["options"].map(json.dumps), run_ids=table["run_ids"].map(json.dumps))
+        return escape.csv_safe(csv).to_csv(index=False)
     if fmt == "markdown":
         return shown.to_markdown(index=False)
     if fmt == "html":
