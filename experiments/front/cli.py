@@ -193,6 +193,13 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from bpbench.experiments.front.reproduce import reproduce
+
+    print(reproduce(args.dir, here=args.here, overrides=args.set or [], jobs=args.jobs))
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from bpbench.experiments.front.results import load
 
@@ -350,6 +357,12 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("dir")
     f.add_argument("--out", help="figure folder (default: DIR/figures)")
     f.set_defaults(fn=cmd_plot)
+    q = sub.add_parser("reproduce", help="re-run a results folder's study; per row: equivalent? bit-identical?")
+    q.add_argument("dir")
+    q.add_argument("--here", action="store_true", help="at the current code (default: the recorded commit)")
+    q.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a study value, e.g. seeds=2")
+    q.add_argument("--jobs", type=_positive, default=1, help="worker processes (default 1)")
+    q.set_defaults(fn=cmd_reproduce)
     h = sub.add_parser("report", help="one self-contained HTML page: table, figures, metadata")
     h.add_argument("dir")
     h.add_argument("--out", help="HTML file (default: DIR/report.html)")

@@ -140,6 +140,13 @@ class Results:
 
         return trials(self.store)
 
+    def comparisons(self, reference: str | None = None, p: str = "holm") -> pd.DataFrame:
+        """The summary table's rows as numbers: per learner configuration x task the measures' mean and
+        interval, ``diff_*``, ``p_vs_reference``, ``tost_p``, ``verdict`` (better / worse / equivalent
+        ±m / inconclusive: run N seeds to decide) and ``seeds_to_decide`` (``report/verdicts.py``)."""
+        self._check_reference(reference)
+        return summarize(self.store, reference or self.reference, p)
+
     def table(
         self,
         format: str = "text",

@@ -19,6 +19,7 @@ starts. Layout (every table optional except ``tasks`` and ``learners``)::
     [learners.backprop.model]      # per-learner overrides of [model] and [budget]
     # in a learner table, tasks = ["digits"] restricts it to some of the study's task labels
     [targets]    digits = 0.95     # validation-accuracy target per task label (time to target)
+    [verdict]    margin = 0.01     # equivalence margin on test accuracy (default 0.01; plan/verdict.py)
 
 Built-in studies live in ``experiments/plan/studies/NAME.toml`` and run by name.
 """
@@ -38,6 +39,7 @@ from bpbench.experiments.plan.config import ConfigError, build, grid, to_plain
 from bpbench.experiments.plan.registry import Registry, UnknownNameError
 from bpbench.experiments.plan.spec import Budget, RunSpec, Schedule, run_timeout
 from bpbench.experiments.plan.tuning import TuningPlan, tuning_plan
+from bpbench.experiments.plan.verdict import study_margin
 
 TOP_KEYS = (
     "description",
@@ -52,6 +54,7 @@ TOP_KEYS = (
     "schedule",
     "learners",
     "tuning",
+    "verdict",  # how comparisons are judged (plan/verdict.py), not what runs
     "tracking",  # where runs are mirrored (front/tracking), not what runs: never in a run id
     "slurm",  # how runs are submitted (schedule/slurm_pool.py), not what runs
 )
@@ -278,6 +281,7 @@ def study_common(name: str, raw: dict[str, Any], learners: Registry) -> Common:
     if not isinstance(resample, bool):
         raise ConfigError(f"seeds_resample_split = {resample!r}: expected true or false")
     _check_targets(raw.get("targets", {}), raw["tasks"])
+    study_margin(raw)  # [verdict] margin: a number in (0, 1)
     return Common(name, seeds, study_seed, schedule, timeout, resample, tuned)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import textwrap
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import cast
@@ -126,6 +127,20 @@ def _ci(values: pd.Series) -> tuple[float, float]:
     return (mean, mean) if math.isnan(low) else (low, high)
 
 
+def _geometric_mean(values: pd.Series) -> float:
+    """exp(mean(log v)) of the positive ``values``: the centre of a measure drawn on a log axis."""
+    positive = values[values > 0]
+    return float(np.exp(np.log(positive).mean())) if len(positive) else math.nan
+
+
+def _ci_geometric(values: pd.Series) -> tuple[float, float]:
+    """exp of the 95% t-interval of log(values) (positive values): an interval on a log axis that
+    stays above 0 and is symmetric there."""
+    positive = values[values > 0]
+    mean, low, high = t_interval(np.log(positive.to_numpy(float)))
+    return (float(np.exp(mean)),) * 2 if math.isnan(low) else (float(np.exp(low)), float(np.exp(high)))
+
+
 def _ci_bounded(values: pd.Series) -> tuple[float, float]:
     """Seaborn errorbar callable for accuracies: the percentile bootstrap interval (within [0, 1])."""
     mean, low, high = bounded_interval(values)
@@ -170,6 +185,10 @@ def _best_config(runs: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
     return keep, len(means) > len(best)
 
 
+LEGEND_ROWS = 16  # a longer legend wraps into columns
+LEGEND_COLUMN_INCHES = 2.2  # the canvas widens by this per legend column
+
+
 def _legend(
     fig: Figure,
     colors: dict[str, Color],
@@ -187,7 +206,12 @@ def _legend(
         )
         for label in shown
     ]
-    fig.legend(handles=handles, loc="outside right upper", title=title, frameon=False)
+    rows = min(len(handles), LEGEND_ROWS)
+    ncols = max(1, math.ceil(len(handles) / LEGEND_ROWS))
+    width, height = fig.get_size_inches()  # room for a long legend beside the panels, never over them
+    fig.set_size_inches(width + LEGEND_COLUMN_INCHES * ncols, max(height, 0.6 + 0.19 * rows))
+    small = "x-small" if len(handles) > LEGEND_ROWS else None
+    fig.legend(handles=handles, loc="outside right upper", title=title, frameon=False, ncols=ncols, fontsize=small)
 
 
 # x -> (metric giving x, axis label, whether to drop x = 0 and go log when x spans a decade)
@@ -467,7 +491,8 @@ def alignment_over_training(data: FigureData | pd.DataFrame, task: str | None = 
                 mine = frame[frame["learner"] == learner]
                 ylabel, ylim, guides = COMPARISON_PANELS[metric]
                 if mine.empty:
-                    ax.set(title=f"{titles.get(learner, learner)} on {task}", ylabel=ylabel)
+                    ax.set(ylabel=ylabel)
+                    ax.set_title(_wrapped(f"{titles.get(learner, learner)} on {task}"), fontsize="small")
                     ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", va="center")
                     continue
                 sns.lineplot(
@@ -482,20 +507,34 @@ def alignment_over_training(data: FigureData | pd.DataFrame, task: str | None = 
                 )
                 for y in guides:
                     ax.axhline(y, color="0.5", linewidth=0.6)
-                ax.set(title=f"{titles.get(learner, learner)} on {task}", xlabel="training step", ylabel=ylabel)
+                ax.set(xlabel="training step", ylabel=ylabel)
+                ax.set_title(_wrapped(f"{titles.get(learner, learner)} on {task}"), fontsize="small")
                 if ylim is not None:
                     ax.set_ylim(*ylim)
                 ax.legend(title="layer", fontsize="x-small", title_fontsize="x-small")
     return fig
 
 
+def _wrapped(title: str, width: int = 34) -> str:
+    """A panel title in lines of at most ``width`` characters (panels sit side by side)."""
+    return "\n".join(textwrap.wrap(title, width)) or title
+
+
 PARAM_LABELS = {"lr": "learning rate", "sigma": "noise std sigma"}
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _without(config: str, param: str) -> str:
+    """A configuration label without its ``param=...`` part: what else the configuration varies."""
+    return ", ".join(part for part in config.split(", ") if part and not part.startswith(f"{param}="))
 
 
 def lr_sensitivity(data: FigureData | pd.DataFrame, param: str = "lr") -> Figure:
-    """Final test accuracy against ``param`` (lr, or sigma for ES) for each learner that varies it.
+    """Final validation accuracy (what tuning selects on; never test) against ``param`` (lr, or sigma
+    for ES) for each learner that varies it.
 
-    One panel per task; points: mean over seeds (and over any other grid axes), bars: 95% t-interval.
+    One panel per task; points: mean over seeds, bars: 95% t-interval; configurations that differ in
+    another option are separate lines (dash patterns in order of that option's label), never joined.
     """
     if param not in PARAM_LABELS:
         raise ValueError(f"param = {param!r}: allowed: {', '.join(PARAM_LABELS)}")
@@ -511,22 +550,26 @@ def lr_sensitivity(data: FigureData | pd.DataFrame, param: str = "lr") -> Figure
     with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
         fig, axes = _figure(len(tasks))
         for ax, task in zip(axes, tasks):
-            sns.lineplot(
-                runs[runs["task"] == task],
-                x=param,
-                y="test_acc",
-                hue="learner",
-                palette=colors,
-                hue_order=[lab for lab in colors if lab in set(runs["learner"])],
-                errorbar=_ci_bounded,
-                err_style="bars",
-                style="learner",
-                markers=markers,
-                dashes=False,
-                ax=ax,
-                legend=False,
-            )
-            ax.set(title=task, ylabel=ACCURACY_LABEL)
+            on_task = runs[runs["task"] == task]
+            others = on_task["config"].map(lambda c, p=param: _without(c, p))
+            for k, rest in enumerate(sorted(others.unique())):  # trials differing in another option: own line
+                sns.lineplot(
+                    on_task[others == rest],
+                    x=param,
+                    y="val_acc",
+                    hue="learner",
+                    palette=colors,
+                    hue_order=[lab for lab in colors if lab in set(runs["learner"])],
+                    errorbar=_ci_bounded,
+                    err_style="bars",
+                    style="learner",
+                    markers=markers,
+                    dashes=False,
+                    linestyle=LINESTYLES[k % len(LINESTYLES)],
+                    ax=ax,
+                    legend=False,
+                )
+            ax.set(title=task, ylabel="final validation accuracy")
             _x_scale(ax, runs.loc[runs["task"] == task, param], PARAM_LABELS[param])
         _legend(fig, colors, runs["learner"], markers=markers)
     return fig
@@ -540,7 +583,8 @@ DEPTH_MEASURES = {
 
 def against_depth(data: FigureData | pd.DataFrame, measure: str = "grad_ratio") -> Figure:
     """A per-run measure against the number of hidden layers: hue learner, line style activation,
-    one panel per (task, batch norm off/on); points: mean over seeds, bars: 95% t-interval."""
+    one panel per (task, batch norm off/on); points: mean over seeds, bars: 95% t-interval (on a log
+    axis: geometric mean and the exp of the log values' t-interval)."""
     if measure not in DEPTH_MEASURES:
         raise ValueError(f"measure = {measure!r}: allowed: {', '.join(DEPTH_MEASURES)}")
     ylabel, log = DEPTH_MEASURES[measure]
@@ -566,7 +610,8 @@ def against_depth(data: FigureData | pd.DataFrame, measure: str = "grad_ratio") 
                 hue="learner",
                 style="activation",
                 palette=colors,
-                errorbar=_ci,
+                estimator=_geometric_mean if log else "mean",
+                errorbar=_ci_geometric if log else _ci,
                 err_style="bars",
                 markers=True,
                 ax=ax,
@@ -638,8 +683,15 @@ def standard_figures(data: FigureData | pd.DataFrame) -> dict[str, Builder]:
             "accuracy), drawn at the chosen configurations' test accuracy.",
             lambda: accuracy_vs_compute(data),
         ),
-        "lr_sensitivity": ("Final test accuracy against the learning rate.", lambda: lr_sensitivity(data, "lr")),
-        "sigma_sensitivity": ("Final test accuracy against the ES noise sigma.", lambda: lr_sensitivity(data, "sigma")),
+        "lr_sensitivity": (
+            "Final validation accuracy against the learning rate (dash patterns: configurations differing in "
+            "another option).",
+            lambda: lr_sensitivity(data, "lr"),
+        ),
+        "sigma_sensitivity": (
+            "Final validation accuracy against the ES noise sigma.",
+            lambda: lr_sensitivity(data, "sigma"),
+        ),
         "grad_ratio_vs_depth": (
             "First/last-layer gradient-norm ratio against depth.",
             lambda: against_depth(data, "grad_ratio"),

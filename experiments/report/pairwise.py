@@ -1,11 +1,9 @@
 """Pairwise statistics of a summary table: each row against its reference, corrected as a family.
 
-``compare(acc, ref_acc)`` -> the raw Welch p, and the difference of mean test accuracy to the
-reference with its 95% Welch interval. ``adjust(summary, mode)`` replaces the table's p column
-by the Holm-adjusted p over all comparisons of the table (``mode = "holm"``, the default) or
-keeps the raw p (``"raw"``). ``detectable_note(runs)`` says per task the smallest difference
-the study could detect at 80% power; ``time_columns(group)`` the median time to target and
-"reached k/n" of one group of runs.
+``compare(acc, ref_acc, margin)`` -> the raw Welch and TOST p, and the difference of mean test
+accuracy to the reference with what its interval needs (``report/verdicts.py`` adjusts the p over
+the table and sets the family-level interval and the verdict); ``time_columns(group)`` the median
+time to target and "reached k/n" of one group of runs.
 """
 
 from __future__ import annotations
@@ -16,16 +14,15 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from bpbench.experiments.plan.verdict import DEFAULT_MARGIN
 from bpbench.experiments.report.scoring import TTT_MEASURES, median_time
-from bpbench.experiments.report.stats import ALPHA, POWER, holm, min_detectable_difference, welch_diff, welch_p
+from bpbench.experiments.report.stats import tost_p, welch_diff, welch_p, welch_se_df
 
 P_MODES = ("holm", "raw")
-NOTE_HOLM = "p is Holm-adjusted over the {n} comparisons of this table (statsmodels multipletests; raw p with --p raw)."
-NOTE_RAW = "p is raw, not adjusted for the {n} comparisons of this table (Holm-adjusted p is the default)."
-NOTE_DIFF = (
-    "Diff: mean test accuracy minus the reference's, with the 95% Welch interval of the difference. "
-    "Test acc: mean [95% percentile bootstrap interval over seeds] (it stays within the accuracies seen, "
-    "so within [0, 1])."
+COMPARE_COLUMNS = ("p_raw", "tost_p_raw", "diff_mean", "diff_low", "diff_high", "diff_se", "diff_df", "diff_sd")
+NOTE_ACC = (
+    "Test acc: mean [95% t-interval over seeds, clipped to [0, 1]] (nominal coverage at 3 seeds, unlike a "
+    "bootstrap's [min, max]); a row of one seed has no interval and says so."
 )
 NOTE_SPLIT_SHARED = (
     "Splits: every seed of a task shares one stratified train/val/test split, so the intervals "
@@ -37,49 +34,32 @@ NOTE_SPLIT_OWN = (
 )
 
 
-def compare(acc: Sequence[float], ref_acc: Sequence[float] | None) -> dict[str, float]:
-    """p_raw, diff_mean, diff_low, diff_high of ``acc`` against ``ref_acc`` (NaN without a reference)."""
+def compare(acc: Sequence[float], ref_acc: Sequence[float] | None, margin: float = DEFAULT_MARGIN) -> dict[str, float]:
+    """p_raw (Welch), tost_p_raw (equivalence within ±``margin``), diff_mean, its 95% diff_low and
+    diff_high, diff_se, diff_df (Welch) and diff_sd (the two groups' pooled sd) of ``acc`` against
+    ``ref_acc`` (NaN without a reference)."""
     if ref_acc is None:
-        return {"p_raw": math.nan, "diff_mean": math.nan, "diff_low": math.nan, "diff_high": math.nan}
+        return dict.fromkeys(COMPARE_COLUMNS, math.nan)
     diff, low, high = welch_diff(acc, ref_acc)
-    return {"p_raw": welch_p(acc, ref_acc), "diff_mean": diff, "diff_low": low, "diff_high": high}
+    se, df = welch_se_df(acc, ref_acc)
+    x, y = np.asarray(acc, dtype=float), np.asarray(ref_acc, dtype=float)
+    x, y = x[~np.isnan(x)], y[~np.isnan(y)]
+    sd = math.sqrt((np.var(x, ddof=1) + np.var(y, ddof=1)) / 2) if x.size > 1 and y.size > 1 else math.nan
+    return {
+        "p_raw": welch_p(acc, ref_acc),
+        "tost_p_raw": tost_p(acc, ref_acc, margin),
+        "diff_mean": diff,
+        "diff_low": low,
+        "diff_high": high,
+        "diff_se": se,
+        "diff_df": df,
+        "diff_sd": sd,
+    }
 
 
 def check_mode(mode: str) -> None:
     if mode not in P_MODES:
         raise ValueError(f"--p {mode!r}: allowed: {', '.join(P_MODES)}")
-
-
-def adjust(summary: pd.DataFrame, mode: str = "holm") -> str:
-    """Set ``summary["p_vs_reference"]`` from ``p_raw`` (Holm-adjusted over the table, or raw);
-    returns the note saying which."""
-    check_mode(mode)
-    n = int(summary["p_raw"].notna().sum())
-    summary["p_vs_reference"] = holm(summary["p_raw"]) if mode == "holm" else summary["p_raw"].to_numpy(float)
-    return (NOTE_HOLM if mode == "holm" else NOTE_RAW).format(n=n)
-
-
-def detectable_note(runs: pd.DataFrame) -> str:
-    """Per task: the smallest test-accuracy difference a two-sided Welch/t comparison of two
-    configurations detects with 80% power at alpha .05 (unadjusted), at the task's typical seed
-    count and its pooled within-configuration standard deviation."""
-    parts = []
-    for task, group in runs.groupby("task", sort=True):
-        by = group.groupby(["learner", "config"])["test_acc"]
-        counts, variances = by.count(), by.var(ddof=1)
-        usable = counts[(counts >= 2) & variances.notna()].index
-        if not len(usable):
-            parts.append(f"{task} n/a (fewer than 2 seeds)")
-            continue
-        dof = (counts[usable] - 1).sum()
-        sd = math.sqrt(float(((counts[usable] - 1) * variances[usable]).sum()) / dof)
-        n = int(np.median(counts[usable]))
-        parts.append(f"{task} {min_detectable_difference(sd, n):.3f} (n = {n}, sd {sd:.3f})")
-    return (
-        f"Minimum detectable difference in test accuracy ({POWER:.0%} power, two-sided alpha {ALPHA:g} "
-        f"unadjusted, pooled seed spread; statsmodels TTestIndPower): {'; '.join(parts)}. "
-        "A smaller true difference is likely to read as not significant."
-    )
 
 
 def split_note(resampled: bool) -> str:

@@ -17,7 +17,11 @@ rows of ``table.runs_of`` with the time-to-target columns of ``scoring.with_time
 - ``iqm_scores(runs, reference)``: per learner the interquartile mean over tasks and seeds of
   (test acc - chance) / (reference's mean test acc - chance), chance being the test split's
   majority-class share (the run summary's ``chance_accuracy``), with a 95% percentile interval
-  from a stratified bootstrap (seeds resampled within each task).
+  from a hierarchical bootstrap (``hierarchical_iqm``: tasks resampled, then seeds within each).
+- ``rank_intervals(runs, learners)``: the 95% interval of each learner's average rank under the
+  same hierarchical bootstrap.
+- ``draws_cd(matrix)``: whether a critical-difference diagram is warranted (Friedman rejects at
+  alpha .05), with the reason when it is not.
 """
 
 from __future__ import annotations
@@ -116,6 +120,42 @@ def friedman(matrix: pd.DataFrame) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
+CD_ALPHA = 0.05
+
+
+def draws_cd(matrix: pd.DataFrame) -> tuple[bool, str]:
+    """(draw it, why not): a Nemenyi critical-difference diagram only follows a Friedman test that
+    rejects at ``CD_ALPHA`` (Demsar 2006); otherwise the post-hoc bars would read as findings."""
+    stat, p = friedman(matrix)
+    if math.isnan(stat):
+        return False, (
+            f"no critical-difference diagram: {matrix.shape[1]} learner(s) on {matrix.shape[0]} common task(s); "
+            "Friedman's test needs at least 3 learners run on the same 2 or more tasks"
+        )
+    if not p < CD_ALPHA:
+        return False, (
+            f"no critical-difference diagram: Friedman's test over {matrix.shape[0]} tasks does not reject "
+            f"(p = {p:.2g} >= {CD_ALPHA:g}), so no pairwise rank difference is supported"
+        )
+    return True, ""
+
+
+def ranking_note(matrix: pd.DataFrame) -> str:
+    """How many tasks the ranking by test accuracy rests on, how its interval is drawn, and whether a
+    critical-difference diagram is warranted."""
+    drawn, why_not = draws_cd(matrix)
+    return (
+        f"The ranking by test accuracy rests on {matrix.shape[0]} task(s) that all {matrix.shape[1]} ranked "
+        f"learners ran; rank acc [95% CI]: percentile interval over {BOOTSTRAP_RESAMPLES} hierarchical bootstrap "
+        "resamples (tasks resampled, then seeds within each task). "
+        + (
+            "Critical-difference diagram: drawn (Friedman rejects)."
+            if drawn
+            else why_not[0].upper() + why_not[1:] + "."
+        )
+    )
+
+
 def nemenyi(matrix: pd.DataFrame) -> pd.DataFrame:
     """Learner x learner p-values of the Nemenyi post-hoc test after Friedman (scikit-posthocs)."""
     return (
@@ -133,6 +173,69 @@ def accuracy_matrix(runs: pd.DataFrame) -> pd.DataFrame:
 def iqm(values: np.ndarray) -> float:
     """Interquartile mean: the mean of the middle half (scipy's trim_mean, 25% off each end)."""
     return float(stats.trim_mean(values, IQM_TRIM))
+
+
+def _resampled_tasks(n_tasks: int, rng: np.random.Generator) -> np.ndarray:
+    """(BOOTSTRAP_RESAMPLES, n_tasks) task indices drawn with replacement: the top level of the
+    hierarchical bootstrap (the tasks are a sample of the tasks one could have run)."""
+    return rng.integers(0, n_tasks, size=(BOOTSTRAP_RESAMPLES, n_tasks))
+
+
+def _resampled_means(values: list[np.ndarray], tasks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(resamples, task draws): the mean of the seeds of each drawn task, the seeds resampled
+    with replacement for every draw (the bootstrap's second level)."""
+    out = np.empty(tasks.shape)
+    for t, seeds in enumerate(values):
+        where = tasks == t
+        picks = rng.integers(0, seeds.size, size=(int(where.sum()), seeds.size))
+        out[where] = seeds[picks].mean(axis=1)
+    return out
+
+
+def rank_intervals(runs: pd.DataFrame, learners: Sequence[str], confidence: float = 0.95) -> pd.DataFrame:
+    """Learner -> low, high: the ``confidence`` percentile interval of its average rank by mean test
+    accuracy (1 = best) over a hierarchical bootstrap: tasks resampled, then each learner's seeds
+    within each drawn task (``learners``: those ranked, every one with runs on every task)."""
+    best = best_configs(runs)
+    tasks = sorted(best["task"].unique())
+    if not learners or not tasks:
+        return pd.DataFrame(columns=["low", "high"])
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    drawn = _resampled_tasks(len(tasks), rng)
+    accs = best.groupby(["learner", "task"])["test_acc"]
+    means = np.stack(
+        [_resampled_means([accs.get_group((lr, t)).to_numpy(float) for t in tasks], drawn, rng) for lr in learners],
+        axis=-1,
+    )  # (resamples, task draws, learners)
+    ranks = stats.rankdata(-means, axis=-1).mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(ranks, [tail, 100 - tail], axis=0)
+    return pd.DataFrame({"low": low, "high": high}, index=pd.Index(list(learners), name="learner"))
+
+
+def hierarchical_iqm(
+    strata: list[np.ndarray], rng: np.random.Generator, confidence: float = 0.95
+) -> tuple[float, float]:
+    """The ``confidence`` percentile interval of the IQM of the scores in ``strata`` (one array per
+    task): tasks resampled with replacement, then runs within each drawn task."""
+    drawn = _resampled_tasks(len(strata), rng)
+    sizes = {s.size for s in strata}
+    if len(sizes) == 1:  # the usual case (every task ran the same seeds): one array operation
+        (n,) = sizes
+        picks = rng.integers(0, n, size=(*drawn.shape, n))
+        boot = stats.trim_mean(np.stack(strata)[drawn[..., None], picks].reshape(len(drawn), -1), IQM_TRIM, axis=1)
+    else:
+        boot = np.array(
+            [
+                stats.trim_mean(
+                    np.concatenate([strata[t][rng.integers(0, strata[t].size, strata[t].size)] for t in row]), IQM_TRIM
+                )
+                for row in drawn
+            ]
+        )
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(boot, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def iqm_scores(runs: pd.DataFrame, reference: str) -> tuple[pd.DataFrame, str]:
@@ -156,9 +259,7 @@ def iqm_scores(runs: pd.DataFrame, reference: str) -> tuple[pd.DataFrame, str]:
     rows = {}
     for learner, group in best.groupby("learner", sort=True):
         strata = [g["score"].to_numpy(float) for _, g in group.groupby("task", sort=True)]
-        draws = np.concatenate([s[rng.integers(0, s.size, size=(BOOTSTRAP_RESAMPLES, s.size))] for s in strata], axis=1)
-        boot = stats.trim_mean(draws, IQM_TRIM, axis=1)
-        low, high = np.percentile(boot, [2.5, 97.5])
+        low, high = hierarchical_iqm(strata, rng)
         rows[learner] = {
             "iqm": iqm(np.concatenate(strata)),
             "low": float(low),

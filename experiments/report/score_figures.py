@@ -14,8 +14,6 @@ time-to-target curves are ``FigureData.curves``, the ones the score table reads.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -134,11 +132,9 @@ def critical_difference(data: FigureData | pd.DataFrame) -> Figure:
     if runs.empty:
         raise NoData("critical difference: the results have no runs")
     matrix = ranking.complete(ranking.accuracy_matrix(runs))
-    if matrix.shape[1] < 3 or matrix.shape[0] < 2:
-        raise NoData(
-            f"critical difference: {matrix.shape[1]} learner(s) on {matrix.shape[0]} common task(s); "
-            "needs at least 3 learners run on the same 2 or more tasks"
-        )
+    drawn_ok, why_not = ranking.draws_cd(matrix)
+    if not drawn_ok:
+        raise NoData(f"critical difference: {why_not}")
     import scikit_posthocs as sp
 
     ranks = ranking.average_ranks(matrix, higher_is_better=True)
@@ -146,14 +142,21 @@ def critical_difference(data: FigureData | pd.DataFrame) -> Figure:
     with sns.axes_style("white"), sns.plotting_context("paper"):
         fig = Figure(figsize=(PANEL[0] * 2, 0.4 + 0.25 * len(ranks)), layout="constrained")
         ax = fig.subplots()
-        drawn = sp.critical_difference_diagram(ranks, ranking.nemenyi(matrix), ax=ax, color_palette=dict(_colors(runs)))
+        drawn = sp.critical_difference_diagram(
+            ranks,
+            ranking.nemenyi(matrix),
+            ax=ax,
+            color_palette=dict(_colors(runs)),
+            label_fmt_left="{label} ({rank:.1f})",  # the default .2g prints 11.5 as "12"
+            label_fmt_right="({rank:.1f}) {label}",
+        )
         for lines in drawn["crossbars"]:  # a bar's points come from a set: in string-hash order, which
             for line in lines:  # changes between processes; sorted, the figure is the same every time
                 xs, ys = line.get_data()
                 line.set_data(sorted(xs), ys)
         ax.set_title(
             f"average rank by test accuracy over {matrix.shape[0]} tasks (1 = best); Friedman "
-            f"p = {p:.2g}" + ("" if math.isnan(stat) else f", chi2 = {stat:.3g}"),
+            f"p = {p:.2g}, chi2 = {stat:.3g}",
             fontsize="small",
         )
     return fig

@@ -28,7 +28,7 @@ NOTE_SCORE = (
     "average rank over tasks (1 = best; ties averaged) by mean test accuracy and by median {measure} to target, "
     "over the tasks every ranked learner ran. IQM norm. acc: interquartile mean over tasks and seeds of (test "
     "acc - chance) / ({reference}'s mean test acc - chance), chance = the test split's majority-class share; "
-    "[95% percentile interval of a stratified bootstrap, seeds resampled within each task, "
+    "[95% percentile interval of a hierarchical bootstrap: tasks resampled, then seeds within each task, "
     f"{ranking.BOOTSTRAP_RESAMPLES} resamples]."
 )
 MEASURE_WORDS = {
@@ -49,7 +49,7 @@ def _friedman_note(name: str, matrix: pd.DataFrame) -> str:
     return (
         f"Friedman test ({name}; scipy friedmanchisquare over {matrix.shape[0]} tasks, "
         f"{matrix.shape[1]} learners): chi2 = {stat:.3g}, p = {p:.2g}; pairwise: Nemenyi post-hoc "
-        "(critical-difference diagram of bpbench plot)."
+        "(critical-difference diagram of bpbench plot, drawn only when Friedman rejects at .05)."
     )
 
 
@@ -69,6 +69,7 @@ def score_runs(
     area = ranking.profile_area(elapsed, cap) if not timed.empty else pd.Series(dtype=float)
     rank_acc = ranking.average_ranks(ranked_acc, higher_is_better=True)
     rank_time = ranking.average_ranks(ranked_time, higher_is_better=False) if not ranked_time.empty else pd.Series()
+    rank_ci = ranking.rank_intervals(runs[runs["task"].isin(ranked_acc.index)], list(ranked_acc.columns))
     learners = list(accuracy.columns)
     out = pd.DataFrame(
         {
@@ -78,6 +79,8 @@ def score_runs(
             "reached": [int(np.isfinite(elapsed[c]).sum()) if c in elapsed else 0 for c in learners],
             "targets": [int(elapsed[c].notna().sum()) if c in elapsed else 0 for c in learners],
             "rank_acc": [float(rank_acc.get(c, math.nan)) for c in learners],
+            "rank_acc_low": [float(rank_ci["low"].get(c, math.nan)) for c in learners],
+            "rank_acc_high": [float(rank_ci["high"].get(c, math.nan)) for c in learners],
             "rank_time": [float(rank_time.get(c, math.nan)) for c in learners],
             "iqm": [float(scores["iqm"].get(c, math.nan)) for c in learners],
             "iqm_low": [float(scores["low"].get(c, math.nan)) for c in learners],
@@ -87,6 +90,7 @@ def score_runs(
     notes = [
         NOTE_SCORE.format(measure=MEASURE_WORDS[measure], cap=cap, cap_1=cap - 1, reference=reference),
         _friedman_note("test accuracy", ranked_acc),
+        ranking.ranking_note(ranked_acc),
         _friedman_note(f"{MEASURE_WORDS[measure]} to target", ranked_time),
     ]
     notes += [why] if why else []
@@ -129,7 +133,10 @@ def display_score(frame: pd.DataFrame) -> pd.DataFrame:
             "tasks": frame["tasks"].astype(str),
             f"profile area ({measure})": [_num(v, ".3f") for v in frame["profile_area"]],
             "reached": [f"{r}/{t}" if t else "n/a" for r, t in zip(frame["reached"], frame["targets"])],
-            "rank acc": [_num(v, ".2f") for v in frame["rank_acc"]],
+            "rank acc [95% CI]": [
+                _num(v, ".2f") + ("" if math.isnan(lo) else f" [{lo:.1f}, {hi:.1f}]")
+                for v, lo, hi in zip(frame["rank_acc"], frame["rank_acc_low"], frame["rank_acc_high"])
+            ],
             f"rank time ({measure})": [_num(v, ".2f") for v in frame["rank_time"]],
             "IQM norm. acc [95% CI]": [
                 "n/a" if math.isnan(m) else f"{m:.3f} [{lo:.3f}, {hi:.3f}]"

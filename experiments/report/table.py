@@ -23,10 +23,18 @@ import pandas as pd
 
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.study import REFERENCE_LABEL, study_references
-from bpbench.experiments.report import learner_styles, pairwise
+from bpbench.experiments.plan.verdict import DEFAULT_MARGIN, study_margin
+from bpbench.experiments.report import learner_styles, pairwise, power, verdicts
 from bpbench.experiments.report.escape import csv_safe, latex_text, terminal
 from bpbench.experiments.report.scoring import with_time_to_target
-from bpbench.experiments.report.stats import NO_SPREAD, bounded_interval, stars, t_interval, welch_undefined
+from bpbench.experiments.report.stats import (
+    NO_SPREAD,
+    bounded_interval,
+    stars,
+    t_interval,
+    too_few_seeds,
+    welch_undefined,
+)
 from bpbench.experiments.run import catalog
 from bpbench.experiments.store import records as run_measures
 from bpbench.experiments.store.dataset import warn
@@ -224,6 +232,7 @@ def summarize_runs(
     p_adjust: str = "holm",
     extra_notes: tuple[str, ...] = (),
     tuned: bool = False,
+    margin: float = DEFAULT_MARGIN,
 ) -> pd.DataFrame:
     """Per (learner, config, task): seeds, mean/low/high of each measure, p vs ``reference``, budget.
 
@@ -264,7 +273,7 @@ def summarize_runs(
         ref_acc, row["reference"] = _reference_runs(
             runs, learner, config, task, _reference_for(reference, learner), any_config=tuned
         )
-        row.update(pairwise.compare(group["test_acc"], ref_acc))
+        row.update(pairwise.compare(group["test_acc"], ref_acc, margin))
         row["p_undefined"] = None if ref_acc is None else welch_undefined(group["test_acc"], ref_acc)
         row.update(pairwise.time_columns(group))
         row["cost_from_flops"] = bool(group["cost_from_flops"].any()) if "cost_from_flops" in group else False
@@ -311,8 +320,8 @@ def summarize_runs(
         for ref in sorted(set(used.values()) - {main_ref})
     }
     p_note += "".join(f" {', '.join(labels)} against {ref!r} instead." for ref, labels in others.items() if labels)
-    p_note += " " + pairwise.adjust(out, p_adjust)
-    extra = [pairwise.NOTE_DIFF, pairwise.detectable_note(runs), *extra_notes]
+    p_note += " " + verdicts.apply(out, p_adjust, margin)
+    extra = [pairwise.NOTE_ACC, power.power_note(runs, int(out["p_raw"].notna().sum()), margin), *extra_notes]
     out.attrs["notes"] = [" ".join([cells_note().format(p_note=p_note), *extra]), *notes.values()]
     out.attrs["p_adjust"] = p_adjust
     out.attrs["reference"] = main_ref if not others else "reference"
@@ -402,7 +411,8 @@ def summarize(store: RunStore, reference: References | None = None, p_adjust: st
     runs, ttt_note = with_time_to_target(store, runs, main_reference(reference))
     resampled = any(s["study"].get("seeds_resample_split", False) for s in store.studies())
     notes = (ttt_note, pairwise.split_note(resampled)) if ttt_note else ()
-    return summarize_runs(runs, failed, reference, p_adjust, notes)
+    margins = {study_margin(s["study"]) for s in store.studies()}
+    return summarize_runs(runs, failed, reference, p_adjust, notes, margin=min(margins, default=DEFAULT_MARGIN))
 
 
 def main_reference(reference: References) -> str:
@@ -462,8 +472,10 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
             ]
         if name == "test_acc":
             table[header] = [
-                _bounded_cell(m, lo, hi)
-                for m, lo, hi in zip(summary["test_acc_mean"], summary["test_acc_low"], summary["test_acc_high"])
+                _bounded_cell(m, lo, hi, n)
+                for m, lo, hi, n in zip(
+                    summary["test_acc_mean"], summary["test_acc_low"], summary["test_acc_high"], summary["seeds"]
+                )
             ]
             for column, cells in _pairwise_cells(summary).items():
                 table[column] = cells
@@ -472,8 +484,12 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _bounded_cell(mean: float, low: float, high: float) -> str:
-    """An accuracy and its (asymmetric) interval: '0.953 [0.941, 0.962]'."""
+def _bounded_cell(mean: float, low: float, high: float, seeds: int = 2) -> str:
+    """An accuracy and its (clipped) interval: '0.953 [0.941, 0.962]'; one seed: '0.953 (1 seed: ...)'."""
+    if not math.isnan(mean) and too_few_seeds(seeds):
+        return f"{mean:.3f} ({too_few_seeds(seeds)})"
+    if not math.isnan(mean) and low == high == mean:  # every seed the same: a zero-width interval is no interval
+        return f"{mean:.3f} (all {seeds} seeds equal: no spread)"
     if math.isnan(mean) or math.isnan(high):
         return _cell(mean, low, high, ".3f", 1.0)
     return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
@@ -497,7 +513,8 @@ def _pairwise_cells(summary: pd.DataFrame) -> dict[str, list[str]]:
         for m, lo, hi, r in zip(summary["diff_mean"], summary["diff_low"], summary["diff_high"], summary["reference"])
     ]
     p = [_p_cell(p, r) for p, r in zip(summary["p_vs_reference"], summary["reference"])]
-    return {"diff vs ref": diff, _p_header(summary): p}
+    verdict = list(summary["verdict"]) if "verdict" in summary else ["n/a"] * len(summary)
+    return {"diff vs ref": diff, "verdict": verdict, _p_header(summary): p}
 
 
 TIME_HEADERS = {
@@ -525,7 +542,7 @@ def _time_cells(summary: pd.DataFrame) -> dict[str, list[str]]:
 BASE_COLUMNS = {"learner": "learner", "task": "task", "budget": "budget", "stopped": "stopped by", "seeds": "seeds"}
 # the LaTeX default: rows grouped under a line per task (no task column), the learner column wrapping
 # (tabularx): fits an article's single-column page (checked by pdflatex in tests/test_table.py)
-LATEX_COLUMNS = ("learner", "test_acc", "diff", "p")
+LATEX_COLUMNS = ("learner", "test_acc", "diff", "verdict")  # the verdict carries the Holm p; --columns adds p
 LATEX_TEXT = ("task", "budget", "stopped by")  # left-aligned in LaTeX; the other columns are numbers (right)
 LATEX_P_HEADER = {"holm": "p (Holm)", "raw": "p (raw)"}
 
@@ -536,6 +553,7 @@ def column_headers(summary: pd.DataFrame) -> dict[str, str]:
         **BASE_COLUMNS,
         **{name: header for name, (header, _, _) in measures_shown().items()},
         "diff": "diff vs ref",
+        "verdict": "verdict",
         "p": _p_header(summary),
         **{f"ttt_{m}": header for m, (header, _, _) in TIME_HEADERS.items()},
         "reached": "reached",
@@ -638,6 +656,7 @@ def render(summary: pd.DataFrame, fmt: str, columns: list[str] | None = None) ->
         for column in ("test acc", "diff vs ref"):
             if column in table:
                 table[column] = table[column].str.replace(r"(?<![\d.])0\.(?=\d)", ".", regex=True)
+        table = table.assign(verdict=table["verdict"].map(verdicts.short)) if "verdict" in table else table
     unequal = [f"{UNEQUAL_MARK} {note}" for note in notes[1:]]
     notes = [notes[0], *unequal, *summary.attrs.get("marked_notes", [])] if notes else []
     return format_table(table, notes, fmt, "results", groups)

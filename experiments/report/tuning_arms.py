@@ -4,14 +4,11 @@ configuration on the same final seeds, summarized like the tuned rows, and what 
 - ``default_summary(runs, reference, p_adjust)``: the hand-picked runs' rows (a learner without a
   search space counts its final runs: they are its hand-picked configuration), config labelled
   ``hand-picked``, p against the reference's hand-picked runs (Holm over these rows only).
-- ``verdict(row)``: "better" | "worse" (p < .05 against the reference, by the sign of the
-  difference) | "no sig. diff" | "ref" | "n/a".
-- ``gain_cells(tuned, default)``: per tuned row "+0.012 (verdict: no sig. diff -> worse)".
+- ``verdict(row)``: the summary's verdict (better | worse | equivalent ±m | inconclusive | ref | n/a).
+- ``gain_cells(tuned, default)``: per tuned row "+0.012 (inconclusive -> worse)".
 """
 
 from __future__ import annotations
-
-import math
 
 import pandas as pd
 
@@ -30,15 +27,9 @@ def default_summary(runs: pd.DataFrame, reference: References, p_adjust: str) ->
 
 
 def verdict(row: pd.Series) -> str:
-    """The row's verdict against its reference at alpha .05 (adjusted p)."""
-    if row.get("reference") == "ref":
-        return "ref"
-    p, diff = row.get("p_vs_reference", math.nan), row.get("diff_mean", math.nan)
-    if p is None or math.isnan(p) or math.isnan(diff):
-        return "n/a"
-    if p < ALPHA:
-        return "better" if diff > 0 else "worse"
-    return "no sig. diff"
+    """The row's verdict against its reference as the summary sets it (``report/verdicts.py``: better,
+    worse, equivalent ±m, inconclusive; ref; n/a), without an inconclusive row's seeds-to-decide advice."""
+    return str(row.get("verdict", "n/a")).split(":")[0]
 
 
 def gain_cells(tuned: pd.DataFrame, default: pd.DataFrame) -> list[str]:
@@ -63,8 +54,8 @@ NOTE_ARMS = (
     "Hand-picked rows: each learner's configuration as the study writes it (no search), trained at the "
     "same budget on the same final seeds as the tuned rows; p against the reference's hand-picked runs, "
     "Holm-adjusted over the hand-picked rows. Tuning gain: tuned minus hand-picked mean test accuracy, "
-    "and the verdict against the reference (p < .05: better or worse, else no sig. diff) hand-picked -> "
-    "tuned."
+    "and the verdict against the reference (better / worse / equivalent / inconclusive, as in the verdict "
+    "column) hand-picked -> tuned."
 )
 
 __all__ = ["HAND_PICKED", "NOTE_ARMS", "default_summary", "gain_cells", "verdict"]

@@ -1,0 +1,54 @@
+"""Numbers quoted in the README, docs and study headers agree with the committed tables they quote
+(scripts/check_quotes.py; ``python -m scripts.check_quotes`` lists and ``--fix`` rewrites mismatches)."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _checker() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("check_quotes", ROOT / "scripts" / "check_quotes.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["check_quotes"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_quoted_number_matches_its_table() -> None:
+    checker = _checker()
+    found, bad = checker.check(ROOT)
+    assert len(found) >= 30, "the mark-up was lost: too few quoted numbers found"
+    assert {q.path.name for q in found} >= {"README.md", "findings.md", "vanishing.toml"}
+    assert not bad, (
+        "quoted numbers that disagree with their tables (fix: python -m scripts.check_quotes --fix):\n"
+        + "\n".join(map(str, bad))
+    )
+
+
+def test_a_wrong_number_is_named_and_fixed(tmp_path: Path) -> None:
+    checker = _checker()
+    (tmp_path / "docs").mkdir()
+    shutil.copytree(
+        ROOT / "results" / "vanishing", tmp_path / "results" / "vanishing", ignore=shutil.ignore_patterns("figures")
+    )
+    spec = "vanishing/table.csv learner=dfa,config=hidden=4x64;activation=relu;batchnorm=False,task=digits"
+    (tmp_path / "README.md").write_text(
+        f"ratio 0.002<!-- q {spec} grad_ratio_mean --> at 4, accuracy .35<!-- q {spec} test_acc_mean -->, "
+        "9<!-- q vanishing/metadata.json - runs_failed --> failed, "
+        "x 1<!-- q vanishing/table.csv learner=nope,task=digits seeds -->\n"
+    )
+    found, bad = checker.check(tmp_path)
+    assert len(found) == 4
+    assert [(m.quote.number, m.found) for m in bad[:2]] == [("0.002", "0.001"), (".35", ".31")]
+    assert bad[2].found.startswith("unreadable: 0 rows") and len(bad) == 3
+    assert checker.fix(bad) == 2
+    text = (tmp_path / "README.md").read_text()
+    assert "ratio 0.001<!--" in text and "accuracy .31<!--" in text
+    assert len(checker.check(tmp_path)[1]) == 1  # only the unreadable quote is left
