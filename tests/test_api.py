@@ -55,7 +55,7 @@ def test_run_returns_results_one_summary_row_per_run(tiny: bpbench.Results) -> N
     assert (summary["test_accuracy"] > 0.5).all() and (summary["train_flops"] > 0).all()
     metas = {json.loads(p.read_text())["run_id"]: json.loads(p.read_text()) for p in tiny.out.glob("runs/*/meta.json")}
     for row in summary.itertuples():
-        assert row.test_accuracy == metas[row.run_id]["summary"]["test_accuracy"]
+        assert row.test_accuracy == metas[row.run_id]["measures"]["values"]["test_accuracy"]
     metrics = tiny.metrics
     assert set(metrics["run_id"]) == set(summary["run_id"])
     assert {

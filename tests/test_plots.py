@@ -22,8 +22,8 @@ from bpbench.experiments.report.figures import (
     pareto_front,
     standard_figures,
 )
-from bpbench.experiments.report.table import tidy
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 from conftest import run_tiny_study
 
 STUDY = """
@@ -73,7 +73,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def data(results: Path) -> pd.DataFrame:
-    return tidy(RunStore(results))
+    return RunTable.read(RunStore(results)).tidy()
 
 
 def test_plot_command_writes_every_supported_figure(
@@ -197,7 +197,7 @@ def test_figure_data_reads_only_what_each_figure_draws(results: Path, tmp_path: 
     from bpbench.experiments.report.figures import FIGURE_METRICS, STEP_METRICS, figure_data, save_all
 
     store = RunStore(results)
-    full, lean = tidy(store, FIGURE_METRICS), figure_data(store)
+    full, lean = RunTable.read(store).tidy(FIGURE_METRICS), figure_data(RunTable.read(store))
     assert len(lean.runs) == full["run_id"].nunique()
     read: list[tuple[tuple[str, ...], set[str]]] = []
 

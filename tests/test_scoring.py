@@ -21,11 +21,13 @@ from bpbench.experiments.front.cli import main
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.report import ranking
 from bpbench.experiments.report.score_table import score, score_runs
-from bpbench.experiments.report.scoring import curves_from_tidy, first_reached, store_curves
+from bpbench.experiments.report.scoring import curves_from_tidy, first_reached
 from bpbench.experiments.report.stats import bounded_interval, holm, min_detectable_difference, t_interval, welch_diff
-from bpbench.experiments.report.table import render, summarize, summarize_runs, tidy
+from bpbench.experiments.report.table import render, summarize, summarize_runs
 from bpbench.experiments.store.compact import compact
+from bpbench.experiments.store.curves import scan_curves
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 from conftest import run_tiny_study
 
 INF = math.inf
@@ -260,20 +262,24 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_duckdb_curves_equal_the_tidy_rows_before_and_after_compaction(folder: Path, tmp_path: Path) -> None:
     store = RunStore(folder)
-    from_tidy = curves_from_tidy(tidy(store)).drop(columns="task").sort_values(["run_id", "epoch"], ignore_index=True)
+    from_tidy = (
+        curves_from_tidy(RunTable.read(store).tidy())
+        .drop(columns="task")
+        .sort_values(["run_id", "epoch"], ignore_index=True)
+    )
     ids = pd.Series(from_tidy["run_id"].unique())
     assert len(ids) == 6 and len(from_tidy) == 6 * 4  # epochs 0..3
-    from_folders = store_curves(store, ids).sort_values(["run_id", "epoch"], ignore_index=True)
+    from_folders = scan_curves(store, ids).sort_values(["run_id", "epoch"], ignore_index=True)
     pd.testing.assert_frame_equal(from_folders, from_tidy, check_dtype=False)
     copy = shutil.copytree(folder, tmp_path / "copy")
     compact(copy)
     assert not list((copy / "runs").glob("*/metrics.parquet"))
-    from_dataset = store_curves(RunStore(copy), ids).sort_values(["run_id", "epoch"], ignore_index=True)
+    from_dataset = scan_curves(RunStore(copy), ids).sort_values(["run_id", "epoch"], ignore_index=True)
     pd.testing.assert_frame_equal(from_dataset, from_tidy, check_dtype=False)
 
 
 def test_table_and_score_of_a_results_folder(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    summary = summarize(RunStore(folder)).set_index("learner")
+    summary = summarize(RunTable.read(RunStore(folder))).set_index("learner")
     assert summary.loc["backprop", "reached"] == 2 and summary.loc["backprop", "ttt_n"] == 2
     assert summary.loc["dfa", "reached"] == 0 and summary.loc["dfa", "ttt_epochs_median"] == math.inf
     capsys.readouterr()
@@ -303,7 +309,7 @@ def test_table_and_score_of_a_results_folder(folder: Path, capsys: pytest.Captur
     with pytest.raises(SystemExit, match="2"):
         main(["table", str(folder), "--score", "--measure", "hours"])
     assert "invalid choice: 'hours'" in capsys.readouterr().err
-    assert score(RunStore(folder), measure="seconds").attrs["measure"] == "seconds"
+    assert score(RunTable.read(RunStore(folder)), measure="seconds").attrs["measure"] == "seconds"
 
 
 def test_a_metrics_file_linking_out_of_the_folder_is_named_and_not_read(folder: Path, tmp_path: Path) -> None:
@@ -316,5 +322,5 @@ def test_a_metrics_file_linking_out_of_the_folder_is_named_and_not_read(folder: 
     victim.symlink_to(outside)
     ids = pd.Series([p.name for p in (copy / "runs").iterdir()])
     with pytest.warns(ResultsWarning, match="links out of the results folder"):
-        curves = store_curves(RunStore(copy), ids)
+        curves = scan_curves(RunStore(copy), ids)
     assert victim.parent.name not in set(curves["run_id"]) and curves["run_id"].nunique() == 5

@@ -22,9 +22,10 @@ from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.plan.spec import Budget
 from bpbench.experiments.plan.study import expand, load_study, study_references
 from bpbench.experiments.report.stats import stars, t_interval, welch_p
-from bpbench.experiments.report.table import MEASURES, per_run, reference_of, render, summarize, summarize_runs, tidy
+from bpbench.experiments.report.table import MEASURES, per_run, reference_of, render, summarize, summarize_runs
 from bpbench.experiments.run.runner import run
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 from conftest import run_tiny_study
 
 TINY_STUDY = """
@@ -256,9 +257,9 @@ def test_table_states_budgets_and_labels_unequal_study(unequal_study: Path, caps
     assert any(line.startswith("backprop_long") and "3 ep" in line and "digits†" in line for line in lines)
     assert any(line.startswith("backprop ") and "2 ep" in line and "epochs" in line for line in lines)
     assert "† unequal budget on digits: runs had different budgets (2 ep; 3 ep)" in text
-    csv = pd.read_csv(io.StringIO(render(summarize(RunStore(unequal_study)), "csv")))
+    csv = pd.read_csv(io.StringIO(render(summarize(RunTable.read(RunStore(unequal_study))), "csv")))
     assert csv["unequal_budget"].all() and set(csv["budget"]) == {"2 ep", "3 ep"}
-    runs = per_run(tidy(RunStore(unequal_study))).sort_values("seed")
+    runs = per_run(RunTable.read(RunStore(unequal_study)).tidy()).sort_values("seed")
     acc = {label: runs.loc[runs["learner"] == label, "test_acc"].tolist() for label in ("backprop", "backprop_long")}
     for row in csv.itertuples():  # 95% t-intervals and Welch's p recomputed with scipy from the runs
         values = acc[row.learner]
@@ -274,9 +275,9 @@ def test_table_states_budgets_and_labels_unequal_study(unequal_study: Path, caps
 def test_table_reference_option_and_study_reference_key(
     unequal_study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    runs = per_run(tidy(RunStore(unequal_study)))
+    runs = per_run(RunTable.read(RunStore(unequal_study)).tidy())
     acc = {label: runs.loc[runs["learner"] == label, "test_acc"].tolist() for label in ("backprop", "backprop_long")}
-    summary = summarize(RunStore(unequal_study), "backprop_long").set_index("learner")
+    summary = summarize(RunTable.read(RunStore(unequal_study)), "backprop_long").set_index("learner")
     assert summary.loc["backprop", "p_vs_reference"] == pytest.approx(_welch(acc["backprop"], acc["backprop_long"]))
     capsys.readouterr()
     assert main(["table", str(unequal_study), "--reference", "backprop_lng"]) == 2
@@ -299,7 +300,7 @@ def test_table_reference_option_and_study_reference_key(
 def test_latex_table_compiles_with_booktabs_and_fits_the_page(unequal_study: Path, tmp_path: Path) -> None:
     """The default LaTeX table compiles and fits an article's text width as it is: no Overfull
     box in pdflatex's log (15 columns overflowed by 736 pt; long task names by 39 pt)."""
-    summary = summarize(RunStore(unequal_study))
+    summary = summarize(RunTable.read(RunStore(unequal_study)))
     # the longest names the built-in studies print (vanishing's configurations, japanese_vowels)
     summary["config"] = "hidden=2x64, activation=sigmoid, batchnorm=False"
     summary["task"] = "japanese_vowels"
@@ -348,7 +349,7 @@ def test_shrunken_vanishing_study_shows_the_vanishing_gradient(tmp_path: Path) -
     assert (
         main(["run", "vanishing", "--out", str(tmp_path), "--executor", "inline", *[f"--set={s}" for s in sets]]) == 0
     )
-    runs = per_run(tidy(RunStore(tmp_path))).set_index(["learner", "activation", "batchnorm", "depth"])
+    runs = per_run(RunTable.read(RunStore(tmp_path)).tidy()).set_index(["learner", "activation", "batchnorm", "depth"])
     ratio = runs["grad_ratio"]
     # backprop through sigmoid layers: the first layer's gradient shrinks by orders of magnitude with depth
     assert ratio["backprop", "sigmoid", False, 6] < ratio["backprop", "sigmoid", False, 2] / 100

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from bpbench.experiments.plan.catalog import TIME_TO_TARGET
 from bpbench.experiments.plan.config import ConfigError
 
 TABLE_FORMATS = ("text", "markdown", "latex", "html", "csv")  # = experiments.table.FORMATS (no pandas import here)
@@ -292,7 +293,7 @@ def parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--measure",
-        choices=("flops", "seconds", "epochs", "samples"),
+        choices=[m.name for m in TIME_TO_TARGET],
         default="flops",
         help="--score: the time-to-target measure of the performance profile (default flops)",
     )

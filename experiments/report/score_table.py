@@ -14,10 +14,11 @@ import math
 import numpy as np
 import pandas as pd
 
+from bpbench.experiments.plan.catalog import time_to_target
 from bpbench.experiments.report import ranking
-from bpbench.experiments.report.scoring import TTT_MEASURES, with_time_to_target
-from bpbench.experiments.report.table import FORMATS, References, format_table, main_reference, reference_of, runs_of
-from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.report.scoring import TTT_COLUMNS, with_time_to_target
+from bpbench.experiments.report.table import FORMATS, References, format_table, main_reference, reference_of
+from bpbench.experiments.store.run_table import RunTable
 
 NOTE_SCORE = (
     "Each learner label at its configuration with the highest median final validation accuracy per task. "
@@ -31,12 +32,6 @@ NOTE_SCORE = (
     "[95% percentile interval of a stratified bootstrap, seeds resampled within each task, "
     f"{ranking.BOOTSTRAP_RESAMPLES} resamples]."
 )
-MEASURE_WORDS = {
-    "flops": "training FLOPs",
-    "seconds": "training seconds",
-    "epochs": "epochs",
-    "samples": "training samples",
-}
 
 
 def _friedman_note(name: str, matrix: pd.DataFrame) -> str:
@@ -56,7 +51,7 @@ def _friedman_note(name: str, matrix: pd.DataFrame) -> str:
 def score_runs(
     runs: pd.DataFrame, reference: str, measure: str = "flops", target_note: str = "", cap: float = ranking.PROFILE_CAP
 ) -> pd.DataFrame:
-    """The score table of ``runs`` (rows of ``runs_of`` with time-to-target columns)."""
+    """The score table of ``runs`` (rows of ``RunTable.runs`` with time-to-target columns)."""
     if runs.empty:
         return pd.DataFrame()
     elapsed = ranking.times(runs, measure)
@@ -85,9 +80,9 @@ def score_runs(
         }
     ).sort_values(["rank_acc", "learner"], kind="stable", ignore_index=True)
     notes = [
-        NOTE_SCORE.format(measure=MEASURE_WORDS[measure], cap=cap, cap_1=cap - 1, reference=reference),
+        NOTE_SCORE.format(measure=time_to_target(measure).words, cap=cap, cap_1=cap - 1, reference=reference),
         _friedman_note("test accuracy", ranked_acc),
-        _friedman_note(f"{MEASURE_WORDS[measure]} to target", ranked_time),
+        _friedman_note(f"{time_to_target(measure).words} to target", ranked_time),
     ]
     notes += [why] if why else []
     notes += [target_note] if target_note else []
@@ -96,23 +91,24 @@ def score_runs(
     return out
 
 
-def score(store: RunStore, reference: References | None = None, measure: str = "flops") -> pd.DataFrame:
-    """``score_runs`` of every completed run in ``store``."""
-    if measure not in ranking.TIME_MEASURES:
-        raise ValueError(f"--measure {measure!r}: allowed: {', '.join(ranking.TIME_MEASURES)}")
-    runs, _ = runs_of(store)
-    ref = main_reference(reference or reference_of(store))
-    runs, note = with_time_to_target(store, runs, ref)
+def score(table: RunTable, reference: References | None = None, measure: str = "flops") -> pd.DataFrame:
+    """``score_runs`` of the verdict runs of ``table`` (a tuned study: its final runs only)."""
+    time_to_target(measure)  # a ValueError naming the allowed measures, before any work
+    verdict = table.verdict()
+    ref = main_reference(reference or reference_of(table.store))
+    runs, note = with_time_to_target(verdict, verdict.runs, ref)
     return score_runs(runs, ref, measure, note)
 
 
-def run_times(store: RunStore, reference: References | None = None) -> pd.DataFrame:
-    """Per completed run: run_id, target, reached, ttt_epochs, ttt_flops, ttt_seconds, ttt_samples."""
-    runs, _ = runs_of(store)
-    columns = ["run_id", "target", "reached", *(f"ttt_{m}" for m in TTT_MEASURES)]
-    if runs.empty:
+def run_times(table: RunTable, reference: References | None = None) -> pd.DataFrame:
+    """Per run of ``table``: run_id, target, reached and each time to target (``TTT_COLUMNS``); targets
+    from the verdict runs (the reference's final runs in a tuned study)."""
+    columns = ["run_id", "target", "reached", *TTT_COLUMNS]
+    if table.runs.empty:
         return pd.DataFrame(columns=columns)
-    runs, _ = with_time_to_target(store, runs, main_reference(reference or reference_of(store)))
+    ref = main_reference(reference or reference_of(table.store))
+    targets_from = table.verdict().runs
+    runs, _ = with_time_to_target(table, table.runs, ref, targets_from)
     return runs[columns]
 
 

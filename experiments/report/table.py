@@ -21,22 +21,15 @@ from typing import Any, cast
 
 import pandas as pd
 
+from bpbench.experiments.plan import catalog
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.study import REFERENCE_LABEL, study_references
 from bpbench.experiments.report import learner_styles, pairwise
 from bpbench.experiments.report.scoring import with_time_to_target
 from bpbench.experiments.report.stats import NO_SPREAD, bounded_interval, stars, t_interval, welch_undefined
-from bpbench.experiments.run import catalog
-from bpbench.experiments.store import records as run_measures
-from bpbench.experiments.store.dataset import warn
-from bpbench.experiments.store.describe import (
-    failed_row,
-    run_row,
-    separate_configs,
-    setting,
-    wall_per_cpu,
-)
+from bpbench.experiments.store import records
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 
 FORMATS = ("text", "markdown", "latex", "html", "csv")
 LEARNER_ORDER = learner_styles.ORDER  # the learner display catalog's (report/learner_styles.py)
@@ -44,7 +37,7 @@ RUN_KEYS = ["learner", "config", "task"]
 
 
 # per-run measure -> (rendered header, number format, divisor applied before formatting): the
-# measurement catalog's table columns (run/catalog.py), in table order
+# measurement catalog's table columns (plan/catalog.py), in table order
 def measures_shown() -> dict[str, tuple[str, str, float]]:
     """Per-run measure -> (header, format, divisor) of the catalog's table columns, read at call time."""
     return {m.name: (m.header or m.name, m.fmt, m.scale) for m in catalog.shown()}
@@ -88,103 +81,13 @@ NOTE_FROM_FLOPS = (
 )
 
 
-def run_info(store: RunStore) -> pd.DataFrame:
-    """One row per completed run: what it was (labels, model, budget) and what stopped it; runs
-    whose specs differ beyond the seed never share a config label (``separate_configs``)."""
-    metas = [meta for meta in store.iter_metas() if meta["status"] == "ok"]
-    rows = [{**run_row(meta), "wall_per_cpu": wall_per_cpu(meta)} for meta in metas]
-    separate_configs(rows, [setting(meta["spec"]) for meta in metas])
-    return pd.DataFrame(rows)
-
-
-def tidy(store: RunStore, metrics: tuple[str, ...] | None = None, info: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The tidy results table: every metric row (or only ``metrics``) of every completed run
-    (or only of the runs in ``info``, rows of ``run_info``), with its run's info."""
-    info = run_info(store) if info is None else info.reset_index(drop=True)
-    if info.empty:
-        return pd.DataFrame()
-    rows = store.metrics(list(info["run_id"]), metrics)
-    # A run's text columns repeat over its many rows: as Python objects, every row points at one
-    # shared string (8 bytes) instead of holding a copy of the text, as pandas' default string
-    # columns do (the figure rows of benchmarks/results_scale.py's 2,000 runs: 1.4 GB -> 0.33 GB).
-    info = info.astype({c: object for c in info.columns if pd.api.types.is_string_dtype(info[c])})
-    for column in ("run_id", "split", "metric", "layer"):  # via categories: one string per distinct value
-        rows[column] = rows[column].astype("category").astype(object)
-    return rows.merge(info, on="run_id", how="left")
-
-
 def per_run(data: pd.DataFrame) -> pd.DataFrame:
-    """One row per run of the tidy table: its info and final measurements (NaN = not recorded)."""
+    """One row per run of a tidy table (``RunTable.tidy``): its info and final measurements (NaN = not recorded)."""
     if data.empty:
         return pd.DataFrame()
     info_cols = [c for c in data.columns if c not in ("epoch", "step", "split", "metric", "layer", "value")]
     runs = data[info_cols].drop_duplicates("run_id").set_index("run_id")
-    return runs.join(run_measures.measures(data)).reset_index()
-
-
-FALLBACK_CHUNK = 1000  # compacted runs whose measures one read of the dataset recomputes
-
-
-def runs_of(store: RunStore) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(runs, failed): one row per completed run, its info and final measures, in run id order;
-    and (learner, config, task, learner_name, budget) of each failed run.
-
-    Reads each run's meta only: the measures stored there when the run was written. A run
-    whose meta has none (written before they were stored), or of another reduction version,
-    gets them from its own metric rows, a run (or a chunk of compacted runs) at a time, so
-    memory stays one row per run. A run whose files cannot be read is named in a
-    ``ResultsWarning`` and left out.
-    """
-    rows: list[dict[str, Any]] = []
-    failed: list[dict[str, Any]] = []
-    missing: list[dict[str, Any]] = []
-    settings: dict[str, list[dict[str, str]]] = {"ok": [], "failed": []}
-    for meta in store.iter_metas():
-        settings[meta["status"]].append(setting(meta["spec"]))
-        if meta["status"] != "ok":
-            failed.append(failed_row(meta))
-            continue
-        row = run_row(meta)
-        row["wall_per_cpu"] = wall_per_cpu(meta)
-        values = run_measures.from_record(meta)
-        if values is None:
-            missing.append(row)
-        else:
-            row.update(values)
-        rows.append(row)
-    separate_configs([*rows, *failed], [*settings["ok"], *settings["failed"]])
-    unreadable = _fill_measures(store, missing)
-    rows = [row for row in rows if row["run_id"] not in unreadable]
-    if not rows:
-        return pd.DataFrame(), pd.DataFrame(failed)
-    runs = pd.DataFrame(rows, columns=[*_info_columns(rows[0]), *run_measures.names()])
-    return runs.sort_values("run_id", kind="stable", ignore_index=True), pd.DataFrame(failed)
-
-
-def _info_columns(row: dict[str, Any]) -> list[str]:
-    return [c for c in row if c not in run_measures.names()]
-
-
-def _fill_measures(store: RunStore, rows: list[dict[str, Any]]) -> set[str]:
-    """Compute the measures of ``rows`` from their metric rows; returns the run ids whose rows
-    could not be read (each named in a warning)."""
-    compacted = []
-    for row in rows:
-        data = store.run_metrics(row["run_id"])
-        if data is None and not (store.runs_dir / row["run_id"] / "metrics.parquet").exists():
-            compacted.append(row)
-        elif data is not None and not data.empty:
-            row.update(run_measures.measures(data).iloc[0].to_dict())
-    for start in range(0, len(compacted), FALLBACK_CHUNK):
-        chunk = {row["run_id"]: row for row in compacted[start : start + FALLBACK_CHUNK]}
-        data = store.dataset.metrics(list(chunk))
-        if not data.empty:
-            for run_id, values in run_measures.measures(data).to_dict("index").items():
-                chunk[run_id].update(values)
-    unreadable = {row["run_id"] for row in rows if "test_acc" not in row}
-    for run_id in sorted(unreadable):
-        warn(f"skipped run {run_id}: its meta.json holds no measures and its metric rows could not be read")
-    return unreadable
+    return runs.join(records.measures(data)).reset_index()
 
 
 def _budget_notes(runs: pd.DataFrame) -> dict[str, str]:
@@ -389,17 +292,18 @@ def reference_of(store: RunStore) -> dict[str, str]:
     return merged
 
 
-def summarize(store: RunStore, reference: References | None = None, p_adjust: str = "holm") -> pd.DataFrame:
-    """``summarize_runs`` of every completed run in ``store``, with failures counted and each
-    run's time to target (``scoring.with_time_to_target``).
+def summarize(table: RunTable, reference: References | None = None, p_adjust: str = "holm") -> pd.DataFrame:
+    """``summarize_runs`` of the verdict runs of ``table`` (``RunTable.verdict``), with failures
+    counted and each run's time to target (``scoring.with_time_to_target``).
 
     ``reference``: the label p-values compare against; default: the one its study names.
     """
     pairwise.check_mode(p_adjust)
-    runs, failed = runs_of(store)
-    reference = reference or reference_of(store)
-    runs, ttt_note = with_time_to_target(store, runs, main_reference(reference))
-    resampled = any(s["study"].get("seeds_resample_split", False) for s in store.studies())
+    table = table.verdict()
+    reference = reference or reference_of(table.store)
+    runs, ttt_note = with_time_to_target(table, table.runs, main_reference(reference))
+    failed = table.failed
+    resampled = any(s["study"].get("seeds_resample_split", False) for s in table.store.studies())
     notes = (ttt_note, pairwise.split_note(resampled)) if ttt_note else ()
     return summarize_runs(runs, failed, reference, p_adjust, notes)
 

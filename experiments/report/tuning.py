@@ -1,9 +1,9 @@
 """What a tuned study's results folder shows: every trial, the final-run table, robustness, EVP.
 
-- ``trials(store)``: one row per tuning run (learner, task, trial, config, option values, the
+- ``trials(table)``: one row per tuning trial of a run table (``RunTable.trial_runs``) (learner, task, trial, config, option values, the
   validation score it was selected by, test accuracy for the record, rank within its learner x
   task, whether it was chosen).
-- ``tuned_summary(store)``: the summary table of the final runs only (one row per learner x task:
+- ``tuned_summary(table)``: the summary table of the final runs only (``RunTable.verdict``) (one row per learner x task:
   chosen configuration, mean ± CI over the final seeds, p against the reference's final runs), with
   the number of trials, the sampler and the tuning robustness added.
 - ``robustness``: fraction of a learner's trials within ``ROBUST_WITHIN`` (one point of accuracy)
@@ -20,9 +20,10 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from bpbench.experiments.report.table import References, runs_of, summarize_runs
-from bpbench.experiments.store.describe import varied_label
+from bpbench.experiments.report.scoring import with_time_to_target
+from bpbench.experiments.report.table import References, main_reference, summarize_runs
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 from bpbench.experiments.store.selection import test_at_best_val, val_score
 
 ROBUST_WITHIN = 0.01  # one point of accuracy
@@ -39,20 +40,6 @@ TRIAL_COLUMNS = [
     "rank",
     "chosen",
 ]
-
-
-def tags(store: RunStore) -> dict[str, dict[str, Any]]:
-    """Run id -> its ``spec["tuning"]`` tag, for the runs of a tuned study (empty for a plain folder)."""
-    return {m["run_id"]: m["spec"]["tuning"] for m in store.iter_metas() if m["spec"].get("tuning")}
-
-
-def select_mode(store: RunStore) -> str:
-    """The ``tuning.select`` of the folder's tuned study (default val_accuracy)."""
-    for study in store.studies():
-        block = study.get("study", {}).get("tuning")
-        if isinstance(block, dict):
-            return str(block.get("select", "val_accuracy"))
-    return "val_accuracy"
 
 
 def expected_max(scores: list[float] | np.ndarray, n: int) -> tuple[float, float]:
@@ -75,43 +62,45 @@ def evp_curve(scores: list[float]) -> pd.DataFrame:
     return out
 
 
-def trials(store: RunStore) -> pd.DataFrame:
-    """One row per tuning run of the folder (empty frame with ``TRIAL_COLUMNS`` when there is none)."""
-    select, rows = select_mode(store), []
-    finals: dict[tuple[str, str], int] = {}
-    for meta in store.iter_metas():
-        spec, tag = meta["spec"], meta["spec"].get("tuning") or {}
-        if tag.get("phase") == "final" and tag.get("trial") is not None:
-            finals[(spec["label"], spec["task_label"])] = tag["trial"]
-        if tag.get("phase") != "tuning":
-            continue
-        options = {
-            key.split(".", 1)[1] if key.startswith("params.") else key: (
-                spec["params"] if key.startswith("params.") else spec["model"]
-            )[key.split(".", 1)[1]]
-            for key in spec.get("varied", [])
-        }
-        ok = meta["status"] == "ok"
-        score = val_score(store, meta["run_id"], select) if ok else None
-        rows.append(
-            {
-                "learner": spec["label"],
-                "task": spec["task_label"],
-                "trial": tag["trial"],
-                "run_id": meta["run_id"],
-                "status": meta["status"],
-                "config": varied_label(spec),
-                "options": options,
-                "val_score": math.nan if score is None else score,
-                "test_acc": meta.get("summary", {}).get("test_accuracy", math.nan) if ok else math.nan,
-            }
-        )
+def select_mode(store: RunStore) -> str:
+    """The ``tuning.select`` of the folder's tuned study (default val_accuracy)."""
+    for study in store.studies():
+        block = study.get("study", {}).get("tuning")
+        if isinstance(block, dict):
+            return str(block.get("select", "val_accuracy"))
+    return "val_accuracy"
+
+
+def trials(table: RunTable) -> pd.DataFrame:
+    """One row per tuning trial of the run table (empty frame with ``TRIAL_COLUMNS`` when there is none)."""
+    mine = table.trial_runs()
+    select = select_mode(table.store)
+    chosen = {(r.learner, r.task): table.details[r.run_id]["trial"] for r in table.select(("final",)).runs.itertuples()}
+    rows = [_trial_row(table, r, select) for r in mine.runs.itertuples()]
+    rows += [_trial_row(table, r, select) for r in mine.failed.itertuples()]
     if not rows:
         return pd.DataFrame(columns=TRIAL_COLUMNS)
     out = pd.DataFrame(rows).sort_values(["task", "learner", "trial"], ignore_index=True)
     out["rank"] = out.groupby(["learner", "task"])["val_score"].rank(ascending=False, method="min")
-    out["chosen"] = [finals.get(cast(tuple[str, str], (r.learner, r.task))) == r.trial for r in out.itertuples()]
+    out["chosen"] = [chosen.get(cast(tuple[str, str], (r.learner, r.task))) == r.trial for r in out.itertuples()]
     return out[TRIAL_COLUMNS]
+
+
+def _trial_row(table: RunTable, run: Any, select: str) -> dict[str, Any]:
+    """A trial's row: a completed run of ``table.runs`` (its test accuracy reported only) or a failed one."""
+    ok = hasattr(run, "test_acc")
+    score = val_score(table.store, run.run_id, select) if ok else None
+    return {
+        "learner": run.learner,
+        "task": run.task,
+        "trial": table.details[run.run_id]["trial"],
+        "run_id": run.run_id,
+        "status": "ok" if ok else "failed",
+        "config": run.config,
+        "options": table.details[run.run_id]["options"],
+        "val_score": math.nan if score is None else score,
+        "test_acc": run.test_acc if ok else math.nan,
+    }
 
 
 def robustness(table: pd.DataFrame) -> pd.Series:
@@ -126,31 +115,27 @@ def robustness(table: pd.DataFrame) -> pd.Series:
     return table.groupby(["learner", "task"])[["val_score"]].apply(fraction)
 
 
-def tuned_summary(store: RunStore, reference: References, p_adjust: str = "holm") -> pd.DataFrame:
-    """The summary of the final runs, with trials, sampler and robustness per learner x task."""
-    tag_of = tags(store)
-    runs, failed = runs_of(store)
+def tuned_summary(table: RunTable, reference: References, p_adjust: str = "holm") -> pd.DataFrame:
+    """The summary of the final runs (``RunTable.verdict``) with their time to target, and trials,
+    sampler and robustness per learner x task (from the trials, ``trials``)."""
+    verdict = table.verdict()
+    runs = verdict.runs
     if runs.empty:
         return pd.DataFrame()
-    runs = runs[runs["run_id"].map(lambda r: tag_of.get(r, {}).get("phase") == "final")].reset_index(drop=True)
-    if select_mode(store) == "best_val_accuracy":  # a final run reports the epoch it would be stopped at
-        runs["test_acc"] = [test_at_best_val(store, r) for r in runs["run_id"]]
-    if not failed.empty:  # failed tuning trials are counted in the trial table, not here
-        failed = failed.iloc[0:0]
-    summary = summarize_runs(runs, failed, reference, p_adjust, tuned=True)
+    if select_mode(table.store) == "best_val_accuracy":  # a final run reports the epoch it would be stopped at
+        runs = runs.assign(test_acc=[test_at_best_val(table.store, r) for r in runs["run_id"]])
+    runs, ttt_note = with_time_to_target(verdict, runs, main_reference(reference))
+    # failed tuning trials are counted in the trial table, not here
+    summary = summarize_runs(runs, verdict.failed, reference, p_adjust, (ttt_note,) if ttt_note else (), tuned=True)
     if summary.empty:
         return summary
-    table = trials(store)
-    counts = table.groupby(["learner", "task"]).size() if not table.empty else pd.Series(dtype=int)
-    robust = robustness(table)
-    samplers = {
-        (m["spec"]["label"], m["spec"]["task_label"]): m["spec"]["tuning"]["sampler"]
-        for m in store.iter_metas()
-        if (m["spec"].get("tuning") or {}).get("phase") == "final"
-    }
+    tried = trials(table)
+    counts = tried.groupby(["learner", "task"]).size() if not tried.empty else pd.Series(dtype=int)
+    robust = robustness(tried)
+    samplers = {(r.learner, r.task): table.details[r.run_id]["sampler"] for r in verdict.runs.itertuples()}
     keys = list(zip(summary["learner"], summary["task"]))
     summary["trials"] = [int(counts.get(k, 0)) for k in keys]
-    summary["sampler"] = [samplers.get(k, "?") for k in keys]
+    summary["sampler"] = [samplers.get(k) or "?" for k in keys]
     summary["robustness"] = [float(robust.get(k, math.nan)) for k in keys]
     notes = summary.attrs["notes"]
     summary.attrs["notes"] = [f"{notes[0]} {NOTE_TUNED}", *notes[1:]]  # notes[1:] are budget notes (marked)

@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from bpbench.experiments.plan.spec import RunSpec
-from bpbench.experiments.store import records as run_measures
+from bpbench.experiments.store import records
 from bpbench.experiments.store.safe_paths import valid_run_id
 
 STATUSES = ("ok", "failed")
@@ -83,13 +83,21 @@ def spec_problem(spec: Any) -> str | None:
 
 def _measures_problem(meta: dict[str, Any]) -> str | None:
     stored = meta.get("measures")
-    if stored is None or not isinstance(stored, dict) or stored.get("version") != run_measures.VERSION:
-        return None  # absent or of another version: recomputed from the rows, never used
+    if stored is None:
+        return None  # a folder written before records existed: computed from the run's rows
+    if not isinstance(stored, dict) or stored.get("version") not in records.READ_VERSIONS:
+        version = stored.get("version") if isinstance(stored, dict) else stored
+        return (
+            f"measures version {str(version)[:20]!r}: this bpbench reads versions "
+            f"{', '.join(map(str, records.READ_VERSIONS))}"
+        )
     values = stored.get("values")
     if not isinstance(values, dict):
         return "measures.values is not a table"
-    for name in run_measures.columns():  # a record is keyed by the catalog's public column names
+    for name in records.columns():  # a record is keyed by the catalog's public column names
         value = values.get(name, "missing")
+        if value == "missing":
+            return f"measures.values has no {name}"
         if value is not None and not isinstance(value, (int, float)):
             return f"measures.values.{name} = {str(value)[:20]!r} is not a number"
     return None
