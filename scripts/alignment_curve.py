@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from bpbench.experiments.report.table import 
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.run_table import RunTable
 

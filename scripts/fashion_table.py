@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bpbench.experiments.report.table import per_run
+from bpbench.experiments.report.summary import per_run
 from bpbench.experiments.store.describe import public_names
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.run_table import RunTable

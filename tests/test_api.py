@@ -160,7 +160,7 @@ def test_import_and_help_load_no_torch_or_pandas() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.strip() == "[]"
     from bpbench.experiments.front.cli import TABLE_FORMATS
-    from bpbench.experiments.report.table import FORMATS
+    from bpbench.experiments.report.render import FORMATS
 
     assert TABLE_FORMATS == FORMATS  # the CLI's copy (kept there so --help imports no pandas)
 

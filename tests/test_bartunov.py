@@ -10,7 +10,7 @@ from bpbench.experiments.front.cli import main
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.plan.study import load_study
-from bpbench.experiments.report.table import per_run
+from bpbench.experiments.report.summary import per_run
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.run_table import RunTable
 from test_idx import fixture_set

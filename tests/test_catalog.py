@@ -13,8 +13,9 @@ import torch
 from bpbench.experiments.plan import catalog
 from bpbench.experiments.plan.catalog import Measure
 from bpbench.experiments.report import learner_styles
+from bpbench.experiments.report.render import display_frame, render
 from bpbench.experiments.report.stats import NO_SPREAD, welch_p
-from bpbench.experiments.report.table import display_frame, render, summarize_runs
+from bpbench.experiments.report.summary import summarize_runs
 from bpbench.experiments.run.probes import gradient_alignment, gradient_projection, norm_ratio
 from bpbench.experiments.store import records
 from bpbench.learners.base import NotMeasurable

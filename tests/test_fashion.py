@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from bpbench.experiments.front.cli import main
-from bpbench.experiments.report.table import per_run
+from bpbench.experiments.report.summary import per_run
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.run_table import RunTable
 from bpbench.tasks.idx import FashionMnist, IdxParams

@@ -57,9 +57,13 @@ def test_every_learner_trains_and_measures_on_cuda(tmp_path: Path) -> None:
         assert gpu["status"] == "ok", gpu["error"]
         assert gpu["hardware"]["device"].startswith("cuda") and gpu["hardware"]["gpu"]
         assert gpu["measures"]["values"]["peak_memory_bytes"] > 0  # from the CUDA allocator
-        assert gpu["measures"]["values"]["train_flops"] == cpu["measures"]["values"]["train_flops"], name  # FLOPs do not depend on the device
+        assert gpu["measures"]["values"]["train_flops"] == cpu["measures"]["values"]["train_flops"], (
+            name
+        )  # FLOPs do not depend on the device
         if name in GRADIENT:
-            assert abs(gpu["measures"]["values"]["test_accuracy"] - cpu["measures"]["values"]["test_accuracy"]) <= 0.02, name
+            assert (
+                abs(gpu["measures"]["values"]["test_accuracy"] - cpu["measures"]["values"]["test_accuracy"]) <= 0.02
+            ), name
 
 
 @pytest.mark.gpu

@@ -15,7 +15,7 @@ from scipy import stats
 
 from apt_tools import require
 from bpbench.experiments.front.cli import main
-from bpbench.experiments.report.table import per_run
+from bpbench.experiments.report.summary import per_run
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.run_table import RunTable
 from helpers import run_tiny_study

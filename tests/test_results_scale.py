@@ -15,8 +15,9 @@ import pytest
 
 import bpbench
 from bpbench.experiments.report.figures import FIGURE_METRICS
+from bpbench.experiments.report.render import render
 from bpbench.experiments.report.scoring import curves_from_tidy, first_reached, targets_for
-from bpbench.experiments.report.table import per_run, reference_of, render, summarize, summarize_runs
+from bpbench.experiments.report.summary import per_run, reference_of, summarize, summarize_runs
 from bpbench.experiments.store import records as run_measures
 from bpbench.experiments.store.claims import Claims
 from bpbench.experiments.store.compact import compact
@@ -201,7 +202,7 @@ def test_corrupt_or_half_written_run_files_are_named_and_skipped(folder: Path, t
     meta = root / "runs" / victim / "meta.json"
     meta.write_text(meta.read_text()[:200])  # half-written (copied while being written, say)
     with pytest.warns(ResultsWarning, match=f"skipped run {victim}: unreadable .*meta.json"):
-        summary = summarize(RunTable.read(RunStore(root))).set_index("learner")
+        summary = summarize(RunTable.read(RunStore(root))).rows.set_index("learner")
     rest = runs[(runs["learner"] == "fa") & (runs["run_id"] != victim)]["test_acc"]
     assert summary.loc["fa", "seeds"] == 2 and summary.loc["fa", "test_acc_mean"] == pytest.approx(rest.mean())
     proc = bpbench_cli("table", str(root))
@@ -211,7 +212,7 @@ def test_corrupt_or_half_written_run_files_are_named_and_skipped(folder: Path, t
     strip_measures(old)
     (old / "runs" / victim / "metrics.parquet").write_bytes(b"PAR1 not really")
     with pytest.warns(ResultsWarning, match=f"skipped run {victim}"):
-        summary = summarize(RunTable.read(RunStore(old))).set_index("learner")
+        summary = summarize(RunTable.read(RunStore(old))).rows.set_index("learner")
     assert summary.loc["fa", "seeds"] == 2 and summary.loc["fa", "test_acc_mean"] == pytest.approx(rest.mean())
     # a corrupt part file of the dataset is named, and its runs are left out (never a crash)
     packed = copy(folder, tmp_path / "packed")

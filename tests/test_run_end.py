@@ -20,7 +20,8 @@ from bpbench.experiments.front.cli import main
 from bpbench.experiments.front.conformance import ConformanceError, check_learner
 from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.plan.study import expand
-from bpbench.experiments.report.table import CONTENTION_MARK, render, summarize
+from bpbench.experiments.report.render import render
+from bpbench.experiments.report.summary import CONTENTION_MARK, summarize
 from bpbench.experiments.run.runner import LoadedTasks
 from bpbench.experiments.schedule.execute import execute_unstored
 from bpbench.experiments.schedule.process_pool import ProcessExecutor, _start_worker

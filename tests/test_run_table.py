@@ -15,7 +15,8 @@ import pytest
 
 import bpbench
 from bpbench.experiments.front.cli import main
-from bpbench.experiments.report import figure_data, ranking, score_table, table, tuning
+from bpbench.experiments.report import figure_data, ranking, score_table, tuning
+from bpbench.experiments.report import summary as summary_module
 from bpbench.experiments.store import records
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.run_table import RunTable
@@ -61,7 +62,7 @@ def test_every_verdict_view_of_a_tuned_folder_reads_exactly_its_final_runs(
     ids = _ids_by_phase(tuned.out)
     assert len(ids["tuning"]) == 6 and len(ids["final"]) == 4
     seen: dict[str, list[set[str]]] = {}
-    _spy(monkeypatch, seen, table, "summarize_runs")  # the summary table (tuned_summary calls it)
+    _spy(monkeypatch, seen, summary_module, "summarize_runs")  # the summary table
     _spy(monkeypatch, seen, tuning, "summarize_runs")
     _spy(monkeypatch, seen, score_table, "score_runs")  # scores and ranks
     for name in ("accuracy_matrix", "iqm_scores", "times", "best_configs"):  # ranks, CD, profile, IQM, curves
@@ -79,7 +80,13 @@ def test_every_verdict_view_of_a_tuned_folder_reads_exactly_its_final_runs(
     written, skipped = tuned.plot(tmp_path / "figures")
     tuned.report(tmp_path / "report.html")
     drawn = {p.stem for p in written}
-    for name in ("learning_curves", "accuracy_vs_compute", "performance_profile", "critical_difference"):
+    for name in (
+        "curves_epochs",
+        "accuracy_vs_flops",
+        "val_vs_flops_target",
+        "performance_profile",
+        "critical_difference",
+    ):
         assert name in drawn or name in skipped, (name, sorted(drawn), skipped)
     assert {"summarize_runs", "score_runs", "accuracy_matrix", "iqm_scores", "times", "best_configs"} <= set(seen)
     for name, calls in seen.items():
@@ -93,18 +100,18 @@ def test_every_verdict_view_of_a_tuned_folder_reads_exactly_its_final_runs(
     verdict = tuned.run_table().verdict()
     assert set(verdict.runs["run_id"]) == ids["final"] and set(verdict.curves()["run_id"]) == ids["final"]
     # time to target shows in the tuned summary (backprop sets the targets: it reaches them)
-    summary = tuning.tuned_summary(tuned.run_table(), "backprop").set_index("learner")
-    assert summary.loc["backprop", "ttt_n"] == 2 and summary.loc["backprop", "reached"] >= 1
-    assert not math.isnan(summary.loc["backprop", "ttt_epochs_median"])
+    rows = tuning.tuned_summary(tuned.run_table(), "backprop").rows.set_index("learner")
+    assert rows.loc["backprop", "ttt_n"] == 2 and rows.loc["backprop", "reached"] >= 1
+    assert not math.isnan(rows.loc["backprop", "ttt_epochs_median"])
     assert "Time to target" in text and "epochs to target" in text
 
 
 def test_summary_names_each_run_by_phase_and_public_names(tuned: bpbench.Results) -> None:
-    summary = tuned.summary
-    assert summary["phase"].value_counts().to_dict() == {"trial": 6, "final": 4}
-    assert {"test_accuracy", "train_flops", "ttt_flops", "label", "task_label"} <= set(summary.columns)
-    assert not {"test_acc", "flops", "config", "learner_name"} & set(summary.columns)
-    assert summary.columns.is_unique
+    frame = tuned.summary
+    assert frame["phase"].value_counts().to_dict() == {"trial": 6, "final": 4}
+    assert {"test_accuracy", "train_flops", "ttt_flops", "label", "task_label"} <= set(frame.columns)
+    assert not {"test_acc", "flops", "config", "learner_name"} & set(frame.columns)
+    assert frame.columns.is_unique
 
 
 def test_columns_accept_every_column_the_tuned_table_shows(tuned: bpbench.Results, capsys: Any) -> None:
@@ -128,13 +135,13 @@ def test_a_folder_of_the_previous_layout_loads(tmp_path: Path) -> None:
     assert {m["measures"]["version"] for m in metas.values()} == {2}
     assert all("test_accuracy" in m["summary"] for m in metas.values())
     results = bpbench.load(folder)
-    summary = results.summary.set_index("run_id")
-    assert len(summary) == 6 and summary.columns.is_unique and (summary["phase"] == "run").all()
+    shown = results.summary.set_index("run_id")
+    assert len(shown) == 6 and shown.columns.is_unique and (shown["phase"] == "run").all()
     for run_id, meta in metas.items():
         stored = meta["measures"]["values"]
-        assert summary.loc[run_id, "test_accuracy"] == stored["test_accuracy"]
-        assert summary.loc[run_id, "train_flops"] == stored["train_flops"]
-        assert summary.loc[run_id, "epochs_completed"] == meta["summary"]["epochs_completed"]
+        assert shown.loc[run_id, "test_accuracy"] == stored["test_accuracy"]
+        assert shown.loc[run_id, "train_flops"] == stored["train_flops"]
+        assert shown.loc[run_id, "epochs_completed"] == meta["summary"]["epochs_completed"]
     # the record's values are the ones the run's metric rows reduce to
     runs = RunTable.read(RunStore(folder)).runs.set_index("run_id")
     recomputed = records.measures(RunStore(folder).metrics())

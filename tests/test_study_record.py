@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bpbench.experiments.front.cli import main
-from bpbench.experiments.report.table import summarize
+from bpbench.experiments.report.summary import summarize
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.run_table import RunTable
 from folder_tools import fake_run, spec

@@ -21,8 +21,9 @@ from bpbench.experiments.plan.config import ConfigError, build
 from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.plan.spec import Budget
 from bpbench.experiments.plan.study import expand, load_study, study_references
+from bpbench.experiments.report.render import render
 from bpbench.experiments.report.stats import stars, t_interval, welch_p
-from bpbench.experiments.report.table import MEASURES, per_run, reference_of, render, summarize, summarize_runs
+from bpbench.experiments.report.summary import measures_shown, per_run, reference_of, summarize, summarize_runs
 from bpbench.experiments.run.runner import run
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.run_table import RunTable
@@ -122,7 +123,7 @@ def test_reference_is_one_label_never_pooled_with_another_label_of_the_same_lear
     runs = pd.concat(
         [_runs("backprop", "backprop", BP), _runs("backprop_long", "backprop", LONG), _runs("dfa", "dfa", DFA)]
     )
-    p = summarize_runs(runs).set_index("learner")["p_raw"]
+    p = summarize_runs(runs).rows.set_index("learner")["p_raw"]
     assert p["backprop_long"] == pytest.approx(_welch(LONG, BP), rel=1e-9)  # 0.0018, not the pooled 0.090
     assert p["backprop_long"] == pytest.approx(0.0018, abs=5e-5)
     assert p["dfa"] == pytest.approx(_welch(DFA, BP), rel=1e-9) and math.isnan(p["backprop"])
@@ -144,13 +145,13 @@ def test_reference_configuration_is_the_one_whose_grid_values_the_row_shares() -
             _runs("dfa", "dfa", DFA, config="hidden=64"),
         ]
     )
-    summary = summarize_runs(runs).set_index(["learner", "config"])
+    summary = summarize_runs(runs).rows.set_index(["learner", "config"])
     for config in ref:
         assert summary.loc[("fa", config), "p_raw"] == pytest.approx(_welch(fa[config], ref[config]))
         assert summary.loc[("fa", config), "reference"] == f"backprop ({config})"
     assert math.isnan(summary.loc[("dfa", "hidden=64"), "p_raw"])  # no backprop config matches
     one = pd.concat([_runs("backprop", "backprop", BP), _runs("fa", "fa", fa["lr=0.1"], config="lr=0.1")])
-    assert summarize_runs(one).set_index("learner").loc["fa", "p_raw"] == pytest.approx(
+    assert summarize_runs(one).rows.set_index("learner").loc["fa", "p_raw"] == pytest.approx(
         _welch(fa["lr=0.1"], BP)
     )  # a reference that varies nothing matches every row
 
@@ -174,7 +175,7 @@ def test_rows_compare_by_their_own_option_values_and_per_learner_references() ->
     )
     summary = summarize_runs(
         runs, reference={"pc": "backprop", "dtp": "backprop_tanh", "backprop_tanh": "backprop"}
-    ).set_index("learner")
+    ).rows.set_index("learner")
     assert summary.loc["pc", "p_raw"] == pytest.approx(_welch(pc, arch["arch=mlp"]))
     assert summary.loc["pc", "reference"] == "backprop (arch=mlp)"
     assert summary.loc["dtp", "p_raw"] == pytest.approx(_welch(dtp, tanh))
@@ -203,7 +204,7 @@ def test_a_configuration_whose_runs_all_failed_still_gets_a_row() -> None:
     summary = summarize_runs(_runs("backprop", "backprop", [0.95, 0.96]), failed)
     line = next(line for line in render(summary, "text").splitlines() if line.startswith("dfa"))
     # n/a: every measure, p, diff, 4 times to target and reached
-    assert line.split()[4] == "failed" and "0 (2 failed)" in line and line.count("n/a") == len(MEASURES) + 7
+    assert line.split()[4] == "failed" and "0 (2 failed)" in line and line.count("n/a") == len(measures_shown()) + 7
 
 
 def test_runs_stopped_by_different_limits_are_flagged() -> None:
@@ -277,7 +278,7 @@ def test_table_reference_option_and_study_reference_key(
 ) -> None:
     runs = per_run(RunTable.read(RunStore(unequal_study)).tidy())
     acc = {label: runs.loc[runs["learner"] == label, "test_acc"].tolist() for label in ("backprop", "backprop_long")}
-    summary = summarize(RunTable.read(RunStore(unequal_study)), "backprop_long").set_index("learner")
+    summary = summarize(RunTable.read(RunStore(unequal_study)), "backprop_long").rows.set_index("learner")
     assert summary.loc["backprop", "p_vs_reference"] == pytest.approx(_welch(acc["backprop"], acc["backprop_long"]))
     capsys.readouterr()
     assert main(["table", str(unequal_study), "--reference", "backprop_lng"]) == 2

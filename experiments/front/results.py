@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from bpbench.experiments.plan.config import ConfigError
+from bpbench.experiments.report.render import check_columns, render
 from bpbench.experiments.report.score_table import run_times
-from bpbench.experiments.report.table import check_columns, reference_of, render, summarize
+from bpbench.experiments.report.summary import reference_of, summarize
 from bpbench.experiments.store.describe import public
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.run_table import RunTable
@@ -152,18 +153,16 @@ class Results:
         per learner x task for its final runs; ``tuning``: every trial instead."""
         runs = self.run_table()
         self._check_reference(runs, reference)
+        if columns:
+            check_columns(columns, runs.tuned)
         from bpbench.experiments.report.tuning import render_trials, trials, tuned_summary
 
         if tuning:
             return render_trials(trials(runs), format)
         if runs.tuned:
             chosen = reference or self.reference or reference_of(self.store)
-            summary = tuned_summary(runs, chosen, p)
-        else:
-            summary = summarize(runs, reference or self.reference, p)
-        if columns:
-            check_columns(columns)
-        return render(summary, format, columns)
+            return render(tuned_summary(runs, chosen, p), format, columns)
+        return render(summarize(runs, reference or self.reference, p), format, columns)
 
     def score(self, format: str = "text", reference: str | None = None, measure: str = "flops") -> str:
         """The across-task score table of ``bpbench table OUT --score [--measure M]`` (a tuned study:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from bpbench.experiments.plan.study import REFERENCE_LABEL
 from bpbench.experiments.report.scoring import curves_from_tidy, study_targets
-from bpbench.experiments.report.table import main_reference, per_run, reference_of
+from bpbench.experiments.report.summary import main_reference, per_run, reference_of
 from bpbench.experiments.store.curves import CURVE_COLUMNS
 from bpbench.experiments.store.run_table import RunTable
 

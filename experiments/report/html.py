@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from bpbench.experiments.report.figures import NoData, figure_data, standard_figures
+from bpbench.experiments.report.render import render
 from bpbench.experiments.report.score_table import render_score, score
-from bpbench.experiments.report.table import reference_of, render, summarize
+from bpbench.experiments.report.summary import reference_of, summarize
 from bpbench.experiments.report.tuning import render_trials, trials, tuned_summary
 from bpbench.experiments.report.tuning_figures import tuning_figures
 from bpbench.experiments.store.run_store import RunStore, atomic_write

@@ -10,14 +10,16 @@ interval. The notes give the Friedman tests, the targets and every definition.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from bpbench.experiments.plan.catalog import time_to_target
 from bpbench.experiments.report import ranking
+from bpbench.experiments.report.render import FORMATS, format_table
 from bpbench.experiments.report.scoring import TTT_COLUMNS, with_time_to_target
-from bpbench.experiments.report.table import FORMATS, References, format_table, main_reference, reference_of
+from bpbench.experiments.report.summary import References, main_reference, reference_of
 from bpbench.experiments.store.run_table import RunTable
 
 NOTE_SCORE = (
@@ -48,12 +50,26 @@ def _friedman_note(name: str, matrix: pd.DataFrame) -> str:
     )
 
 
+@dataclass(frozen=True)
+class ScoreTable:
+    """The score table: ``rows`` (one per learner label: tasks, profile_area, reached, targets, rank_acc,
+    rank_time, iqm, iqm_low, iqm_high), its ``notes`` and the time-to-target ``measure`` it ranks by."""
+
+    rows: pd.DataFrame
+    notes: tuple[str, ...] = ()
+    measure: str = "flops"
+
+    @property
+    def empty(self) -> bool:
+        return self.rows.empty
+
+
 def score_runs(
     runs: pd.DataFrame, reference: str, measure: str = "flops", target_note: str = "", cap: float = ranking.PROFILE_CAP
-) -> pd.DataFrame:
+) -> ScoreTable:
     """The score table of ``runs`` (rows of ``RunTable.runs`` with time-to-target columns)."""
     if runs.empty:
-        return pd.DataFrame()
+        return ScoreTable(pd.DataFrame(), measure=measure)
     elapsed = ranking.times(runs, measure)
     accuracy = ranking.accuracy_matrix(runs)
     ranked_acc = ranking.complete(accuracy)
@@ -86,12 +102,10 @@ def score_runs(
     ]
     notes += [why] if why else []
     notes += [target_note] if target_note else []
-    out.attrs["notes"] = notes
-    out.attrs["measure"] = measure
-    return out
+    return ScoreTable(out, tuple(notes), measure)
 
 
-def score(table: RunTable, reference: References | None = None, measure: str = "flops") -> pd.DataFrame:
+def score(table: RunTable, reference: References | None = None, measure: str = "flops") -> ScoreTable:
     """``score_runs`` of the verdict runs of ``table`` (a tuned study: its final runs only)."""
     time_to_target(measure)  # a ValueError naming the allowed measures, before any work
     verdict = table.verdict()
@@ -116,9 +130,9 @@ def _num(value: float, fmt: str) -> str:
     return "n/a" if math.isnan(value) else f"{value:{fmt}}"
 
 
-def display_score(frame: pd.DataFrame) -> pd.DataFrame:
+def display_score(scores: ScoreTable) -> pd.DataFrame:
     """The score table as strings."""
-    measure = frame.attrs.get("measure", "flops")
+    frame, measure = scores.rows, scores.measure
     return pd.DataFrame(
         {
             "learner": frame["learner"],
@@ -135,12 +149,13 @@ def display_score(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def render_score(frame: pd.DataFrame, fmt: str) -> str:
-    """The score table as text | markdown | latex | html | csv (csv: the numbers)."""
+def render_score(scores: ScoreTable, fmt: str) -> str:
+    """The score table as text | markdown | latex | html | csv (csv: the numbers), by the summary's
+    renderer (``render.format_table``)."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: allowed: {', '.join(FORMATS)}")
-    if frame.empty:
+    if scores.empty:
         return "no completed runs"
     if fmt == "csv":
-        return frame.to_csv(index=False)
-    return format_table(display_score(frame), list(frame.attrs.get("notes", [])), fmt, "scores")
+        return scores.rows.to_csv(index=False)
+    return format_table(display_score(scores), list(scores.notes), fmt, "scores")

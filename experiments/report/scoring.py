@@ -2,7 +2,8 @@
 
 ``curves`` frames hold one row per run and evaluation: run_id, task, epoch, val_acc, test_acc, and
 the training cost spent by then (flops, seconds, samples). ``first_reached(curves, targets)`` gives
-per run each time-to-target measure (``plan/catalog.py``: ``TIME_TO_TARGET``): the epoch, FLOPs, seconds and samples of the first evaluation whose validation accuracy
+per run each time-to-target measure (``plan/catalog.py``: ``TIME_TO_TARGET``): the epoch,
+FLOPs, seconds and samples of the first evaluation whose validation accuracy
 is at least its task's target (NaN and reached = False when none is). Resolution: the
 evaluation schedule (``schedule.eval_every``); a run that crossed the target between two
 evaluations is counted at the later one. A run that reached the target and later fell below

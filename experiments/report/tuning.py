@@ -1,10 +1,10 @@
 """What a tuned study's results folder shows: every trial, the final-run table, robustness, EVP.
 
-- ``trials(table)``: one row per tuning trial of a run table (``RunTable.trial_runs``) (learner, task, trial, config, option values, the
-  validation score it was selected by, test accuracy for the record, rank within its learner x
-  task, whether it was chosen).
-- ``tuned_summary(table)``: the summary table of the final runs only (``RunTable.verdict``) (one row per learner x task:
-  chosen configuration, mean ± CI over the final seeds, p against the reference's final runs), with
+- ``trials(table)``: one row per tuning trial of a run table (``RunTable.trial_runs``): learner,
+  task, trial, config, option values, the validation score it was selected by, test accuracy for
+  the record, rank within its learner x task, whether it was chosen.
+- ``tuned_summary(table)``: the summary of the final runs only (``RunTable.verdict``; one row per
+  learner x task: chosen configuration, mean ± CI over the final seeds, p against the reference's final runs), with
   the number of trials, the sampler and the tuning robustness added.
 - ``robustness``: fraction of a learner's trials within ``ROBUST_WITHIN`` (one point of accuracy)
   of its best validation score.
@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from bpbench.experiments.report.scoring import with_time_to_target
-from bpbench.experiments.report.table import References, main_reference, summarize_runs
+from bpbench.experiments.report.summary import ALWAYS, TTT_KEY, References, Summary, main_reference, summarize_runs
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.run_table import RunTable
 from bpbench.experiments.store.selection import test_at_best_val, val_score
@@ -115,38 +116,44 @@ def robustness(table: pd.DataFrame) -> pd.Series:
     return table.groupby(["learner", "task"])[["val_score"]].apply(fraction)
 
 
-def tuned_summary(table: RunTable, reference: References, p_adjust: str = "holm") -> pd.DataFrame:
+def tuned_summary(table: RunTable, reference: References, p_adjust: str = "holm") -> Summary:
     """The summary of the final runs (``RunTable.verdict``) with their time to target, and trials,
     sampler and robustness per learner x task (from the trials, ``trials``)."""
     verdict = table.verdict()
     runs = verdict.runs
     if runs.empty:
-        return pd.DataFrame()
+        return Summary(pd.DataFrame(), p_adjust=p_adjust, tuned=True)
     if select_mode(table.store) == "best_val_accuracy":  # a final run reports the epoch it would be stopped at
         runs = runs.assign(test_acc=[test_at_best_val(table.store, r) for r in runs["run_id"]])
     runs, ttt_note = with_time_to_target(verdict, runs, main_reference(reference))
     # failed tuning trials are counted in the trial table, not here
-    summary = summarize_runs(runs, verdict.failed, reference, p_adjust, (ttt_note,) if ttt_note else (), tuned=True)
+    notes = ((TTT_KEY, ttt_note),) if ttt_note else ()
+    summary = summarize_runs(runs, verdict.failed, reference, p_adjust, notes, tuned=True)
     if summary.empty:
         return summary
     tried = trials(table)
     counts = tried.groupby(["learner", "task"]).size() if not tried.empty else pd.Series(dtype=int)
     robust = robustness(tried)
     samplers = {(r.learner, r.task): table.details[r.run_id]["sampler"] for r in verdict.runs.itertuples()}
-    keys = list(zip(summary["learner"], summary["task"]))
-    summary["trials"] = [int(counts.get(k, 0)) for k in keys]
-    summary["sampler"] = [samplers.get(k) or "?" for k in keys]
-    summary["robustness"] = [float(robust.get(k, math.nan)) for k in keys]
-    notes = summary.attrs["notes"]
-    summary.attrs["notes"] = [f"{notes[0]} {NOTE_TUNED}", *notes[1:]]  # notes[1:] are budget notes (marked)
-    return summary
+    rows = summary.rows.copy()
+    keys = list(zip(rows["learner"], rows["task"]))
+    rows["trials"] = [int(counts.get(k, 0)) for k in keys]
+    rows["sampler"] = [samplers.get(k) or "?" for k in keys]
+    rows["robustness"] = [float(robust.get(k, math.nan)) for k in keys]
+    return replace(summary, rows=rows).with_notes(*NOTES_TUNED)
 
 
-NOTE_TUNED = (
-    "Tuned: each row is the configuration with the best validation accuracy among its learner's trials "
-    "(the test split plays no part), retrained on fresh seeds; trials: configurations tried per learner "
-    "x task (sampler none: no search space, its one configuration); robust: fraction of trials within one "
-    "point of the best validation accuracy."
+NOTES_TUNED = (  # (column key, sentence) of the summary's first note
+    (
+        ALWAYS,
+        "Tuned: each row is the configuration with the best validation accuracy among its learner's trials "
+        "(the test split plays no part), retrained on fresh seeds.",
+    ),
+    (
+        "trials",
+        "Trials: configurations tried per learner x task (sampler none: no search space, its one configuration).",
+    ),
+    ("robust", "Robust: fraction of trials within one point of the best validation accuracy."),
 )
 
 
@@ -165,7 +172,7 @@ def render_trials(table: pd.DataFrame, fmt: str) -> str:
     if fmt == "html":
         return shown.to_html(index=False, classes="results", border=0)
     if fmt == "latex":
-        from bpbench.experiments.report.table import to_latex
+        from bpbench.experiments.report.render import to_latex
 
         return to_latex(shown.astype(str), [])
     return shown.to_markdown(index=False, tablefmt="simple")
