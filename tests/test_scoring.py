@@ -175,7 +175,7 @@ def test_accuracy_intervals_never_leave_zero_one() -> None:
     assert 0.99 <= low <= mean <= high <= 1.0 and low < high
     runs = pd.concat([_runs("backprop", [1.0, 1.0, 1.0]), _runs("fa", near), _runs("dfa", [0.0, 0.0, 0.02])])
     summary = summarize_runs(runs)
-    assert (summary["test_acc_high"] <= 1.0).all() and (summary["test_acc_low"] >= 0.0).all()
+    assert (summary.rows["test_acc_high"] <= 1.0).all() and (summary.rows["test_acc_low"] >= 0.0).all()
     assert "1.000 [1.000, 1.000]" in render(summary, "text")
 
 
@@ -284,7 +284,7 @@ def test_table_and_score_of_a_results_folder(folder: Path, capsys: pytest.Captur
     assert summary.loc["backprop", "reached"] == 2 and summary.loc["backprop", "ttt_n"] == 2
     assert summary.loc["dfa", "reached"] == 0 and summary.loc["dfa", "ttt_epochs_median"] == math.inf
     capsys.readouterr()
-    assert main(["table", str(folder), "--columns", "learner,test_acc,p,ttt_epochs,reached"]) == 0
+    assert main(["table", str(folder), "--columns", "label,test_accuracy,p,ttt_epochs,reached"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == [
         "learner",
@@ -301,8 +301,8 @@ def test_table_and_score_of_a_results_folder(folder: Path, capsys: pytest.Captur
     ]
     assert "not reached" in next(line for line in lines if line.startswith("dfa"))
     assert "digits 0.500 (the study's)" in "\n".join(lines)
-    assert main(["table", str(folder), "--columns", "learner,nope"]) == 2
-    assert "--columns 'nope': allowed: learner," in capsys.readouterr().err
+    assert main(["table", str(folder), "--columns", "label,nope"]) == 2
+    assert "--columns 'nope': allowed: label," in capsys.readouterr().err
     assert main(["table", str(folder), "--score", "--format", "csv"]) == 0
     scores = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("learner")
     assert scores.loc["backprop", "profile_area"] > scores.loc["dfa", "profile_area"] == 0.0

@@ -100,7 +100,7 @@ def _runs(
 def test_welch_marks_and_missing_metrics_show_as_na() -> None:
     runs = pd.concat([_runs("backprop", "backprop", [0.95, 0.96, 0.97]), _runs("dfa", "dfa", [0.80, 0.81, 0.79])])
     summary = summarize_runs(runs)
-    dfa = summary[summary["learner"] == "dfa"].iloc[0]
+    dfa = summary.rows[summary.rows["learner"] == "dfa"].iloc[0]
     assert dfa["p_vs_reference"] == pytest.approx(
         stats.ttest_ind([0.80, 0.81, 0.79], [0.95, 0.96, 0.97], equal_var=False).pvalue, rel=1e-9
     )
@@ -109,7 +109,7 @@ def test_welch_marks_and_missing_metrics_show_as_na() -> None:
     dfa_line = next(line for line in text.splitlines() if line.startswith("dfa"))
     assert "***" in dfa_line and "n/a" in dfa_line and "0.800 [0.790, 0.810]" in dfa_line  # bootstrap interval
     assert "ref" in next(line for line in text.splitlines() if line.startswith("backprop"))
-    assert "unequal" not in text and not summary["unequal_budget"].any()
+    assert "unequal" not in text and not summary.rows["unequal_budget"].any()
 
 
 def _welch(a: list[float], b: list[float]) -> float:
@@ -128,7 +128,7 @@ def test_reference_is_one_label_never_pooled_with_another_label_of_the_same_lear
     assert p["backprop_long"] == pytest.approx(0.0018, abs=5e-5)
     assert p["dfa"] == pytest.approx(_welch(DFA, BP), rel=1e-9) and math.isnan(p["backprop"])
     other = summarize_runs(runs, reference="backprop_long")
-    p = other.set_index("learner")["p_raw"]
+    p = other.rows.set_index("learner")["p_raw"]
     assert p["backprop"] == pytest.approx(_welch(BP, LONG), rel=1e-9) and p["dfa"] == pytest.approx(_welch(DFA, LONG))
     text = render(other, "text")
     assert "p vs backprop_long" in text and "against the runs of the one learner label 'backprop_long'" in text
@@ -303,8 +303,8 @@ def test_latex_table_compiles_with_booktabs_and_fits_the_page(unequal_study: Pat
     box in pdflatex's log (15 columns overflowed by 736 pt; long task names by 39 pt)."""
     summary = summarize(RunTable.read(RunStore(unequal_study)))
     # the longest names the built-in studies print (vanishing's configurations, japanese_vowels)
-    summary["config"] = "hidden=2x64, activation=sigmoid, batchnorm=False"
-    summary["task"] = "japanese_vowels"
+    summary.rows["config"] = "hidden=2x64, activation=sigmoid, batchnorm=False"
+    summary.rows["task"] = "japanese_vowels"
     latex = render(summary, "latex")
     assert latex.isascii() and latex.startswith("\\begin{tabularx}{\\linewidth}") and "\\midrule" in latex
     assert "\\multicolumn{4}{@{}l}{\\textit{japanese\\_vowels" in latex  # rows grouped under their task
