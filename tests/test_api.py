@@ -34,7 +34,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> bpbench.Results:
 
 def test_run_returns_results_one_summary_row_per_run(tiny: bpbench.Results) -> None:
     summary = tiny.summary
-    assert list(summary.columns[:13]) == [
+    assert list(summary.columns[:14]) == [
         "run_id",
         "label",
         "configuration",
@@ -42,6 +42,7 @@ def test_run_returns_results_one_summary_row_per_run(tiny: bpbench.Results) -> N
         "task",
         "task_label",
         "seed",
+        "phase",
         "status",
         "error",
         "test_accuracy",

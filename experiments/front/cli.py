@@ -14,8 +14,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from bpbench.experiments.plan.catalog import TIME_TO_TARGET
 from bpbench.experiments.plan.config import ConfigError
+from bpbench.experiments.plan.time_to_target import TIME_TO_TARGET
 
 TABLE_FORMATS = ("text", "markdown", "latex", "html", "csv")  # = experiments.table.FORMATS (no pandas import here)
 

@@ -31,7 +31,7 @@ import pandas as pd
 import scikit_posthocs as sp
 from scipy import stats
 
-from bpbench.experiments.plan.catalog import time_to_target
+from bpbench.experiments.plan.time_to_target import time_to_target
 from bpbench.experiments.report.scoring import median_time
 
 PROFILE_CAP = 4.0  # AlgoPerf's tau_max

@@ -16,6 +16,7 @@ from html import escape
 import pandas as pd
 
 from bpbench.experiments.plan import catalog
+from bpbench.experiments.plan.time_to_target import TIME_TO_TARGET
 from bpbench.experiments.report.stats import stars
 from bpbench.experiments.report.summary import (
     ALWAYS,
@@ -120,7 +121,7 @@ def _time_cells(summary: Summary) -> dict[str, list[str]]:
     if "ttt_n" not in rows:
         return {}
     cells: dict[str, list[str]] = {}
-    for measure in catalog.TIME_TO_TARGET:
+    for measure in TIME_TO_TARGET:
         cells[measure.header] = [
             "n/a"
             if n == 0 or math.isnan(v)
@@ -159,7 +160,7 @@ def column_keys(summary: Summary | None = None, tuned: bool = False) -> dict[str
         **{m.column: m.header or m.column for m in catalog.shown()},
         "diff": "diff vs ref",
         "p": _p_header(summary) if summary is not None else "p",
-        **{m.column: m.header for m in catalog.TIME_TO_TARGET},
+        **{m.column: m.header for m in TIME_TO_TARGET},
         "reached": "reached",
     }
 

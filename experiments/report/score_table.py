@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bpbench.experiments.plan.catalog import time_to_target
+from bpbench.experiments.plan.time_to_target import time_to_target
 from bpbench.experiments.report import ranking
 from bpbench.experiments.report.render import FORMATS, format_table
 from bpbench.experiments.report.scoring import TTT_COLUMNS, with_time_to_target

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bpbench.experiments.plan.catalog import TIME_TO_TARGET
 from bpbench.experiments.plan.config import ConfigError
+from bpbench.experiments.plan.time_to_target import TIME_TO_TARGET
 from bpbench.experiments.store.curves import CURVE_COLUMNS
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.run_table import RunTable
