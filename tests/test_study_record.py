@@ -76,7 +76,7 @@ def test_runs_that_differ_beyond_the_seed_are_separate_rows(tmp_path: Path) -> N
     for seed in range(3):
         fake_run(tmp_path, spec(seed=seed, epochs=20), accuracy=0.9)
     fake_run(tmp_path, spec(seed=0, epochs=5), accuracy=0.5)
-    summary = summarize(RunTable.read(RunStore(tmp_path)))
+    summary = summarize(RunTable.read(RunStore(tmp_path))).rows
     rows = dict(zip(summary["config"], summary["seeds"]))
     assert rows == {"budget.epochs=20": 3, "budget.epochs=5": 1}
     assert dict(zip(summary["config"], summary["test_acc_mean"])) == pytest.approx(

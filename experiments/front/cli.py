@@ -136,10 +136,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConformanceError as exc:
         print(f"bpbench: {args.learner} does not conform: {exc}", file=sys.stderr)
         return 1
-    summary = meta["summary"]
+    steps, accuracy = meta["summary"]["steps"], meta["measures"]["values"]["test_accuracy"]
     print(
         f"{args.learner}: conforms to the Learner interface on {args.task}; a 1-epoch run on {args.samples} "
-        f"samples through the runner took {summary['steps']} step(s), test accuracy {summary['test_accuracy']:.3f}"
+        f"samples through the runner took {steps} step(s), test accuracy {accuracy:.3f}"
     )
     for metric, reason in sorted(meta.get("unmeasured", {}).items()):
         print(f"  n/a {metric}: {reason}")
