@@ -75,9 +75,9 @@ class Backprop(Learner):
         self.optimizer = make_optimizer(self.params, self.model.parameters())
 
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
-        self._model.train()
+        self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.objective(self._model(x), y)
+        loss = self.objective(self.model(x), y)
         loss.backward()
         self.optimizer.step()
         return StepOutput(loss=loss.item(), forward_samples=x.shape[0])
@@ -88,22 +88,22 @@ class Backprop(Learner):
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
-        was_training = self._model.training
-        self._model.eval()
-        out = self._model(x)
-        self._model.train(was_training)
+        was_training = self.model.training
+        self.model.eval()
+        out = self.model(x)
+        self.model.train(was_training)
         return out
 
     def update_signal(self) -> dict[str, Tensor]:
-        return {n: m.weight.grad.detach().clone() for n, m in weight_layers(self._model) if m.weight.grad is not None}
+        return {n: m.weight.grad.detach().clone() for n, m in weight_layers(self.model) if m.weight.grad is not None}
 
     def exact_layers(self) -> frozenset[str]:
         """Every layer: the update is the true gradient itself."""
-        return frozenset(n for n, _ in weight_layers(self._model))
+        return frozenset(n for n, _ in weight_layers(self.model))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self._model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._model.load_state_dict(state["model"])
+        self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

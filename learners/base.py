@@ -167,15 +167,6 @@ class Learner(ABC):
         """
 
     @property
-    def _model(self) -> Any:
-        """Old name of ``model`` (learners written before it was declared set ``self._model``)."""
-        return self.model
-
-    @_model.setter
-    def _model(self, model: nn.Module | None) -> None:
-        self.model = model
-
-    @property
     def batch_size(self) -> int:
         """Minibatch size the runner draws for each ``train_step``."""
         return int(self.params.batch_size)

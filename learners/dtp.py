@@ -139,7 +139,7 @@ class DifferenceTargetPropagation(Backprop):
     def _forward(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """(input h_{l-1}, output h_l) of every block; inputs detached, outputs with their own layer's graph."""
         inputs, outputs = {}, {}
-        h = self._model.flatten(x)
+        h = self.model.flatten(x)
         for name, modules in self.blocks:
             inputs[name] = h.detach()
             outputs[name] = h = run_block(modules, inputs[name])
@@ -170,7 +170,7 @@ class DifferenceTargetPropagation(Backprop):
         top = names[-2]  # the last hidden layer
         h = outputs[top]
         if self.params.penultimate == "gradient":
-            targets = {top: h - step * error @ self._model.out.weight}
+            targets = {top: h - step * error @ self.model.out.weight}
         else:
             g = self.inverses["out"]
             targets = {top: h + g(z - step * error) - g(z)}
@@ -180,7 +180,7 @@ class DifferenceTargetPropagation(Backprop):
         return targets
 
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
-        self._model.train()
+        self.model.train()
         inputs, outputs = self._forward(x)
         self._train_inverses(inputs)
         targets = self._targets(outputs, y)

@@ -144,8 +144,9 @@ class ForwardForward(Learner):
         signal = {
             n: m.weight.grad.detach().clone() for n, m in zip(self.names, self.hidden) if m.weight.grad is not None
         }
-        out = self._model.get_submodule(self.names[-1]).weight
-        return {**signal, self.names[-1]: torch.zeros_like(out)}
+        out = self.model.get_submodule(self.names[-1])
+        assert isinstance(out, nn.Linear)
+        return {**signal, self.names[-1]: torch.zeros_like(out.weight)}
 
     def true_gradient(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         raise NotMeasurable(
@@ -162,12 +163,12 @@ class ForwardForward(Learner):
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "model": self._model.state_dict(),
+            "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "label_scale": self.label_scale.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._model.load_state_dict(state["model"])
+        self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.label_scale = state["label_scale"].clone().to(self.device)

@@ -122,7 +122,7 @@ class ForwardGradient(Backprop):
 
     def _split_first_layer(self) -> tuple[list[nn.Module], nn.Module, str, nn.Sequential]:
         """(parameter-free modules before the first connection layer, that layer, its name, the rest)."""
-        children = list(self._model.named_children())
+        children = list(self.model.named_children())
         first = next(i for i, (_, m) in enumerate(children) if isinstance(m, (nn.Linear, nn.Conv2d)))
         before = [m for _, m in children[:first]]
         name, layer = children[first]
@@ -133,7 +133,7 @@ class ForwardGradient(Backprop):
 
         The first connection layer runs outside the jvp (its input has no tangent): s = x·W₁ᵀ + b₁
         and ṡ = x·V₁ᵀ + ḃ₁; one jvp over the rest of the network from (s, ṡ)."""
-        model = self._model
+        model = self.model
         primals = {name: p.detach() for name, p in model.named_parameters()}
         buffers = dict(model.named_buffers())
         before, layer, first, rest = self._split_first_layer()
@@ -165,8 +165,8 @@ class ForwardGradient(Backprop):
     def _activity_estimate(self, x: Tensor, y: Tensor) -> tuple[float, dict[str, Tensor]]:
         """(loss, per-parameter estimate): one forward pass keeping every module's input, then per
         layer its tangents pushed up through the stored primal values (no forward recomputed)."""
-        children = [m for _, m in self._model.named_children()]
-        names = [n for n, _ in self._model.named_children()]
+        children = [m for _, m in self.model.named_children()]
+        names = [n for n, _ in self.model.named_children()]
         inputs: list[Tensor] = []  # inputs[i]: what children[i] received
         with torch.no_grad():
             h = x
@@ -191,13 +191,13 @@ class ForwardGradient(Backprop):
         return loss, estimate
 
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
-        self._model.train()
+        self.model.train()
         if self.params.perturb == "weight":
             loss, estimate = self._weight_estimate(x, y)
         else:
             loss, estimate = self._activity_estimate(x, y)
         self.optimizer.zero_grad(set_to_none=True)
-        for name, p in self._model.named_parameters():
+        for name, p in self.model.named_parameters():
             p.grad = estimate[name]
         self.optimizer.step()
         # weight: one forward-mode pass per tangent; activity: the plain forward plus one pass per

@@ -152,10 +152,10 @@ class PredictiveCoding(Learner):
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
         """Feedforward logits (B, n_classes)."""
-        return self._model(x)
+        return self.model(x)
 
     def update_signal(self) -> dict[str, Tensor]:
-        return {n: m.weight.grad.detach().clone() for n, m in weight_layers(self._model) if m.weight.grad is not None}
+        return {n: m.weight.grad.detach().clone() for n, m in weight_layers(self.model) if m.weight.grad is not None}
 
     def objective(self, logits: Tensor, y: Tensor) -> Tensor:
         """The top loss it trains (``top_loss``): ``true_gradient`` is that loss's gradient, so
@@ -167,7 +167,7 @@ class PredictiveCoding(Learner):
         nothing to relax: its update is the exact gradient of its top loss."""
         if self.model_spec.hidden:
             return frozenset()
-        return frozenset(n for n, _ in weight_layers(self._model))
+        return frozenset(n for n, _ in weight_layers(self.model))
 
     def diagnostics(self) -> list[tuple[str, str, float]]:
         """Mean energy per sample before inference (the feedforward state) and after the last step."""
@@ -176,8 +176,8 @@ class PredictiveCoding(Learner):
         return [("pc_energy_first", "", float(self.energy[0])), ("pc_energy_last", "", float(self.energy[1]))]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self._model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._model.load_state_dict(state["model"])
+        self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -4,8 +4,9 @@ left them unchanged.
 
 ``python tests/golden.py`` writes ``tests/golden_results.json`` from the code it imports
 (run it with the old code first on ``PYTHONPATH`` to make the file). Results are exact only
-on the same torch build and CPU instruction set; the file records both and the test skips,
-saying so, elsewhere.
+on the same torch build, CPU instruction set and processor model; the file records them, and
+``tests/test_same_results.py`` compares within a tolerance that absorbs last-bit differences
+between processors (and the spiking learners only before their first step).
 """
 
 from __future__ import annotations

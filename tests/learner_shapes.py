@@ -39,42 +39,42 @@ class WeightPerturbation(Learner):
         device: torch.device,
     ) -> None:
         super().__init__(model_spec, task, params, generator, device)
-        self._model = build_model(model_spec, task.input_shape, task.n_classes, generator).to(device)
+        self.model = build_model(model_spec, task.input_shape, task.n_classes, generator).to(device)
         self._signal: dict[str, Tensor] = {}
 
     @torch.no_grad()
     def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
-        weights = [m.weight for _, m in weight_layers(self._model)]
+        weights = [m.weight for _, m in weight_layers(self.model)]
         estimate = [torch.zeros_like(w) for w in weights]
         for _ in range(self.params.directions):
             noise = [torch.randn(w.shape, generator=self.generator).to(w.device) for w in weights]
             for w, u in zip(weights, noise):
                 w.add_(u, alpha=self.params.sigma)
-            plus = F.cross_entropy(self._model(x), y)
+            plus = F.cross_entropy(self.model(x), y)
             for w, u in zip(weights, noise):
                 w.sub_(u, alpha=2 * self.params.sigma)
-            minus = F.cross_entropy(self._model(x), y)
+            minus = F.cross_entropy(self.model(x), y)
             for w, u, e in zip(weights, noise, estimate):
                 w.add_(u, alpha=self.params.sigma)
                 e.add_(u, alpha=float(plus - minus) / (2 * self.params.sigma * self.params.directions))
         for w, e in zip(weights, estimate):
             w.sub_(e, alpha=self.params.lr)
-        self._signal = {n: e for (n, _), e in zip(weight_layers(self._model), estimate)}
-        loss = float(F.cross_entropy(self._model(x), y))
+        self._signal = {n: e for (n, _), e in zip(weight_layers(self.model), estimate)}
+        loss = float(F.cross_entropy(self.model(x), y))
         return StepOutput(loss, forward_samples=x.shape[0] * (2 * self.params.directions + 1))
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
-        return self._model(x)
+        return self.model(x)
 
     def update_signal(self) -> dict[str, Tensor]:
         return {n: e.clone() for n, e in self._signal.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self._model.state_dict(), "generator": self.generator.get_state()}
+        return {"model": self.model.state_dict(), "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._model.load_state_dict(state["model"])
+        self.model.load_state_dict(state["model"])
         self.generator.set_state(state["generator"])
 
 
@@ -86,8 +86,8 @@ class FrozenFeatures(Backprop):
         self, model_spec: ModelSpec, task: TaskInfo, params: Any, generator: torch.Generator, device: torch.device
     ) -> None:
         super().__init__(model_spec, task, params, generator, device)
-        out = weight_layers(self._model)[-1][1]
-        for p in self._model.parameters():
+        out = weight_layers(self.model)[-1][1]
+        for p in self.model.parameters():
             p.requires_grad_(False)
         out.requires_grad_(True)
 

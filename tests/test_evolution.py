@@ -380,7 +380,7 @@ def deap_stock_generation(learner: GeneticAlgorithm, x: torch.Tensor, y: torch.T
         elites = [learner.toolbox.clone(ind) for ind in tools.selBest(pop, p.elites)]
         parents = learner.toolbox.select(pop, len(pop) - p.elites)
         children = algorithms.varAnd(parents, learner.toolbox, p.crossover, 1.0)
-    learner.forward.flat.load(learner._model, best)
+    learner.forward.flat.load(learner.model, best)
     learner.population = Population(torch.stack(elites + children))
 
 

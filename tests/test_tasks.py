@@ -73,7 +73,7 @@ def test_train_fraction_keeps_a_stratified_subset() -> None:
 
 
 def test_stratified_subset_keeps_class_shares_and_is_fixed() -> None:
-    """The subset train accuracy is measured on (experiments/runner.py): every class gets its share
+    """The subset train accuracy is measured on (experiments/run/runner.py): every class gets its share
     of n (within one sample), the same indices every time, all of them when n is not smaller."""
     y = np.random.RandomState(1).permutation(np.repeat(np.arange(5), [7, 40, 103, 250, 600]))
     for n in (1, 37, 500, 999):

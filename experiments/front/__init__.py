@@ -2,5 +2,6 @@
 
 ``cli`` (``bpbench ...``), ``api`` (``bpbench.run``), ``results`` (``Results``),
 ``conformance`` (``bpbench check``), ``scaffold`` (``bpbench new``), ``availability``
-(``bpbench list``), ``templates/`` (the scaffold's files). Imports every other room.
+(``bpbench list``), ``tuned_run`` (a tuned study's runs with progress), ``templates/`` (the
+scaffold's files). Imports every other room.
 """

@@ -1,6 +1,7 @@
 """Planning: what a study asks for, before anything runs.
 
 study files and built-in studies (``builtin``), typed configuration (``config``), run specs
-(``spec``), study expansion and validation (``study``), and the entry-point registry of
-learners and tasks (``registry``). Imports only ``bpbench.learners`` and ``bpbench.tasks``.
+(``spec``), study expansion and validation (``study``), tuned studies' ``[tuning]`` block
+and search spaces (``tuning``), the entry-point registry of learners and tasks (``registry``),
+and the built-in study files (``studies/``). Imports only ``bpbench.learners`` and ``bpbench.tasks``.
 """

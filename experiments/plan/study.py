@@ -20,17 +20,18 @@ starts. Layout (every table optional except ``tasks`` and ``learners``)::
     # in a learner table, tasks = ["digits"] restricts it to some of the study's task labels
     [targets]    digits = 0.95     # validation-accuracy target per task label (time to target)
 
-Built-in studies live in ``experiments/studies/NAME.toml`` and run by name.
+Built-in studies live in ``experiments/plan/studies/NAME.toml`` and run by name.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bpbench.experiments.plan.builtin import builtin_studies, read_toml
 from bpbench.experiments.plan.config import ConfigError, build, grid, to_plain
@@ -193,16 +194,71 @@ def study_references(raw: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) -> Study:
-    """Validate a study table and expand it into runs; raises ConfigError on any bad value."""
-    from bpbench.learners.models import ModelSpec  # torch: here, so reading results (tables) never loads it
+class TaskPoint(NamedTuple):
+    """One point of a study task's grid: its label, registered name, options, grid axes and class."""
 
+    label: str
+    name: str
+    params: dict[str, Any]
+    axes: list[str]  # "task.OPTION" for each option the task's grid varies
+    cls: Any
+
+
+@dataclass(frozen=True)
+class Common:
+    """What every run of a study shares: its name, seed indices, study seed, schedule, timeout
+    option, whether each seed resamples its split, and the tuning plan (None: a plain study)."""
+
+    name: str
+    seeds: list[int]
+    study_seed: int
+    schedule: dict[str, Any]
+    timeout: Any
+    resample: bool
+    tuned: TuningPlan | None
+
+
+def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) -> Study:
+    """Validate a study table and expand it into runs; raises ConfigError on any bad value.
+
+    The steps: the top-level keys, what every run shares (``study_common``), the task grid
+    (``task_points``), then each learner table's runs (``learner_runs``); no two runs alike.
+    """
+    _check_top_keys(name, raw)
+    common = study_common(name, raw, learners)
+    points = task_points(raw["tasks"], tasks)
+    tables = raw["learners"]
+    if not isinstance(tables, dict) or not tables or not all(isinstance(v, dict) for v in tables.values()):
+        raise ConfigError(f"learners = {tables!r}: expected tables, e.g. [learners.backprop]")
+    study_references(raw)  # every reference names a label of this study
+    runs: list[RunSpec] = []
+    for label, table in tables.items():
+        runs += learner_runs(label, dict(table), raw, common, points, learners, tasks)
+    if len({s.run_id for s in runs}) != len(runs):
+        raise ConfigError(f"study {name} expands to duplicate runs; make each learner/task entry distinct")
+    return Study(name, raw, runs, common.tuned)
+
+
+def _registered(registry: Registry, name: str) -> Any:
+    """The class registered as ``name``; a ConfigError naming the registered ones otherwise."""
+    try:
+        return registry.get(name)
+    except UnknownNameError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _check_top_keys(name: str, raw: dict[str, Any]) -> None:
+    """A ConfigError for an unknown top-level key or a missing ``tasks`` or ``learners``."""
     unknown = sorted(set(raw) - set(TOP_KEYS))
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in study {name}; allowed: {', '.join(TOP_KEYS)}")
     for key in ("tasks", "learners"):
         if key not in raw:
             raise ConfigError(f"study {name} has no {key!r}; it needs at least one")
+
+
+def study_common(name: str, raw: dict[str, Any], learners: Registry) -> Common:
+    """The checked options every run of the study shares (``[tuning]``, seeds, schedule, targets)."""
     tuned = tuning_plan(raw, learners)  # None for a plain study; checks [tuning] and every search space
     seeds = [0] if tuned else _seed_indices(raw.get("seeds", 1))
     study_seed = raw.get("study_seed", 0)
@@ -217,15 +273,16 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
     if not isinstance(resample, bool):
         raise ConfigError(f"seeds_resample_split = {resample!r}: expected true or false")
     _check_targets(raw.get("targets", {}), raw["tasks"])
+    return Common(name, seeds, study_seed, schedule, timeout, resample, tuned)
 
-    task_points: list[tuple[str, str, dict[str, Any], list[str], Any]] = []
-    for label, table in _task_tables(raw["tasks"]).items():
+
+def task_points(raw_tasks: Any, tasks: Registry) -> list[TaskPoint]:
+    """Every point of every study task's grid, each checked by its task (files present, options valid)."""
+    out: list[TaskPoint] = []
+    for label, table in _task_tables(raw_tasks).items():
         table = dict(table)
         task_name = table.pop("task", label)
-        try:
-            task_cls = tasks.get(task_name)
-        except UnknownNameError as exc:
-            raise ConfigError(str(exc)) from exc
+        task_cls = _registered(tasks, task_name)
         points = grid(task_cls.Params, table, f"tasks.{label}")
         axes = [f"task.{k}" for k, v in table.items() if len({repr(p[k]) for p in points}) > 1]
         for point in points:
@@ -234,94 +291,134 @@ def expand(name: str, raw: dict[str, Any], learners: Registry, tasks: Registry) 
                 task_cls().check(built)
             except (FileNotFoundError, ImportError) as exc:
                 raise ConfigError(f"tasks.{label}: {exc}") from exc
-            params = to_plain(built)
-            task_points.append((label, task_name, params, axes, task_cls))
+            out.append(TaskPoint(label, task_name, to_plain(built), axes, task_cls))
+    return out
 
-    learner_tables = raw["learners"]
-    if (
-        not isinstance(learner_tables, dict)
-        or not learner_tables
-        or not all(isinstance(v, dict) for v in learner_tables.values())
-    ):
-        raise ConfigError(f"learners = {learner_tables!r}: expected tables, e.g. [learners.backprop]")
-    study_references(raw)  # every reference names a label of this study
+
+def learner_runs(
+    label: str,
+    table: dict[str, Any],
+    raw: dict[str, Any],
+    common: Common,
+    points: list[TaskPoint],
+    learners: Registry,
+    tasks: Registry,
+) -> list[RunSpec]:
+    """The runs of one learner table: its model and option grids x its tasks x the seeds.
+
+    ``table`` is the learner's table (a copy: its own keys are popped off it).
+    """
+    from bpbench.learners.models import ModelSpec  # torch: here, so reading results (tables) never loads it
+
+    learner_name = table.pop("learner", label)
+    table.pop("reference", None)  # checked by study_references
+    table.pop("search", None)  # checked by tuning_plan
+    learner_cls = _registered(learners, learner_name)
+    only = _learner_tasks(label, table.pop("tasks", None), points, tasks)
+    model_raw = {**raw.get("model", {}), **table.pop("model", {})}
+    budget, limit = _budget(label, {**raw.get("budget", {}), **table.pop("budget", {})}, common.timeout)
+    model_points = grid(ModelSpec, model_raw, f"learners.{label}.model")
+    param_points = grid(learner_cls.Params, table, f"learners.{label}")
+    varied = _varied(label, model_raw, model_points, table, param_points, points, common.tuned)
     runs: list[RunSpec] = []
-    for label, table in learner_tables.items():
-        table = dict(table)
-        learner_name = table.pop("learner", label)
-        table.pop("reference", None)  # checked by study_references above
-        table.pop("search", None)  # checked by tuning_plan above
-        try:
-            learner_cls = learners.get(learner_name)
-        except UnknownNameError as exc:
-            raise ConfigError(str(exc)) from exc
-        only = table.pop("tasks", None)  # optional: run this learner only on these study task labels
-        known = {t[0] for t in task_points} | set(tasks.names())  # (a --set of the study's tasks may drop some)
-        if only is not None and (not isinstance(only, list) or not only or any(t not in known for t in only)):
-            raise ConfigError(
-                f"learners.{label}.tasks = {only!r}: expected a non-empty list of task labels; "
-                f"allowed: {', '.join(sorted(known))}"
-            )
-        model_raw = {**raw.get("model", {}), **table.pop("model", {})}
-        budget_raw = {**raw.get("budget", {}), **table.pop("budget", {})}
-        budget = to_plain(build(Budget, budget_raw, f"learners.{label}.budget"))
-        try:
-            limit = run_timeout(timeout, budget["max_seconds"])
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
-        model_points = grid(ModelSpec, model_raw, f"learners.{label}.model")
-        param_points = grid(learner_cls.Params, table, f"learners.{label}")
-        varied = [f"model.{k}" for k in model_raw if len({repr(p[k]) for p in model_points}) > 1]
-        varied += [f"params.{k}" for k in table if len({repr(p[k]) for p in param_points}) > 1]
-        grids = varied + [axis for point in task_points for axis in point[3]]
-        if tuned and grids:
-            raise ConfigError(
-                f"learners.{label}: a tuned study has no grids ({grids[0]} "
-                "is a list); give choices in [learners.{label}.search] instead"
-            )
-        if tuned:
-            varied = [k if k.startswith("model.") else f"params.{k}" for k in tuned.spaces[label]]
-        for model_point in model_points:
-            model = build(ModelSpec, model_point, f"learners.{label}.model")
-            for param_point in param_points:
-                built = build(learner_cls.Params, param_point, f"learners.{label}")
-                try:
-                    learner_cls.check_model(model, built)
-                except ValueError as exc:
-                    raise ConfigError(f"learners.{label}: {exc}") from exc
-                params = to_plain(built)
-                for task_label, task_name, task_params, task_axes, task_cls in task_points:
-                    if only is not None and task_label not in only:
-                        continue
-                    if model.arch != "mlp" and task_cls.modality != "image":
-                        raise ConfigError(
-                            f"learners.{label}.model.arch = {model.arch!r} on task {task_label!r} "
-                            f"({task_cls.modality}): allowed only on image tasks; use arch = 'mlp'"
-                        )
-                    for seed_index in seeds:
-                        runs.append(
-                            RunSpec(
-                                learner=learner_name,
-                                label=label,
-                                params=params,
-                                task=task_name,
-                                task_label=task_label,
-                                task_params=_seed_split(task_params, seed_index, task_label)
-                                if resample
-                                else task_params,
-                                model=to_plain(model),
-                                budget=budget,
-                                schedule=schedule,
-                                seed_index=seed_index,
-                                study_seed=study_seed,
-                                varied=tuple(varied + task_axes),
-                                study=name,
-                                timeout=limit,
-                            )
-                        )
-    if len({s.run_id for s in runs}) != len(runs):
-        raise ConfigError(f"study {name} expands to duplicate runs; make each learner/task entry distinct")
-    return Study(name, raw, runs, tuned)
+    for model, params in _configurations(label, learner_cls, model_points, param_points):
+        for point in points:
+            if only is None or point.label in only:
+                _check_arch(label, model, point)
+                spec = RunSpec(
+                    learner_name,
+                    label,
+                    params,
+                    point.name,
+                    point.label,
+                    point.params,
+                    to_plain(model),
+                    budget,
+                    common.schedule,
+                    0,
+                    common.study_seed,
+                    varied=tuple(varied + point.axes),
+                    study=common.name,
+                    timeout=limit,
+                )
+                runs += [_seed_run(spec, seed_index, common.resample) for seed_index in common.seeds]
+    return runs
+
+
+def _configurations(
+    label: str, learner_cls: Any, model_points: list[dict[str, Any]], param_points: list[dict[str, Any]]
+) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """(model spec, plain learner options) for each model x option grid point, checked by the learner."""
+    from bpbench.learners.models import ModelSpec
+
+    for model_point in model_points:
+        model = build(ModelSpec, model_point, f"learners.{label}.model")
+        for param_point in param_points:
+            built = build(learner_cls.Params, param_point, f"learners.{label}")
+            try:
+                learner_cls.check_model(model, built)
+            except ValueError as exc:
+                raise ConfigError(f"learners.{label}: {exc}") from exc
+            yield model, to_plain(built)
+
+
+def _seed_run(spec: RunSpec, seed_index: int, resample: bool) -> RunSpec:
+    """``spec`` for one seed index (with its own split when each seed resamples it)."""
+    task_params = _seed_split(spec.task_params, seed_index, spec.task_label) if resample else spec.task_params
+    return dataclasses.replace(spec, task_params=task_params, seed_index=seed_index)
+
+
+def _budget(label: str, budget_raw: dict[str, Any], timeout: Any) -> tuple[dict[str, Any], float]:
+    """A learner's checked budget and its runs' timeout (``spec.run_timeout``)."""
+    budget = to_plain(build(Budget, budget_raw, f"learners.{label}.budget"))
+    try:
+        return budget, run_timeout(timeout, budget["max_seconds"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _learner_tasks(label: str, only: Any, points: list[TaskPoint], tasks: Registry) -> list[str] | None:
+    """A learner table's ``tasks`` (the study task labels it runs on; None: all), checked."""
+    known = {p.label for p in points} | set(tasks.names())  # (a --set of the study's tasks may drop some)
+    if only is not None and (not isinstance(only, list) or not only or any(t not in known for t in only)):
+        raise ConfigError(
+            f"learners.{label}.tasks = {only!r}: expected a non-empty list of task labels; "
+            f"allowed: {', '.join(sorted(known))}"
+        )
+    return only
+
+
+def _varied(
+    label: str,
+    model_raw: dict[str, Any],
+    model_points: list[dict[str, Any]],
+    table: dict[str, Any],
+    param_points: list[dict[str, Any]],
+    points: list[TaskPoint],
+    tuned: TuningPlan | None,
+) -> list[str]:
+    """The options a learner's runs vary ("model.X", "params.X"): its grid axes, or in a tuned
+    study (which has no grids: a ConfigError) its search space's."""
+    varied = [f"model.{k}" for k in model_raw if len({repr(p[k]) for p in model_points}) > 1]
+    varied += [f"params.{k}" for k in table if len({repr(p[k]) for p in param_points}) > 1]
+    grids = varied + [axis for point in points for axis in point.axes]
+    if tuned and grids:
+        raise ConfigError(
+            f"learners.{label}: a tuned study has no grids ({grids[0]} "
+            "is a list); give choices in [learners.{label}.search] instead"
+        )
+    if tuned:
+        return [k if k.startswith("model.") else f"params.{k}" for k in tuned.spaces[label]]
+    return varied
+
+
+def _check_arch(label: str, model: Any, point: TaskPoint) -> None:
+    """A ConfigError for a convolutional model on a task whose inputs are not images."""
+    if model.arch != "mlp" and point.cls.modality != "image":
+        raise ConfigError(
+            f"learners.{label}.model.arch = {model.arch!r} on task {point.label!r} "
+            f"({point.cls.modality}): allowed only on image tasks; use arch = 'mlp'"
+        )
 
 
 def _seed_split(task_params: dict[str, Any], seed_index: int, task_label: str) -> dict[str, Any]:

@@ -277,6 +277,200 @@ def health_rows(
     return rows
 
 
+@dataclass
+class Counts:
+    """What the run has spent so far: the training clock (seconds), FLOPs, samples, single-sample
+    forward passes and steps."""
+
+    clock: float = 0.0
+    flops: int = 0
+    samples: int = 0
+    forward_samples: int = 0
+    step: int = 0
+
+
+@dataclass
+class Training:
+    """One run in progress: its inputs, loaded data and learner, what it spent, and its rows.
+
+    ``start`` loads the data and builds the learner; ``evaluate_all``, ``take_step`` and
+    ``finish`` are the steps ``run`` takes, in that order.
+    """
+
+    spec: RunSpec
+    learners: Registry
+    device: torch.device
+    budget: Budget
+    schedule: Schedule
+    data: TaskData
+    learner: Learner
+    exact: frozenset[str]
+    train_x: Tensor
+    train_y: Tensor
+    probe: Tensor  # the first DIAGNOSTIC_BATCH test samples (evaluation metrics, inference cost)
+    eval_splits: list[tuple[str, Split]]
+    phases: Phases
+    counts: Counts = field(default_factory=Counts)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    unmeasured: Unmeasured = field(default_factory=Unmeasured)
+    flops_by_shape: dict[tuple[int, ...], int] = field(default_factory=dict)
+    peak_memory: int | None = None
+    stopped_by: str = "epochs"
+
+    @classmethod
+    def start(
+        cls, spec: RunSpec, learners: Registry, tasks: Registry, device: torch.device, cache: LoadedTasks | None
+    ) -> Training:
+        """The run's setup phase: task data, learner, data on the device."""
+        phases = Phases()
+        budget = build(Budget, spec.budget, "budget")
+        schedule = build(Schedule, spec.schedule, "schedule")
+        with phases("setup"):
+            data = (cache or LoadedTasks()).get(spec, tasks)
+            learner = build_learner(spec, data, learners, device)
+            splits = (("train", train_eval_split(data)), ("val", data.val), ("test", data.test))
+            return cls(
+                spec,
+                learners,
+                device,
+                budget,
+                schedule,
+                data,
+                learner,
+                exact=frozenset(learner.exact_layers()),
+                train_x=data.train.x.to(device),
+                train_y=data.train.y.to(device),
+                probe=data.test.x[:DIAGNOSTIC_BATCH].to(device),
+                eval_splits=[(name, on_device(split, device)) for name, split in splits],
+                phases=phases,
+            )
+
+    def record(self, epoch: int, split: str, metric: str, value: float, layer: str = "") -> None:
+        """One tidy row at the current step."""
+        self.rows.append(
+            {
+                "run_id": self.spec.run_id,
+                "epoch": epoch,
+                "step": self.counts.step,
+                "split": split,
+                "metric": metric,
+                "layer": layer,
+                "value": float(value),
+            }
+        )
+
+    def evaluate_all(self, epoch: int) -> None:
+        """Accuracy and loss of every split, the counts so far, evaluation metrics and inference cost."""
+        with self.phases("evaluation"):
+            for name, split in self.eval_splits:
+                acc, loss = evaluate(self.learner, split, self.device)
+                self.record(epoch, name, "accuracy", acc)
+                self.record(epoch, name, "loss", loss)
+            c = self.counts
+            counts = [
+                ("train_seconds", c.clock),
+                ("train_flops", c.flops),
+                ("train_samples", c.samples),
+                ("forward_samples", c.forward_samples),
+            ]
+            for metric, value in counts:
+                if metric not in self.unmeasured.reasons:
+                    self.record(epoch, "train", metric, value)
+            learner, probe, unmeasured = self.learner, self.probe, self.unmeasured
+            extra = attempt(unmeasured, ("evaluation_metrics",), lambda: learner.evaluation_metrics(probe)) or []
+            costs = attempt(unmeasured, COST_METRICS, lambda: cost_rows(learner, probe)) or []
+            for metric, layer, value in [*extra, *costs]:
+                self.record(epoch, "test", metric, value, layer)
+
+    def measure_on_twins(self, x: Tensor, y: Tensor) -> None:
+        """FLOPs of a step of this minibatch shape (once per shape) and peak memory (once), on twins."""
+        spec, data, learners, device, learner = self.spec, self.data, self.learners, self.device, self.learner
+        shape = tuple(x.shape)
+        if shape not in self.flops_by_shape:
+            with self.phases("twins"):
+                self.flops_by_shape[shape] = on_twin(spec, data, learners, device, learner, x, y, count_flops)
+            if self.flops_by_shape[shape] == 0:
+                reason = "the FLOP counter (torch.utils.flop_counter) saw no counted operation in train_step"
+                if self.budget.flops is not None:
+                    raise MetricError(f"budget.flops = {self.budget.flops:g} cannot be enforced: {reason}")
+                self.unmeasured.note("train_flops", reason)
+        if self.peak_memory is None:
+            with self.phases("twins"):
+                self.peak_memory = on_twin(
+                    spec, data, learners, device, learner, x, y, lambda fn: peak_step_memory(fn, device)
+                )
+
+    def timed_step(self, x: Tensor, y: Tensor, epoch: int, clock_fn: Callable[[], float]) -> None:
+        """The learner's own ``train_step``, on the training clock; counts it; a non-finite loss ends the run."""
+        p0 = time.perf_counter()  # the train phase (Phases), inlined: it runs every step
+        _sync(self.device)
+        t0 = clock_fn()
+        out = self.learner.train_step(x, y)
+        _sync(self.device)
+        c = self.counts
+        c.clock += clock_fn() - t0
+        self.phases.seconds["train"] += time.perf_counter() - p0
+        c.step += 1
+        c.flops += self.flops_by_shape[tuple(x.shape)]
+        c.samples += x.shape[0]
+        c.forward_samples += out.forward_samples
+        if not math.isfinite(out.loss):
+            raise NonFiniteLoss(f"training loss is {out.loss} at epoch {epoch}, step {c.step}")
+
+    def take_step(self, x: Tensor, y: Tensor, epoch: int, clock_fn: Callable[[], float]) -> bool:
+        """One training step with its measurements; True when the budget is reached."""
+        reference = None
+        sampled = (self.counts.step + 1) % self.schedule.health_every == 0
+        if sampled:  # the true gradient before the update, on the same batch and random draws
+            with self.phases("health"), forked_rng(self.device):
+                reference = attempt(self.unmeasured, COMPARED, partial(self.learner.true_gradient, x, y))
+        self.measure_on_twins(x, y)
+        self.timed_step(x, y, epoch, clock_fn)
+        if sampled:
+            with self.phases("health"):
+                for metric, layer, value in health_rows(self.learner, reference, self.exact, self.unmeasured):
+                    self.record(epoch, "train", metric, value, layer)
+                diagnostics = attempt(self.unmeasured, ("diagnostics",), self.learner.diagnostics) or []
+                for metric, layer, value in diagnostics:
+                    self.record(epoch, "train", metric, value, layer)
+        limit = self.budget.reached(self.counts.clock, self.counts.samples, self.counts.flops)
+        if limit is not None:
+            self.stopped_by = limit
+            return True
+        return False
+
+    def finish(self, epochs_done: int, started: float) -> RunResult:
+        """The last rows (peak memory, stored state) and the run's summary."""
+        if self.peak_memory is None:
+            raise RuntimeError(
+                f"run {self.spec.run_id} took no training step (training split has {len(self.data.train)} samples)"
+            )
+        stored = state_bytes(self.learner.state_dict())
+        self.record(epochs_done, "train", "peak_memory_bytes", self.peak_memory)
+        self.record(epochs_done, "train", "state_bytes", stored)
+        final = {r["split"]: r["value"] for r in self.rows if r["metric"] == "accuracy" and r["epoch"] == epochs_done}
+        counted = "train_flops" not in self.unmeasured.reasons
+        test_y = self.data.test.y
+        summary = {
+            "epochs_completed": epochs_done,
+            "steps": self.counts.step,
+            "stopped_by": self.stopped_by,
+            "train_seconds": self.counts.clock,
+            "train_flops": self.counts.flops if counted else None,
+            "peak_memory_bytes": self.peak_memory,
+            "state_bytes": stored,
+            "test_accuracy": final.get("test"),
+            "exact_layers": sorted(self.exact),
+            "train_eval_samples": len(self.eval_splits[0][1]),
+            "n_classes": self.data.info.n_classes,
+            # a constant guess of the test split's most frequent class: chance for the scores' normalization
+            "chance_accuracy": float(torch.bincount(test_y).max()) / len(test_y),
+        }
+        seconds = self.phases.seconds
+        seconds["other"] = max(0.0, time.perf_counter() - started - sum(seconds.values()))
+        return RunResult(self.rows, summary, self.unmeasured.to_json(), seconds)
+
+
 def run(
     spec: RunSpec,
     learners: Registry,
@@ -287,142 +481,27 @@ def run(
     clock_fn: Callable[[], float] = time.perf_counter,
 ) -> RunResult:
     """Train and measure one run. ``on_epoch(epoch, epochs)`` reports progress; ``clock_fn``
-    is the training clock's time source (seconds)."""
-    phases, started = Phases(), time.perf_counter()
-    budget = build(Budget, spec.budget, "budget")
-    schedule = build(Schedule, spec.schedule, "schedule")
-    with phases("setup"):
-        data = (cache or LoadedTasks()).get(spec, tasks)
-        learner = build_learner(spec, data, learners, device)
-        exact = frozenset(learner.exact_layers())
-        train_x, train_y = data.train.x.to(device), data.train.y.to(device)
-        probe = data.test.x[:DIAGNOSTIC_BATCH].to(device)
-        eval_splits = [
-            (name, on_device(split, device))
-            for name, split in (("train", train_eval_split(data)), ("val", data.val), ("test", data.test))
-        ]
+    is the training clock's time source (seconds).
+
+    The steps: set up (``Training.start``), evaluate the initial network, then per epoch a
+    minibatch order and ``Training.take_step`` per minibatch until the budget is reached, an
+    evaluation every ``eval_every`` epochs and after the last, and ``Training.finish``.
+    """
+    started = time.perf_counter()
+    t = Training.start(spec, learners, tasks, device, cache)
     order = torch.Generator(device="cpu").manual_seed(spec.seed + 1)  # minibatch order
-    n, batch = len(data.train), learner.batch_size
-    rows: list[dict[str, Any]] = []
-    unmeasured = Unmeasured()
-    run_id = spec.run_id
-
-    def record(epoch: int, step: int, split: str, metric: str, value: float, layer: str = "") -> None:
-        rows.append(
-            {
-                "run_id": run_id,
-                "epoch": epoch,
-                "step": step,
-                "split": split,
-                "metric": metric,
-                "layer": layer,
-                "value": float(value),
-            }
-        )
-
-    clock, flops, samples, forward_samples, step = 0.0, 0, 0, 0, 0
-    flops_by_shape: dict[tuple[int, ...], int] = {}
-    peak_memory: int | None = None
-    stopped_by = "epochs"
-
-    def evaluate_all(epoch: int) -> None:
-        for name, split in eval_splits:
-            acc, loss = evaluate(learner, split, device)
-            record(epoch, step, name, "accuracy", acc)
-            record(epoch, step, name, "loss", loss)
-        counts = [
-            ("train_seconds", clock),
-            ("train_flops", flops),
-            ("train_samples", samples),
-            ("forward_samples", forward_samples),
-        ]
-        for metric, value in counts:
-            if metric not in unmeasured.reasons:
-                record(epoch, step, "train", metric, value)
-        extra = attempt(unmeasured, ("evaluation_metrics",), lambda: learner.evaluation_metrics(probe)) or []
-        costs = attempt(unmeasured, COST_METRICS, lambda: cost_rows(learner, probe)) or []
-        for metric, layer, value in [*extra, *costs]:
-            record(epoch, step, "test", metric, value, layer)
-
-    with phases("evaluation"):
-        evaluate_all(0)
-    epochs_done = 0
-    for epoch in range(1, budget.epochs + 1):
-        perm = torch.randperm(n, generator=order).to(device)
-        for x, y in minibatches(train_x, train_y, perm, batch):
-            shape = tuple(x.shape)
-            reference = None
-            sampled = (step + 1) % schedule.health_every == 0
-            if sampled:  # the true gradient before the update, on the same batch and random draws
-                with phases("health"), forked_rng(device):
-                    reference = attempt(unmeasured, COMPARED, partial(learner.true_gradient, x, y))
-            if shape not in flops_by_shape:
-                with phases("twins"):
-                    flops_by_shape[shape] = on_twin(spec, data, learners, device, learner, x, y, count_flops)
-                if flops_by_shape[shape] == 0:
-                    reason = "the FLOP counter (torch.utils.flop_counter) saw no counted operation in train_step"
-                    if budget.flops is not None:
-                        raise MetricError(f"budget.flops = {budget.flops:g} cannot be enforced: {reason}")
-                    unmeasured.note("train_flops", reason)
-            if peak_memory is None:
-                with phases("twins"):
-                    peak_memory = on_twin(
-                        spec, data, learners, device, learner, x, y, lambda fn: peak_step_memory(fn, device)
-                    )
-            p0 = time.perf_counter()  # the train phase (Phases), inlined: it runs every step
-            _sync(device)
-            t0 = clock_fn()
-            out = learner.train_step(x, y)
-            _sync(device)
-            clock += clock_fn() - t0
-            phases.seconds["train"] += time.perf_counter() - p0
-            step += 1
-            flops += flops_by_shape[shape]
-            samples += x.shape[0]
-            forward_samples += out.forward_samples
-            if not math.isfinite(out.loss):
-                raise NonFiniteLoss(f"training loss is {out.loss} at epoch {epoch}, step {step}")
-            if sampled:
-                with phases("health"):
-                    for metric, layer, value in health_rows(learner, reference, exact, unmeasured):
-                        record(epoch, step, "train", metric, value, layer)
-                    diagnostics = attempt(unmeasured, ("diagnostics",), learner.diagnostics) or []
-                    for metric, layer, value in diagnostics:
-                        record(epoch, step, "train", metric, value, layer)
-            limit = budget.reached(clock, samples, flops)
-            if limit is not None:
-                stopped_by = limit
+    t.evaluate_all(0)
+    epochs_done, epochs = 0, t.budget.epochs
+    for epoch in range(1, epochs + 1):
+        perm = torch.randperm(len(t.data.train), generator=order).to(device)
+        for x, y in minibatches(t.train_x, t.train_y, perm, t.learner.batch_size):
+            if t.take_step(x, y, epoch, clock_fn):
                 break
         epochs_done = epoch
-        last = epoch == budget.epochs or stopped_by != "epochs"
-        if last or epoch % schedule.eval_every == 0:
-            with phases("evaluation"):
-                evaluate_all(epoch)
+        if epoch == epochs or t.stopped_by != "epochs" or epoch % t.schedule.eval_every == 0:
+            t.evaluate_all(epoch)
         if on_epoch is not None:
-            on_epoch(epoch, budget.epochs)
-        if stopped_by != "epochs":
+            on_epoch(epoch, epochs)
+        if t.stopped_by != "epochs":
             break
-    if peak_memory is None:
-        raise RuntimeError(f"run {spec.run_id} took no training step (training split has {n} samples)")
-    stored = state_bytes(learner.state_dict())
-    record(epochs_done, step, "train", "peak_memory_bytes", peak_memory)
-    record(epochs_done, step, "train", "state_bytes", stored)
-    final = {r["split"]: r["value"] for r in rows if r["metric"] == "accuracy" and r["epoch"] == epochs_done}
-    counted = "train_flops" not in unmeasured.reasons
-    summary = {
-        "epochs_completed": epochs_done,
-        "steps": step,
-        "stopped_by": stopped_by,
-        "train_seconds": clock,
-        "train_flops": flops if counted else None,
-        "peak_memory_bytes": peak_memory,
-        "state_bytes": stored,
-        "test_accuracy": final.get("test"),
-        "exact_layers": sorted(exact),
-        "train_eval_samples": len(eval_splits[0][1]),
-        "n_classes": data.info.n_classes,
-        # a constant guess of the test split's most frequent class: chance for the scores' normalization
-        "chance_accuracy": float(torch.bincount(data.test.y).max()) / len(data.test.y),
-    }
-    phases.seconds["other"] = max(0.0, time.perf_counter() - started - sum(phases.seconds.values()))
-    return RunResult(rows, summary, unmeasured.to_json(), phases.seconds)
+    return t.finish(epochs_done, started)

@@ -3,5 +3,7 @@
 ``run_store`` (run folders, atomic writes), ``describe`` (what a run was, from its meta),
 ``records`` (per-run measures reduced from metric rows), ``dataset`` (the partitioned
 parquet dataset), ``compact`` (run folders into the dataset), ``claims`` (which driver holds
-a run). Imports ``run`` and ``plan`` only.
+a run), ``validate`` (is a meta what bpbench wrote), ``safe_paths`` (paths kept inside a
+results folder), ``selection`` (a tuned study's validation score), ``study_record`` (the
+study definition a folder was first run with). Imports ``run`` and ``plan`` only.
 """

@@ -1,13 +1,13 @@
 """``bpbench compact DIR``: move finished runs from their folders into the partitioned dataset.
 
 For big sweeps: tens of thousands of ``runs/<id>/`` folders become a few parquet files per
-(study, task, learner) under ``DIR/dataset/`` (layout in ``experiments.dataset``), which
+(study, task, learner) under ``DIR/dataset/`` (layout in ``experiments.store.dataset``), which
 ``table``, ``plot``, ``report``, ``bpbench.load`` and pandas or DuckDB read directly.
 
 Safe while a study is still writing to ``DIR``, and it never loses or duplicates a run:
 
 - only runs whose ``meta.json`` exists (stored in full: metrics are written before meta) are
-  taken, each under its run claim (``experiments.claims``): a run a driver is running again
+  taken, each under its run claim (``experiments.store.claims``): a run a driver is running again
   (a failed run re-run on resume) is left for the next compaction, and no driver can store
   it while it is being moved;
 - a batch's part files are written under ``dataset/.staging-*`` and renamed into place one by

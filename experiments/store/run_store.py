@@ -4,16 +4,16 @@ Layout under a study's output folder::
 
     runs/<run_id>/metrics.parquet   tidy rows: run_id, epoch, step, split, metric, layer, value
     runs/<run_id>/meta.json         spec, seed, status, error, git commit, versions, hardware, times
-    claims/<run_id>/<generation>    while a run is executing: which driver holds it (experiments/claims.py)
+    claims/<run_id>/<generation>    while a run is executing: which driver holds it (experiments/store/claims.py)
 
 ``metrics.parquet`` is written before ``meta.json``; a run counts as complete only when its
 meta says ``"status": "ok"``. Both files are written to a temporary name and renamed.
-``meta.json`` also holds the run's final measures (``store/records.py``), computed from the
-rows written beside it and stored only there, so the table reads no metric rows.
+``meta.json`` also holds the run's final measures (``experiments.store.records``), computed
+from the rows written beside it and stored only there, so the table reads no metric rows.
 Folders from several studies or machines can be merged by copying ``runs/`` together.
 
 ``bpbench compact`` moves finished runs into a partitioned parquet dataset
-(``experiments.dataset``); every read here sees both forms, a run once: its folder when it
+(``experiments.store.dataset``); every read here sees both forms, a run once: its folder when it
 has one (the newer copy), else the dataset's. Folders are listed before the dataset is read,
 so a run moved by a compaction meanwhile is found in the dataset. A run file that cannot be
 read is named in a ``ResultsWarning`` and skipped.
