@@ -18,7 +18,7 @@ from bpbench.experiments.report.figures import FIGURE_METRICS
 from bpbench.experiments.report.render import render
 from bpbench.experiments.report.scoring import curves_from_tidy, first_reached, targets_for
 from bpbench.experiments.report.summary import per_run, reference_of, summarize, summarize_runs
-from bpbench.experiments.store import records as run_measures
+from bpbench.experiments.store import records
 from bpbench.experiments.store.claims import Claims
 from bpbench.experiments.store.compact import compact
 from bpbench.experiments.store.dataset import ResultsWarning
@@ -82,7 +82,7 @@ def compacted_ids(root: Path) -> list[str]:
 
 def test_same_numbers_from_measures_metric_rows_and_dataset(folder: Path, tmp_path: Path) -> None:
     metas = RunStore(folder).metas()
-    assert len(metas) == 6 and all(m["measures"]["version"] == run_measures.VERSION for m in metas)
+    assert len(metas) == 6 and all(m["measures"]["version"] == records.VERSION for m in metas)
     reference = from_metric_rows(folder)
     assert "backprop" in reference and "fa" in reference
     assert table_csv(folder) == reference  # the stored measures
@@ -123,7 +123,7 @@ def test_load_plot_data_and_resume_read_the_dataset(folder: Path, tmp_path: Path
     measured = RunTable.read(RunStore(packed)).runs.set_index("run_id")
     from_rows = per_run(figures).set_index("run_id")  # the figures' per-run numbers are the table's
     pd.testing.assert_frame_equal(
-        from_rows[list(run_measures.NAMES)], measured.loc[from_rows.index, list(run_measures.NAMES)]
+        from_rows[list(records.NAMES)], measured.loc[from_rows.index, list(records.NAMES)]
     )
     again = bpbench.run(folder.parent / "tiny.toml", out=packed, executor="inline", progress=False)
     assert again.ran == ()  # compacted runs count as complete: a resumed study runs nothing again

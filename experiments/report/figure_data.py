@@ -53,8 +53,11 @@ class FigureData:
         return self.read_curves()
 
     @classmethod
-    def from_tidy(cls, data: pd.DataFrame) -> FigureData:
-        """The figure data of a tidy table in memory (``targets``/``reference`` from ``data.attrs``)."""
+    def from_tidy(
+        cls, data: pd.DataFrame, targets: Mapping[str, float] | None = None, reference: str = REFERENCE_LABEL
+    ) -> FigureData:
+        """The figure data of a tidy table in memory (a script's, a test's), with the studies'
+        ``targets`` and the ``reference`` label that sets the others."""
 
         def read(metrics: tuple[str, ...], run_ids: Collection[str]) -> pd.DataFrame:
             if data.empty:
@@ -66,8 +69,8 @@ class FigureData:
             runs=per_run(data),
             read_rows=read,
             read_curves=lambda: curves_from_tidy(data) if not data.empty else empty,
-            targets=dict(data.attrs.get("targets", {})),
-            reference=data.attrs.get("reference", REFERENCE_LABEL),
+            targets=dict(targets or {}),
+            reference=reference,
         )
 
     @classmethod
