@@ -122,9 +122,7 @@ def test_load_plot_data_and_resume_read_the_dataset(folder: Path, tmp_path: Path
     assert set(figures["metric"]) <= set(FIGURE_METRICS) and "loss" not in set(figures["metric"])
     measured = RunTable.read(RunStore(packed)).runs.set_index("run_id")
     from_rows = per_run(figures).set_index("run_id")  # the figures' per-run numbers are the table's
-    pd.testing.assert_frame_equal(
-        from_rows[list(records.NAMES)], measured.loc[from_rows.index, list(records.NAMES)]
-    )
+    pd.testing.assert_frame_equal(from_rows[list(records.NAMES)], measured.loc[from_rows.index, list(records.NAMES)])
     again = bpbench.run(folder.parent / "tiny.toml", out=packed, executor="inline", progress=False)
     assert again.ran == ()  # compacted runs count as complete: a resumed study runs nothing again
 

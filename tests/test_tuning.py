@@ -31,11 +31,15 @@ LR = "{ low = 1e-4, high = 3e-2, log = true }"
 
 
 def tuned_toml(
-    trials: int = 4, final_seeds: int = 2, learners: tuple[str, ...] = ("backprop", "fa"), epochs: int = 1
+    trials: int = 4,
+    final_seeds: int = 2,
+    learners: tuple[str, ...] = ("backprop", "fa"),
+    epochs: int = 1,
+    extra: str = "",
 ) -> str:
     head = (
         f'tasks = ["digits"]\n[model]\nhidden = [16]\n[budget]\nepochs = {epochs}\n'
-        f'[tuning]\ntrials = {trials}\nsampler = "qmc"\nfinal_seeds = {final_seeds}\n'
+        f'[tuning]\ntrials = {trials}\nsampler = "qmc"\nfinal_seeds = {final_seeds}\n{extra}'
     )
     return head + "".join(f"[learners.{name}]\n[learners.{name}.search]\nlr = {LR}\n" for name in learners)
 
@@ -44,16 +48,23 @@ def metas(out: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(out.glob("runs/*/meta.json"))]
 
 
-def planned_trials(toml: Path, label: str) -> list[dict]:
-    """The configurations a run draws for ``label``, drawn again in memory (as --dry-run does)."""
+def planned_runs(toml: Path, label: str, repeat: int = 0) -> list[list]:
+    """Per trial of ``repeat`` the runs (one per tuning seed) a run draws for ``label``, drawn again in
+    memory (as --dry-run does)."""
     plan = load_study(toml, None, learner_registry(), task_registry())
     base = next(s for s in plan.runs if s.label == label)
-    group = Group(base, plan.tuning.spaces[label], plan.tuning, learner_registry(), optuna.storages.InMemoryStorage())
+    space = plan.tuning.spaces[label]
+    group = Group(base, space, plan.tuning, learner_registry(), optuna.storages.InMemoryStorage(), repeat)
     optuna.create_study(study_name=group.name, storage=group.storage, direction="maximize")
     return [
-        group.trial_spec(group.study(n).ask(fixed_distributions=distributions(group.space)))
-        for n in range(plan.tuning.trials)
+        group.trial_specs(group.study(n).ask(fixed_distributions=distributions(group.space)))
+        for n in range(plan.tuning.trials_for(space))
     ]
+
+
+def planned_trials(toml: Path, label: str) -> list:
+    """The run of each trial (one tuning seed) a run draws for ``label``."""
+    return [specs[0] for specs in planned_runs(toml, label)]
 
 
 def test_protocol_runs_trials_then_final_seeds(tmp_path: Path) -> None:
@@ -71,7 +82,7 @@ def test_protocol_runs_trials_then_final_seeds(tmp_path: Path) -> None:
     for label in ("backprop", "fa"):
         tuning, final = by_label[label]["tuning"], by_label[label]["final"]
         assert len(tuning) == 4 and len(final) == 2
-        assert sorted(s["seed_index"] for s in tuning) == [TUNING_SEED_BASE + k for k in range(4)]
+        assert sorted(s["seed_index"] for s in tuning) == [TUNING_SEED_BASE] * 4  # one repeat, one seed
         assert sorted(s["seed_index"] for s in final) == [0, 1]
         mine = trials[trials["learner"] == label]
         best = mine.loc[mine["val_score"].idxmax()]
@@ -83,7 +94,9 @@ def test_protocol_runs_trials_then_final_seeds(tmp_path: Path) -> None:
     for label in ("backprop", "fa"):
         chosen = trials[(trials["learner"] == label) & trials["chosen"]]["config"].iloc[0]
         line = next(row for row in text.splitlines() if row.startswith(f"{label} ("))
-        assert f"({chosen})" in line and re.search(r"\s2\s+4\s+qmc\s", line), line
+        assert f"({chosen})" in line and re.search(
+            r"\s2\s+[\d.]+\s+4×1, [\d.]+ GFLOPs, [\d.]+ s, 0% pruned\s+qmc\s", line
+        )
     assert len([r for r in text.splitlines() if r.startswith(("backprop (", "fa ("))]) == 2  # finals only
     assert "trial" in results.table(tuning=True) and len(results.table(tuning=True).splitlines()) == 2 + 8
     # fa is compared with backprop's final runs, whatever lr each chose (never "n/a: no matching configuration")
@@ -217,10 +230,8 @@ def _storage(out: Path) -> optuna.storages.JournalStorage:
     return optuna.storages.JournalStorage(JournalFileBackend(str(out / "tuning" / "journal.log")))
 
 
-def test_two_drivers_share_one_tuning_folder(tmp_path: Path) -> None:
-    """Two drivers on one folder: every trial asked once and run once, the work split between them."""
-    study, out = tmp_path / "t.toml", tmp_path / "out"
-    study.write_text(tuned_toml(learners=("backprop", "fa"), final_seeds=1))
+def two_drivers(study: Path, out: Path) -> list[int]:
+    """Run ``study`` into ``out`` with two drivers at once (inline, process); the runs each executed."""
     drivers = [
         _driver(study, out, "--executor", "inline"),
         _driver(study, out, "--executor", "process", "--jobs", "1", "--threads", "1"),
@@ -230,6 +241,14 @@ def test_two_drivers_share_one_tuning_folder(tmp_path: Path) -> None:
         stdout, stderr = proc.communicate(timeout=400)
         assert proc.returncode == 0, stderr
         executed.append(int(re.search(r"^(\d+) run\(s\) in", stdout, re.MULTILINE).group(1)))
+    return executed
+
+
+def test_two_drivers_share_one_tuning_folder(tmp_path: Path) -> None:
+    """Two drivers on one folder: every trial asked once and run once, the work split between them."""
+    study, out = tmp_path / "t.toml", tmp_path / "out"
+    study.write_text(tuned_toml(learners=("backprop", "fa"), final_seeds=1))
+    executed = two_drivers(study, out)
     assert sum(executed) == 10, executed  # 2 x (4 trials + 1 final): none twice
     found = metas(out)
     assert len(found) == 10 and all(m["status"] == "ok" for m in found)
@@ -253,9 +272,26 @@ BAD = {
     "wrong type": ("[learners.fa.search]\nbatch_size = [16, 'big']\n", "batch_size[1] = 'big'"),
     "grid larger than trials": (
         "[learners.fa.search]\nbatch_size = [16, 32, 64, 128, 256]\n",
-        "a grid of 5 points is more than tuning.trials = 4",
+        "a grid of 5 points is more than the 4 trial(s) of tuning.trials = 4",
     ),
     "unknown tuning key": ("", "unknown key 'budget' in tuning"),
+    "no seeds per trial": ("", "tuning.seeds_per_trial = 0: expected an integer from 1 to 100"),
+    "repeats not a number": ("", "tuning.repeats = 'three': expected an integer from 1 to 100"),
+    "unknown pruner": ("", "tuning.pruner = 'asha': allowed: none, median, successive_halving, hyperband"),
+    "two budgets": ("", "tuning: both trials and flops given; allowed: one budget, trials or flops"),
+    "negative flops": ("", "tuning.flops = -1.0: expected training FLOPs per learner x task (a number > 0)"),
+    "compare_default not a bool": ("", "tuning.compare_default = 'yes': expected true or false"),
+    "unknown trials scale": ("", "tuning.trials_scale = 'per_option': allowed: per_dimension, fixed"),
+}
+EXTRA = {
+    "unknown tuning key": "budget = 3\n",
+    "no seeds per trial": "seeds_per_trial = 0\n",
+    "repeats not a number": 'repeats = "three"\n',
+    "unknown pruner": 'pruner = "asha"\n',
+    "two budgets": "flops = 1e9\n",
+    "negative flops": "flops = -1.0\n",
+    "compare_default not a bool": 'compare_default = "yes"\n',
+    "unknown trials scale": 'trials_scale = "per_option"\n',
 }
 
 
@@ -265,11 +301,10 @@ def test_bad_search_space_is_one_line_exit_2_before_any_run(
 ) -> None:
     snippet, expected = BAD[case]
     sampler = "grid" if case == "grid larger than trials" else "qmc"
-    extra = "budget = 3\n" if case == "unknown tuning key" else ""
+    extra = EXTRA.get(case, "")
+    trials = "" if case == "negative flops" else "trials = 4\n"
     study = tmp_path / "bad.toml"
-    study.write_text(
-        f'tasks = ["digits"]\n[tuning]\ntrials = 4\nsampler = "{sampler}"\n{extra}[learners.fa]\n{snippet}'
-    )
+    study.write_text(f'tasks = ["digits"]\n[tuning]\n{trials}sampler = "{sampler}"\n{extra}[learners.fa]\n{snippet}')
     code = main(["run", str(study), "--out", str(tmp_path / "out"), "--executor", "inline"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and expected in err, err

@@ -131,9 +131,11 @@ class Results:
 
     @property
     def tuning(self) -> pd.DataFrame:
-        """A tuned study's trials, one row per tuning run: learner, task, trial, run_id, status, config,
-        options (searched option -> value), val_score (what selection used), test_acc (reported only),
-        rank (1 = best validation score of its learner x task), chosen. Empty for a plain study."""
+        """A tuned study's trials, one row per trial (its runs: one per tuning seed): learner, task,
+        repeat, trial, run_id (its first seed's), run_ids, seeds, status ("pruned at epoch e"), pruned,
+        config, options (searched option -> value), val_score (mean over its seeds: what selection
+        used), test_acc (reported only), train_flops, wall_seconds, rank (1 = best validation score of
+        its learner x task x repeat), chosen. Empty for a plain study."""
         from bpbench.experiments.report.tuning import trials
 
         return trials(self.run_table())

@@ -18,10 +18,13 @@ from bpbench.experiments.store.run_store import RunStore
 def run_tuned_study(
     plan: Study, store: RunStore, executor: Any, on_event: Callable[[Event], None], progress: bool
 ) -> tuple[list[Outcome], list[str]]:
-    """Run ``plan``'s tuning protocol through ``executor``; progress (stderr) shows each round's runs.
+    """Run ``plan``'s tuning protocol through ``executor``; its warnings (degenerate ranges) first, then
+    progress (stderr) shows each round's runs.
     Returns (the outcomes of the runs this driver ran, the run ids of every run the protocol asked
     for: the study's runs, whichever driver ran them)."""
     assert plan.tuning is not None
+    for warning in plan.tuning.warnings:  # degenerate ranges: said before any run
+        print(f"bpbench: warning: {warning}", file=sys.stderr, flush=True)
     shown: list[Progress] = []
     rounds = 0
     asked: list[str] = []

@@ -1,11 +1,16 @@
 """Tuned studies: the ``[tuning]`` block and ``[learners.X.search]`` spaces, validated before any run.
 
     [tuning]
-    trials = 16              # per learner label x task, the same for every learner
+    trials = 8               # per searched dimension (trials_scale = "fixed": per learner label x task)
+    # flops = 1e12           # or: a budget of training FLOPs per learner x task and repeat
     sampler = "qmc"          # qmc (scrambled Sobol) | random | tpe | grid
-    seed = 0                 # the samplers' seed
+    seed = 0                 # the samplers' seed (repeat r: seed + r)
     select = "val_accuracy"  # at the final epoch; or "best_val_accuracy" (best evaluated epoch)
-    final_seeds = 5          # fresh seeds for the chosen configuration
+    final_seeds = 5          # fresh seeds for each repeat's chosen configuration
+    seeds_per_trial = 3      # tuning seeds per trial: selection on their mean validation score
+    repeats = 3              # independent tuning studies (own sampler seed and tuning seeds)
+    pruner = "median"        # none | median | successive_halving | hyperband
+    compare_default = true   # also the hand-picked configuration on the final seeds
     [learners.fa.search]
     lr = { low = 1e-4, high = 3e-2, log = true }   # a range: float or int by the option's type
     momentum = [0.0, 0.9]                          # a list is a categorical choice
@@ -14,9 +19,15 @@
 
 ``tuning_plan(raw, learners)`` checks all of it (one ConfigError line per problem) and returns a
 ``TuningPlan``: per learner label its ``Space`` (option -> ``Range`` | ``Choice``).
-``configure(base, values, ...)`` is a run of ``base`` with the drawn values. Tuning runs take seed
-indices ``TUNING_SEED_BASE + trial`` (trial k of every learner sees the same data order); final
-runs take 0..final_seeds-1, so the two never overlap and the finals pair with the reference's.
+``configure(base, values, ...)`` is a run of ``base`` with the drawn values. Seeds: every trial of
+repeat r trains on the tuning seed indices ``tuning_seeds(r)`` (``TUNING_SEED_BASE + SEED_STRIDE * r
++ j``, j < seeds_per_trial: configurations of one repeat are compared on the same data orders); the
+final runs of repeat r take ``final_seed_indices(r)`` (r * final_seeds ..), all below
+``TUNING_SEED_BASE``, so tuning and final seeds never overlap and the finals pair with the
+reference's. Trials: ``trials_for(space)`` (the documented rule: ``trials`` per searched dimension
+unless ``trials_scale = "fixed"``). ``edge(dim, value)``: whether a chosen value lies within
+``EDGE_FRACTION`` of its range's ends (log scale for log ranges). ``degenerate(dim)``: why a range
+cannot be tuned (None when it can), shown as a warning before any run.
 """
 
 from __future__ import annotations
@@ -38,10 +49,30 @@ from bpbench.experiments.plan.spec import RunSpec
 
 SAMPLERS = ("qmc", "random", "tpe", "grid")
 SELECT = ("val_accuracy", "best_val_accuracy")
-TUNING_KEYS = ("trials", "sampler", "seed", "select", "final_seeds")
+PRUNERS = ("none", "median", "successive_halving", "hyperband")
+TRIALS_SCALE = ("per_dimension", "fixed")
+TUNING_KEYS = (
+    "trials",
+    "trials_scale",
+    "flops",
+    "sampler",
+    "seed",
+    "select",
+    "final_seeds",
+    "seeds_per_trial",
+    "repeats",
+    "pruner",
+    "compare_default",
+)
 RANGE_KEYS = ("low", "high", "log", "step")
 TUNING_SEED_BASE = 10_000  # tuning seed indices start here; final seeds must stay below it
+SEED_STRIDE = 100  # repeat r's tuning seeds: TUNING_SEED_BASE + SEED_STRIDE * r + j
 MAX_TRIALS = 10_000
+MAX_REPEATS = 100
+DEFAULT_TRIALS = 8  # per searched dimension
+FLOPS_MAX_TRIALS = 1_000  # the trial cap of a FLOPs budget
+EDGE_FRACTION = 0.05  # a chosen value this close to a range end (of its width, log scale for log) is flagged
+DISTINCT_MIN = 3  # a range with fewer distinct values (3 significant digits) is degenerate
 
 
 @dataclass(frozen=True)
@@ -89,12 +120,60 @@ Space = dict[str, Dimension]  # "lr" or "model.hidden" -> its dimension
 
 @dataclass(frozen=True)
 class TuningPlan:
-    trials: int
+    trials: int  # per searched dimension, or per learner x task when trials_scale = "fixed"
     sampler: str
     seed: int
     select: str
     final_seeds: int
     spaces: dict[str, Space]  # learner label -> its space (empty: no search space, one configuration)
+    trials_scale: str = "per_dimension"
+    flops: float | None = None  # a training-FLOPs budget per learner x task and repeat (trials: its cap)
+    seeds_per_trial: int = 1
+    repeats: int = 1
+    pruner: str = "none"
+    compare_default: bool = False
+    warnings: tuple[str, ...] = ()  # degenerate ranges, said before any run
+
+    def trials_for(self, space: Space) -> int:
+        """Trials per learner x task and repeat: ``trials`` x searched dimensions (``fixed``: ``trials``;
+        a FLOPs budget: at most ``FLOPS_MAX_TRIALS``, drawn while the budget lasts)."""
+        if self.flops is not None:
+            return FLOPS_MAX_TRIALS
+        return self.trials if self.trials_scale == "fixed" else self.trials * max(1, len(space))
+
+    def tuning_seeds(self, repeat: int) -> list[int]:
+        """The seed indices every trial of ``repeat`` trains on."""
+        return [TUNING_SEED_BASE + SEED_STRIDE * repeat + j for j in range(self.seeds_per_trial)]
+
+    def final_seed_indices(self, repeat: int) -> list[int]:
+        """The fresh seed indices of ``repeat``'s final runs (the pooled finals: 0..repeats*final_seeds-1)."""
+        return list(range(repeat * self.final_seeds, (repeat + 1) * self.final_seeds))
+
+
+def edge(dim: Dimension, value: Any) -> str | None:
+    """ "low" or "high" when ``value`` lies within ``EDGE_FRACTION`` of that end of a range (log scale
+    for a log range), else None (choices have no edge)."""
+    if not isinstance(dim, Range) or not isinstance(value, (int, float)):
+        return None
+    scale = math.log if dim.log else float
+    low, high, v = scale(dim.low), scale(dim.high), scale(max(value, dim.low) if dim.log else value)
+    position = (v - low) / (high - low)
+    return "low" if position <= EDGE_FRACTION else "high" if position >= 1 - EDGE_FRACTION else None
+
+
+def degenerate(dim: Dimension) -> str | None:
+    """Why a dimension cannot be tuned (fewer than ``DISTINCT_MIN`` distinct values), or None."""
+    if isinstance(dim, Choice):
+        n = len(set(map(repr, dim.values)))
+        return None if n >= 2 else f"is one value ({dim}); nothing to tune there"
+    if dim.points() is not None:
+        n = dim.points() or 0
+    else:
+        grid = [dim.low + (dim.high - dim.low) * i / 64 for i in range(65)]
+        if dim.log:
+            grid = [math.exp(math.log(dim.low) + (math.log(dim.high) - math.log(dim.low)) * i / 64) for i in range(65)]
+        n = len({rounded(float(v)) for v in grid})
+    return None if n >= DISTINCT_MIN else f"holds only {n} distinct value(s) ({dim}); nothing to tune there"
 
 
 def _int(value: Any, where: str, low: int, high: int) -> int:
@@ -199,12 +278,12 @@ def tuning_plan(raw: dict[str, Any], learners: Registry) -> TuningPlan | None:
         if searched:
             raise ConfigError(
                 f"learners.{searched[0]}.search: a search space needs a [tuning] table "
-                "(trials, sampler, seed, select, final_seeds)"
+                "(trials, sampler, seed, select, final_seeds, ...)"
             )
         return None
     block = raw["tuning"]
     if not isinstance(block, dict):
-        raise ConfigError(f"tuning = {block!r}: expected a table, e.g. [tuning] trials = 16")
+        raise ConfigError(f"tuning = {block!r}: expected a table, e.g. [tuning] trials = 8")
     unknown = sorted(set(block) - set(TUNING_KEYS))
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in tuning; allowed: {', '.join(TUNING_KEYS)}")
@@ -212,16 +291,9 @@ def tuning_plan(raw: dict[str, Any], learners: Registry) -> TuningPlan | None:
         raise ConfigError(
             f"seeds = {raw['seeds']!r}: a tuned study sets its seeds with tuning.final_seeds; remove seeds"
         )
-    trials = _int(block.get("trials", 16), "tuning.trials", 1, MAX_TRIALS)
-    sampler = block.get("sampler", "qmc")
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"tuning.sampler = {sampler!r}: allowed: {', '.join(SAMPLERS)}")
-    seed = _int(block.get("seed", 0), "tuning.seed", 0, 2**31 - 1)
-    select = block.get("select", "val_accuracy")
-    if select not in SELECT:
-        raise ConfigError(f"tuning.select = {select!r}: allowed: {', '.join(SELECT)}")
-    final_seeds = _int(block.get("final_seeds", 5), "tuning.final_seeds", 1, TUNING_SEED_BASE)
+    plan = _plan_values(block)
     spaces: dict[str, Space] = {}
+    notes: list[str] = []
     for label, table in tables.items():
         if not isinstance(table, dict):
             continue  # expand() names the bad learner table
@@ -229,15 +301,58 @@ def tuning_plan(raw: dict[str, Any], learners: Registry) -> TuningPlan | None:
             cls = learners.get(table.get("learner", label))
         except UnknownNameError as exc:
             raise ConfigError(str(exc)) from exc
-        spaces[label] = parse_space(label, table.get("search", {}), cls.Params, ModelSpec)
-        if sampler == "grid" and spaces[label]:
-            points = grid_points(spaces[label], f"learners.{label}.search")
+        spaces[label] = space = parse_space(label, table.get("search", {}), cls.Params, ModelSpec)
+        notes += [f"learners.{label}.search.{k} {why}" for k, d in space.items() if (why := degenerate(d))]
+        if plan.sampler == "grid" and space:
+            points, trials = grid_points(space, f"learners.{label}.search"), plan.trials_for(space)
             if points > trials:
                 raise ConfigError(
-                    f"learners.{label}.search: a grid of {points} points is more than "
-                    f"tuning.trials = {trials}; allowed: at most {trials} points"
+                    f"learners.{label}.search: a grid of {points} points is more than the "
+                    f"{trials} trial(s) of tuning.trials = {plan.trials} ({plan.trials_scale}); "
+                    f"allowed: at most {trials} points"
                 )
-    return TuningPlan(trials, sampler, seed, select, final_seeds, spaces)
+    return dataclasses.replace(plan, spaces=spaces, warnings=tuple(notes))
+
+
+def _choice(block: dict[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str:
+    value = block.get(key, default)
+    if value not in allowed:
+        raise ConfigError(f"tuning.{key} = {value!r}: allowed: {', '.join(allowed)}")
+    return str(value)
+
+
+def _plan_values(block: dict[str, Any]) -> TuningPlan:
+    """The ``[tuning]`` values (spaces empty), each checked: a ConfigError names the first bad one."""
+    if "trials" in block and "flops" in block:
+        raise ConfigError("tuning: both trials and flops given; allowed: one budget, trials or flops")
+    flops = block.get("flops")
+    if flops is not None and (
+        isinstance(flops, bool) or not isinstance(flops, (int, float)) or not math.isfinite(flops) or flops <= 0
+    ):
+        raise ConfigError(f"tuning.flops = {flops!r}: expected training FLOPs per learner x task (a number > 0)")
+    compare = block.get("compare_default", False)
+    if not isinstance(compare, bool):
+        raise ConfigError(f"tuning.compare_default = {compare!r}: expected true or false")
+    repeats = _int(block.get("repeats", 1), "tuning.repeats", 1, MAX_REPEATS)
+    final_seeds = _int(block.get("final_seeds", 5), "tuning.final_seeds", 1, TUNING_SEED_BASE)
+    if repeats * final_seeds > TUNING_SEED_BASE:
+        raise ConfigError(
+            f"tuning.repeats x final_seeds = {repeats * final_seeds}: allowed: at most {TUNING_SEED_BASE} final seeds"
+        )
+    return TuningPlan(
+        trials=_int(block.get("trials", DEFAULT_TRIALS), "tuning.trials", 1, MAX_TRIALS),
+        sampler=_choice(block, "sampler", SAMPLERS, "qmc"),
+        seed=_int(block.get("seed", 0), "tuning.seed", 0, 2**31 - 1 - MAX_REPEATS),
+        select=_choice(block, "select", SELECT, "val_accuracy"),
+        final_seeds=final_seeds,
+        spaces={},
+        trials_scale=_choice(block, "trials_scale", TRIALS_SCALE, "per_dimension"),
+        flops=None if flops is None else float(flops),
+        seeds_per_trial=_int(block.get("seeds_per_trial", 1), "tuning.seeds_per_trial", 1, SEED_STRIDE),
+        repeats=repeats,
+        pruner=_choice(block, "pruner", PRUNERS, "none"),
+        compare_default=compare,
+    )
 
 
 def rounded(value: Any) -> Any:
@@ -270,6 +385,8 @@ def configure(
 
 
 __all__ = [
+    "EDGE_FRACTION",
+    "PRUNERS",
     "SAMPLERS",
     "SELECT",
     "TUNING_SEED_BASE",
@@ -278,6 +395,8 @@ __all__ = [
     "Space",
     "TuningPlan",
     "configure",
+    "degenerate",
+    "edge",
     "grid_points",
     "parse_space",
     "rounded",

@@ -3,7 +3,7 @@ the interquartile mean of normalized accuracy with stratified bootstrap interval
 
 Every learner label is scored at one configuration per task: the one with the highest median
 final *validation* accuracy (test accuracy plays no part in the choice). Inputs are the per-run
-rows of ``table.runs_of`` with the time-to-target columns of ``scoring.with_time_to_target``.
+rows of ``RunTable.runs`` with the time-to-target columns of ``scoring.with_time_to_target``.
 
 - ``times(runs, measure)``: task x learner median time to target (a seed that never reached it
   is infinite, so the median is infinite when at most half of the seeds reached it).

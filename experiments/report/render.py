@@ -5,7 +5,7 @@
 the columns shown only; ``format_table`` prints any display frame and its notes (the score
 table's too). ``column_keys(summary)``: what ``--columns`` takes: the public column names
 (``Results.summary``'s, the measurement catalog's ``column``), and the table's own (seeds,
-trials, sampler, robust, diff, p).
+diff, p; a tuned study's repeats, tuning_cost, sampler, robust, tuning_gain).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from bpbench.experiments.report.summary import (
     ALWAYS,
     CONTENTION_MARK,
     FROM_FLOPS_MARK,
+    SHOWN,
     UNEQUAL_MARK,
     Summary,
 )
@@ -72,10 +73,8 @@ def display_frame(summary: Summary) -> pd.DataFrame:
             "seeds": rows["seeds"].astype(str) + rows["failed"].map(lambda f: f" ({f} failed)" if f else ""),
         }
     )
-    if summary.tuned:  # a tuned study's final runs (experiments/report/tuning.py)
-        table["trials"] = rows["trials"].astype(str)
-        table["sampler"] = rows["sampler"]
-        table["robust"] = rows["robustness"].map(lambda r: "n/a" if math.isnan(r) else f"{r:.2f}")
+    for column in [c for c in rows.columns if str(c).startswith(SHOWN)]:  # a tuned study's (report/tuning.py)
+        table[column[len(SHOWN) :]] = rows[column].astype(str)
     for measure in catalog.shown():
         table[measure.header or measure.column] = _measure_cells(summary, measure)
         if measure.name == "test_acc":
@@ -141,7 +140,14 @@ BASE_COLUMNS = {
     "stopped_by": "stopped by",
     "seeds": "seeds",
 }
-TUNED_COLUMNS = {"trials": "trials", "sampler": "sampler", "robust": "robust"}
+# a tuned study's columns (report/tuning.py's shown columns)
+TUNED_COLUMNS = {
+    "repeats": "repeats",
+    "tuning_cost": "tuning cost",
+    "sampler": "sampler",
+    "robust": "robust",
+    "tuning_gain": "tuning gain",
+}
 # the LaTeX default: rows grouped under a line per task (no task column), the learner column wrapping
 # (tabularx): fits an article's single-column page (checked by pdflatex in tests/test_table.py)
 LATEX_COLUMNS = ("label", "test_accuracy", "diff", "p")
@@ -151,8 +157,8 @@ LATEX_P_HEADER = {"holm": "p (Holm)", "raw": "p (raw)"}
 
 def column_keys(summary: Summary | None = None, tuned: bool = False) -> dict[str, str]:
     """Column key (what --columns takes) -> its header in ``display_frame``: the public names of
-    ``Results.summary`` where it has the column, the table's own (seeds, trials, sampler, robust,
-    diff, p) else; ``tuned`` (or a tuned ``summary``): with the tuned study's columns."""
+    ``Results.summary`` where it has the column, the table's own (seeds, diff, p; a tuned study's
+    ``TUNED_COLUMNS``) else; ``tuned`` (or a tuned ``summary``): with the tuned study's columns."""
     tuned = tuned or (summary is not None and summary.tuned)
     return {
         **BASE_COLUMNS,

@@ -32,6 +32,7 @@ from bpbench.experiments.store.run_table import RunTable
 LEARNER_ORDER = learner_styles.ORDER  # the learner display catalog's (report/learner_styles.py)
 RUN_KEYS = ["learner", "config", "task"]
 ALWAYS = ""  # the key of a note sentence shown whatever the columns ("a|b": shown with column a or b)
+SHOWN = "shown:"  # a summary column "shown:HEADER" of text cells is printed as column HEADER (report/tuning.py)
 TTT_KEY = "|".join([*TTT_COLUMNS, "reached"])  # the time-to-target note's columns
 
 

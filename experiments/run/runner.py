@@ -471,6 +471,11 @@ class Training:
         return RunResult(self.rows, summary, self.unmeasured.to_json(), seconds)
 
 
+def _accuracies(rows: list[dict[str, Any]], epoch: int) -> dict[str, float]:
+    """Split -> accuracy evaluated at ``epoch``."""
+    return {r["split"]: r["value"] for r in rows if r["metric"] == "accuracy" and r["epoch"] == epoch}
+
+
 def run(
     spec: RunSpec,
     learners: Registry,
@@ -479,9 +484,12 @@ def run(
     cache: LoadedTasks | None = None,
     on_epoch: Callable[[int, int], None] | None = None,
     clock_fn: Callable[[], float] = time.perf_counter,
+    on_evaluated: Callable[[int, dict[str, float]], bool] | None = None,
 ) -> RunResult:
     """Train and measure one run. ``on_epoch(epoch, epochs)`` reports progress; ``clock_fn``
-    is the training clock's time source (seconds).
+    is the training clock's time source (seconds); ``on_evaluated(epoch, split -> accuracy)``,
+    called after each evaluated epoch before the last, may stop the run (True: a tuning pruner's
+    verdict; the run ends with ``stopped_by = "pruned"`` at that epoch).
 
     The steps: set up (``Training.start``), evaluate the initial network, then per epoch a
     minibatch order and ``Training.take_step`` per minibatch until the budget is reached, an
@@ -498,8 +506,11 @@ def run(
             if t.take_step(x, y, epoch, clock_fn):
                 break
         epochs_done = epoch
-        if epoch == epochs or t.stopped_by != "epochs" or epoch % t.schedule.eval_every == 0:
+        last = epoch == epochs or t.stopped_by != "epochs"
+        if last or epoch % t.schedule.eval_every == 0:
             t.evaluate_all(epoch)
+            if not last and on_evaluated is not None and on_evaluated(epoch, _accuracies(t.rows, epoch)):
+                t.stopped_by = "pruned"
         if on_epoch is not None:
             on_epoch(epoch, epochs)
         if t.stopped_by != "epochs":

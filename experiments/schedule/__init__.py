@@ -3,5 +3,6 @@
 ``execute`` (one run in a worker, stored), ``queue`` (the runs left, claimed one by one),
 ``process_pool`` (inline and process executors), ``ray_pool`` (the Ray executor),
 ``progress`` (the progress bar), ``tuning`` (a tuned study's protocol: draw, train, select,
-retrain on fresh seeds). Imports ``store``, ``run`` and ``plan``.
+retrain on fresh seeds), ``pruning`` (Optuna's pruners: a trial's probe run reports each
+evaluated epoch). Imports ``store``, ``run`` and ``plan``.
 """

@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from bpbench.experiments.plan.registry import Registry
 from bpbench.experiments.plan.spec import RunSpec
 from bpbench.experiments.run.provenance import git_commit, hardware, package_versions, providers
 from bpbench.experiments.run.runner import LoadedTasks, run
+from bpbench.experiments.schedule.pruning import report_hook
 from bpbench.experiments.store.run_store import RunStore
 
 Event = tuple[Any, ...]  # ("epoch", run_id, epoch, epochs) | ("done", run_id, outcome) | ("elsewhere", run_id, status)
@@ -65,7 +67,7 @@ def execute(
     emit: Callable[[Event], None],
 ) -> Outcome:
     """Run ``spec`` and store its rows and meta; an exception fails this run only."""
-    rows, meta, outcome = execute_unstored(spec, learners, tasks, device, cache, emit)
+    rows, meta, outcome = execute_unstored(spec, learners, tasks, device, cache, emit, store.root)
     store.write(spec.run_id, rows, meta)
     return outcome
 
@@ -77,13 +79,23 @@ def execute_unstored(
     device: torch.device,
     cache: LoadedTasks,
     emit: Callable[[Event], None],
+    root: Path | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], Outcome]:
-    """Run ``spec``; its (rows, meta, outcome) for whoever stores them (an exception fails this run only)."""
+    """Run ``spec``; its (rows, meta, outcome) for whoever stores them (an exception fails this run only).
+    ``root``: the results folder, where a pruned tuning study's probe run reports (schedule/pruning.py)."""
     meta = base_meta(spec, device)
     rows: list[dict[str, Any]] = []
     load_start, wall0, cpu0 = load_average(), time.perf_counter(), time.process_time()
     try:
-        result = run(spec, learners, tasks, device, cache, on_epoch=lambda e, n: emit(("epoch", spec.run_id, e, n)))
+        result = run(
+            spec,
+            learners,
+            tasks,
+            device,
+            cache,
+            on_epoch=lambda e, n: emit(("epoch", spec.run_id, e, n)),
+            on_evaluated=report_hook(spec, root),
+        )
     except Exception as exc:  # isolation boundary: any failure of this run is recorded, the study goes on
         outcome = Outcome(spec.run_id, "failed", {}, f"{type(exc).__name__}: {exc}")
         meta.update(status="failed", error=outcome.error, traceback=traceback.format_exc())

@@ -136,7 +136,9 @@ def _worker(conn: Connection, root: str, device_name: str, threads: int, driver:
             os._exit(0)
         spec = RunSpec.from_json(data)
         _send(conn, ("start", spec.run_id))  # the run's clock starts now, not while the worker was starting up
-        rows, meta, outcome = execute_unstored(spec, learners, tasks, device, cache, lambda e: _send(conn, e))
+        rows, meta, outcome = execute_unstored(
+            spec, learners, tasks, device, cache, lambda e: _send(conn, e), store.root
+        )
         if os.getppid() != driver:  # the driver died during the run: its claim is void, store nothing
             _orphaned()
         store.write(spec.run_id, rows, meta)

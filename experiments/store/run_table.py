@@ -5,7 +5,8 @@ through ``RunStore``'s readers, so their validation applies) and holds
 
 - ``runs``: one row per completed run, in run id order: what it was (``describe.run_row``), its
   ``phase`` (``run``: a plain study's run; ``trial``: a tuning trial; ``final``: a tuned study's
-  final run of its chosen configuration), and its final measures (``records``);
+  final run of its chosen configuration; ``default``: its hand-picked arm), and its final measures
+  (``records``);
 - ``failed``: one row per failed run (labels, phase, error);
 - ``details``: run id -> the rest of its meta a user may ask for (summary, unmeasured, error);
 - ``curves()``: per run and evaluation, validation and test accuracy and the cost spent by then
@@ -32,7 +33,7 @@ from bpbench.experiments.store.dataset import warn
 from bpbench.experiments.store.describe import failed_row, public, run_row, separate_configs, setting, wall_per_cpu
 from bpbench.experiments.store.run_store import RunStore
 
-PHASES = ("run", "trial", "final")
+PHASES = ("run", "trial", "final", "default")  # default: a tuned study's hand-picked arm
 VERDICT_PHASES = ("run", "final")  # what a verdict is computed on: never a tuning trial
 FILL_CHUNK = 1000  # compacted runs whose measures one read of the dataset computes
 
@@ -40,7 +41,7 @@ FILL_CHUNK = 1000  # compacted runs whose measures one read of the dataset compu
 def phase(spec: Mapping[str, Any]) -> str:
     """A run's phase from its spec's tuning tag: ``run``, ``trial`` or ``final``."""
     tag = spec.get("tuning") or {}
-    return {"tuning": "trial", "final": "final"}.get(str(tag.get("phase")), "run")
+    return {"tuning": "trial", "final": "final", "default": "default"}.get(str(tag.get("phase")), "run")
 
 
 def searched(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -165,6 +166,8 @@ def _read_metas(store: RunStore) -> tuple[list[dict[str, Any]], list[dict[str, A
             "summary": records.summary(meta),
             "unmeasured": meta.get("unmeasured", {}),
             "error": meta.get("error"),
+            "tuning": dict(spec.get("tuning") or {}),
+            "wall_seconds": meta.get("wall_seconds"),
             "trial": (spec.get("tuning") or {}).get("trial"),
             "sampler": (spec.get("tuning") or {}).get("sampler"),
             "options": searched(spec),
