@@ -92,6 +92,15 @@ def from_record(meta: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def stored(meta: dict[str, Any], column: str) -> Any:
+    """One measure of a run by its public ``column`` name, as its meta stores it (None when absent): the
+    record's value; a meta without a record (written before records existed) has it in its summary."""
+    record = meta.get("measures")
+    if isinstance(record, dict) and isinstance(record.get("values"), dict):
+        return record["values"].get(column)
+    return (meta.get("summary") or {}).get(column)
+
+
 def summary(meta: dict[str, Any]) -> dict[str, Any]:
     """The run's ``summary`` without the measures its record holds (the previous layout repeated
     four of them there: the record's values are the ones read)."""
