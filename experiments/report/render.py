@@ -260,18 +260,24 @@ def to_latex(table: pd.DataFrame, notes: list[str], groups: pd.Series | None = N
     return "\n".join(lines) + "\n"
 
 
+def plain(rows: pd.DataFrame, fmt: str) -> str | None:
+    """What a table of ``rows`` prints without display cells: a ValueError for an unknown format, "no
+    completed runs" when empty, every number for csv; None for the other formats."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r}: allowed: {', '.join(FORMATS)}")
+    if rows.empty:
+        return "no completed runs"
+    return rows.to_csv(index=False) if fmt == "csv" else None
+
+
 def render(summary: Summary, fmt: str, columns: list[str] | None = None) -> str:
     """The summary as text | markdown | latex | html | csv (csv: every number, unrounded).
 
     ``columns``: the column keys to print (``column_keys``); default every column, and for
     LaTeX ``LATEX_COLUMNS`` (a page wide). The notes describe the columns printed only.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"format {fmt!r}: allowed: {', '.join(FORMATS)}")
-    if summary.empty:
-        return "no completed runs"
-    if fmt == "csv":
-        return summary.rows.to_csv(index=False)
+    if (text := plain(summary.rows, fmt)) is not None:
+        return text
     table = display_frame(summary)
     keys = columns or (list(LATEX_COLUMNS) if fmt == "latex" else None)
     groups = table["task"] if fmt == "latex" and not columns else None

@@ -17,7 +17,7 @@ import pandas as pd
 
 from bpbench.experiments.plan.time_to_target import time_to_target
 from bpbench.experiments.report import ranking
-from bpbench.experiments.report.render import FORMATS, format_table
+from bpbench.experiments.report.render import format_table, plain
 from bpbench.experiments.report.scoring import TTT_COLUMNS, with_time_to_target
 from bpbench.experiments.report.summary import References, main_reference, reference_of
 from bpbench.experiments.store.run_table import RunTable
@@ -152,10 +152,6 @@ def display_score(scores: ScoreTable) -> pd.DataFrame:
 def render_score(scores: ScoreTable, fmt: str) -> str:
     """The score table as text | markdown | latex | html | csv (csv: the numbers), by the summary's
     renderer (``render.format_table``)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format {fmt!r}: allowed: {', '.join(FORMATS)}")
-    if scores.empty:
-        return "no completed runs"
-    if fmt == "csv":
-        return scores.rows.to_csv(index=False)
+    if (text := plain(scores.rows, fmt)) is not None:
+        return text
     return format_table(display_score(scores), list(scores.notes), fmt, "scores")
