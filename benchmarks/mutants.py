@@ -2,7 +2,10 @@
 
 A mutant: the rule it breaks, what it breaks (one line), the file it patches and (old, new) text
 replacements (each old text must occur exactly once), and the pytest node ids that are the rule's
-tests. The issue-21 variants (pc, ff, dtp, fwd_grad) are marked "issue 21".
+tests. The issue-21 variants (pc, ff, dtp, fwd_grad) are marked "issue 21". The issue-31 variants
+(``OPTION_MUTANTS``: an option ignored, a sign flipped, a scale changed, in every rule and in the
+optimizer path the gradient-based rules share, rule "optimizer") are killed by the option audit,
+``tests/test_option_audit.py`` (``Mutant.tests``).
 """
 
 from __future__ import annotations
@@ -16,9 +19,16 @@ class Mutant:
     what: str
     path: str
     edits: tuple[tuple[str, str], ...]
+    tests: tuple[str, ...] = ()  # the tests that must kill it; empty: its rule's (``TESTS[rule]``)
 
+    def test_ids(self) -> tuple[str, ...]:
+        return self.tests or TESTS[self.rule]
+
+
+AUDIT = ("tests/test_option_audit.py",)
 
 TESTS: dict[str, tuple[str, ...]] = {
+    "optimizer": AUDIT,  # the optimizer options shared by the gradient-based rules (make_optimizer)
     "pc": ("tests/test_fidelity_pc.py",),
     "ff": ("tests/test_fidelity_ff.py",),
     "dtp": ("tests/test_fidelity_dtp.py",),
@@ -31,6 +41,12 @@ TESTS: dict[str, tuple[str, ...]] = {
     "dfa": ("tests/test_fidelity_classic.py::test_feedback_rules_follow_their_feedback_with_the_output_layer_exact",),
     "sign_symmetry": (
         "tests/test_fidelity_classic.py::test_feedback_rules_follow_their_feedback_with_the_output_layer_exact",
+    ),
+    "brsf": (
+        "tests/test_fidelity_sign_concordant.py::test_sign_concordant_feedback_follows_current_signs_and_its_magnitude_rule",
+    ),
+    "frsf": (
+        "tests/test_fidelity_sign_concordant.py::test_sign_concordant_feedback_follows_current_signs_and_its_magnitude_rule",
     ),
     "es": ("tests/test_fidelity_classic.py::test_es_estimate_is_the_antithetic_rank_shaped_one",),
     "ga": ("tests/test_fidelity_classic.py::test_ga_keeps_its_elite_selects_among_the_best_and_mutates_by_sigma",),
@@ -242,6 +258,66 @@ MUTANTS: tuple[Mutant, ...] = (
         "learners/sign_symmetry.py",
         (("    scale = math.sqrt(2.0 / (w.shape[1] * receptive + w.shape[0] * receptive))", "    scale = 1.0"),),
     ),
+    # ---- issue 32: sign-concordant feedback with random magnitudes --------------------------
+    Mutant(
+        "brsf",
+        "issue 32: magnitude drawn once (frSF), not redrawn every minibatch",
+        "learners/sign_concordant.py",
+        (("            if self.redraw:\n", "            if False:\n"),),
+    ),
+    Mutant(
+        "frsf",
+        "issue 32: magnitude redrawn every minibatch (brSF), not fixed",
+        "learners/sign_concordant.py",
+        (("    redraw = False\n", "    redraw = True\n"),),
+    ),
+    Mutant(
+        "brsf",
+        "issue 32: magnitude not made positive (random signs, not sign-concordant)",
+        "learners/sign_concordant.py",
+        (
+            (
+                "return draw_feedback(shape, self.generator).abs_().to(self.device)",
+                "return draw_feedback(shape, self.generator).to(self.device)",
+            ),
+        ),
+    ),
+    Mutant(
+        "frsf",
+        "issue 32: weight magnitudes transported (B = W ∘ |M|, not sign(W) ∘ |M|)",
+        "learners/sign_concordant.py",
+        (
+            (
+                "torch.sign(layer.weight.detach(), out=self.feedback[name]).mul_(self.magnitude[name])",
+                "self.feedback[name].copy_(layer.weight.detach()).mul_(self.magnitude[name])",
+            ),
+        ),
+    ),
+    Mutant(
+        "frsf",
+        "issue 32: magnitude twice the weights' init scale",
+        "learners/sign_concordant.py",
+        (
+            (
+                "return draw_feedback(shape, self.generator).abs_()",
+                "return draw_feedback(shape, self.generator, 2.0).abs_()",
+            ),
+        ),
+    ),
+    Mutant(
+        "brsf",
+        "issue 32: signs of the initial weights, never refreshed",
+        "learners/sign_concordant.py",
+        (
+            (
+                "            torch.sign(layer.weight.detach(), out=self.feedback[name]).mul_(self.magnitude[name])",
+                "            if not self.feedback[name].any():\n"
+                "                self.start = getattr(self, 'start', {})\n"
+                "                self.start[name] = layer.weight.detach().sign()\n"
+                "            self.feedback[name].copy_(self.start[name] * self.magnitude[name])",
+            ),
+        ),
+    ),
     Mutant(
         "es",
         "no antithetic pairs (both halves mean + sigma*eps)",
@@ -346,3 +422,151 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
     ),
 )
+
+
+def option_mutant(rule: str, what: str, path: str, old: str, new: str) -> Mutant:
+    """An issue-31 variant: one edit, killed by the option audit."""
+    return Mutant(rule, f"issue 31: {what}", path, ((old, new),), AUDIT)
+
+
+BACKPROP = "learners/backprop.py"
+SGD = "return torch.optim.SGD(tensors, lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay)"
+ADAM = "return torch.optim.Adam(tensors, lr=params.lr, weight_decay=params.weight_decay, foreach=True)"
+
+
+def optimizer_mutant(what: str, call: str, old: str, new: str) -> Mutant:
+    """A variant of ``make_optimizer``'s ``call`` (SGD or ADAM) with ``old`` replaced by ``new``."""
+    return option_mutant("optimizer", what, BACKPROP, call, call.replace(old, new))
+
+
+OPTION_MUTANTS: tuple[Mutant, ...] = (
+    optimizer_mutant("SGD momentum ignored", SGD, "momentum=params.momentum", "momentum=0.9"),
+    optimizer_mutant("SGD weight decay ignored", SGD, "weight_decay=params.weight_decay", "weight_decay=0.0"),
+    optimizer_mutant("SGD lr halved", SGD, "lr=params.lr", "lr=params.lr / 2"),
+    optimizer_mutant("Adam weight decay ignored", ADAM, "weight_decay=params.weight_decay", "weight_decay=0.0"),
+    optimizer_mutant(
+        "Adam weight decay doubled", ADAM, "weight_decay=params.weight_decay", "weight_decay=2 * params.weight_decay"
+    ),
+    optimizer_mutant("Adam lr x10", ADAM, "lr=params.lr", "lr=10 * params.lr"),
+    option_mutant(
+        "optimizer", "optimizer choice ignored (always Adam)", BACKPROP, 'if params.optimizer == "sgd":', "if False:"
+    ),
+    option_mutant(
+        "backprop", "loss option ignored (always cross-entropy)", BACKPROP, 'getattr(self.params, "loss", "ce")', '"ce"'
+    ),
+    option_mutant(
+        "fa",
+        "feedback_scale ignored",
+        "learners/fa.py",
+        "self.generator, self.params.feedback_scale)",
+        "self.generator, 1.0)",
+    ),
+    option_mutant(
+        "dfa",
+        "feedback_scale squared",
+        "learners/dfa.py",
+        "self.generator, self.params.feedback_scale\n",
+        "self.generator, self.params.feedback_scale**2\n",
+    ),
+    option_mutant(
+        "fa",
+        "feedback init bound scale/fan_in instead of scale/sqrt(fan_in)",
+        "learners/feedback.py",
+        "bound = scale / math.sqrt(math.prod(shape[1:]))",
+        "bound = scale / math.prod(shape[1:])",
+    ),
+    option_mutant(
+        "es",
+        "weight decay with the wrong sign",
+        "learners/es.py",
+        "-fitness_gradient + self.params.weight_decay",
+        "-fitness_gradient - self.params.weight_decay",
+    ),
+    option_mutant(
+        "es",
+        "weight decay halved",
+        "learners/es.py",
+        "-fitness_gradient + self.params.weight_decay",
+        "-fitness_gradient + 0.5 * self.params.weight_decay",
+    ),
+    option_mutant(
+        "es",
+        "lr ignored",
+        "learners/es.py",
+        "torch.optim.Adam([self.mean], lr=params.lr)",
+        "torch.optim.Adam([self.mean], lr=0.03)",
+    ),
+    option_mutant(
+        "es", "no rank shaping (raw fitness)", "learners/es.py", "shaped = centered_ranks(fitness)", "shaped = fitness"
+    ),
+    option_mutant("ga", "crossover probability ignored", "learners/ga.py", "p.crossover, 1.0)", "0.0, 1.0)"),
+    option_mutant("ga", "tournament size ignored", "learners/ga.py", "tournsize=params.tournament_size", "tournsize=3"),
+    option_mutant(
+        "ga",
+        "truncation ignored (parents among all)",
+        "learners/ga.py",
+        "keep=params.truncation",
+        "keep=params.population",
+    ),
+    option_mutant("cmaes", "sigma ignored", "learners/cmaes.py", "sigma=params.sigma, **extra", "sigma=0.1, **extra"),
+    option_mutant(
+        "cmaes",
+        "population ignored",
+        "learners/cmaes.py",
+        'extra = {"lambda_": params.population} if params.population else {}',
+        "extra = {}",
+    ),
+    option_mutant(
+        "snn_bptt",
+        "threshold left out of the reset",
+        "learners/spiking.py",
+        "- spk.detach() * neuron.threshold",
+        "- spk.detach()",
+    ),
+    option_mutant(
+        "snn_bptt",
+        "surrogate slope ignored",
+        "learners/spiking.py",
+        "fn(**{slope_name: params.surrogate_slope})",
+        "fn()",
+    ),
+    option_mutant(
+        "snn_bptt", "learn_beta ignored", "learners/spiking.py", "learn_beta=params.learn_beta,", "learn_beta=False,"
+    ),
+    option_mutant("snn_bptt", "beta ignored", "learners/spiking.py", "beta=params.beta,", "beta=0.9,"),
+    option_mutant(
+        "pc",
+        "inference rate doubled",
+        "learners/pc.py",
+        "v[k].sub_(grad_v, alpha=gamma)",
+        "v[k].sub_(grad_v, alpha=2 * gamma)",
+    ),
+    option_mutant(
+        "pc",
+        "top_loss ignored in the output error",
+        "learners/pc.py",
+        'logits.softmax(dim=1) if self.params.top_loss == "ce" else logits',
+        "logits.softmax(dim=1)",
+    ),
+    option_mutant("ff", "threshold ignored", "learners/ff.py", "params.threshold or float(w)", "float(w)"),
+    option_mutant("ff", "norm_scale ignored", "learners/ff.py", "params.norm_scale or math.sqrt(w)", "math.sqrt(w)"),
+    option_mutant(
+        "dtp",
+        "inverse_lr ignored (forward lr used)",
+        "learners/dtp.py",
+        "lr=params.inverse_lr, weight_decay=0.0",
+        "lr=params.lr, weight_decay=0.0",
+    ),
+    option_mutant(
+        "dtp", "freeze_propagated ignored", "learners/dtp.py", "if self.params.freeze_propagated:", "if False:"
+    ),
+    option_mutant(
+        "fwd_grad",
+        "tangents ignored (one tangent, divided by K)",
+        "learners/fwd_grad.py",
+        "for k in range(self.params.tangents):",
+        "for k in range(1):",
+    ),
+)
+
+MUTANTS = MUTANTS + OPTION_MUTANTS

@@ -10,7 +10,12 @@ Each connection layer (Linear, Conv2d) named in ``routes`` runs through ``Linear
 ``Conv2dFeedback``: the forward pass is the layer's own, and the backward pass computes the
 weight and bias gradients exactly from the error δ arriving at the layer's output and the
 layer's input x (as backprop does), then asks ``route(δ, x)`` for the error to send on to x.
-Everything else in the model (batch norm, activation, pooling, dropout) backpropagates as usual.
+Everything else in the model (batch norm, activation, pooling, dropout, a residual block's
+shortcut and its sum) backpropagates as usual: batch norm's scale and shift get the exact
+gradient of the error that reaches them, and at a residual block's input the error its
+convolutions route back adds to the one its shortcut carries (as in BioTorch, whose layers
+replace only the convolutions' backward). ``routes`` name connection layers by their
+``weight_layers`` names, nested ones (``stage1.0.conv1``) included.
 
 Routes (``Route = (δ, x) -> error for x``, shaped like x):
 - ``through(layer, matrix)``: δ through a matrix shaped like W. Feedback alignment: a fixed
@@ -131,17 +136,21 @@ def connect(layer: nn.Module, x: Tensor, route: Route) -> Tensor:
     raise TypeError(f"feedback routes work on nn.Linear and nn.Conv2d layers, got {type(layer).__name__}")
 
 
-def feedback_forward(model: nn.Sequential, x: Tensor, routes: dict[str, Route]) -> Tensor:
-    """Logits of the shared Sequential ``model`` on x; layers named in ``routes`` feed back along them."""
-    if not isinstance(model, nn.Sequential):
-        raise TypeError(f"feedback_forward needs the shared nn.Sequential model, got {type(model).__name__}")
-    children = dict(model.named_children())
-    unknown = sorted(set(routes) - set(children))
+def feedback_forward(model: nn.Module, x: Tensor, routes: dict[str, Route]) -> Tensor:
+    """Logits of ``model`` on x; the connection layers named in ``routes`` (``weight_layers`` names,
+    nested or not) feed back along them. Their ``forward`` is swapped for the call, then restored."""
+    layers = dict(weight_layers(model))
+    unknown = sorted(set(routes) - set(layers))
     if unknown:
-        raise ValueError(f"routes name layers {unknown} that are not top-level layers of the model ({list(children)})")
-    for name, module in children.items():
-        x = connect(module, x, routes[name]) if name in routes else module(x)
-    return x
+        raise ValueError(f"routes name layers {unknown} that are not connection layers of the model ({list(layers)})")
+    try:
+        for name, route in routes.items():
+            layer = layers[name]
+            layer.forward = lambda x, layer=layer, route=route: connect(layer, x, route)
+        return model(x)
+    finally:
+        for name in routes:
+            del layers[name].forward
 
 
 def through(layer: nn.Linear | nn.Conv2d, matrix: Tensor) -> Route:
@@ -188,8 +197,9 @@ def draw_feedback(shape: tuple[int, ...], generator: torch.Generator, scale: flo
     return torch.empty(shape).uniform_(-bound, bound, generator=generator)
 
 
-def layer_input_shapes(model: nn.Sequential, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    """Per connection layer of ``model``: the shape of one sample of its input (no batch axis).
+def layer_input_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """Per connection layer of ``model`` (nested ones included): the shape of one sample of its
+    input (no batch axis).
 
     Runs two zero samples in eval mode without gradients: no weight, statistic or RNG changes.
     """
@@ -197,13 +207,21 @@ def layer_input_shapes(model: nn.Sequential, input_shape: tuple[int, ...]) -> di
     was_training = model.training
     model.eval()
     shapes: dict[str, tuple[int, ...]] = {}
-    x = torch.zeros(2, *input_shape, device=device)
-    with torch.no_grad():
-        for name, module in model.named_children():
-            if isinstance(module, (nn.Linear, nn.Conv2d)):
-                shapes[name] = tuple(x.shape[1:])
-            x = module(x)
-    model.train(was_training)
+
+    def record(name: str) -> Callable[[nn.Module, tuple[Tensor, ...]], None]:
+        def hook(_: nn.Module, args: tuple[Tensor, ...]) -> None:
+            shapes[name] = tuple(args[0].shape[1:])
+
+        return hook
+
+    hooks = [layer.register_forward_pre_hook(record(name)) for name, layer in weight_layers(model)]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, *input_shape, device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
     return shapes
 
 
@@ -237,7 +255,7 @@ def output_layer(model: nn.Module) -> frozenset[str]:
 
 
 def feedback_step(
-    model: nn.Sequential, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, routes: dict[str, Route]
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, routes: dict[str, Route]
 ) -> float:
     """One update of the feedback family: forward, cross-entropy, backward along ``routes``,
     optimizer step; returns the minibatch loss."""

@@ -69,6 +69,7 @@ class ForwardForward(Learner):
     Params = FFParams
     params: FFParams
     model: nn.Sequential
+    archs = frozenset({"mlp"})
 
     @classmethod
     def check_model(cls, spec: ModelSpec, params: Any = None) -> None:  # run at study validation, before any run

@@ -51,7 +51,7 @@ from torch import Tensor, nn
 
 from bpbench.learners.backprop import Backprop, BackpropParams
 from bpbench.learners.base import NotMeasurable, StepOutput
-from bpbench.learners.models import ModelSpec
+from bpbench.learners.models import PLAIN_ARCHS, ModelSpec
 from bpbench.learners.params import param
 
 PERTURB = ("weight", "activity")
@@ -94,6 +94,7 @@ class ForwardGradient(Backprop):
 
     Params = ForwardGradientParams
     params: ForwardGradientParams
+    archs = PLAIN_ARCHS  # no batch norm under a jvp, and ResNets have it in every block
 
     @classmethod
     def check_model(cls, spec: ModelSpec, params: Any = None) -> None:  # run at study validation, before any run

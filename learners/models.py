@@ -1,10 +1,10 @@
-"""The one model builder every learner trains: an MLP, a small CNN, or LeNet-5.
+"""The one model builder every learner trains: an MLP, a small CNN, LeNet-5 or a CIFAR ResNet.
 
 ``build_model(spec, input_shape, n_classes, generator)`` returns an ``nn.Sequential``
 whose connection layers are named ``fc1, fc2, ..., out`` (MLP) or
-``conv1, conv2, ..., fc1, ..., out`` (CNN, LeNet), in forward order; ``weight_layers``
-lists them. Initialization draws only from the given generator, so a run is reproducible
-from its seed alone.
+``conv1, conv2, ..., fc1, ..., out`` (CNN, LeNet), or ``conv1, stage1.0.conv1, ..., out``
+(ResNet: nested in its residual blocks), in forward order; ``weight_layers`` lists them.
+Initialization draws only from the given generator, so a run is reproducible from its seed alone.
 
 LeNet-5 (``arch = "lenet"``) is BioTorch's ``LeNetMNIST`` (biotorch/models/le_net.py):
 conv 5x5 -> 6, act, max-pool 2; conv 5x5 -> 16, act, max-pool 2; conv 5x5 -> 120, act;
@@ -12,6 +12,16 @@ fully connected 84, act; output. BioTorch resizes 28x28 images to 32x32 before i
 unpadded first conv; here the first conv zero-pads by 2 instead (LeCun et al. 1998's
 32x32 field), so a (1, 28, 28) image gives the same 28 -> 14 -> 10 -> 5 -> 1 maps without
 interpolating pixels. BioTorch uses ReLU, which is the default activation here.
+
+ResNet (``arch = "resnet"``, ``depth = 6n + 2``: 8, 14, 20, 32, 56, ...) is He et al. 2016's
+CIFAR network (Sec. 4.2), as BioTorch's ``small_resnet`` builds it: conv 3x3 -> 16, batch
+norm, act; three stages of n basic blocks with 16, 32 and 64 channels (the first block of
+stages 2 and 3 strides by 2); global average pooling; the output layer. A basic block is
+conv 3x3, BN, act, conv 3x3, BN, plus its shortcut, then act. Shortcuts are the paper's
+option A (its CIFAR choice, BioTorch's default): the identity, and where a stage halves the
+map and doubles the channels, the identity subsampled by 2 and zero-padded with the new
+channels, so a shortcut has no weights. Convolutions have no bias (batch norm follows).
+Batch norm is part of the architecture (``batchnorm`` and ``dropout`` stay at their defaults).
 """
 
 from __future__ import annotations
@@ -27,7 +37,10 @@ from torch import nn
 
 from bpbench.learners.params import check_params
 
-ARCHS = ("mlp", "cnn", "lenet")
+ARCHS = ("mlp", "cnn", "lenet", "resnet")
+# every arch but the residual one: rules whose feedback cannot travel through a residual net train these
+PLAIN_ARCHS = frozenset({"mlp", "cnn", "lenet"})
+RESNET_WIDTHS = (16, 32, 64)  # channels of the three stages (He et al. 2016, CIFAR)
 # LeNet-5's fixed layers: (out channels, kernel, padding, max-pool after) per conv; fc widths.
 LENET_CONVS: tuple[tuple[int, int, int, bool], ...] = ((6, 5, 2, True), (16, 5, 0, True), (120, 5, 0, False))
 LENET_HIDDEN: tuple[int, ...] = (84,)
@@ -43,8 +56,10 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 class ModelSpec:
     """Architecture shared by all learners of a run.
 
-    arch: "mlp" (any task; input flattened), "cnn" (image tasks) or "lenet" (LeNet-5,
-        image tasks of at least 28x28; its layers are fixed, see the module docstring).
+    arch: "mlp" (any task; input flattened), "cnn" (image tasks), "lenet" (LeNet-5,
+        image tasks of at least 28x28; its layers are fixed, see the module docstring) or
+        "resnet" (He et al.'s CIFAR ResNet, image tasks; see the module docstring).
+    depth: resnet only: its number of weight layers, 6n + 2 (8, 14, 20, 32, 56, ...).
     hidden: widths of the fully connected hidden layers (may be empty: a linear model).
         mlp and cnn only.
     channels: cnn only: output channels of each 3x3 conv (each followed by 2x2 max-pool).
@@ -53,12 +68,13 @@ class ModelSpec:
     These three apply to every arch; their defaults give BioTorch's LeNet-5 exactly.
     """
 
-    arch: Literal["mlp", "cnn", "lenet"] = "mlp"
+    arch: Literal["mlp", "cnn", "lenet", "resnet"] = "mlp"
     hidden: tuple[int, ...] = (256, 256)
     channels: tuple[int, ...] = (16, 32)
     activation: Literal["relu", "tanh", "sigmoid"] = "relu"
     batchnorm: bool = False
     dropout: float = 0.0
+    depth: int = 20
 
     def __post_init__(self) -> None:
         if any(h <= 0 for h in self.hidden):
@@ -67,14 +83,27 @@ class ModelSpec:
             raise ValueError(f"model.channels = {list(self.channels)}: every count must be a positive integer")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout = {self.dropout}: allowed is 0 <= dropout < 1")
+        defaults = {f.name: f.default for f in fields(self)}
         if self.arch == "lenet":
-            defaults = {f.name: f.default for f in fields(self)}
             for key in ("hidden", "channels"):
                 if getattr(self, key) != defaults[key]:
                     raise ValueError(
                         f"model.{key} = {list(getattr(self, key))} with arch = 'lenet': LeNet-5's layers are fixed "
                         f"(conv 6, 16, 120; fc 84); {key} applies to arch = 'mlp' or 'cnn' only: leave it out"
                     )
+        if self.arch == "resnet":
+            if self.depth < 8 or (self.depth - 2) % 6:
+                raise ValueError(f"model.depth = {self.depth}: allowed is 6n + 2 with n >= 1 (8, 14, 20, 32, 56, ...)")
+            for key in ("hidden", "channels", "batchnorm", "dropout"):
+                if getattr(self, key) != defaults[key]:
+                    raise ValueError(
+                        f"model.{key} = {getattr(self, key)!r} with arch = 'resnet': the ResNet's layers are fixed "
+                        f"(16, 32, 64 channels, batch norm in every block); leave {key} out"
+                    )
+        elif self.depth != defaults["depth"]:
+            raise ValueError(
+                f"model.depth = {self.depth} with arch = {self.arch!r}: depth applies to arch = 'resnet' only"
+            )
         check_params(self)  # arch and activation among their choices, dropout finite
 
 
@@ -122,6 +151,11 @@ def build_model(
     learner passes its neuron here); everything else stays the shared architecture.
     """
     act = activation or ACTIVATIONS[spec.activation]
+    if spec.arch == "resnet":
+        model = resnet(spec.depth, input_shape, n_classes, act)
+        for _, layer in weight_layers(model):
+            _init_layer(layer, generator)
+        return model
     layers: list[tuple[str, nn.Module]] = []
     hidden = LENET_HIDDEN if spec.arch == "lenet" else spec.hidden
     if spec.arch in ("cnn", "lenet"):
@@ -158,6 +192,62 @@ def build_model(
     for _, layer in weight_layers(model):
         _init_layer(layer, generator)
     return model
+
+
+class Shortcut(nn.Module):
+    """He et al.'s option A: the identity, or, where a block strides by 2 into ``extra`` more
+    channels, the input subsampled by 2 and zero-padded with them (no weights)."""
+
+    def __init__(self, stride: int, extra: int) -> None:
+        super().__init__()
+        self.stride, self.extra = stride, extra
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1 and self.extra == 0:
+            return x
+        x = x[:, :, :: self.stride, :: self.stride]
+        return nn.functional.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+
+
+class BasicBlock(nn.Module):
+    """conv 3x3 (stride), BN, act, conv 3x3, BN, + shortcut, act (He et al. 2016)."""
+
+    def __init__(self, in_c: int, out_c: int, stride: int, activation: Callable[[], nn.Module]) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_c, out_c, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_c)
+        self.act1 = activation()
+        self.conv2 = nn.Conv2d(out_c, out_c, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_c)
+        self.shortcut = Shortcut(stride, out_c - in_c)
+        self.act2 = activation()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
+        return self.act2(out + self.shortcut(x))
+
+
+def resnet(depth: int, input_shape: tuple[int, ...], n_classes: int, act: Callable[[], nn.Module]) -> nn.Sequential:
+    """He et al.'s CIFAR ResNet of ``depth`` = 6n + 2 weight layers (uninitialized: ``build_model`` draws)."""
+    if len(input_shape) != 3 or min(input_shape[1:]) < 4:
+        raise ValueError(
+            f"model.arch = 'resnet' needs image input (C, H, W) of at least 4x4; got input shape {input_shape}"
+        )
+    n = (depth - 2) // 6
+    layers: list[tuple[str, nn.Module]] = [
+        ("conv1", nn.Conv2d(input_shape[0], RESNET_WIDTHS[0], 3, padding=1, bias=False)),
+        ("bn1", nn.BatchNorm2d(RESNET_WIDTHS[0])),
+        ("act1", act()),
+    ]
+    in_c = RESNET_WIDTHS[0]
+    for stage, width in enumerate(RESNET_WIDTHS, start=1):
+        blocks = []
+        for i in range(n):
+            blocks.append(BasicBlock(in_c, width, 2 if stage > 1 and i == 0 else 1, act))
+            in_c = width
+        layers.append((f"stage{stage}", nn.Sequential(*blocks)))
+    layers += [("pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()), ("out", nn.Linear(in_c, n_classes))]
+    return nn.Sequential(OrderedDict(layers))
 
 
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Linear | nn.Conv2d]]:

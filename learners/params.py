@@ -96,12 +96,12 @@ def _field_types(cls: type) -> tuple[tuple[str, Any, Range | None], ...]:
     return _FIELDS[cls]
 
 
-def _choices(tp: Any) -> tuple[Any, ...] | None:
+def choices_of(tp: Any) -> tuple[Any, ...] | None:
     """The allowed values of a ``Literal[...]`` type (or ``Literal[...] | None``); None for other types."""
     if get_origin(tp) is Literal:
         return get_args(tp)
     if get_origin(tp) in (Union, types.UnionType):
-        found = [_choices(arg) for arg in get_args(tp) if arg is not type(None)]
+        found = [choices_of(arg) for arg in get_args(tp) if arg is not type(None)]
         if len(found) == 1 and found[0] is not None:
             return (*found[0], *((None,) if type(None) in get_args(tp) else ()))
     return None
@@ -109,7 +109,7 @@ def _choices(tp: Any) -> tuple[Any, ...] | None:
 
 def check_value(name: str, value: Any, tp: Any, rule: Range | None, obj: Any) -> None:
     """Raise ValueError (one line: ``name = value: what is allowed``) if ``value`` breaks a rule of its field."""
-    choices = _choices(tp)
+    choices = choices_of(tp)
     if choices is not None and value not in choices:
         raise ValueError(f"{name} = {value!r}: allowed are {', '.join(map(repr, choices))}")
     if value is None or isinstance(value, bool):
@@ -132,4 +132,4 @@ def check_params(obj: Any) -> None:
         check_value(name, getattr(obj, name), tp, rule, obj)
 
 
-__all__ = ["RANGE", "Range", "check_params", "check_value", "param"]
+__all__ = ["RANGE", "Range", "check_params", "check_value", "choices_of", "param"]

@@ -80,6 +80,7 @@ class PredictiveCoding(Learner):
     Params = PCParams
     params: PCParams
     model: nn.Sequential
+    archs = frozenset({"mlp"})
 
     @classmethod
     def check_model(cls, spec: ModelSpec, params: Any = None) -> None:  # run at study validation, before any run

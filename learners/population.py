@@ -32,7 +32,7 @@ from deap import base
 from torch import Tensor, nn
 
 from bpbench.learners.base import Learner
-from bpbench.learners.models import ModelSpec, build_model, weight_layers
+from bpbench.learners.models import PLAIN_ARCHS, ModelSpec, build_model, weight_layers
 
 FitnessKind = Literal["loss", "accuracy"]
 
@@ -269,6 +269,7 @@ class PopulationLearner(Learner):
     """
 
     short_name: str = "population"  # used in error messages
+    archs = PLAIN_ARCHS  # the population forward batches plain nets only
     numpy_random: ClassVar[bool] = True  # whether its DEAP calls draw from numpy's global RNG (PrivateRandom)
     model: nn.Sequential
 

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from bpbench.learners.backprop import BackpropParams, make_optimizer
 from bpbench.learners.base import Learner, TaskInfo
 from bpbench.learners.encoders import SpikeInput, encode
-from bpbench.learners.models import ModelSpec, build_model, weight_layers
+from bpbench.learners.models import PLAIN_ARCHS, ModelSpec, build_model, weight_layers
 from bpbench.learners.params import param
 from bpbench.learners.synops import count_synops
 
@@ -303,6 +303,7 @@ class SpikingLearner(Learner):
     Params = SpikingParams
     params: SpikingParams
     model: nn.Sequential
+    archs = PLAIN_ARCHS  # the time loop walks a plain Sequential (no residual blocks)
 
     def setup(self) -> None:
         task, params, device = self.task, self.params, self.device

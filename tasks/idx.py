@@ -3,7 +3,8 @@
 ``read_idx(path)`` reads one IDX file (``.gz`` or not) into a numpy array. ``IdxTask`` joins
 the standard four files of a folder (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
 ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each optionally ``.gz``) into one set
-that the usual seeded stratified split divides; ``train_fraction`` keeps a smaller share.
+that the usual seeded stratified split divides; ``train_fraction`` keeps a smaller share;
+``pad`` zero-pads the images (2: to 32x32, for the CIFAR ResNet).
 
 - ``fashion_mnist``: default folder /usr/share/datasets/fashion-mnist (Debian's
   ``dataset-fashion-mnist`` package puts the full set there).
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bpbench.learners.params import param
 from bpbench.tasks.base import Task, TaskParams
 
 IDX_TYPES: dict[int, np.dtype] = {
@@ -55,9 +57,11 @@ def find(folder: Path, stem: str) -> Path:
 
 @dataclass(frozen=True)
 class IdxParams(TaskParams):
-    """path: the folder holding the four IDX files ("" = the task's default folder)."""
+    """path: the folder holding the four IDX files ("" = the task's default folder).
+    pad: zero pixels added on every side (2: 28x28 -> 32x32, the CIFAR ResNet's input size)."""
 
     path: str = ""
+    pad: int = param(0, ge=0)
 
 
 class IdxTask(Task):
@@ -86,6 +90,8 @@ class IdxTask(Task):
     def raw(self, params: IdxParams) -> tuple[np.ndarray, np.ndarray]:
         tr_x, tr_y, te_x, te_y = (read_idx(path) for path in self.files(params))
         x = np.concatenate([tr_x, te_x]).astype(np.float32)[:, None, :, :]
+        if params.pad:
+            x = np.pad(x, ((0, 0), (0, 0), (params.pad, params.pad), (params.pad, params.pad)))
         y = np.concatenate([tr_y, te_y]).astype(np.int64)
         if x.shape[0] != y.shape[0] or x.ndim != 4:
             raise ValueError(f"task {self.name}: {x.shape[0]} images of shape {x.shape[1:]} but {y.shape[0]} labels")

@@ -33,6 +33,8 @@ TRAINS = {
     "fa": None,
     "dfa": None,
     "sign_symmetry": None,
+    "brsf": None,
+    "frsf": None,
     "snn_bptt": SpikingParams(num_steps=3, batch_size=16),
     "snn_dfa": None,
     "ga": GAParams(population=4, truncation=2, batch_size=16),

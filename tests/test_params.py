@@ -69,8 +69,8 @@ def test_choices_given_directly_are_checked() -> None:
         PCParams(top_loss="l1")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"^negatives = 'hard': allowed are 'random_label'$"):
         FFParams(negatives="hard")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"^arch = 'resnet': allowed are 'mlp', 'cnn', 'lenet'$"):
-        ModelSpec(arch="resnet")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^arch = 'vgg': allowed are 'mlp', 'cnn', 'lenet', 'resnet'$"):
+        ModelSpec(arch="vgg")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -11,18 +11,21 @@ The command line's ``run`` is this function plus printing.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bpbench.experiments.front.results import Results
+from bpbench.experiments.front.tracking.base import parse_targets
+from bpbench.experiments.front.tracking.mirror import Mirror, study_artifacts
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.plan.spec import RunSpec
-from bpbench.experiments.plan.study import Overrides, expand, load_study, study_references
+from bpbench.experiments.plan.study import Overrides, Study, expand, load_study, study_references
 from bpbench.experiments.schedule.execute import Event, Outcome
 from bpbench.experiments.schedule.process_pool import make_executor
 from bpbench.experiments.schedule.progress import Progress
+from bpbench.experiments.schedule.slurm_options import slurm_options
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.study_record import admit
 
@@ -75,6 +78,8 @@ def run(
     progress: bool = True,
     name: str | None = None,
     extend: bool = False,
+    track: Sequence[str] | str | None = None,
+    slurm: Mapping[str, Any] | Sequence[str] | None = None,
 ) -> Results:
     """Run a study and return its ``Results``; runs already complete in ``out`` are skipped.
 
@@ -87,7 +92,11 @@ def run(
     extend: the folder holds this study with another definition: add the new definition's runs
         (grid points, seeds) instead of stopping; refused when it changes a recorded run.
     device: auto | cpu | cuda | cuda:N.  executor: where runs execute: "process" (local worker
-        processes), "inline" (this process), "ray" (Ray tasks; ``address``: the cluster to join).
+        processes), "inline" (this process), "ray" (Ray tasks; ``address``: the cluster to join),
+        "slurm" (a Slurm job array through submitit; ``slurm``: its options, over the study's
+        ``[slurm]`` table: ``{"partition": "gpu", "time": 60}`` or ``["time=60"]``).
+    track: mirror every run to ``"mlflow[:URI]"``, ``"tensorboard[:DIR]"``, ``"wandb[:PROJECT]"``
+        (several allowed; added to the study's ``[tracking]`` table); a tracking failure is a warning.
     progress: show progress on stderr.
 
     Everything is validated before any run starts; bad input raises ``ConfigError`` whose
@@ -96,11 +105,24 @@ def run(
     """
     jobs, threads = _count("jobs", jobs), _count("threads", threads)
     plan = load_study(study, overrides, learner_registry(), task_registry(), name=name)
+    targets = parse_targets(track, plan.raw.get("tracking"))
     try:  # the executor checks the device (where its runs will execute), executor name and address
-        runner = make_executor(executor, jobs=jobs, threads=threads, device=device, address=address)
+        options = slurm_options(plan.raw.get("slurm"), slurm) if executor == "slurm" or slurm else None
+        runner = make_executor(executor, jobs=jobs, threads=threads, device=device, address=address, slurm=options)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     root = Path(out) if out is not None else Path("bpbench-out") / plan.name
+    store = _admitted_store(plan, root, extend)
+    mirror = Mirror(targets, root, plan.name) if targets else None
+    start = time.perf_counter()
+    ran, planned, elsewhere = _execute(plan, store, runner, progress, mirror)
+    if mirror is not None:
+        mirror.finish(lambda folder: study_artifacts(root, folder))
+    return Results(root, tuple(ran), time.perf_counter() - start, study_references(plan.raw), elsewhere, planned)
+
+
+def _admitted_store(plan: Study, root: Path, extend: bool) -> RunStore:
+    """The store at ``root``, checked (no symlinked run folder) and admitted for ``plan``."""
     store = RunStore(root)
     linked = [str(store.run_dir(s.run_id)) for s in plan.runs if store.linked(s.run_id)]
     if linked or (root / "claims").is_symlink():
@@ -116,6 +138,14 @@ def run(
         extend,
         lambda recorded: expand(plan.name, recorded, learner_registry(), task_registry()).runs,
     )
+    return store
+
+
+def _execute(
+    plan: Study, store: RunStore, runner: Any, progress: bool, mirror: Mirror | None
+) -> tuple[list[Outcome], tuple[str, ...], int]:
+    """Run ``plan``'s runs not yet ok in ``store``: (outcomes here, run ids planned, runs finished
+    by another driver). Each run stored here is mirrored to the trackers as it finishes."""
     todo = [s for s in plan.runs if store.status(s.run_id) != "ok"]
     show = Progress(todo, skipped=len(plan.runs) - len(todo)) if progress and plan.tuning is None else None
     elsewhere = 0
@@ -125,8 +155,9 @@ def run(
         elsewhere += event[0] == "elsewhere"  # another driver on the same folder finished this run
         if show is not None:
             show(event)
+        if mirror is not None and event[0] == "done":
+            mirror.run(event[1])
 
-    start = time.perf_counter()
     ran: list[Outcome] = []
     planned = tuple(s.run_id for s in plan.runs)  # a tuned study: the runs its protocol asked for
     try:
@@ -141,4 +172,4 @@ def run(
     finally:
         if show is not None:
             show.close()
-    return Results(root, tuple(ran), time.perf_counter() - start, study_references(plan.raw), elsewhere, planned)
+    return ran, planned, elsewhere

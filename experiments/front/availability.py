@@ -32,7 +32,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-FORMAT = 2  # 2: tasks whose check fails (a missing optional dependency) are unavailable
+FORMAT = 3  # 2: tasks whose check fails (a missing optional dependency) are unavailable; 3: or needing data
 
 
 @dataclass(frozen=True)
@@ -150,10 +150,14 @@ def task_problem(task_cls: Any) -> str | None:
     """Why a task that imports still cannot load: a missing optional package, as its ``check``
     says (naming the extra to install); None when it can. A data folder that its default options
     do not find is not counted: such tasks run once given a path (``[tasks.mnist] path``)."""
+    from bpbench.tasks.official import DataNotGiven
+
     try:
         task_cls().check(task_cls.Params())
     except ImportError as exc:
         return f"{type(exc).__name__}: {exc}"
+    except DataNotGiven as exc:  # user data with no default folder (cifar10, shd): say which files it needs
+        return str(exc)
     except FileNotFoundError:
         return None
     return None

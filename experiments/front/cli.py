@@ -66,6 +66,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         address=args.address,
         progress=True,
         extend=args.extend,
+        track=args.track,
+        slurm=args.slurm,
     )
     failed = sum(outcome.status != "ok" for outcome in results.ran)
     print(results.table("text"))
@@ -106,6 +108,21 @@ def varied_text(spec: Any) -> str:
     return varied_label(spec.to_json())
 
 
+TRACKING_FLAGS = (
+    ("--track", "TARGET", "mirror every run to mlflow[:URI], tensorboard[:DIR] or wandb[:PROJECT] (repeatable)"),
+    ("--slurm", "KEY=VALUE", "slurm executor: partition=, time= (minutes), cpus=, mem_gb=, gpus= per run"),
+)
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from bpbench.experiments.front.tracking.base import parse_targets
+    from bpbench.experiments.front.tracking.mirror import export
+
+    targets = parse_targets(args.to)
+    print(f"mirrored {export(Path(args.dir), targets)} run(s) of {args.dir} to {', '.join(args.to)}")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from bpbench.experiments.front.conformance import ConformanceError, check
     from bpbench.experiments.plan.registry import learner_registry, task_registry
@@ -141,20 +158,39 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{args.learner}: conforms to the Learner interface on {args.task}; a 1-epoch run on {args.samples} "
         f"samples through the runner took {steps} step(s), test accuracy {accuracy:.3f}"
     )
+    learning = meta["learning"]
+    print(
+        f"  learning: test accuracy {learning.accuracy:.3f} after {learning.steps} updates on those samples "
+        f"(chance {learning.chance:.3f})"
+    )
     for metric, reason in sorted(meta.get("unmeasured", {}).items()):
         print(f"  n/a {metric}: {reason}")
+    if learning.warning:
+        print(f"warning: {learning.warning}")
+    if args.options:
+        from bpbench.experiments.front.conformance import check_option_lines
+
+        print(
+            "\n".join(check_option_lines(args.learner, args.task, learner_registry(), task_registry(), params, model))
+        )
     return 0
 
 
 def cmd_table(args: argparse.Namespace) -> int:
     from bpbench.experiments.front.results import load
 
+    table_only = {"--columns": args.columns, "--tuning": args.tuning, "--p": args.p}
+    given = [name for name, value in table_only.items() if value] if args.score else []
+    if given or (args.measure and not args.score):
+        wrong = f"{', '.join(given)} (options of the summary table)" if given else "--measure (an option of --score)"
+        raise ConfigError(f"table: {wrong} cannot be combined with {'--score' if given else 'the summary table'}")
     results = load(args.dir)
     if args.score:
-        print(results.score(args.format, reference=args.reference, measure=args.measure))
+        print(results.score(args.format, reference=args.reference, measure=args.measure or "flops"))
         return 0
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
-    print(results.table(args.format, reference=args.reference, p=args.p, columns=columns, tuning=args.tuning))
+    p = args.p or "holm"
+    print(results.table(args.format, reference=args.reference, p=p, columns=columns, tuning=args.tuning))
     return 0
 
 
@@ -242,10 +278,17 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--executor",
         default="process",
-        help="process (default): local worker processes; inline: in this process; ray: Ray tasks",
+        help="process (default): local worker processes; inline: in this process; ray: Ray tasks; "
+        "slurm: a Slurm job array (submitit)",
     )
     r.add_argument("--address", help="ray executor: the Ray cluster to join (HOST:PORT or auto; default: a local Ray)")
+    for flag, meta, text in TRACKING_FLAGS:
+        r.add_argument(flag, action="append", metavar=meta, help=text)
     r.set_defaults(fn=cmd_run)
+    m = sub.add_parser("track", help="mirror a results folder to MLflow, TensorBoard or W&B")
+    m.add_argument("dir")
+    m.add_argument("--to", action="append", required=True, metavar="TARGET", help=TRACKING_FLAGS[0][2])
+    m.set_defaults(fn=cmd_track)
     c = sub.add_parser(
         "check",
         help="check a learner against the interface contract, then run it for 1 epoch "
@@ -259,6 +302,12 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         metavar="KEY=VALUE",
         help="a learner option (lr=0.01) or model option (model.hidden=[]); default model: hidden = [32]",
+    )
+    c.add_argument(
+        "--options",
+        action="store_true",
+        help="also try each declared option at a non-default value for a few updates and report how much "
+        "it changed them; an option that changes nothing is a warning",
     )
     c.set_defaults(fn=cmd_check)
     t = sub.add_parser("table", help="summary table of a results folder")
@@ -277,7 +326,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--p",
         choices=("holm", "raw"),
-        default="holm",
+        default=None,
         help="p-values Holm-adjusted over the table's comparisons (default) or raw",
     )
     t.add_argument(
@@ -294,7 +343,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--measure",
         choices=[m.name for m in TIME_TO_TARGET],
-        default="flops",
+        default=None,
         help="--score: the time-to-target measure of the performance profile (default flops)",
     )
     t.set_defaults(fn=cmd_table)
@@ -349,7 +398,7 @@ def _show(recorded: list[warnings.WarningMessage]) -> None:
     """A skipped run file: one line each (once); anything else as Python shows it."""
     shown = set()
     for w in recorded:
-        if w.category.__name__ == "ResultsWarning":
+        if w.category.__name__ in ("ResultsWarning", "TrackingWarning"):
             if str(w.message) not in shown:
                 print(f"bpbench: warning: {w.message}", file=sys.stderr)
             shown.add(str(w.message))

@@ -6,7 +6,8 @@ The package (default folder ./NAME)::
     README.md
     bpbench_NAME/NAME.py    the learner (backprop on the ``setup`` contract, with backprop's optimizer
                             options and the optional hooks as commented stubs) or task (synthetic data)
-    tests/test_NAME.py      bpbench check, and 1-epoch studies through bpbench.run
+    tests/test_NAME.py      bpbench check --options (the contract, learning above chance, every
+                            option acting), and 1-epoch studies through bpbench.run
 
 ``pip install -e "DIR[test]" && pytest DIR`` passes as written. Templates are package data in
 ``experiments/front/templates``; ``tests/test_scaffold.py`` checks the learner template agrees

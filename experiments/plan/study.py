@@ -52,6 +52,8 @@ TOP_KEYS = (
     "schedule",
     "learners",
     "tuning",
+    "tracking",  # where runs are mirrored (front/tracking), not what runs: never in a run id
+    "slurm",  # how runs are submitted (schedule/slurm_pool.py), not what runs
 )
 REFERENCE_LABEL = "backprop"  # the learner label Welch's test compares against unless `reference` names another
 LEARNER_SECTION_KEYS = ("learner", "model", "budget", "tasks", "reference", "search")
@@ -135,10 +137,13 @@ def apply_sets(raw: dict[str, Any], assignments: Overrides | None) -> dict[str, 
     return out
 
 
+MAX_SEEDS = 100_000  # seeds per configuration: beyond it a count is a typo, refused before any list is built
+
+
 def _seed_indices(value: Any) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool):
-        if value <= 0:
-            raise ConfigError(f"seeds = {value}: must be a positive count or a list of seed indices")
+        if not 0 < value <= MAX_SEEDS:
+            raise ConfigError(f"seeds = {value}: must be a count from 1 to {MAX_SEEDS} or a list of seed indices")
         return list(range(value))
     if (
         isinstance(value, list)

@@ -17,6 +17,7 @@ import pandas as pd
 
 from bpbench.experiments.plan import catalog
 from bpbench.experiments.plan.time_to_target import TIME_TO_TARGET
+from bpbench.experiments.report.escape import csv_safe, latex_text, terminal
 from bpbench.experiments.report.stats import stars
 from bpbench.experiments.report.summary import (
     ALWAYS,
@@ -225,9 +226,7 @@ def latex_escape(text: str) -> str:
     out = "".join(LATEX_SPECIAL.get(ch, ch) for ch in text)
     for symbol, latex in LATEX_SYMBOLS.items():
         out = out.replace(symbol, latex)
-    if not out.isascii():
-        raise ValueError(f"cannot write {text!r} in LaTeX: non-ASCII character left after escaping")
-    return out
+    return latex_text(out)  # control and non-ASCII characters made printable
 
 
 def to_latex(table: pd.DataFrame, notes: list[str], groups: pd.Series | None = None) -> str:
@@ -267,7 +266,7 @@ def plain(rows: pd.DataFrame, fmt: str) -> str | None:
         raise ValueError(f"format {fmt!r}: allowed: {', '.join(FORMATS)}")
     if rows.empty:
         return "no completed runs"
-    return rows.to_csv(index=False) if fmt == "csv" else None
+    return csv_safe(rows).to_csv(index=False) if fmt == "csv" else None
 
 
 def render(summary: Summary, fmt: str, columns: list[str] | None = None) -> str:
@@ -299,11 +298,11 @@ def format_table(
     """A display frame and its notes as markdown | latex | html (class ``css_class``) | text;
     ``groups``: LaTeX's row groups (``to_latex``)."""
     if fmt == "markdown":
-        return table.to_markdown(index=False) + "\n\n" + "\n\n".join(notes) + "\n"
+        return terminal(table.to_markdown(index=False) + "\n\n" + "\n\n".join(notes) + "\n")
     if fmt == "latex":
         return to_latex(table, notes, groups)
     if fmt == "html":
         return table.to_html(index=False, classes=css_class, border=0) + "".join(
             f'\n<p class="note">{escape(note)}</p>' for note in notes
         )
-    return table.to_markdown(index=False, tablefmt="simple") + "\n\n" + "\n".join(notes)
+    return terminal(table.to_markdown(index=False, tablefmt="simple") + "\n\n" + "\n".join(notes))

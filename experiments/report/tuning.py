@@ -22,6 +22,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from bpbench.experiments.report import escape
 from bpbench.experiments.report.scoring import with_time_to_target
 from bpbench.experiments.report.summary import (
     ALWAYS,
@@ -292,9 +293,8 @@ def render_trials(table: pd.DataFrame, fmt: str) -> str:
     shown["rank"] = shown["rank"].map(lambda v: "n/a" if math.isnan(v) else str(int(v)))
     shown["chosen"] = shown["chosen"].map(lambda c: "*" if c else "")
     if fmt == "csv":
-        return table.assign(options=table["options"].map(json.dumps), run_ids=table["run_ids"].map(json.dumps)).to_csv(
-            index=False
-        )
+        csv = table.assign(options=table["options"].map(json.dumps), run_ids=table["run_ids"].map(json.dumps))
+        return escape.csv_safe(csv).to_csv(index=False)
     if fmt == "markdown":
         return shown.to_markdown(index=False)
     if fmt == "html":

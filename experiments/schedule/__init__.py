@@ -2,6 +2,8 @@
 
 ``execute`` (one run in a worker, stored), ``queue`` (the runs left, claimed one by one),
 ``process_pool`` (inline and process executors), ``ray_pool`` (the Ray executor),
+``slurm_pool`` (the Slurm executor: a job array through submitit), ``slurm_options`` (what
+each array task asks Slurm for),
 ``progress`` (the progress bar), ``tuning`` (a tuned study's protocol: draw, train, select,
 retrain on fresh seeds), ``pruning`` (Optuna's pruners: a trial's probe run reports each
 evaluated epoch). Imports ``store``, ``run`` and ``plan``.

@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Protocol
@@ -50,6 +50,7 @@ from bpbench.experiments.run.runner import LoadedTasks
 from bpbench.experiments.run.warmup import warm_up
 from bpbench.experiments.schedule.execute import Event, Outcome, execute, execute_unstored, record_lost
 from bpbench.experiments.schedule.queue import RunQueue
+from bpbench.experiments.schedule.slurm_options import SlurmOptions
 from bpbench.experiments.store.run_store import RunStore
 
 
@@ -184,6 +185,27 @@ class _Worker:
     stopping: bool = False  # told to exit (sent None)
 
 
+@dataclass
+class _Pool:
+    """A process executor's workers: the results folder they store into, each slot's device, threads."""
+
+    root: str
+    devices: list[str]  # one per worker slot
+    threads: int
+    workers: list[_Worker] = field(default_factory=list)
+
+    def start(self, slot: int, spec: RunSpec) -> None:
+        """Start a worker in ``slot`` and give it ``spec``."""
+        proc, conn = _start_worker(self.root, self.devices[slot], self.threads)
+        self.workers.append(_Worker(proc, conn, slot))
+        self.give(self.workers[-1], spec)
+
+    @staticmethod
+    def give(worker: _Worker, spec: RunSpec) -> None:
+        worker.spec, worker.started = spec, time.monotonic() + STARTUP_S
+        worker.conn.send(spec.to_json())
+
+
 def worker_devices(name: str, jobs: int) -> list[str]:
     """The device of each of ``jobs`` workers: with plain "cuda" (or "auto" on a GPU machine)
     worker k gets GPU k mod G of the G visible GPUs; otherwise every worker gets ``name``'s device."""
@@ -214,79 +236,88 @@ class ProcessExecutor:
 
     def run(self, specs: list[RunSpec], store: RunStore, on_event: Callable[[Event], None]) -> Iterator[Outcome]:
         jobs, threads = self.plan(len(specs))
-        devices = worker_devices(self.device, jobs)
-        workers: list[_Worker] = []
-
-        def start(slot: int, spec: RunSpec) -> None:
-            proc, conn = _start_worker(str(store.root), devices[slot], threads)
-            workers.append(_Worker(proc, conn, slot))
-            give(workers[-1], spec)
-
-        def give(worker: _Worker, spec: RunSpec) -> None:
-            worker.spec, worker.started = spec, time.monotonic() + STARTUP_S
-            worker.conn.send(spec.to_json())
-
+        pool = _Pool(str(store.root), worker_devices(self.device, jobs), threads)
         with RunQueue(specs, store, on_event) as queue:
             try:
                 while True:
-                    # hand claimable runs to idle workers, starting workers (up to jobs) as needed
-                    idle = [w for w in workers if w.spec is None and not w.stopping]
-                    free_slots = sorted(set(range(jobs)) - {w.slot for w in workers})
-                    while (idle or free_slots) and (spec := queue.take()) is not None:
-                        if idle:
-                            give(idle.pop(), spec)
-                        else:
-                            start(free_slots.pop(0), spec)
-                    busy = [w for w in workers if w.spec is not None]
-                    if not queue.waiting:  # nothing left to hand out: idle workers exit now, not at the end
-                        for worker in idle:
-                            self._stop(worker)
+                    busy = self._hand_out(pool, queue)
                     if not busy and not queue.waiting:
                         return
-                    # while runs are held by another driver, wake up now and then to look at them
-                    # (a worker that dies closes its end of the pipe: its conn turns readable)
-                    deadline = min((w.started + w.spec.timeout for w in busy if w.spec), default=math.inf)
-                    limit = min(queue.poll if queue.waiting else math.inf, max(0.0, deadline - time.monotonic()))
-                    wait([w.conn for w in busy], timeout=None if math.isinf(limit) else limit + 0.05)
+                    self._wait(busy, queue)
                     for worker in busy:
-                        finished, closed = self._drain(worker, on_event)
-                        if (
-                            finished is None
-                            and not closed
-                            and worker.spec is not None
-                            and time.monotonic() - worker.started > worker.spec.timeout
-                        ):
-                            lost = self._time_out(worker, store)
-                            queue.finish(lost.run_id)
-                            on_event(("done", lost.run_id, lost))
-                            workers.remove(worker)
-                            yield lost
-                            continue
-                        if finished is not None:
-                            queue.finish(finished.run_id)
-                            worker.spec = None
-                            yield finished
-                        elif closed:  # the worker died with its run unfinished
-                            code = _exit_code(worker.process)
-                            reason = f"worker process died (exit code {code}) while running this run"
-                            lost = record_lost(worker.spec, store, torch.device("cpu"), reason)
-                            queue.finish(lost.run_id)
-                            on_event(("done", lost.run_id, lost))
-                            workers.remove(worker)
-                            worker.conn.close()
-                            yield lost
+                        outcome = self._settle(worker, pool.workers, store, queue, on_event)
+                        if outcome is not None:
+                            yield outcome
             finally:
-                for worker in workers:  # every idle worker is asked first, so they all shut down at once
-                    if worker.process.poll() is None and worker.spec is None:
-                        self._stop(worker)
-                for worker in workers:
-                    if worker.stopping:
-                        with contextlib.suppress(subprocess.TimeoutExpired):
-                            worker.process.wait(timeout=5)
-                    if worker.process.poll() is None:
-                        worker.process.terminate()
-                        worker.process.wait()
-                    worker.conn.close()
+                self._shut_down(pool.workers)
+
+    def _hand_out(self, pool: _Pool, queue: RunQueue) -> list[_Worker]:
+        """Hand claimable runs to idle workers, starting workers (up to jobs) as needed; tell idle
+        workers to exit once nothing is left to hand out. Returns the workers running a run."""
+        idle = [w for w in pool.workers if w.spec is None and not w.stopping]
+        free_slots = sorted(set(range(len(pool.devices))) - {w.slot for w in pool.workers})
+        while (idle or free_slots) and (spec := queue.take()) is not None:
+            if idle:
+                pool.give(idle.pop(), spec)
+            else:
+                pool.start(free_slots.pop(0), spec)
+        if not queue.waiting:  # nothing left to hand out: idle workers exit now, not at the end
+            for worker in idle:
+                self._stop(worker)
+        return [w for w in pool.workers if w.spec is not None]
+
+    @staticmethod
+    def _wait(busy: list[_Worker], queue: RunQueue) -> None:
+        """Wait for a busy worker's message, its run's timeout, or (while runs are held by another
+        driver) the next look at them. A worker that dies closes its end of the pipe: readable."""
+        deadline = min((w.started + w.spec.timeout for w in busy if w.spec), default=math.inf)
+        limit = min(queue.poll if queue.waiting else math.inf, max(0.0, deadline - time.monotonic()))
+        wait([w.conn for w in busy], timeout=None if math.isinf(limit) else limit + 0.05)
+
+    def _settle(
+        self,
+        worker: _Worker,
+        workers: list[_Worker],
+        store: RunStore,
+        queue: RunQueue,
+        on_event: Callable[[Event], None],
+    ) -> Outcome | None:
+        """The outcome of ``worker``'s run once it is done, timed out (worker killed) or lost with
+        its worker (recorded as failed; the worker leaves ``workers``); None while it runs."""
+        finished, closed = self._drain(worker, on_event)
+        if finished is not None:
+            queue.finish(finished.run_id)
+            worker.spec = None
+            return finished
+        if worker.spec is None:
+            return None
+        if not closed and time.monotonic() - worker.started > worker.spec.timeout:
+            lost = self._time_out(worker, store)
+        elif closed:  # the worker died with its run unfinished
+            code = _exit_code(worker.process)
+            reason = f"worker process died (exit code {code}) while running this run"
+            lost = record_lost(worker.spec, store, torch.device("cpu"), reason)
+            worker.conn.close()
+        else:
+            return None
+        queue.finish(lost.run_id)
+        on_event(("done", lost.run_id, lost))
+        workers.remove(worker)
+        return lost
+
+    def _shut_down(self, workers: list[_Worker]) -> None:
+        """Stop every worker: idle ones are asked first (so they all exit at once), busy ones terminated."""
+        for worker in workers:
+            if worker.process.poll() is None and worker.spec is None:
+                self._stop(worker)
+        for worker in workers:
+            if worker.stopping:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    worker.process.wait(timeout=5)
+            if worker.process.poll() is None:
+                worker.process.terminate()
+                worker.process.wait()
+            worker.conn.close()
 
     @staticmethod
     def _time_out(worker: _Worker, store: RunStore) -> Outcome:
@@ -335,25 +366,37 @@ def _exit_code(process: subprocess.Popen) -> int:
 
 
 STARTUP_S = 300.0  # a new worker's start-up (importing torch, warming up) is not counted in its run's timeout
-EXECUTORS = ("process", "inline", "ray")
+EXECUTORS = ("process", "inline", "ray", "slurm")
 RAY_MISSING = 'executor = "ray" needs Ray, which is not installed here: pip install "bpbench[ray]"'
+SLURM_MISSING = 'executor = "slurm" needs submitit, which is not installed here: pip install "bpbench[slurm]"'
 
 
 def make_executor(
-    name: str, *, jobs: int = 0, threads: int = 0, device: str = "auto", address: str | None = None
+    name: str,
+    *,
+    jobs: int = 0,
+    threads: int = 0,
+    device: str = "auto",
+    address: str | None = None,
+    slurm: SlurmOptions | None = None,
 ) -> Executor:
     """The executor called ``name`` (one of ``EXECUTORS``); a clear ValueError otherwise.
 
     ``address`` (ray only): a Ray cluster to join ("HOST:PORT", "auto"); None starts a local Ray.
+    ``slurm`` (slurm only): what each run's array task asks for.
     """
     if name not in EXECUTORS:
         raise ValueError(f"executor = {name!r}: allowed: {', '.join(EXECUTORS)}")
     if address is not None and name != "ray":
         raise ValueError(f"address = {address!r} is for the ray executor only (executor = {name!r})")
+    if slurm is not None and name != "slurm":
+        raise ValueError(f"slurm options are for the slurm executor only (executor = {name!r})")
     if name == "inline":
         return InlineExecutor(device)
     if name == "process":
         return ProcessExecutor(jobs=jobs, threads=threads, device=device)
+    if name == "slurm":
+        return _slurm_executor(jobs, threads, device, slurm or SlurmOptions())
     try:
         import ray  # noqa: F401  (the optional extra)
     except ImportError as exc:
@@ -361,3 +404,18 @@ def make_executor(
     from bpbench.experiments.schedule.ray_pool import RayExecutor
 
     return RayExecutor(address=address, jobs=jobs, threads=threads, device=device)
+
+
+def _slurm_executor(jobs: int, threads: int, device: str, options: SlurmOptions) -> Executor:
+    """The Slurm executor (submitit); its runs use "cuda" when ``options.gpus`` asks for GPUs."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device = {device!r}: allowed with the slurm executor: auto, cpu, cuda (slurm gpus=N)")
+    if device == "cuda" and not options.gpus:
+        raise ValueError("device = 'cuda' with the slurm executor needs GPUs per run: --slurm gpus=1")
+    try:
+        import submitit  # noqa: F401  (the optional extra)
+    except ImportError as exc:
+        raise ValueError(f"{SLURM_MISSING} ({exc})") from exc
+    from bpbench.experiments.schedule.slurm_pool import SlurmExecutor
+
+    return SlurmExecutor(options=options, jobs=jobs, threads=threads)

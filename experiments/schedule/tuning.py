@@ -54,6 +54,7 @@ from bpbench.experiments.plan.tuning import (
     configure,
     rounded,
 )
+from bpbench.experiments.schedule import journal_check
 from bpbench.experiments.schedule.execute import Event, Outcome
 from bpbench.experiments.schedule.process_pool import InlineExecutor, ProcessExecutor
 from bpbench.experiments.schedule.pruning import make_pruner
@@ -79,13 +80,15 @@ def journal(root: Path) -> optuna.storages.JournalStorage:
     """The Optuna journal file storage of the results folder ``root``."""
     from optuna.storages.journal import JournalFileBackend
 
-    return optuna.storages.JournalStorage(JournalFileBackend(str(tuning_folder(root) / "journal.log")))
+    path = journal_check.state_file(tuning_folder(root), "journal.log")  # never a symlink; repaired if cut short
+    journal_check.repair(path)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
 @contextmanager
 def ask_lock(root: Path) -> Iterator[None]:
     """Hold ``OUT/tuning/ask.lock`` exclusively: counting and asking trials is one step across drivers."""
-    with open(tuning_folder(root) / "ask.lock", "a") as handle:
+    with journal_check.open_lock(journal_check.state_file(tuning_folder(root), "ask.lock")) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -174,6 +177,7 @@ class Group:
     name: str = ""
     attempted: set[str] = field(default_factory=set)  # run ids this driver executed (not retried here)
     specs: dict[int, list[RunSpec]] = field(default_factory=dict)  # trial number -> its runs (one per seed)
+    retried: set[str] = field(default_factory=set)  # trial runs retried once after their worker was killed
 
     def __post_init__(self) -> None:
         protocol = {
@@ -204,7 +208,7 @@ class Group:
     def drawn(self, trial: FrozenTrial) -> bool:
         """Whether the trial's configuration was drawn in full (a driver killed inside ``ask`` leaves
         a trial without; it is discarded: it never ran and does not count as a trial)."""
-        return set(self.space) <= set(trial.params)
+        return journal_check.in_space(self, trial, distributions(self.space))  # refused out of the space
 
     def trial_specs(self, trial: FrozenTrial | optuna.Trial) -> list[RunSpec]:
         """The trial's runs, one per tuning seed of its repeat; with a pruner the first (the *probe*)
@@ -273,9 +277,10 @@ class Group:
             else:  # its driver died inside the ask (asks hold ask_lock, so not a live one): never ran
                 self.study().tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         trials = [t for t in self.study().get_trials(deepcopy=False) if self.drawn(t)] if self.space else []
+        trials = journal_check.checked(self, trials, store)  # scores from the run folders; missing runs again
         running = [t for t in trials if t.state == TrialState.RUNNING]
         out: list[tuple[int | None, RunSpec]] = [
-            (t.number, s) for t in running for s in self.pending(self.trial_specs(t), store)
+            (t.number, s) for t in running for s in journal_check.pending(self, self.trial_specs(t), store)
         ]
         handed = 0
         while self.space and handed < limit - len(running) and self.budget_left(trials, store):
@@ -294,13 +299,15 @@ class Group:
                     self.tell(new.number, specs, store)
             trials = [t for t in study.get_trials(deepcopy=False) if self.drawn(t)]
         if not out and not running and not (self.space and self.budget_left(trials, store)):
-            out = [(None, spec) for spec in self.finals(trials)]
+            out = [(None, spec) for spec in self.finals(journal_check.checked(self, trials, store))]
         return [(n, s) for n, s in out if s.run_id not in self.attempted]
 
     def tell(self, number: int, specs: list[RunSpec], store: RunStore) -> None:
         """Report a trial to its study once its runs are stored: PRUNED when its probe was pruned,
         else the mean validation score over its seeds (FAIL when a seed failed); a finished trial is
         left as it is."""
+        if journal_check.retry_killed(self, specs, store):
+            return  # a worker was killed: stays RUNNING, that run is handed out once more
         status = [store.status(s.run_id) for s in specs]
         study = self.study()
         if self.plan.pruner != "none" and stopped_by(store, specs[0].run_id) == "pruned":

@@ -14,13 +14,15 @@ local file systems and NFS v3+). Taking over a stale claim creates the next gene
 two drivers that judge the same claim stale, exactly one wins; the newest generation is the
 claim. Claims hold no results: deleting ``claims/`` while no driver runs is always safe.
 A released run's folder is removed once empty. A claim file that is not a JSON table is
-named in a warning and judged by its age alone; files get the user's umask.
+named in a warning and judged by its age alone; one with an impossible time (far in the future)
+or left empty is taken over with a warning naming it; files get the user's umask.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import threading
@@ -35,6 +37,8 @@ from bpbench.experiments.store.safe_paths import UnsafePathError
 
 TIMEOUT_S = 120.0  # a claim not refreshed for this long is stale (keep well above clock skew between hosts)
 REFRESH_S = 20.0  # how often a driver touches the claims it holds
+FUTURE_S = 60.0  # a claim modified further in the future than this is impossible (clock skew is less)
+EMPTY_S = 5.0  # a claim still empty this long after its creation was never written
 
 
 def host_identity() -> dict[str, str]:
@@ -59,6 +63,17 @@ def pid_running(pid: int) -> bool:
     except OSError:  # no /proc, or it exited just now: os.kill's answer stands
         return True
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def impossible_claim(path: Path, age: float, text: str) -> str | None:
+    """Why a claim cannot belong to a live driver (None: it may): a modification time further in
+    the future than clocks drift (it would never grow stale), or no content long after creation
+    (a full disk or a killed driver; a live claimant writes its content at once)."""
+    if age < -FUTURE_S:
+        return f"was modified {-age:.0f} s in the future (clock skew allows {FUTURE_S:g} s)"
+    if not text and age > EMPTY_S:
+        return f"is empty {age:.0f} s after it was created (a full disk or a killed driver)"
+    return None
 
 
 class Claims:
@@ -94,13 +109,18 @@ class Claims:
     def _read(self, path: Path) -> dict[str, Any] | None:
         """A claim's content and age; None if it vanished. A half-written claim reads as {}."""
         try:
-            age = max(0.0, time.time() - path.lstat().st_mtime)
+            age = time.time() - path.lstat().st_mtime
             text = path.read_bytes().decode() if not path.is_symlink() else "{}"
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as exc:
             warn(f"claim file {path} is unreadable ({type(exc).__name__}); judged by its age only")
-            return {"age_s": age}
+            return {"age_s": max(0.0, age)}
+        impossible = impossible_claim(path, age, text)
+        if impossible:
+            warn(f"claim file {path} {impossible}: taken over")
+            return {"age_s": math.inf}
+        age = max(0.0, age)
         try:
             content = json.loads(text) if text else {}
         except (ValueError, RecursionError):  # created but not yet written (or garbage): judged by its age only

@@ -41,11 +41,11 @@ from filelock import FileLock
 
 from bpbench.experiments.store import records
 from bpbench.experiments.store.claims import Claims
-from bpbench.experiments.store.dataset import METRIC_COLUMNS, PARTITIONS, Dataset
+from bpbench.experiments.store.dataset import METRIC_COLUMNS, PARTITIONS, Dataset, warn
 from bpbench.experiments.store.describe import public_names, run_row, varied_label
 from bpbench.experiments.store.run_store import RunStore, atomic_write
 from bpbench.experiments.store.run_table import phase
-from bpbench.experiments.store.safe_paths import check_writable, file_mode
+from bpbench.experiments.store.safe_paths import UnsafePathError, check_writable, file_mode
 
 BATCH_RUNS = 2000  # runs read into memory and written per compaction step
 UNKNOWN_STUDY = "unknown"
@@ -173,7 +173,11 @@ def drop_shadowed(dataset: Dataset) -> int:
         for path in (metrics_part, runs_part):  # metrics first: a run in a runs part keeps its rows
             if not path.exists():
                 continue
-            table = pq.read_table(path, partitioning=None)
+            try:
+                table = pq.read_table(path, partitioning=None)
+            except (OSError, pa.ArrowException) as exc:  # left as it is: readers skip it with a warning
+                warn(f"not rewritten {path}: unreadable part file ({type(exc).__name__}: {str(exc)[:200]})")
+                continue
             kept = table.filter(pa.compute.invert(pa.compute.is_in(table["run_id"], pa.array(sorted(drop)))))
             if kept.num_rows == 0:
                 path.unlink()
@@ -191,7 +195,10 @@ def compact(root: str | Path, batch_runs: int = BATCH_RUNS) -> Compaction:
     check_writable(store.root, dataset.dir / "STAMP")
     dataset.dir.mkdir(parents=True, exist_ok=True)
     result = Compaction()
-    with FileLock(dataset.dir / ".compact.lock"):
+    lock = dataset.dir / ".compact.lock"
+    if lock.is_symlink():  # FileLock would open (and truncate) its target
+        raise UnsafePathError(f"refusing to use {lock}: it is a symbolic link; remove it and run again")
+    with FileLock(lock):
         drop_shadowed(dataset)  # what an interrupted compaction may have left
         studies = store.studies()
         ids = [p.parent.name for p in store.run_folders() if p.exists()]  # run ids only; symlinks skipped
@@ -216,7 +223,7 @@ def _compact_batch(
             if not claims.acquire(run_id):
                 result.left[run_id] = "a driver holds its claim (it is running it again)"
                 continue
-            meta = store.read_meta(store.meta_path(run_id))
+            meta = store.complete_meta(store.meta_path(run_id))  # validated: record, columns, rows
             rows = store.run_metrics(run_id) if meta is not None else None
             if meta is None or rows is None:
                 result.left[run_id] = "its meta.json or metrics.parquet is missing or unreadable"

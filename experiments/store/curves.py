@@ -17,6 +17,7 @@ import duckdb
 import pandas as pd
 
 from bpbench.experiments.store.dataset import warn
+from bpbench.experiments.store.parquet_query import query_files
 from bpbench.experiments.store.run_store import RunStore
 
 CURVE_COLUMNS = ["run_id", "epoch", "val_acc", "test_acc", "flops", "seconds", "samples"]
@@ -73,10 +74,10 @@ def scan_curves(store: RunStore, run_ids: Iterable[str]) -> pd.DataFrame:
         frames = []
         if files:
             source = "read_parquet($files, union_by_name = true)"
-            frames.append(con.execute(_SELECT.format(source=source), {"files": files}).df())
+            frames.append(query_files(con, _SELECT.format(source=source), files))
         if parts:
             con.register("keep", keep)
-            frames.append(con.execute(_SELECT.format(source=_COMPACTED), {"files": parts}).df())
+            frames.append(query_files(con, _SELECT.format(source=_COMPACTED), parts))
     finally:
         con.close()
     frames = [f for f in frames if not f.empty]

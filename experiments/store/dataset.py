@@ -18,7 +18,8 @@ counts, and its metric rows are those of its batch. pandas reads either half dir
 (``SELECT * FROM read_parquet('DIR/dataset/runs/**/*.parquet', hive_partitioning = true)``);
 a reader that may run during a compaction keeps, per run_id, the row with the latest end_time.
 
-A part file that cannot be read is named in a ``ResultsWarning`` and skipped.
+A part file that cannot be read, or that lies under a symbolic link, is named in a ``ResultsWarning``
+and skipped.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from bpbench.experiments.store.safe_paths import unsafe_link
 
 PARTITIONS = ("study", "task_label", "label")  # datasets compacted before 2026-12 used study/task/learner
 INDEX_COLUMNS = ["run_id", "status", "end_time", "batch"]
@@ -57,19 +60,29 @@ class Dataset:
 
     def stamp(self) -> str | None:
         """The current compaction stamp (None: never compacted)."""
+        path = self.dir / "STAMP"
+        if unsafe_link(self.dir.parent, path) is not None:  # never read out of the folder: no stamp, no cache
+            return None
         try:
-            return (self.dir / "STAMP").read_text()
+            return path.read_text()
         except FileNotFoundError:
             return None
 
     def parts(self, half: str) -> list[Path]:
-        """The part files of ``half`` ("runs" or "metrics"), staging folders left out."""
+        """The part files of ``half`` ("runs" or "metrics"), staging folders left out; a part under a
+        symbolic link (``dataset/`` itself, a partition folder, the file) is warned about and never
+        read, so neither a reader nor ``compact`` follows it out of the folder."""
         base = self.dir / half
+        if self.dir.is_symlink():
+            warn(f"skipped {self.dir}: a symbolic link (the dataset is read only inside the results folder)")
+            return []
         if not base.is_dir():
             return []
-        return sorted(
-            p for p in base.glob("*/*/*/*.parquet") if not p.name.startswith((".", "_")) and not p.is_symlink()
-        )
+        found = [p for p in base.glob("*/*/*/*.parquet") if not p.name.startswith((".", "_"))]
+        linked = {p for p in found if unsafe_link(self.dir, p) is not None}
+        for path in sorted(linked):
+            warn(f"skipped {path}: it is or lies under a symbolic link {unsafe_link(self.dir, path)}")
+        return sorted(set(found) - linked)
 
     def _read(self, path: Path, columns: list[str] | None = None, filters: Any = None) -> pa.Table | None:
         try:

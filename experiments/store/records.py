@@ -86,7 +86,11 @@ def from_record(meta: dict[str, Any]) -> dict[str, Any] | None:
     values = stored["values"]  # validate.meta_problem checked its version and values
     return {
         m.name: (
-            bool(values[m.column]) if m.flag else math.nan if values[m.column] is None else float(values[m.column])
+            bool(values.get(m.column))
+            if m.flag
+            else math.nan
+            if values.get(m.column) is None
+            else float(values[m.column])
         )
         for m in catalog.CATALOG
     }

@@ -42,8 +42,9 @@ import pyarrow.parquet as pq
 from bpbench.experiments.store import records
 from bpbench.experiments.store.dataset import METRIC_COLUMNS as COLUMNS
 from bpbench.experiments.store.dataset import Dataset, warn
+from bpbench.experiments.store.record_schema import study_problem
 from bpbench.experiments.store.safe_paths import check_writable, file_mode, safe_name, valid_run_id
-from bpbench.experiments.store.validate import meta_problem
+from bpbench.experiments.store.validate import columns_problem, meta_problem, rows_problem
 
 
 def atomic_write(path: Path, write: Callable[[Path], object], root: Path | None = None) -> None:
@@ -107,24 +108,25 @@ class RunStore:
             return None
         return meta
 
-    def metrics_problem(self, run_id: str) -> str | None:
-        """Why the run folder's ``metrics.parquet`` cannot count (None: its footer reads)."""
-        path = self.run_dir(run_id) / "metrics.parquet"
+    def metrics_problem(self, meta: dict[str, Any]) -> str | None:
+        """Why the run folder's ``metrics.parquet`` cannot count (None: its footer reads, its columns
+        have bpbench's types and it holds no more rows than the run's budget allows)."""
+        path = self.run_dir(meta["run_id"]) / "metrics.parquet"
         if path.is_symlink():
             return f"{path} is a symbolic link"
         try:
-            pq.read_metadata(path)
+            footer = pq.read_metadata(path)
         except FileNotFoundError:
             return f"{path} is missing"
         except (OSError, pa.ArrowException) as exc:
             return f"{path} is unreadable ({type(exc).__name__}: {str(exc)[:200]})"
-        return None
+        return columns_problem(path, footer.schema.to_arrow_schema()) or rows_problem(path, footer.num_rows, meta)
 
     def complete_meta(self, path: Path) -> dict[str, Any] | None:
         """``read_meta(path)``, and None (warned) for a run marked ok whose metric rows cannot be
         read: an incomplete run, which resume runs again."""
         meta = self.read_meta(path)
-        if meta is not None and meta["status"] == "ok" and (problem := self.metrics_problem(meta["run_id"])):
+        if meta is not None and meta["status"] == "ok" and (problem := self.metrics_problem(meta)):
             warn(f"skipped run {meta['run_id']} (incomplete; a resumed study runs it again): {problem}")
             return None
         return meta
@@ -178,6 +180,14 @@ class RunStore:
                 record = json.loads(path.read_text()) if not path.is_symlink() else None
             except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
                 warn(f"skipped {path}: unreadable ({type(exc).__name__}: {str(exc)[:200]})")
+                continue
+            if (
+                isinstance(record, dict)
+                and isinstance(record.get("name"), str)
+                and isinstance(record.get("study"), dict)
+                and (problem := study_problem(record))
+            ):
+                warn(f"skipped {path}: {problem}")
                 continue
             if not (
                 isinstance(record, dict)

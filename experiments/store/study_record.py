@@ -8,8 +8,10 @@
   here, 5 now``), so runs of two definitions are never pooled under one study by accident;
   unless ``extend`` is true and every run of a recorded learner label differs from one of that
   label's recorded runs in grid values or seed only (new grid points, seeds, learners or tasks;
-  a changed budget, schedule or fixed option of an existing label is refused), in which case
-  the record becomes the new definition (its run ids: the union).
+  a changed budget, schedule or fixed option of an existing label is refused) and it keeps every
+  recorded run (a definition that drops a learner, task, grid point or seed is refused: the
+  record never loses what it holds), in which case the record becomes the new definition (its
+  run ids: the union).
 """
 
 from __future__ import annotations
@@ -109,4 +111,11 @@ def admit(
                 f"grid value ({diff}): a changed budget or option of an existing label is a new "
                 "study; use another --out"
             )
+    dropped = [o for o in old_runs if o.run_id not in set(run_ids)]
+    if dropped:
+        raise ConfigError(
+            f"--extend only adds to study {name} in {where}, but this definition drops {len(dropped)} recorded "
+            f"run(s) (e.g. {dropped[0].label} on {dropped[0].task_label}, seed {dropped[0].seed_index}); "
+            "keep every recorded learner, task, grid point and seed, or use another --out"
+        )
     store.write_study(name, raw, sorted(set(old_ids) | set(run_ids) | {o.run_id for o in old_runs}))

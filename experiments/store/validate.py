@@ -4,7 +4,9 @@ Every reader of a results folder asks this before it uses a meta, so one bad fil
 warning naming it, never a traceback. A meta is accepted when it is a table with a run id,
 a status ("ok" | "failed") and a spec whose fields have the types bpbench writes, and when
 its run id is the hash of that spec (``RunSpec.run_id``): a run id that is a path (``/srv``,
-``../x``) or belongs to another spec is refused.
+``../x``) or belongs to another spec is refused. Its values are then checked for type and range
+(``record_schema``: widths, options, tuning tag, summary, stored measures), so a forged record
+with a valid run id costs one warning naming the field, never a traceback in a reader.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pyarrow as pa
+
 from bpbench.experiments.plan.spec import RunSpec
 from bpbench.experiments.store import records
+from bpbench.experiments.store.record_schema import measures_problem, record_problem, row_limit
 from bpbench.experiments.store.safe_paths import valid_run_id
 
 STATUSES = ("ok", "failed")
@@ -94,12 +99,41 @@ def _measures_problem(meta: dict[str, Any]) -> str | None:
     values = stored.get("values")
     if not isinstance(values, dict):
         return "measures.values is not a table"
-    for name in records.columns():  # a record is keyed by the catalog's public column names
-        value = values.get(name, "missing")
-        if value == "missing":
-            return f"measures.values has no {name}"
-        if value is not None and not isinstance(value, (int, float)):
-            return f"measures.values.{name} = {str(value)[:20]!r} is not a number"
+    return measures_problem(values)  # keyed by the catalog's public column names; types and ranges
+
+
+METRIC_TYPES = {
+    "run_id": pa.types.is_string,
+    "epoch": pa.types.is_integer,
+    "step": pa.types.is_integer,
+    "split": pa.types.is_string,
+    "metric": pa.types.is_string,
+    "layer": pa.types.is_string,
+    "value": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
+}
+
+
+def columns_problem(path: Any, schema: pa.Schema) -> str | None:
+    """Why a metrics file's columns are not bpbench's (None: they are); read from its footer."""
+    for name, accepted in METRIC_TYPES.items():
+        index = schema.get_field_index(name)
+        if index < 0:
+            return f"{path}: column {name!r} is missing"
+        kind = schema.field(index).type
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        if pa.types.is_large_string(kind):
+            kind = pa.string()
+        if not accepted(kind):
+            return f"{path}: column {name!r} holds {kind}, not what bpbench writes"
+    return None
+
+
+def rows_problem(path: Any, rows: int, meta: dict[str, Any]) -> str | None:
+    """Why ``rows`` metric rows are more than the run's budget allows (None: they are not)."""
+    limit = row_limit(meta)
+    if rows > limit:
+        return f"{path} holds {rows} rows, more than its budget allows ({limit}): not read"
     return None
 
 
@@ -124,6 +158,4 @@ def meta_problem(meta: Any, folder: str | None = None) -> str | None:
         return f"spec does not describe a run ({exc})"
     if expected != run_id:
         return f"run_id {run_id} is not the hash of its spec ({expected})"
-    if "summary" in meta and not isinstance(meta["summary"], dict):
-        return "summary is not a table"
-    return _measures_problem(meta)
+    return record_problem(meta) or _measures_problem(meta)
