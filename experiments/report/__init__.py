@@ -4,5 +4,6 @@
 score tables), ``stats``, ``pairwise``, ``scoring``, ``ranking``, ``score_table``, ``figure_data``
 (what the figures read, when they draw), ``figures``, ``score_figures``, ``learner_styles``,
 ``tuning``, ``tuning_cost`` (tuning cost and edge flags), ``tuning_arms`` (the hand-picked
-arm against the tuned rows), ``tuning_figures``, ``html``. Imports ``store`` and ``plan``.
+arm against the tuned rows), ``tuning_figures``, ``html``, ``escape`` (text made safe for
+each output format). Imports ``store`` and ``plan``.
 """

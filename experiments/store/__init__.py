@@ -6,6 +6,8 @@
 metric rows), ``dataset`` (the partitioned parquet dataset), ``compact`` (run folders into
 the dataset), ``claims`` (which driver holds a run), ``validate`` (is a meta what bpbench
 wrote), ``safe_paths`` (paths kept inside a results folder), ``selection`` (a tuned study's
-validation score), ``study_record`` (the study definition a folder was first run with).
+validation score), ``study_record`` (the study definition a folder was first run with),
+``record_schema`` (the values a stored record may hold), ``parquet_query`` (DuckDB queries
+over a folder's parquet files).
 Imports ``plan`` only.
 """
