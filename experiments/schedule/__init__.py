@@ -6,5 +6,6 @@
 each array task asks Slurm for),
 ``progress`` (the progress bar), ``tuning`` (a tuned study's protocol: draw, train, select,
 retrain on fresh seeds), ``pruning`` (Optuna's pruners: a trial's probe run reports each
-evaluated epoch), ``journal_check`` (the tuning journal checked against the run folders). Imports ``store``, ``run`` and ``plan``.
+evaluated epoch), ``journal_check`` (the tuning journal checked against the run folders).
+Imports ``store``, ``run`` and ``plan``.
 """
