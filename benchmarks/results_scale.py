@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bpbench.experiments.plan.spec import RunSpec
-from bpbench.experiments.store import records as run_measures
+from bpbench.experiments.store import records
 from bpbench.experiments.store.validate import meta_problem
 
 LABELS = ("backprop", "fa", "dfa", "sign_symmetry", "ga", "es", "snn_bptt", "snn_dfa", "pc", "ff")
@@ -133,11 +133,7 @@ def meta_of(label: str, task: str, lr: float, seed: int, measures: dict) -> dict
             "epochs_completed": EPOCHS,
             "steps": EPOCHS * STEPS_PER_EPOCH,
             "stopped_by": "epochs",
-            "train_seconds": 110.0,
-            "train_flops": 4.6e11,
-            "peak_memory_bytes": 1900000,
             "state_bytes": 310000,
-            "test_accuracy": measures["values"]["test_accuracy"],
             "exact_layers": ["out"],
             "chance_accuracy": 0.1,
             "n_classes": 10,
@@ -153,7 +149,7 @@ def write_synthetic(root: Path, n: int) -> None:
     base = template_rows(rng)
     base_table = pa.table(base)
     frame = base_table.to_pandas().assign(run_id="x")
-    base_measures = run_measures.record(frame)["values"]
+    base_measures = records.record(frame)["values"]
     seeds = max(1, n // (len(LABELS) * len(TASKS) * len(LRS)))
     count = 0
     for seed in range(seeds + 1):
@@ -164,7 +160,7 @@ def write_synthetic(root: Path, n: int) -> None:
                         return
                     factor = 1.0 + rng.normal(0, 0.01)  # every value scaled: the measures scale with them
                     measures = {
-                        "version": run_measures.VERSION,
+                        "version": records.VERSION,
                         "values": {
                             k: (v if isinstance(v, bool) or v is None else v * factor) for k, v in base_measures.items()
                         },

@@ -28,7 +28,7 @@ def run_figures(meta: dict[str, Any]) -> dict[str, float]:
     start, end = datetime.fromisoformat(meta["start_time"]), datetime.fromisoformat(meta["end_time"])
     wall = (end - start).total_seconds()
     phases = meta.get("phase_seconds") or {}
-    out = {"wall": wall, "clock": float(meta["summary"]["train_seconds"]), "runs": 1.0}
+    out = {"wall": wall, "clock": float(meta["measures"]["values"]["train_seconds"]), "runs": 1.0}
     for name in PHASES:
         out[name] = float(phases.get(name, 0.0))
     out["outside"] = max(0.0, wall - sum(out[name] for name in PHASES)) if phases else 0.0

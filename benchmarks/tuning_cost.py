@@ -23,7 +23,7 @@ from typing import Any
 
 from bpbench.experiments.front.api import run
 from bpbench.experiments.plan.builtin import builtin_studies
-from bpbench.experiments.report.tuning import tags, trials
+from bpbench.experiments.report.tuning import trials
 from bpbench.experiments.report.tuning_cost import tuning_cost
 
 SMALL = """
@@ -100,9 +100,10 @@ def measure(raw: dict[str, Any], pruner: str, folder: Path) -> dict[str, float]:
     t0 = time.perf_counter()
     results = run(study, out=folder / pruner, executor="inline", progress=False)
     wall = time.perf_counter() - t0
-    table = trials(results.store)
+    runs = results.run_table()
+    table = trials(runs)
     cost = tuning_cost(table)
-    phases = [t.get("phase") for t in tags(results.store).values()]
+    phases = [{"trial": "tuning"}.get(p, p) for p in [*runs.runs["phase"], *runs.failed.get("phase", [])]]
     return {
         "trials": float(cost["trials"].sum()),
         "pruned trials": float(table["pruned"].sum()),

@@ -16,12 +16,6 @@ LossName = Literal["ce", "mse"]
 LOSSES: tuple[str, ...] = ("ce", "mse")
 
 
-def check_loss(field: str, value: str) -> None:
-    """Raise ValueError naming ``field``'s value and what is allowed unless it is a known loss."""
-    if value not in LOSSES:
-        raise ValueError(f"{field} = {value!r}: allowed are {', '.join(map(repr, LOSSES))}")
-
-
 def top_loss(logits: Tensor, y: Tensor, kind: str) -> Tensor:
     """logits (B, C), labels (B,) -> scalar batch mean of the loss ``kind`` ("ce" | "mse")."""
     if kind == "ce":

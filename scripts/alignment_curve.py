@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bpbench.experiments.report.table import tidy
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 
 METRICS = {"grad_alignment": "cosine with the true gradient", "weight_feedback_angle_deg": "angle W-B (degrees)"}
 
@@ -41,7 +41,7 @@ def main() -> None:
     p.add_argument("dir", help="results folder (the --out of bpbench run)")
     p.add_argument("--task", help="only this task label")
     args = p.parse_args()
-    data = tidy(RunStore(Path(args.dir)))
+    data = RunTable.read(RunStore(Path(args.dir))).tidy()
     if data.empty:
         raise SystemExit(f"{args.dir}: no completed runs")
     if args.task:

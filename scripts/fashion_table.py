@@ -27,8 +27,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from bpbench.experiments.report.table import per_run, tidy
+from bpbench.experiments.report.summary import per_run
+from bpbench.experiments.store.describe import public_names
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 
 # BioTorch Benchmarks.md, Fashion-MNIST, LeNet, top-1 test error % (shared/REFERENCES.md).
 BIOTORCH_LENET = {"backprop": 9.2, "fa": 13.06, "dfa": 12.81, "sign_symmetry": 9.69}
@@ -197,6 +199,9 @@ def load(folder: Path) -> tuple[pd.DataFrame, int, tuple[float, float] | None]:
     published = folder / "runs.csv"
     if published.is_file():
         runs = pd.read_csv(published)
+        # runs.csv is under the public names (Results.summary's); this script reads the tables' own
+        if "label" in runs:  # (a runs.csv published before it was: already the tables' names)
+            runs = runs.rename(columns={name: key for key, name in public_names().items()})
         meta_file = folder / "metadata.json"
         failed = json.loads(meta_file.read_text())["runs_failed"] if meta_file.is_file() else 0
         timed = runs.dropna(subset=["start_time", "end_time"])
@@ -205,7 +210,11 @@ def load(folder: Path) -> tuple[pd.DataFrame, int, tuple[float, float] | None]:
     metas = store.metas()
     failed = sum(m["status"] != "ok" for m in metas)
     timed = [m for m in metas if m.get("start_time") and m.get("end_time")]
-    return per_run(tidy(store)), failed, wall_minutes([m["start_time"] for m in timed], [m["end_time"] for m in timed])
+    return (
+        per_run(RunTable.read(store).tidy()),
+        failed,
+        wall_minutes([m["start_time"] for m in timed], [m["end_time"] for m in timed]),
+    )
 
 
 def report(folder: Path) -> str:

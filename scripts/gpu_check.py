@@ -50,9 +50,9 @@ def run_quick(device: str, jobs: int, out: Path) -> tuple[pd.DataFrame, float]:
         {
             "learner": m["spec"]["label"],
             "task": m["spec"]["task_label"],
-            "acc": m["summary"]["test_accuracy"],
-            "train_s": m["summary"]["train_seconds"],
-            "flops": m["summary"]["train_flops"],
+            "acc": m["measures"]["values"]["test_accuracy"],
+            "train_s": m["measures"]["values"]["train_seconds"],
+            "flops": m["measures"]["values"]["train_flops"],
         }
         for m in store.metas()
         if m["status"] == "ok"

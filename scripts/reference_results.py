@@ -32,9 +32,10 @@ import pandas as pd
 
 from bpbench.experiments.front.cli import main as bpbench
 from bpbench.experiments.front.results import load
-from bpbench.experiments.report.table import runs_of
 from bpbench.experiments.run.provenance import git_commit
+from bpbench.experiments.store.describe import public
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,9 +49,10 @@ def distinct(metas: list[dict[str, Any]], key: str) -> list[Any]:
 
 
 def runs_table(store: RunStore, metas: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per completed run: its options, seed, final measures, start and end time and the
-    commit it ran at (``runs.csv``: what medians, ranges and other statistics are recomputed from)."""
-    runs, _ = runs_of(store)
+    """One row per completed run under the public names (``Results.summary``'s): its options, seed,
+    phase, final measures, start and end time and the commit it ran at (``runs.csv``: what medians,
+    ranges and other statistics are recomputed from)."""
+    runs = public(RunTable.read(store).runs)
     stamps = pd.DataFrame(
         [
             {

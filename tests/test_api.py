@@ -34,7 +34,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> bpbench.Results:
 
 def test_run_returns_results_one_summary_row_per_run(tiny: bpbench.Results) -> None:
     summary = tiny.summary
-    assert list(summary.columns[:13]) == [
+    assert list(summary.columns[:14]) == [
         "run_id",
         "label",
         "configuration",
@@ -42,6 +42,7 @@ def test_run_returns_results_one_summary_row_per_run(tiny: bpbench.Results) -> N
         "task",
         "task_label",
         "seed",
+        "phase",
         "status",
         "error",
         "test_accuracy",
@@ -55,7 +56,7 @@ def test_run_returns_results_one_summary_row_per_run(tiny: bpbench.Results) -> N
     assert (summary["test_accuracy"] > 0.5).all() and (summary["train_flops"] > 0).all()
     metas = {json.loads(p.read_text())["run_id"]: json.loads(p.read_text()) for p in tiny.out.glob("runs/*/meta.json")}
     for row in summary.itertuples():
-        assert row.test_accuracy == metas[row.run_id]["summary"]["test_accuracy"]
+        assert row.test_accuracy == metas[row.run_id]["measures"]["values"]["test_accuracy"]
     metrics = tiny.metrics
     assert set(metrics["run_id"]) == set(summary["run_id"])
     assert {
@@ -160,7 +161,7 @@ def test_import_and_help_load_no_torch_or_pandas() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.strip() == "[]"
     from bpbench.experiments.front.cli import TABLE_FORMATS
-    from bpbench.experiments.report.table import FORMATS
+    from bpbench.experiments.report.render import FORMATS
 
     assert TABLE_FORMATS == FORMATS  # the CLI's copy (kept there so --help imports no pandas)
 

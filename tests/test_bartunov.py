@@ -10,8 +10,9 @@ from bpbench.experiments.front.cli import main
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.plan.study import load_study
-from bpbench.experiments.report.table import per_run, tidy
+from bpbench.experiments.report.summary import per_run
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 from test_idx import fixture_set
 
 TINY = ["seeds=1", "budget.epochs=4", "model.hidden=[32]"]
@@ -31,6 +32,6 @@ def test_bartunov_study_runs_on_fixture_idx_files(tmp_path: Path) -> None:
     }
     sets = [arg for s in [f"tasks.mnist.path={tmp_path / 'mnist'}", *TINY] for arg in ("--set", s)]
     assert main(["run", "bartunov", "--out", str(tmp_path / "out"), "--executor", "inline", *sets]) == 0
-    runs = per_run(tidy(RunStore(tmp_path / "out"))).set_index("learner")
+    runs = per_run(RunTable.read(RunStore(tmp_path / "out")).tidy()).set_index("learner")
     assert set(runs.index) >= {"backprop", "fa", "dfa"} and (runs["task"] == "mnist").all()
     assert runs.loc["backprop", "test_acc"] > 0.5  # the fixture classes light different blocks; chance is 0.1

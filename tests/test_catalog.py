@@ -1,4 +1,4 @@
-"""The measurement catalog (run/catalog.py) and the learner display catalog (report/learner_styles.py):
+"""The measurement catalog (plan/catalog.py) and the learner display catalog (report/learner_styles.py):
 one record is all a measurement or a learner's look needs; the projection coefficient, the ratio
 over trained layers and the undefined p-value they carry."""
 
@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
+from bpbench.experiments.plan import catalog
+from bpbench.experiments.plan.catalog import Measure
 from bpbench.experiments.report import learner_styles
+from bpbench.experiments.report.render import display_frame, render
 from bpbench.experiments.report.stats import NO_SPREAD, welch_p
-from bpbench.experiments.report.table import display_frame, render, summarize_runs
-from bpbench.experiments.run import catalog
-from bpbench.experiments.run.catalog import Measure
+from bpbench.experiments.report.summary import summarize_runs
 from bpbench.experiments.run.probes import gradient_alignment, gradient_projection, norm_ratio
 from bpbench.experiments.store import records
 from bpbench.learners.base import NotMeasurable

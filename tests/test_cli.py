@@ -45,7 +45,7 @@ def test_quick_end_to_end_reduced(tmp_path: Path) -> None:
     metas = [json.loads(p.read_text()) for p in out.glob("runs/*/meta.json")]
     assert len(metas) == 3 and all(m["status"] == "ok" for m in metas)
     for meta in metas:
-        assert meta["summary"]["test_accuracy"] > 0.8, meta["spec"]["task"]  # chance is 0.1
+        assert meta["measures"]["values"]["test_accuracy"] > 0.8, meta["spec"]["task"]  # chance is 0.1
         assert meta["versions"]["torch"].startswith("2.13") and meta["hardware"]["torch_threads"] >= 1
         assert set(meta["git"]) == {"commit", "dirty", "source", "reason"} and meta["start_time"] < meta["end_time"]
         assert meta["git"]["source"] == "checkout" and len(meta["git"]["commit"]) == 40  # the tests run the checkout

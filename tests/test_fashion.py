@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from bpbench.experiments.front.cli import main
-from bpbench.experiments.report.table import per_run, tidy
+from bpbench.experiments.report.summary import per_run
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 from bpbench.tasks.idx import FashionMnist, IdxParams
 from helpers import REPO
 
@@ -47,7 +48,7 @@ def test_fashion_study_slice_runs_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "fashion"
     sets = [arg for s in SLICE for arg in ("--set", s)]
     assert main(["run", "fashion", "--out", str(out), "--executor", "inline", *sets]) == 0
-    runs = per_run(tidy(RunStore(out)))
+    runs = per_run(RunTable.read(RunStore(out)).tidy())
     newer = ["pc", "ff", "backprop_tanh", "dtp", "dtp", "fwd_grad_weight", "fwd_grad_activity"]  # dtp: 2 variants
     assert sorted(zip(runs["learner"], runs["arch"])) == sorted(
         [(rule, arch) for rule in ("backprop", "fa", "dfa", "sign_symmetry") for arch in ("lenet", "mlp")]

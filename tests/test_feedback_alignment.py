@@ -238,8 +238,9 @@ def test_conv_layers_learn(learner: str) -> None:
 def test_alignment_study_reports_mean_alignment_in_table(tmp_path) -> None:
     """The built-in alignment study, shrunk to one seed and epoch on digits, through the CLI."""
     from bpbench.experiments.front.cli import main
-    from bpbench.experiments.report.table import summarize
+    from bpbench.experiments.report.summary import summarize
     from bpbench.experiments.store.run_store import RunStore
+    from bpbench.experiments.store.run_table import RunTable
 
     code = main(
         [
@@ -260,7 +261,7 @@ def test_alignment_study_reports_mean_alignment_in_table(tmp_path) -> None:
         ]
     )
     assert code == 0
-    table = summarize(RunStore(tmp_path)).set_index("learner")
+    table = summarize(RunTable.read(RunStore(tmp_path))).rows.set_index("learner")
     assert set(table.index) == {"backprop", "fa", "dfa"}
     # The column averages only layers whose update is not exact by construction: every layer of
     # backprop is (n/a, not a free 1.0); fa's and dfa's output layer is, so their hidden layers remain.

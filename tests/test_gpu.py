@@ -56,10 +56,14 @@ def test_every_learner_trains_and_measures_on_cuda(tmp_path: Path) -> None:
         cpu, gpu = runs["cpu"][name], runs["cuda"][name]
         assert gpu["status"] == "ok", gpu["error"]
         assert gpu["hardware"]["device"].startswith("cuda") and gpu["hardware"]["gpu"]
-        assert gpu["summary"]["peak_memory_bytes"] > 0  # from the CUDA allocator
-        assert gpu["summary"]["train_flops"] == cpu["summary"]["train_flops"], name  # FLOPs do not depend on the device
+        assert gpu["measures"]["values"]["peak_memory_bytes"] > 0  # from the CUDA allocator
+        assert gpu["measures"]["values"]["train_flops"] == cpu["measures"]["values"]["train_flops"], (
+            name
+        )  # FLOPs do not depend on the device
         if name in GRADIENT:
-            assert abs(gpu["summary"]["test_accuracy"] - cpu["summary"]["test_accuracy"]) <= 0.02, name
+            assert (
+                abs(gpu["measures"]["values"]["test_accuracy"] - cpu["measures"]["values"]["test_accuracy"]) <= 0.02
+            ), name
 
 
 @pytest.mark.gpu

@@ -15,7 +15,8 @@ import bpbench.experiments.run.runner as runner_module
 from bpbench.experiments.front.conformance import ConformanceError, check_run
 from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.plan.spec import RunSpec
-from bpbench.experiments.report.table import per_run, render, summarize_runs
+from bpbench.experiments.report.render import render
+from bpbench.experiments.report.summary import per_run, summarize_runs
 from bpbench.experiments.run.energy import ENERGY_PER_MAC_J, cost_rows
 from bpbench.experiments.run.probes import forked_rng
 from bpbench.experiments.run.runner import run

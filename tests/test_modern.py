@@ -102,7 +102,7 @@ def test_modern_study_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     floors = {"fwd_grad_weight": 0.15, "fwd_grad_activity": 0.5}  # 3 epochs of slow learners; chance is 0.1
     for (label, _), meta in by_row.items():
         assert meta["status"] == "ok", (label, meta["error"])
-        assert meta["summary"]["test_accuracy"] > floors.get(label, 0.6), (label, meta["summary"])
+        assert meta["measures"]["values"]["test_accuracy"] > floors.get(label, 0.6), (label, meta["summary"])
     by_label = {label: meta for (label, _), meta in by_row.items()}
     metrics = pd.concat(pd.read_parquet(p) for p in out.glob("runs/*/metrics.parquet"))
     pc_run, ff_run = by_label["pc"]["run_id"], by_label["ff"]["run_id"]

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from bpbench.experiments.front.cli import main
+from bpbench.experiments.report.figure_data import FigureData
 from bpbench.experiments.report.figures import (
     NoData,
     alignment_over_training,
@@ -22,8 +23,8 @@ from bpbench.experiments.report.figures import (
     pareto_front,
     standard_figures,
 )
-from bpbench.experiments.report.table import tidy
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 from conftest import run_tiny_study
 
 STUDY = """
@@ -73,7 +74,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def data(results: Path) -> pd.DataFrame:
-    return tidy(RunStore(results))
+    return RunTable.read(RunStore(results)).tidy()
 
 
 def test_plot_command_writes_every_supported_figure(
@@ -97,10 +98,10 @@ def test_each_learner_keeps_its_color(data: pd.DataFrame) -> None:
     with_others = learner_colors([("backprop", "backprop"), ("dfa", "dfa"), ("zeta", "backprop")])
     assert alone["backprop"] == with_others["backprop"] == colors["backprop"]
     assert len(set(with_others.values())) == 3  # distinct labels, distinct colors
-    fig = learning_curves(data, "epoch")
+    fig = learning_curves(FigureData.from_tidy(data), "epoch")
     drawn = {tuple(line.get_color()) for line in fig.axes[0].lines}
     assert tuple(colors["backprop"]) in drawn and tuple(colors["bp_sgd"]) in drawn
-    lr_fig = lr_sensitivity(data, "lr")
+    lr_fig = lr_sensitivity(FigureData.from_tidy(data), "lr")
     assert fig.axes[0].get_ylabel() == "test accuracy (fraction)"
     assert lr_fig.axes[0].get_ylabel() == "final validation accuracy"  # what tuning selects on, never test
     assert lr_fig.axes[0].get_xscale() == "log"
@@ -108,11 +109,11 @@ def test_each_learner_keeps_its_color(data: pd.DataFrame) -> None:
 
 def test_heatmap_of_one_run_has_layers_in_forward_order(data: pd.DataFrame) -> None:
     deep = data[(data["depth"] == 2) & (data["learner"] == "backprop")]
-    fig = grad_norm_heatmap(data, "backprop", run_id=deep["run_id"].iloc[0])
+    fig = grad_norm_heatmap(FigureData.from_tidy(data), "backprop", run_id=deep["run_id"].iloc[0])
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels == ["fc1", "fc2", "out"]
     with pytest.raises(NoData, match="learner 'nobody'"):
-        grad_norm_heatmap(data, "nobody")
+        grad_norm_heatmap(FigureData.from_tidy(data), "nobody")
 
 
 def _constructed_tidy() -> pd.DataFrame:
@@ -173,14 +174,14 @@ def _constructed_tidy() -> pd.DataFrame:
 
 def test_best_configuration_is_chosen_by_validation_not_test_accuracy() -> None:
     data = _constructed_tidy()
-    fig = learning_curves(data, "epoch")
+    fig = learning_curves(FigureData.from_tidy(data), "epoch")
     (line,) = fig.axes[0].lines
     assert line.get_ydata()[-1] == pytest.approx(0.7005)  # the validation-best config's test accuracy
     assert "best val. config" in fig.legends[0].get_title().get_text()
-    align = alignment_over_training(data, "digits")
+    align = alignment_over_training(FigureData.from_tidy(data), "digits")
     drawn = [line.get_ydata()[0] for line in align.axes[0].lines if line.get_label() == "_child0"]
     assert drawn == [pytest.approx(0.30)]  # the validation-best config's alignment (the other's is .80)
-    caption = standard_figures(data)["curves_epochs"][0]
+    caption = standard_figures(FigureData.from_tidy(data))["curves_epochs"][0]
     assert "validation accuracy" in caption and "test accuracy plays no part" in caption
 
 
@@ -188,7 +189,7 @@ def test_best_configuration_needs_validation_accuracy_to_choose() -> None:
     data = _constructed_tidy()
     data = data[data["split"] != "val"]
     with pytest.raises(NoData, match="no validation accuracy to choose by"):
-        learning_curves(data, "epoch")
+        learning_curves(FigureData.from_tidy(data), "epoch")
 
 
 def test_figure_data_reads_only_what_each_figure_draws(results: Path, tmp_path: Path) -> None:
@@ -198,7 +199,7 @@ def test_figure_data_reads_only_what_each_figure_draws(results: Path, tmp_path: 
     from bpbench.experiments.report.figures import FIGURE_METRICS, STEP_METRICS, figure_data, save_all
 
     store = RunStore(results)
-    full, lean = tidy(store, FIGURE_METRICS), figure_data(store)
+    full, lean = RunTable.read(store).tidy(FIGURE_METRICS), figure_data(RunTable.read(store))
     assert len(lean.runs) == full["run_id"].nunique()
     read: list[tuple[tuple[str, ...], set[str]]] = []
 
@@ -206,7 +207,7 @@ def test_figure_data_reads_only_what_each_figure_draws(results: Path, tmp_path: 
         read.append((metrics, set(run_ids)))
         return lean.read_rows(metrics, run_ids)
 
-    written_full, skipped_full = save_all(full, tmp_path / "full")
+    written_full, skipped_full = save_all(FigureData.from_tidy(full), tmp_path / "full")
     written_lean, skipped_lean = save_all(dataclasses.replace(lean, read_rows=counted), tmp_path / "lean")
     assert skipped_full == skipped_lean
     pngs = sorted(p.name for p in written_full if p.suffix == ".png")
@@ -259,7 +260,7 @@ def _norm_rows(values: dict[str, list[float]]) -> pd.DataFrame:
 
 def test_heatmap_leaves_out_an_untrained_layer_and_masks_zero_and_nonfinite_cells() -> None:
     rows = _norm_rows({"fc1": [1e-3, 0.0, 1e-2, float("inf")], "fc2": [1.0, 10.0, 1.0, 10.0], "out": [0.0] * 4})
-    fig = grad_norm_heatmap(rows, "ff")
+    fig = grad_norm_heatmap(FigureData.from_tidy(rows), "ff")
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["fc1", "fc2"]
     assert "not trained (norm 0), left out: out" in ax.get_title()
@@ -268,15 +269,15 @@ def test_heatmap_leaves_out_an_untrained_layer_and_masks_zero_and_nonfinite_cell
     cells = mesh.get_array()
     assert int(cells.mask.sum()) == 2 and cells.compressed().size == 6  # fc1's 0 and inf are blank
     with pytest.raises(NoData, match="no finite, nonzero update-signal norm"):
-        grad_norm_heatmap(_norm_rows({"out": [0.0] * 3}), "ff")
-    caption = standard_figures(pd.concat([_constructed_tidy(), rows]))["grad_norms_ff"][0]
+        grad_norm_heatmap(FigureData.from_tidy(_norm_rows({"out": [0.0] * 3})), "ff")
+    caption = standard_figures(FigureData.from_tidy(pd.concat([_constructed_tidy(), rows])))["grad_norms_ff"][0]
     assert "left blank (masked)" in caption and "left out" in caption
 
 
 def test_alignment_figure_shows_the_projection_coefficient_beside_the_cosine() -> None:
     data = _constructed_tidy()
     projection = data[data["metric"] == "grad_alignment"].assign(metric="grad_projection", value=0.17)
-    fig = alignment_over_training(pd.concat([data, projection], ignore_index=True), "digits")
+    fig = alignment_over_training(FigureData.from_tidy(pd.concat([data, projection], ignore_index=True)), "digits")
     visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_ylabel()]
     labels = [ax.get_ylabel() for ax in visible]
     assert labels == ["cosine with true gradient", "projection <u,g>/|g|^2"]

@@ -157,8 +157,8 @@ def test_ray_matches_the_process_executor(ray_head: dict[str, str], tmp_path: Pa
     for run_id, meta in by_ray.items():
         assert meta["status"] == "ok" and meta["hardware"]["torch_threads"] == 1
         # backprop and fa are deterministic on CPU: the same run gives the same numbers anywhere
-        assert meta["summary"]["test_accuracy"] == by_process[run_id]["summary"]["test_accuracy"]
-        assert meta["summary"]["train_flops"] == by_process[run_id]["summary"]["train_flops"]
+        assert meta["measures"]["values"]["test_accuracy"] == by_process[run_id]["measures"]["values"]["test_accuracy"]
+        assert meta["measures"]["values"]["train_flops"] == by_process[run_id]["measures"]["values"]["train_flops"]
     assert not any(p.is_file() for p in (ray_out / "claims").rglob("*"))  # every claim released
 
 

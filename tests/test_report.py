@@ -14,8 +14,9 @@ from scipy import stats
 
 from apt_tools import require
 from bpbench.experiments.front.cli import main
-from bpbench.experiments.report.table import per_run, tidy
+from bpbench.experiments.report.summary import per_run
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 from helpers import run_tiny_study
 
 STUDY = """
@@ -92,7 +93,7 @@ def test_report_renders_in_chromium(report: Path, tmp_path: Path) -> None:
 
 def expected_accuracy_cell(results: Path, config: str) -> str:
     """The table's test-accuracy cell of backprop ``config``, recomputed from the stored runs with scipy."""
-    runs = per_run(tidy(RunStore(results)))
+    runs = per_run(RunTable.read(RunStore(results)).tidy())
     acc = runs.loc[(runs["learner"] == "backprop") & (runs["config"] == config), "test_acc"].to_numpy()
     low, high = stats.t.interval(0.95, acc.size - 1, acc.mean(), stats.sem(acc))  # clipped to [0, 1]
     return f"{acc.mean():.3f} [{max(0.0, low):.3f}, {min(1.0, high):.3f}]"

@@ -11,8 +11,8 @@ import pytest
 
 from bpbench.experiments.front.cli import main
 from bpbench.experiments.report.reproduction import compare_runs
-from bpbench.experiments.report.table import runs_of
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 
 TINY = """
 description = "backprop and fa on digits, tiny"
@@ -57,7 +57,7 @@ def test_a_committed_folder_reproduces_from_its_runs_csv(recorded: Path, tmp_pat
     bit-identical, and one seed a side cannot show equivalence (n/a, not a pass)."""
     folder = tmp_path / "committed"
     folder.mkdir()
-    runs, _ = runs_of(RunStore(recorded))
+    runs = RunTable.read(RunStore(recorded)).verdict().runs
     runs.to_csv(folder / "runs.csv", index=False)
     study = RunStore(recorded).studies()[0]
     (folder / "metadata.json").write_text(json.dumps({"study": "tiny", "study_table": study["study"], "git": []}))
@@ -73,7 +73,7 @@ def test_rerun_at_the_recorded_commit_uses_a_temporary_worktree(recorded: Path, 
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     folder = tmp_path / "at_head"
     folder.mkdir()
-    runs, _ = runs_of(RunStore(recorded))
+    runs = RunTable.read(RunStore(recorded)).verdict().runs
     runs.to_csv(folder / "runs.csv", index=False)
     study = RunStore(recorded).studies()[0]["study"]
     (folder / "metadata.json").write_text(

@@ -15,13 +15,15 @@ import pytest
 
 import bpbench
 from bpbench.experiments.report.figures import FIGURE_METRICS
+from bpbench.experiments.report.render import render
 from bpbench.experiments.report.scoring import curves_from_tidy, first_reached, targets_for
-from bpbench.experiments.report.table import per_run, reference_of, render, runs_of, summarize, summarize_runs, tidy
-from bpbench.experiments.store import records as run_measures
+from bpbench.experiments.report.summary import per_run, reference_of, summarize, summarize_runs
+from bpbench.experiments.store import records
 from bpbench.experiments.store.claims import Claims
 from bpbench.experiments.store.compact import compact
 from bpbench.experiments.store.dataset import ResultsWarning
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 from helpers import bpbench as bpbench_cli
 from helpers import run_tiny_study
 
@@ -48,16 +50,16 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def table_csv(root: Path) -> str:
-    return render(summarize(RunStore(root)), "csv")
+    return render(summarize(RunTable.read(RunStore(root))), "csv")
 
 
 def from_metric_rows(root: Path) -> str:
     """The table as computed before measures were stored: from every metric row of every run
     (time to target too: from the tidy rows, not through DuckDB)."""
     store = RunStore(root)
-    runs = per_run(tidy(store))
+    runs = per_run(RunTable.read(store).tidy())
     targets, _ = targets_for(runs, {}, "backprop")
-    runs = runs.merge(first_reached(curves_from_tidy(tidy(store)), targets), on="run_id", how="left")
+    runs = runs.merge(first_reached(curves_from_tidy(RunTable.read(store).tidy()), targets), on="run_id", how="left")
     return render(summarize_runs(runs, None, reference_of(store)), "csv")
 
 
@@ -80,7 +82,7 @@ def compacted_ids(root: Path) -> list[str]:
 
 def test_same_numbers_from_measures_metric_rows_and_dataset(folder: Path, tmp_path: Path) -> None:
     metas = RunStore(folder).metas()
-    assert len(metas) == 6 and all(m["measures"]["version"] == run_measures.VERSION for m in metas)
+    assert len(metas) == 6 and all(m["measures"]["version"] == records.VERSION for m in metas)
     reference = from_metric_rows(folder)
     assert "backprop" in reference and "fa" in reference
     assert table_csv(folder) == reference  # the stored measures
@@ -116,13 +118,11 @@ def test_load_plot_data_and_resume_read_the_dataset(folder: Path, tmp_path: Path
     pd.testing.assert_frame_equal(
         before.metrics.sort_values(key, ignore_index=True), after.metrics.sort_values(key, ignore_index=True)
     )
-    figures = tidy(RunStore(packed), FIGURE_METRICS)
+    figures = RunTable.read(RunStore(packed)).tidy(FIGURE_METRICS)
     assert set(figures["metric"]) <= set(FIGURE_METRICS) and "loss" not in set(figures["metric"])
-    measured = runs_of(RunStore(packed))[0].set_index("run_id")
+    measured = RunTable.read(RunStore(packed)).runs.set_index("run_id")
     from_rows = per_run(figures).set_index("run_id")  # the figures' per-run numbers are the table's
-    pd.testing.assert_frame_equal(
-        from_rows[list(run_measures.NAMES)], measured.loc[from_rows.index, list(run_measures.NAMES)]
-    )
+    pd.testing.assert_frame_equal(from_rows[list(records.NAMES)], measured.loc[from_rows.index, list(records.NAMES)])
     again = bpbench.run(folder.parent / "tiny.toml", out=packed, executor="inline", progress=False)
     assert again.ran == ()  # compacted runs count as complete: a resumed study runs nothing again
 
@@ -182,7 +182,7 @@ def test_a_failed_run_re_run_after_compaction_supersedes_its_compacted_copy(fold
     )
     compact(root)
     assert store.status(run_id) == "failed"
-    assert "(1 failed)" in render(summarize(store), "text")
+    assert "(1 failed)" in render(summarize(RunTable.read(store)), "text")
     store.write(run_id, rows, good)  # the resumed study ran it again, after the compaction
     assert store.status(run_id) == "ok" and table_csv(root) == reference
     compact(root)
@@ -195,12 +195,12 @@ def test_a_failed_run_re_run_after_compaction_supersedes_its_compacted_copy(fold
 
 def test_corrupt_or_half_written_run_files_are_named_and_skipped(folder: Path, tmp_path: Path) -> None:
     root = copy(folder, tmp_path / "corrupt")
-    runs = per_run(tidy(RunStore(folder)))
+    runs = per_run(RunTable.read(RunStore(folder)).tidy())
     victim = runs[runs["learner"] == "fa"]["run_id"].iloc[0]
     meta = root / "runs" / victim / "meta.json"
     meta.write_text(meta.read_text()[:200])  # half-written (copied while being written, say)
     with pytest.warns(ResultsWarning, match=f"skipped run {victim}: unreadable .*meta.json"):
-        summary = summarize(RunStore(root)).set_index("learner")
+        summary = summarize(RunTable.read(RunStore(root))).rows.set_index("learner")
     rest = runs[(runs["learner"] == "fa") & (runs["run_id"] != victim)]["test_acc"]
     assert summary.loc["fa", "seeds"] == 2 and summary.loc["fa", "test_acc_mean"] == pytest.approx(rest.mean())
     proc = bpbench_cli("table", str(root))
@@ -210,7 +210,7 @@ def test_corrupt_or_half_written_run_files_are_named_and_skipped(folder: Path, t
     strip_measures(old)
     (old / "runs" / victim / "metrics.parquet").write_bytes(b"PAR1 not really")
     with pytest.warns(ResultsWarning, match=f"skipped run {victim}"):
-        summary = summarize(RunStore(old)).set_index("learner")
+        summary = summarize(RunTable.read(RunStore(old))).rows.set_index("learner")
     assert summary.loc["fa", "seeds"] == 2 and summary.loc["fa", "test_acc_mean"] == pytest.approx(rest.mean())
     # a corrupt part file of the dataset is named, and its runs are left out (never a crash)
     packed = copy(folder, tmp_path / "packed")
@@ -218,7 +218,7 @@ def test_corrupt_or_half_written_run_files_are_named_and_skipped(folder: Path, t
     part = next((packed / "dataset" / "runs").glob("*/*/label=fa/*.parquet"))
     part.write_bytes(part.read_bytes()[:100])
     with pytest.warns(ResultsWarning, match="unreadable part file"):
-        summary = summarize(RunStore(packed))
+        summary = summarize(RunTable.read(RunStore(packed))).rows
     assert list(summary["learner"]) == ["backprop"]
 
 

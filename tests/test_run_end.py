@@ -20,11 +20,13 @@ from bpbench.experiments.front.cli import main
 from bpbench.experiments.front.conformance import ConformanceError, check_learner
 from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.plan.study import expand
-from bpbench.experiments.report.table import CONTENTION_MARK, render, summarize
+from bpbench.experiments.report.render import render
+from bpbench.experiments.report.summary import CONTENTION_MARK, summarize
 from bpbench.experiments.run.runner import LoadedTasks
 from bpbench.experiments.schedule.execute import execute_unstored
 from bpbench.experiments.schedule.process_pool import ProcessExecutor, _start_worker
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 from bpbench.learners.backprop import Backprop
 from bpbench.learners.base import StepOutput
 from bpbench.tasks.digits import Digits
@@ -142,7 +144,7 @@ def test_runs_record_cpu_time_and_load_and_the_table_marks_contention(tmp_path: 
     for seed in range(2):
         fake_run(tmp_path / "busy", spec(seed=seed), wall_seconds=30.0, cpu_seconds=2.0)
         fake_run(tmp_path / "calm", spec(seed=seed), wall_seconds=2.2, cpu_seconds=2.0)
-    busy, calm = (render(summarize(RunStore(tmp_path / name)), "text") for name in ("busy", "calm"))
+    busy, calm = (render(summarize(RunTable.read(RunStore(tmp_path / name))), "text") for name in ("busy", "calm"))
     assert CONTENTION_MARK in busy and "contention" in busy
     assert CONTENTION_MARK not in calm
 

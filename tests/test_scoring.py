@@ -20,12 +20,15 @@ from statsmodels.stats.power import TTestIndPower
 from bpbench.experiments.front.cli import main
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.report import ranking
+from bpbench.experiments.report.render import render
 from bpbench.experiments.report.score_table import score, score_runs
-from bpbench.experiments.report.scoring import curves_from_tidy, first_reached, store_curves
+from bpbench.experiments.report.scoring import curves_from_tidy, first_reached
 from bpbench.experiments.report.stats import bounded_interval, holm, min_detectable_difference, t_interval, welch_diff
-from bpbench.experiments.report.table import render, summarize, summarize_runs, tidy
+from bpbench.experiments.report.summary import summarize, summarize_runs
 from bpbench.experiments.store.compact import compact
+from bpbench.experiments.store.curves import scan_curves
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 from conftest import run_tiny_study
 
 INF = math.inf
@@ -129,7 +132,7 @@ BP, FA, DFA, SS = [0.95, 0.96, 0.97], [0.93, 0.95, 0.96], [0.80, 0.83, 0.79], [0
 
 def test_holm_adjusted_p_equals_statsmodels_and_raw_on_request() -> None:
     runs = pd.concat([_runs("backprop", BP), _runs("fa", FA), _runs("dfa", DFA), _runs("sign_symmetry", SS)])
-    summary = summarize_runs(runs).set_index("learner")
+    summary = summarize_runs(runs).rows.set_index("learner")
     raw = [stats.ttest_ind(a, BP, equal_var=False).pvalue for a in (FA, DFA, SS)]
     expected = multipletests(raw, method="holm")[1]
     assert summary.loc[["fa", "dfa", "sign_symmetry"], "p_vs_reference"].tolist() == pytest.approx(list(expected))
@@ -137,7 +140,7 @@ def test_holm_adjusted_p_equals_statsmodels_and_raw_on_request() -> None:
     assert expected[0] > raw[0]  # the adjustment is not the identity here
     text = render(summarize_runs(runs), "text")
     assert "p vs backprop (Holm-adjusted)" in text and "Holm-adjusted over the 3 comparisons" in text
-    unadjusted = summarize_runs(runs, p_adjust="raw").set_index("learner")
+    unadjusted = summarize_runs(runs, p_adjust="raw").rows.set_index("learner")
     assert unadjusted.loc[["fa", "dfa", "sign_symmetry"], "p_vs_reference"].tolist() == pytest.approx(raw)
     assert "p vs backprop (raw)" in render(summarize_runs(runs, p_adjust="raw"), "text")
     adjusted = holm([0.01, math.nan, 0.04, 0.03])
@@ -156,7 +159,7 @@ def test_difference_interval_equals_a_direct_welch_computation() -> None:
     # scipy's own Welch interval agrees (ttest_ind(...).confidence_interval)
     ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
     assert welch_diff(DFA, BP)[1:] == (pytest.approx(ci.low), pytest.approx(ci.high))
-    row = summarize_runs(pd.concat([_runs("backprop", BP), _runs("dfa", DFA)])).set_index("learner").loc["dfa"]
+    row = summarize_runs(pd.concat([_runs("backprop", BP), _runs("dfa", DFA)])).rows.set_index("learner").loc["dfa"]
     assert (row["diff_mean"], row["diff_low"], row["diff_high"]) == (
         pytest.approx(diff),
         pytest.approx(diff - half),
@@ -172,7 +175,7 @@ def test_accuracy_intervals_never_leave_zero_one() -> None:
     assert low < 0.99 <= mean <= high == 1.0  # the t-interval, clipped at 1 (not the seeds' [min, max])
     runs = pd.concat([_runs("backprop", [1.0, 1.0, 1.0]), _runs("fa", near), _runs("dfa", [0.0, 0.0, 0.02])])
     summary = summarize_runs(runs)
-    assert (summary["test_acc_high"] <= 1.0).all() and (summary["test_acc_low"] >= 0.0).all()
+    assert (summary.rows["test_acc_high"] <= 1.0).all() and (summary.rows["test_acc_low"] >= 0.0).all()
     assert "1.000 (all 3 seeds equal: no spread)" in render(summary, "text")  # not a zero-width "interval"
 
 
@@ -202,7 +205,7 @@ def test_iqm_and_score_table_on_hand_made_runs() -> None:
     norm = (np.array(BP) - 0.1) / (np.mean(BP) - 0.1)
     assert scores.loc["backprop", "iqm"] == pytest.approx(stats.trim_mean(np.concatenate([norm, norm]), 0.25))
     assert scores.loc["backprop", "low"] <= scores.loc["backprop", "iqm"] <= scores.loc["backprop", "high"]
-    table = score_runs(runs, "backprop").set_index("learner")
+    table = score_runs(runs, "backprop").rows.set_index("learner")
     assert table.loc["backprop", "rank_acc"] == 1.0 and table.loc["dfa", "rank_acc"] == 3.0
     assert table.loc["dfa", "reached"] == 0 and table.loc["dfa", "profile_area"] == 0.0
     assert table.loc["backprop", "profile_area"] == 1.0  # median 2 epochs on both tasks, fa's median 3 (inf, 2, 3)
@@ -260,24 +263,28 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_duckdb_curves_equal_the_tidy_rows_before_and_after_compaction(folder: Path, tmp_path: Path) -> None:
     store = RunStore(folder)
-    from_tidy = curves_from_tidy(tidy(store)).drop(columns="task").sort_values(["run_id", "epoch"], ignore_index=True)
+    from_tidy = (
+        curves_from_tidy(RunTable.read(store).tidy())
+        .drop(columns="task")
+        .sort_values(["run_id", "epoch"], ignore_index=True)
+    )
     ids = pd.Series(from_tidy["run_id"].unique())
     assert len(ids) == 6 and len(from_tidy) == 6 * 4  # epochs 0..3
-    from_folders = store_curves(store, ids).sort_values(["run_id", "epoch"], ignore_index=True)
+    from_folders = scan_curves(store, ids).sort_values(["run_id", "epoch"], ignore_index=True)
     pd.testing.assert_frame_equal(from_folders, from_tidy, check_dtype=False)
     copy = shutil.copytree(folder, tmp_path / "copy")
     compact(copy)
     assert not list((copy / "runs").glob("*/metrics.parquet"))
-    from_dataset = store_curves(RunStore(copy), ids).sort_values(["run_id", "epoch"], ignore_index=True)
+    from_dataset = scan_curves(RunStore(copy), ids).sort_values(["run_id", "epoch"], ignore_index=True)
     pd.testing.assert_frame_equal(from_dataset, from_tidy, check_dtype=False)
 
 
 def test_table_and_score_of_a_results_folder(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    summary = summarize(RunStore(folder)).set_index("learner")
+    summary = summarize(RunTable.read(RunStore(folder))).rows.set_index("learner")
     assert summary.loc["backprop", "reached"] == 2 and summary.loc["backprop", "ttt_n"] == 2
     assert summary.loc["dfa", "reached"] == 0 and summary.loc["dfa", "ttt_epochs_median"] == math.inf
     capsys.readouterr()
-    assert main(["table", str(folder), "--columns", "learner,test_acc,p,ttt_epochs,reached"]) == 0
+    assert main(["table", str(folder), "--columns", "label,test_accuracy,p,ttt_epochs,reached"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == [
         "learner",
@@ -294,8 +301,8 @@ def test_table_and_score_of_a_results_folder(folder: Path, capsys: pytest.Captur
     ]
     assert "not reached" in next(line for line in lines if line.startswith("dfa"))
     assert "digits 0.500 (the study's)" in "\n".join(lines)
-    assert main(["table", str(folder), "--columns", "learner,nope"]) == 2
-    assert "--columns 'nope': allowed: learner," in capsys.readouterr().err
+    assert main(["table", str(folder), "--columns", "label,nope"]) == 2
+    assert "--columns 'nope': allowed: label," in capsys.readouterr().err
     assert main(["table", str(folder), "--score", "--format", "csv"]) == 0
     scores = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("learner")
     assert scores.loc["backprop", "profile_area"] > scores.loc["dfa", "profile_area"] == 0.0
@@ -303,7 +310,7 @@ def test_table_and_score_of_a_results_folder(folder: Path, capsys: pytest.Captur
     with pytest.raises(SystemExit, match="2"):
         main(["table", str(folder), "--score", "--measure", "hours"])
     assert "invalid choice: 'hours'" in capsys.readouterr().err
-    assert score(RunStore(folder), measure="seconds").attrs["measure"] == "seconds"
+    assert score(RunTable.read(RunStore(folder)), measure="seconds").measure == "seconds"
 
 
 def test_a_metrics_file_linking_out_of_the_folder_is_named_and_not_read(folder: Path, tmp_path: Path) -> None:
@@ -316,5 +323,5 @@ def test_a_metrics_file_linking_out_of_the_folder_is_named_and_not_read(folder: 
     victim.symlink_to(outside)
     ids = pd.Series([p.name for p in (copy / "runs").iterdir()])
     with pytest.warns(ResultsWarning, match="links out of the results folder"):
-        curves = store_curves(RunStore(copy), ids)
+        curves = scan_curves(RunStore(copy), ids)
     assert victim.parent.name not in set(curves["run_id"]) and curves["run_id"].nunique() == 5

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from bpbench.experiments.front.cli import main
-from bpbench.experiments.report.table import summarize
+from bpbench.experiments.report.summary import summarize
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 from folder_tools import fake_run, spec
 
 TINY = 'tasks = ["digits"]\nseeds = 1\n[model]\nhidden = [8]\n[budget]\nepochs = 1\n[learners.backprop]\n'
@@ -75,7 +76,7 @@ def test_runs_that_differ_beyond_the_seed_are_separate_rows(tmp_path: Path) -> N
     for seed in range(3):
         fake_run(tmp_path, spec(seed=seed, epochs=20), accuracy=0.9)
     fake_run(tmp_path, spec(seed=0, epochs=5), accuracy=0.5)
-    summary = summarize(RunStore(tmp_path))
+    summary = summarize(RunTable.read(RunStore(tmp_path))).rows
     rows = dict(zip(summary["config"], summary["seeds"]))
     assert rows == {"budget.epochs=20": 3, "budget.epochs=5": 1}
     assert dict(zip(summary["config"], summary["test_acc_mean"])) == pytest.approx(

@@ -21,10 +21,12 @@ from bpbench.experiments.plan.config import ConfigError, build
 from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.plan.spec import Budget
 from bpbench.experiments.plan.study import expand, load_study, study_references
+from bpbench.experiments.report.render import render
 from bpbench.experiments.report.stats import stars, t_interval, welch_p
-from bpbench.experiments.report.table import MEASURES, per_run, reference_of, render, summarize, summarize_runs, tidy
+from bpbench.experiments.report.summary import measures_shown, per_run, reference_of, summarize, summarize_runs
 from bpbench.experiments.run.runner import run
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 from conftest import run_tiny_study
 
 TINY_STUDY = """
@@ -98,7 +100,7 @@ def _runs(
 def test_welch_marks_and_missing_metrics_show_as_na() -> None:
     runs = pd.concat([_runs("backprop", "backprop", [0.95, 0.96, 0.97]), _runs("dfa", "dfa", [0.80, 0.81, 0.79])])
     summary = summarize_runs(runs)
-    dfa = summary[summary["learner"] == "dfa"].iloc[0]
+    dfa = summary.rows[summary.rows["learner"] == "dfa"].iloc[0]
     assert dfa["p_vs_reference"] == pytest.approx(
         stats.ttest_ind([0.80, 0.81, 0.79], [0.95, 0.96, 0.97], equal_var=False).pvalue, rel=1e-9
     )
@@ -107,7 +109,7 @@ def test_welch_marks_and_missing_metrics_show_as_na() -> None:
     dfa_line = next(line for line in text.splitlines() if line.startswith("dfa"))
     assert "***" in dfa_line and "n/a" in dfa_line and "0.800 [0.775, 0.825]" in dfa_line  # t-interval
     assert "ref" in next(line for line in text.splitlines() if line.startswith("backprop"))
-    assert "unequal" not in text and not summary["unequal_budget"].any()
+    assert "unequal" not in text and not summary.rows["unequal_budget"].any()
 
 
 def _welch(a: list[float], b: list[float]) -> float:
@@ -121,12 +123,12 @@ def test_reference_is_one_label_never_pooled_with_another_label_of_the_same_lear
     runs = pd.concat(
         [_runs("backprop", "backprop", BP), _runs("backprop_long", "backprop", LONG), _runs("dfa", "dfa", DFA)]
     )
-    p = summarize_runs(runs).set_index("learner")["p_raw"]
+    p = summarize_runs(runs).rows.set_index("learner")["p_raw"]
     assert p["backprop_long"] == pytest.approx(_welch(LONG, BP), rel=1e-9)  # 0.0018, not the pooled 0.090
     assert p["backprop_long"] == pytest.approx(0.0018, abs=5e-5)
     assert p["dfa"] == pytest.approx(_welch(DFA, BP), rel=1e-9) and math.isnan(p["backprop"])
     other = summarize_runs(runs, reference="backprop_long")
-    p = other.set_index("learner")["p_raw"]
+    p = other.rows.set_index("learner")["p_raw"]
     assert p["backprop"] == pytest.approx(_welch(BP, LONG), rel=1e-9) and p["dfa"] == pytest.approx(_welch(DFA, LONG))
     text = render(other, "text")
     assert "p vs backprop_long" in text and "against the runs of the one learner label 'backprop_long'" in text
@@ -143,13 +145,13 @@ def test_reference_configuration_is_the_one_whose_grid_values_the_row_shares() -
             _runs("dfa", "dfa", DFA, config="hidden=64"),
         ]
     )
-    summary = summarize_runs(runs).set_index(["learner", "config"])
+    summary = summarize_runs(runs).rows.set_index(["learner", "config"])
     for config in ref:
         assert summary.loc[("fa", config), "p_raw"] == pytest.approx(_welch(fa[config], ref[config]))
         assert summary.loc[("fa", config), "reference"] == f"backprop ({config})"
     assert math.isnan(summary.loc[("dfa", "hidden=64"), "p_raw"])  # no backprop config matches
     one = pd.concat([_runs("backprop", "backprop", BP), _runs("fa", "fa", fa["lr=0.1"], config="lr=0.1")])
-    assert summarize_runs(one).set_index("learner").loc["fa", "p_raw"] == pytest.approx(
+    assert summarize_runs(one).rows.set_index("learner").loc["fa", "p_raw"] == pytest.approx(
         _welch(fa["lr=0.1"], BP)
     )  # a reference that varies nothing matches every row
 
@@ -173,7 +175,7 @@ def test_rows_compare_by_their_own_option_values_and_per_learner_references() ->
     )
     summary = summarize_runs(
         runs, reference={"pc": "backprop", "dtp": "backprop_tanh", "backprop_tanh": "backprop"}
-    ).set_index("learner")
+    ).rows.set_index("learner")
     assert summary.loc["pc", "p_raw"] == pytest.approx(_welch(pc, arch["arch=mlp"]))
     assert summary.loc["pc", "reference"] == "backprop (arch=mlp)"
     assert summary.loc["dtp", "p_raw"] == pytest.approx(_welch(dtp, tanh))
@@ -202,7 +204,7 @@ def test_a_configuration_whose_runs_all_failed_still_gets_a_row() -> None:
     summary = summarize_runs(_runs("backprop", "backprop", [0.95, 0.96]), failed)
     line = next(line for line in render(summary, "text").splitlines() if line.startswith("dfa"))
     # n/a: every measure, p, diff, 4 times to target and reached
-    assert line.split()[4] == "failed" and "0 (2 failed)" in line and line.count("n/a") == len(MEASURES) + 8
+    assert line.split()[4] == "failed" and "0 (2 failed)" in line and line.count("n/a") == len(measures_shown()) + 8
 
 
 def test_runs_stopped_by_different_limits_are_flagged() -> None:
@@ -256,9 +258,9 @@ def test_table_states_budgets_and_labels_unequal_study(unequal_study: Path, caps
     assert any(line.startswith("backprop_long") and "3 ep" in line and "digits†" in line for line in lines)
     assert any(line.startswith("backprop ") and "2 ep" in line and "epochs" in line for line in lines)
     assert "† unequal budget on digits: runs had different budgets (2 ep; 3 ep)" in text
-    csv = pd.read_csv(io.StringIO(render(summarize(RunStore(unequal_study)), "csv")))
+    csv = pd.read_csv(io.StringIO(render(summarize(RunTable.read(RunStore(unequal_study))), "csv")))
     assert csv["unequal_budget"].all() and set(csv["budget"]) == {"2 ep", "3 ep"}
-    runs = per_run(tidy(RunStore(unequal_study))).sort_values("seed")
+    runs = per_run(RunTable.read(RunStore(unequal_study)).tidy()).sort_values("seed")
     acc = {label: runs.loc[runs["learner"] == label, "test_acc"].tolist() for label in ("backprop", "backprop_long")}
     for row in csv.itertuples():  # 95% t-intervals and Welch's p recomputed with scipy from the runs
         values = acc[row.learner]
@@ -272,9 +274,9 @@ def test_table_states_budgets_and_labels_unequal_study(unequal_study: Path, caps
 def test_table_reference_option_and_study_reference_key(
     unequal_study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    runs = per_run(tidy(RunStore(unequal_study)))
+    runs = per_run(RunTable.read(RunStore(unequal_study)).tidy())
     acc = {label: runs.loc[runs["learner"] == label, "test_acc"].tolist() for label in ("backprop", "backprop_long")}
-    summary = summarize(RunStore(unequal_study), "backprop_long").set_index("learner")
+    summary = summarize(RunTable.read(RunStore(unequal_study)), "backprop_long").rows.set_index("learner")
     assert summary.loc["backprop", "p_vs_reference"] == pytest.approx(_welch(acc["backprop"], acc["backprop_long"]))
     capsys.readouterr()
     assert main(["table", str(unequal_study), "--reference", "backprop_lng"]) == 2
@@ -297,10 +299,10 @@ def test_table_reference_option_and_study_reference_key(
 def test_latex_table_compiles_with_booktabs_and_fits_the_page(unequal_study: Path, tmp_path: Path) -> None:
     """The default LaTeX table compiles and fits an article's text width as it is: no Overfull
     box in pdflatex's log (15 columns overflowed by 736 pt; long task names by 39 pt)."""
-    summary = summarize(RunStore(unequal_study))
+    summary = summarize(RunTable.read(RunStore(unequal_study)))
     # the longest names the built-in studies print (vanishing's configurations, japanese_vowels)
-    summary["config"] = "hidden=2x64, activation=sigmoid, batchnorm=False"
-    summary["task"] = "japanese_vowels"
+    summary.rows["config"] = "hidden=2x64, activation=sigmoid, batchnorm=False"
+    summary.rows["task"] = "japanese_vowels"
     latex = render(summary, "latex")
     assert latex.isascii() and latex.startswith("\\begin{tabularx}{\\linewidth}") and "\\midrule" in latex
     assert "\\multicolumn{4}{@{}l}{\\textit{japanese\\_vowels" in latex  # rows grouped under their task
@@ -346,7 +348,7 @@ def test_shrunken_vanishing_study_shows_the_vanishing_gradient(tmp_path: Path) -
     assert (
         main(["run", "vanishing", "--out", str(tmp_path), "--executor", "inline", *[f"--set={s}" for s in sets]]) == 0
     )
-    runs = per_run(tidy(RunStore(tmp_path))).set_index(["learner", "activation", "batchnorm", "depth"])
+    runs = per_run(RunTable.read(RunStore(tmp_path)).tidy()).set_index(["learner", "activation", "batchnorm", "depth"])
     ratio = runs["grad_ratio"]
     # backprop through sigmoid layers: the first layer's gradient shrinks by orders of magnitude with depth
     assert ratio["backprop", "sigmoid", False, 6] < ratio["backprop", "sigmoid", False, 2] / 100

@@ -102,14 +102,14 @@ def test_protocol_runs_trials_then_final_seeds(tmp_path: Path) -> None:
     # fa is compared with backprop's final runs, whatever lr each chose (never "n/a: no matching configuration")
     from bpbench.experiments.report.tuning import tuned_summary
 
-    summary = tuned_summary(results.store, "backprop", "raw").set_index("learner")
+    summary = tuned_summary(results.run_table(), "backprop", "raw").rows.set_index("learner")
     fa_final = [
-        m["summary"]["test_accuracy"]
+        m["measures"]["values"]["test_accuracy"]
         for m in results.store.iter_metas()
         if m["spec"]["label"] == "fa" and m["spec"]["tuning"]["phase"] == "final"
     ]
     bp_final = [
-        m["summary"]["test_accuracy"]
+        m["measures"]["values"]["test_accuracy"]
         for m in results.store.iter_metas()
         if m["spec"]["label"] == "backprop" and m["spec"]["tuning"]["phase"] == "final"
     ]

@@ -50,7 +50,8 @@ def fake_run(store: RunStore, spec, val: float, pruned: bool = False, flops: flo
         {"run_id": spec.run_id, "epoch": e, "step": 10 * e, "split": s, "metric": "accuracy", "layer": "", "value": v}
         for e in range(1, last + 1)
         for s, v in (("val", val if e == last else 0.1), ("test", 0.5))
-    ]
+    ]  # training FLOPs as the runner records them: a train row per evaluation (the run's measure: the last)
+    rows += [{**rows[-1], "epoch": e, "split": "train", "metric": "train_flops", "value": flops} for e in (1, last)]
     summary = {"test_accuracy": 0.5, "stopped_by": "pruned" if pruned else "epochs", "epochs_completed": last}
     meta = {"run_id": spec.run_id, "seed": spec.seed, "spec": spec.to_json(), "status": "ok", "error": None}
     store.write(spec.run_id, rows, {**meta, "summary": {**summary, "train_flops": flops}, "wall_seconds": 0.5})

@@ -15,8 +15,9 @@ import torch
 
 from bpbench.experiments.front.availability import task_problem
 from bpbench.experiments.front.cli import main
-from bpbench.experiments.report.table import per_run, tidy
+from bpbench.experiments.report.summary import per_run
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 from bpbench.tasks.cifar10 import FILES as CIFAR_FILES
 from bpbench.tasks.cifar10 import Cifar10, Cifar10Params
 from bpbench.tasks.shd import Shd, ShdParams
@@ -155,7 +156,7 @@ def test_cifar10_and_shd_studies_run_end_to_end_on_the_written_files(tmp_path: P
     cifar, shd = write_cifar(tmp_path / "c"), write_shd(tmp_path / "s")
     tiny = ["seeds=1", "budget.epochs=2", "schedule.health_every=1"]
     assert run_study("cifar10", [*tiny, f"tasks.cifar10.path={cifar}", "model.depth=8"], tmp_path / "c_out") == 0
-    runs = per_run(tidy(RunStore(tmp_path / "c_out")))
+    runs = per_run(RunTable.read(RunStore(tmp_path / "c_out")).tidy())
     assert sorted(runs["learner"]) == sorted(["backprop", "fa", "dfa", "sign_symmetry", "brsf", "frsf"])
     assert (runs["samples"] == 180).all() and runs["test_acc"].between(0, 1).all()  # 2 x 90 of 100 train, 10 val
     metrics = pd.concat(pd.read_parquet(f) for f in (tmp_path / "c_out" / "runs").glob("*/metrics.parquet"))
@@ -170,6 +171,6 @@ def test_cifar10_and_shd_studies_run_end_to_end_on_the_written_files(tmp_path: P
         )
         == 0
     )
-    runs = per_run(tidy(RunStore(tmp_path / "s_out")))
+    runs = per_run(RunTable.read(RunStore(tmp_path / "s_out")).tidy())
     assert sorted(runs["learner"]) == ["backprop", "snn_bptt", "snn_dfa"]
     assert runs["test_acc"].between(0, 1).all()

@@ -14,8 +14,9 @@ from statsmodels.stats.weightstats import ttost_ind
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.verdict import DEFAULT_MARGIN, study_margin
 from bpbench.experiments.report import power, verdicts
+from bpbench.experiments.report.render import render
 from bpbench.experiments.report.stats import bounded_interval, diff_interval, welch_diff, welch_se_df
-from bpbench.experiments.report.table import render, summarize_runs
+from bpbench.experiments.report.summary import Summary, summarize_runs
 
 NOMINAL = 0.95
 SIMULATIONS = 4000
@@ -72,7 +73,7 @@ def _runs(label: str, accs: list[float], task: str = "digits") -> pd.DataFrame:
 BP = [0.940, 0.942, 0.944, 0.941, 0.943]
 
 
-def _table() -> pd.DataFrame:
+def _table() -> Summary:
     runs = pd.concat(
         [
             _runs("backprop", BP),
@@ -85,22 +86,23 @@ def _table() -> pd.DataFrame:
 
 
 def test_each_comparison_gets_better_worse_equivalent_or_inconclusive() -> None:
-    summary = _table().set_index("learner")
+    table = _table()
+    summary = table.rows.set_index("learner")
     assert summary.loc["backprop", "verdict"] == "ref"
     assert summary.loc["sign_symmetry", "verdict"] == "equivalent ±0.01"
     assert summary.loc["dfa", "verdict"] == "worse"
     assert summary.loc["fa", "verdict"].startswith("inconclusive: run ")
     raw = ttost_ind(np.array([0.941, 0.943, 0.942, 0.940, 0.944]), np.array(BP), -0.01, 0.01, usevar="unequal")[0]
     assert summary.loc["sign_symmetry", "tost_p"] == pytest.approx(min(1.0, 3 * raw))  # Holm: smallest of 3
-    text = render(summary.reset_index(), "text")
+    text = render(table, "text")
     assert "equivalent ±0.01" in text and "margin ±0.01" in text and "TOST" in text and "Holm" in text
     assert "Bonferroni level 1 - 0.05/3" in text
 
 
 def test_a_wider_margin_turns_inconclusive_into_equivalent() -> None:
     runs = pd.concat([_runs("backprop", BP), _runs("fa", [0.935, 0.945, 0.94, 0.938, 0.946])])
-    assert summarize_runs(runs, margin=0.002).set_index("learner").loc["fa", "verdict"].startswith("inconclusive")
-    assert summarize_runs(runs, margin=0.05).set_index("learner").loc["fa", "verdict"] == "equivalent ±0.05"
+    assert summarize_runs(runs, margin=0.002).rows.set_index("learner").loc["fa", "verdict"].startswith("inconclusive")
+    assert summarize_runs(runs, margin=0.05).rows.set_index("learner").loc["fa", "verdict"] == "equivalent ±0.05"
 
 
 def test_seeds_to_decide_matches_statsmodels_power() -> None:
@@ -135,7 +137,7 @@ def test_one_seed_row_says_it_has_no_interval() -> None:
     summary = summarize_runs(pd.concat([_runs("backprop", BP), _runs("fa", [0.93])]))
     text = render(summary, "text")
     assert "0.930 (1 seed: an interval needs at least 2)" in text
-    assert summary.set_index("learner").loc["fa", "verdict"] == "n/a"
+    assert summary.rows.set_index("learner").loc["fa", "verdict"] == "n/a"
 
 
 def test_latex_verdicts_are_short() -> None:

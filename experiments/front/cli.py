@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bpbench.experiments.plan.config import ConfigError
+from bpbench.experiments.plan.time_to_target import TIME_TO_TARGET
 
 TABLE_FORMATS = ("text", "markdown", "latex", "html", "csv")  # = experiments.table.FORMATS (no pandas import here)
 
@@ -152,10 +153,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConformanceError as exc:
         print(f"bpbench: {args.learner} does not conform: {exc}", file=sys.stderr)
         return 1
-    summary = meta["summary"]
+    steps, accuracy = meta["summary"]["steps"], meta["measures"]["values"]["test_accuracy"]
     print(
         f"{args.learner}: conforms to the Learner interface on {args.task}; a 1-epoch run on {args.samples} "
-        f"samples through the runner took {summary['steps']} step(s), test accuracy {summary['test_accuracy']:.3f}"
+        f"samples through the runner took {steps} step(s), test accuracy {accuracy:.3f}"
     )
     learning = meta["learning"]
     print(
@@ -348,7 +349,7 @@ def parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--measure",
-        choices=("flops", "seconds", "epochs", "samples"),
+        choices=[m.name for m in TIME_TO_TARGET],
         default=None,
         help="--score: the time-to-target measure of the performance profile (default flops)",
     )

@@ -24,9 +24,10 @@ from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.study import Overrides, apply_sets
 from bpbench.experiments.plan.verdict import study_margin
 from bpbench.experiments.report import reproduction
-from bpbench.experiments.report.table import runs_of
 from bpbench.experiments.run.provenance import CODE_ROOT
+from bpbench.experiments.store.describe import public_names
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 
 
 def recorded(folder: Path) -> tuple[str, dict[str, Any], pd.DataFrame, str | None]:
@@ -36,7 +37,7 @@ def recorded(folder: Path) -> tuple[str, dict[str, Any], pd.DataFrame, str | Non
         studies = store.studies()
         if len(studies) != 1:
             raise ConfigError(f"results folder {str(folder)!r} records {len(studies)} studies: reproduce needs one")
-        runs, _ = runs_of(store)
+        runs = RunTable.read(store).verdict().runs
         commits = {(m.get("git") or {}).get("commit") for m in store.iter_metas() if m["status"] == "ok"}
         return studies[0]["name"], studies[0]["study"], runs, commits.pop() if len(commits) == 1 else None
     meta_path, runs_path = folder / "metadata.json", folder / "runs.csv"
@@ -48,6 +49,8 @@ def recorded(folder: Path) -> tuple[str, dict[str, Any], pd.DataFrame, str | Non
     runs = pd.read_csv(  # round_trip: the digits written, bit for bit (pandas' default parser is not exact)
         runs_path, keep_default_na=False, na_values=[""], dtype={"config": str}, float_precision="round_trip"
     ).fillna({"config": ""})
+    if "label" in runs:  # written under the public names (an older runs.csv used the internal ones)
+        runs = runs.rename(columns={public: name for name, public in public_names().items() if public in runs})
     git = meta.get("git") or [{}]
     commit = git[0].get("commit") if isinstance(git, list) and git and isinstance(git[0], dict) else None
     return str(meta.get("study", folder.name)), meta["study_table"], runs, commit
@@ -90,7 +93,7 @@ def reproduce(folder: str | Path, here: bool = False, overrides: Overrides | Non
             _run_here(name, raw, out, jobs)
         else:
             _run_at(str(commit), name, raw, out, jobs, Path(tmp))
-        rerun, _ = runs_of(RunStore(out))
+        rerun = RunTable.read(RunStore(out)).verdict().runs
     where = "the current code" if here else f"commit {commit}"
     table = reproduction.render(reproduction.compare_runs(runs, rerun, margin), margin)
     return f"{name}: re-run at {where} ({len(rerun)} runs) against {len(runs)} recorded runs\n\n{table}"

@@ -1,24 +1,27 @@
 """``Results``: a study's results folder as Python objects (what ``bpbench.run`` and
 ``bpbench.load`` return).
 
-Everything is read from the folder when asked for, so a folder that another process is
-still filling shows the runs finished so far; the folder itself stays the record.
+Everything is read from the folder when asked for (one run table per call, which every view of
+that call reads), so a folder that another process is still filling shows the runs finished so
+far; the folder itself stays the record.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from bpbench.experiments.plan.config import ConfigError
-from bpbench.experiments.report.table import check_columns, reference_of, render, summarize, tidy
-from bpbench.experiments.store.describe import public, varied_label
+from bpbench.experiments.report.render import check_columns, render
+from bpbench.experiments.report.score_table import run_times
+from bpbench.experiments.report.summary import reference_of, summarize
+from bpbench.experiments.store.describe import public
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 
 if TYPE_CHECKING:
     from bpbench.experiments.schedule.execute import Outcome  # torch: only for the annotation
@@ -31,6 +34,7 @@ SUMMARY_COLUMNS = [
     "task",
     "task_label",
     "seed",
+    "phase",
     "status",
     "error",
     "test_accuracy",
@@ -38,6 +42,7 @@ SUMMARY_COLUMNS = [
     "train_flops",
     "stopped_by",
 ]
+INTERNAL_COLUMNS = ("values", "wall_per_cpu", "chance")  # the tables' helpers (chance: summary's chance_accuracy)
 
 
 def results_folder(out: str | Path) -> Path:
@@ -81,53 +86,48 @@ class Results:
     def store(self) -> RunStore:
         return RunStore(self.out)
 
+    def run_table(self) -> RunTable:
+        """The run table of the folder now (``store/run_table.py``): what every view below reads."""
+        return RunTable.read(self.store)
+
     @property
     def summary(self) -> pd.DataFrame:
         """One row per finished run, failed ones included with their error.
 
-        Columns (named as in every view: ``store/describe.py``): run_id, label (the study's name
-        for the learner configuration), configuration (the grid values that vary), learner
-        (registered name), task (registered name),
-        task_label, seed (seed index), status ("ok" | "failed"), error, test_accuracy,
-        train_seconds, train_flops, stopped_by, then the rest of each run's summary
-        (epochs_completed, steps, peak_memory_bytes, ...), and ``unmeasured``: measurement ->
-        why it is n/a for the run, and its time to target (``target``, ``reached``, and the epochs,
-        training FLOPs, seconds and samples at the first evaluation that reached it: ``ttt_epochs``,
-        ``ttt_flops``, ``ttt_seconds``, ``ttt_samples``; NaN when not reached; a failed run: NaN).
-        Missing values are NaN/None.
+        Columns (named as in every view: ``store/describe.py``, the measurement catalog
+        ``plan/catalog.py``): run_id, label (the study's name for the learner configuration),
+        configuration (the grid values that vary), learner (registered name), task (registered name),
+        task_label, seed (seed index), phase (``run``; a tuned study's ``trial`` or ``final``), status
+        ("ok" | "failed"), error, budget, stopped_by, each catalog measure by its column name
+        (test_accuracy, train_seconds, train_flops, ...), what the run was (arch, depth, activation,
+        lr, ...), the rest of its summary (epochs_completed, steps, chance_accuracy, ...), ``unmeasured``
+        (measurement -> why it is n/a for the run), and its time to target (``target``, ``reached``,
+        and the epochs, training FLOPs, seconds and samples at the first evaluation that reached it:
+        ``ttt_epochs``, ``ttt_flops``, ``ttt_seconds``, ``ttt_samples``; NaN when not reached; a
+        failed run: NaN). Missing values are NaN/None.
         """
-        rows = []
-        for meta in self.store.iter_metas():
-            spec, summary = meta["spec"], meta.get("summary", {})
-            row: dict[str, Any] = {
-                "run_id": meta["run_id"],
-                "label": spec["label"],
-                "configuration": varied_label(spec),
-                "learner": spec["learner"],
-                "task": spec["task"],
-                "task_label": spec["task_label"],
-                "seed": spec["seed_index"],
-                "status": meta["status"],
-                "error": meta.get("error"),
-            }
-            row.update({k: summary.get(k, math.nan) for k in SUMMARY_COLUMNS[9:]})
-            row.update({k: v for k, v in sorted(summary.items()) if k not in row})
-            row["unmeasured"] = meta.get("unmeasured", {})
-            rows.append(row)
-        frame = pd.DataFrame(rows)
+        table = self.run_table()
+        frame = table.public()
         if frame.empty:
             return pd.DataFrame(columns=SUMMARY_COLUMNS)
-        from bpbench.experiments.report.score_table import run_times
-
-        frame = frame.merge(run_times(self.store, self.reference), on="run_id", how="left")
+        frame = frame.drop(columns=[c for c in INTERNAL_COLUMNS if c in frame])
+        extras = pd.DataFrame(
+            [
+                {"run_id": r, **table.details[r]["summary"], "unmeasured": table.details[r]["unmeasured"]}
+                for r in frame["run_id"]
+            ]
+        )
+        frame = frame.merge(extras[[c for c in extras if c == "run_id" or c not in frame]], on="run_id", how="left")
+        frame = frame.merge(run_times(table, self.reference), on="run_id", how="left")
+        frame = frame[[*SUMMARY_COLUMNS, *(c for c in frame if c not in SUMMARY_COLUMNS)]]
         return frame.sort_values(["task_label", "label", "configuration", "seed"], kind="stable").reset_index(drop=True)
 
     @property
     def metrics(self) -> pd.DataFrame:
-        """The tidy rows of every completed run (run_id, epoch, step, split, metric, layer,
-        value) joined with what the run was (label, learner, configuration, task, task_label, seed,
+        """The tidy rows of every completed run (run_id, epoch, step, split, metric, layer, value)
+        joined with what the run was (label, learner, configuration, task, task_label, seed, phase,
         model, budget), named as in every view (``store/describe.py``)."""
-        return public(tidy(self.store))
+        return public(self.run_table().tidy())
 
     @property
     def tuning(self) -> pd.DataFrame:
@@ -138,14 +138,19 @@ class Results:
         its learner x task x repeat), chosen. Empty for a plain study."""
         from bpbench.experiments.report.tuning import trials
 
-        return trials(self.store)
+        return trials(self.run_table())
 
     def comparisons(self, reference: str | None = None, p: str = "holm") -> pd.DataFrame:
         """The summary table's rows as numbers: per learner configuration x task the measures' mean and
         interval, ``diff_*``, ``p_vs_reference``, ``tost_p``, ``verdict`` (better / worse / equivalent
         ±m / inconclusive: run N seeds to decide) and ``seeds_to_decide`` (``report/verdicts.py``)."""
-        self._check_reference(reference)
-        return summarize(self.store, reference or self.reference, p)
+        runs = self.run_table()
+        self._check_reference(runs, reference)
+        if runs.tuned:
+            from bpbench.experiments.report.tuning import tuned_summary
+
+            return tuned_summary(runs, reference or self.reference or reference_of(self.store), p).rows
+        return summarize(runs, reference or self.reference, p).rows
 
     def table(
         self,
@@ -160,28 +165,31 @@ class Results:
         p-values against the learner label ``reference`` (default: ``self.reference``),
         Holm-adjusted over the table (``p = "raw"``: unadjusted). A tuned study's table has one row
         per learner x task for its final runs; ``tuning``: every trial instead."""
-        self._check_reference(reference)
+        runs = self.run_table()
+        self._check_reference(runs, reference)
         if columns:
-            check_columns(columns)
-        from bpbench.experiments.report.tuning import render_trials, tags, tuned_summary
+            check_columns(columns, runs.tuned)
+        from bpbench.experiments.report.tuning import render_trials, trials, tuned_summary
 
         if tuning:
-            return render_trials(self.tuning, format)
-        if tags(self.store):
+            return render_trials(trials(runs), format)
+        if runs.tuned:
             chosen = reference or self.reference or reference_of(self.store)
-            return render(tuned_summary(self.store, chosen, p), format, columns)
-        return render(summarize(self.store, reference or self.reference, p), format, columns)
+            return render(tuned_summary(runs, chosen, p), format, columns)
+        return render(summarize(runs, reference or self.reference, p), format, columns)
 
     def score(self, format: str = "text", reference: str | None = None, measure: str = "flops") -> str:
-        """The across-task score table of ``bpbench table OUT --score [--measure M]``."""
+        """The across-task score table of ``bpbench table OUT --score [--measure M]`` (a tuned study:
+        its final runs only)."""
         from bpbench.experiments.report.score_table import render_score, score
 
-        self._check_reference(reference)
-        return render_score(score(self.store, reference or self.reference, measure), format)
+        runs = self.run_table()
+        self._check_reference(runs, reference)
+        return render_score(score(runs, reference or self.reference, measure), format)
 
-    def _check_reference(self, reference: str | None) -> None:
+    def _check_reference(self, table: RunTable, reference: str | None) -> None:
         if reference is not None:
-            labels = sorted({m["spec"]["label"] for m in self.store.iter_metas()})
+            labels = sorted({*table.runs.get("learner", []), *table.failed.get("learner", [])})
             if reference not in labels:
                 raise ConfigError(
                     f"--reference {reference!r}: no run in {str(self.out)!r} has that learner label; "
@@ -195,7 +203,8 @@ class Results:
         from bpbench.experiments.report.tuning_figures import tuning_figures
 
         folder = Path(out) if out is not None else self.out / "figures"
-        return save_all(figure_data(self.store), folder, extra=tuning_figures(self.store))
+        table = self.run_table()
+        return save_all(figure_data(table), folder, extra=tuning_figures(table))
 
     def report(self, out: str | Path | None = None) -> Path:
         """Write the self-contained HTML report to ``out`` (default OUT/report.html); returns its path."""
@@ -204,9 +213,8 @@ class Results:
         return write_report(self.out, Path(out) if out is not None else self.out / "report.html")
 
     def __repr__(self) -> str:
-        statuses = [m["status"] for m in self.store.iter_metas()]
-        failed = sum(status != "ok" for status in statuses)
-        return f"Results({str(self.out)!r}: {len(statuses)} run(s), {failed} failed)"
+        table = self.run_table()
+        return f"Results({str(self.out)!r}: {len(table.runs) + len(table.failed)} run(s), {len(table.failed)} failed)"
 
 
 def load(out: str | Path) -> Results:

@@ -2,16 +2,17 @@
 
 ``FigureData`` holds
 
-- ``runs``: one row per completed run, its info and final measures (``table.runs_of``: each
-  run's stored record, so a sweep of 20,000 runs is 20,000 rows, not its millions of metric rows);
-- ``rows(metrics, run_ids)``: the tidy rows (``table.tidy``) of those metrics of those runs only,
+- ``runs``: one row per verdict run (``RunTable.verdict``: never a tuning trial), its info and final
+  measures (each run's stored record, so a sweep of 20,000 runs is 20,000 rows, not its millions
+  of metric rows);
+- ``rows(metrics, run_ids)``: the tidy rows (``RunTable.tidy``) of those metrics of those runs only,
   read from the folder when a figure asks: learning curves read their chosen configurations'
   accuracy, a heatmap its learner's gradient norms on one task, and each is freed after drawing;
 - ``curves()``: per run and evaluation, validation accuracy and the cost spent by then, the same
-  time-to-target curves the score table reads (``scoring.store_curves``, through DuckDB);
+  time-to-target curves the score table reads (``RunTable.curves``: one cached DuckDB scan);
 - ``targets`` and ``reference``: the studies' ``[targets]`` and the label that sets the others.
 
-``from_store(store)`` reads a results folder; ``from_tidy(data)`` wraps a tidy table already in
+``from_table(table)`` reads a run table; ``from_tidy(data)`` wraps a tidy table already in
 memory (a script's, a test's). Both give the same rows in the same order, so the same figures.
 """
 
@@ -24,10 +25,10 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from bpbench.experiments.plan.study import REFERENCE_LABEL
-from bpbench.experiments.report.scoring import CURVE_COLUMNS, curves_from_tidy, store_curves, study_targets
-from bpbench.experiments.report.table import main_reference, per_run, reference_of, runs_of, tidy
-from bpbench.experiments.store import records as run_measures
-from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.report.scoring import curves_from_tidy, study_targets
+from bpbench.experiments.report.summary import main_reference, per_run, reference_of
+from bpbench.experiments.store.curves import CURVE_COLUMNS
+from bpbench.experiments.store.run_table import RunTable
 
 RowReader = Callable[[tuple[str, ...], Collection[str]], pd.DataFrame]
 
@@ -52,8 +53,11 @@ class FigureData:
         return self.read_curves()
 
     @classmethod
-    def from_tidy(cls, data: pd.DataFrame) -> FigureData:
-        """The figure data of a tidy table in memory (``targets``/``reference`` from ``data.attrs``)."""
+    def from_tidy(
+        cls, data: pd.DataFrame, targets: Mapping[str, float] | None = None, reference: str = REFERENCE_LABEL
+    ) -> FigureData:
+        """The figure data of a tidy table in memory (a script's, a test's), with the studies'
+        ``targets`` and the ``reference`` label that sets the others."""
 
         def read(metrics: tuple[str, ...], run_ids: Collection[str]) -> pd.DataFrame:
             if data.empty:
@@ -65,35 +69,23 @@ class FigureData:
             runs=per_run(data),
             read_rows=read,
             read_curves=lambda: curves_from_tidy(data) if not data.empty else empty,
-            targets=dict(data.attrs.get("targets", {})),
-            reference=data.attrs.get("reference", REFERENCE_LABEL),
+            targets=dict(targets or {}),
+            reference=reference,
         )
 
     @classmethod
-    def from_store(cls, store: RunStore) -> FigureData:
-        """The figure data of a results folder: the runs' records now, their rows when asked."""
-        runs, _ = runs_of(store)
-        info = runs[[c for c in runs.columns if c not in run_measures.names()]] if not runs.empty else runs
+    def from_table(cls, table: RunTable) -> FigureData:
+        """The figure data of a run table's verdict runs (a tuned study: its final runs only): their
+        records now, their rows when asked, the table's cached curves."""
+        verdict = table.verdict()
 
         def read(metrics: tuple[str, ...], run_ids: Collection[str]) -> pd.DataFrame:
-            chosen = info[info["run_id"].isin(set(run_ids))] if not info.empty else info
-            return tidy(store, metrics, chosen) if not chosen.empty else pd.DataFrame()
-
-        def curves() -> pd.DataFrame:
-            if runs.empty:
-                return pd.DataFrame(columns=[*CURVE_COLUMNS, "task"])
-            out = store_curves(store, runs["run_id"]).sort_values(["run_id", "epoch"], ignore_index=True)
-            return out.assign(task=out["run_id"].map(runs.set_index("run_id")["task"]))
+            return verdict.tidy(metrics, run_ids)
 
         return cls(
-            runs=runs,
+            runs=verdict.runs,
             read_rows=read,
-            read_curves=curves,
-            targets=study_targets(store),
-            reference=main_reference(reference_of(store)),
+            read_curves=verdict.curves,
+            targets=study_targets(table.store),
+            reference=main_reference(reference_of(table.store)),
         )
-
-
-def figure_input(data: FigureData | pd.DataFrame) -> FigureData:
-    """``data`` as ``FigureData`` (a tidy table is wrapped with ``from_tidy``)."""
-    return data if isinstance(data, FigureData) else FigureData.from_tidy(data)

@@ -28,15 +28,16 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from bpbench.experiments.report import learner_styles
-from bpbench.experiments.report.figure_data import FigureData, figure_input
+from bpbench.experiments.report.figure_data import FigureData
 from bpbench.experiments.report.stats import bounded_interval, t_interval
-from bpbench.experiments.store import records as run_measures
-from bpbench.experiments.store.run_store import RunStore, atomic_write
+from bpbench.experiments.store import records
+from bpbench.experiments.store.run_store import atomic_write
+from bpbench.experiments.store.run_table import RunTable
 from bpbench.experiments.store.safe_paths import UnsafePathError, safe_name
 
 # the metric rows the figures read: the per-run measures, and per-layer gradient norms and cosines
 STEP_METRICS = ("grad_norm", "grad_alignment", "grad_projection")  # per layer and sampled step: most of a run's rows
-FIGURE_METRICS = (*run_measures.METRICS, *STEP_METRICS)
+FIGURE_METRICS = (*records.METRICS, *STEP_METRICS)
 PANEL = (3.2, 2.6)  # inches per panel: a paper column holds one or two
 ACCURACY_LABEL = "test accuracy (fraction)"
 Color = tuple[float, float, float]
@@ -222,7 +223,7 @@ X_AXES = {
 }
 
 
-def learning_curves(data: FigureData | pd.DataFrame, x: str = "epoch") -> Figure:
+def learning_curves(data: FigureData, x: str = "epoch") -> Figure:
     """Test accuracy against epochs, training seconds or training FLOPs; one panel per task.
 
     Each learner at its best configuration by validation accuracy (``_best_config``).
@@ -231,7 +232,6 @@ def learning_curves(data: FigureData | pd.DataFrame, x: str = "epoch") -> Figure
     if x not in X_AXES:
         raise ValueError(f"x = {x!r}: allowed: {', '.join(X_AXES)}")
     metric, xlabel, log = X_AXES[x]
-    data = figure_input(data)
     if data.runs.empty:
         raise NoData("learning curves: the results have no runs")
     colors, markers = _colors(data.runs), _markers(data.runs)
@@ -287,13 +287,13 @@ def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
     return ordered[ordered["val"] > ordered["val"].cummax().shift(fill_value=-math.inf)]
 
 
-def accuracy_vs_compute(data: FigureData | pd.DataFrame) -> Figure:
+def accuracy_vs_compute(data: FigureData) -> Figure:
     """Final test accuracy against training FLOPs per learner configuration, one panel per task.
 
     Points: means over seeds with 95% t-intervals; the gray step line is the Pareto front chosen
     on *validation* accuracy (``pareto_front``), drawn through the chosen configurations' test accuracy.
     """
-    runs = figure_input(data).runs
+    runs = data.runs
     if runs.empty or runs["flops"].isna().all():
         raise NoData("accuracy vs compute: the results have no 'train_flops' rows")
     colors, markers = _colors(runs), _markers(runs)
@@ -366,7 +366,7 @@ def _label_configs(ax: Axes, points: pd.DataFrame) -> None:
 
 
 def grad_norm_heatmap(
-    data: FigureData | pd.DataFrame,
+    data: FigureData,
     learner: str,
     task: str | None = None,
     configs: list[str] | None = None,
@@ -378,7 +378,6 @@ def grad_norm_heatmap(
     its first task with gradient norms) for each of ``configs`` (default: every configuration, at
     most 6). Reads the gradient-norm rows of those runs only.
     """
-    data = figure_input(data)
     runs = data.runs
     if run_id is not None:
         runs = runs[runs["run_id"] == run_id] if not runs.empty else runs
@@ -460,7 +459,7 @@ COMPARISON_PANELS = {
 }
 
 
-def alignment_over_training(data: FigureData | pd.DataFrame, task: str | None = None) -> Figure:
+def alignment_over_training(data: FigureData, task: str | None = None) -> Figure:
     """Cosine (direction) and projection coefficient (scale; 1 = the exact gradient) of each learner's
     update signal on the true gradient over training, per layer.
 
@@ -468,7 +467,6 @@ def alignment_over_training(data: FigureData | pd.DataFrame, task: str | None = 
     the first task), side by side: cosine, then projection (left out when the results have none,
     e.g. folders written before it was recorded); lines: mean over seeds per layer, bands: 95% t-interval.
     """
-    data = figure_input(data)
     if data.runs.empty:
         raise NoData("alignment over training: the results have no runs")
     task = task or sorted(data.runs["task"].unique())[0]
@@ -529,7 +527,7 @@ def _without(config: str, param: str) -> str:
     return ", ".join(part for part in config.split(", ") if part and not part.startswith(f"{param}="))
 
 
-def lr_sensitivity(data: FigureData | pd.DataFrame, param: str = "lr") -> Figure:
+def lr_sensitivity(data: FigureData, param: str = "lr") -> Figure:
     """Final validation accuracy (what tuning selects on; never test) against ``param`` (lr, or sigma
     for ES) for each learner that varies it.
 
@@ -538,7 +536,7 @@ def lr_sensitivity(data: FigureData | pd.DataFrame, param: str = "lr") -> Figure
     """
     if param not in PARAM_LABELS:
         raise ValueError(f"param = {param!r}: allowed: {', '.join(PARAM_LABELS)}")
-    runs = figure_input(data).runs
+    runs = data.runs
     if runs.empty:
         raise NoData("sensitivity: the results have no runs")
     colors, markers = _colors(runs), _markers(runs)
@@ -581,14 +579,14 @@ DEPTH_MEASURES = {
 }
 
 
-def against_depth(data: FigureData | pd.DataFrame, measure: str = "grad_ratio") -> Figure:
+def against_depth(data: FigureData, measure: str = "grad_ratio") -> Figure:
     """A per-run measure against the number of hidden layers: hue learner, line style activation,
     one panel per (task, batch norm off/on); points: mean over seeds, bars: 95% t-interval (on a log
     axis: geometric mean and the exp of the log values' t-interval)."""
     if measure not in DEPTH_MEASURES:
         raise ValueError(f"measure = {measure!r}: allowed: {', '.join(DEPTH_MEASURES)}")
     ylabel, log = DEPTH_MEASURES[measure]
-    runs = figure_input(data).runs
+    runs = data.runs
     if runs.empty or runs.groupby("learner")["depth"].nunique().max() < 2:
         raise NoData("against depth: no learner has runs at more than one number of hidden layers")
     colors = _colors(runs)
@@ -631,9 +629,9 @@ def against_depth(data: FigureData | pd.DataFrame, measure: str = "grad_ratio") 
     return fig
 
 
-def generalization_gap(data: FigureData | pd.DataFrame) -> Figure:
+def generalization_gap(data: FigureData) -> Figure:
     """Train-minus-test accuracy at the end of training against dropout, per learner and task."""
-    runs = figure_input(data).runs
+    runs = data.runs
     if runs.empty or runs.groupby("learner")["dropout"].nunique().max() < 2:
         raise NoData("generalization gap: no learner has runs at more than one dropout value")
     colors, markers = _colors(runs), _markers(runs)
@@ -664,10 +662,9 @@ BEST = (
 )
 
 
-def standard_figures(data: FigureData | pd.DataFrame) -> dict[str, Builder]:
+def standard_figures(data: FigureData) -> dict[str, Builder]:
     """Name -> (caption, builder) of every figure ``bpbench plot`` tries for a results folder's
     figure data or a tidy table (none when no run completed)."""
-    data = figure_input(data)
     if data.runs.empty:
         return {}
     figures: dict[str, Builder] = {
@@ -742,14 +739,14 @@ def _heatmap_configs(runs: pd.DataFrame, learner: str) -> list[str]:
     return sorted(mine.loc[mine["depth"] == mine["depth"].max(), "config"].unique())[:6]
 
 
-def figure_data(store: RunStore) -> FigureData:
-    """The figure data of a results folder (``FigureData.from_store``): one record per run now,
-    the metric rows each figure draws when it draws it."""
-    return FigureData.from_store(store)
+def figure_data(table: RunTable) -> FigureData:
+    """The figure data of a run table (``FigureData.from_table``: its verdict runs): one record per
+    run now, the metric rows each figure draws when it draws it."""
+    return FigureData.from_table(table)
 
 
 def save_all(
-    data: FigureData | pd.DataFrame, out: Path, dpi: int = 200, extra: dict[str, Builder] | None = None
+    data: FigureData, out: Path, dpi: int = 200, extra: dict[str, Builder] | None = None
 ) -> tuple[list[Path], dict[str, str]]:
     """Write every standard figure the data supports (and the ``extra`` ones, e.g. a tuned study's)
     as NAME.pdf and NAME.png under ``out``.
@@ -760,7 +757,7 @@ def save_all(
         raise UnsafePathError(f"refusing to write figures into {out}: it is a symbolic link; remove it or pass --out")
     out.mkdir(parents=True, exist_ok=True)
     written, skipped = [], {}
-    for name, (_, build) in {**standard_figures(figure_input(data)), **(extra or {})}.items():
+    for name, (_, build) in {**standard_figures(data), **(extra or {})}.items():
         try:
             fig = build()
         except NoData as exc:

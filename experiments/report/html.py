@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from bpbench.experiments.report.figures import NoData, figure_data, standard_figures
+from bpbench.experiments.report.render import render
 from bpbench.experiments.report.score_table import render_score, score
-from bpbench.experiments.report.table import reference_of, render, summarize
-from bpbench.experiments.report.tuning import render_trials, tags, trials, tuned_summary
+from bpbench.experiments.report.summary import reference_of, summarize
+from bpbench.experiments.report.tuning import render_trials, trials, tuned_summary
 from bpbench.experiments.report.tuning_figures import tuning_figures
 from bpbench.experiments.store.run_store import RunStore, atomic_write
+from bpbench.experiments.store.run_table import RunTable
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
@@ -69,29 +71,30 @@ def _png_uri(fig: Any) -> str:
 def build_report(root: Path) -> str:
     """The HTML page of the results folder ``root`` (the --out folder of ``bpbench run``)."""
     store = RunStore(root)
-    if next(store.iter_metas(), None) is None:
+    table = RunTable.read(store)  # every view below reads this one table
+    if table.runs.empty and table.failed.empty:
         raise ValueError(f"results folder {str(root)!r} has no runs: nothing to report")
     studies = store.studies()
     title = "bpbench report: " + (", ".join(s["name"] for s in studies) or root.name)
     parts = [f"<h1>{escape(title)}</h1>"]
     parts += [f"<p><b>{escape(s['name'])}</b>: {escape(str(s['study'].get('description', '')))}</p>" for s in studies]
-    if tags(store):  # a tuned study: its final runs, then every trial
+    if table.tuned:  # a tuned study: its final runs, then every trial
         parts += [
             "<h2>Summary (tuned: final runs)</h2>",
-            f'<div class="scroll">{render(tuned_summary(store, reference_of(store)), "html")}</div>',
+            f'<div class="scroll">{render(tuned_summary(table, reference_of(store)), "html")}</div>',
             "<h2>Tuning trials</h2>",
-            f'<div class="scroll">{render_trials(trials(store), "html")}</div>',
+            f'<div class="scroll">{render_trials(trials(table), "html")}</div>',
         ]
     else:
-        parts += ["<h2>Summary</h2>", f'<div class="scroll">{render(summarize(store), "html")}</div>']
+        parts += ["<h2>Summary</h2>", f'<div class="scroll">{render(summarize(table), "html")}</div>']
     parts += [
         "<h2>Scores across tasks</h2>",
-        f'<div class="scroll">{render_score(score(store), "html")}</div>',
+        f'<div class="scroll">{render_score(score(table), "html")}</div>',
         "<h2>Figures</h2>",
     ]
-    data = figure_data(store)
+    data = figure_data(table)
     skipped = []
-    for name, (caption, build) in {**standard_figures(data), **tuning_figures(store)}.items():
+    for name, (caption, build) in {**standard_figures(data), **tuning_figures(table)}.items():
         try:
             fig = build()
         except NoData as exc:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bpbench.experiments.plan.verdict import DEFAULT_MARGIN
-from bpbench.experiments.report.scoring import TTT_MEASURES, median_time
+from bpbench.experiments.report.scoring import TTT_COLUMNS, median_time
 from bpbench.experiments.report.stats import tost_p, welch_diff, welch_p, welch_se_df
 
 P_MODES = ("holm", "raw")
@@ -70,10 +70,10 @@ def time_columns(group: pd.DataFrame) -> dict[str, float | int]:
     """ttt_<measure>_median (inf: at most half reached), reached and measured counts of one group;
     NaN and 0/0 when the runs carry no time to target."""
     if "reached" not in group or group["target"].isna().all():
-        return {**{f"ttt_{m}_median": math.nan for m in TTT_MEASURES}, "reached": 0, "ttt_n": 0}
+        return {**{f"{c}_median": math.nan for c in TTT_COLUMNS}, "reached": 0, "ttt_n": 0}
     measured = group[group["target"].notna()]
     return {
-        **{f"ttt_{m}_median": median_time(measured[f"ttt_{m}"]) for m in TTT_MEASURES},
+        **{f"{c}_median": median_time(measured[c]) for c in TTT_COLUMNS},
         "reached": int(measured["reached"].fillna(False).astype(bool).sum()),
         "ttt_n": len(measured),
     }

@@ -3,7 +3,7 @@ the interquartile mean of normalized accuracy with stratified bootstrap interval
 
 Every learner label is scored at one configuration per task: the one with the highest median
 final *validation* accuracy (test accuracy plays no part in the choice). Inputs are the per-run
-rows of ``table.runs_of`` with the time-to-target columns of ``scoring.with_time_to_target``.
+rows of ``RunTable.runs`` with the time-to-target columns of ``scoring.with_time_to_target``.
 
 - ``times(runs, measure)``: task x learner median time to target (a seed that never reached it
   is infinite, so the median is infinite when at most half of the seeds reached it).
@@ -35,10 +35,10 @@ import pandas as pd
 import scikit_posthocs as sp
 from scipy import stats
 
+from bpbench.experiments.plan.time_to_target import time_to_target
 from bpbench.experiments.report.scoring import median_time
 
 PROFILE_CAP = 4.0  # AlgoPerf's tau_max
-TIME_MEASURES = ("flops", "seconds", "epochs", "samples")
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 IQM_TRIM = 0.25
@@ -57,13 +57,12 @@ def best_configs(runs: pd.DataFrame) -> pd.DataFrame:
 def times(runs: pd.DataFrame, measure: str = "flops") -> pd.DataFrame:
     """Task x learner median time to target in ``measure`` (inf: not reached by most seeds;
     NaN: the task has no target)."""
-    if measure not in TIME_MEASURES:
-        raise ValueError(f"--measure {measure!r}: allowed: {', '.join(TIME_MEASURES)}")
+    column = time_to_target(measure).column  # a ValueError naming the allowed measures
     best = best_configs(runs)
     rows = {}
     for (task, learner), group in best.groupby(["task", "learner"], sort=True):
         measured = group[group["target"].notna()] if "target" in group else group.iloc[:0]
-        rows[(task, learner)] = median_time(measured[f"ttt_{measure}"]) if len(measured) else math.nan
+        rows[(task, learner)] = median_time(measured[column]) if len(measured) else math.nan
     if not rows:
         return pd.DataFrame()
     series = pd.Series(rows, dtype=float)

@@ -2,7 +2,7 @@
 runs are bit-identical.
 
 ``compare_runs(recorded, rerun, margin)`` takes two frames of runs (run_id, learner, config, task,
-and the measures; rows of ``table.runs_of`` or a committed ``runs.csv``) and returns one row per
+and the measures; rows of ``RunTable.runs`` or a committed ``runs.csv``) and returns one row per
 (learner, config, task) of the re-run: seeds of each, mean test accuracy of each, the difference,
 the TOST p that the difference lies within ±margin (``stats.tost_p``, Holm-adjusted over the rows),
 how many re-run runs are bit-identical to the recorded run of the same id (every measure both

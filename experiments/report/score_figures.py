@@ -21,14 +21,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, NullFormatter
 
 from bpbench.experiments.report import ranking
-from bpbench.experiments.report.figure_data import FigureData, figure_input
+from bpbench.experiments.report.figure_data import FigureData
 from bpbench.experiments.report.figures import PANEL, NoData, learner_colors, learner_markers
 from bpbench.experiments.report.scoring import first_reached, targets_for
 
 
-def _runs_with_times(data: FigureData | pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float], pd.DataFrame]:
+def _runs_with_times(data: FigureData) -> tuple[pd.DataFrame, dict[str, float], pd.DataFrame]:
     """(per-run rows with time to target, task -> target, per-evaluation curves) of ``data``."""
-    data = figure_input(data)
     runs = data.runs
     if runs.empty:
         raise NoData("scores: the results have no runs")
@@ -43,7 +42,7 @@ def _colors(runs: pd.DataFrame) -> dict[str, tuple[float, float, float]]:
     return learner_colors(zip(runs["learner"], runs["learner_name"]))
 
 
-def target_curves(data: FigureData | pd.DataFrame) -> Figure:
+def target_curves(data: FigureData) -> Figure:
     """Validation accuracy against training FLOPs with each task's target (dashed)."""
     runs, targets, curves = _runs_with_times(data)
     best = ranking.best_configs(runs)
@@ -92,9 +91,7 @@ def target_curves(data: FigureData | pd.DataFrame) -> Figure:
     return fig
 
 
-def performance_profile_figure(
-    data: FigureData | pd.DataFrame, measure: str = "flops", cap: float = ranking.PROFILE_CAP
-) -> Figure:
+def performance_profile_figure(data: FigureData, measure: str = "flops", cap: float = ranking.PROFILE_CAP) -> Figure:
     """Each learner's fraction of tasks within tau x the fastest time to target, tau in [1, cap]."""
     runs, _, _ = _runs_with_times(data)
     elapsed = ranking.times(runs, measure).dropna(how="all")
@@ -126,9 +123,9 @@ def performance_profile_figure(
     return fig
 
 
-def critical_difference(data: FigureData | pd.DataFrame) -> Figure:
+def critical_difference(data: FigureData) -> Figure:
     """Average ranks by final test accuracy, Nemenyi post-hoc bars (scikit-posthocs)."""
-    runs = figure_input(data).runs
+    runs = data.runs
     if runs.empty:
         raise NoData("critical difference: the results have no runs")
     matrix = ranking.complete(ranking.accuracy_matrix(runs))

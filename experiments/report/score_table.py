@@ -10,14 +10,17 @@ interval. The notes give the Friedman tests, the targets and every definition.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from bpbench.experiments.report import escape, ranking
-from bpbench.experiments.report.scoring import TTT_MEASURES, with_time_to_target
-from bpbench.experiments.report.table import FORMATS, References, format_table, main_reference, reference_of, runs_of
-from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.plan.time_to_target import time_to_target
+from bpbench.experiments.report import ranking
+from bpbench.experiments.report.render import format_table, plain
+from bpbench.experiments.report.scoring import TTT_COLUMNS, with_time_to_target
+from bpbench.experiments.report.summary import References, main_reference, reference_of
+from bpbench.experiments.store.run_table import RunTable
 
 NOTE_SCORE = (
     "Each learner label at its configuration with the highest median final validation accuracy per task. "
@@ -31,12 +34,6 @@ NOTE_SCORE = (
     "[95% percentile interval of a hierarchical bootstrap: tasks resampled, then seeds within each task, "
     f"{ranking.BOOTSTRAP_RESAMPLES} resamples]."
 )
-MEASURE_WORDS = {
-    "flops": "training FLOPs",
-    "seconds": "training seconds",
-    "epochs": "epochs",
-    "samples": "training samples",
-}
 
 
 def _friedman_note(name: str, matrix: pd.DataFrame) -> str:
@@ -53,12 +50,26 @@ def _friedman_note(name: str, matrix: pd.DataFrame) -> str:
     )
 
 
+@dataclass(frozen=True)
+class ScoreTable:
+    """The score table: ``rows`` (one per learner label: tasks, profile_area, reached, targets, rank_acc,
+    rank_time, iqm, iqm_low, iqm_high), its ``notes`` and the time-to-target ``measure`` it ranks by."""
+
+    rows: pd.DataFrame
+    notes: tuple[str, ...] = ()
+    measure: str = "flops"
+
+    @property
+    def empty(self) -> bool:
+        return self.rows.empty
+
+
 def score_runs(
     runs: pd.DataFrame, reference: str, measure: str = "flops", target_note: str = "", cap: float = ranking.PROFILE_CAP
-) -> pd.DataFrame:
-    """The score table of ``runs`` (rows of ``runs_of`` with time-to-target columns)."""
+) -> ScoreTable:
+    """The score table of ``runs`` (rows of ``RunTable.runs`` with time-to-target columns)."""
     if runs.empty:
-        return pd.DataFrame()
+        return ScoreTable(pd.DataFrame(), measure=measure)
     elapsed = ranking.times(runs, measure)
     accuracy = ranking.accuracy_matrix(runs)
     ranked_acc = ranking.complete(accuracy)
@@ -88,35 +99,34 @@ def score_runs(
         }
     ).sort_values(["rank_acc", "learner"], kind="stable", ignore_index=True)
     notes = [
-        NOTE_SCORE.format(measure=MEASURE_WORDS[measure], cap=cap, cap_1=cap - 1, reference=reference),
+        NOTE_SCORE.format(measure=time_to_target(measure).words, cap=cap, cap_1=cap - 1, reference=reference),
         _friedman_note("test accuracy", ranked_acc),
         ranking.ranking_note(ranked_acc),
-        _friedman_note(f"{MEASURE_WORDS[measure]} to target", ranked_time),
+        _friedman_note(f"{time_to_target(measure).words} to target", ranked_time),
     ]
     notes += [why] if why else []
     notes += [target_note] if target_note else []
-    out.attrs["notes"] = notes
-    out.attrs["measure"] = measure
-    return out
+    return ScoreTable(out, tuple(notes), measure)
 
 
-def score(store: RunStore, reference: References | None = None, measure: str = "flops") -> pd.DataFrame:
-    """``score_runs`` of every completed run in ``store``."""
-    if measure not in ranking.TIME_MEASURES:
-        raise ValueError(f"--measure {measure!r}: allowed: {', '.join(ranking.TIME_MEASURES)}")
-    runs, _ = runs_of(store)
-    ref = main_reference(reference or reference_of(store))
-    runs, note = with_time_to_target(store, runs, ref)
+def score(table: RunTable, reference: References | None = None, measure: str = "flops") -> ScoreTable:
+    """``score_runs`` of the verdict runs of ``table`` (a tuned study: its final runs only)."""
+    time_to_target(measure)  # a ValueError naming the allowed measures, before any work
+    verdict = table.verdict()
+    ref = main_reference(reference or reference_of(table.store))
+    runs, note = with_time_to_target(verdict, verdict.runs, ref)
     return score_runs(runs, ref, measure, note)
 
 
-def run_times(store: RunStore, reference: References | None = None) -> pd.DataFrame:
-    """Per completed run: run_id, target, reached, ttt_epochs, ttt_flops, ttt_seconds, ttt_samples."""
-    runs, _ = runs_of(store)
-    columns = ["run_id", "target", "reached", *(f"ttt_{m}" for m in TTT_MEASURES)]
-    if runs.empty:
+def run_times(table: RunTable, reference: References | None = None) -> pd.DataFrame:
+    """Per run of ``table``: run_id, target, reached and each time to target (``TTT_COLUMNS``); targets
+    from the verdict runs (the reference's final runs in a tuned study)."""
+    columns = ["run_id", "target", "reached", *TTT_COLUMNS]
+    if table.runs.empty:
         return pd.DataFrame(columns=columns)
-    runs, _ = with_time_to_target(store, runs, main_reference(reference or reference_of(store)))
+    ref = main_reference(reference or reference_of(table.store))
+    targets_from = table.verdict().runs
+    runs, _ = with_time_to_target(table, table.runs, ref, targets_from)
     return runs[columns]
 
 
@@ -124,9 +134,9 @@ def _num(value: float, fmt: str) -> str:
     return "n/a" if math.isnan(value) else f"{value:{fmt}}"
 
 
-def display_score(frame: pd.DataFrame) -> pd.DataFrame:
+def display_score(scores: ScoreTable) -> pd.DataFrame:
     """The score table as strings."""
-    measure = frame.attrs.get("measure", "flops")
+    frame, measure = scores.rows, scores.measure
     return pd.DataFrame(
         {
             "learner": frame["learner"],
@@ -146,12 +156,9 @@ def display_score(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def render_score(frame: pd.DataFrame, fmt: str) -> str:
-    """The score table as text | markdown | latex | html | csv (csv: the numbers)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format {fmt!r}: allowed: {', '.join(FORMATS)}")
-    if frame.empty:
-        return "no completed runs"
-    if fmt == "csv":
-        return escape.csv_safe(frame).to_csv(index=False)
-    return format_table(display_score(frame), list(frame.attrs.get("notes", [])), fmt, "scores")
+def render_score(scores: ScoreTable, fmt: str) -> str:
+    """The score table as text | markdown | latex | html | csv (csv: the numbers), by the summary's
+    renderer (``render.format_table``)."""
+    if (text := plain(scores.rows, fmt)) is not None:
+        return text
+    return format_table(display_score(scores), list(scores.notes), fmt, "scores")

@@ -1,8 +1,9 @@
 """Time to target: when each run first reached a validation-accuracy target.
 
-``curves`` frames hold one row per run and evaluation: run_id, task, epoch, val_acc, and the
-training cost spent by then (flops, seconds, samples). ``first_reached(curves, targets)`` gives
-per run the epoch, FLOPs, seconds and samples of the first evaluation whose validation accuracy
+``curves`` frames hold one row per run and evaluation: run_id, task, epoch, val_acc, test_acc, and
+the training cost spent by then (flops, seconds, samples). ``first_reached(curves, targets)`` gives
+per run each time-to-target measure (``plan/catalog.py``: ``TIME_TO_TARGET``): the epoch,
+FLOPs, seconds and samples of the first evaluation whose validation accuracy
 is at least its task's target (NaN and reached = False when none is). Resolution: the
 evaluation schedule (``schedule.eval_every``); a run that crossed the target between two
 evaluations is counted at the later one. A run that reached the target and later fell below
@@ -12,32 +13,28 @@ Targets: a study's ``[targets]`` table (task label -> accuracy in (0, 1]); for a
 one, ``TARGET_FRACTION`` x the reference label's median final validation accuracy on that task,
 of its configuration with the highest median (``default_targets``).
 
-``store_curves(store, run_ids)`` reads the curves through DuckDB from the run folders and the
-compacted dataset (only the rows needed: validation accuracy and the three costs), in bounded
-memory: a sweep of 20,000 runs is ~420,000 small rows.
+The curves come from the run table (``RunTable.curves``: one DuckDB scan per command, cached);
+``curves_from_tidy`` computes the same from tidy rows in memory.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 import pandas as pd
 
 from bpbench.experiments.plan.config import ConfigError
-from bpbench.experiments.store.dataset import warn
-from bpbench.experiments.store.parquet_query import query_files
+from bpbench.experiments.plan.time_to_target import TIME_TO_TARGET
+from bpbench.experiments.store.curves import CURVE_COLUMNS
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 
 TARGET_FRACTION = 0.98
 # time-to-target measure -> (curve column, header word)
-TTT_MEASURES: dict[str, str] = {"epochs": "epoch", "flops": "flops", "seconds": "seconds", "samples": "samples"}
-CURVE_COLUMNS = ["run_id", "epoch", "val_acc", "flops", "seconds", "samples"]
-DUCKDB_MEMORY = "512MB"
+TTT_COLUMNS = [m.column for m in TIME_TO_TARGET]
 NOTE_TTT = (
     "Time to target: the first evaluation (resolution: the evaluation schedule, every eval_every epochs) "
     "at which a run's validation accuracy reached its task's target; median over seeds, a seed that never "
@@ -101,7 +98,7 @@ def targets_for(runs: pd.DataFrame, given: Mapping[str, float], reference: str) 
 def first_reached(curves: pd.DataFrame, targets: Mapping[str, float]) -> pd.DataFrame:
     """One row per run of ``curves``: target, reached, ttt_epochs, ttt_flops, ttt_seconds,
     ttt_samples (the costs at the first evaluation with val_acc >= target; NaN when never)."""
-    cols = ["run_id", "target", "reached", *(f"ttt_{m}" for m in TTT_MEASURES)]
+    cols = ["run_id", "target", "reached", *TTT_COLUMNS]
     if curves.empty:
         return pd.DataFrame(columns=cols)
     data = curves.assign(target=curves["task"].map(dict(targets)).astype(float))
@@ -109,8 +106,8 @@ def first_reached(curves: pd.DataFrame, targets: Mapping[str, float]) -> pd.Data
     hit = data[data["val_acc"] >= data["target"]].drop_duplicates("run_id", keep="first").set_index("run_id")
     out = data.drop_duplicates("run_id")[["run_id", "target"]].set_index("run_id")
     out["reached"] = out.index.isin(hit.index)
-    for measure, column in TTT_MEASURES.items():
-        out[f"ttt_{measure}"] = hit[column].reindex(out.index).astype(float)
+    for measure in TIME_TO_TARGET:
+        out[measure.column] = hit[measure.curve].reindex(out.index).astype(float)
     return out.reset_index()[cols]
 
 
@@ -119,14 +116,16 @@ def curves_from_tidy(data: pd.DataFrame) -> pd.DataFrame:
     rows = data[
         (data["layer"] == "")
         & (
-            ((data["split"] == "val") & (data["metric"] == "accuracy"))
+            (data["split"].isin(["val", "test"]) & (data["metric"] == "accuracy"))
             | data["metric"].isin(["train_flops", "train_seconds", "train_samples"])
         )
     ]
-    wide = rows.pivot_table(index=["run_id", "epoch"], columns="metric", values="value", aggfunc="last")
-    wide = wide.rename(
-        columns={"accuracy": "val_acc", "train_flops": "flops", "train_seconds": "seconds", "train_samples": "samples"}
-    ).reset_index()
+    key = rows["metric"].where(rows["metric"] != "accuracy", rows["split"] + "_acc")
+    wide = rows.assign(metric=key).pivot_table(
+        index=["run_id", "epoch"], columns="metric", values="value", aggfunc="last"
+    )
+    wide = wide.rename(columns={"train_flops": "flops", "train_seconds": "seconds", "train_samples": "samples"})
+    wide = wide.reset_index()
     wide.columns.name = None
     for column in CURVE_COLUMNS:
         if column not in wide:
@@ -135,73 +134,18 @@ def curves_from_tidy(data: pd.DataFrame) -> pd.DataFrame:
     return wide[CURVE_COLUMNS].assign(task=wide["run_id"].map(tasks))
 
 
-_SELECT = """
-SELECT run_id, epoch,
-  max(value) FILTER (WHERE split = 'val' AND metric = 'accuracy') AS val_acc,
-  max(value) FILTER (WHERE metric = 'train_flops') AS flops,
-  max(value) FILTER (WHERE metric = 'train_seconds') AS seconds,
-  max(value) FILTER (WHERE metric = 'train_samples') AS samples
-FROM {source}
-WHERE (layer = '' OR layer IS NULL)
-  AND ((split = 'val' AND metric = 'accuracy') OR metric IN ('train_flops', 'train_seconds', 'train_samples'))
-GROUP BY run_id, epoch
-"""
-
-
-def _inside(path: Path, root: Path) -> bool:
-    """Whether ``path`` (followed through any link) lies inside ``root``: never read out of the folder."""
-    return path.resolve().is_relative_to(root)
-
-
-def store_curves(store: RunStore, run_ids: pd.Series) -> pd.DataFrame:
-    """``curves`` of the runs ``run_ids`` from their folders (a folder counts over the dataset)
-    and the compacted dataset's counting copies, through DuckDB (bounded memory)."""
-    wanted = pd.DataFrame({"run_id": pd.Series(run_ids, dtype=str).unique()})
-    root, ids = store.root.resolve(), set(wanted["run_id"])
-    files = []
-    for path in sorted(store.runs_dir.glob("*/metrics.parquet")) if store.runs_dir.is_dir() else []:
-        if path.parent.name not in ids:
-            continue
-        if _inside(path, root):
-            files.append(str(path))
-        else:
-            warn(f"skipped {path}: it links out of the results folder (its run's time to target is n/a)")
-    in_folders = {Path(f).parent.name for f in files}
-    index = store.dataset.index()
-    counting = index[index.index.isin(wanted["run_id"]) & ~index.index.isin(in_folders)]
-    parts = [str(p) for p in store.dataset.parts("metrics") if _inside(p, root)] if len(counting) else []
-    keep = pd.DataFrame({"run_id": counting.index.astype(str), "batch": counting["batch"].astype(str)})
-    con = duckdb.connect(config={"memory_limit": DUCKDB_MEMORY, "threads": 2})
-    try:
-        frames = []
-        if files:
-            source = "read_parquet($files, union_by_name = true)"
-            frames.append(query_files(con, _SELECT.format(source=source), files))
-        if parts:
-            con.register("keep", keep)
-            source = (
-                "(SELECT m.* FROM read_parquet($files, union_by_name = true) m "
-                "JOIN keep k ON m.run_id = k.run_id AND m.batch = k.batch)"
-            )
-            frames.append(query_files(con, _SELECT.format(source=source), parts))
-    finally:
-        con.close()
-    frames = [f for f in frames if not f.empty]
-    if not frames:
-        return pd.DataFrame(columns=CURVE_COLUMNS)
-    out = pd.concat(frames, ignore_index=True)
-    out["epoch"] = out["epoch"].astype(int)
-    return out[CURVE_COLUMNS]
-
-
-def with_time_to_target(store: RunStore, runs: pd.DataFrame, reference: str) -> tuple[pd.DataFrame, str]:
-    """``runs`` (rows of ``table.runs_of``) with the per-run time-to-target columns of
-    ``first_reached``, and the table note's sentence on the targets."""
+def with_time_to_target(
+    table: RunTable, runs: pd.DataFrame, reference: str, targets_from: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, str]:
+    """``runs`` (rows of ``table.runs``) with the per-run time-to-target columns of
+    ``first_reached`` (from the table's cached curves), and the table note's sentence on the targets;
+    default targets from the runs ``targets_from`` (default: ``runs``)."""
     if runs.empty:
         return runs, ""
-    targets, said = targets_for(runs, study_targets(store), reference)
-    curves = store_curves(store, runs["run_id"])
-    curves["task"] = curves["run_id"].map(runs.set_index("run_id")["task"])
+    source = runs if targets_from is None else targets_from
+    targets, said = targets_for(source, study_targets(table.store), reference)
+    curves = table.curves()
+    curves = curves[curves["run_id"].isin(set(runs["run_id"]))]
     ttt = first_reached(curves, targets)
     return runs.merge(ttt, on="run_id", how="left"), NOTE_TTT.format(targets=said)
 

@@ -1,9 +1,10 @@
 """What a tuned study's results folder shows: every trial, the final-run table, robustness, EVP.
 
-- ``trials(store)``: one row per tuning run (learner, task, trial, config, option values, the
-  validation score it was selected by, test accuracy for the record, rank within its learner x
-  task, whether it was chosen).
-- ``tuned_summary(store)``: the summary table of the final runs only (one row per learner x task:
+- ``trials(table)``: one row per tuning trial of a run table (``RunTable.trial_runs``): learner,
+  task, repeat, trial, config, option values, the validation score it was selected by, test
+  accuracy for the record, rank within its learner x task x repeat, whether it was chosen.
+- ``tuned_summary(table)``: the summary table of the final runs only (``RunTable`` phase
+  ``final``; one row per learner x task:
   chosen configuration, mean ± CI over the final seeds, p against the reference's final runs), with
   the number of trials, the sampler and the tuning robustness added.
 - ``robustness``: fraction of a learner's trials within ``ROBUST_WITHIN`` (one point of accuracy)
@@ -15,17 +16,27 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from bpbench.experiments.report import escape
-from bpbench.experiments.report.table import SHOWN, References, runs_of, summarize_runs
+from bpbench.experiments.report.scoring import with_time_to_target
+from bpbench.experiments.report.summary import (
+    ALWAYS,
+    SHOWN,
+    TTT_KEY,
+    References,
+    Summary,
+    main_reference,
+    summarize_runs,
+)
 from bpbench.experiments.report.tuning_arms import HAND_PICKED, NOTE_ARMS, default_summary, gain_cells
 from bpbench.experiments.report.tuning_cost import EDGE_MARK, cost_cell, cost_note, edge_flags, tuning_cost
-from bpbench.experiments.store.describe import varied_label
 from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 from bpbench.experiments.store.selection import test_at_best_val, val_score
 
 ROBUST_WITHIN = 0.01  # one point of accuracy
@@ -48,11 +59,6 @@ TRIAL_COLUMNS = [
     "rank",
     "chosen",
 ]
-
-
-def tags(store: RunStore) -> dict[str, dict[str, Any]]:
-    """Run id -> its ``spec["tuning"]`` tag, for the runs of a tuned study (empty for a plain folder)."""
-    return {m["run_id"]: m["spec"]["tuning"] for m in store.iter_metas() if m["spec"].get("tuning")}
 
 
 def study_block(store: RunStore) -> dict[str, Any]:
@@ -88,64 +94,59 @@ def evp_curve(scores: list[float]) -> pd.DataFrame:
     return out
 
 
-def _options(spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        key.split(".", 1)[1] if key.startswith("params.") else key: (
-            spec["params"] if key.startswith("params.") else spec["model"]
-        )[key.split(".", 1)[1]]
-        for key in spec.get("varied", [])
-    }
-
-
-def _trial_row(metas: list[dict[str, Any]], store: RunStore, select: str, seeds: int) -> dict[str, Any]:
-    """One trial from its runs' metas (one per tuning seed stored): the mean validation score over
-    its seeds, or NaN when it was pruned, failed or is not complete."""
-    metas = sorted(metas, key=lambda m: m["spec"]["tuning"].get("seed", 0))
-    spec, tag = metas[0]["spec"], metas[0]["spec"]["tuning"]
-    ok = [m for m in metas if m["status"] == "ok"]
-    pruned = next((m for m in ok if m.get("summary", {}).get("stopped_by") == "pruned"), None)
-    scores = [val_score(store, m["run_id"], select) for m in ok]
+def _trial_row(runs: list[dict[str, Any]], table: RunTable, select: str, seeds: int) -> dict[str, Any]:
+    """One trial from its runs (rows of the run table, one per tuning seed stored): the mean validation
+    score over its seeds, or NaN when it was pruned, failed or is not complete."""
+    details = [table.details[r["run_id"]] for r in runs]
+    order = sorted(range(len(runs)), key=lambda i: details[i]["tuning"].get("seed", 0))
+    runs, details = [runs[i] for i in order], [details[i] for i in order]
+    ok = [(r, d) for r, d in zip(runs, details) if r["status"] == "ok"]
+    pruned = next((d for _, d in ok if d["summary"].get("stopped_by") == "pruned"), None)
+    scores = [val_score(table.store, r["run_id"], select) for r, _ in ok]
     if pruned is not None:
         status = f"pruned at epoch {pruned['summary'].get('epochs_completed')}"
     else:
-        status = "failed" if len(ok) < len(metas) else "ok" if len(ok) >= seeds else "incomplete"
+        status = "failed" if len(ok) < len(runs) else "ok" if len(ok) >= seeds else "incomplete"
     complete = status == "ok" and None not in scores
+    flops = [r["flops"] for r, _ in ok if not math.isnan(r["flops"])]
     return {
-        "learner": spec["label"],
-        "task": spec["task_label"],
-        "repeat": int(tag.get("repeat", 0)),
-        "trial": tag["trial"],
-        "run_id": metas[0]["run_id"],
-        "run_ids": [m["run_id"] for m in metas],
-        "seeds": len(metas),
+        "learner": runs[0]["learner"],
+        "task": runs[0]["task"],
+        "repeat": int(details[0]["tuning"].get("repeat", 0)),
+        "trial": details[0]["trial"],
+        "run_id": runs[0]["run_id"],
+        "run_ids": [r["run_id"] for r in runs],
+        "seeds": len(runs),
         "status": status,
         "pruned": pruned is not None,
-        "config": varied_label(spec),
-        "options": _options(spec),
+        "config": runs[0]["config"],
+        "options": details[0]["options"],
         "val_score": float(np.mean(cast(list[float], scores))) if complete else math.nan,
-        "test_acc": float(np.mean([m["summary"]["test_accuracy"] for m in ok])) if complete else math.nan,
-        "train_flops": float(sum(m.get("summary", {}).get("train_flops") or 0 for m in ok)),
-        "wall_seconds": float(sum(m.get("wall_seconds") or 0 for m in metas)),
+        "test_acc": float(np.mean([r["test_acc"] for r, _ in ok])) if complete else math.nan,
+        "train_flops": float(sum(flops)),
+        "wall_seconds": float(sum(d.get("wall_seconds") or 0 for d in details)),
     }
 
 
-def trials(store: RunStore) -> pd.DataFrame:
-    """One row per tuning trial of the folder (its runs: one per tuning seed); empty frame with
-    ``TRIAL_COLUMNS`` when there is none. rank: within its learner x task x repeat (1 = best mean
-    validation score; pruned, failed and incomplete trials unranked); chosen: the trial whose
-    configuration the repeat's final runs use."""
-    block = study_block(store).get("tuning", {})
+def trials(table: RunTable) -> pd.DataFrame:
+    """One row per tuning trial of the run table (its runs: one per tuning seed; ``RunTable.trial_runs``);
+    empty frame with ``TRIAL_COLUMNS`` when there is none. rank: within its learner x task x repeat
+    (1 = best mean validation score; pruned, failed and incomplete trials unranked); chosen: the trial
+    whose configuration the repeat's final runs use."""
+    block = study_block(table.store).get("tuning", {})
     select, seeds = str(block.get("select", "val_accuracy")), int(block.get("seeds_per_trial", 1))
+    mine = table.trial_runs()
     by_trial: dict[tuple[str, str, int, int], list[dict[str, Any]]] = {}
-    finals: dict[tuple[str, str, int], int] = {}
-    for meta in store.iter_metas():
-        spec, tag = meta["spec"], meta["spec"].get("tuning") or {}
-        key = (spec["label"], spec["task_label"], int(tag.get("repeat", 0)))
-        if tag.get("phase") == "final" and tag.get("trial") is not None:
-            finals[key] = tag["trial"]
-        if tag.get("phase") == "tuning":
-            by_trial.setdefault((*key, tag["trial"]), []).append(meta)
-    rows = [_trial_row(metas, store, select, seeds) for metas in by_trial.values()]
+    for status, frame in (("ok", mine.runs), ("failed", mine.failed)):
+        for run in frame.to_dict("records") if not frame.empty else []:
+            tag = table.details[run["run_id"]]["tuning"]
+            key = (run["learner"], run["task"], int(tag.get("repeat", 0)), int(tag["trial"]))
+            by_trial.setdefault(key, []).append({**run, "status": status})
+    finals = {
+        (r.learner, r.task, int(table.details[r.run_id]["tuning"].get("repeat", 0))): table.details[r.run_id]["trial"]
+        for r in table.select(("final",)).runs.itertuples()
+    }
+    rows = [_trial_row(runs, table, select, seeds) for runs in by_trial.values()]
     if not rows:
         return pd.DataFrame(columns=TRIAL_COLUMNS)
     out = pd.DataFrame(rows).sort_values(["task", "learner", "repeat", "trial"], ignore_index=True)
@@ -169,10 +170,6 @@ def robustness(table: pd.DataFrame) -> pd.Series:
         return pd.Series(dtype=float)
     per_repeat = table.groupby(["learner", "task", "repeat"])[["val_score"]].apply(fraction)
     return per_repeat.groupby(level=["learner", "task"]).mean()
-
-
-def _repeat_of(tag_of: dict[str, dict[str, Any]], run_id: str) -> int:
-    return int(tag_of.get(run_id, {}).get("repeat", 0))
 
 
 def _choices(finals: pd.DataFrame, edges: dict[tuple[str, str, int], list[str]]) -> dict[tuple[str, str], str]:
@@ -201,59 +198,60 @@ def _repeat_cells(finals: pd.DataFrame) -> dict[tuple[str, str], str]:
     return out
 
 
-def tuned_summary(store: RunStore, reference: References, p_adjust: str = "holm") -> pd.DataFrame:
-    """The summary of the final runs, pooled over repeats (one row per learner x task: p against the
-    reference's pooled final runs), with each repeat's choice and result, the tuning cost, the
-    sampler and robustness; with ``compare_default``, the hand-picked rows and the tuning gain."""
-    tag_of = tags(store)
-    runs, _ = runs_of(store)  # failed trials are counted in the trial table
-    if runs.empty:
-        return pd.DataFrame()
-    phase = runs["run_id"].map(lambda r: tag_of.get(r, {}).get("phase"))
-    finals = runs[phase == "final"].reset_index(drop=True)
+def tuned_summary(table: RunTable, reference: References, p_adjust: str = "holm") -> Summary:
+    """The summary of the final runs (``RunTable``'s phase ``final``), pooled over repeats (one row per
+    learner x task: p against the reference's pooled final runs), with their time to target, each
+    repeat's choice and result, the tuning cost, the sampler and robustness; with ``compare_default``,
+    the hand-picked rows (phase ``default``) and the tuning gain."""
+    final = table.select(("final",))
+    finals = final.runs
     if finals.empty:
-        return pd.DataFrame()
-    if select_mode(store) == "best_val_accuracy":  # a final run reports the epoch it would be stopped at
-        finals["test_acc"] = [test_at_best_val(store, r) for r in finals["run_id"]]
-    finals["repeat"] = [_repeat_of(tag_of, r) for r in finals["run_id"]]
-    table = trials(store)
-    edges = edge_flags(table, study_block(store))
+        return Summary(pd.DataFrame(), p_adjust=p_adjust, tuned=True)
+    if select_mode(table.store) == "best_val_accuracy":  # a final run reports the epoch it would be stopped at
+        finals = finals.assign(test_acc=[test_at_best_val(table.store, r) for r in finals["run_id"]])
+    finals = finals.assign(repeat=[int(table.details[r]["tuning"].get("repeat", 0)) for r in finals["run_id"]])
+    tried = trials(table)
+    edges = edge_flags(tried, study_block(table.store))
     choices, repeat_cells = _choices(finals, edges), _repeat_cells(finals)
     finals["config"] = [choices[k] for k in zip(finals["learner"], finals["task"])]
-    summary = summarize_runs(finals, None, reference, p_adjust, tuned=True)  # failed trials: in the trial table
+    finals, ttt_note = with_time_to_target(final, finals, main_reference(reference))
+    notes = ((TTT_KEY, ttt_note),) if ttt_note else ()
+    summary = summarize_runs(finals, None, reference, p_adjust, notes, tuned=True)  # failed trials: trial table
     if summary.empty:
         return summary
-    cost = tuning_cost(table).set_index(["learner", "task"])
-    robust = robustness(table)
-    samplers = {
-        (m["spec"]["label"], m["spec"]["task_label"]): m["spec"]["tuning"]["sampler"]
-        for m in store.iter_metas()
-        if (m["spec"].get("tuning") or {}).get("phase") == "final"
-    }
-    keys = list(zip(summary["learner"], summary["task"]))
-    summary["trials"] = [int(cost["trials"].get(k, 0)) for k in keys]
-    summary["sampler"] = [samplers.get(k, "?") for k in keys]
-    summary["robustness"] = [float(robust.get(k, math.nan)) for k in keys]
-    summary[f"{SHOWN}repeats"] = [repeat_cells.get(k, "n/a") for k in keys]
-    summary[f"{SHOWN}tuning cost"] = [cost_cell(cost.loc[k]) if k in cost.index else "none" for k in keys]
-    summary[f"{SHOWN}sampler"] = summary["sampler"]
-    summary[f"{SHOWN}robust"] = summary["robustness"].map(lambda r: "n/a" if math.isnan(r) else f"{r:.2f}")
-    notes = summary.attrs["notes"]
-    extra = [NOTE_TUNED, cost_note(tuning_cost(table), edges)]
-    defaults = _default_runs(runs, phase, finals)
+    rows = _tuned_columns(summary.rows.copy(), table, tried, repeat_cells)
+    extra = [NOTE_TUNED, cost_note(tuning_cost(tried), edges)]
+    defaults = _default_runs(table.select(("default",)).runs, finals)
     if not defaults.empty:
         arm = default_summary(defaults, reference, p_adjust)
-        summary[f"{SHOWN}tuning gain"] = gain_cells(summary, arm)
-        summary = _with_arm(summary, arm)
+        rows[f"{SHOWN}tuning gain"] = gain_cells(rows, arm)
+        rows = _with_arm(rows, arm)
         extra.append(NOTE_ARMS)
-    summary.attrs["notes"] = [" ".join([notes[0], *filter(None, extra)]), *notes[1:]]  # notes[1:]: budget notes
-    return summary
+    return replace(summary, rows=rows).with_notes(*((ALWAYS, note) for note in extra if note))
 
 
-def _default_runs(runs: pd.DataFrame, phase: pd.Series, finals: pd.DataFrame) -> pd.DataFrame:
+def _tuned_columns(
+    rows: pd.DataFrame, table: RunTable, tried: pd.DataFrame, repeat_cells: dict[tuple[str, str], str]
+) -> pd.DataFrame:
+    """``rows`` with trials, sampler, robustness and the shown columns (repeats, tuning cost, sampler, robust)."""
+    cost = tuning_cost(tried).set_index(["learner", "task"])
+    robust = robustness(tried)
+    final = table.select(("final",)).runs
+    samplers = {(r.learner, r.task): table.details[r.run_id]["sampler"] for r in final.itertuples()}
+    keys = list(zip(rows["learner"], rows["task"]))
+    rows["trials"] = [int(cost["trials"].get(k, 0)) for k in keys]
+    rows["sampler"] = [samplers.get(k) or "?" for k in keys]
+    rows["robustness"] = [float(robust.get(k, math.nan)) for k in keys]
+    rows[f"{SHOWN}repeats"] = [repeat_cells.get(k, "n/a") for k in keys]
+    rows[f"{SHOWN}tuning cost"] = [cost_cell(cost.loc[k]) if k in cost.index else "none" for k in keys]
+    rows[f"{SHOWN}sampler"] = rows["sampler"]
+    rows[f"{SHOWN}robust"] = rows["robustness"].map(lambda r: "n/a" if math.isnan(r) else f"{r:.2f}")
+    return rows
+
+
+def _default_runs(defaults: pd.DataFrame, finals: pd.DataFrame) -> pd.DataFrame:
     """The hand-picked arm's runs, with the final runs of learners without a search space (their
     hand-picked configuration) so every reference has runs to compare with."""
-    defaults = runs[phase == "default"]
     if defaults.empty:
         return defaults
     spaceless = finals[finals["learner"].map(lambda label: label not in set(defaults["learner"]))]
@@ -262,16 +260,13 @@ def _default_runs(runs: pd.DataFrame, phase: pd.Series, finals: pd.DataFrame) ->
 
 def _with_arm(summary: pd.DataFrame, arm: pd.DataFrame) -> pd.DataFrame:
     """The tuned rows, each followed by its learner's hand-picked row."""
-    attrs = dict(summary.attrs)
     arm = arm.assign(**{c: "" for c in summary.columns if str(c).startswith(SHOWN)})
     arm[f"{SHOWN}sampler"] = HAND_PICKED
     rows = []
     for _, row in summary.iterrows():
         rows.append(row)
         rows += [r for _, r in arm[(arm["learner"] == row["learner"]) & (arm["task"] == row["task"])].iterrows()]
-    out = pd.DataFrame(rows).reset_index(drop=True)
-    out.attrs.update(attrs)
-    return out
+    return pd.DataFrame(rows).reset_index(drop=True)
 
 
 NOTE_TUNED = (
@@ -305,7 +300,7 @@ def render_trials(table: pd.DataFrame, fmt: str) -> str:
     if fmt == "html":
         return shown.to_html(index=False, classes="results", border=0)
     if fmt == "latex":
-        from bpbench.experiments.report.table import to_latex
+        from bpbench.experiments.report.render import to_latex
 
         return to_latex(shown.astype(str), [])
     return shown.to_markdown(index=False, tablefmt="simple")

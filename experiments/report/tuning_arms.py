@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bpbench.experiments.report.table import References, summarize_runs
+from bpbench.experiments.report.summary import References, summarize_runs
 
 ALPHA = 0.05
 HAND_PICKED = "hand-picked"
@@ -23,7 +23,7 @@ def default_summary(runs: pd.DataFrame, reference: References, p_adjust: str) ->
     if runs.empty:
         return pd.DataFrame()
     runs = runs.assign(config=HAND_PICKED)
-    return summarize_runs(runs, None, reference, p_adjust, tuned=True)
+    return summarize_runs(runs, None, reference, p_adjust, tuned=True).rows
 
 
 def verdict(row: pd.Series) -> str:

@@ -5,7 +5,7 @@
 - ``sensitivity_figure(table, option)``: each trial's validation score against a searched
   option, one panel per task, coloured by learner (a narrow good band shows as a spike).
 
-``tuning_figures(store)``: name -> (caption, builder) for ``bpbench plot`` and the HTML report;
+``tuning_figures(table)``: name -> (caption, builder) for ``bpbench plot`` and the HTML report;
 empty for a folder without tuning runs.
 """
 
@@ -21,7 +21,7 @@ from matplotlib.ticker import MaxNLocator
 from bpbench.experiments.report.figures import PANEL, Builder, NoData, learner_colors
 from bpbench.experiments.report.tuning import evp_curve, trials
 from bpbench.experiments.store.describe import compact_value
-from bpbench.experiments.store.run_store import RunStore
+from bpbench.experiments.store.run_table import RunTable
 
 VAL_LABEL = "validation accuracy (fraction)"
 
@@ -80,9 +80,9 @@ def sensitivity_figure(table: pd.DataFrame, option: str) -> Figure:
     return fig
 
 
-def tuning_figures(store: RunStore) -> dict[str, Builder]:
-    """Name -> (caption, builder) of the tuned study's figures (none without tuning runs)."""
-    table = trials(store)
+def tuning_figures(runs: RunTable) -> dict[str, Builder]:
+    """Name -> (caption, builder) of the tuned study's figures, from its trials only (none without)."""
+    table = trials(runs)
     if table.empty:
         return {}
     figures: dict[str, Builder] = {}

@@ -73,7 +73,6 @@ def apply(summary: pd.DataFrame, p_adjust: str, margin: float) -> str:
         verdicts.append(_cell(verdict, seeds[-1]))
     summary["verdict"] = [v if r != "ref" else "ref" for v, r in zip(verdicts, summary["reference"])]
     summary["seeds_to_decide"] = seeds
-    summary.attrs["margin"] = margin
     return note(k, margin, holm_mode, level)
 
 

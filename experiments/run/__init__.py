@@ -2,5 +2,6 @@
 
 ``runner`` (the training loop), ``probes`` (FLOPs, peak memory, gradient alignment),
 ``energy`` (synaptic operations and energy), ``warmup`` (first-use costs paid before timing),
-``provenance`` (commit, packages, hardware), ``catalog`` (the measurement catalog). Imports ``plan`` and below.
+``provenance`` (commit, packages, hardware); what it measures: the measurement catalog
+(``plan/catalog.py``). Imports ``plan`` and below.
 """

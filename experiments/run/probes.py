@@ -242,7 +242,7 @@ def gradient_projection(signal: dict[str, Tensor], reference: dict[str, Tensor])
 
 
 Comparison = Callable[[dict[str, Tensor], dict[str, Tensor]], PerLayer]
-# per-layer comparison of an update signal with the true gradient, by metric (run/catalog.py: LAYER_COMPARISONS)
+# per-layer comparison of an update signal with the true gradient, by metric (plan/catalog.py: LAYER_COMPARISONS)
 COMPARISONS: dict[str, Comparison] = {"grad_alignment": gradient_alignment, "grad_projection": gradient_projection}
 
 

@@ -22,7 +22,7 @@ The clock (``train_seconds``, and the ``max_seconds`` budget) times the learner'
 - ``true_gradient`` (before a sampled step, on the same minibatch, every random stream
   forked so the step then draws the same dropout masks and noise), gradient health and the
   per-layer comparisons with the true gradient the measurement catalog lists (after it:
-  ``run/catalog.py``'s ``LAYER_COMPARISONS``, cosine and projection coefficient), diagnostics
+  ``plan/catalog.py``'s ``LAYER_COMPARISONS``, cosine and projection coefficient), diagnostics
   and evaluation.
 
 Evaluation (epoch 0, every ``eval_every`` epochs and the last): accuracy and mean
@@ -48,10 +48,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bpbench.experiments.plan.catalog import LAYER_COMPARISONS, health_metrics
 from bpbench.experiments.plan.config import build
 from bpbench.experiments.plan.registry import Registry
 from bpbench.experiments.plan.spec import Budget, RunSpec, Schedule, canonical_json
-from bpbench.experiments.run.catalog import LAYER_COMPARISONS, health_metrics
 from bpbench.experiments.run.energy import COST_METRICS, cost_rows
 from bpbench.experiments.run.probes import (
     COMPARISONS,
@@ -73,7 +73,7 @@ from bpbench.tasks.cache import load_cached
 EVAL_CHUNK = 2048
 DIAGNOSTIC_BATCH = 256  # test samples passed to Learner.evaluation_metrics
 GATHER_BLOCK = 32  # minibatches whose samples are gathered from the training split at once
-HEALTH_METRICS = health_metrics()  # the measurement catalog's (run/catalog.py)
+HEALTH_METRICS = health_metrics()  # the measurement catalog's (plan/catalog.py)
 COMPARED = tuple(name for pair in LAYER_COMPARISONS for name in pair)  # n/a all together without a true gradient
 T = TypeVar("T")
 

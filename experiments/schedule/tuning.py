@@ -58,6 +58,7 @@ from bpbench.experiments.schedule import journal_check
 from bpbench.experiments.schedule.execute import Event, Outcome
 from bpbench.experiments.schedule.process_pool import InlineExecutor, ProcessExecutor
 from bpbench.experiments.schedule.pruning import make_pruner
+from bpbench.experiments.store import records
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.selection import val_score
 
@@ -160,7 +161,7 @@ def stopped_by(store: RunStore, run_id: str) -> str | None:
 def train_flops(store: RunStore, run_id: str) -> float:
     """The stored run's training FLOPs (0 when not stored, failed or uncounted)."""
     meta = store.read_meta(store.meta_path(run_id))
-    return float((meta or {}).get("summary", {}).get("train_flops") or 0)
+    return float(records.stored(meta, "train_flops") or 0) if meta is not None else 0.0
 
 
 @dataclass

@@ -39,11 +39,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock
 
-from bpbench.experiments.store import records as run_measures
+from bpbench.experiments.store import records
 from bpbench.experiments.store.claims import Claims
 from bpbench.experiments.store.dataset import METRIC_COLUMNS, PARTITIONS, Dataset, warn
 from bpbench.experiments.store.describe import public_names, run_row, varied_label
 from bpbench.experiments.store.run_store import RunStore, atomic_write
+from bpbench.experiments.store.run_table import phase
 from bpbench.experiments.store.safe_paths import UnsafePathError, check_writable, file_mode
 
 BATCH_RUNS = 2000  # runs read into memory and written per compaction step
@@ -106,13 +107,14 @@ def _run_row(meta: dict[str, Any], batch: str) -> dict[str, Any]:
     names = public_names()
     in_path = {k for k, v in names.items() if v in PARTITIONS} | {"run_id"}  # the partitions hold those
     info = {names.get(k, k): v for k, v in run_row(meta).items() if k not in in_path}
-    values = run_measures.from_record(meta) or dict.fromkeys(run_measures.names())
+    values = records.from_record(meta) or dict.fromkeys(records.names())
     return {
         "run_id": meta["run_id"],
         "status": meta["status"],
         "end_time": str(meta.get("end_time")),
         "batch": batch,
         "error": meta.get("error"),
+        "phase": phase(meta["spec"]),
         **info,
         **{names.get(k, k): v for k, v in values.items()},
         "meta": json.dumps(meta, sort_keys=True, default=str),
@@ -233,7 +235,7 @@ def _compact_batch(
             ):
                 done.append(run_id)  # already in the dataset as it is here
                 continue
-            if run_measures.from_record(meta) is None and (measures := run_measures.record(rows)):
+            if records.from_record(meta) is None and (measures := records.record(rows)):
                 meta = {**meta, "measures": measures}  # a run stored before meta.json held its measures
             key = (study_of(meta["spec"], studies), meta["spec"]["task_label"], meta["spec"]["label"])
             taken.append((key, meta, rows))

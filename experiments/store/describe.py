@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from bpbench.experiments.run import catalog
+from bpbench.experiments.plan import catalog
 
 # run_row's internal column -> its public name (measures: the catalog's name -> column)
 PUBLIC_NAMES = {

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bpbench.experiments.run import catalog
+from bpbench.experiments.plan import catalog
 
 SCALARS = (str, int, float, bool, type(None))
 UNIT = (0.0, 1.0)

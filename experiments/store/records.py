@@ -2,7 +2,7 @@
 
 ``measures(rows)`` reduces tidy rows (run_id, epoch, step, split, metric, layer, value) of one
 or more runs to one row per run, a column per record of the measurement catalog
-(``run/catalog.py``: final test/val accuracy, train-test gap, train seconds, training FLOPs and
+(``plan/catalog.py``: final test/val accuracy, train-test gap, train seconds, training FLOPs and
 samples, synaptic operations and energy per sample, peak memory, the geometric mean of the
 first/last-layer gradient ratio, the mean alignment cosine and projection coefficient;
 NaN = not recorded). The reduction works run by run, so its numbers are the same whether it
@@ -11,9 +11,15 @@ is given one run's rows or many runs' rows at once.
 The store computes it when it writes a run and keeps it in the run's ``meta.json`` under
 ``"measures"`` (``{"version": VERSION, "values": {...}}``, keyed by each measure's public
 ``column`` name), so the table reads one small record per run instead of every metric row.
-``VERSION`` changes whenever the catalog's reductions change; a stored record of another
-version (or none, in folders written before it existed) is recomputed from the run's metric
-rows, never used.
+Each measure is stored there once: ``summary`` in meta.json holds what is not a measure
+(epochs completed, steps, stopped_by, chance accuracy, ...).
+
+Layouts read (``from_record``, ``summary``): ``VERSION`` 3 (this one); 2, the previous release's,
+whose records hold the same values under the same names and whose ``summary`` repeats test
+accuracy, train seconds, training FLOPs and peak memory (``summary`` drops those copies: the
+record's value is the one every view shows); and folders written before records existed (no
+``measures``: computed from the run's metric rows by ``store/run_table.py``). A record of any
+other version is refused by ``validate.meta_problem`` (the run is skipped with a warning).
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from bpbench.experiments.run import catalog
+from bpbench.experiments.plan import catalog
 
-VERSION = 2  # 2: the projection coefficient; values keyed by public column names
+VERSION = 3  # 3: each measure stored once (not repeated in meta.json's summary)
+READ_VERSIONS = (2, VERSION)  # 2: the previous release's layout (values keyed by public column names)
 
 
 def names() -> tuple[str, ...]:
@@ -71,16 +78,38 @@ def _plain(value: Any) -> Any:
 
 
 def from_record(meta: dict[str, Any]) -> dict[str, Any] | None:
-    """The measures stored in ``meta`` by name (null back to NaN), or None when absent or of another version."""
+    """The measures stored in ``meta`` by name (null back to NaN), or None when it holds no record
+    (a folder written before records existed: its measures are computed from its rows)."""
     stored = meta.get("measures")
-    if not isinstance(stored, dict) or stored.get("version") != VERSION:
+    if stored is None:
         return None
-    values = stored["values"]
-    if not isinstance(values, dict) or any(m.column not in values for m in catalog.CATALOG):
-        return None  # recomputed from the rows, like a record of another version
+    values = stored["values"]  # validate.meta_problem checked its version and values
     return {
         m.name: (
-            bool(values[m.column]) if m.flag else math.nan if values[m.column] is None else float(values[m.column])
+            bool(values.get(m.column))
+            if m.flag
+            else math.nan
+            if values.get(m.column) is None
+            else float(values[m.column])
         )
         for m in catalog.CATALOG
     }
+
+
+def stored(meta: dict[str, Any], column: str) -> Any:
+    """One measure of a run by its public ``column`` name, as its meta stores it (None when absent): the
+    record's value; a meta without a record (written before records existed) has it in its summary."""
+    record = meta.get("measures")
+    if isinstance(record, dict) and isinstance(record.get("values"), dict):
+        return record["values"].get(column)
+    return (meta.get("summary") or {}).get(column)
+
+
+def summary(meta: dict[str, Any]) -> dict[str, Any]:
+    """The run's ``summary`` without the measures its record holds (the previous layout repeated
+    four of them there: the record's values are the ones read)."""
+    stored = meta.get("summary") or {}
+    if meta.get("measures") is None:  # no record: the summary's copies are the only stored values
+        return dict(stored)
+    measured = set(columns())
+    return {key: value for key, value in stored.items() if key not in measured}

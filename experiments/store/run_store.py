@@ -9,7 +9,7 @@ Layout under a study's output folder::
 ``metrics.parquet`` is written before ``meta.json``; a run counts as complete only when its
 meta says ``"status": "ok"``. Both files are written to a temporary name and renamed.
 ``meta.json`` also holds the run's final measures (``experiments.store.records``), computed
-from the rows written beside it, so the table reads no metric rows.
+from the rows written beside it and stored only there, so the table reads no metric rows.
 Folders from several studies or machines can be merged by copying ``runs/`` together.
 
 ``bpbench compact`` moves finished runs into a partitioned parquet dataset
@@ -39,7 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bpbench.experiments.store import records as run_measures
+from bpbench.experiments.store import records
 from bpbench.experiments.store.dataset import METRIC_COLUMNS as COLUMNS
 from bpbench.experiments.store.dataset import Dataset, warn
 from bpbench.experiments.store.record_schema import study_problem
@@ -156,10 +156,10 @@ class RunStore:
         folder = self.run_dir(run_id)
         frame = pd.DataFrame(rows, columns=COLUMNS)
         atomic_write(folder / "metrics.parquet", lambda p: frame.to_parquet(p, index=False), self.root)
-        measures = run_measures.record(frame)
-        text = json.dumps(
-            {**meta, **({"measures": measures} if measures else {})}, indent=2, sort_keys=True, default=str
-        )
+        measures = records.record(frame)
+        if measures:  # each measure stored once: in the record, not repeated in the summary
+            meta = {**meta, "summary": records.summary({**meta, "measures": measures}), "measures": measures}
+        text = json.dumps(meta, indent=2, sort_keys=True, default=str)
         atomic_write(folder / "meta.json", lambda p: p.write_text(text), self.root)
 
     def study_path(self, name: str) -> Path:

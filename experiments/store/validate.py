@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from bpbench.experiments.plan.spec import RunSpec
-from bpbench.experiments.store import records as run_measures
+from bpbench.experiments.store import records
 from bpbench.experiments.store.record_schema import measures_problem, record_problem, row_limit
 from bpbench.experiments.store.safe_paths import valid_run_id
 
@@ -88,8 +88,14 @@ def spec_problem(spec: Any) -> str | None:
 
 def _measures_problem(meta: dict[str, Any]) -> str | None:
     stored = meta.get("measures")
-    if stored is None or not isinstance(stored, dict) or stored.get("version") != run_measures.VERSION:
-        return None  # absent or of another version: recomputed from the rows, never used
+    if stored is None:
+        return None  # a folder written before records existed: computed from the run's rows
+    if not isinstance(stored, dict) or stored.get("version") not in records.READ_VERSIONS:
+        version = stored.get("version") if isinstance(stored, dict) else stored
+        return (
+            f"measures version {str(version)[:20]!r}: this bpbench reads versions "
+            f"{', '.join(map(str, records.READ_VERSIONS))}"
+        )
     values = stored.get("values")
     if not isinstance(values, dict):
         return "measures.values is not a table"

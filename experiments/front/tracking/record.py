@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from bpbench.experiments.front.tracking.base import TrackedRun
-from bpbench.experiments.run import catalog
+from bpbench.experiments.plan import catalog
 from bpbench.experiments.store.run_store import RunStore
 
 # (split, metric) of the rows -> the curve's name; evaluated at the study's evaluation schedule
@@ -89,9 +89,14 @@ def run_name(spec: dict[str, Any]) -> str:
 
 
 def from_published(row: dict[str, Any], study: str) -> TrackedRun:
-    """The tracked form of one ``runs.csv`` row of a published folder: its measures (the table's
-    short names there) under their public names, as a stored run's."""
-    spec = {"label": row.get("learner"), "learner": row.get("learner_name"), "task_label": row.get("task")}
+    """The tracked form of one ``runs.csv`` row of a published folder: its measures under their public
+    names, as a stored run's (a runs.csv published before it used the public names: the tables' short
+    names, read as such)."""
+    if "label" in row:  # the public names (Results.summary's)
+        spec = {"label": row.get("label"), "learner": row.get("learner"), "task_label": row.get("task_label")}
+        row = {**row, **{m.name: row.get(m.column) for m in catalog.CATALOG}}
+    else:
+        spec = {"label": row.get("learner"), "learner": row.get("learner_name"), "task_label": row.get("task")}
     spec["seed_index"] = row.get("seed")
     params = spec_params(spec)
     try:

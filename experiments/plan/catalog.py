@@ -1,5 +1,5 @@
 """The measurement catalog: one record per per-run measurement, read by the runner, the per-run
-records (``store/records.py``), the summary table and its note (``report/table.py``).
+records (``store/records.py``), the summary table and its note (``report/summary.py``, ``report/render.py``).
 
 A ``Measure`` says what the runner records (``metrics``: its stored metric rows, and when they
 are taken), how one run's rows reduce to its value (``reduce``), the public column name
