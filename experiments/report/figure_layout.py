@@ -88,10 +88,11 @@ def folder_problems(root: Path) -> dict[str, list[str]]:
     from bpbench.experiments.report.figures import NoData, figure_data, standard_figures
     from bpbench.experiments.report.tuning_figures import tuning_figures
     from bpbench.experiments.store.run_store import RunStore
+    from bpbench.experiments.store.run_table import RunTable
 
-    store = RunStore(root)
+    table = RunTable.read(RunStore(root))
     out = {}
-    for name, (_, build) in {**standard_figures(figure_data(store)), **tuning_figures(store)}.items():
+    for name, (_, build) in {**standard_figures(figure_data(table)), **tuning_figures(table)}.items():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
