@@ -27,11 +27,7 @@ PAGES = [REPO / "README.md", *sorted(p for p in (REPO / "docs").glob("*.md") if 
 PLACEHOLDER = re.compile(r"[A-Z]{2,}")  # experiments/plan/studies/NAME.toml: a pattern, not a file
 # files whose owners (other work in progress) still have to correct the paths their docstrings name;
 # strict: each must fail until it is corrected, then this entry goes
-NOT_YET: dict[str, str] = {
-    "experiments/front/cli.py": "experiments.table.FORMATS",
-    "experiments/report/html.py": "experiments.table, experiments.plots",
-    "experiments/schedule/process_pool.py": "experiments/ray_executor.py",
-}
+NOT_YET: dict[str, str] = {}
 # dotted: bpbench.x.y, experiments.x.y, learners.x, tasks.x (a TOML table such as [learners.backprop] or
 # tasks.{label} is not one: it follows "[" or is followed by "{" / "=")
 DOTTED = re.compile(r"(?<![\w.\[/{-])(?:bpbench\.)?(?:experiments|learners|tasks)(?:\.[A-Za-z_]\w*)+(?![\w{(=/-])")

@@ -17,7 +17,7 @@ from typing import Any
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.time_to_target import TIME_TO_TARGET
 
-TABLE_FORMATS = ("text", "markdown", "latex", "html", "csv")  # = experiments.table.FORMATS (no pandas import here)
+TABLE_FORMATS = ("text", "markdown", "latex", "html", "csv")  # = experiments.report.render.FORMATS (no pandas import here)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

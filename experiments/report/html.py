@@ -1,8 +1,8 @@
 """One self-contained HTML report of a results folder: summary table, figures, run metadata.
 
-``build_report(root)`` returns the page as a string: the study description(s), the table of
-``experiments.table`` (95% t-intervals, Welch's test against the study's reference, budget notes), every
-figure of ``experiments.plots`` that the results support as an embedded PNG (a data: URI),
+``build_report(root)`` returns the page as a string: the study description(s), the summary table
+(``experiments.report.render``: 95% t-intervals, verdicts against the study's reference, budget notes), every
+figure of ``experiments.report.figures`` that the results support as an embedded PNG (a data: URI),
 and where the runs ran (git commit, package versions, hardware). No external file, script
 or stylesheet is referenced, so the file can be opened anywhere or mailed as is.
 """

@@ -18,7 +18,7 @@ left to it (``RunQueue``), reported as ``("elsewhere", run_id, status)`` events.
   out of memory, segfault) loses only the run it held: it is recorded as failed and a
   fresh worker takes the remaining runs. With ``device="cuda"`` worker k uses GPU k mod G
   (G GPUs): ``jobs`` <= G gives each worker a GPU of its own, more workers share them evenly.
-- ``RayExecutor`` (``experiments/ray_executor.py``, needs ``bpbench[ray]``): each run is a
+- ``RayExecutor`` (``experiments/schedule/ray_pool.py``, needs ``bpbench[ray]``): each run is a
   Ray task on a local Ray instance or an existing cluster.
 
 ``make_executor(name, ...)`` builds one by name (the CLI's and the Python
