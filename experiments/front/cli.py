@@ -17,7 +17,8 @@ from typing import Any
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.time_to_target import TIME_TO_TARGET
 
-TABLE_FORMATS = ("text", "markdown", "latex", "html", "csv")  # = experiments.report.render.FORMATS (no pandas import here)
+# = experiments.report.render.FORMATS (no pandas import here)
+TABLE_FORMATS = ("text", "markdown", "latex", "html", "csv")
 
 
 def cmd_list(args: argparse.Namespace) -> int:

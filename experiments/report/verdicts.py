@@ -66,9 +66,13 @@ def apply(summary: pd.DataFrame, p_adjust: str, margin: float) -> str:
     summary["diff_low"] = [b[0] for b in bounds]
     summary["diff_high"] = [b[1] for b in bounds]
     verdicts, seeds = [], []
-    for p, q, d, sd in zip(summary["p_vs_reference"], summary["tost_p"], summary["diff_mean"], summary["diff_sd"]):
+    rows = zip(summary["p_vs_reference"], summary["tost_p"], summary["diff_mean"], summary["diff_sd"], summary["seeds"])
+    for p, q, d, sd, n in rows:
         verdict = label(p, q, d, margin)
         need = seeds_to_decide(d, sd, margin, alpha_k) if verdict == INCONCLUSIVE else None
+        # the power estimate pools the two spreads; where Welch's test (unequal spreads, few df) did not decide
+        # at n seeds, n is not enough whatever the estimate says: never advise fewer seeds than were run
+        need = None if need is None else max(need, int(n) + 1)
         seeds.append(math.nan if need is None else float(need))
         verdicts.append(_cell(verdict, seeds[-1]))
     summary["verdict"] = [v if r != "ref" else "ref" for v, r in zip(verdicts, summary["reference"])]
