@@ -210,9 +210,12 @@ def _legend(
     rows = min(len(handles), LEGEND_ROWS)
     ncols = max(1, math.ceil(len(handles) / LEGEND_ROWS))
     width, height = fig.get_size_inches()  # room for a long legend beside the panels, never over them
-    fig.set_size_inches(width + LEGEND_COLUMN_INCHES * ncols, max(height, 0.6 + 0.19 * rows))
+    fig.set_size_inches(width + LEGEND_COLUMN_INCHES * ncols, max(height, 0.9 + 0.26 * rows))
     small = "x-small" if len(handles) > LEGEND_ROWS else None
-    fig.legend(handles=handles, loc="outside right upper", title=title, frameon=False, ncols=ncols, fontsize=small)
+    legend = fig.legend(handles=handles, loc="outside right upper", title=title, frameon=False, ncols=ncols, fontsize=small)
+    needed = legend.get_window_extent(fig._get_renderer()).height / fig.dpi + 0.3  # multi-line labels
+    if needed > fig.get_size_inches()[1]:
+        fig.set_size_inches(fig.get_size_inches()[0], needed)
 
 
 # x -> (metric giving x, axis label, whether to drop x = 0 and go log when x spans a decade)
@@ -397,7 +400,8 @@ def grad_norm_heatmap(
         raise NoData(
             f"gradient-norm heatmap: learner {learner!r} has no grad_norm rows" + (f" on {task}" if task else "")
         )
-    configs = configs or sorted(dict.fromkeys(norms["config"]))[:6]
+    present = set(norms["config"])  # configurations of other tasks (a tuned study's choices) have no rows here
+    configs = [c for c in configs if c in present] if configs else sorted(present)[:6]
     norms = masked_log_norms(norms[norms["config"].isin(configs)])
     if norms["log_norm"].isna().all():
         raise NoData(f"gradient-norm heatmap: {learner} on {task} has no finite, nonzero update-signal norm")
