@@ -23,7 +23,7 @@ from bpbench.experiments.plan.registry import learner_registry, task_registry
 from bpbench.experiments.plan.spec import RunSpec
 from bpbench.experiments.plan.study import Overrides, Study, expand, load_study, study_references
 from bpbench.experiments.schedule.execute import Event, Outcome
-from bpbench.experiments.schedule.process_pool import make_executor
+from bpbench.experiments.schedule.process_pool import Executor, make_executor
 from bpbench.experiments.schedule.progress import Progress
 from bpbench.experiments.schedule.slurm_options import slurm_options
 from bpbench.experiments.store.run_store import RunStore
@@ -106,11 +106,7 @@ def run(
     jobs, threads = _count("jobs", jobs), _count("threads", threads)
     plan = load_study(study, overrides, learner_registry(), task_registry(), name=name)
     targets = parse_targets(track, plan.raw.get("tracking"))
-    try:  # the executor checks the device (where its runs will execute), executor name and address
-        options = slurm_options(plan.raw.get("slurm"), slurm) if executor == "slurm" or slurm else None
-        runner = make_executor(executor, jobs=jobs, threads=threads, device=device, address=address, slurm=options)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    runner = _runner(plan, executor, slurm, jobs=jobs, threads=threads, device=device, address=address)
     root = Path(out) if out is not None else Path("bpbench-out") / plan.name
     store = _admitted_store(plan, root, extend)
     mirror = Mirror(targets, root, plan.name) if targets else None
@@ -119,6 +115,25 @@ def run(
     if mirror is not None:
         mirror.finish(lambda folder: study_artifacts(root, folder))
     return Results(root, tuple(ran), time.perf_counter() - start, study_references(plan.raw), elsewhere, planned)
+
+
+def _runner(
+    plan: Study,
+    executor: str,
+    slurm: Mapping[str, Any] | Sequence[str] | None,
+    *,
+    jobs: int,
+    threads: int,
+    device: str,
+    address: str | None,
+) -> Executor:
+    """``run``'s executor (slurm: its options over the study's ``[slurm]`` table); a bad device,
+    executor name or address raises ``ConfigError``."""
+    try:  # the executor checks the device (where its runs will execute), executor name and address
+        options = slurm_options(plan.raw.get("slurm"), slurm) if executor == "slurm" or slurm else None
+        return make_executor(executor, jobs=jobs, threads=threads, device=device, address=address, slurm=options)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _admitted_store(plan: Study, root: Path, extend: bool) -> RunStore:

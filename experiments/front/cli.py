@@ -12,7 +12,7 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from bpbench.experiments.plan.config import ConfigError
 from bpbench.experiments.plan.time_to_target import TIME_TO_TARGET
@@ -124,13 +124,12 @@ def cmd_track(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    from bpbench.experiments.front.conformance import ConformanceError, check
-    from bpbench.experiments.plan.registry import learner_registry, task_registry
+def _check_params(assignments: list[str]) -> tuple[dict[str, Any], Any]:
+    """``check --set`` assignments -> (learner options, model options or None)."""
     from bpbench.experiments.plan.study import parse_set
 
     params: dict[str, Any] = {}
-    for assignment in args.set or []:
+    for assignment in assignments:
         path, value = parse_set(assignment)
         if len(path) == 2 and path[0] == "model":
             params.setdefault("model", {})[path[1]] = value
@@ -141,6 +140,14 @@ def cmd_check(args: argparse.Namespace) -> int:
                 f"--set {assignment!r}: expected a learner option (lr=0.01) or a model option (model.hidden=[])"
             )
     model = params.pop("model", None)
+    return params, model
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from bpbench.experiments.front.conformance import ConformanceError, check
+    from bpbench.experiments.plan.registry import learner_registry, task_registry
+
+    params, model = _check_params(args.set or [])
     try:
         meta = check(
             args.learner,
@@ -256,10 +263,11 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bpbench", description="Compare backprop with its alternatives on equal terms.")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="learners, tasks and built-in studies, with availability").set_defaults(fn=cmd_list)
+_Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # what add_subparsers returns
+
+
+def _run_args(sub: _Subcommands) -> None:
+    """``run``: a study name or TOML path, its output folder, overrides, workers, executor, tracking."""
     r = sub.add_parser("run", help="run a study (built-in name or TOML path); completed runs are skipped")
     r.add_argument("study")
     r.add_argument("--out", help="output folder (default: bpbench-out/STUDY)")
@@ -293,10 +301,18 @@ def parser() -> argparse.ArgumentParser:
     for flag, meta, text in TRACKING_FLAGS:
         r.add_argument(flag, action="append", metavar=meta, help=text)
     r.set_defaults(fn=cmd_run)
+
+
+def _track_args(sub: _Subcommands) -> None:
+    """``track``: a results folder and the tracking targets to mirror it to."""
     m = sub.add_parser("track", help="mirror a results folder to MLflow, TensorBoard or W&B")
     m.add_argument("dir")
     m.add_argument("--to", action="append", required=True, metavar="TARGET", help=TRACKING_FLAGS[0][2])
     m.set_defaults(fn=cmd_track)
+
+
+def _check_args(sub: _Subcommands) -> None:
+    """``check``: a learner, the task and sample count of its check run, option overrides."""
     c = sub.add_parser(
         "check",
         help="check a learner against the interface contract, then run it for 1 epoch "
@@ -318,6 +334,10 @@ def parser() -> argparse.ArgumentParser:
         "it changed them; an option that changes nothing is a warning",
     )
     c.set_defaults(fn=cmd_check)
+
+
+def _table_args(sub: _Subcommands) -> None:
+    """``table``: a results folder, its output format, reference, p-values, columns and scoring."""
     t = sub.add_parser("table", help="summary table of a results folder")
     t.add_argument("dir")
     t.add_argument("--format", choices=TABLE_FORMATS, default="text")
@@ -355,20 +375,36 @@ def parser() -> argparse.ArgumentParser:
         help="--score: the time-to-target measure of the performance profile (default flops)",
     )
     t.set_defaults(fn=cmd_table)
+
+
+def _plot_args(sub: _Subcommands) -> None:
+    """``plot``: a results folder and the figure folder."""
     f = sub.add_parser("plot", help="paper figures (PDF and PNG) of a results folder")
     f.add_argument("dir")
     f.add_argument("--out", help="figure folder (default: DIR/figures)")
     f.set_defaults(fn=cmd_plot)
+
+
+def _reproduce_args(sub: _Subcommands) -> None:
+    """``reproduce``: a results folder, the code to re-run it at, overrides and workers."""
     q = sub.add_parser("reproduce", help="re-run a results folder's study; per row: equivalent? bit-identical?")
     q.add_argument("dir")
     q.add_argument("--here", action="store_true", help="at the current code (default: the recorded commit)")
     q.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a study value, e.g. seeds=2")
     q.add_argument("--jobs", type=_positive, default=1, help="worker processes (default 1)")
     q.set_defaults(fn=cmd_reproduce)
+
+
+def _report_args(sub: _Subcommands) -> None:
+    """``report``: a results folder and the HTML file."""
     h = sub.add_parser("report", help="one self-contained HTML page: table, figures, metadata")
     h.add_argument("dir")
     h.add_argument("--out", help="HTML file (default: DIR/report.html)")
     h.set_defaults(fn=cmd_report)
+
+
+def _compact_args(sub: _Subcommands) -> None:
+    """``compact``: a results folder."""
     k = sub.add_parser(
         "compact",
         help="merge the run folders of a results folder into one partitioned parquet "
@@ -376,14 +412,39 @@ def parser() -> argparse.ArgumentParser:
     )
     k.add_argument("dir")
     k.set_defaults(fn=cmd_compact)
+
+
+def _new_args(sub: _Subcommands) -> None:
+    """``new``: the plugin kind, its name and the folder to write."""
     n = sub.add_parser("new", help="write a ready plugin package (learner or task) with its tests")
     n.add_argument("kind", choices=("learner", "task"))
     n.add_argument("name", help="the name to register (a lowercase Python identifier, e.g. my_rule)")
     n.add_argument("--dir", help="folder to write (default: ./NAME); must not exist or be empty")
     n.set_defaults(fn=cmd_new)
+
+
+def _cache_args(sub: _Subcommands) -> None:
+    """``cache clear``: the machine-wide task cache."""
     k = sub.add_parser("cache", help="the machine-wide cache of loaded tasks ($XDG_CACHE_HOME/bpbench)")
     k_sub = k.add_subparsers(dest="action", required=True)
     k_sub.add_parser("clear", help="delete every cached task (rebuilt on next use)").set_defaults(fn=cmd_cache_clear)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``bpbench`` argument parser: one subcommand per command, each with ``fn`` set to its handler."""
+    p = argparse.ArgumentParser(prog="bpbench", description="Compare backprop with its alternatives on equal terms.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="learners, tasks and built-in studies, with availability").set_defaults(fn=cmd_list)
+    _run_args(sub)
+    _track_args(sub)
+    _check_args(sub)
+    _table_args(sub)
+    _plot_args(sub)
+    _reproduce_args(sub)
+    _report_args(sub)
+    _compact_args(sub)
+    _new_args(sub)
+    _cache_args(sub)
     return p
 
 

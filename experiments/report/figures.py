@@ -19,7 +19,7 @@ import math
 import textwrap
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -300,8 +300,24 @@ def accuracy_vs_compute(data: FigureData) -> Figure:
     if runs.empty or runs["flops"].isna().all():
         raise NoData("accuracy vs compute: the results have no 'train_flops' rows")
     colors, markers = _colors(runs), _markers(runs)
+    points = _config_points(runs)
+    tasks = sorted(points["task"].unique())
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
+        fig, axes = _figure(len(tasks))
+        for ax, task in zip(axes, tasks):
+            mine = points[points["task"] == task].sort_values("flops")
+            _draw_compute_panel(ax, mine, colors, markers)
+            ax.set(title=task, ylabel=ACCURACY_LABEL)
+            _x_scale(ax, mine["flops"], "training FLOPs", engineering=True)
+        _legend(fig, colors, points["learner"], markers=markers)
+    return fig
+
+
+def _config_points(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (learner, config, task) of ``runs``: mean FLOPs, mean validation accuracy, and
+    ``acc``, the (mean, low, high) 95% t-interval of test accuracy over seeds."""
     groups = runs.groupby(["learner", "config", "task"], sort=False)
-    points = pd.DataFrame(
+    return pd.DataFrame(
         [
             {
                 "learner": k[0],
@@ -314,39 +330,36 @@ def accuracy_vs_compute(data: FigureData) -> Figure:
             for k, g in groups
         ]
     )
-    tasks = sorted(points["task"].unique())
-    with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
-        fig, axes = _figure(len(tasks))
-        for ax, task in zip(axes, tasks):
-            mine = points[points["task"] == task].sort_values("flops")
-            for row in mine.itertuples():
-                mean, low, high = row.acc
-                err = None if math.isnan(low) else [[mean - low], [high - mean]]
-                ax.errorbar(
-                    row.flops,
-                    mean,
-                    yerr=err,
-                    color=colors[row.learner],
-                    marker=markers[row.learner],
-                    markersize=5,
-                    capsize=2,
-                )
-            _label_configs(ax, mine)
-            front = pareto_front(mine.dropna(subset=["flops"]))
-            if not front.empty:
-                ax.step(
-                    front["flops"],
-                    [acc[0] for acc in front["acc"]],
-                    where="post",
-                    color="0.5",
-                    linewidth=0.8,
-                    zorder=0,
-                    label="_front",
-                )
-            ax.set(title=task, ylabel=ACCURACY_LABEL)
-            _x_scale(ax, mine["flops"], "training FLOPs", engineering=True)
-        _legend(fig, colors, points["learner"], markers=markers)
-    return fig
+
+
+def _draw_compute_panel(ax: Axes, mine: pd.DataFrame, colors: dict[str, Color], markers: dict[str, str]) -> None:
+    """One task's configuration points (``_config_points`` rows) with error bars, their labels
+    and the gray Pareto front, on ``ax``."""
+    rows: Iterable[Any] = mine.itertuples()  # acc holds (mean, low, high); the stubs say Scalar
+    for row in rows:
+        mean, low, high = row.acc
+        err = None if math.isnan(low) else [[mean - low], [high - mean]]
+        ax.errorbar(
+            row.flops,
+            mean,
+            yerr=err,
+            color=colors[row.learner],
+            marker=markers[row.learner],
+            markersize=5,
+            capsize=2,
+        )
+    _label_configs(ax, mine)
+    front = pareto_front(mine.dropna(subset=["flops"]))
+    if not front.empty:
+        ax.step(
+            front["flops"],
+            [acc[0] for acc in front["acc"]],
+            where="post",
+            color="0.5",
+            linewidth=0.8,
+            zorder=0,
+            label="_front",
+        )
 
 
 LABELLED_CONFIGS = 4  # a learner with 2 to this many configurations in a panel gets each point labelled
@@ -381,6 +394,29 @@ def grad_norm_heatmap(
     its first task with gradient norms) for each of ``configs`` (default: every configuration, at
     most 6). Reads the gradient-norm rows of those runs only.
     """
+    learner, task, configs, norms = _heatmap_rows(data, learner, task, configs, run_id)
+    scale = {"vmin": norms["log_norm"].min(), "vmax": norms["log_norm"].max()}  # one scale: panels compare
+    titles = _distinguishing(configs)
+    with sns.axes_style("white"), sns.plotting_context("paper"):
+        fig, axes = _figure(len(configs), ncols=min(3, len(configs)), sharey=False)
+        for ax, config, title in zip(axes, configs, titles):
+            rows = norms[norms["config"] == config]
+            _draw_heatmap_panel(ax, rows, scale)
+            untrained = sorted(set(rows.loc[rows["untrained"], "layer"]))
+            left_out = f"\nnot trained (norm 0), left out: {', '.join(untrained)}" if untrained else ""
+            ax.set(
+                title=f"{learner} on {task}" + (f"\n{title}" if title else "") + left_out,
+                xlabel="training step",
+                ylabel="layer (input to output)",
+            )
+    return fig
+
+
+def _heatmap_rows(
+    data: FigureData, learner: str, task: str | None, configs: list[str] | None, run_id: str | None
+) -> tuple[str, str | None, list[str], pd.DataFrame]:
+    """The heatmap's choice (``grad_norm_heatmap``'s arguments) -> (learner, task, configs, their
+    grad_norm rows with ``masked_log_norms`` columns); NoData when there is nothing finite to draw."""
     runs = data.runs
     if run_id is not None:
         runs = runs[runs["run_id"] == run_id] if not runs.empty else runs
@@ -405,34 +441,25 @@ def grad_norm_heatmap(
     norms = masked_log_norms(norms[norms["config"].isin(configs)])
     if norms["log_norm"].isna().all():
         raise NoData(f"gradient-norm heatmap: {learner} on {task} has no finite, nonzero update-signal norm")
-    scale = {"vmin": norms["log_norm"].min(), "vmax": norms["log_norm"].max()}  # one scale: panels compare
-    titles = _distinguishing(configs)
-    with sns.axes_style("white"), sns.plotting_context("paper"):
-        fig, axes = _figure(len(configs), ncols=min(3, len(configs)), sharey=False)
-        for ax, config, title in zip(axes, configs, titles):
-            rows = norms[norms["config"] == config]
-            untrained = sorted(set(rows.loc[rows["untrained"], "layer"]))
-            rows = rows[~rows["untrained"]]
-            layers = list(dict.fromkeys(rows["layer"]))  # recorded in forward order
-            grid = rows.pivot_table(
-                index="layer", columns="step", values="log_norm", aggfunc="mean", dropna=False
-            ).reindex(layers)
-            sns.heatmap(
-                grid,
-                ax=ax,
-                cmap="viridis",
-                cbar_kws={"label": "log10 update-signal norm"},
-                xticklabels=max(1, grid.shape[1] // 6),
-                mask=grid.isna(),
-                **scale,
-            )
-            left_out = f"\nnot trained (norm 0), left out: {', '.join(untrained)}" if untrained else ""
-            ax.set(
-                title=f"{learner} on {task}" + (f"\n{title}" if title else "") + left_out,
-                xlabel="training step",
-                ylabel="layer (input to output)",
-            )
-    return fig
+    return learner, task, configs, norms
+
+
+def _draw_heatmap_panel(ax: Axes, rows: pd.DataFrame, scale: dict[str, float]) -> None:
+    """One configuration's masked log norms (layers in forward order, untrained ones left out) on ``ax``."""
+    rows = rows[~rows["untrained"]]
+    layers = list(dict.fromkeys(rows["layer"]))  # recorded in forward order
+    grid = rows.pivot_table(index="layer", columns="step", values="log_norm", aggfunc="mean", dropna=False).reindex(
+        layers
+    )
+    sns.heatmap(
+        grid,
+        ax=ax,
+        cmap="viridis",
+        cbar_kws={"label": "log10 update-signal norm"},
+        xticklabels=max(1, grid.shape[1] // 6),
+        mask=grid.isna(),
+        **scale,
+    )
 
 
 def masked_log_norms(norms: pd.DataFrame) -> pd.DataFrame:
@@ -489,32 +516,37 @@ def alignment_over_training(data: FigureData, task: str | None = None) -> Figure
         fig, axes = _figure(len(learners) * per_learner, ncols=per_learner * per_row, sharey=False)
         for i, learner in enumerate(learners):
             for j, (metric, frame) in enumerate(shown.items()):
-                ax = axes[i * per_learner + j]
-                mine = frame[frame["learner"] == learner]
-                ylabel, ylim, guides = COMPARISON_PANELS[metric]
-                if mine.empty:
-                    ax.set(ylabel=ylabel)
-                    ax.set_title(_wrapped(f"{titles.get(learner, learner)} on {task}"), fontsize="small")
-                    ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", va="center")
-                    continue
-                sns.lineplot(
-                    mine,
-                    x="step",
-                    y="value",
-                    hue="layer",
-                    palette=sns.color_palette("viridis", mine["layer"].nunique()),
-                    errorbar=_ci,
-                    ax=ax,
-                    linewidth=1,
-                )
-                for y in guides:
-                    ax.axhline(y, color="0.5", linewidth=0.6)
-                ax.set(xlabel="training step", ylabel=ylabel)
-                ax.set_title(_wrapped(f"{titles.get(learner, learner)} on {task}"), fontsize="small")
-                if ylim is not None:
-                    ax.set_ylim(*ylim)
-                ax.legend(title="layer", fontsize="x-small", title_fontsize="x-small")
+                title = _wrapped(f"{titles.get(learner, learner)} on {task}")
+                _draw_comparison_panel(axes[i * per_learner + j], frame[frame["learner"] == learner], metric, title)
     return fig
+
+
+def _draw_comparison_panel(ax: Axes, mine: pd.DataFrame, metric: str, title: str) -> None:
+    """One learner's ``metric`` rows (a ``COMPARISON_PANELS`` key) per layer over training on ``ax``;
+    ``n/a`` when it has none."""
+    ylabel, ylim, guides = COMPARISON_PANELS[metric]
+    if mine.empty:
+        ax.set(ylabel=ylabel)
+        ax.set_title(title, fontsize="small")
+        ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", va="center")
+        return
+    sns.lineplot(
+        mine,
+        x="step",
+        y="value",
+        hue="layer",
+        palette=sns.color_palette("viridis", mine["layer"].nunique()),
+        errorbar=_ci,
+        ax=ax,
+        linewidth=1,
+    )
+    for y in guides:
+        ax.axhline(y, color="0.5", linewidth=0.6)
+    ax.set(xlabel="training step", ylabel=ylabel)
+    ax.set_title(title, fontsize="small")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.legend(title="layer", fontsize="x-small", title_fontsize="x-small")
 
 
 def _wrapped(title: str, width: int = 34) -> str:
@@ -671,7 +703,12 @@ def standard_figures(data: FigureData) -> dict[str, Builder]:
     figure data or a tidy table (none when no run completed)."""
     if data.runs.empty:
         return {}
-    figures: dict[str, Builder] = {
+    return _run_figures(data) | _score_figures(data) | _alignment_figures(data) | _grad_norm_figures(data)
+
+
+def _run_figures(data: FigureData) -> dict[str, Builder]:
+    """Learning curves, accuracy against compute, sensitivity, depth and generalization figures."""
+    return {
         "curves_epochs": (f"Test accuracy against training epochs.{BEST}", lambda: learning_curves(data, "epoch")),
         "curves_seconds": (
             f"Test accuracy against training wall time.{BEST}",
@@ -700,9 +737,13 @@ def standard_figures(data: FigureData) -> dict[str, Builder]:
         "accuracy_vs_depth": ("Final test accuracy against depth.", lambda: against_depth(data, "test_acc")),
         "generalization_gap": ("Train-test accuracy gap with and without dropout.", lambda: generalization_gap(data)),
     }
+
+
+def _score_figures(data: FigureData) -> dict[str, Builder]:
+    """Time-to-target curves, performance profiles and the critical-difference diagram."""
     from bpbench.experiments.report import score_figures  # it draws with this module's colors
 
-    figures |= {
+    return {
         "val_vs_flops_target": (
             f"Validation accuracy against training FLOPs; dashed: each task's target (time to target).{BEST}",
             lambda: score_figures.target_curves(data),
@@ -719,12 +760,23 @@ def standard_figures(data: FigureData) -> dict[str, Builder]:
             lambda: score_figures.critical_difference(data),
         ),
     }
+
+
+def _alignment_figures(data: FigureData) -> dict[str, Builder]:
+    """One alignment-over-training figure per task."""
+    figures: dict[str, Builder] = {}
     for task in sorted(data.runs["task"].unique()):
         figures[f"alignment_{task}"] = (
             f"Cosine (direction) and projection coefficient <u,g>/|g|^2 (scale: 1 = the "
             f"true gradient) of the update signal per layer over training on {task}.{BEST}",
             functools.partial(alignment_over_training, data, task),
         )
+    return figures
+
+
+def _grad_norm_figures(data: FigureData) -> dict[str, Builder]:
+    """One gradient-norm heatmap per learner, of its deepest configurations."""
+    figures: dict[str, Builder] = {}
     for learner in _learner_order(data.runs):
         configs = _heatmap_configs(data.runs, learner)
         figures[f"grad_norms_{learner}"] = (

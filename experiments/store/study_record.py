@@ -95,8 +95,24 @@ def admit(
             f"{where} holds study {name} with another definition ({diff}); use another --out, "
             "or --extend to add grid points or seeds to it"
         )
+    old_runs = _checked_extension(name, where, diff, runs, recorded["study"], expand_recorded)
+    store.write_study(name, raw, sorted(set(old_ids) | set(run_ids) | {o.run_id for o in old_runs}))
+
+
+def _checked_extension(
+    name: str,
+    where: str,
+    diff: str,
+    runs: list[RunSpec],
+    recorded_study: dict[str, Any],
+    expand_recorded: Callable[[dict[str, Any]], list[RunSpec]],
+) -> list[RunSpec]:
+    """The recorded runs of study ``name`` (its table ``recorded_study``), once ``runs`` are checked to
+    only add grid points or seeds to them (``--extend``); ConfigError otherwise. ``diff``: how the
+    definitions differ, for the message."""
+    run_ids = [s.run_id for s in runs]
     try:
-        old_runs = expand_recorded(recorded["study"])
+        old_runs = expand_recorded(recorded_study)
     except ConfigError as exc:
         raise ConfigError(
             f"--extend: the recorded definition of study {name} in {where} no longer expands ({exc}); use another --out"
@@ -118,4 +134,4 @@ def admit(
             f"run(s) (e.g. {dropped[0].label} on {dropped[0].task_label}, seed {dropped[0].seed_index}); "
             "keep every recorded learner, task, grid point and seed, or use another --out"
         )
-    store.write_study(name, raw, sorted(set(old_ids) | set(run_ids) | {o.run_id for o in old_runs}))
+    return old_runs

@@ -32,9 +32,16 @@ class MlflowTracker:
     def start_study(self, study: str, tags: Mapping[str, str]) -> None:
         self.client = MlflowClient(tracking_uri=self.uri)
         found = self.client.get_experiment_by_name(study)
-        self.experiment = found.experiment_id if found else self.client.create_experiment(study)
+        self.experiment = found.experiment_id if found else self.client.create_experiment(study, self._artifacts())
         parent = self.client.create_run(self.experiment, run_name=study, tags={**tags, "kind": "study"})
         self.parent = parent.info.run_id
+
+    def _artifacts(self) -> str | None:
+        """Artifacts beside a SQLite store (``DIR/mlartifacts``), not MLflow's default ./mlruns of the
+        working directory; a server's URI: the server's own artifact store (None)."""
+        if self.uri and self.uri.startswith("sqlite:///"):
+            return (Path(self.uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+        return None
 
     def log_run(self, run: TrackedRun) -> None:
         assert self.client is not None
