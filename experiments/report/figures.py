@@ -212,7 +212,9 @@ def _legend(
     width, height = fig.get_size_inches()  # room for a long legend beside the panels, never over them
     fig.set_size_inches(width + LEGEND_COLUMN_INCHES * ncols, max(height, 0.9 + 0.26 * rows))
     small = "x-small" if len(handles) > LEGEND_ROWS else None
-    legend = fig.legend(handles=handles, loc="outside right upper", title=title, frameon=False, ncols=ncols, fontsize=small)
+    legend = fig.legend(
+        handles=handles, loc="outside right upper", title=title, frameon=False, ncols=ncols, fontsize=small
+    )
     needed = legend.get_window_extent(fig._get_renderer()).height / fig.dpi + 0.3  # multi-line labels
     if needed > fig.get_size_inches()[1]:
         fig.set_size_inches(fig.get_size_inches()[0], needed)
