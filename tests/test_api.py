@@ -101,16 +101,20 @@ def test_rerun_skips_completed_runs_and_overrides_take_both_forms(tiny: bpbench.
     as_strings = bpbench.run(
         TINY,
         out=tiny.out,
-        overrides=["seeds=[2]", "learners.backprop.lr=0.01"],
+        overrides=["seeds=[0, 1, 2]", "learners.backprop.lr=[0.003, 0.01]"],
         executor="inline",
         progress=False,
         extend=True,
-    )  # another definition: a new seed
+    )  # another definition: a new seed (--extend keeps the recorded seeds: it never drops what the record holds)
     as_dict = bpbench.run(
-        TINY, out=tiny.out, overrides={"seeds": [2], "learners.backprop.lr": 0.01}, executor="inline", progress=False
+        TINY,
+        out=tiny.out,
+        overrides={"seeds": [0, 1, 2], "learners.backprop.lr": [0.003, 0.01]},
+        executor="inline",
+        progress=False,
     )
-    assert len(as_strings.ran) == 1 and as_dict.ran == ()  # the same run: done by the first call
-    assert len(as_dict.summary) == 5
+    assert len(as_strings.ran) == 2 and as_dict.ran == ()  # the same runs: done by the first call
+    assert len(as_dict.summary) == 6
 
 
 @pytest.mark.parametrize(

@@ -124,7 +124,7 @@ def test_bad_params_raise(params: dict, needle: str) -> None:
 @pytest.mark.parametrize(
     "model, needle",
     [
-        (ModelSpec(arch="cnn"), "model.arch = 'cnn': ff allows only 'mlp'"),
+        (ModelSpec(arch="cnn"), "model.arch = 'cnn': ForwardForward trains only arch = 'mlp'"),
         (ModelSpec(hidden=()), "model.hidden = \\[\\]"),
         (ModelSpec(batchnorm=True), "model.batchnorm"),
     ],

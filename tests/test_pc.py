@@ -116,7 +116,7 @@ def test_bad_params_raise(params: dict, needle: str) -> None:
 @pytest.mark.parametrize(
     "model, needle",
     [
-        (ModelSpec(arch="cnn"), "model.arch = 'cnn': pc allows only 'mlp'"),
+        (ModelSpec(arch="cnn"), "model.arch = 'cnn': PredictiveCoding trains only arch = 'mlp'"),
         (ModelSpec(batchnorm=True), "model.batchnorm"),
         (ModelSpec(dropout=0.2), "model.dropout = 0.2"),
     ],

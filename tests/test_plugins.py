@@ -127,7 +127,7 @@ def test_scores_of_a_study_with_plugin_learners(results: api.Results) -> None:
         assert summary.loc[(label, ""), "target"] == 0.5 and summary.loc[(label, ""), "reached"], label
         assert summary.loc[(label, ""), "ttt_epochs"] >= 1 and summary.loc[(label, ""), "ttt_flops"] > 0
     assert summary.loc[("raises_at_step", ""), "reached"] is not True  # failed: no time to target
-    table = results.table(columns=["learner", "task", "ttt_epochs", "reached"])
+    table = results.table(columns=["label", "task_label", "ttt_epochs", "reached"])
     assert next(line for line in table.splitlines() if line.startswith("perturb")).split()[-1] == "1/1"
     scores = results.score(format="csv")
     rows = {line.split(",")[0]: line for line in scores.splitlines()[1:]}

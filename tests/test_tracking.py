@@ -125,7 +125,7 @@ def test_track_mirrors_a_committed_folder(tmp_path: Path) -> None:
     assert f"mirrored {len(published)} run(s)" in proc.stdout
     runs = [r for r in mlflow_runs(uri, "quick") if r.data.tags["kind"] == "run"]
     assert {r.data.tags["run_id"]: r.data.metrics["test_accuracy"] for r in runs} == dict(
-        zip(published["run_id"], published["test_acc"], strict=True)
+        zip(published["run_id"], published["test_accuracy"], strict=True)
     )
 
 
