@@ -77,6 +77,8 @@ def publish(study: str, work: Path, out: Path, sets: list[str], wall: float, exi
     (out / "scores.md").write_text(results.score("markdown"))  # across tasks: profiles, ranks, IQM
     if not results.tuning.empty:  # a tuned study: every trial
         (out / "trials.md").write_text(results.table("markdown", tuning=True))
+    for stale in (out / "figures").glob("*.p[nd][gf]") if (out / "figures").is_dir() else ():
+        stale.unlink()  # a figure the runs no longer support (e.g. no CD diagram) must not outlive its data
     written, skipped = results.plot(out / "figures")
     results.report(out / "report.html")
     metas = store.metas()

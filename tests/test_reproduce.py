@@ -110,3 +110,31 @@ def test_the_python_api_returns_each_rows_verdict(recorded: Path) -> None:
     assert rows.loc["backprop", "verdict"] == "ref"
     assert rows.loc["fa", "verdict"].split(":")[0] in ("better", "worse", "equivalent ±0.05", "inconclusive")
     assert {"tost_p", "p_vs_reference", "diff_low", "diff_high", "seeds_to_decide"} <= set(rows.columns)
+
+
+def test_a_committed_runs_csv_under_public_names_reads_back() -> None:
+    """results/quick's runs.csv is written under the public names (label, configuration, test_accuracy):
+    read back under the comparison's own, every configuration "" (not NaN), the commit its runs name."""
+    from bpbench.experiments.front.reproduce import recorded
+    from helpers import REPO
+
+    name, raw, runs, commit = recorded(REPO / "results" / "quick")
+    assert name == "quick" and raw["seeds"] == 3 and len(runs) == 75
+    assert runs["config"].eq("").all() and runs["test_acc"].between(0.0, 1.0).all()
+    assert set(runs["learner"]) >= {"backprop", "fa", "snn_dfa"} and commit is not None
+
+
+def test_bit_identical_falls_back_to_the_seed_when_run_ids_changed() -> None:
+    recorded = pd.DataFrame(
+        {
+            "run_id": ["old0", "old1"],
+            "learner": "fa",
+            "config": "",
+            "task": "digits",
+            "seed": [0, 1],
+            "test_acc": [0.9, 0.92],
+        }
+    )
+    rerun = recorded.assign(run_id=["new0", "new1"], test_acc=[0.9, 0.93])  # seed 1 differs
+    row = compare_runs(recorded, rerun, 0.01).iloc[0]
+    assert row["identical"] == 1 and row["seeds_rerun"] == 2

@@ -46,11 +46,13 @@ def recorded(folder: Path) -> tuple[str, dict[str, Any], pd.DataFrame, str | Non
     meta = json.loads(meta_path.read_text())
     if not isinstance(meta, dict) or not isinstance(meta.get("study_table"), dict):
         raise ConfigError(f"{str(meta_path)!r} holds no study_table: cannot tell what to re-run")
+    text = {"config": str, "configuration": str}  # an empty configuration is "", not NaN
     runs = pd.read_csv(  # round_trip: the digits written, bit for bit (pandas' default parser is not exact)
-        runs_path, keep_default_na=False, na_values=[""], dtype={"config": str}, float_precision="round_trip"
-    ).fillna({"config": ""})
+        runs_path, keep_default_na=False, na_values=[""], dtype=text, float_precision="round_trip"
+    )
     if "label" in runs:  # written under the public names (an older runs.csv used the internal ones)
         runs = runs.rename(columns={public: name for name, public in public_names().items() if public in runs})
+    runs = runs.fillna({"config": ""})
     git = meta.get("git") or [{}]
     commit = git[0].get("commit") if isinstance(git, list) and git and isinstance(git[0], dict) else None
     return str(meta.get("study", folder.name)), meta["study_table"], runs, commit

@@ -5,7 +5,8 @@ runs are bit-identical.
 and the measures; rows of ``RunTable.runs`` or a committed ``runs.csv``) and returns one row per
 (learner, config, task) of the re-run: seeds of each, mean test accuracy of each, the difference,
 the TOST p that the difference lies within ±margin (``stats.tost_p``, Holm-adjusted over the rows),
-how many re-run runs are bit-identical to the recorded run of the same id (every measure both
+how many re-run runs are bit-identical to the recorded run of the same id, or of the same seed where a
+release changed run ids (every measure both
 record equal, NaN equal to NaN; not the clock's ``CLOCKED`` ones), and the verdict: *identical*
 (every re-run run bit-identical),
 *equivalent ±m*, *not shown equivalent*, or *n/a* (fewer than 2 seeds a side, or no recorded row).
@@ -45,8 +46,11 @@ def compare_runs(recorded: pd.DataFrame, rerun: pd.DataFrame, margin: float) -> 
     for keys, group in rerun.groupby(KEYS, sort=True):
         learner, config, task = cast(tuple[str, str, str], keys)
         mine = recorded[(recorded["learner"] == learner) & (recorded["config"] == config) & (recorded["task"] == task)]
+        by_seed = mine.drop_duplicates("seed").set_index("seed")  # a run id changes when a release adds a spec field
         identical = sum(
-            run["run_id"] in by_id.index and _same(by_id.loc[run["run_id"]], run, measures)
+            _same(by_id.loc[run["run_id"]], run, measures)
+            if run["run_id"] in by_id.index
+            else run["seed"] in by_seed.index and _same(by_seed.loc[run["seed"]], run, measures)
             for _, run in group.iterrows()
         )
         rows.append(
@@ -101,7 +105,8 @@ def render(frame: pd.DataFrame, margin: float) -> str:
     total, same = int(frame["seeds_rerun"].sum()), int(frame["identical"].sum())
     note = (
         "Seeds: recorded / re-run. Bit-identical: re-run runs whose every measure (but seconds and peak "
-        "memory) equals the recorded run of the same id. Equivalent: TOST (statsmodels ttost_ind, Welch) "
+        "memory) equals the recorded run of the same id (or, where a release changed run ids, of the same seed). "
+        "Equivalent: TOST (statsmodels ttost_ind, Welch) "
         f"that the re-run's mean test accuracy is within ±{margin:g} of the recorded one, Holm-adjusted over "
         f"the {len(frame)} rows, alpha {ALPHA:g}. {same} of {total} re-run runs bit-identical. Expect "
         "bit-identical runs on the same CPU and torch build, and equivalent (not identical) rows on another machine."
