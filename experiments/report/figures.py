@@ -215,7 +215,7 @@ def _legend(
     legend = fig.legend(
         handles=handles, loc="outside right upper", title=title, frameon=False, ncols=ncols, fontsize=small
     )
-    needed = legend.get_window_extent(fig._get_renderer()).height / fig.dpi + 0.3  # multi-line labels
+    needed = legend.get_window_extent().height / fig.dpi + 0.3  # multi-line labels
     if needed > fig.get_size_inches()[1]:
         fig.set_size_inches(fig.get_size_inches()[0], needed)
 
