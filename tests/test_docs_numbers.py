@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -39,16 +41,20 @@ def test_a_wrong_number_is_named_and_fixed(tmp_path: Path) -> None:
         ROOT / "results" / "vanishing", tmp_path / "results" / "vanishing", ignore=shutil.ignore_patterns("figures")
     )
     spec = "vanishing/table.csv learner=dfa,config=hidden=4x64;activation=relu;batchnorm=False,task=digits"
-    (tmp_path / "README.md").write_text(
-        f"ratio 0.002<!-- q {spec} grad_ratio_mean --> at 4, accuracy .35<!-- q {spec} test_acc_mean -->, "
+    table = pd.read_csv(ROOT / "results" / "vanishing" / "table.csv")
+    row = table[(table["learner"] == "dfa") & (table["task"] == "digits")]
+    row = row[row["config"] == "hidden=4x64, activation=relu, batchnorm=False"].iloc[0]
+    ratio, acc = f"{row['grad_ratio_mean']:.4f}", f"{row['test_acc_mean']:.2f}".removeprefix("0")
+    (tmp_path / "README.md").write_text(  # two numbers wrong by construction (the table's are < 0.9)
+        f"ratio 0.9000<!-- q {spec} grad_ratio_mean --> at 4, accuracy .99<!-- q {spec} test_acc_mean -->, "
         "9<!-- q vanishing/metadata.json - runs_failed --> failed, "
         "x 1<!-- q vanishing/table.csv learner=nope,task=digits seeds -->\n"
     )
     found, bad = checker.check(tmp_path)
     assert len(found) == 4
-    assert [(m.quote.number, m.found) for m in bad[:2]] == [("0.002", "0.001"), (".35", ".31")]
+    assert [(m.quote.number, m.found) for m in bad[:2]] == [("0.9000", ratio), (".99", acc)]
     assert bad[2].found.startswith("unreadable: 0 rows") and len(bad) == 3
     assert checker.fix(bad) == 2
     text = (tmp_path / "README.md").read_text()
-    assert "ratio 0.001<!--" in text and "accuracy .31<!--" in text
+    assert f"ratio {ratio}<!--" in text and f"accuracy {acc}<!--" in text
     assert len(checker.check(tmp_path)[1]) == 1  # only the unreadable quote is left
