@@ -46,11 +46,12 @@ def compare_runs(recorded: pd.DataFrame, rerun: pd.DataFrame, margin: float) -> 
     for keys, group in rerun.groupby(KEYS, sort=True):
         learner, config, task = cast(tuple[str, str, str], keys)
         mine = recorded[(recorded["learner"] == learner) & (recorded["config"] == config) & (recorded["task"] == task)]
-        by_seed = mine.drop_duplicates("seed").set_index("seed")  # a run id changes when a release adds a spec field
+        # a run id changes when a release adds a spec field: then the recorded run of the same seed
+        by_seed = mine.drop_duplicates("seed").set_index("seed") if "seed" in mine else mine.iloc[:0]
         identical = sum(
             _same(by_id.loc[run["run_id"]], run, measures)
             if run["run_id"] in by_id.index
-            else run["seed"] in by_seed.index and _same(by_seed.loc[run["seed"]], run, measures)
+            else run.get("seed") in by_seed.index and _same(by_seed.loc[run["seed"]], run, measures)
             for _, run in group.iterrows()
         )
         rows.append(
