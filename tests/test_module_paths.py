@@ -25,9 +25,6 @@ SOURCES = sorted(p for d in ("bpbench", *PACKAGES) for p in (REPO / d).rglob("*.
 # docs/changelog.md is history: it names the old paths of renamed files on purpose
 PAGES = [REPO / "README.md", *sorted(p for p in (REPO / "docs").glob("*.md") if p.name != "changelog.md")]
 PLACEHOLDER = re.compile(r"[A-Z]{2,}")  # experiments/plan/studies/NAME.toml: a pattern, not a file
-# files whose owners (other work in progress) still have to correct the paths their docstrings name;
-# strict: each must fail until it is corrected, then this entry goes
-NOT_YET: dict[str, str] = {}
 # dotted: bpbench.x.y, experiments.x.y, learners.x, tasks.x (a TOML table such as [learners.backprop] or
 # tasks.{label} is not one: it follows "[" or is followed by "{" / "=")
 DOTTED = re.compile(r"(?<![\w.\[/{-])(?:bpbench\.)?(?:experiments|learners|tasks)(?:\.[A-Za-z_]\w*)+(?![\w{(=/-])")
@@ -107,15 +104,7 @@ def named_paths(path: Path) -> list[tuple[str, bool]]:
     return found
 
 
-def marked(path: Path) -> object:
-    """``path`` as a test parameter (strictly expected to fail while it is in ``NOT_YET``)."""
-    name = str(path.relative_to(REPO))
-    if name in NOT_YET:
-        return pytest.param(path, id=name, marks=pytest.mark.xfail(strict=True, reason=f"names {NOT_YET[name]}"))
-    return pytest.param(path, id=name)
-
-
-@pytest.mark.parametrize("path", [marked(p) for p in SOURCES + PAGES])
+@pytest.mark.parametrize("path", SOURCES + PAGES, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_module_path_named_exists(path: Path) -> None:
     missing = sorted({name for name, exists in named_paths(path) if not exists})
     assert not missing, f"{path.relative_to(REPO)} names paths that do not exist: {missing}"
