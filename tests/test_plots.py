@@ -15,6 +15,8 @@ from bpbench.experiments.front.cli import main
 from bpbench.experiments.report.figure_data import FigureData
 from bpbench.experiments.report.figures import (
     NoData,
+    against_depth,
+    alignment_by_layer,
     alignment_over_training,
     grad_norm_heatmap,
     learner_colors,
@@ -23,6 +25,7 @@ from bpbench.experiments.report.figures import (
     pareto_front,
     standard_figures,
 )
+from bpbench.experiments.store.describe import depth
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.run_table import RunTable
 from conftest import run_tiny_study
@@ -283,3 +286,67 @@ def test_alignment_figure_shows_the_projection_coefficient_beside_the_cosine() -
     assert labels == ["cosine with true gradient", "projection <u,g>/|g|^2"]
     drawn = [line.get_ydata()[0] for line in visible[1].lines if line.get_label() == "_child0"]
     assert drawn == [pytest.approx(0.17)]
+
+
+def _resnet_depth_data() -> FigureData:
+    """fa at ResNet-8 and -14, 2 seeds each: layer k of a depth-d run has cosine k / (d - 1) + seed / 10."""
+    runs, rows = [], []
+    for d in (8, 14):
+        for seed in (0, 1):
+            run_id = f"fa-{d}-{seed}"
+            runs.append(
+                {
+                    "run_id": run_id,
+                    "learner": "fa",
+                    "learner_name": "fa",
+                    "task": "fashion_mnist",
+                    "arch": "resnet",
+                    "depth": d,
+                    "activation": "relu",
+                    "batchnorm": False,
+                    "alignment": 0.5 + d / 100,
+                    "test_acc": 0.8 - d / 100,
+                }
+            )
+            for step in (0, 25):
+                rows += [
+                    {
+                        "run_id": run_id,
+                        "metric": "grad_alignment",
+                        "layer": f"conv{k}",
+                        "step": step,
+                        "value": k / (d - 1) + seed / 10 + (0.02 if step else -0.02),
+                    }
+                    for k in range(d)
+                ]
+    tidy = pd.DataFrame(rows)
+
+    def read(metrics: tuple[str, ...], run_ids: Collection[str]) -> pd.DataFrame:
+        mine = tidy[tidy["metric"].isin(metrics) & tidy["run_id"].isin(set(run_ids))]
+        return mine.merge(pd.DataFrame(runs)[["run_id", "learner", "depth", "task"]], on="run_id")
+
+    return FigureData(runs=pd.DataFrame(runs), read_rows=read, read_curves=pd.DataFrame)
+
+
+def test_a_resnets_depth_is_its_weight_layers_and_alignment_is_drawn_by_layer_and_depth() -> None:
+    assert depth({"arch": "resnet", "depth": 14, "hidden": [256, 256]}) == 14
+    assert depth({"arch": "mlp", "depth": 20, "hidden": [64, 64, 64]}) == 3
+    data = _resnet_depth_data()
+    fig = alignment_by_layer(data)
+    lines = [line for line in fig.axes[0].get_lines() if line.get_marker() == "o"]
+    assert sorted(len(line.get_xdata()) for line in lines) == [8, 14]  # one point per weight layer
+    for line in lines:
+        x, y = line.get_xdata(), line.get_ydata()
+        assert x[0] == 0.0 and x[-1] == 1.0  # first and last weight layer, in forward order
+        assert y == pytest.approx(x + 0.05)  # mean over steps (+-0.02) and seeds (0, .1)
+    assert fig.axes[0].get_xlabel().startswith("layer") and fig.legends[0].get_title().get_text().startswith("weight")
+    depth_fig = against_depth(data, "alignment")
+    assert depth_fig.axes[0].get_xlabel() == "weight layers (ResNet depth)"
+    assert list(depth_fig.axes[0].get_xticks()) == [8, 14]
+    for measure in ("alignment", "test_acc"):
+        line = against_depth(data, measure).axes[0].get_lines()[0]  # the mean line, drawn first
+        expected = [0.58, 0.64] if measure == "alignment" else [0.72, 0.66]
+        assert list(line.get_ydata()) == pytest.approx(expected)
+    flat = dataclasses.replace(data, runs=data.runs.assign(alignment=float("nan")))
+    with pytest.raises(NoData, match="alignment"):
+        alignment_by_layer(flat)

@@ -15,6 +15,7 @@ writes PDF and PNG.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import textwrap
 from collections.abc import Callable, Iterable
@@ -26,6 +27,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from bpbench.experiments.report import learner_styles
 from bpbench.experiments.report.figure_data import FigureData
@@ -614,7 +616,23 @@ def lr_sensitivity(data: FigureData, param: str = "lr") -> Figure:
 DEPTH_MEASURES = {
     "grad_ratio": ("grad norm first/last layer (log)", True),
     "test_acc": (ACCURACY_LABEL, False),
+    "alignment": ("cosine with true gradient\n(mean over non-exact layers)", False),
 }
+
+
+def _depth_label(runs: pd.DataFrame) -> str:
+    """The depth axis' label: what ``describe.depth`` counts for the runs' architectures."""
+    resnet = runs["arch"].eq("resnet")
+    if resnet.all():
+        return "weight layers (ResNet depth)"
+    return "hidden layers" if not resnet.any() else "depth (MLP: hidden layers; ResNet: weight layers)"
+
+
+def _depth_panel_title(task: str, arch_runs: pd.DataFrame, bn: bool) -> str:
+    """A depth panel's title: the task and batch norm (a ResNet has it in every block: not named)."""
+    if arch_runs["arch"].eq("resnet").all():
+        return f"{task}, ResNet"
+    return f"{task}, batch norm {'on' if bn else 'off'}"
 
 
 def against_depth(data: FigureData, measure: str = "grad_ratio") -> Figure:
@@ -624,9 +642,9 @@ def against_depth(data: FigureData, measure: str = "grad_ratio") -> Figure:
     if measure not in DEPTH_MEASURES:
         raise ValueError(f"measure = {measure!r}: allowed: {', '.join(DEPTH_MEASURES)}")
     ylabel, log = DEPTH_MEASURES[measure]
-    runs = data.runs
+    runs = data.runs[data.runs[measure].notna()] if not data.runs.empty else data.runs
     if runs.empty or runs.groupby("learner")["depth"].nunique().max() < 2:
-        raise NoData("against depth: no learner has runs at more than one number of hidden layers")
+        raise NoData(f"against depth: no learner has {measure!r} values at more than one depth")
     colors = _colors(runs)
     depths = runs.groupby("learner")["depth"].nunique()
     runs = runs[runs["learner"].isin(depths[depths > 1].index)]
@@ -655,15 +673,65 @@ def against_depth(data: FigureData, measure: str = "grad_ratio") -> Figure:
                 **styles,
             )
             ax.set(
-                title=f"{task}, batch norm {'on' if bn else 'off'}",
-                xlabel="hidden layers",
+                title=_depth_panel_title(task, mine, bn),
+                xlabel=_depth_label(runs),
                 ylabel=ylabel,
                 yscale="log" if log else "linear",
             )
+            ax.set_xticks(sorted(mine["depth"].unique()))  # the depths run, not 10.0 / 12.5
             _quiet_minor_ticks(ax)
         handles, labels = axes[0].get_legend_handles_labels()
         axes[0].get_legend().remove()
         fig.legend(handles, labels, loc="outside right upper", frameon=False)
+    return fig
+
+
+def alignment_by_layer(data: FigureData) -> Figure:
+    """Per-layer cosine with the true gradient against the layer's relative position (0: the first
+    weight layer, 1: the last), one panel per learner with runs at several depths, one line per
+    depth; points: mean over a run's sampled steps, then over seeds (bars: 95% t-interval)."""
+    runs = data.runs[data.runs["alignment"].notna()] if not data.runs.empty else data.runs
+    depths = runs.groupby("learner")["depth"].nunique() if not runs.empty else pd.Series(dtype=int)
+    runs = runs[runs["learner"].isin(depths[depths > 1].index)]
+    if runs.empty:
+        raise NoData("alignment by layer: no learner has alignment values at more than one depth")
+    rows = data.rows(("grad_alignment",), runs["run_id"])
+    if rows.empty:
+        raise NoData("alignment by layer: the runs have no per-layer 'grad_alignment' rows")
+    per_layer = rows.groupby(["run_id", "layer"], sort=False)["value"].mean().reset_index()
+    order = per_layer.groupby("run_id", sort=False).cumcount()  # forward order, as recorded
+    size = per_layer.groupby("run_id", sort=False)["layer"].transform("size")
+    per_layer["position"] = order / (size - 1).clip(lower=1)
+    per_layer = per_layer.merge(runs[["run_id", "learner", "depth", "task"]], on="run_id")
+    learners = [lab for lab in _learner_order(runs) if lab in set(per_layer["learner"])]
+    depth_values = sorted(per_layer["depth"].unique())
+    palette = dict(zip(depth_values, sns.color_palette("viridis", len(depth_values))))
+    tasks = sorted(per_layer["task"].unique())
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
+        fig, axes = _figure(len(learners) * len(tasks), ncols=min(3, len(learners) * len(tasks)))
+        for i, (task, learner) in enumerate(itertools.product(tasks, learners)):
+            mine = per_layer[(per_layer["learner"] == learner) & (per_layer["task"] == task)]
+            sns.lineplot(
+                mine,
+                x="position",
+                y="value",
+                hue="depth",
+                hue_order=depth_values,
+                palette=palette,
+                errorbar=_ci,
+                err_style="bars",
+                marker="o",
+                markersize=3,
+                linewidth=1,
+                ax=axes[i],
+                legend=False,
+            )
+            ax = axes[i]
+            ax.axhline(0.0, color="0.5", linewidth=0.6)
+            title = f"{learner} on {task}" if len(tasks) > 1 else learner
+            ax.set(title=title, xlabel="layer (0: first, 1: last)", ylabel="cosine with true gradient")
+        handles = [Line2D([], [], color=palette[d], marker="o", label=str(d)) for d in depth_values]
+        fig.legend(handles=handles, title=_depth_label(runs), loc="outside right upper", frameon=False)
     return fig
 
 
@@ -737,6 +805,16 @@ def _run_figures(data: FigureData) -> dict[str, Builder]:
             lambda: against_depth(data, "grad_ratio"),
         ),
         "accuracy_vs_depth": ("Final test accuracy against depth.", lambda: against_depth(data, "test_acc")),
+        "alignment_vs_depth": (
+            "Mean cosine of the update signal with the true gradient (layers exact by construction left "
+            "out) against depth.",
+            lambda: against_depth(data, "alignment"),
+        ),
+        "alignment_by_layer": (
+            "Cosine of the update signal with the true gradient per weight layer (input side left), mean "
+            "over sampled steps and seeds, one line per depth.",
+            lambda: alignment_by_layer(data),
+        ),
         "generalization_gap": ("Train-test accuracy gap with and without dropout.", lambda: generalization_gap(data)),
     }
 

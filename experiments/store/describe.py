@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -91,6 +92,12 @@ def option_values(spec: dict[str, Any]) -> str:
     return json.dumps(values, sort_keys=True)
 
 
+def depth(model: Mapping[str, Any]) -> int:
+    """A run's depth: a ResNet's number of weight layers (``model.depth``, 6n + 2); any other
+    architecture's number of fully connected hidden layers (``len(model.hidden)``)."""
+    return int(model["depth"]) if model["arch"] == "resnet" else len(model["hidden"])
+
+
 def run_row(meta: dict[str, Any]) -> dict[str, Any]:
     """What a run was (labels, model, budget) and what stopped it, from its meta."""
     spec = meta["spec"]
@@ -104,7 +111,7 @@ def run_row(meta: dict[str, Any]) -> dict[str, Any]:
         "task_name": spec["task"],
         "seed": spec["seed_index"],
         "arch": model["arch"],
-        "depth": len(model["hidden"]),
+        "depth": depth(model),
         "activation": model["activation"],
         "batchnorm": model["batchnorm"],
         "dropout": model["dropout"],
