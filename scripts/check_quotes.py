@@ -16,7 +16,8 @@ key for json), then optional transforms applied in order: ``x100`` (a fraction a
 
 ``python -m scripts.check_quotes`` lists every mismatch (file:line, quoted, found) and exits 1 if any;
 ``--fix`` rewrites each mismatched number in place at the precision it was written with.
-Scanned: README.md, docs/*.md, experiments/plan/studies/*.toml.
+Scanned: README.md, docs/*.md, experiments/plan/studies/*.toml. Table excerpts (``scripts/table_excerpts.py``)
+are checked and fixed with them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from scripts import table_excerpts
+from scripts.table_excerpts import Excerpt
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBER = r"[−-]?(?:\d+(?:\.\d+)?|\.\d+)(?:e[−-]?\d+)?"
@@ -163,18 +167,32 @@ def fix(mismatches: list[Mismatch]) -> int:
     return sum(len(v) for v in by_path.values())
 
 
+def check_excerpts(root: Path = ROOT) -> dict[Path, list[tuple[Excerpt, str]]]:
+    """Per document with a table excerpt that differs from its table: (excerpt, what it should be)."""
+    found = {path: table_excerpts.mismatched(path, root / "results") for path in documents(root)}
+    return {path: bad for path, bad in found.items() if bad}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fix", action="store_true", help="rewrite mismatched numbers from the tables")
+    parser.add_argument("--fix", action="store_true", help="rewrite mismatched numbers and excerpts from the tables")
     args = parser.parse_args(argv)
     found, bad = check()
+    stale = check_excerpts()
     for m in bad:
         print(m)
-    if args.fix and bad:
-        print(f"rewrote {fix(bad)} number(s); the words around them may need reading again")
+    for path, items in stale.items():
+        for excerpt, expected in items:
+            why = expected if expected.startswith("unreadable") else "differs from its table"
+            print(f"{path.relative_to(ROOT)}:{excerpt.line}: table excerpt {why}  [{excerpt.spec}]")
+    if args.fix and (bad or stale):
+        rewritten = sum(table_excerpts.rewrite(path, items) for path, items in stale.items())
+        print(f"rewrote {fix(bad)} number(s) and {rewritten} excerpt(s); the words around them may need reading again")
         return 0
-    print(f"{len(found)} quoted numbers checked, {len(bad)} mismatched")
-    return 1 if bad else 0
+    print(
+        f"{len(found)} quoted numbers checked, {len(bad)} mismatched; {sum(map(len, stale.values()))} stale excerpt(s)"
+    )
+    return 1 if bad or stale else 0
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ run counts, git commit, package versions, hardware); and ``results/README.md`` s
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 import sys
@@ -32,6 +33,8 @@ import pandas as pd
 
 from bpbench.experiments.front.cli import main as bpbench
 from bpbench.experiments.front.results import load
+from bpbench.experiments.report.figure_layout import folder_problems
+from bpbench.experiments.report.score_table import render_score, score
 from bpbench.experiments.run.provenance import git_commit
 from bpbench.experiments.store.describe import public
 from bpbench.experiments.store.run_store import RunStore
@@ -74,7 +77,9 @@ def publish(study: str, work: Path, out: Path, sets: list[str], wall: float, exi
     out.mkdir(parents=True, exist_ok=True)
     for fmt, suffix in (("markdown", "md"), ("latex", "tex"), ("csv", "csv"), ("text", "txt")):
         (out / f"table.{suffix}").write_text(results.table(fmt))
-    (out / "scores.md").write_text(results.score("markdown"))  # across tasks: profiles, ranks, IQM
+    scores = score(RunTable.read(store), measure="flops")  # across tasks: profiles, ranks, IQM (its final runs)
+    (out / "scores.md").write_text(render_score(scores, "markdown"))
+    (out / "scores.csv").write_text(render_score(scores, "csv"))
     if not results.tuning.empty:  # a tuned study: every trial
         (out / "trials.md").write_text(results.table("markdown", tuning=True))
     for stale in (out / "figures").glob("*.p[nd][gf]") if (out / "figures").is_dir() else ():
@@ -105,9 +110,26 @@ def publish(study: str, work: Path, out: Path, sets: list[str], wall: float, exi
         "hardware": distinct(metas, "hardware"),
         "figures": sorted(p.name for p in written if p.suffix == ".png"),
         "figures_skipped": skipped,
+        "figure_layout": figure_layout(work, out / "figures", written),
+        "scores": {"friedman": scores.friedman},
     }
     (out / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     return meta
+
+
+def figure_layout(work: Path, figures: Path, written: list[Path]) -> dict[str, dict[str, Any]]:
+    """Per figure drawn (PNG name): its layout problems and warnings (``figure_layout.folder_problems``,
+    drawn again from the same runs) and the SHA-256 of the PNG written, so a test can check every
+    committed figure against the check made when it was drawn."""
+    problems = folder_problems(work)
+    return {
+        path.name: {
+            "problems": problems.get(path.stem, ["not checked: no such figure among the drawn ones"]),
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
+        for path in written
+        if path.suffix == ".png"
+    }
 
 
 KEPT = ("command", "overrides", "wall_seconds", "bpbench_exit_code", "generated", "conditions")

@@ -58,3 +58,26 @@ def test_a_wrong_number_is_named_and_fixed(tmp_path: Path) -> None:
     text = (tmp_path / "README.md").read_text()
     assert f"ratio {ratio}<!--" in text and f"accuracy {acc}<!--" in text
     assert len(checker.check(tmp_path)[1]) == 1  # only the unreadable quote is left
+
+
+def test_table_excerpts_equal_their_tables_and_a_stale_one_is_rewritten(tmp_path: Path) -> None:
+    checker = _checker()
+    excerpts = [e for path in checker.documents(ROOT) for e in checker.table_excerpts.excerpts(path)]
+    assert any(e.path.name == "README.md" for e in excerpts), "the README's table excerpt lost its mark-up"
+    assert not checker.check_excerpts(ROOT), "stale table excerpts (fix: python -m scripts.check_quotes --fix)"
+    (tmp_path / "docs").mkdir()
+    shutil.copytree(
+        ROOT / "results" / "quick", tmp_path / "results" / "quick", ignore=shutil.ignore_patterns("figures")
+    )
+    spec = "quick/table.md task=fsdd columns=learner|test acc|verdict"
+    right = checker.table_excerpts.render(spec, tmp_path / "results")
+    assert right.count("\n") == 2 + 8 and "| backprop | 0." in right  # header, rule, 8 learners on fsdd
+    table = pd.read_csv(ROOT / "results" / "quick" / "table.csv")
+    fa = table[(table["learner"] == "fa") & (table["task"] == "fsdd")].iloc[0]
+    assert f"| fa | {fa['test_acc_mean']:.3f} [" in right
+    stale = right.replace("| fa | 0.", "| fa | 1.", 1)
+    (tmp_path / "README.md").write_text(f"x\n<!-- excerpt {spec} -->\n{stale}<!-- /excerpt -->\ny\n")
+    bad = checker.check_excerpts(tmp_path)
+    assert list(bad) == [tmp_path / "README.md"]
+    checker.table_excerpts.rewrite(tmp_path / "README.md", bad[tmp_path / "README.md"])
+    assert (tmp_path / "README.md").read_text() == f"x\n<!-- excerpt {spec} -->\n{right}<!-- /excerpt -->\ny\n"

@@ -63,3 +63,26 @@ def test_a_clipped_legend_and_overlapping_titles_are_caught() -> None:
     ax.legend()
     ax.set(title="fine", xlabel="x", ylabel="y")
     assert layout_problems(tidy) == []
+
+
+def committed_studies() -> list[Path]:
+    from helpers import REPO
+
+    return sorted(p.parent for p in (REPO / "results").glob("*/metadata.json"))
+
+
+@pytest.mark.parametrize("folder", committed_studies(), ids=lambda p: p.name)
+def test_every_committed_figure_was_checked_fit_to_print_when_drawn(folder: Path) -> None:
+    """The committed folders hold no runs to redraw from, so ``scripts.reference_results`` checks each
+    figure's layout from the runs as it draws it and records the PNG's SHA-256 beside the result: every
+    committed PNG must be that checked figure, and have no problem."""
+    import hashlib
+    import json
+
+    layout = json.loads((folder / "metadata.json").read_text()).get("figure_layout")
+    assert layout is not None, f"{folder.name}: published before the layout record; regenerate it"
+    pngs = {p.name: p for p in (folder / "figures").glob("*.png")}
+    assert set(pngs) == set(layout)
+    for name, path in pngs.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == layout[name]["sha256"], f"{name}: redrawn unchecked"
+        assert layout[name]["problems"] == [], name

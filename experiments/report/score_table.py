@@ -10,7 +10,8 @@ interval. The notes give the Friedman tests, the targets and every definition.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -36,8 +37,7 @@ NOTE_SCORE = (
 )
 
 
-def _friedman_note(name: str, matrix: pd.DataFrame) -> str:
-    stat, p = ranking.friedman(matrix)
+def _friedman_note(name: str, matrix: pd.DataFrame, stat: float, p: float) -> str:
     if math.isnan(stat):
         return (
             f"Friedman test ({name}): n/a ({matrix.shape[1]} learner(s) on {matrix.shape[0]} common task(s); "
@@ -58,6 +58,7 @@ class ScoreTable:
     rows: pd.DataFrame
     notes: tuple[str, ...] = ()
     measure: str = "flops"
+    friedman: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # ranking -> chi2, p, tasks
 
     @property
     def empty(self) -> bool:
@@ -98,15 +99,24 @@ def score_runs(
             "iqm_high": [float(scores["high"].get(c, math.nan)) for c in learners],
         }
     ).sort_values(["rank_acc", "learner"], kind="stable", ignore_index=True)
+    friedman = {"test_acc": ranking.friedman(ranked_acc), "time_to_target": ranking.friedman(ranked_time)}
     notes = [
         NOTE_SCORE.format(measure=time_to_target(measure).words, cap=cap, cap_1=cap - 1, reference=reference),
-        _friedman_note("test accuracy", ranked_acc),
+        _friedman_note("test accuracy", ranked_acc, *friedman["test_acc"]),
         ranking.ranking_note(ranked_acc),
-        _friedman_note(f"{time_to_target(measure).words} to target", ranked_time),
+        _friedman_note(f"{time_to_target(measure).words} to target", ranked_time, *friedman["time_to_target"]),
     ]
     notes += [why] if why else []
     notes += [target_note] if target_note else []
-    return ScoreTable(out, tuple(notes), measure)
+    tests = {
+        "test_acc": {"chi2": friedman["test_acc"][0], "p": friedman["test_acc"][1], "tasks": len(ranked_acc)},
+        "time_to_target": {
+            "chi2": friedman["time_to_target"][0],
+            "p": friedman["time_to_target"][1],
+            "tasks": len(ranked_time),
+        },
+    }
+    return ScoreTable(out, tuple(notes), measure, tests)
 
 
 def score(table: RunTable, reference: References | None = None, measure: str = "flops") -> ScoreTable:
