@@ -3,6 +3,7 @@ the tuning cost, edge flags, the hand-picked arm, and a killed study with all of
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -117,10 +118,22 @@ def test_choice_is_argmax_of_mean_over_seeds_among_unpruned_trials(tmp_path: Pat
     assert "8×2, 0.014 GFLOPs, 7 s, 25% pruned" in row and re.search(r"[+-]\d\.\d{3} \(", row), row
     assert re.search(r"^fa \(hand-picked\)\s+digits", text, re.MULTILINE)
     assert "Tuning cost (every repeat" in text and "fa on digits 8×2" in text
+    csv = pd.read_csv(io.StringIO(results.table("csv")), dtype={"config": str})
+    tuned, hand = csv[csv["sampler"] != "hand-picked"].set_index("learner"), csv[csv["sampler"] == "hand-picked"]
+    spread = float(re.search(r"spread (\d\.\d+)", str(tuned.loc["fa", "shown:repeats"]))[1])
+    assert tuned.loc["fa", "repeat_spread"] == pytest.approx(spread, abs=5e-4)
+    gain = tuned.loc["fa", "test_acc_mean"] - hand.set_index("learner").loc["fa", "test_acc_mean"]
+    assert tuned.loc["fa", "tuning_gain"] == pytest.approx(gain)
 
 
 def test_edge_flags_on_log_and_integer_ranges() -> None:
-    """Within 5% of a range's end (log scale for a log range) is an edge; inside it is not."""
+    """Within 5% of a range's end (log scale for a log range) is an edge; inside it is not. The table
+    marks the value at the edge, not the configuration's last one."""
+    from bpbench.experiments.report.tuning import mark_edges
+
+    assert mark_edges("lr=0.0258, threshold=306", ["lr high"]) == "lr=0.0258†edge, threshold=306"
+    assert mark_edges("lr=0.01, beta=0.52", ["beta low"]) == "lr=0.01, beta=0.52†edge"
+    assert mark_edges("lr=0.01", []) == "lr=0.01" and mark_edges("", ["lr high"]) == "†edge"
     assert edge(LR, 1e-4 * 300**0.04) == "low" and edge(LR, 2.8e-2) == "high" and edge(LR, 1.7e-3) is None
     assert edge(LR, 1e-4 * 300**0.06) is None  # 6% along the log scale (linear: 0.04%)
     tangents = Range(1, 16, integer=True)

@@ -21,8 +21,9 @@ from bpbench.experiments.report.stats import tost_p, welch_diff, welch_p, welch_
 P_MODES = ("holm", "raw")
 COMPARE_COLUMNS = ("p_raw", "tost_p_raw", "diff_mean", "diff_low", "diff_high", "diff_se", "diff_df", "diff_sd")
 NOTE_ACC = (
-    "Test acc: mean [95% t-interval over seeds, clipped to [0, 1]] (nominal coverage at 3 seeds, unlike a "
-    "bootstrap's [min, max]); a row of one seed has no interval and says so."
+    "Test acc: mean [95% t-interval over seeds, clipped to [0, 1]] (it keeps its nominal coverage from 2 seeds on "
+    "when seed accuracies are near normal; a percentile bootstrap's over 3 seeds is their [min, max], which covers "
+    "76%); a row of one seed has no interval and says so."
 )
 NOTE_SPLIT_SHARED = (
     "Splits: every seed of a task shares one stratified train/val/test split, so the intervals "

@@ -33,7 +33,7 @@ from bpbench.experiments.report.summary import (
     main_reference,
     summarize_runs,
 )
-from bpbench.experiments.report.tuning_arms import HAND_PICKED, NOTE_ARMS, default_summary, gain_cells
+from bpbench.experiments.report.tuning_arms import HAND_PICKED, NOTE_ARMS, default_summary, gain_cells, gains
 from bpbench.experiments.report.tuning_cost import EDGE_MARK, cost_cell, cost_note, edge_flags, tuning_cost
 from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.run_table import RunTable
@@ -172,6 +172,15 @@ def robustness(table: pd.DataFrame) -> pd.Series:
     return per_repeat.groupby(level=["learner", "task"]).mean()
 
 
+def mark_edges(config: str, flags: list[str]) -> str:
+    """``config`` ("lr=0.03, beta=0.9") with ``EDGE_MARK`` after each value at its range's edge
+    (``flags``: "lr high", ...); at the end when a flagged option is not in the label."""
+    names = {flag.split()[0] for flag in flags}
+    parts = [f"{part}{EDGE_MARK}" if part.split("=")[0] in names else part for part in config.split(", ")]
+    marked = ", ".join(parts)
+    return marked if EDGE_MARK in marked or not flags else f"{marked}{EDGE_MARK}"
+
+
 def _choices(finals: pd.DataFrame, edges: dict[tuple[str, str, int], list[str]]) -> dict[tuple[str, str], str]:
     """(learner, task) -> each repeat's chosen configuration ("r0 lr=0.01 | r1 lr=0.03†edge"), once when
     every repeat chose the same one."""
@@ -180,12 +189,18 @@ def _choices(finals: pd.DataFrame, edges: dict[tuple[str, str, int], list[str]])
         learner, task = str(learner), str(task)
         picks = group.drop_duplicates("repeat").sort_values("repeat")
         labels = [
-            f"{c}{EDGE_MARK if edges.get((learner, task, int(r))) else ''}"
-            for c, r in zip(picks["config"], picks["repeat"])
+            mark_edges(str(c), edges.get((learner, task, int(r)), [])) for c, r in zip(picks["config"], picks["repeat"])
         ]
         same = len(set(labels)) == 1
         out[(learner, task)] = labels[0] if same else " | ".join(f"r{r} {c}" for r, c in zip(picks["repeat"], labels))
     return out
+
+
+def _repeat_spreads(finals: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """(learner, task) -> max - min of the repeats' mean final test accuracies (NaN with one repeat)."""
+    means = finals.groupby(["learner", "task", "repeat"])["test_acc"].mean().groupby(level=["learner", "task"])
+    spread = (means.max() - means.min()).where(means.size() > 1)
+    return {cast(tuple[str, str], k): float(v) for k, v in spread.items()}
 
 
 def _repeat_cells(finals: pd.DataFrame) -> dict[tuple[str, str], str]:
@@ -219,11 +234,12 @@ def tuned_summary(table: RunTable, reference: References, p_adjust: str = "holm"
     summary = summarize_runs(finals, None, reference, p_adjust, notes, tuned=True)  # failed trials: trial table
     if summary.empty:
         return summary
-    rows = _tuned_columns(summary.rows.copy(), table, tried, repeat_cells)
+    rows = _tuned_columns(summary.rows.copy(), table, tried, repeat_cells, _repeat_spreads(finals))
     extra = [NOTE_TUNED, cost_note(tuning_cost(tried), edges)]
     defaults = _default_runs(table.select(("default",)).runs, finals)
     if not defaults.empty:
         arm = default_summary(defaults, reference, p_adjust)
+        rows["tuning_gain"] = gains(rows, arm)
         rows[f"{SHOWN}tuning gain"] = gain_cells(rows, arm)
         rows = _with_arm(rows, arm)
         extra.append(NOTE_ARMS)
@@ -231,9 +247,14 @@ def tuned_summary(table: RunTable, reference: References, p_adjust: str = "holm"
 
 
 def _tuned_columns(
-    rows: pd.DataFrame, table: RunTable, tried: pd.DataFrame, repeat_cells: dict[tuple[str, str], str]
+    rows: pd.DataFrame,
+    table: RunTable,
+    tried: pd.DataFrame,
+    repeat_cells: dict[tuple[str, str], str],
+    spreads: dict[tuple[str, str], float],
 ) -> pd.DataFrame:
-    """``rows`` with trials, sampler, robustness and the shown columns (repeats, tuning cost, sampler, robust)."""
+    """``rows`` with trials, sampler, robustness, repeat_spread and the shown columns (repeats, tuning
+    cost, sampler, robust)."""
     cost = tuning_cost(tried).set_index(["learner", "task"])
     robust = robustness(tried)
     final = table.select(("final",)).runs
@@ -242,6 +263,7 @@ def _tuned_columns(
     rows["trials"] = [int(cost["trials"].get(k, 0)) for k in keys]
     rows["sampler"] = [samplers.get(k) or "?" for k in keys]
     rows["robustness"] = [float(robust.get(k, math.nan)) for k in keys]
+    rows["repeat_spread"] = [spreads.get(k, math.nan) for k in keys]
     rows[f"{SHOWN}repeats"] = [repeat_cells.get(k, "n/a") for k in keys]
     rows[f"{SHOWN}tuning cost"] = [cost_cell(cost.loc[k]) if k in cost.index else "none" for k in keys]
     rows[f"{SHOWN}sampler"] = rows["sampler"]
@@ -261,7 +283,7 @@ def _default_runs(defaults: pd.DataFrame, finals: pd.DataFrame) -> pd.DataFrame:
 def _with_arm(summary: pd.DataFrame, arm: pd.DataFrame) -> pd.DataFrame:
     """The tuned rows, each followed by its learner's hand-picked row."""
     arm = arm.assign(**{c: "" for c in summary.columns if str(c).startswith(SHOWN)})
-    arm[f"{SHOWN}sampler"] = HAND_PICKED
+    arm["sampler"] = arm[f"{SHOWN}sampler"] = HAND_PICKED
     rows = []
     for _, row in summary.iterrows():
         rows.append(row)

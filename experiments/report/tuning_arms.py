@@ -10,6 +10,8 @@ configuration on the same final seeds, summarized like the tuned rows, and what 
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from bpbench.experiments.report.summary import References, summarize_runs
@@ -30,6 +32,12 @@ def verdict(row: pd.Series) -> str:
     """The row's verdict against its reference as the summary sets it (``report/verdicts.py``: better,
     worse, equivalent ±m, inconclusive; ref; n/a), without an inconclusive row's seeds-to-decide advice."""
     return str(row.get("verdict", "n/a")).split(":")[0]
+
+
+def gains(tuned: pd.DataFrame, default: pd.DataFrame) -> list[float]:
+    """Per tuned row: tuned minus hand-picked mean test accuracy (NaN without hand-picked runs)."""
+    by_key = {(r["learner"], r["task"]): r["test_acc_mean"] for _, r in default.iterrows()}
+    return [row["test_acc_mean"] - by_key.get((row["learner"], row["task"]), math.nan) for _, row in tuned.iterrows()]
 
 
 def gain_cells(tuned: pd.DataFrame, default: pd.DataFrame) -> list[str]:
