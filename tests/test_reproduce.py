@@ -119,7 +119,7 @@ def test_a_committed_runs_csv_under_public_names_reads_back() -> None:
     from helpers import REPO
 
     name, raw, runs, commit = recorded(REPO / "results" / "quick")
-    assert name == "quick" and raw["seeds"] == 3 and len(runs) == 75
+    assert name == "quick" and raw["seeds"] == 5 and len(runs) == 125
     assert runs["config"].eq("").all() and runs["test_acc"].between(0.0, 1.0).all()
     assert set(runs["learner"]) >= {"backprop", "fa", "snn_dfa"} and commit is not None
 
