@@ -33,9 +33,8 @@ from bpbench.experiments.store.run_store import RunStore
 from bpbench.experiments.store.run_table import RunTable
 
 # BioTorch Benchmarks.md, Fashion-MNIST, LeNet, top-1 test error % (shared/REFERENCES.md).
-BIOTORCH_LENET = {"backprop": 9.2, "fa": 13.06, "dfa": 12.81, "sign_symmetry": 9.69}
-BIOTORCH_ONLY = {"brSF": 10.02, "frSF": 9.61}  # sign-symmetry variants bpbench does not implement
-NAMES = {"sign_symmetry": "sign_symmetry (uSF)"}
+BIOTORCH_LENET = {"backprop": 9.2, "fa": 13.06, "dfa": 12.81, "sign_symmetry": 9.69, "brsf": 10.02, "frsf": 9.61}
+NAMES = {"sign_symmetry": "sign_symmetry (uSF)", "brsf": "brsf (brSF)", "frsf": "frsf (frSF)"}
 ARCHS = ("mlp", "lenet")
 
 
@@ -91,15 +90,6 @@ def side_by_side(err: pd.DataFrame) -> pd.DataFrame:
                 "BioTorch LeNet": "n/a" if published is None else f"{published:.2f}",
                 "ours LeNet (median [range])": _cell(ours),
                 "ours - BioTorch": "n/a" if diff is None else f"{diff:+.2f}",
-            }
-        )
-    for name, published in BIOTORCH_ONLY.items():
-        rows.append(
-            {
-                "rule": name,
-                "BioTorch LeNet": f"{published:.2f}",
-                "ours LeNet (median [range])": "not in bpbench",
-                "ours - BioTorch": "n/a",
             }
         )
     return pd.DataFrame(rows)

@@ -52,6 +52,7 @@ def test_fashion_study_slice_runs_end_to_end(tmp_path: Path) -> None:
     newer = ["pc", "ff", "backprop_tanh", "dtp", "dtp", "fwd_grad_weight", "fwd_grad_activity"]  # dtp: 2 variants
     assert sorted(zip(runs["learner"], runs["arch"])) == sorted(
         [(rule, arch) for rule in ("backprop", "fa", "dfa", "sign_symmetry") for arch in ("lenet", "mlp")]
+        + [("brsf", "lenet"), ("frsf", "lenet")]
         + [(rule, "mlp") for rule in newer]
     )
     assert (runs["samples"] == 2000).all()  # one epoch of the 2,000-image slice
@@ -59,8 +60,9 @@ def test_fashion_study_slice_runs_end_to_end(tmp_path: Path) -> None:
     # 16 steps: backprop and sign symmetry are well above chance (0.1) on both nets already
     assert (runs[runs["learner"].isin(["backprop", "sign_symmetry"])]["test_acc"] > 0.3).all()
     text = report(out)
-    assert "| backprop" in text and "9.20" in text and "13.06" in text and "15 runs completed, 0 failed" in text
+    assert "| backprop" in text and "9.20" in text and "13.06" in text and "17 runs completed, 0 failed" in text
     assert "| dtp (penultimate=gradient)" in text and "| dtp (penultimate=target)" in text
+    assert "| brsf (brSF)" in text and "10.02" in text and "| frsf (frSF)" in text and "not in bpbench" not in text
     # published as under results/: the same tables from runs.csv alone, without the run folders
     published = tmp_path / "published"
     published.mkdir()

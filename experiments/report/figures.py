@@ -616,7 +616,7 @@ def lr_sensitivity(data: FigureData, param: str = "lr") -> Figure:
 DEPTH_MEASURES = {
     "grad_ratio": ("grad norm first/last layer (log)", True),
     "test_acc": (ACCURACY_LABEL, False),
-    "alignment": ("cosine with true gradient\n(mean over non-exact layers)", False),
+    "alignment": ("mean cosine with true gradient", False),
 }
 
 
