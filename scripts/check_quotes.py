@@ -11,7 +11,8 @@ Fields: the file under ``results/`` (a ``.csv`` table, or ``metadata.json``), th
 pairs joined by commas that select exactly one row of the csv, a ``;`` in a value standing for a
 configuration label's ", "; ``-`` for json), the column (a dotted
 key for json), then optional transforms applied in order: ``x100`` (a fraction as points or percent),
-``giga`` (FLOPs as GFLOPs), ``abs``, ``neg``. The quoted number must equal the value rounded to the decimals it is written with
+``giga`` (FLOPs as GFLOPs), ``abs``, ``neg``. The quoted number must equal the value rounded to the
+decimals it is written with
 (``.851``: 3 decimals; ``6–8`` forms are quoted one number at a time; ``8e-9``: its significant digits).
 
 ``python -m scripts.check_quotes`` lists every mismatch (file:line, quoted, found) and exits 1 if any;
