@@ -192,7 +192,7 @@ LEGEND_ROWS = 16  # a longer legend wraps into columns
 LEGEND_COLUMN_INCHES = 2.2  # the canvas widens by this per legend column
 
 
-def _legend(
+def learner_legend(
     fig: Figure,
     colors: dict[str, Color],
     labels: Iterable[str],
@@ -200,7 +200,8 @@ def _legend(
     markers: dict[str, str] | None = None,
     texts: dict[str, str] | None = None,
 ) -> None:
-    from matplotlib.lines import Line2D
+    """One legend of the learners ``labels`` (in ``colors``' order) beside the panels, outside them:
+    the canvas grows to fit it (columns of at most ``LEGEND_ROWS``); ``texts``: a label's shown text."""
 
     shown = [label for label in colors if label in set(labels)]
     handles = [
@@ -268,7 +269,7 @@ def learning_curves(data: FigureData, x: str = "epoch") -> Figure:
                 _x_scale(ax, curves.loc[curves["task"] == task, "x"], xlabel, engineering=metric == "train_flops")
             else:
                 ax.set_xlabel(xlabel)
-        _legend(
+        learner_legend(
             fig,
             colors,
             curves["learner"],
@@ -313,7 +314,7 @@ def accuracy_vs_compute(data: FigureData) -> Figure:
             _draw_compute_panel(ax, mine, colors, markers)
             ax.set(title=task, ylabel=ACCURACY_LABEL)
             _x_scale(ax, mine["flops"], "training FLOPs", engineering=True)
-        _legend(fig, colors, points["learner"], markers=markers)
+        learner_legend(fig, colors, points["learner"], markers=markers)
     return fig
 
 
@@ -609,7 +610,7 @@ def lr_sensitivity(data: FigureData, param: str = "lr") -> Figure:
                 )
             ax.set(title=task, ylabel="final validation accuracy")
             _x_scale(ax, runs.loc[runs["task"] == task, param], PARAM_LABELS[param])
-        _legend(fig, colors, runs["learner"], markers=markers)
+        learner_legend(fig, colors, runs["learner"], markers=markers)
     return fig
 
 
@@ -757,7 +758,7 @@ def generalization_gap(data: FigureData) -> Figure:
                 legend=False,
             )
             ax.set(title=task, xlabel="dropout probability", ylabel="train - test accuracy (fraction)")
-        _legend(fig, colors, runs["learner"], markers=markers)
+        learner_legend(fig, colors, runs["learner"], markers=markers)
     return fig
 
 

@@ -22,7 +22,7 @@ from matplotlib.ticker import EngFormatter, NullFormatter
 
 from bpbench.experiments.report import ranking
 from bpbench.experiments.report.figure_data import FigureData
-from bpbench.experiments.report.figures import PANEL, NoData, learner_colors, learner_markers
+from bpbench.experiments.report.figures import PANEL, NoData, learner_colors, learner_legend, learner_markers
 from bpbench.experiments.report.scoring import first_reached, targets_for
 
 
@@ -87,7 +87,14 @@ def target_curves(data: FigureData) -> Figure:
             )
             ax.xaxis.set_major_formatter(EngFormatter(sep=""))
             ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.legend(fontsize="x-small", frameon=False)
+        chosen = curves.drop_duplicates(["learner", "task"]).groupby("learner")["config"].agg(set)
+        texts = {  # the chosen configuration when it is the same on every task (else: the caption's rule)
+            learner: f"{learner} ({next(iter(configs))})"
+            if several.get(learner, 1) > 1 and len(configs) == 1 and next(iter(configs))
+            else learner
+            for learner, configs in chosen.items()
+        }
+        learner_legend(fig, colors, curves["learner"], markers=markers, texts=texts)
     return fig
 
 
