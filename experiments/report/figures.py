@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -488,6 +490,7 @@ def _distinguishing(configs: list[str]) -> list[str]:
     return [", ".join(x for x in p if x not in common) for p in parts]
 
 
+LEGEND_LAYERS = 6  # more layers than this: a colour bar instead of a legend naming each
 # the per-layer comparisons with the true gradient the alignment figure shows: metric -> (y label, y limits, guides)
 COMPARISON_PANELS = {
     "grad_alignment": ("cosine with true gradient", (-1.05, 1.05), (0.0,)),
@@ -551,7 +554,17 @@ def _draw_comparison_panel(ax: Axes, mine: pd.DataFrame, metric: str, title: str
     ax.set_title(title, fontsize="small")
     if ylim is not None:
         ax.set_ylim(*ylim)
-    ax.legend(title="layer", fontsize="x-small", title_fontsize="x-small")
+    layers = mine["layer"].nunique()
+    if layers <= LEGEND_LAYERS:
+        ax.legend(title="layer", fontsize="x-small", title_fontsize="x-small")
+        return
+    if (legend := ax.get_legend()) is not None:
+        legend.remove()  # a deep net's layers: a colour bar from the first to the last, not a long list
+    bar = ax.figure.colorbar(
+        ScalarMappable(Normalize(1, layers), "viridis"), ax=ax, ticks=[1, layers], fraction=0.05, pad=0.02
+    )
+    bar.set_label("layer (first to last)", fontsize="x-small")
+    bar.ax.tick_params(labelsize="x-small")
 
 
 def _wrapped(title: str, width: int = 34) -> str:
@@ -632,7 +645,7 @@ def _depth_label(runs: pd.DataFrame) -> str:
 def _depth_panel_title(task: str, arch_runs: pd.DataFrame, bn: bool) -> str:
     """A depth panel's title: the task and batch norm (a ResNet has it in every block: not named)."""
     if arch_runs["arch"].eq("resnet").all():
-        return f"{task}, ResNet"
+        return task  # the x label names the ResNet
     return f"{task}, batch norm {'on' if bn else 'off'}"
 
 
@@ -650,9 +663,11 @@ def against_depth(data: FigureData, measure: str = "grad_ratio") -> Figure:
     depths = runs.groupby("learner")["depth"].nunique()
     runs = runs[runs["learner"].isin(depths[depths > 1].index)]
     panels = list(runs.groupby(["task", "batchnorm"]).groups)
+    several = runs["activation"].nunique() > 1  # one activation: no line-style legend for it
     styles = {
         "hue_order": [lab for lab in colors if lab in set(runs["learner"])],
-        "style_order": sorted(runs["activation"].unique()),
+        "style": "activation" if several else None,
+        "style_order": sorted(runs["activation"].unique()) if several else None,
     }  # the same marks in every panel
     with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
         fig, axes = _figure(len(panels), ncols=min(2, len(panels)))
@@ -663,7 +678,6 @@ def against_depth(data: FigureData, measure: str = "grad_ratio") -> Figure:
                 x="depth",
                 y=measure,
                 hue="learner",
-                style="activation",
                 palette=colors,
                 estimator=_geometric_mean if log else "mean",
                 errorbar=_ci_geometric if log else _ci,
