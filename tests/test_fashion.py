@@ -116,3 +116,13 @@ def test_variants_of_one_learner_are_separate_rules() -> None:
     err = errors(runs).set_index("learner")
     assert err.loc["dtp (penultimate=gradient)", "median"] == pytest.approx(19.0)
     assert err.loc["dtp (penultimate=target)", "seeds"] == 1 and err.loc["backprop", "median"] == pytest.approx(10.0)
+
+
+def test_the_docs_fashion_table_is_the_scripts_output_on_the_committed_run() -> None:
+    """docs/fashion.md's table block is exactly what ``python -m scripts.fashion_table results/fashion``
+    prints, so the published comparison with BioTorch cannot drift from the committed runs."""
+    text = (REPO / "docs" / "fashion.md").read_text()
+    start = text.index("<!-- fashion-table")
+    start = text.index("-->\n", start) + len("-->\n")
+    block = text[start : text.index("<!-- /fashion-table -->")]
+    assert block.strip() == report(REPO / "results" / "fashion").strip()
