@@ -126,3 +126,25 @@ def test_the_docs_fashion_table_is_the_scripts_output_on_the_committed_run() -> 
     start = text.index("-->\n", start) + len("-->\n")
     block = text[start : text.index("<!-- /fashion-table -->")]
     assert block.strip() == report(REPO / "results" / "fashion").strip()
+
+
+def test_interaction_is_the_difference_of_gaps_with_a_welch_interval() -> None:
+    """fa loses 5 points more on LeNet: (15 - 9) - (11 - 10) = 5 error points; its Welch-Satterthwaite
+    interval from the four groups' variances; a rule run on one net only has no row."""
+    from scipy import stats
+
+    runs = fake_runs(
+        {
+            ("backprop", "lenet"): [0.91, 0.90, 0.92],
+            ("backprop", "mlp"): [0.89, 0.90, 0.91],
+            ("fa", "lenet"): [0.86, 0.85, 0.84],
+            ("fa", "mlp"): [0.88, 0.89, 0.90],
+            ("brsf", "lenet"): [0.90, 0.89, 0.91],
+        }
+    )
+    row = fashion_table.interactions(runs).set_index("rule").loc["fa"]
+    se = (4 * (1.0**2) / 3) ** 0.5  # each group's sd is 1 error point
+    half = stats.t.ppf(0.975, 8) * se  # Welch-Satterthwaite df: 4 equal groups of 3 -> 8
+    assert row["LeNet gap - MLP gap (mean, points)"] == f"+5.00 [{5 - half:+.2f}, {5 + half:+.2f}]"
+    assert float(row["p (Welch-Satterthwaite)"]) == pytest.approx(2 * stats.t.sf(5 / se, 8), rel=0.05)
+    assert list(fashion_table.interactions(runs)["rule"]) == ["fa"]
